@@ -1,0 +1,240 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// RMSNorm: y = x / √(mean(x²) + ε) ⊙ g.
+public struct RMSNorm: Sendable {
+    public var gain: Tensor
+    public let epsilon: Float
+
+    public init(_ name: String, size: Int, epsilon: Float, from source: inout some WeightSource) throws {
+        gain = try source.tensor(name, shape: [size], initializer: .constant(1))
+        self.epsilon = epsilon
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        var y = Tensor(zeros: x.shape)
+        x.scalars.withUnsafeBufferPointer { xp in
+            gain.scalars.withUnsafeBufferPointer { gp in
+                y.scalars.withUnsafeMutableBufferPointer { yp in
+                    Kernels.rmsNorm(xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!,
+                                    rows: x.rows, cols: x.cols, eps: epsilon)
+                }
+            }
+        }
+        return y
+    }
+}
+
+/// Rotary position embedding (RoPE), in the "rotate half" layout of Llama and Mixtral:
+/// dimension i pairs with i + D/2, rotated by angle pos · θ^(−2i/D).
+public struct RotaryEmbedding: Sendable {
+    let cosines: [Float]   // [context × D/2]
+    let sines: [Float]
+    let halfDim: Int
+
+    public init(headDim: Int, context: Int, theta: Float) {
+        halfDim = headDim / 2
+        var c = [Float](), s = [Float]()
+        c.reserveCapacity(context * halfDim); s.reserveCapacity(context * halfDim)
+        for position in 0..<context {
+            for i in 0..<halfDim {
+                let angle = Double(position) * pow(Double(theta), -2 * Double(i) / Double(headDim))
+                c.append(Float(cos(angle))); s.append(Float(sin(angle)))
+            }
+        }
+        cosines = c; sines = s
+    }
+
+    /// Rotates every head of row `x` (numHeads × headDim values) in place for `position`.
+    func apply(_ x: UnsafeMutablePointer<Float>, numHeads: Int, position: Int) {
+        let base = position * halfDim
+        for h in 0..<numHeads {
+            let head = x + h * 2 * halfDim
+            for i in 0..<halfDim {
+                let a = head[i], b = head[i + halfDim]
+                let c = cosines[base + i], s = sines[base + i]
+                head[i] = a * c - b * s
+                head[i + halfDim] = b * c + a * s
+            }
+        }
+    }
+}
+
+/// Keys and values of every past position, per layer, so each new token attends without
+/// recomputing the prefix.
+public struct KVCache: Sendable {
+    public private(set) var length = 0
+    public let capacity: Int
+    var keys: [[Float]]     // per layer, [capacity × d]
+    var values: [[Float]]
+
+    public init(config: ModelConfig) {
+        capacity = config.contextLength
+        let empty = [Float](repeating: 0, count: config.contextLength * config.hiddenSize)
+        keys = Array(repeating: empty, count: config.numLayers)
+        values = keys
+    }
+
+    public var remaining: Int { capacity - length }
+    public mutating func reset() { length = 0 }
+    mutating func advance(by count: Int) { length += count }
+}
+
+/// Causal multi-head self-attention with RoPE and a KV cache.
+public struct CausalSelfAttention: Sendable {
+    public var query, key, value, output: Linear
+    let numHeads: Int
+    let headDim: Int
+
+    public init(_ prefix: String, config: ModelConfig, from source: inout some WeightSource) throws {
+        let d = config.hiddenSize, std = config.initStd
+        query = try Linear("\(prefix).q_proj.weight", in: d, out: d, std: std, from: &source)
+        key = try Linear("\(prefix).k_proj.weight", in: d, out: d, std: std, from: &source)
+        value = try Linear("\(prefix).v_proj.weight", in: d, out: d, std: std, from: &source)
+        // Scaled by depth (GPT-2) so the residual stream does not grow with the layer count.
+        output = try Linear("\(prefix).o_proj.weight", in: d, out: d,
+                            std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source)
+        numHeads = config.numHeads
+        headDim = config.headDim
+    }
+
+    /// x: [T × d] for positions cache.length ..< cache.length + T of `layer`. Appends this
+    /// chunk's keys and values to the cache (the caller advances its length once per pass).
+    func callAsFunction(_ x: Tensor, layer: Int, cache: inout KVCache, rope: RotaryEmbedding) -> Tensor {
+        let count = x.rows, d = x.cols, start = cache.length
+        var q = query(x), k = key(x)
+        let v = value(x)
+        q.scalars.withUnsafeMutableBufferPointer { qp in
+            k.scalars.withUnsafeMutableBufferPointer { kp in
+                for t in 0..<count {
+                    rope.apply(qp.baseAddress! + t * d, numHeads: numHeads, position: start + t)
+                    rope.apply(kp.baseAddress! + t * d, numHeads: numHeads, position: start + t)
+                }
+            }
+        }
+        cache.keys[layer].replaceSubrange(start * d ..< (start + count) * d, with: k.scalars)
+        cache.values[layer].replaceSubrange(start * d ..< (start + count) * d, with: v.scalars)
+
+        var attended = Tensor(zeros: [count, d])
+        let scale = 1 / Float(headDim).squareRoot()
+        var scores = [Float](repeating: 0, count: start + count)
+        q.scalars.withUnsafeBufferPointer { qp in
+            cache.keys[layer].withUnsafeBufferPointer { kp in
+                cache.values[layer].withUnsafeBufferPointer { vp in
+                    attended.scalars.withUnsafeMutableBufferPointer { op in
+                        scores.withUnsafeMutableBufferPointer { sp in
+                            for t in 0..<count {
+                                let visible = start + t + 1
+                                for h in 0..<numHeads {
+                                    let offset = h * headDim
+                                    let qRow = qp.baseAddress! + t * d + offset
+                                    for j in 0..<visible {
+                                        sp[j] = Kernels.dot(qRow, kp.baseAddress! + j * d + offset, count: headDim) * scale
+                                    }
+                                    Kernels.softmax(sp.baseAddress!, count: visible)
+                                    let out = op.baseAddress! + t * d + offset
+                                    for j in 0..<visible {
+                                        Kernels.axpy(sp[j], vp.baseAddress! + j * d + offset, out, count: headDim)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return output(attended)
+    }
+}
+
+/// One expert: a SwiGLU feed-forward network, y = W2 (SiLU(W1 u) ⊙ W3 u) (Mixtral's names).
+public struct SwiGLUExpert: Sendable {
+    public var gate: Linear   // w1 [h × d]
+    public var up: Linear     // w3 [h × d]
+    public var down: Linear   // w2 [d × h]
+
+    public init(_ prefix: String, config: ModelConfig, from source: inout some WeightSource) throws {
+        let d = config.hiddenSize, h = config.expertHiddenSize, std = config.initStd
+        gate = try Linear("\(prefix).w1.weight", in: d, out: h, std: std, from: &source)
+        down = try Linear("\(prefix).w2.weight", in: h, out: d, std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source)
+        up = try Linear("\(prefix).w3.weight", in: d, out: h, std: std, from: &source)
+    }
+
+    public func callAsFunction(_ u: Tensor) -> Tensor {
+        let g = gate(u), v = up(u)
+        return down(Tensor(shape: g.shape, scalars: zip(g.scalars, v.scalars).map { Kernels.silu($0) * $1 }))
+    }
+}
+
+/// Top-k of one probability row: indices by descending probability, ties to the lower index.
+public func topK(_ probabilities: ArraySlice<Float>, k: Int) -> [Int] {
+    let base = probabilities.startIndex
+    var chosen: [Int] = []
+    chosen.reserveCapacity(k)
+    for _ in 0..<k {
+        var best = -1
+        for e in 0..<probabilities.count where !chosen.contains(e) {
+            if best < 0 || probabilities[base + e] > probabilities[base + best] { best = e }
+        }
+        chosen.append(best)
+    }
+    return chosen
+}
+
+/// The sparse feed-forward block: route, then send each token to its k experts (dropless:
+/// every expert takes all the tokens routed to it, as one batched product).
+public struct MoEBlock: Sendable {
+    public var experts: [SwiGLUExpert]
+    let topK: Int
+
+    public init(layer: Int, config: ModelConfig, from source: inout some WeightSource) throws {
+        experts = try (0..<config.numExperts).map {
+            try SwiGLUExpert("model.layers.\(layer).block_sparse_moe.experts.\($0)", config: config, from: &source)
+        }
+        topK = config.topK
+    }
+
+    /// u: normed input [T × d]; logits: router output [T × E]. Returns the block output and how
+    /// each token was routed (without router-specific fields, which the caller fills in).
+    func callAsFunction(_ u: Tensor, logits: Tensor) -> (Tensor, [LayerRouting]) {
+        let count = u.rows, d = u.cols, numExperts = experts.count
+        var probabilities = logits
+        var routing: [LayerRouting] = []
+        routing.reserveCapacity(count)
+        var assigned = [[(token: Int, slot: Int)]](repeating: [], count: numExperts)
+        probabilities.scalars.withUnsafeMutableBufferPointer { p in
+            for t in 0..<count { Kernels.softmax(p.baseAddress! + t * numExperts, count: numExperts) }
+        }
+        for t in 0..<count {
+            let row = probabilities.scalars[t * numExperts ..< (t + 1) * numExperts]
+            let chosen = MoECore.topK(row, k: topK)
+            let total = chosen.reduce(Float(0)) { $0 + row[row.startIndex + $1] }
+            for (slot, e) in chosen.enumerated() { assigned[e].append((t, slot)) }
+            routing.append(LayerRouting(
+                logits: Array(logits.row(t)), probabilities: Array(row), experts: chosen,
+                weights: chosen.map { row[row.startIndex + $0] / total },
+                expertOutputNorms: [Float](repeating: 0, count: topK), gruHidden: nil, routerNanoseconds: 0))
+        }
+        var output = Tensor(zeros: [count, d])
+        for e in 0..<numExperts where !assigned[e].isEmpty {
+            let batch = assigned[e]
+            var gathered = [Float]()
+            gathered.reserveCapacity(batch.count * d)
+            for item in batch { gathered.append(contentsOf: u.row(item.token)) }
+            let y = experts[e](Tensor(shape: [batch.count, d], scalars: gathered))
+            y.scalars.withUnsafeBufferPointer { yp in
+                output.scalars.withUnsafeMutableBufferPointer { op in
+                    for (row, item) in batch.enumerated() {
+                        let source = yp.baseAddress! + row * d
+                        routing[item.token].expertOutputNorms[item.slot] = Kernels.sumOfSquares(source, count: d).squareRoot()
+                        Kernels.axpy(routing[item.token].weights[item.slot], source, op.baseAddress! + item.token * d, count: d)
+                    }
+                }
+            }
+        }
+        return (output, routing)
+    }
+}

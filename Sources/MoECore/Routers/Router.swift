@@ -1,0 +1,99 @@
+/// The seven routers moescope can run. Raw values are the names used on the command line and
+/// in `config.json`.
+public enum RouterKind: String, Codable, CaseIterable, Sendable {
+    case linear, mlp, attention, hybrid, hash
+    case mlpHadamard = "mlp-hadamard"
+    case gru
+
+    public var displayName: String {
+        switch self {
+        case .linear: "Linear"
+        case .mlp: "MLP"
+        case .attention: "Attention"
+        case .hybrid: "Hybrid"
+        case .hash: "Hash"
+        case .mlpHadamard: "MLP-Hadamard"
+        case .gru: "GRU (RMoE)"
+        }
+    }
+
+    /// The router's equation, as the help text and README print it.
+    public var equation: String {
+        switch self {
+        case .linear: "logits = W u"
+        case .mlp: "logits = W2 GELU(W1 u)"
+        case .attention: "logits = (Wq u) Kᵀ / √a, K = learned expert keys"
+        case .hybrid: "logits = α·Linear(u) + (1−α)·MLP(u), α = σ(learned scalar)"
+        case .hash: "experts = fixed hash(token id, layer); weights 1/k; no parameters"
+        case .mlpHadamard: "logits = Wo (GELU(Wa u) ⊙ (Wb u))"
+        case .gru: "h_i = GRUCell(P_i u_i, h_{i−1}), logits = G_i h_i (recurrent over depth)"
+        }
+    }
+
+    public var source: String {
+        switch self {
+        case .linear: "Switch Transformer / Mixtral baseline"
+        case .hash: "Roller et al. 2021, Hash Layers (as listed by Harvey et al. 2025)"
+        case .mlp, .attention, .hybrid, .mlpHadamard: "Harvey, Weale, Yilmaz 2025, Optimizing MoE Routers"
+        case .gru: "Qiu et al. 2024, Layerwise Recurrent Router (RMoE)"
+        }
+    }
+
+    /// The 2025 router paper does not publish its formulas: these forms are moescope's reading.
+    public var isOurInterpretation: Bool {
+        switch self {
+        case .mlp, .attention, .hybrid, .mlpHadamard, .hash: true
+        case .linear, .gru: false
+        }
+    }
+
+    /// "1"…"7" select routers in the TUI in this order.
+    public var number: Int { Self.allCases.firstIndex(of: self)! + 1 }
+}
+
+/// Per-token state a router carries from one layer to the next while a forward pass walks
+/// down the stack. Only the GRU router uses it; it starts empty for every token, so no state
+/// ever flows along the sequence.
+public struct RouterDepthState: Sendable {
+    /// GRU hidden state after the most recent layer, [T × p].
+    public var hidden: Tensor?
+    public init() {}
+}
+
+/// A router maps the normed hidden state entering a layer's MoE block to one logit per
+/// expert. The MoE block turns logits into choices the same way for every router
+/// (Mixtral convention): p = softmax(logits), take the top k, renormalise their weights.
+public protocol Router: Sendable {
+    var kind: RouterKind { get }
+    /// Every parameter, by its checkpoint name.
+    var namedParameters: [String: Tensor] { get }
+    /// u: [T × d] for the T tokens `tokens` at layer `layer`; returns [T × E].
+    func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor
+}
+
+extension Router {
+    public var parameterCount: Int { namedParameters.values.reduce(0) { $0 + $1.count } }
+}
+
+/// Name prefix of layer `i`'s router parameters (Mixtral calls the router `gate`).
+@Sendable public func routerPrefix(_ layer: Int) -> String { "model.layers.\(layer).block_sparse_moe.gate" }
+
+/// Builds the router named in `config`, its parameters drawn from `source`.
+public func makeRouter(_ config: ModelConfig, from source: inout some WeightSource) throws -> any Router {
+    switch config.router {
+    case .linear: try LinearRouter(config, from: &source)
+    case .mlp: try MLPRouter(config, from: &source)
+    case .attention: try AttentionRouter(config, from: &source)
+    case .hybrid: try HybridRouter(config, from: &source)
+    case .hash: HashRouter(config)
+    case .mlpHadamard: try MLPHadamardRouter(config, from: &source)
+    case .gru: try GRURouter(config, from: &source)
+    }
+}
+
+extension Tensor {
+    /// Elementwise map (activations on small router tensors).
+    func mapped(_ transform: (Float) -> Float) -> Tensor {
+        Tensor(shape: shape, scalars: scalars.map(transform))
+    }
+}

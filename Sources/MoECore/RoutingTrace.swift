@@ -1,0 +1,47 @@
+/// How one token was routed at one layer: everything the TUI, the analyses and the exports read.
+public struct LayerRouting: Sendable, Equatable {
+    /// Router output before the softmax, one per expert (Hash: 0 on its set, −∞ elsewhere).
+    public var logits: [Float]
+    /// softmax(logits) over all experts.
+    public var probabilities: [Float]
+    /// The k chosen experts, highest probability first (ties: lower id first).
+    public var experts: [Int]
+    /// Their renormalised mixture weights (sum to 1).
+    public var weights: [Float]
+    /// ‖SwiGLU_e(u)‖ for each chosen expert, before weighting.
+    public var expertOutputNorms: [Float]
+    /// GRU router only: the hidden state h_i after this layer (p values).
+    public var gruHidden: [Float]?
+    /// Wall time the router took for this token (amortised when tokens ran as a batch).
+    public var routerNanoseconds: Double
+
+    public var topExpert: Int { experts[0] }
+}
+
+/// The routing of one token through every layer.
+public struct RoutingTrace: Sendable, Equatable {
+    public var token: Int
+    public var position: Int
+    public var layers: [LayerRouting]
+}
+
+extension LayerRouting: Encodable {
+    enum CodingKeys: String, CodingKey {
+        case logits, probabilities, experts, weights
+        case expertOutputNorms = "expert_output_norms", gruHidden = "gru_hidden", routerNanoseconds = "router_ns"
+    }
+
+    /// Non-finite logits (the Hash router's −∞) are written as JSON null.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(logits.map { $0.isFinite ? $0 : nil }, forKey: .logits)
+        try c.encode(probabilities, forKey: .probabilities)
+        try c.encode(experts, forKey: .experts)
+        try c.encode(weights, forKey: .weights)
+        try c.encode(expertOutputNorms, forKey: .expertOutputNorms)
+        try c.encodeIfPresent(gruHidden, forKey: .gruHidden)
+        try c.encode(routerNanoseconds, forKey: .routerNanoseconds)
+    }
+}
+
+extension RoutingTrace: Encodable {}

@@ -1,0 +1,239 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Element types moescope reads and writes in safetensors files.
+public enum SafeTensorsDType: String, Sendable, CaseIterable {
+    case f32 = "F32", f16 = "F16", bf16 = "BF16"
+    public var byteSize: Int { self == .f32 ? 4 : 2 }
+}
+
+/// Everything that can be wrong with a checkpoint on disk. Each description is one line that
+/// names the file, the problem, and what to do about it.
+public enum CheckpointError: Error, CustomStringConvertible, Equatable {
+    case unreadable(path: String, reason: String)
+    case truncated(path: String, detail: String)
+    case badHeader(path: String, detail: String)
+    case unsupportedDType(path: String, tensor: String, dtype: String)
+    case missingTensor(path: String, tensor: String)
+    case wrongShape(path: String, tensor: String, expected: [Int], found: [Int])
+    case badConfig(path: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case let .unreadable(path, reason):
+            return "cannot read checkpoint \(path): \(reason) — check the path and permissions"
+        case let .truncated(path, detail):
+            return "checkpoint \(path) is truncated (\(detail)) — the copy is incomplete; copy it again or retrain with `moescope train`"
+        case let .badHeader(path, detail):
+            return "checkpoint \(path) is not a valid safetensors file (\(detail)) — replace it with a good copy"
+        case let .unsupportedDType(path, tensor, dtype):
+            return "checkpoint \(path): tensor \(tensor) has dtype \(dtype); moescope reads F32, F16 and BF16 — convert the file"
+        case let .missingTensor(path, tensor):
+            return "checkpoint \(path) has no tensor \(tensor) — it was saved for a different model or router; check config.json"
+        case let .wrongShape(path, tensor, expected, found):
+            return "checkpoint \(path): tensor \(tensor) has shape \(found) but the config needs \(expected) — config.json and weights disagree"
+        case let .badConfig(path, detail):
+            return "model config \(path) is invalid: \(detail) — fix the field or retrain"
+        }
+    }
+}
+
+/// A safetensors file opened by memory-mapping: the header is parsed and validated up front,
+/// tensor bytes are only touched when a tensor is asked for.
+///
+/// Format: u64 little-endian header length N, N bytes of JSON
+/// `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}`, then the data.
+public final class SafeTensorsFile: @unchecked Sendable {
+    public struct Entry: Sendable, Equatable {
+        public let dtype: SafeTensorsDType
+        public let shape: [Int]
+        public let byteRange: Range<Int>   // relative to the start of the data section
+    }
+
+    public let path: String
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    private let mapping: UnsafeRawPointer
+    private let mappedLength: Int
+    private let dataStart: Int
+
+    // Reading is immutable after init, hence @unchecked Sendable.
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        let size = Int(info.st_size)
+        guard size >= 8 else { throw CheckpointError.truncated(path: path, detail: "\(size) bytes, shorter than the 8-byte header length") }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            throw CheckpointError.unreadable(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+        }
+        let raw = UnsafeRawPointer(base)
+        mapping = raw
+        mappedLength = size
+        do {
+            let declaredLength = UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self))
+            guard declaredLength > 0, declaredLength <= 100_000_000 else {
+                throw CheckpointError.badHeader(path: path, detail: "header length \(declaredLength) is implausible")
+            }
+            let headerLength = Int(declaredLength)
+            guard 8 + headerLength <= size else {
+                throw CheckpointError.truncated(path: path, detail: "header needs \(8 + headerLength) bytes, file has \(size)")
+            }
+            dataStart = 8 + headerLength
+            let headerData = Data(bytes: raw + 8, count: headerLength)
+            let parsed = try Self.parseHeader(headerData, path: path, dataLength: size - dataStart)
+            entries = parsed.entries
+            metadata = parsed.metadata
+        } catch {
+            munmap(base, size)
+            throw error
+        }
+    }
+
+    deinit { munmap(UnsafeMutableRawPointer(mutating: mapping), mappedLength) }
+
+    private static func parseHeader(_ data: Data, path: String, dataLength: Int) throws
+        -> (entries: [String: Entry], metadata: [String: String]) {
+        guard let object = try? JSONSerialization.jsonObject(with: data), let header = object as? [String: Any] else {
+            throw CheckpointError.badHeader(path: path, detail: "header is not a JSON object")
+        }
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in header {
+            if name == "__metadata__" {
+                guard let dict = value as? [String: Any] else {
+                    throw CheckpointError.badHeader(path: path, detail: "__metadata__ is not an object")
+                }
+                for (k, v) in dict { metadata[k] = "\(v)" }
+                continue
+            }
+            guard let fields = value as? [String: Any],
+                  let dtypeName = fields["dtype"] as? String,
+                  let shapeValues = fields["shape"] as? [Any],
+                  let offsetValues = fields["data_offsets"] as? [Any], offsetValues.count == 2
+            else { throw CheckpointError.badHeader(path: path, detail: "entry \(name) lacks dtype, shape or data_offsets") }
+            guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
+                throw CheckpointError.unsupportedDType(path: path, tensor: name, dtype: dtypeName)
+            }
+            let shape = try shapeValues.map { v -> Int in
+                guard let n = (v as? NSNumber)?.intValue, n >= 0 else {
+                    throw CheckpointError.badHeader(path: path, detail: "entry \(name) has a bad shape")
+                }
+                return n
+            }
+            let offsets = try offsetValues.map { v -> Int in
+                guard let n = (v as? NSNumber)?.intValue, n >= 0 else {
+                    throw CheckpointError.badHeader(path: path, detail: "entry \(name) has bad data_offsets")
+                }
+                return n
+            }
+            guard offsets[0] <= offsets[1] else {
+                throw CheckpointError.badHeader(path: path, detail: "entry \(name) has data_offsets out of order")
+            }
+            let expectedBytes = shape.reduce(1, *) * dtype.byteSize
+            guard offsets[1] - offsets[0] == expectedBytes else {
+                throw CheckpointError.badHeader(path: path, detail: "entry \(name) spans \(offsets[1] - offsets[0]) bytes, shape \(shape) needs \(expectedBytes)")
+            }
+            guard offsets[1] <= dataLength else {
+                throw CheckpointError.truncated(path: path, detail: "tensor \(name) ends at byte \(offsets[1]) of a \(dataLength)-byte data section")
+            }
+            entries[name] = Entry(dtype: dtype, shape: shape, byteRange: offsets[0]..<offsets[1])
+        }
+        return (entries, metadata)
+    }
+
+    /// The tensor called `name`, converted to Float, checked against `shape` when given.
+    public func tensor(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {
+        guard let entry = entries[name] else { throw CheckpointError.missingTensor(path: path, tensor: name) }
+        if let expected, expected != entry.shape {
+            throw CheckpointError.wrongShape(path: path, tensor: name, expected: expected, found: entry.shape)
+        }
+        let count = entry.shape.reduce(1, *)
+        let bytes = mapping + dataStart + entry.byteRange.lowerBound
+        let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            Self.decode(bytes, dtype: entry.dtype, into: buffer.baseAddress!, count: count)
+            initialized = count
+        }
+        return Tensor(shape: entry.shape, scalars: scalars)
+    }
+
+    static func decode(_ bytes: UnsafeRawPointer, dtype: SafeTensorsDType, into out: UnsafeMutablePointer<Float>, count: Int) {
+        switch dtype {
+        case .f32:
+            for i in 0..<count { out[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+        case .f16:
+            for i in 0..<count { out[i] = Float(Float16(bitPattern: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
+        case .bf16:
+            for i in 0..<count { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+        }
+    }
+
+    /// Writes tensors as a safetensors file. The file appears atomically: bytes go to a
+    /// temporary file beside it that is renamed over the target, so a crash never leaves a
+    /// half-written checkpoint.
+    public static func write(_ tensors: [String: Tensor], dtype: SafeTensorsDType = .f32,
+                             metadata: [String: String] = [:], to path: String) throws {
+        let names = tensors.keys.sorted()
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        for name in names {
+            let t = tensors[name]!
+            let length = t.count * dtype.byteSize
+            header[name] = ["dtype": dtype.rawValue, "shape": t.shape, "data_offsets": [offset, offset + length]] as [String: Any]
+            offset += length
+        }
+        var headerBytes = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        // Pad with spaces so the data section starts 8-byte aligned, as the format recommends.
+        while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(0x20) }
+        var file = Data(capacity: 8 + headerBytes.count + offset)
+        withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { file.append(contentsOf: $0) }
+        file.append(headerBytes)
+        for name in names {
+            let scalars = tensors[name]!.scalars
+            switch dtype {
+            case .f32:
+                scalars.withUnsafeBytes { file.append(contentsOf: $0) }
+            case .f16:
+                let halves = scalars.map { Float16($0).bitPattern.littleEndian }
+                halves.withUnsafeBytes { file.append(contentsOf: $0) }
+            case .bf16:
+                let halves = scalars.map { bfloat16Bits($0).littleEndian }
+                halves.withUnsafeBytes { file.append(contentsOf: $0) }
+            }
+        }
+        try writeAtomically(file, to: path)
+    }
+
+    /// Round-to-nearest-even conversion to bfloat16 (NaN stays NaN).
+    static func bfloat16Bits(_ value: Float) -> UInt16 {
+        let bits = value.bitPattern
+        if value.isNaN { return UInt16(bits >> 16) | 0x40 }
+        let rounding = 0x7FFF + ((bits >> 16) & 1)
+        return UInt16((bits &+ rounding) >> 16)
+    }
+}
+
+/// Writes `data` to `path` via a temporary file in the same directory and a rename, so readers
+/// see either the old file or the complete new one.
+public func writeAtomically(_ data: Data, to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let temporary = url.deletingLastPathComponent()
+        .appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    do {
+        try data.write(to: temporary)
+        guard rename(temporary.path, url.path) == 0 else {
+            throw CheckpointError.unreadable(path: path, reason: "rename failed: \(String(cString: strerror(errno)))")
+        }
+    } catch {
+        try? FileManager.default.removeItem(at: temporary)
+        throw error
+    }
+}

@@ -1,0 +1,58 @@
+/// How a parameter starts life when it is not read from a checkpoint.
+public enum Initializer: Sendable {
+    case normal(std: Float)
+    case constant(Float)
+}
+
+/// Where a model's parameters come from. Layers and routers ask for each tensor by name and
+/// shape once; a checkpoint answers with the stored tensor (checking the shape), a seeded
+/// generator answers with a fresh initialisation. One construction path serves both.
+public protocol WeightSource {
+    mutating func tensor(_ name: String, shape: [Int], initializer: Initializer) throws -> Tensor
+}
+
+/// Fresh parameters from a seeded generator: same seed, same model.
+public struct RandomWeights: WeightSource {
+    public var generator: SeededGenerator
+    public init(seed: UInt64) { generator = SeededGenerator(seed: seed) }
+
+    public mutating func tensor(_ name: String, shape: [Int], initializer: Initializer) throws -> Tensor {
+        switch initializer {
+        case let .normal(std): return Tensor(randomNormal: shape, std: std, using: &generator)
+        case let .constant(value): return Tensor(repeating: value, shape: shape)
+        }
+    }
+}
+
+extension SafeTensorsFile: WeightSource {
+    public func tensor(_ name: String, shape: [Int], initializer: Initializer) throws -> Tensor {
+        try tensor(name, shape: shape)
+    }
+}
+
+/// A fully connected layer without bias, y = x Wᵀ, with W stored [out × in] as PyTorch and
+/// safetensors files have it. The transpose is kept packed beside it so every product runs on
+/// the row-major micro-kernel; assigning `weight` repacks.
+public struct Linear: Sendable {
+    public var weight: Tensor { didSet { packed = weight.transposed().scalars } }
+    public private(set) var packed: [Float]
+    public var inFeatures: Int { weight.cols }
+    public var outFeatures: Int { weight.rows }
+
+    public init(weight: Tensor) {
+        precondition(weight.shape.count == 2)
+        self.weight = weight
+        packed = weight.transposed().scalars
+    }
+
+    public init(_ name: String, in inFeatures: Int, out outFeatures: Int, std: Float,
+                from source: inout some WeightSource) throws {
+        self.init(weight: try source.tensor(name, shape: [outFeatures, inFeatures], initializer: .normal(std: std)))
+    }
+
+    /// x: [T × in] → [T × out]
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.cols == inFeatures, "Linear expects \(inFeatures) inputs, got \(x.cols)")
+        return Tensor.matmul(x, rhs: packed, n: outFeatures)
+    }
+}

@@ -1,0 +1,116 @@
+import ArgumentParser
+import Foundation
+import MoECore
+
+/// Finds the shipped assets (tokenizer, corpus, checkpoints): `--assets`, then
+/// `$MOESCOPE_ASSETS`, then `./assets`, then an `assets/` folder above the executable
+/// (so `.build/release/moescope` works from anywhere).
+struct AssetLocator {
+    let root: String
+
+    init(explicit: String?) throws {
+        let environment = ProcessInfo.processInfo.environment["MOESCOPE_ASSETS"]
+        var candidates = [explicit, environment].compactMap { $0 }
+        if candidates.isEmpty {
+            candidates.append(FileManager.default.currentDirectoryPath + "/assets")
+            var folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            for _ in 0..<5 {
+                candidates.append(folder.appendingPathComponent("assets").path)
+                folder = folder.deletingLastPathComponent()
+            }
+        }
+        guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: "\($0)/tokenizer.json") }) else {
+            throw CLIError("no moescope assets found (looked in \(candidates.first ?? "./assets")) — run from the repository root or pass --assets DIR")
+        }
+        root = found
+    }
+
+    func checkpointDirectory(for router: RouterKind) -> String { "\(root)/checkpoints/\(router.rawValue)" }
+    var tokenizerPath: String { "\(root)/tokenizer.json" }
+}
+
+/// A one-line error for the user; ArgumentParser prints it after "Error:" and exits non-zero.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Options every command that loads a model shares.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Router whose checkpoint to load: \(RouterKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var router: RouterKind = .gru
+
+    @Option(help: ArgumentHelp("Checkpoint directory (config.json, model.safetensors, tokenizer.json); overrides --router.", valueName: "dir"))
+    var checkpoint: String?
+
+    @Option(help: ArgumentHelp("Assets directory (default: ./assets or the one beside the executable).", valueName: "dir"))
+    var assets: String?
+
+    @Option(help: "Seed of the random-init model used when no trained checkpoint exists.")
+    var seed: UInt64 = 1
+
+    struct Loaded {
+        var checkpoint: Checkpoint
+        /// True when no trained checkpoint was found and the model is a seeded random init.
+        var isRandomInit: Bool
+    }
+
+    func load() throws -> Loaded {
+        if let checkpoint {
+            return Loaded(checkpoint: try Checkpoint.load(from: checkpoint), isRandomInit: false)
+        }
+        let locator = try AssetLocator(explicit: assets)
+        let directory = locator.checkpointDirectory(for: router)
+        if Checkpoint.exists(at: directory) {
+            return Loaded(checkpoint: try Checkpoint.load(from: directory), isRandomInit: false)
+        }
+        let tokenizer = try Tokenizer.load(path: locator.tokenizerPath)
+        var config = ModelConfig()
+        config.router = router
+        config.vocabSize = tokenizer.vocabSize
+        let model = try MoEModel(config: config, seed: seed)
+        printError("note: no trained \(router.rawValue) checkpoint in \(directory); using a random-init model (seed \(seed)) — its routing is noise")
+        return Loaded(checkpoint: Checkpoint(model: model, tokenizer: tokenizer), isRandomInit: true)
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Text from `--text` or `--file` (`-` reads standard input), checked to be non-empty UTF-8.
+struct TextInput: ParsableArguments {
+    @Option(help: "Text to run through the model.")
+    var text: String?
+
+    @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path"))
+    var file: String?
+
+    func read() throws -> String {
+        let value: String
+        switch (text, file) {
+        case let (text?, nil):
+            value = text
+        case let (nil, path?):
+            let data: Data
+            if path == "-" {
+                data = FileHandle.standardInput.readDataToEndOfFile()
+            } else {
+                guard let contents = FileManager.default.contents(atPath: path) else {
+                    throw CLIError("cannot read \(path) — check the path")
+                }
+                data = contents
+            }
+            guard let decoded = String(validating: data, as: UTF8.self) else {
+                throw CLIError("\(path == "-" ? "standard input" : path) is not valid UTF-8 text — convert it (e.g. iconv -t UTF-8)")
+            }
+            value = decoded
+        case (nil, nil):
+            throw CLIError("no text given — pass --text \"...\" or --file PATH")
+        case (_?, _?):
+            throw CLIError("--text and --file both given — pass one")
+        }
+        guard !value.isEmpty else { throw CLIError("the text is empty — give at least one character") }
+        return value
+    }
+}

@@ -1,0 +1,114 @@
+import ArgumentParser
+import Foundation
+import MoECore
+
+struct Trace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print how each token of a text is routed, layer by layer.",
+        discussion: """
+        Default output is a table: for each token, the top-k experts and weights at every layer.
+        --json writes the full trace (schema in README.md, "Trace format"); --csv writes one row
+        per token, layer and expert, ready for pandas or R.
+        """
+    )
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var input: TextInput
+
+    @Flag(help: "Write the full trace as JSON.") var json = false
+    @Flag(help: "Write one CSV row per token, layer and expert.") var csv = false
+
+    func validate() throws {
+        if json && csv { throw ValidationError("--json and --csv are exclusive — pick one") }
+    }
+
+    func run() throws {
+        let text = try input.read()
+        let loaded = try model.load()
+        let checkpoint = loaded.checkpoint
+        let tokens = checkpoint.tokenizer.encode(text)
+        let result = try checkpoint.model.forward(tokens)
+        let report = TraceReport(checkpoint: checkpoint, isRandomInit: loaded.isRandomInit, routing: result.routing)
+        if json { print(try report.json()) } else if csv { print(report.csv(), terminator: "") } else { print(report.table(), terminator: "") }
+    }
+}
+
+/// The routing of one text, rendered in the three output formats.
+struct TraceReport {
+    let checkpoint: Checkpoint
+    let isRandomInit: Bool
+    let routing: [RoutingTrace]
+
+    var config: ModelConfig { checkpoint.model.config }
+
+    func tokenText(_ id: Int) -> String { checkpoint.tokenizer.displayText(of: id) }
+
+    /// Control characters made visible for one-line outputs.
+    func visible(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n")
+            .replacingOccurrences(of: "\t", with: "\\t").replacingOccurrences(of: "\r", with: "\\r")
+    }
+
+    func table() -> String {
+        var out = "router \(config.router.rawValue) · \(isRandomInit ? "random init (untrained)" : checkpoint.directory ?? "in memory")"
+        out += " · \(routing.count) tokens · \(config.numLayers) layers · top-\(config.topK) of \(config.numExperts) experts\n"
+        // A cell is "e:.ww" per chosen expert, e.g. "3:.62 5:.38".
+        let cellWidth = config.topK * (String(config.numExperts - 1).count + 5) + 1
+        out += "pos  token           " + (0..<config.numLayers).map { "L\($0)".padding(toLength: cellWidth, withPad: " ", startingAt: 0) }.joined() + "\n"
+        for trace in routing {
+            let token = "\"" + visible(tokenText(trace.token)) + "\""
+            out += String(trace.position).padding(toLength: 5, withPad: " ", startingAt: 0)
+            out += token.padding(toLength: 16, withPad: " ", startingAt: 0) + " "
+            for layer in trace.layers {
+                let cell = zip(layer.experts, layer.weights).map { "\($0):" + String(format: "%.2f", $1).dropFirst() }.joined(separator: " ")
+                out += cell.padding(toLength: cellWidth, withPad: " ", startingAt: 0)
+            }
+            out += "\n"
+        }
+        return out
+    }
+
+    func csv() -> String {
+        var out = "position,token_id,token,layer,expert,logit,probability,rank,weight,output_norm\n"
+        for trace in routing {
+            let token = "\"" + visible(tokenText(trace.token)).replacingOccurrences(of: "\"", with: "\"\"") + "\""
+            for (l, layer) in trace.layers.enumerated() {
+                for e in 0..<config.numExperts {
+                    let slot = layer.experts.firstIndex(of: e)
+                    let logit = layer.logits[e].isFinite ? "\(layer.logits[e])" : ""
+                    out += "\(trace.position),\(trace.token),\(token),\(l),\(e),\(logit),\(layer.probabilities[e]),"
+                    out += slot.map { "\($0 + 1),\(layer.weights[$0]),\(layer.expertOutputNorms[$0])" } ?? ",,"
+                    out += "\n"
+                }
+            }
+        }
+        return out
+    }
+
+    struct JSONTrace: Encodable {
+        struct Token: Encodable {
+            var position: Int
+            var id: Int
+            var text: String
+            var layers: [LayerRouting]
+        }
+        var format = "moescope-trace"
+        var version = 1
+        var router: String
+        var checkpoint: String?
+        var randomInit: Bool
+        var config: ModelConfig
+        var tokens: [Token]
+        enum CodingKeys: String, CodingKey { case format, version, router, checkpoint, randomInit = "random_init", config, tokens }
+    }
+
+    func json() throws -> String {
+        let document = JSONTrace(router: config.router.rawValue, checkpoint: checkpoint.directory, randomInit: isRandomInit,
+                                 config: config, tokens: routing.map {
+            JSONTrace.Token(position: $0.position, id: $0.token, text: tokenText($0.token), layers: $0.layers)
+        })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(document), as: UTF8.self)
+    }
+}

@@ -1,0 +1,98 @@
+import Testing
+@testable import MoECore
+
+/// Every fast kernel against a plain reference.
+@Suite struct KernelTests {
+    func reference(_ a: [Float], _ b: [Float], m: Int, k: Int, n: Int) -> [Float] {
+        var c = [Float](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n { var s: Float = 0; for p in 0..<k { s += a[i * k + p] * b[p * n + j] }; c[i * n + j] = s } }
+        return c
+    }
+
+    @Test(arguments: [(1, 1, 1), (1, 32, 8), (5, 7, 3), (6, 16, 16), (7, 33, 17), (13, 128, 40), (1, 128, 1024), (12, 5, 48)])
+    func matmulMatchesReference(shape: (Int, Int, Int)) {
+        let (m, k, n) = shape
+        var g = SeededGenerator(seed: UInt64(m * 1000 + k * 10 + n))
+        let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(k * n)).map { _ in g.nextNormal() }
+        let base = (0..<(m * n)).map { _ in g.nextNormal() }
+        var c = base
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            Kernels.matmul(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n)
+        } } }
+        let expected = reference(a, b, m: m, k: k, n: n)
+        for i in 0..<(m * n) { #expect(abs(c[i] - expected[i]) < 1e-4 * Float(k).squareRoot(), "C[\(i)]") }
+        // accumulate adds onto what C held
+        var acc = base
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in acc.withUnsafeMutableBufferPointer { cp in
+            Kernels.matmul(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n, accumulate: true)
+        } } }
+        for i in 0..<(m * n) { #expect(abs(acc[i] - (base[i] + expected[i])) < 1e-4 * Float(k).squareRoot()) }
+    }
+
+    @Test func transposedProductMatchesReference() {
+        var g = SeededGenerator(seed: 3)
+        let (m, k, n) = (5, 37, 9)
+        let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(n * k)).map { _ in g.nextNormal() }
+        var c = [Float](repeating: 0, count: m * n)
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            Kernels.matmulTransposedB(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n)
+        } } }
+        let bT = Tensor(shape: [n, k], scalars: b).transposed().scalars
+        let expected = reference(a, bT, m: m, k: k, n: n)
+        for i in 0..<(m * n) { #expect(abs(c[i] - expected[i]) < 1e-4) }
+    }
+
+    @Test(arguments: [0, 1, 15, 16, 17, 31, 32, 33, 100])
+    func dotAndAxpyMatchReference(n: Int) {
+        var g = SeededGenerator(seed: UInt64(n))
+        let x = (0..<n).map { _ in g.nextNormal() }, y = (0..<n).map { _ in g.nextNormal() }
+        let d = x.withUnsafeBufferPointer { xp in y.withUnsafeBufferPointer { yp in
+            Kernels.dot(xp.baseAddress ?? UnsafePointer(bitPattern: 8)!, yp.baseAddress ?? UnsafePointer(bitPattern: 8)!, count: n)
+        } }
+        #expect(abs(d - zip(x, y).map(*).reduce(0, +)) < 1e-4)
+        guard n > 0 else { return }
+        var out = y
+        x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in Kernels.axpy(0.5, xp.baseAddress!, op.baseAddress!, count: n) } }
+        for i in 0..<n { #expect(abs(out[i] - (y[i] + 0.5 * x[i])) < 1e-6) }
+    }
+
+    @Test func softmaxIsADistributionAndHandlesMinusInfinity() {
+        var row: [Float] = [1, 2, -.infinity, 3, 1000]
+        row.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: $0.count) }
+        #expect(abs(row.reduce(0, +) - 1) < 1e-6)
+        #expect(row[2] == 0)
+        #expect(row.allSatisfy { $0.isFinite && $0 >= 0 })
+        var mixture: [Float] = [0, -.infinity, 0, -.infinity]
+        mixture.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: $0.count) }
+        #expect(mixture == [0.5, 0, 0.5, 0])
+    }
+
+    @Test func rmsNormMatchesDefinition() {
+        let x = Tensor(shape: [2, 20], scalars: (0..<40).map { Float($0) - 13 })
+        let gain = (0..<20).map { 1 + Float($0) / 10 }
+        var y = [Float](repeating: 0, count: 40), rstd = [Float](repeating: 0, count: 2)
+        x.scalars.withUnsafeBufferPointer { xp in gain.withUnsafeBufferPointer { gp in y.withUnsafeMutableBufferPointer { yp in
+            rstd.withUnsafeMutableBufferPointer { rp in
+                Kernels.rmsNorm(xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!, rows: 2, cols: 20, eps: 1e-5, rstd: rp.baseAddress!)
+            } } } }
+        for r in 0..<2 {
+            let row = Array(x.row(r))
+            let scale = 1 / (row.map { $0 * $0 }.reduce(0, +) / 20 + 1e-5).squareRoot()
+            #expect(abs(rstd[r] - scale) < 1e-6)
+            for i in 0..<20 { #expect(abs(y[r * 20 + i] - row[i] * scale * gain[i]) < 1e-5) }
+        }
+    }
+
+    @Test func topKOrdersByProbabilityAndBreaksTiesTowardLowerIndex() {
+        #expect(topK([0.1, 0.4, 0.1, 0.4][...], k: 2) == [1, 3])
+        #expect(topK([0.25, 0.25, 0.25, 0.25][...], k: 3) == [0, 1, 2])
+        #expect(topK([0.0, 0.9, 0.1][...], k: 1) == [1])
+    }
+
+    @Test func seededGeneratorIsReproducible() {
+        var a = SeededGenerator(seed: 42), b = SeededGenerator(seed: 42), c = SeededGenerator(seed: 43)
+        let xa = (0..<10).map { _ in a.nextNormal() }, xb = (0..<10).map { _ in b.nextNormal() }
+        #expect(xa == xb)
+        #expect(xa != (0..<10).map { _ in c.nextNormal() })
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import Testing
+@testable import MoECore
+
+@Suite struct RouterTests {
+    static func model(_ router: RouterKind, seed: UInt64 = 7) throws -> MoEModel {
+        try MoEModel(config: .tiny(router: router), seed: seed)
+    }
+
+    static let tokens = [1, 72, 101, 108, 108, 111, 32, 299, 5, 72, 72, 200]
+
+    @Test(arguments: RouterKind.allCases)
+    func yieldsValidDistributionsAndKDistinctExperts(router: RouterKind) throws {
+        let model = try Self.model(router)
+        let config = model.config
+        let result = try model.forward(Self.tokens)
+        #expect(result.routing.count == Self.tokens.count)
+        for trace in result.routing {
+            #expect(trace.layers.count == config.numLayers)
+            for layer in trace.layers {
+                #expect(layer.probabilities.count == config.numExperts)
+                #expect(layer.probabilities.allSatisfy { $0 >= 0 && $0 <= 1 })
+                #expect(abs(layer.probabilities.reduce(0, +) - 1) < 1e-5)
+                #expect(layer.experts.count == config.topK)
+                #expect(Set(layer.experts).count == config.topK)
+                #expect(abs(layer.weights.reduce(0, +) - 1) < 1e-5)
+                // chosen experts are the most probable ones
+                let floor = layer.experts.map { layer.probabilities[$0] }.min()!
+                let rest = (0..<config.numExperts).filter { !layer.experts.contains($0) }
+                #expect(rest.allSatisfy { layer.probabilities[$0] <= floor })
+                #expect(layer.expertOutputNorms.allSatisfy { $0.isFinite && $0 > 0 })
+                #expect((layer.gruHidden != nil) == (router == .gru))
+            }
+        }
+        #expect(result.logits.shape == [Self.tokens.count, config.vocabSize])
+        #expect(result.logits.scalars.allSatisfy { $0.isFinite })
+    }
+
+    @Test func hashIsDeterministicAndParameterFree() throws {
+        let a = try Self.model(.hash, seed: 1), b = try Self.model(.hash, seed: 2)
+        #expect(a.router.parameterCount == 0)
+        #expect(a.router.namedParameters.isEmpty)
+        let ra = try a.forward(Self.tokens).routing, rb = try b.forward(Self.tokens).routing
+        for (x, y) in zip(ra, rb) {
+            #expect(x.layers.map(\.experts) == y.layers.map(\.experts), "same token, same experts, whatever the weights")
+            for layer in x.layers {
+                #expect(layer.weights == [Float](repeating: 1 / Float(a.config.topK), count: a.config.topK))
+                #expect(layer.probabilities.filter { $0 > 0 }.count == a.config.topK)
+            }
+        }
+        // Same token id at two positions routes identically; layers hash differently.
+        #expect(ra[1].layers.map(\.experts) == ra[9].layers.map(\.experts))
+        let router = HashRouter(.tiny(router: .hash))
+        let perLayer = (0..<50).map { t in (0..<3).map { router.experts(token: t, layer: $0) } }
+        #expect(perLayer.contains { $0[0] != $0[1] })
+    }
+
+    @Test(arguments: RouterKind.allCases)
+    func parametersAreNamedUniquelyAndCountable(router: RouterKind) throws {
+        let model = try Self.model(router)
+        #expect(model.router.parameterCount == model.router.namedParameters.values.map(\.count).reduce(0, +))
+        #expect(router == .hash || model.router.parameterCount > 0)
+        let names = model.namedParameters.keys
+        #expect(names.allSatisfy { $0.hasPrefix("model.") || $0 == "lm_head.weight" })
+        if router == .linear { #expect(names.contains("model.layers.0.block_sparse_moe.gate.weight")) }
+    }
+
+    @Test func gruStateFlowsDownTheLayersButNotAlongTheSequence() throws {
+        let model = try Self.model(.gru)
+        let router = try #require(model.router as? GRURouter)
+        var g = SeededGenerator(seed: 5)
+        let u = Tensor(randomNormal: [3, model.config.hiddenSize], std: 1, using: &g)
+        let tokens = [1, 2, 3]
+
+        // Layer 1 with the state layer 0 left differs from layer 1 started fresh.
+        var state = RouterDepthState()
+        _ = router.logits(u, tokens: tokens, layer: 0, state: &state)
+        let afterLayer0 = try #require(state.hidden)
+        let chained = router.logits(u, tokens: tokens, layer: 1, state: &state)
+        var fresh = RouterDepthState()
+        let unchained = router.logits(u, tokens: tokens, layer: 1, state: &fresh)
+        #expect(zip(chained.scalars, unchained.scalars).contains { abs($0 - $1) > 1e-4 })
+        // h_1 = GRUCell(P_1 u, h_0) exactly
+        let expected = router.cell(input: router.projectors[1](u), hidden: afterLayer0)
+        #expect(state.hidden == expected)
+
+        // Tokens in one batch do not see each other: each row equals that token run alone.
+        for t in 0..<3 {
+            var single = RouterDepthState()
+            let row = Tensor(shape: [1, u.cols], scalars: Array(u.row(t)))
+            let alone0 = router.logits(row, tokens: [tokens[t]], layer: 0, state: &single)
+            let alone1 = router.logits(row, tokens: [tokens[t]], layer: 1, state: &single)
+            #expect(zip(alone1.scalars, chained.row(t)).allSatisfy { abs($0 - $1) < 1e-6 })
+            _ = alone0
+        }
+
+        // In decoding, a token's layer-0 state is computed from h_0 = 0, whatever came before.
+        var cache = model.makeCache()
+        _ = try model.forward([5, 6, 7], cache: &cache)
+        let late = try model.forward([9], cache: &cache).routing[0]
+        let p = model.config.gruHiddenSize
+        let laterHidden = try #require(late.layers[0].gruHidden)
+        // Recompute layer 0's u for token 9 at position 3 via a full pass, then apply the cell to zeros.
+        let full = try model.forward([5, 6, 7, 9]).routing[3]
+        #expect(zip(full.layers[0].gruHidden!, laterHidden).allSatisfy { abs($0 - $1) < 1e-5 })
+        #expect(laterHidden.count == p)
+    }
+}
+
+@Suite struct ModelTests {
+    @Test(arguments: RouterKind.allCases)
+    func incrementalDecodingEqualsFullSequence(router: RouterKind) throws {
+        let model = try RouterTests.model(router, seed: 11)
+        let tokens = RouterTests.tokens
+        let full = try model.forward(tokens)
+        var cache = model.makeCache()
+        // Mix chunk sizes: one prompt chunk, then token by token.
+        var incremental: [RoutingTrace] = []
+        var logits: [Float] = []
+        for chunk in [Array(tokens[0..<3])] + tokens[3...].map({ [$0] }) {
+            let step = try model.forward(chunk, cache: &cache)
+            incremental += step.routing
+            logits += step.logits.scalars
+        }
+        #expect(cache.length == tokens.count)
+        #expect(zip(full.logits.scalars, logits).allSatisfy { abs($0 - $1) < 1e-5 })
+        for (a, b) in zip(full.routing, incremental) {
+            #expect(a.position == b.position && a.token == b.token)
+            for (x, y) in zip(a.layers, b.layers) {
+                #expect(x.experts == y.experts)
+                #expect(zip(x.probabilities, y.probabilities).allSatisfy { abs($0 - $1) < 1e-5 })
+                #expect(zip(x.logits, y.logits).allSatisfy { $0 == $1 || abs($0 - $1) < 1e-5 })
+                #expect(zip(x.weights, y.weights).allSatisfy { abs($0 - $1) < 1e-5 })
+                #expect(zip(x.expertOutputNorms, y.expertOutputNorms).allSatisfy { abs($0 - $1) < 1e-5 })
+                if let hx = x.gruHidden, let hy = y.gruHidden { #expect(zip(hx, hy).allSatisfy { abs($0 - $1) < 1e-5 }) }
+            }
+        }
+    }
+
+    @Test func sameSeedSameModelDifferentSeedDifferentModel() throws {
+        let a = try MoEModel(config: .tiny(), seed: 3), b = try MoEModel(config: .tiny(), seed: 3), c = try MoEModel(config: .tiny(), seed: 4)
+        #expect(a.namedParameters == b.namedParameters)
+        #expect(a.namedParameters != c.namedParameters)
+        #expect(try a.forward([1, 2, 3]).logits == b.forward([1, 2, 3]).logits)
+    }
+
+    @Test func attentionIsCausal() throws {
+        let model = try RouterTests.model(.linear)
+        let a = try model.forward([10, 20, 30, 40]), b = try model.forward([10, 20, 30, 99])
+        #expect(a.logits.row(2) == b.logits.row(2))
+        #expect(a.logits.row(3) != b.logits.row(3))
+    }
+
+    @Test func contextAndVocabularyLimitsAreErrorsNotCrashes() throws {
+        let model = try RouterTests.model(.linear)
+        let tooLong = [Int](repeating: 1, count: model.config.contextLength + 1)
+        #expect(throws: InferenceError.contextFull(needed: tooLong.count, capacity: model.config.contextLength)) {
+            try model.forward(tooLong)
+        }
+        #expect(throws: InferenceError.tokenOutOfRange(token: 300, vocabSize: 300)) { try model.forward([1, 300]) }
+    }
+
+    @Test(arguments: [RouterKind.gru, .hybrid, .attention])
+    func checkpointRoundTripGivesTheSameModel(router: RouterKind) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-ckpt-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var config = ModelConfig.tiny(router: router)
+        config.tieEmbeddings = router != .gru
+        let model = try MoEModel(config: config, seed: 21)
+        let tokenizer = Tokenizer(merges: [.init(104, 101)])
+        try Checkpoint(model: model, tokenizer: tokenizer).save(to: directory)
+        let loaded = try Checkpoint.load(from: directory)
+        #expect(loaded.model.config == config)
+        #expect(loaded.tokenizer == tokenizer)
+        #expect(loaded.model.namedParameters == model.namedParameters)
+        #expect(try loaded.model.forward([1, 2, 3]).logits == model.forward([1, 2, 3]).logits)
+    }
+
+    @Test func checkpointWithAnotherRoutersWeightsNamesTheMissingTensor() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-ckpt-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try Checkpoint(model: try MoEModel(config: .tiny(router: .linear), seed: 1), tokenizer: Tokenizer(merges: [])).save(to: directory)
+        var config = try ModelConfig.load(path: "\(directory)/config.json")
+        config.router = .mlp
+        try config.encoded().write(to: URL(fileURLWithPath: "\(directory)/config.json"))
+        #expect(throws: CheckpointError.missingTensor(path: "\(directory)/model.safetensors", tensor: "model.layers.0.block_sparse_moe.gate.fc1.weight")) {
+            try Checkpoint.load(from: directory)
+        }
+        config.router = .linear
+        config.hiddenSize = 64
+        try config.encoded().write(to: URL(fileURLWithPath: "\(directory)/config.json"))
+        #expect(throws: CheckpointError.wrongShape(path: "\(directory)/model.safetensors", tensor: "model.embed_tokens.weight",
+                                                   expected: [300, 64], found: [300, 32])) {
+            try Checkpoint.load(from: directory)
+        }
+    }
+
+    @Test func badConfigsNameTheField() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID()).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var config = ModelConfig.tiny()
+        config.numHeads = 5
+        try config.encoded().write(to: URL(fileURLWithPath: path))
+        #expect { try ModelConfig.load(path: path) } throws: { "\($0)".contains("num_attention_heads") }
+        try Data(#"{"vocab_size": 300}"#.utf8).write(to: URL(fileURLWithPath: path))
+        #expect { try ModelConfig.load(path: path) } throws: { "\($0)".contains("missing field hidden_size") }
+        try Data(#"{"vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8, "num_local_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 8, "router_type": "banana"}"#.utf8).write(to: URL(fileURLWithPath: path))
+        #expect { try ModelConfig.load(path: path) } throws: { "\($0)".contains("router_type") }
+    }
+}
