@@ -1,0 +1,120 @@
+import Testing
+@testable import MoECore
+
+/// Central finite differences against the tape's gradients, for every differentiable op.
+/// Each op's output is projected onto fixed random weights so every output element matters.
+@Suite struct GradientTests {
+    static func random(_ shape: [Int], seed: UInt64, std: Float = 1) -> Tensor {
+        var g = SeededGenerator(seed: seed)
+        return Tensor(randomNormal: shape, std: std, using: &g)
+    }
+
+    /// Checks ∂loss/∂input for every input (up to `samples` entries each).
+    func check(_ inputs: [Tensor], epsilon: Float = 1e-2, tolerance: Float = 2e-2, samples: Int = 24,
+               sourceLocation: SourceLocation = #_sourceLocation, _ build: (Tape, [Variable]) -> Variable) {
+        func loss(_ values: [Tensor]) -> (Float, Tape, [Variable]) {
+            let tape = Tape()
+            let variables = values.map { tape.leaf($0) }
+            var out = build(tape, variables)
+            if tape.value(out).count > 1 {
+                let projection = tape.leaf(Self.random(tape.value(out).shape, seed: 99))
+                out = tape.sum(tape.multiply(out, projection))
+            }
+            return (tape.value(out).scalars[0], tape, variables + [out])
+        }
+        let (_, tape, variables) = loss(inputs)
+        tape.backward(from: variables.last!)
+        for (index, input) in inputs.enumerated() {
+            let analytic = tape.gradient(variables[index])
+            let stride = max(1, input.count / samples)
+            for j in Swift.stride(from: 0, to: input.count, by: stride) {
+                var plus = inputs, minus = inputs
+                plus[index].scalars[j] += epsilon
+                minus[index].scalars[j] -= epsilon
+                let numeric = (loss(plus).0 - loss(minus).0) / (2 * epsilon)
+                let a = analytic.scalars[j]
+                #expect(abs(a - numeric) <= tolerance * max(1, abs(numeric)),
+                        "input \(index)[\(j)]: analytic \(a), numeric \(numeric)", sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    let x = random([5, 6], seed: 1)
+    let y = random([5, 6], seed: 2)
+
+    @Test func linear() { check([x, Self.random([4, 6], seed: 3)]) { $0.linear($1[0], $1[1]) } }
+    @Test func addAndMultiply() {
+        check([x, y]) { $0.add($1[0], $1[1]) }
+        check([x, y]) { $0.multiply($1[0], $1[1]) }
+    }
+    @Test func addRow() { check([x, Self.random([6], seed: 4)]) { $0.addRow($1[0], $1[1]) } }
+    @Test func scales() {
+        check([x]) { $0.scale($1[0], by: -1.5) }
+        check([x, Tensor(shape: [1], scalars: [0.7])]) { $0.scale($1[0], byScalar: $1[1]) }
+        check([x]) { $0.oneMinus($1[0]) }
+    }
+    @Test func columns() { check([x]) { $0.columns($1[0], 2..<5) } }
+    @Test func nonlinearities() {
+        check([x]) { $0.sigmoid($1[0]) }
+        check([x]) { $0.tanh($1[0]) }
+        check([x]) { $0.silu($1[0]) }
+        check([x]) { $0.gelu($1[0]) }
+    }
+    @Test func rmsNorm() {
+        check([x, Self.random([6], seed: 5, std: 0.5)]) { $0.rmsNorm($1[0], gain: $1[1], epsilon: 1e-5) }
+    }
+    @Test func softmaxRows() { check([x]) { $0.softmaxRows($1[0]) } }
+    @Test func gathers() {
+        check([x]) { $0.gatherRows($1[0], [4, 0, 4, 2]) }
+        check([x]) { $0.gatherEntries($1[0], [(0, 1), (3, 5), (0, 1)]) }
+    }
+    @Test func weightedScatterRows() {
+        check([Self.random([4, 6], seed: 6), Self.random([4], seed: 7)]) {
+            $0.weightedScatterRows($1[0], weights: $1[1], rows: [2, 0, 2, 1], count: 3)
+        }
+    }
+    @Test func normalizeGroups() {
+        let w = Tensor(shape: [6], scalars: [0.3, 0.2, 0.5, 0.1, 0.25, 0.05])
+        check([w], epsilon: 1e-3) { $0.normalizeGroups($1[0], groupSize: 2) }
+    }
+    @Test func losses() {
+        check([x]) { $0.crossEntropy($1[0], targets: [0, 5, 2, 2, 1]) }
+        check([x]) { $0.zLoss($1[0]) }
+        check([x]) { tape, v in
+            tape.loadBalanceLoss(probabilities: tape.softmaxRows(v[0]), choices: [[0, 1], [1, 2], [5, 0], [3, 1], [1, 0]])
+        }
+    }
+    @Test func rope() {
+        let rotary = RotaryEmbedding(headDim: 4, context: 8, theta: 10_000)
+        check([Self.random([6, 8], seed: 8)]) { $0.rope($1[0], rotary, numHeads: 2, sequenceLength: 3) }
+    }
+    @Test func causalAttention() {
+        let (q, k, v) = (Self.random([6, 8], seed: 9), Self.random([6, 8], seed: 10), Self.random([6, 8], seed: 11))
+        check([q, k, v]) { $0.causalAttention(q: $1[0], k: $1[1], v: $1[2], numHeads: 2, sequenceLength: 3) }
+    }
+
+    @Test func ropeInverseUndoesRotation() {
+        let rotary = RotaryEmbedding(headDim: 8, context: 16, theta: 10_000)
+        var row = Self.random([16], seed: 12).scalars
+        let original = row
+        row.withUnsafeMutableBufferPointer {
+            rotary.apply($0.baseAddress!, numHeads: 2, position: 11)
+            rotary.applyInverse($0.baseAddress!, numHeads: 2, position: 11)
+        }
+        #expect(zip(row, original).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
+    @Test func balanceLossIsKAtUniformRouting() {
+        let (n, e, k) = (16, 8, 2)
+        let tape = Tape()
+        let uniform = tape.leaf(Tensor(repeating: 1 / Float(e), shape: [n, e]))
+        // Each expert chosen equally often: token t picks experts 2t mod 8 and 2t+1 mod 8.
+        let choices = (0..<n).map { [(2 * $0) % e, (2 * $0 + 1) % e] }
+        let loss = tape.value(tape.loadBalanceLoss(probabilities: uniform, choices: choices)).scalars[0]
+        #expect(abs(loss - Float(k)) < 1e-5)
+        // Collapsing onto one expert pair raises it.
+        let collapsed = tape.leaf(Tensor(shape: [n, e], scalars: (0..<(n * e)).map { $0 % e < 2 ? 0.5 : 0 }))
+        let high = tape.value(tape.loadBalanceLoss(probabilities: collapsed, choices: Array(repeating: [0, 1], count: n))).scalars[0]
+        #expect(high > Float(k) * 3)
+    }
+}
