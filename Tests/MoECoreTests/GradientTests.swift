@@ -118,3 +118,58 @@ import Testing
         #expect(high > Float(k) * 3)
     }
 }
+
+/// Every router's gradients — with respect to its input and every parameter — against finite
+/// differences, through all layers at once so the GRU is checked through depth.
+@Suite struct RouterGradientTests {
+    @Test(arguments: RouterKind.allCases.filter { $0 != .hash })
+    func routerGradientsMatchFiniteDifferences(kind: RouterKind) throws {
+        var config = ModelConfig.tiny(router: kind)
+        config.initStd = 0.3   // large enough that every nonlinearity is exercised
+        var source = RandomWeights(seed: 4)
+        let router = try makeRouter(config, from: &source)
+        let names = router.namedParameters.keys.sorted()
+        let u = GradientTests.random([3, config.hiddenSize], seed: 17)
+        let inputs = [u] + names.map { router.namedParameters[$0]! }
+        GradientTests().check(inputs, samples: 6) { tape, variables in
+            let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0 + 1) })
+            var state: Variable?
+            var total: Variable?
+            for layer in 0..<config.numLayers {
+                let logits = router.logits(variables[0], tokens: [1, 2, 3], layer: layer, state: &state, on: tape) {
+                    variables[index[$0]!]
+                }
+                let weighted = tape.scale(logits, by: Float(layer + 1))
+                total = total.map { tape.add($0, weighted) } ?? weighted
+            }
+            return total!
+        }
+    }
+
+    @Test func gruGradientReachesEarlierLayersThroughTheHiddenState() throws {
+        var source = RandomWeights(seed: 4)
+        let config = ModelConfig.tiny(router: .gru)
+        let router = try GRURouter(config, from: &source)
+        let tape = Tape()
+        let parameters = router.namedParameters.mapValues { tape.leaf($0) }
+        var state: Variable?
+        let u = tape.leaf(GradientTests.random([2, config.hiddenSize], seed: 3))
+        _ = router.logits(u, tokens: [1, 2], layer: 0, state: &state, on: tape) { parameters[$0]! }
+        let last = router.logits(u, tokens: [1, 2], layer: 1, state: &state, on: tape) { parameters[$0]! }
+        tape.backward(from: tape.sum(tape.multiply(last, tape.leaf(GradientTests.random([2, config.numExperts], seed: 5)))))
+        // The loss reads only layer 1's logits, yet layer 0's projector gets a gradient via h_0 → h_1.
+        let layer0 = tape.gradient(parameters["model.layers.0.block_sparse_moe.gate.projector.weight"]!)
+        #expect(layer0.scalars.contains { abs($0) > 1e-7 })
+        #expect(tape.gradient(parameters["model.layers.0.block_sparse_moe.gate.output.weight"]!).scalars.allSatisfy { $0 == 0 })
+    }
+
+    @Test func hashRouterIsAConstant() throws {
+        let router = HashRouter(.tiny(router: .hash))
+        let tape = Tape()
+        let u = tape.leaf(GradientTests.random([2, 32], seed: 1))
+        var state: Variable?
+        let logits = router.logits(u, tokens: [5, 6], layer: 0, state: &state, on: tape) { _ in fatalError("no parameters") }
+        #expect(tape.value(logits).scalars.filter { $0 == 0 }.count == 2 * router.topK)
+        #expect(state == nil)
+    }
+}

@@ -27,7 +27,7 @@ extension Tape {
     /// y = x Wᵀ, x [N×in], W [out×in] (PyTorch layout).
     public func linear(_ x: Variable, _ w: Variable) -> Variable {
         let xv = value(x), wv = value(w)
-        return record(xv.matmul(wv.transposed())) { g, tape in
+        return record(xv.matmulTransposed(wv)) { g, tape in
             tape.accumulate(x, g.matmul(wv))               // dx = dy W
             tape.accumulate(w, g.transposedMatmul(xv))     // dW = dyᵀ x
         }

@@ -10,14 +10,10 @@
 ///     logits_i = G_i h_i                              (G_i ∈ ℝ^{E×p}, per layer, no bias)
 ///
 /// The GRU cell follows PyTorch's `GRUCell` layout: `weight_ih` stacks [W_ir; W_iz; W_in].
+/// Gradients flow through h across layers (the paper finds detaching it hurts).
 public struct GRURouter: Router {
     public var kind: RouterKind { .gru }
-    public var projectors: [Linear]
-    public var outputs: [Linear]
-    public var inputWeights: Linear    // [3p × p]
-    public var hiddenWeights: Linear   // [3p × p]
-    public var inputBias: Tensor       // [3p]
-    public var hiddenBias: Tensor      // [3p]
+    public var namedParameters: [String: Tensor]
     public let stateSize: Int
 
     static let cellPrefix = "model.router_gru"
@@ -26,62 +22,33 @@ public struct GRURouter: Router {
         let p = config.gruHiddenSize
         stateSize = p
         // PyTorch initialises GRU weights U(−1/√p, 1/√p); a normal with the same variance.
-        let cellStd = 1 / (3 * Float(p)).squareRoot()
-        projectors = try (0..<config.numLayers).map {
-            try Linear("\(routerPrefix($0)).projector.weight", in: config.hiddenSize, out: p, std: config.initStd, from: &source)
-        }
-        outputs = try (0..<config.numLayers).map {
-            try Linear("\(routerPrefix($0)).output.weight", in: p, out: config.numExperts, std: config.initStd, from: &source)
-        }
-        inputWeights = try Linear("\(Self.cellPrefix).weight_ih", in: p, out: 3 * p, std: cellStd, from: &source)
-        hiddenWeights = try Linear("\(Self.cellPrefix).weight_hh", in: p, out: 3 * p, std: cellStd, from: &source)
-        inputBias = try source.tensor("\(Self.cellPrefix).bias_ih", shape: [3 * p], initializer: .normal(std: cellStd))
-        hiddenBias = try source.tensor("\(Self.cellPrefix).bias_hh", shape: [3 * p], initializer: .normal(std: cellStd))
+        let cellInit = Initializer.normal(std: 1 / (3 * Float(p)).squareRoot())
+        namedParameters = try loadParameters([
+            ("\(Self.cellPrefix).weight_ih", [3 * p, p], cellInit), ("\(Self.cellPrefix).weight_hh", [3 * p, p], cellInit),
+            ("\(Self.cellPrefix).bias_ih", [3 * p], cellInit), ("\(Self.cellPrefix).bias_hh", [3 * p], cellInit),
+        ] + (0..<config.numLayers).flatMap { layer in [
+            ("\(routerPrefix(layer)).projector.weight", [p, config.hiddenSize], .normal(std: config.initStd)),
+            ("\(routerPrefix(layer)).output.weight", [config.numExperts, p], .normal(std: config.initStd)),
+        ] }, from: &source)
     }
 
-    public var namedParameters: [String: Tensor] {
-        var all: [String: Tensor] = [
-            "\(Self.cellPrefix).weight_ih": inputWeights.weight,
-            "\(Self.cellPrefix).weight_hh": hiddenWeights.weight,
-            "\(Self.cellPrefix).bias_ih": inputBias,
-            "\(Self.cellPrefix).bias_hh": hiddenBias,
-        ]
-        for layer in projectors.indices {
-            all["\(routerPrefix(layer)).projector.weight"] = projectors[layer].weight
-            all["\(routerPrefix(layer)).output.weight"] = outputs[layer].weight
-        }
-        return all
-    }
-
-    /// One GRU step for T tokens at once: x, h: [T × p] → h′ [T × p].
-    public func cell(input x: Tensor, hidden h: Tensor) -> Tensor {
+    /// One GRU step for T tokens at once: x, h [T × p] → h′ [T × p].
+    public func cell(input x: Variable, hidden h: Variable, on tape: Tape, parameter: (String) -> Variable) -> Variable {
         let p = stateSize
-        let gi = inputWeights(x), gh = hiddenWeights(h)
-        var next = Tensor(zeros: h.shape)
-        for t in 0..<h.rows {
-            let i0 = t * 3 * p, o = t * p
-            for j in 0..<p {
-                let r = Kernels.sigmoid(gi.scalars[i0 + j] + inputBias.scalars[j] + gh.scalars[i0 + j] + hiddenBias.scalars[j])
-                let z = Kernels.sigmoid(gi.scalars[i0 + p + j] + inputBias.scalars[p + j]
-                                        + gh.scalars[i0 + p + j] + hiddenBias.scalars[p + j])
-                let n = tanhf(gi.scalars[i0 + 2 * p + j] + inputBias.scalars[2 * p + j]
-                              + r * (gh.scalars[i0 + 2 * p + j] + hiddenBias.scalars[2 * p + j]))
-                next.scalars[o + j] = (1 - z) * n + z * h.scalars[o + j]
-            }
-        }
-        return next
+        let gi = tape.addRow(tape.linear(x, parameter("\(Self.cellPrefix).weight_ih")), parameter("\(Self.cellPrefix).bias_ih"))
+        let gh = tape.addRow(tape.linear(h, parameter("\(Self.cellPrefix).weight_hh")), parameter("\(Self.cellPrefix).bias_hh"))
+        let r = tape.sigmoid(tape.add(tape.columns(gi, 0..<p), tape.columns(gh, 0..<p)))
+        let z = tape.sigmoid(tape.add(tape.columns(gi, p..<2 * p), tape.columns(gh, p..<2 * p)))
+        let n = tape.tanh(tape.add(tape.columns(gi, 2 * p..<3 * p), tape.multiply(r, tape.columns(gh, 2 * p..<3 * p))))
+        return tape.add(tape.multiply(tape.oneMinus(z), n), tape.multiply(z, h))
     }
 
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor {
-        let previous = state.hidden ?? Tensor(zeros: [u.rows, stateSize])
-        let hidden = cell(input: projectors[layer](u), hidden: previous)
-        state.hidden = hidden
-        return outputs[layer](hidden)
+    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+        let previous = state ?? tape.leaf(Tensor(zeros: [tokens.count, stateSize]))
+        let x = tape.linear(u, parameter("\(routerPrefix(layer)).projector.weight"))
+        let hidden = cell(input: x, hidden: previous, on: tape, parameter: parameter)
+        state = hidden
+        return tape.linear(hidden, parameter("\(routerPrefix(layer)).output.weight"))
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

@@ -8,6 +8,7 @@
 /// softmax / top-k / renormalise step yields exactly the one-hot mixture (p = 1/k on the set).
 public struct HashRouter: Router {
     public var kind: RouterKind { .hash }
+    public var namedParameters: [String: Tensor] = [:]
     let numExperts: Int
     let topK: Int
 
@@ -15,8 +16,6 @@ public struct HashRouter: Router {
         numExperts = config.numExperts
         topK = config.topK
     }
-
-    public var namedParameters: [String: Tensor] { [:] }
 
     /// The k experts of `token` at `layer`, in draw order. A pure function of its inputs.
     public func experts(token: Int, layer: Int) -> [Int] {
@@ -30,11 +29,12 @@ public struct HashRouter: Router {
         return chosen
     }
 
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor {
+    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
         var out = Tensor(repeating: -.infinity, shape: [tokens.count, numExperts])
         for (t, token) in tokens.enumerated() {
             for e in experts(token: token, layer: layer) { out.scalars[t * numExperts + e] = 0 }
         }
-        return out
+        return tape.leaf(out)   // a constant: nothing to learn
     }
 }

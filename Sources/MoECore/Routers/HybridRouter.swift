@@ -4,31 +4,28 @@
 ///     logits = α · W u + (1 − α) · W2 GELU(W1 u),    α = σ(s), s a learned scalar per layer
 public struct HybridRouter: Router {
     public var kind: RouterKind { .hybrid }
-    public var linear: LinearRouter
-    public var mlp: MLPRouter
-    /// s per layer; α = σ(s) starts at 0.5.
-    public var mixLogits: [Tensor]
+    public var namedParameters: [String: Tensor]
+    let linear: LinearRouter
+    let mlp: MLPRouter
 
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         linear = try LinearRouter(config, from: &source, prefix: { "\(routerPrefix($0)).linear" })
         mlp = try MLPRouter(config, from: &source, prefix: { "\(routerPrefix($0)).mlp" })
-        mixLogits = try (0..<config.numLayers).map {
-            try source.tensor("\(routerPrefix($0)).mix_logit", shape: [1], initializer: .constant(0))
-        }
+        // s starts at 0: α = 0.5, an even blend.
+        let mix = try loadParameters((0..<config.numLayers).map {
+            ("\(routerPrefix($0)).mix_logit", [1], .constant(0))
+        }, from: &source)
+        namedParameters = linear.namedParameters.merging(mlp.namedParameters) { a, _ in a }.merging(mix) { a, _ in a }
     }
 
-    public var namedParameters: [String: Tensor] {
-        var all = linear.namedParameters.merging(mlp.namedParameters) { a, _ in a }
-        for (layer, mix) in mixLogits.enumerated() { all["\(routerPrefix(layer)).mix_logit"] = mix }
-        return all
-    }
+    /// α of `layer`.
+    public func mix(layer: Int) -> Float { Kernels.sigmoid(namedParameters["\(routerPrefix(layer)).mix_logit"]!.scalars[0]) }
 
-    public func mix(layer: Int) -> Float { Kernels.sigmoid(mixLogits[layer].scalars[0]) }
-
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor {
-        let alpha = mix(layer: layer)
-        let a = linear.logits(u, tokens: tokens, layer: layer, state: &state)
-        let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state)
-        return Tensor(shape: a.shape, scalars: zip(a.scalars, b.scalars).map { alpha * $0 + (1 - alpha) * $1 })
+    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+        let alpha = tape.sigmoid(parameter("\(routerPrefix(layer)).mix_logit"))
+        let a = linear.logits(u, tokens: tokens, layer: layer, state: &state, on: tape, parameter: parameter)
+        let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state, on: tape, parameter: parameter)
+        return tape.add(tape.scale(a, byScalar: alpha), tape.scale(b, byScalar: tape.oneMinus(alpha)))
     }
 }

@@ -4,31 +4,22 @@
 ///     logits = W2 GELU(W1 u),    W1 ∈ ℝ^{h×d}, W2 ∈ ℝ^{E×h}
 public struct MLPRouter: Router {
     public var kind: RouterKind { .mlp }
-    public var fc1: [Linear]
-    public var fc2: [Linear]
+    public var namedParameters: [String: Tensor]
     let names: @Sendable (Int) -> String
 
     public init(_ config: ModelConfig, from source: inout some WeightSource,
                 prefix: @escaping @Sendable (Int) -> String = routerPrefix) throws {
         names = prefix
-        fc1 = try (0..<config.numLayers).map {
-            try Linear("\(prefix($0)).fc1.weight", in: config.hiddenSize, out: config.routerHiddenSize, std: config.initStd, from: &source)
-        }
-        fc2 = try (0..<config.numLayers).map {
-            try Linear("\(prefix($0)).fc2.weight", in: config.routerHiddenSize, out: config.numExperts, std: config.initStd, from: &source)
-        }
+        let (d, h, e, std) = (config.hiddenSize, config.routerHiddenSize, config.numExperts, config.initStd)
+        namedParameters = try loadParameters((0..<config.numLayers).flatMap { layer in [
+            ("\(prefix(layer)).fc1.weight", [h, d], .normal(std: std)),
+            ("\(prefix(layer)).fc2.weight", [e, h], .normal(std: std)),
+        ] }, from: &source)
     }
 
-    public var namedParameters: [String: Tensor] {
-        var all: [String: Tensor] = [:]
-        for layer in fc1.indices {
-            all["\(names(layer)).fc1.weight"] = fc1[layer].weight
-            all["\(names(layer)).fc2.weight"] = fc2[layer].weight
-        }
-        return all
-    }
-
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor {
-        fc2[layer](fc1[layer](u).mapped(Kernels.gelu))
+    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+        let hidden = tape.gelu(tape.linear(u, parameter("\(names(layer)).fc1.weight")))
+        return tape.linear(hidden, parameter("\(names(layer)).fc2.weight"))
     }
 }

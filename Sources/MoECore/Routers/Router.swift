@@ -63,20 +63,46 @@ public struct RouterDepthState: Sendable {
 /// A router maps the normed hidden state entering a layer's MoE block to one logit per
 /// expert. The MoE block turns logits into choices the same way for every router
 /// (Mixtral convention): p = softmax(logits), take the top k, renormalise their weights.
+///
+/// Each router writes its equation once, on a `Tape`: inference runs it without asking for
+/// gradients, training back-propagates through the same code.
 public protocol Router: Sendable {
     var kind: RouterKind { get }
     /// Every parameter, by its checkpoint name.
-    var namedParameters: [String: Tensor] { get }
-    /// u: [T × d] for the T tokens `tokens` at layer `layer`; returns [T × E].
-    func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor
+    var namedParameters: [String: Tensor] { get set }
+    /// u: [T × d] for the T tokens `tokens` at layer `layer`; returns logits [T × E].
+    /// `state` carries what the router passes to the next layer (the GRU's h; nil at layer 0).
+    /// `parameter` yields the tape variable of a parameter by name.
+    func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+                on tape: Tape, parameter: (String) -> Variable) -> Variable
 }
 
 extension Router {
     public var parameterCount: Int { namedParameters.values.reduce(0) { $0 + $1.count } }
+
+    /// Inference: logits for u [T × d] as a plain tensor, threading the depth state.
+    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor {
+        let tape = Tape()
+        let parameters = namedParameters
+        var hidden = state.hidden.map { tape.leaf($0) }
+        let out = logits(tape.leaf(u), tokens: tokens, layer: layer, state: &hidden, on: tape) { name in
+            tape.leaf(parameters[name]!)
+        }
+        state.hidden = hidden.map { tape.value($0) }
+        return tape.value(out)
+    }
 }
 
 /// Name prefix of layer `i`'s router parameters (Mixtral calls the router `gate`).
 @Sendable public func routerPrefix(_ layer: Int) -> String { "model.layers.\(layer).block_sparse_moe.gate" }
+
+/// Draws the named parameters a router needs from `source`.
+func loadParameters(_ shapes: [(name: String, shape: [Int], initializer: Initializer)],
+                    from source: inout some WeightSource) throws -> [String: Tensor] {
+    var out: [String: Tensor] = [:]
+    for item in shapes { out[item.name] = try source.tensor(item.name, shape: item.shape, initializer: item.initializer) }
+    return out
+}
 
 /// Builds the router named in `config`, its parameters drawn from `source`.
 public func makeRouter(_ config: ModelConfig, from source: inout some WeightSource) throws -> any Router {
