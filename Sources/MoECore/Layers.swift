@@ -48,14 +48,15 @@ public struct RotaryEmbedding: Sendable {
         cosines = c; sines = s
     }
 
-    /// Rotates every head of row `x` (numHeads × headDim values) in place for `position`.
-    func apply(_ x: UnsafeMutablePointer<Float>, numHeads: Int, position: Int) {
+    /// Rotates every head of row `x` (numHeads × headDim values) in place for `position`;
+    /// `inverse` rotates by the opposite angle (the transpose, used by the backward pass).
+    func apply(_ x: UnsafeMutablePointer<Float>, numHeads: Int, position: Int, inverse: Bool = false) {
         let base = position * halfDim
         for h in 0..<numHeads {
             let head = x + h * 2 * halfDim
             for i in 0..<halfDim {
                 let a = head[i], b = head[i + halfDim]
-                let c = cosines[base + i], s = sines[base + i]
+                let c = cosines[base + i], s = inverse ? -sines[base + i] : sines[base + i]
                 head[i] = a * c - b * s
                 head[i + halfDim] = b * c + a * s
             }

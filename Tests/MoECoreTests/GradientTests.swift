@@ -99,7 +99,7 @@ import Testing
         let original = row
         row.withUnsafeMutableBufferPointer {
             rotary.apply($0.baseAddress!, numHeads: 2, position: 11)
-            rotary.applyInverse($0.baseAddress!, numHeads: 2, position: 11)
+            rotary.apply($0.baseAddress!, numHeads: 2, position: 11, inverse: true)
         }
         #expect(zip(row, original).allSatisfy { abs($0 - $1) < 1e-5 })
     }

@@ -1,19 +1,3 @@
-extension RotaryEmbedding {
-    /// Rotates every head of row `x` by −angle: the inverse (and transpose) of `apply`.
-    func applyInverse(_ x: UnsafeMutablePointer<Float>, numHeads: Int, position: Int) {
-        let base = position * halfDim
-        for h in 0..<numHeads {
-            let head = x + h * 2 * halfDim
-            for i in 0..<halfDim {
-                let a = head[i], b = head[i + halfDim]
-                let c = cosines[base + i], s = sines[base + i]
-                head[i] = a * c + b * s
-                head[i + halfDim] = b * c - a * s
-            }
-        }
-    }
-}
-
 extension Tape {
     /// RoPE on x [B·T × d]: row r sits at position r mod T.
     public func rope(_ x: Variable, _ rope: RotaryEmbedding, numHeads: Int, sequenceLength: Int) -> Variable {
@@ -25,7 +9,7 @@ extension Tape {
         return record(y) { g, tape in
             var dx = g
             dx.scalars.withUnsafeMutableBufferPointer { p in
-                for r in 0..<rows { rope.applyInverse(p.baseAddress! + r * d, numHeads: numHeads, position: r % sequenceLength) }
+                for r in 0..<rows { rope.apply(p.baseAddress! + r * d, numHeads: numHeads, position: r % sequenceLength, inverse: true) }
             }
             tape.accumulate(x, dx)
         }
