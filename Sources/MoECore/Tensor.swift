@@ -32,6 +32,16 @@ public struct Tensor: Sendable, Equatable {
     public var cols: Int { shape.last ?? 1 }
 
     public func row(_ i: Int) -> ArraySlice<Float> { scalars[i * cols ..< (i + 1) * cols] }
+
+    /// Elementwise map.
+    func mapped(_ transform: (Float) -> Float) -> Tensor {
+        Tensor(shape: shape, scalars: scalars.map(transform))
+    }
+
+    /// Elementwise combination with a tensor of the same shape.
+    func zipped(_ other: Tensor, _ combine: (Float, Float) -> Float) -> Tensor {
+        Tensor(shape: shape, scalars: zip(scalars, other.scalars).map(combine))
+    }
 }
 
 /// SplitMix64: small, fast and fully reproducible across platforms, so the same seed gives the

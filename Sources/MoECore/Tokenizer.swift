@@ -151,8 +151,9 @@ public struct Tokenizer: Sendable, Equatable {
         let target = max(0, vocabSize - 256 - specialTokens.count)
         var counts: [String: Int] = [:]
         for chunk in chunks(text) { counts[String(chunk), default: 0] += 1 }
-        var words = counts.keys.sorted().map { Array($0.utf8).map(Int.init) }
-        let frequency = counts.keys.sorted().map { counts[$0]! }
+        let chunkTexts = counts.keys.sorted()
+        var words = chunkTexts.map { Array($0.utf8).map(Int.init) }
+        let frequency = chunkTexts.map { counts[$0]! }
 
         var pairCounts: [Pair: Int] = [:]
         var occurrences: [Pair: Set<Int>] = [:]

@@ -16,9 +16,6 @@ extension Tensor {
         } } }
         return out
     }
-    func zipped(_ other: Tensor, _ f: (Float, Float) -> Float) -> Tensor {
-        Tensor(shape: shape, scalars: zip(scalars, other.scalars).map(f))
-    }
 }
 
 extension Tape {

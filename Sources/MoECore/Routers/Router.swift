@@ -116,10 +116,3 @@ public func makeRouter(_ config: ModelConfig, from source: inout some WeightSour
     case .gru: try GRURouter(config, from: &source)
     }
 }
-
-extension Tensor {
-    /// Elementwise map (activations on small router tensors).
-    func mapped(_ transform: (Float) -> Float) -> Tensor {
-        Tensor(shape: shape, scalars: scalars.map(transform))
-    }
-}
