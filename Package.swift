@@ -34,17 +34,20 @@ let package = Package(
     targets: [
         .target(name: "MoECore", swiftSettings: simdSettings),
         .target(name: "MoETraining", dependencies: ["MoECore"], swiftSettings: simdSettings),
+        .target(name: "MoEAnalysis", dependencies: ["MoECore"], swiftSettings: simdSettings),
         .executableTarget(
             name: "moescope",
             dependencies: [
                 "MoECore",
                 "MoETraining",
+                "MoEAnalysis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: simdSettings
         ),
         .testTarget(name: "MoECoreTests", dependencies: ["MoECore"], swiftSettings: simdSettings),
         .testTarget(name: "MoETrainingTests", dependencies: ["MoETraining"], swiftSettings: simdSettings),
+        .testTarget(name: "MoEAnalysisTests", dependencies: ["MoEAnalysis"], swiftSettings: simdSettings),
     ],
     swiftLanguageModes: [.v6]
 )

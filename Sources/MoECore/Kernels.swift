@@ -95,18 +95,6 @@ public enum Kernels {
         }
     }
 
-    /// C[m×n] = A[m×k] · B[n×k]ᵀ: each entry a SIMD dot product of two rows.
-    public static func matmulTransposedB(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-                                         m: Int, k: Int, n: Int, accumulate: Bool = false) {
-        for i in 0..<m {
-            let aRow = a + i * k
-            for j in 0..<n {
-                let d = dot(aRow, b + j * k, count: k)
-                c[i * n + j] = accumulate ? c[i * n + j] + d : d
-            }
-        }
-    }
-
     // MARK: Vector operations
 
     public static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) -> Float {
@@ -196,7 +184,13 @@ extension Tensor {
         var out = [Float](repeating: 0, count: r * c)
         scalars.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                for i in 0..<r { for j in 0..<c { dst[j * r + i] = src[i * c + j] } }
+                // 16×16 tiles keep both the reads and the writes within a few cache lines.
+                let tile = 16
+                for i0 in stride(from: 0, to: r, by: tile) {
+                    for j0 in stride(from: 0, to: c, by: tile) {
+                        for i in i0..<min(i0 + tile, r) { for j in j0..<min(j0 + tile, c) { dst[j * r + i] = src[i * c + j] } }
+                    }
+                }
             }
         }
         return Tensor(shape: [c, r], scalars: out)

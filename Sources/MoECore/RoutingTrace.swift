@@ -16,6 +16,12 @@ public struct LayerRouting: Sendable, Equatable {
     public var routerNanoseconds: Double
 
     public var topExpert: Int { experts[0] }
+
+    public init(logits: [Float], probabilities: [Float], experts: [Int], weights: [Float],
+                expertOutputNorms: [Float], gruHidden: [Float]?, routerNanoseconds: Double) {
+        self.logits = logits; self.probabilities = probabilities; self.experts = experts; self.weights = weights
+        self.expertOutputNorms = expertOutputNorms; self.gruHidden = gruHidden; self.routerNanoseconds = routerNanoseconds
+    }
 }
 
 /// The routing of one token through every layer.
@@ -23,6 +29,10 @@ public struct RoutingTrace: Sendable, Equatable {
     public var token: Int
     public var position: Int
     public var layers: [LayerRouting]
+
+    public init(token: Int, position: Int, layers: [LayerRouting]) {
+        self.token = token; self.position = position; self.layers = layers
+    }
 }
 
 extension LayerRouting: Encodable {

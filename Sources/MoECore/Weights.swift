@@ -56,3 +56,17 @@ public struct Linear: Sendable {
         return Tensor.matmul(x, rhs: packed, n: outFeatures)
     }
 }
+
+/// Parameters held in memory by checkpoint name (the trainer's copy), checked for shape.
+public struct NamedTensors: WeightSource {
+    public var tensors: [String: Tensor]
+    public init(_ tensors: [String: Tensor]) { self.tensors = tensors }
+
+    public func tensor(_ name: String, shape: [Int], initializer: Initializer) throws -> Tensor {
+        guard let found = tensors[name] else { throw CheckpointError.missingTensor(path: "parameters", tensor: name) }
+        guard found.shape == shape else {
+            throw CheckpointError.wrongShape(path: "parameters", tensor: name, expected: shape, found: found.shape)
+        }
+        return found
+    }
+}

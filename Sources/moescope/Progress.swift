@@ -6,12 +6,17 @@ struct ProgressLine {
     let label: String
     let total: Int
     let unit: String
+    /// Units per item, when the rate is better told in something finer (tokens per step).
+    let unitsPerItem: Int
+    /// Items already done before this run started (a resumed run), left out of the rate.
+    let startingAt: Int
     private let start = Date()
     private var lastDraw = Date.distantPast
     private let interactive = isatty(STDERR_FILENO) != 0
 
-    init(_ label: String, total: Int, unit: String) {
+    init(_ label: String, total: Int, unit: String, unitsPerItem: Int = 1, startingAt: Int = 0) {
         self.label = label; self.total = total; self.unit = unit
+        self.unitsPerItem = unitsPerItem; self.startingAt = startingAt
     }
 
     mutating func update(_ done: Int, detail: String = "") {
@@ -20,9 +25,10 @@ struct ProgressLine {
         guard now.timeIntervalSince(lastDraw) >= interval || done == total else { return }
         lastDraw = now
         let elapsed = now.timeIntervalSince(start)
-        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let rate = elapsed > 0 ? Double(done - startingAt) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
-        var line = "\(label) \(done)/\(total) · \(String(format: "%.1f", rate)) \(unit)/s"
+        let unitRate = rate * Double(unitsPerItem)
+        var line = "\(label) \(done)/\(total) · \(String(format: unitRate >= 100 ? "%.0f" : "%.1f", unitRate)) \(unit)/s"
         if !detail.isEmpty { line += " · \(detail)" }
         line += " · ETA \(Self.format(seconds: eta))"
         FileHandle.standardError.write(Data(((interactive ? "\r\u{1B}[K" : "") + line + (interactive ? "" : "\n")).utf8))

@@ -4,29 +4,16 @@ import Glibc
 import Darwin
 #endif
 
-/// Products with a transposed operand, for the backward passes.
-extension Tensor {
-    /// selfᵀ · other, for self [n×a], other [n×b] → [a×b]
-    func transposedMatmul(_ other: Tensor) -> Tensor { transposed().matmul(other) }
-    /// self · otherᵀ, for self [m×k], other [n×k] → [m×n]
-    func matmulTransposed(_ other: Tensor) -> Tensor {
-        var out = Tensor(zeros: [rows, other.rows])
-        scalars.withUnsafeBufferPointer { a in other.scalars.withUnsafeBufferPointer { b in out.scalars.withUnsafeMutableBufferPointer { c in
-            Kernels.matmulTransposedB(a.baseAddress!, b.baseAddress!, c.baseAddress!, m: rows, k: cols, n: other.rows)
-        } } }
-        return out
-    }
-}
-
 extension Tape {
     // MARK: Linear algebra
 
     /// y = x Wᵀ, x [N×in], W [out×in] (PyTorch layout).
     public func linear(_ x: Variable, _ w: Variable) -> Variable {
         let xv = value(x), wv = value(w)
-        return record(xv.matmulTransposed(wv)) { g, tape in
-            tape.accumulate(x, g.matmul(wv))               // dx = dy W
-            tape.accumulate(w, g.transposedMatmul(xv))     // dW = dyᵀ x
+        // Every product runs on the row-major micro-kernel; the transposes are O(size) copies.
+        return record(xv.matmul(wv.transposed())) { g, tape in
+            tape.accumulate(x, g.matmul(wv))                  // dx = dy W
+            tape.accumulate(w, g.transposed().matmul(xv))     // dW = dyᵀ x
         }
     }
 

@@ -1,0 +1,127 @@
+import ArgumentParser
+import Foundation
+import MoECore
+import MoETraining
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train the MoE model with one router on the corpus's training split.",
+        discussion: """
+        Writes a checkpoint directory (config.json, model.safetensors, tokenizer.json). While it
+        runs, the full training state (F32 weights and AdamW moments) is saved atomically to
+        DIR/training-state.safetensors every --save-every steps and on Ctrl-C; --resume continues
+        from it and gives the same weights as an uninterrupted run.
+        """)
+
+    @Option(help: "Router to train: \(RouterKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var router: RouterKind = .gru
+    @Option(help: "Optimisation steps.") var steps: Int?
+    @Option(help: "Sequences per step.") var batchSize: Int?
+    @Option(help: "Tokens per sequence.") var sequenceLength: Int?
+    @Option(help: "Peak learning rate (after warm-up; cosine decay to 10%).") var learningRate: Float?
+    @Option(help: "Linear warm-up steps.") var warmup: Int?
+    @Option(help: "Router z-loss coefficient (0 = off; ST-MoE uses 0.001).") var zLoss: Float?
+    @Option(help: "Seed for initialisation and batch sampling.") var seed: UInt64?
+    @Option(help: ArgumentHelp("Output checkpoint directory (default: runs/<router>).", valueName: "dir")) var out: String?
+    @Flag(help: "Continue the interrupted run saved in --out.") var resume = false
+    @Option(help: "Save the training state every N steps.") var saveEvery = 100
+    @Option(help: "Weight precision of the final checkpoint: f32, f16 or bf16.") var dtype: SafeTensorsDType = .f16
+    @Option(help: ArgumentHelp("Model shape as a config.json (default: the standard shape).", valueName: "path")) var config: String?
+    @Option(help: ArgumentHelp("Assets directory (corpus and tokenizer).", valueName: "dir")) var assets: String?
+
+    func validate() throws {
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let sequenceLength, sequenceLength < 2 { throw ValidationError("--sequence-length must be at least 2") }
+        if let learningRate, !(learningRate > 0) { throw ValidationError("--learning-rate must be positive") }
+        guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
+    }
+
+    func run() throws {
+        let directory = out ?? "runs/\(router.rawValue)"
+        let statePath = "\(directory)/training-state.safetensors"
+        let locator = try AssetLocator(explicit: assets)
+        let tokenizer = try Tokenizer.load(path: locator.tokenizerPath)
+
+        var modelConfig = try config.map { try ModelConfig.load(path: $0) } ?? ModelConfig()
+        modelConfig.router = router
+        modelConfig.vocabSize = tokenizer.vocabSize
+        try modelConfig.validate()
+
+        // Options: the saved run's when resuming, with any flag given on the command line on top
+        // (a flag that contradicts the saved run is refused by the trainer).
+        var options = TrainingOptions()
+        if resume {
+            guard FileManager.default.fileExists(atPath: statePath) else {
+                throw CLIError("nothing to resume: \(statePath) does not exist — start the run without --resume")
+            }
+            options = try Trainer.savedOptions(at: statePath)
+        } else if FileManager.default.fileExists(atPath: statePath) {
+            throw CLIError("\(directory) holds an unfinished run — continue it with --resume, or delete \(statePath) to start over")
+        }
+        if let steps { options.steps = steps }
+        if let batchSize { options.batchSize = batchSize }
+        if let sequenceLength { options.sequenceLength = sequenceLength }
+        if let learningRate { options.learningRate = learningRate }
+        if let warmup { options.warmupSteps = warmup }
+        if let zLoss { options.zLossCoefficient = zLoss }
+        if let seed { options.seed = seed }
+        guard options.sequenceLength <= modelConfig.contextLength else {
+            throw CLIError("--sequence-length \(options.sequenceLength) exceeds the model's context of \(modelConfig.contextLength)")
+        }
+
+        let corpusPath = "\(locator.root)/corpus/corpus.jsonl"
+        printError("tokenising the training split of \(corpusPath)…")
+        let stream = TokenStream(documents: try Corpus.load(path: corpusPath).documents(in: .train), tokenizer: tokenizer)
+        guard stream.tokens.count > options.sequenceLength + 1 else {
+            throw CLIError("the training split has \(stream.tokens.count) tokens, fewer than one sequence — check the corpus")
+        }
+
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var trainer = resume
+            ? try Trainer(resumingFrom: statePath, config: modelConfig, options: options, data: stream)
+            : try Trainer(config: modelConfig, options: options, data: stream)
+        printError("training \(router.rawValue): \(trainer.structure.parameterCount) parameters, \(stream.tokens.count) training tokens, "
+                   + "\(options.steps) steps of \(trainer.tokensPerStep) tokens\(resume ? ", resuming at step \(trainer.step)" : "")")
+
+        StopSignal.install()
+        var progress = ProgressLine("train \(router.rawValue): step", total: options.steps, unit: "tok",
+                                    unitsPerItem: trainer.tokensPerStep, startingAt: trainer.step)
+        var recentLoss: [Float] = []
+        let began = Date()
+        while !trainer.isFinished {
+            if let signal = StopSignal.pending {
+                try trainer.saveState(to: statePath)
+                progress.finish()
+                printError("stopped by signal \(signal) after step \(trainer.step); state saved to \(statePath) — continue with --resume")
+                throw ExitCode(128 + signal)
+            }
+            let report: StepReport
+            do { report = try trainer.trainStep() } catch let error as TrainingError {
+                progress.finish()
+                throw CLIError("\(error)")
+            }
+            recentLoss = Array((recentLoss + [report.crossEntropy]).suffix(20))
+            let mean = recentLoss.reduce(0, +) / Float(recentLoss.count)
+            progress.update(trainer.step, detail: String(format: "loss %.3f · balance %.3f · lr %.2e", mean, report.balance, report.learningRate))
+            if trainer.step % saveEvery == 0 && !trainer.isFinished { try trainer.saveState(to: statePath) }
+        }
+        progress.finish()
+
+        let meanLoss = recentLoss.reduce(0, +) / Float(max(1, recentLoss.count))
+        let checkpoint = Checkpoint(model: try trainer.model(), tokenizer: tokenizer)
+        try checkpoint.save(to: directory, dtype: dtype, metadata: [
+            "steps": String(options.steps), "seed": String(options.seed),
+            "tokens_seen": String(options.steps * trainer.tokensPerStep),
+            "final_train_loss": String(format: "%.4f", meanLoss),
+        ])
+        try? FileManager.default.removeItem(atPath: statePath)
+        print("trained \(router.rawValue) in \(ProgressLine.format(seconds: Date().timeIntervalSince(began))): "
+              + "train loss \(String(format: "%.3f", meanLoss)) (mean of the last \(recentLoss.count) steps); checkpoint written to \(directory)")
+    }
+}
+
+extension SafeTensorsDType: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rawValue: argument.uppercased()) }
+}
