@@ -35,12 +35,15 @@ let package = Package(
         .target(name: "MoECore", swiftSettings: simdSettings),
         .target(name: "MoETraining", dependencies: ["MoECore"], swiftSettings: simdSettings),
         .target(name: "MoEAnalysis", dependencies: ["MoECore"], swiftSettings: simdSettings),
+        .systemLibrary(name: "CNcursesw"),
+        .target(name: "MoEScopeUI", dependencies: ["MoECore", "MoEAnalysis", "CNcursesw"], swiftSettings: simdSettings),
         .executableTarget(
             name: "moescope",
             dependencies: [
                 "MoECore",
                 "MoETraining",
                 "MoEAnalysis",
+                "MoEScopeUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: simdSettings
@@ -48,6 +51,7 @@ let package = Package(
         .testTarget(name: "MoECoreTests", dependencies: ["MoECore"], swiftSettings: simdSettings),
         .testTarget(name: "MoETrainingTests", dependencies: ["MoETraining"], swiftSettings: simdSettings),
         .testTarget(name: "MoEAnalysisTests", dependencies: ["MoEAnalysis"], swiftSettings: simdSettings),
+        .testTarget(name: "MoEScopeUITests", dependencies: ["MoEScopeUI"], swiftSettings: simdSettings),
     ],
     swiftLanguageModes: [.v6]
 )

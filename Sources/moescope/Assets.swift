@@ -55,7 +55,8 @@ struct ModelOptions: ParsableArguments {
         var isRandomInit: Bool
     }
 
-    func load() throws -> Loaded {
+    /// `quiet` leaves the random-init note to the caller (the explorer shows it on screen).
+    func load(quiet: Bool = false) throws -> Loaded {
         if let checkpoint {
             return Loaded(checkpoint: try Checkpoint.load(from: checkpoint), isRandomInit: false)
         }
@@ -69,7 +70,7 @@ struct ModelOptions: ParsableArguments {
         config.router = router
         config.vocabSize = tokenizer.vocabSize
         let model = try MoEModel(config: config, seed: seed)
-        printError("note: no trained \(router.rawValue) checkpoint in \(directory); using a random-init model (seed \(seed)) — its routing is noise")
+        if !quiet { printError("note: no trained \(router.rawValue) checkpoint in \(directory); using a random-init model (seed \(seed)) — its routing is noise") }
         return Loaded(checkpoint: Checkpoint(model: model, tokenizer: tokenizer), isRandomInit: true)
     }
 }

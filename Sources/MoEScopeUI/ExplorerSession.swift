@@ -1,0 +1,59 @@
+import MoECore
+
+/// One model running over one text, token by token: the KV cache grows as the cursor moves
+/// right, so each step costs one incremental decode. Everything the views read about the
+/// model's behaviour comes from `traces`.
+public struct ExplorerSession {
+    public let model: MoEModel
+    public let tokenizer: Tokenizer
+    /// Router, and where its weights came from (shown in the status line).
+    public let label: String
+    public let isRandomInit: Bool
+    /// The text's token ids (generation appends to it).
+    public private(set) var tokens: [Int]
+    /// Routing of tokens[0 ..< traces.count], decoded so far.
+    public private(set) var traces: [RoutingTrace] = []
+    private var cache: KVCache
+    private var lastLogits: [Float] = []
+    private var sampler = SeededGenerator(seed: 2024)
+
+    public init(model: MoEModel, tokenizer: Tokenizer, label: String, isRandomInit: Bool, tokens: [Int]) {
+        self.model = model; self.tokenizer = tokenizer; self.label = label; self.isRandomInit = isRandomInit
+        self.tokens = Array(tokens.prefix(model.config.contextLength))
+        cache = model.makeCache()
+    }
+
+    public var router: RouterKind { model.config.router }
+    public var capacity: Int { model.config.contextLength }
+
+    /// Decodes tokens up to and including `index`. A jump runs the missing stretch as one pass
+    /// (equal to token-by-token decoding; the tests hold the two equal).
+    public mutating func decode(through index: Int) throws {
+        let target = min(index, tokens.count - 1)
+        guard target >= traces.count else { return }
+        let chunk = Array(tokens[traces.count ... target])
+        let result = try model.forward(chunk, cache: &cache)
+        traces += result.routing
+        lastLogits = Array(result.logits.row(result.logits.rows - 1))
+    }
+
+    /// Appends one sampled next token (temperature 0.8) after the whole text. Returns false when
+    /// the context is full.
+    public mutating func generateNext() throws -> Bool {
+        guard tokens.count < capacity else { return false }
+        try decode(through: tokens.count - 1)
+        var probabilities = lastLogits.map { $0 / 0.8 }
+        probabilities.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: $0.count) }
+        let draw = sampler.nextUniform()
+        var total: Float = 0, chosen = probabilities.count - 1
+        for (id, p) in probabilities.enumerated() {
+            total += p
+            if draw < total { chosen = id; break }
+        }
+        tokens.append(chosen)
+        try decode(through: tokens.count - 1)
+        return true
+    }
+
+    public func text(of index: Int) -> String { tokenizer.displayText(of: tokens[index]) }
+}

@@ -1,0 +1,151 @@
+import CNcursesw
+import Foundation
+import Synchronization
+
+/// The only code that talks to ncurses: copies a `CellGrid` to the screen and turns key codes
+/// into `Key`s. Everything else in the UI is plain data.
+final class NcursesTerminal {
+    let colorMode: ColorMode
+    private var pairs: [Int: Int16] = [:]
+    private let colors: Int32
+
+    init(noColor: Bool) {
+        setlocale(LC_ALL, "")
+        initscr()
+        raw()
+        noecho()
+        keypad(moescope_stdscr(), true)
+        curs_set(0)
+        set_escdelay(25)
+        if !noColor && has_colors() {
+            start_color()
+            use_default_colors()
+            colors = moescope_colors()
+            colorMode = colors >= 256 ? .full256 : colors >= 8 ? .basic : .monochrome
+        } else {
+            colors = 0
+            colorMode = .monochrome
+        }
+    }
+
+    /// Leaves the screen as it was. Safe to call more than once.
+    func restore() {
+        if isendwin() == false { endwin() }
+    }
+
+    var size: (width: Int, height: Int) { (Int(moescope_cols()), Int(moescope_lines())) }
+
+    func draw(_ grid: CellGrid) {
+        erase()
+        var wide: [wchar_t] = []
+        for y in 0..<grid.height {
+            var x = 0
+            while x < grid.width {
+                let style = grid[x, y].style
+                var end = x
+                wide.removeAll(keepingCapacity: true)
+                while end < grid.width, grid[end, y].style == style {
+                    for scalar in grid[end, y].character.unicodeScalars.prefix(1) { wide.append(wchar_t(bitPattern: scalar.value)) }
+                    end += 1
+                }
+                apply(style)
+                wide.append(0)
+                _ = wide.withUnsafeBufferPointer { mvaddnwstr(Int32(y), Int32(x), $0.baseAddress!, Int32(wide.count - 1)) }
+                x = end
+            }
+        }
+        attr_set(moescope_a_normal(), 0, nil)
+        refresh()
+    }
+
+    private func apply(_ style: CellStyle) {
+        var attributes = moescope_a_normal()
+        if style.bold { attributes |= moescope_a_bold() }
+        if style.reverse { attributes |= moescope_a_reverse() }
+        if style.dim { attributes |= moescope_a_dim() }
+        if style.underline { attributes |= moescope_a_underline() }
+        var pair: Int16 = 0
+        if colorMode != .monochrome, style.foreground != nil || style.background != nil {
+            var fg = style.foreground.map(Int32.init) ?? -1, bg = style.background.map(Int32.init) ?? -1
+            // 8-colour terminals: bright colours become bold normal ones.
+            if colors < 16 {
+                if fg >= 8 { fg -= 8; attributes |= moescope_a_bold() }
+                if bg >= 8 { bg -= 8 }
+            }
+            let key = Int(fg + 1) << 16 | Int(bg + 1)
+            if let known = pairs[key] {
+                pair = known
+            } else if pairs.count + 1 < Int(moescope_color_pairs()) && pairs.count < Int(Int16.max) {
+                pair = Int16(pairs.count + 1)
+                init_pair(pair, Int16(fg), Int16(bg))
+                pairs[key] = pair
+            }
+        }
+        attr_set(attributes, pair, nil)
+    }
+
+    /// The next key, waiting at most `milliseconds`; nil on timeout.
+    func readKey(timeoutMilliseconds milliseconds: Int32) -> Key? {
+        timeout(milliseconds)
+        var code: wint_t = 0
+        let result = get_wch(&code)
+        if result == ERR { return nil }
+        if result == moescope_key_code_yes() {
+            switch Int32(code) {
+            case KEY_LEFT: return .left
+            case KEY_RIGHT: return .right
+            case KEY_UP: return .up
+            case KEY_DOWN: return .down
+            case KEY_HOME: return .home
+            case KEY_END: return .end
+            case KEY_BTAB: return .backTab
+            case KEY_ENTER: return .enter
+            case KEY_BACKSPACE: return .backspace
+            case KEY_RESIZE: return .resize
+            default: return nil
+            }
+        }
+        switch code {
+        case 27: return .escape
+        case 9: return .tab
+        case 10, 13: return .enter
+        case 8, 127: return .backspace
+        default:
+            guard let scalar = Unicode.Scalar(UInt32(code)) else { return nil }
+            return .character(Character(scalar))
+        }
+    }
+}
+
+/// Runs the explorer until `q`, a signal, or an error; the terminal is restored in every case.
+public enum ExplorerApp {
+    private static let signalReceived = Atomic<Int32>(0)
+
+    public enum Outcome: Equatable { case quit, signal(Int32) }
+
+    public static func run(_ initial: ExplorerState, noColor: Bool) -> Outcome {
+        for number in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
+            signal(number) { ExplorerApp.signalReceived.store($0, ordering: .relaxed) }
+        }
+        var state = initial
+        let terminal = NcursesTerminal(noColor: noColor)
+        defer { terminal.restore() }
+        state.palette = Palette(mode: terminal.colorMode)
+        var lastTick = Date()
+        while true {
+            let (width, height) = terminal.size
+            terminal.draw(ExplorerRenderer.render(state, width: width, height: height))
+            let wait: Int32 = state.isAnimating ? 40 : 200
+            let key = terminal.readKey(timeoutMilliseconds: wait)
+            let received = signalReceived.load(ordering: .relaxed)
+            if received != 0 { return .signal(received) }
+            if let key { state.handle(key) }
+            if state.quitRequested { return .quit }
+            let interval = state.pendingGeneration > 0 ? 0.05 : 0.15
+            if state.isAnimating, Date().timeIntervalSince(lastTick) >= interval {
+                state.tick()
+                lastTick = Date()
+            }
+        }
+    }
+}
