@@ -1,0 +1,92 @@
+import Foundation
+import Testing
+
+/// Drives the real `moescope` binary in a tmux pane, as a person would: keys in, screen out.
+/// Needs tmux (`.ci/setup` installs it); `.ci/run` sets MOESCOPE_REQUIRE_TMUX=1 so that a
+/// missing tmux fails there instead of skipping.
+@Suite(.serialized) struct TerminalSessionTests {
+    static let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
+        || FileManager.default.isExecutableFile(atPath: "/usr/local/bin/tmux")
+    static let required = ProcessInfo.processInfo.environment["MOESCOPE_REQUIRE_TMUX"] == "1"
+
+    /// The binary SwiftPM built beside this test bundle.
+    static var binary: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("moescope").path
+    }
+    static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    @discardableResult
+    static func tmux(_ arguments: String...) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["tmux"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = Pipe()
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Polls the pane until `condition` holds (or `seconds` pass); returns the last screen.
+    static func waitForScreen(_ session: String, seconds: Double = 30, until condition: (String) -> Bool) throws -> String {
+        let deadline = Date().addingTimeInterval(seconds)
+        var screen = ""
+        repeat {
+            screen = try tmux("capture-pane", "-p", "-t", session)
+            if condition(screen) { return screen }
+            Thread.sleep(forTimeInterval: 0.1)
+        } while Date() < deadline
+        return screen
+    }
+
+    /// The expert-assignment heatmap rows (L1…L6) of a screen.
+    static func heatmapRows(_ screen: String) -> [String] {
+        screen.split(separator: "\n").filter { $0.contains("│   L") || $0.contains("│ ▸ L") }.map { String($0.prefix(52)) }
+    }
+
+    @Test func explorerInTmux() throws {
+        guard Self.hasTmux else {
+            if Self.required { Issue.record("tmux is not installed — run .ci/setup") }
+            return
+        }
+        #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "no moescope binary at \(Self.binary)")
+        let session = "moescope-test-\(getpid())"
+        try Self.tmux("new-session", "-d", "-x", "140", "-y", "45", "-s", session,
+                      "cd '\(Self.repositoryRoot)' && '\(Self.binary)'; echo MOESCOPE-EXITED $?; sleep 60")
+        defer { _ = try? Self.tmux("kill-session", "-t", session) }
+
+        var screen = try Self.waitForScreen(session) { $0.contains("Expert assignment") }
+        #expect(screen.contains("Expert assignment"), "the explorer did not start:\n\(screen)")
+        #expect(Self.heatmapRows(screen).count >= 6, "heatmap rows missing:\n\(screen)")
+        #expect(screen.contains("router GRU (RMoE)"))
+        #expect(screen.contains("GRU hidden state"))
+
+        try Self.tmux("send-keys", "-t", session, "Right", "Right", "Down")
+        screen = try Self.waitForScreen(session) { $0.contains("layer 2/6") && $0.contains("token 3/") }
+        #expect(screen.contains("layer 2/6") && screen.contains("token 3/"), "layer/token did not move:\n\(screen)")
+        let gruRows = Self.heatmapRows(screen)
+
+        try Self.tmux("send-keys", "-t", session, "1")
+        screen = try Self.waitForScreen(session) { $0.contains("router Linear") }
+        #expect(screen.contains("router Linear") && screen.contains("token 3/"), "router switch failed:\n\(screen)")
+        #expect(Self.heatmapRows(screen) != gruRows, "switching router did not change the routing shown")
+        #expect(screen.contains("has no recurrent state"))
+
+        try Self.tmux("send-keys", "-t", session, "?")
+        screen = try Self.waitForScreen(session) { $0.contains("─ Keys ") }
+        #expect(screen.contains("─ Keys ") && screen.contains("quit"), "help overlay missing:\n\(screen)")
+        try Self.tmux("send-keys", "-t", session, "x")
+        screen = try Self.waitForScreen(session) { !$0.contains("─ Keys ") }
+        #expect(!screen.contains("─ Keys "))
+
+        try Self.tmux("send-keys", "-t", session, "q")
+        screen = try Self.waitForScreen(session) { $0.contains("MOESCOPE-EXITED") }
+        #expect(screen.contains("MOESCOPE-EXITED 0"), "q did not exit cleanly:\n\(screen)")
+        #expect(!screen.contains("Expert assignment"), "the terminal was not restored:\n\(screen)")
+    }
+}
