@@ -95,6 +95,16 @@ public enum Kernels {
         }
     }
 
+    /// C[m×n] = A[m×k] · B[n×k]ᵀ as one dot product per entry: no packing, so it wins when A
+    /// has a handful of rows (decoding one token through a router), where copying B would
+    /// cost more than the arithmetic.
+    public static func matmulTransposedB(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
+                                         m: Int, k: Int, n: Int) {
+        for i in 0..<m {
+            for j in 0..<n { c[i * n + j] = dot(a + i * k, b + j * k, count: k) }
+        }
+    }
+
     // MARK: Vector operations
 
     public static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) -> Float {

@@ -29,6 +29,18 @@ import Testing
         for i in 0..<(m * n) { #expect(abs(acc[i] - (base[i] + expected[i])) < 1e-4 * Float(k).squareRoot()) }
     }
 
+    @Test func transposedProductMatchesReference() {
+        var g = SeededGenerator(seed: 3)
+        let (m, k, n) = (5, 37, 9)
+        let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(n * k)).map { _ in g.nextNormal() }
+        var c = [Float](repeating: 0, count: m * n)
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            Kernels.matmulTransposedB(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n)
+        } } }
+        let expected = reference(a, Tensor(shape: [n, k], scalars: b).transposed().scalars, m: m, k: k, n: n)
+        for i in 0..<(m * n) { #expect(abs(c[i] - expected[i]) < 1e-4) }
+    }
+
     @Test func transposeIsExact() {
         let t = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]).transposed()
         #expect(t.shape == [3, 2])

@@ -10,8 +10,19 @@ extension Tape {
     /// y = x Wᵀ, x [N×in], W [out×in] (PyTorch layout).
     public func linear(_ x: Variable, _ w: Variable) -> Variable {
         let xv = value(x), wv = value(w)
-        // Every product runs on the row-major micro-kernel; the transposes are O(size) copies.
-        return record(xv.matmul(wv.transposed())) { g, tape in
+        // Batches run on the row-major micro-kernel (the transposes are O(size) copies); a few
+        // rows (one decoded token) take dot products against W's rows directly.
+        let y: Tensor
+        if xv.rows < 6 {
+            var out = Tensor(zeros: [xv.rows, wv.rows])
+            xv.scalars.withUnsafeBufferPointer { a in wv.scalars.withUnsafeBufferPointer { b in out.scalars.withUnsafeMutableBufferPointer { c in
+                Kernels.matmulTransposedB(a.baseAddress!, b.baseAddress!, c.baseAddress!, m: xv.rows, k: xv.cols, n: wv.rows)
+            } } }
+            y = out
+        } else {
+            y = xv.matmul(wv.transposed())
+        }
+        return record(y) { g, tape in
             tape.accumulate(x, g.matmul(wv))                  // dx = dy W
             tape.accumulate(w, g.transposed().matmul(xv))     // dW = dyᵀ x
         }
