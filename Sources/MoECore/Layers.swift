@@ -200,7 +200,8 @@ public struct MoEBlock: Sendable {
 
     /// u: normed input [T × d]; logits: router output [T × E]. Returns the block output and how
     /// each token was routed (without router-specific fields, which the caller fills in).
-    func callAsFunction(_ u: Tensor, logits: Tensor) -> (Tensor, [LayerRouting]) {
+    /// With `allExpertNorms`, every expert also runs on every token to record ‖SwiGLU_e(u)‖.
+    func callAsFunction(_ u: Tensor, logits: Tensor, allExpertNorms: Bool = false) -> (Tensor, [LayerRouting]) {
         let count = u.rows, d = u.cols, numExperts = experts.count
         var probabilities = logits
         var routing: [LayerRouting] = []
@@ -218,6 +219,17 @@ public struct MoEBlock: Sendable {
                 logits: Array(logits.row(t)), probabilities: Array(row), experts: chosen,
                 weights: chosen.map { row[row.startIndex + $0] / total },
                 expertOutputNorms: [Float](repeating: 0, count: topK), gruHidden: nil, routerNanoseconds: 0))
+        }
+        if allExpertNorms {
+            for t in 0..<count { routing[t].allExpertOutputNorms = [Float](repeating: 0, count: numExperts) }
+            for (e, expert) in experts.enumerated() {
+                let y = expert(u)
+                y.scalars.withUnsafeBufferPointer { yp in
+                    for t in 0..<count {
+                        routing[t].allExpertOutputNorms![e] = Kernels.sumOfSquares(yp.baseAddress! + t * d, count: d).squareRoot()
+                    }
+                }
+            }
         }
         var output = Tensor(zeros: [count, d])
         for e in 0..<numExperts where !assigned[e].isEmpty {

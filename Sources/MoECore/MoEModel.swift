@@ -104,7 +104,10 @@ public struct MoEModel: Sendable {
     /// Runs `tokens` at the positions following what `cache` holds, appends them to the cache,
     /// and returns their logits and routing. The full-sequence pass is this with an empty cache;
     /// token-by-token decoding is this with one token at a time.
-    public func forward(_ tokens: [Int], cache: inout KVCache, recordGRUState: Bool = true) throws -> ForwardResult {
+    /// `allExpertNorms` also runs the experts a token was not routed to, to record every
+    /// expert's output norm (E/k times the expert cost; for the analyses only).
+    public func forward(_ tokens: [Int], cache: inout KVCache, recordGRUState: Bool = true,
+                        allExpertNorms: Bool = false) throws -> ForwardResult {
         guard tokens.count <= cache.remaining else {
             throw InferenceError.contextFull(needed: cache.length + tokens.count, capacity: cache.capacity)
         }
@@ -125,7 +128,7 @@ public struct MoEModel: Sendable {
             let began = monotonicNanoseconds()
             let logits = router.logits(u, tokens: tokens, layer: i, state: &routerState)
             let routerTime = Double(monotonicNanoseconds() - began) / Double(count)
-            let (moeOut, routing) = layer.moe(u, logits: logits)
+            let (moeOut, routing) = layer.moe(u, logits: logits, allExpertNorms: allExpertNorms)
             add(moeOut, into: &x)
             for t in 0..<count {
                 var entry = routing[t]
@@ -139,9 +142,9 @@ public struct MoEModel: Sendable {
     }
 
     /// Full-sequence forward pass from an empty cache.
-    public func forward(_ tokens: [Int]) throws -> ForwardResult {
+    public func forward(_ tokens: [Int], allExpertNorms: Bool = false) throws -> ForwardResult {
         var cache = makeCache()
-        return try forward(tokens, cache: &cache)
+        return try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
     }
 
     private func add(_ delta: Tensor, into x: inout Tensor) {

@@ -10,6 +10,9 @@ public struct LayerRouting: Sendable, Equatable {
     public var weights: [Float]
     /// ‖SwiGLU_e(u)‖ for each chosen expert, before weighting.
     public var expertOutputNorms: [Float]
+    /// ‖SwiGLU_e(u)‖ for every expert e, chosen or not — only when the forward pass was asked
+    /// for it (the "Closer Look" analysis; it runs all E experts instead of k).
+    public var allExpertOutputNorms: [Float]?
     /// GRU router only: the hidden state h_i after this layer (p values).
     public var gruHidden: [Float]?
     /// Wall time the router took for this token (amortised when tokens ran as a batch).
@@ -21,6 +24,7 @@ public struct LayerRouting: Sendable, Equatable {
                 expertOutputNorms: [Float], gruHidden: [Float]?, routerNanoseconds: Double) {
         self.logits = logits; self.probabilities = probabilities; self.experts = experts; self.weights = weights
         self.expertOutputNorms = expertOutputNorms; self.gruHidden = gruHidden; self.routerNanoseconds = routerNanoseconds
+        self.allExpertOutputNorms = nil
     }
 }
 
@@ -39,6 +43,7 @@ extension LayerRouting: Encodable {
     enum CodingKeys: String, CodingKey {
         case logits, probabilities, experts, weights
         case expertOutputNorms = "expert_output_norms", gruHidden = "gru_hidden", routerNanoseconds = "router_ns"
+        case allExpertOutputNorms = "all_expert_output_norms"
     }
 
     /// Non-finite logits (the Hash router's −∞) are written as JSON null.
@@ -50,6 +55,7 @@ extension LayerRouting: Encodable {
         try c.encode(weights, forKey: .weights)
         try c.encode(expertOutputNorms, forKey: .expertOutputNorms)
         try c.encodeIfPresent(gruHidden, forKey: .gruHidden)
+        try c.encodeIfPresent(allExpertOutputNorms, forKey: .allExpertOutputNorms)
         try c.encode(routerNanoseconds, forKey: .routerNanoseconds)
     }
 }

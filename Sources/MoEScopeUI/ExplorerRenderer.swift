@@ -23,6 +23,8 @@ public enum ExplorerRenderer {
         switch state.view {
         case .dashboard: DashboardView.draw(state, into: &grid, top: body.y, height: body.height)
         case .crossLayer: CrossLayerView.draw(state, into: &grid, top: body.y, height: body.height)
+        case .expertNorms: ExpertNormView.draw(state, into: &grid, top: body.y, height: body.height)
+        case .expertSimilarity: ExpertSimilarityView.draw(state, into: &grid, top: body.y, height: body.height)
         }
         drawFooter(state, into: &grid)
         if state.showingHelp { HelpOverlay.draw(into: &grid) }
@@ -38,7 +40,7 @@ public enum ExplorerRenderer {
             "router \(session.router.displayName) [\(session.router.number)/\(RouterKind.allCases.count)]",
             session.label,
             "token \(state.cursor + 1)/\(state.tokenCount)",
-            "layer \(state.layer + 1)/\(state.numLayers)",
+            "layer L\(state.layer) of \(state.numLayers)",
             state.view.title,
             state.pendingGeneration > 0 ? "generating…" : state.playing ? "▶ playing" : "❚❚ paused",
         ]
@@ -103,7 +105,7 @@ enum DashboardView {
         expertHeader(state.numExperts, into: &grid, x: x + 8, y: y + 1, palette: state.palette)
         for (i, routing) in state.currentTrace.layers.enumerated() {
             let selected = i == state.layer
-            grid.put(selected ? "▸ L\(i + 1)" : "  L\(i + 1)", x: x + 2, y: y + 2 + i, style: CellStyle(bold: selected))
+            grid.put(selected ? "▸ L\(i)" : "  L\(i)", x: x + 2, y: y + 2 + i, style: CellStyle(bold: selected))
             for e in 0..<state.numExperts {
                 let (text, style) = ExplorerRenderer.heatCell(Double(routing.probabilities[e]), chosen: routing.experts.contains(e), palette: state.palette)
                 grid.put(text, x: x + 8 + e * 5, y: y + 2 + i, style: style)
@@ -115,7 +117,7 @@ enum DashboardView {
     /// Recent tokens × experts at the selected layer.
     static func drawHistory(_ state: ExplorerState, into grid: inout CellGrid, x: Int, y: Int, width: Int, height: Int) {
         guard height >= 4 else { return }
-        grid.box(x: x, y: y, width: width, height: height, title: "Token history · layer \(state.layer + 1) · tokens × experts")
+        grid.box(x: x, y: y, width: width, height: height, title: "Token history · layer L\(state.layer) · tokens × experts")
         expertHeader(state.numExperts, into: &grid, x: x + 12, y: y + 1, palette: state.palette)
         let rows = height - 3
         let first = max(0, state.cursor - rows + 1)
@@ -153,7 +155,7 @@ enum DashboardView {
         for (i, routing) in trace.layers.enumerated() {
             let hidden = routing.gruHidden ?? []
             let selected = i == state.layer
-            grid.put(selected ? "▸ L\(i + 1)" : "  L\(i + 1)", x: x + 2, y: y + 1 + i, style: CellStyle(bold: selected))
+            grid.put(selected ? "▸ L\(i)" : "  L\(i)", x: x + 2, y: y + 1 + i, style: CellStyle(bold: selected))
             for c in 0..<columns {
                 let slice = hidden[(c * group) ..< min(hidden.count, (c + 1) * group)]
                 let magnitude = Double(slice.map { abs($0) }.max() ?? 0)   // |h| ≤ 1 for a GRU
@@ -171,7 +173,7 @@ enum DashboardView {
     /// Share of routed slots per expert at the selected layer, over tokens 1…cursor.
     static func drawLoadBalance(_ state: ExplorerState, into grid: inout CellGrid, x: Int, y: Int, width: Int, height: Int) {
         guard height >= 4 else { return }
-        grid.box(x: x, y: y, width: width, height: height, title: "Load balance · layer \(state.layer + 1) · tokens 1–\(state.cursor + 1)")
+        grid.box(x: x, y: y, width: width, height: height, title: "Load balance · layer L\(state.layer) · tokens 1–\(state.cursor + 1)")
         let stats = layerStats(state)
         let selected = stats[state.layer]
         let barWidth = max(10, width - 22)
@@ -186,7 +188,7 @@ enum DashboardView {
                         selected.maxViolation, selected.normalizedUsageEntropy), x: x + 2, y: row, style: CellStyle(bold: true), maxWidth: width - 4)
         row += 1
         for (i, layerStats) in stats.enumerated() where row < y + height - 1 {
-            grid.put(String(format: "%@L%d  CV %.2f  MaxVio %.2f  entropy %.2f", i == state.layer ? "▸ " : "  ", i + 1,
+            grid.put(String(format: "%@L%d  CV %.2f  MaxVio %.2f  entropy %.2f", i == state.layer ? "▸ " : "  ", i,
                             layerStats.coefficientOfVariation, layerStats.maxViolation, layerStats.normalizedUsageEntropy),
                      x: x + 2, y: row, style: CellStyle(dim: i != state.layer), maxWidth: width - 4)
             row += 1
@@ -207,7 +209,7 @@ enum DashboardView {
 enum TokenStrip {
     static func draw(_ state: ExplorerState, into grid: inout CellGrid, x: Int, y: Int, width: Int, height: Int) {
         grid.box(x: x, y: y, width: width, height: height,
-                 title: "Tokens · coloured by top-1 expert at layer \(state.layer + 1) (expert id below)")
+                 title: "Tokens · coloured by top-1 expert at layer L\(state.layer) (expert id below)")
         let inner = width - 4
         // Lay out every token into lines.
         var lines: [[(index: Int, column: Int, text: String)]] = [[]]
@@ -244,9 +246,9 @@ enum CrossLayerView {
         let scale = max(1e-9, log(Double(state.numExperts)))
         let width = 12 + state.numLayers * 7
         grid.box(x: 0, y: top, width: grid.width, height: height, title: "Cross-layer dependence · tokens 1–\(state.cursor + 1)")
-        for j in 0..<state.numLayers { grid.put(String(format: "  L%-2d  ", j + 1), x: 10 + j * 7, y: top + 2) }
+        for j in 0..<state.numLayers { grid.put(String(format: "  L%-2d  ", j), x: 10 + j * 7, y: top + 2) }
         for i in 0..<state.numLayers {
-            grid.put("  L\(i + 1)", x: 2, y: top + 3 + i)
+            grid.put("  L\(i)", x: 2, y: top + 3 + i)
             for j in 0..<state.numLayers {
                 let value = matrix[i][j]
                 var style = state.palette.heat(value / scale)
@@ -280,7 +282,7 @@ enum HelpOverlay {
         "r  R        next / previous router (same text, cursor stays on the token)",
         "e           type a new text (Enter runs it, Esc cancels)",
         "g           generate the next \(ExplorerState.generationLength) tokens",
-        "Tab         next view (routing dashboard, cross-layer dependence)",
+        "Tab  ⇧Tab   next / previous view: routing, cross-layer MI, gate vs norm, expert similarity",
         "?           this help (any key closes it)",
         "q           quit",
     ]
@@ -292,5 +294,74 @@ enum HelpOverlay {
         grid.fill(x: x, y: y, width: width, height: height)
         grid.box(x: x, y: y, width: width, height: height, title: "Keys", style: CellStyle(bold: true))
         for (i, line) in lines.enumerated() { grid.put(line, x: x + 3, y: y + 2 + i, maxWidth: width - 6) }
+    }
+}
+
+/// "Closer Look": for the current token at the selected layer, each expert's router probability
+/// beside the norm of its output, and over the tokens so far how often the router's top-1 is the
+/// largest-norm expert.
+enum ExpertNormView {
+    static func draw(_ state: ExplorerState, into grid: inout CellGrid, top: Int, height: Int) {
+        grid.box(x: 0, y: top, width: grid.width, height: height, title: "Gate vs expert output norm · layer L\(state.layer) · token «\(ExplorerRenderer.visible(state.session.text(of: state.cursor)).prefix(16))»")
+        let routing = state.currentRouting
+        let norms = routing.allExpertOutputNorms ?? []
+        let maxNorm = Double(norms.max() ?? 1)
+        let barWidth = max(10, (grid.width - 40) / 2)
+        grid.put("expert   router probability" + String(repeating: " ", count: max(0, barWidth - 16)) + "‖expert output‖", x: 2, y: top + 2, style: CellStyle(bold: true))
+        for e in 0..<state.numExperts {
+            let y = top + 3 + e
+            let chosen = routing.experts.contains(e)
+            grid.put((chosen ? "▸E" : " E") + "\(e)", x: 2, y: y, style: state.palette.expert(e))
+            let p = Double(routing.probabilities[e])
+            grid.put(Palette.bar(p, width: barWidth - 8), x: 9, y: y, style: state.palette.expert(e))
+            grid.put(String(format: "%4.2f", p), x: 9 + barWidth - 7, y: y)
+            if e < norms.count {
+                let n = Double(norms[e])
+                grid.put(Palette.bar(maxNorm > 0 ? n / maxNorm : 0, width: barWidth - 8), x: 11 + barWidth, y: y, style: CellStyle(dim: !chosen))
+                grid.put(String(format: "%6.3f", n), x: 11 + 2 * barWidth - 7, y: y)
+            }
+        }
+        let traces = Array(state.session.traces[0...state.cursor])
+        let preference = NormPreference(traces: traces)
+        var y = top + 4 + state.numExperts
+        let lines = [
+            String(format: "Tokens 1–%d at L%d: Spearman ρ(gate, norm) = %.2f; the top-1 gate is the largest-norm expert for %.0f%% of tokens (chance %.0f%%).",
+                   state.cursor + 1, state.layer, preference.meanRankCorrelation[state.layer], preference.topOneAgreement[state.layer] * 100, 100 / Double(state.numExperts)),
+            "How to read: ▸ marks the experts the router chose. Lo et al. (2024) found routers tend to choose the experts whose outputs",
+            "are largest; ρ near 1 and a high top-1 rate say this model does the same, ρ near 0 that gate and norm are unrelated.",
+        ]
+        for line in lines where y < top + height - 1 { grid.put(line, x: 2, y: y, maxWidth: grid.width - 4); y += 1 }
+    }
+}
+
+/// Cosine similarity of the experts' weights at the selected layer, and its mean by layer.
+enum ExpertSimilarityView {
+    static func draw(_ state: ExplorerState, into grid: inout CellGrid, top: Int, height: Int) {
+        let similarity = state.session.expertSimilarity
+        let matrix = similarity.matrices[state.layer]
+        grid.box(x: 0, y: top, width: grid.width, height: height, title: "Expert weight similarity · layer L\(state.layer) (↑/↓ changes layer)")
+        for e in 0..<state.numExperts { grid.put(String(format: "  E%-2d  ", e), x: 8 + e * 7, y: top + 2, style: state.palette.expert(e)) }
+        for i in 0..<state.numExperts {
+            grid.put("  E\(i)", x: 2, y: top + 3 + i, style: state.palette.expert(i))
+            for j in 0..<state.numExperts {
+                let value = matrix[i][j]
+                let shade = max(0, value)
+                grid.put(String(format: " %@%5.2f", String(state.palette.heatGlyph(shade)), value), x: 8 + j * 7, y: top + 3 + i, style: state.palette.heat(shade))
+            }
+        }
+        let meansX = 12 + state.numExperts * 7
+        grid.put("Mean over expert pairs, by layer", x: meansX, y: top + 2, style: CellStyle(bold: true))
+        for (l, mean) in similarity.meanByLayer.enumerated() {
+            let selected = l == state.layer
+            grid.put(String(format: "%@L%d  %5.2f  ", selected ? "▸ " : "  ", l, mean) + Palette.bar(max(0, mean), width: 20),
+                     x: meansX, y: top + 3 + l, style: CellStyle(bold: selected))
+        }
+        let lines = [
+            "Each expert is summarised by the mean of its gate (w1) rows, up (w3) rows and down (w2) columns, each normalised and concatenated;",
+            "cells are cosine similarities (1 = the same direction, 0 = unrelated). Lo et al. (2024) report similarity falling with depth",
+            "(experts diversify), with the last layer an outlier. This is a property of the weights, the same for every text.",
+        ]
+        var y = top + 4 + max(state.numExperts, state.numLayers)
+        for line in lines where y < top + height - 1 { grid.put(line, x: 2, y: y, maxWidth: grid.width - 4); y += 1 }
     }
 }

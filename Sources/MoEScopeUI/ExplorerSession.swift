@@ -1,3 +1,4 @@
+import MoEAnalysis
 import MoECore
 
 /// One model running over one text, token by token: the KV cache grows as the cursor moves
@@ -16,11 +17,14 @@ public struct ExplorerSession {
     private var cache: KVCache
     private var lastLogits: [Float] = []
     private var sampler = SeededGenerator(seed: 2024)
+    /// Cosine similarity of the experts' weights, per layer (fixed for a model).
+    public let expertSimilarity: ExpertSimilarity
 
     public init(model: MoEModel, tokenizer: Tokenizer, label: String, isRandomInit: Bool, tokens: [Int]) {
         self.model = model; self.tokenizer = tokenizer; self.label = label; self.isRandomInit = isRandomInit
         self.tokens = Array(tokens.prefix(model.config.contextLength))
         cache = model.makeCache()
+        expertSimilarity = ExpertSimilarity(model: model)
     }
 
     public var router: RouterKind { model.config.router }
@@ -32,7 +36,8 @@ public struct ExplorerSession {
         let target = min(index, tokens.count - 1)
         guard target >= traces.count else { return }
         let chunk = Array(tokens[traces.count ... target])
-        let result = try model.forward(chunk, cache: &cache)
+        // Every expert's output norm too, for the gate-vs-norm view (a few more expert products).
+        let result = try model.forward(chunk, cache: &cache, allExpertNorms: true)
         traces += result.routing
         lastLogits = Array(result.logits.row(result.logits.rows - 1))
     }

@@ -8,12 +8,14 @@ public enum Key: Equatable, Sendable {
 
 /// The explorer's views, cycled with Tab.
 public enum ExplorerView: CaseIterable, Sendable {
-    case dashboard, crossLayer
+    case dashboard, crossLayer, expertNorms, expertSimilarity
 
     public var title: String {
         switch self {
         case .dashboard: "Routing"
         case .crossLayer: "Cross-layer dependence"
+        case .expertNorms: "Gate vs expert norm"
+        case .expertSimilarity: "Expert similarity"
         }
     }
 }

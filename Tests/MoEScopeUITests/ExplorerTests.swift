@@ -24,7 +24,7 @@ import MoECore
 
     @Test func dashboardShowsEveryPanel() throws {
         let text = Self.screen(try Self.state())
-        for title in ["Tokens", "Expert assignment", "Token history", "GRU hidden state", "Load balance", "token 1/20", "layer 1/3"] {
+        for title in ["Tokens", "Expert assignment", "Token history", "GRU hidden state", "Load balance", "token 1/20", "layer L0 of 3"] {
             #expect(text.contains(title), "missing \(title)")
         }
         #expect(text.contains("‖h‖"))
@@ -52,8 +52,8 @@ import MoECore
         var state = try Self.state()
         state.handle(.down); state.handle(.down); state.handle(.down)
         #expect(state.layer == 2)    // clamped to the tiny model's 3 layers
-        #expect(Self.screen(state).contains("layer 3/3"))
-        #expect(Self.screen(state).contains("Token history · layer 3"))
+        #expect(Self.screen(state).contains("layer L2 of 3"))
+        #expect(Self.screen(state).contains("Token history · layer L2"))
         state.handle(.up)
         #expect(state.layer == 1)
     }
@@ -124,15 +124,23 @@ import MoECore
         #expect(grid.text.contains { Palette.ramp.dropFirst().contains($0) })
     }
 
-    @Test func crossLayerViewIsATabAway() throws {
+    @Test func analysisViewsCycleWithTab() throws {
         var state = try Self.state()
         state.handle(.end)
         state.handle(.tab)
-        let text = Self.screen(state)
-        #expect(text.contains("Cross-layer dependence"))
-        #expect(text.contains("mutual information"))
+        var text = Self.screen(state)
+        #expect(text.contains("Cross-layer dependence") && text.contains("mutual information"))
+        state.handle(.tab)
+        text = Self.screen(state)
+        #expect(text.contains("Gate vs expert output norm") && text.contains("Spearman"))
+        state.handle(.tab)
+        text = Self.screen(state)
+        #expect(text.contains("Expert weight similarity") && text.contains("cosine"))
+        #expect(text.contains(" 1.00"))   // every expert is identical to itself
         state.handle(.tab)
         #expect(state.view == .dashboard)
+        state.handle(.backTab)
+        #expect(state.view == .expertSimilarity)
     }
 
     @Test func barsAndHeatCells() {

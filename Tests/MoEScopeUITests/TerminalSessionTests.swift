@@ -67,8 +67,8 @@ import Testing
         #expect(screen.contains("GRU hidden state"))
 
         try Self.tmux("send-keys", "-t", session, "Right", "Right", "Down")
-        screen = try Self.waitForScreen(session) { $0.contains("layer 2/6") && $0.contains("token 3/") }
-        #expect(screen.contains("layer 2/6") && screen.contains("token 3/"), "layer/token did not move:\n\(screen)")
+        screen = try Self.waitForScreen(session) { $0.contains("layer L1 of 6") && $0.contains("token 3/") }
+        #expect(screen.contains("layer L1 of 6") && screen.contains("token 3/"), "layer/token did not move:\n\(screen)")
         let gruRows = Self.heatmapRows(screen)
 
         try Self.tmux("send-keys", "-t", session, "1")

@@ -1,0 +1,130 @@
+import MoECore
+
+/// Everything `moescope analyze` measures, in one value: printed as Markdown, exported as the
+/// JSON format "moescope-analysis" (version 1, described in the README).
+public struct AnalysisReport: Codable, Sendable {
+    public var format = "moescope-analysis"
+    public var version = 1
+    public var router: String
+    public var checkpoint: String
+    public var randomInit: Bool
+    public var tokens: Int
+    public var numExperts: Int
+    public var topK: Int
+    public var layers: [LayerReport]
+    /// L × L mutual information (nats) between the layers' top-1 choices.
+    public var crossLayerMutualInformation: [[Double]]
+    public var domains: [DomainReport]
+
+    public struct Distribution: Codable, Sendable {
+        public var mean, p10, median, p90: Double
+        init(_ values: [Double]) {
+            let sorted = values.sorted()
+            func quantile(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(q * Double(sorted.count - 1) + 0.5))] }
+            mean = values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
+            p10 = quantile(0.1); median = quantile(0.5); p90 = quantile(0.9)
+        }
+    }
+
+    public struct TokenCount: Codable, Sendable {
+        public var tokenID: Int
+        public var text: String
+        public var count: Int
+        enum CodingKeys: String, CodingKey { case tokenID = "token_id", text, count }
+    }
+
+    public struct LayerReport: Codable, Sendable {
+        public var layer: Int
+        /// Routing entropy per token (nats; ln E is the most).
+        public var entropy: Distribution
+        public var expertShares: [Double]
+        public var loadCV: Double
+        public var maxViolation: Double
+        /// Usage-histogram entropy / ln E.
+        public var usageEntropy: Double
+        public var innerBalance: Double
+        public var outerBalance: Double
+        /// Spearman ρ of gate score vs expert output norm, mean over tokens (Closer Look).
+        public var gateNormRankCorrelation: Double
+        /// How often the top-1 gate is the expert with the largest output norm.
+        public var topOneNormAgreement: Double
+        public var expertSimilarity: [[Double]]
+        public var meanExpertSimilarity: Double
+        /// The tokens each expert receives most often (top-k slots).
+        public var topTokens: [[TokenCount]]
+
+        enum CodingKeys: String, CodingKey {
+            case layer, entropy
+            case expertShares = "expert_shares", loadCV = "load_cv", maxViolation = "max_vio", usageEntropy = "usage_entropy"
+            case innerBalance = "inner_balance", outerBalance = "outer_balance"
+            case gateNormRankCorrelation = "gate_norm_rank_correlation", topOneNormAgreement = "top1_norm_agreement"
+            case expertSimilarity = "expert_similarity", meanExpertSimilarity = "mean_expert_similarity", topTokens = "top_tokens"
+        }
+    }
+
+    public struct DomainReport: Codable, Sendable {
+        public var domain: String
+        /// Per layer, the domain's share of slots per expert.
+        public var sharesByLayer: [[Double]]
+        /// Per layer, the most over-represented expert and its lift (share in domain / overall).
+        public var mostSpecific: [SpecificExpert]
+        enum CodingKeys: String, CodingKey { case domain, sharesByLayer = "shares_by_layer", mostSpecific = "most_specific" }
+    }
+
+    public struct SpecificExpert: Codable, Sendable {
+        public var expert: Int
+        public var lift: Double
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, version, router, checkpoint, tokens, layers, domains
+        case randomInit = "random_init", numExperts = "num_experts", topK = "top_k"
+        case crossLayerMutualInformation = "cross_layer_mutual_information"
+    }
+
+    /// `textsByDomain`: the routed tokens of each domain (one domain, "text", for a single text).
+    public init(model: MoEModel, tokenizer: Tokenizer, checkpoint: String, randomInit: Bool,
+                tracesByDomain: [(domain: String, traces: [RoutingTrace])], topTokenCount: Int = 5) {
+        let config = model.config
+        var summary = RoutingSummary(numLayers: config.numLayers, numExperts: config.numExperts)
+        var specialisation = Specialisation(numLayers: config.numLayers, numExperts: config.numExperts)
+        var all: [RoutingTrace] = []
+        for (domain, traces) in tracesByDomain {
+            summary.add(traces)
+            specialisation.add(traces, domain: domain)
+            all += traces
+        }
+        let norms = NormPreference(traces: all)
+        let similarity = ExpertSimilarity(model: model)
+        router = config.router.rawValue
+        self.checkpoint = checkpoint
+        self.randomInit = randomInit
+        tokens = summary.tokenCount
+        numExperts = config.numExperts
+        topK = config.topK
+        crossLayerMutualInformation = summary.crossLayerMutualInformation
+        layers = (0..<config.numLayers).map { i in
+            LayerReport(
+                layer: i + 1, entropy: Distribution(summary.entropies[i]), expertShares: summary.load[i].shares,
+                loadCV: summary.load[i].coefficientOfVariation, maxViolation: summary.load[i].maxViolation,
+                usageEntropy: summary.load[i].normalizedUsageEntropy,
+                innerBalance: median(summary.topRatios[i]), outerBalance: median(summary.topKMass[i]),
+                gateNormRankCorrelation: norms.meanRankCorrelation.indices.contains(i) ? norms.meanRankCorrelation[i] : 0,
+                topOneNormAgreement: norms.topOneAgreement.indices.contains(i) ? norms.topOneAgreement[i] : 0,
+                expertSimilarity: similarity.matrices[i], meanExpertSimilarity: similarity.meanByLayer[i],
+                topTokens: (0..<config.numExperts).map { e in
+                    specialisation.topTokens(layer: i, expert: e, count: topTokenCount).map {
+                        TokenCount(tokenID: $0.token, text: tokenizer.displayText(of: $0.token), count: $0.count)
+                    }
+                })
+        }
+        domains = specialisation.domains.map { domain in
+            DomainReport(domain: domain,
+                         sharesByLayer: (0..<config.numLayers).map { specialisation.shares(domain: domain, layer: $0) },
+                         mostSpecific: (0..<config.numLayers).map {
+                             let best = specialisation.mostSpecificExpert(domain: domain, layer: $0)
+                             return SpecificExpert(expert: best.expert, lift: best.lift)
+                         })
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import ArgumentParser
+import Foundation
+import MoEAnalysis
+import MoECore
+import MoETraining
+
+struct AnalyzeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "analyze",
+        abstract: "Routing analyses of one model: entropy, load, balance, cross-layer dependence, specialisation, norms, expert similarity.",
+        discussion: """
+        By default the held-out split of the corpus is analysed, the same number of tokens from
+        every domain; --text or --file analyse one text instead. Layers are L0…, experts E0….
+        --json writes the "moescope-analysis" format described in the README.
+        """)
+
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Text to analyse (instead of the held-out split).") var text: String?
+    @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path")) var file: String?
+    @Option(help: "Held-out tokens to analyse, shared equally by the domains.") var maxTokens = 8192
+    @Option(help: "Layer whose expert-similarity matrix and per-expert tokens are printed (default: the last).") var layer: Int?
+    @Flag(help: "Print the report as JSON.") var json = false
+
+    func validate() throws {
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
+    }
+
+    func run() throws {
+        let loaded = try model.load()
+        let checkpoint = loaded.checkpoint
+        let config = checkpoint.model.config
+        if let layer, !(0..<config.numLayers).contains(layer) {
+            throw CLIError("--layer \(layer) is outside the model's layers 0…\(config.numLayers - 1)")
+        }
+        var tracesByDomain: [(domain: String, traces: [RoutingTrace])] = []
+        if text != nil || file != nil {
+            let ids = checkpoint.tokenizer.encode(try TextInput(text: text, file: file).read())
+            tracesByDomain = [("text", try route(ids, checkpoint.model))]
+        } else {
+            let locator = try AssetLocator(explicit: model.assets)
+            let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
+            let perDomain = max(1, maxTokens / max(1, corpus.domains.count))
+            var progress = ProgressLine("analyze: domains", total: corpus.domains.count, unit: "domains")
+            for (index, domain) in corpus.domains.enumerated() {
+                var ids: [Int] = []
+                for document in corpus.documents(in: .heldout) where document.domain == domain && ids.count < perDomain {
+                    ids += checkpoint.tokenizer.encode(document.text)
+                }
+                tracesByDomain.append((domain, try route(Array(ids.prefix(perDomain)), checkpoint.model)))
+                progress.update(index + 1)
+            }
+            progress.finish()
+        }
+        let report = AnalysisReport(model: checkpoint.model, tokenizer: checkpoint.tokenizer,
+                                    checkpoint: checkpoint.directory ?? "random init (seed \(model.seed))",
+                                    randomInit: loaded.isRandomInit, tracesByDomain: tracesByDomain)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(AnalysisMarkdown(report: report, detailLayer: layer ?? config.numLayers - 1).text)
+        }
+    }
+
+    /// Routing of `ids` in context-length windows, every expert's output norm included.
+    private func route(_ ids: [Int], _ model: MoEModel) throws -> [RoutingTrace] {
+        guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
+        var traces: [RoutingTrace] = []
+        var start = 0
+        while start < ids.count {
+            let window = Array(ids[start ..< min(ids.count, start + model.config.contextLength)])
+            traces += try model.forward(window, allExpertNorms: true).routing
+            start += window.count
+        }
+        return traces
+    }
+}
+
+/// The report as Markdown tables.
+struct AnalysisMarkdown {
+    let report: AnalysisReport
+    let detailLayer: Int
+
+    var text: String {
+        var out: [String] = []
+        func f(_ v: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", v) }
+        let experts = (0..<report.numExperts).map { "E\($0)" }
+        out.append("# Routing analysis · \(report.router) · \(report.checkpoint)\(report.randomInit ? " (random init: routing is noise)" : "")")
+        out.append("\n\(report.tokens) tokens · top-\(report.topK) of \(report.numExperts) experts · entropies in nats (ln \(report.numExperts) = \(f(log(Double(report.numExperts)))) is uniform)\n")
+
+        out.append("## Routing entropy, load and balance per layer\n")
+        out.append("| Layer | Entropy mean | p10 | median | p90 | Load CV | MaxVio | Usage entropy | Inner | Outer |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for l in report.layers {
+            out.append("| L\(l.layer - 1) | \(f(l.entropy.mean, 3)) | \(f(l.entropy.p10, 3)) | \(f(l.entropy.median, 3)) | \(f(l.entropy.p90, 3)) | \(f(l.loadCV, 3)) | \(f(l.maxViolation, 3)) | \(f(l.usageEntropy, 3)) | \(f(l.innerBalance)) | \(f(l.outerBalance, 3)) |")
+        }
+
+        out.append("\n## Expert utilisation (share of routed slots, %)\n")
+        out.append("| Layer | " + experts.joined(separator: " | ") + " |")
+        out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
+        for l in report.layers { out.append("| L\(l.layer - 1) | " + l.expertShares.map { f($0 * 100, 1) }.joined(separator: " | ") + " |") }
+
+        out.append("\n## Cross-layer dependence: mutual information of top-1 choices (nats)\n")
+        let n = report.crossLayerMutualInformation.count
+        out.append("| | " + (0..<n).map { "L\($0)" }.joined(separator: " | ") + " |")
+        out.append("|---|" + String(repeating: "---:|", count: n))
+        for (i, row) in report.crossLayerMutualInformation.enumerated() { out.append("| L\(i) | " + row.map { f($0, 3) }.joined(separator: " | ") + " |") }
+
+        if report.domains.count > 1 {
+            out.append("\n## Domain specialisation: most over-represented expert per layer (lift = domain share / overall share)\n")
+            out.append("| Domain | " + report.layers.map { "L\($0.layer - 1)" }.joined(separator: " | ") + " |")
+            out.append("|---|" + String(repeating: "---|", count: report.layers.count))
+            for d in report.domains {
+                out.append("| \(d.domain) | " + d.mostSpecific.map { "E\($0.expert) ×\(f($0.lift))" }.joined(separator: " | ") + " |")
+            }
+            out.append("\n### Domain × expert shares at L\(detailLayer) (%)\n")
+            out.append("| Domain | " + experts.joined(separator: " | ") + " |")
+            out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
+            for d in report.domains { out.append("| \(d.domain) | " + d.sharesByLayer[detailLayer].map { f($0 * 100, 1) }.joined(separator: " | ") + " |") }
+        }
+
+        out.append("\n## Vocabulary: tokens each expert receives most often at L\(detailLayer)\n")
+        out.append("| Expert | Tokens (count) |")
+        out.append("|---|---|")
+        for (e, tokens) in report.layers[detailLayer].topTokens.enumerated() {
+            let list = tokens.map { "`\(Self.escaped($0.text))` (\($0.count))" }.joined(separator: ", ")
+            out.append("| E\(e) | \(list.isEmpty ? "—" : list) |")
+        }
+
+        out.append("\n## Do routers pick large-norm experts? (Closer Look into MoE)\n")
+        out.append("Spearman ρ between gate score and ‖expert output‖ over all experts (mean over tokens), and how often the top-1 gate is the largest-norm expert (chance = 1/\(report.numExperts) = \(f(1 / Double(report.numExperts), 3))).\n")
+        out.append("| Layer | ρ(gate, norm) | top-1 gate = top-1 norm | Mean expert similarity |")
+        out.append("|---|---:|---:|---:|")
+        for l in report.layers { out.append("| L\(l.layer - 1) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | \(f(l.meanExpertSimilarity, 3)) |") }
+
+        out.append("\n## Expert weight similarity at L\(detailLayer) (cosine; 1 = identical experts)\n")
+        out.append("| | " + experts.joined(separator: " | ") + " |")
+        out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
+        for (e, row) in report.layers[detailLayer].expertSimilarity.enumerated() { out.append("| E\(e) | " + row.map { f($0) }.joined(separator: " | ") + " |") }
+        return out.joined(separator: "\n")
+    }
+
+    static func escaped(_ text: String) -> String {
+        text.replacingOccurrences(of: "\n", with: "\\n").replacingOccurrences(of: "\t", with: "\\t")
+            .replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "`", with: "ˋ")
+    }
+}
