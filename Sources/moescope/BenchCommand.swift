@@ -1,0 +1,184 @@
+import ArgumentParser
+import Foundation
+import MoEAnalysis
+import MoECore
+import MoEScopeUI
+import MoETraining
+
+/// `moescope bench`: medians of repeated runs, in one process, on the default model shape.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure decode latency, router latency, training throughput, GEMM speed, TUI frame time and memory.",
+        discussion: "Build with -c release; figures from a debug build are meaningless. Single-threaded throughout.")
+
+    @Option(help: "Repetitions per measurement (the median is reported).") var repeats = 5
+    @Option(help: ArgumentHelp("Assets directory (checkpoints and tokenizer).", valueName: "dir")) var assets: String?
+    @Flag(help: "Print the results as JSON.") var json = false
+
+    struct Result: Codable {
+        var name: String
+        var value: Double
+        var unit: String
+        var note: String
+    }
+
+    struct Report: Codable {
+        var format = "moescope-bench"
+        var version = 1
+        var results: [Result]
+    }
+
+    func validate() throws { guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") } }
+
+    func run() throws {
+        var results: [Result] = []
+        func record(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
+            results.append(Result(name: name, value: value, unit: unit, note: note))
+            if !json { printError(String(format: "%-34@ %10.3f %@ %@", name as NSString, value, unit, note)) }
+        }
+        let locator = try AssetLocator(explicit: assets)
+        let tokenizer = try Tokenizer.load(path: locator.tokenizerPath)
+        let text = String(repeating: "The router sends every token to two of eight experts. def f(x): return x * 2\n", count: 8)
+        let ids = Array(tokenizer.encode(text).prefix(128))
+
+        // Decode: one token at a time with the KV cache, routing traces on (what the TUI does).
+        var models: [RouterKind: MoEModel] = [:]
+        for router in RouterKind.allCases {
+            let directory = locator.checkpointDirectory(for: router)
+            if Checkpoint.exists(at: directory) {
+                models[router] = try Checkpoint.load(from: directory).model
+            } else {
+                var config = ModelConfig(); config.router = router; config.vocabSize = tokenizer.vocabSize
+                models[router] = try MoEModel(config: config, seed: 1)
+            }
+        }
+        for router in RouterKind.allCases {
+            let model = models[router]!
+            var perToken: [Double] = [], routerTimes: [Double] = []
+            for _ in 0..<repeats {
+                var cache = model.makeCache()
+                let began = monotonicNanoseconds()
+                for id in ids {
+                    let step = try model.forward([id], cache: &cache)
+                    routerTimes.append(step.routing[0].layers.reduce(0) { $0 + $1.routerNanoseconds })
+                }
+                perToken.append(Double(monotonicNanoseconds() - began) / Double(ids.count))
+            }
+            if router == .gru { record("decode ms/token (gru, traces on)", median(perToken) / 1e6, "ms", "\(ids.count) tokens, KV cache") }
+            record("router µs/token (\(router.rawValue))", median(routerTimes) / 1e3, "µs", "all \(model.config.numLayers) layers")
+        }
+
+        // Training: forward + backward + AdamW on batch 16 × 128.
+        var options = TrainingOptions()
+        options.steps = repeats + 1
+        var generator = SeededGenerator(seed: 3)
+        let stream = TokenStream(tokens: (0..<50_000).map { _ in Int(generator.next() % UInt64(tokenizer.vocabSize)) })
+        for router in [RouterKind.linear, .gru] {
+            var config = ModelConfig(); config.router = router; config.vocabSize = tokenizer.vocabSize
+            var trainer = try Trainer(config: config, options: options, data: stream)
+            try trainer.trainStep()    // warm-up
+            var times: [Double] = []
+            while !trainer.isFinished {
+                let began = monotonicNanoseconds()
+                try trainer.trainStep()
+                times.append(Double(monotonicNanoseconds() - began) / 1e9)
+            }
+            record("training tokens/s (\(router.rawValue))", Double(trainer.tokensPerStep) / median(times), "tok/s", "batch 16×128, 1 thread")
+        }
+
+        // GEMM at the model's training shapes, against this core's FMA peak.
+        let peak = measurePeak()
+        record("FP32 peak (FMA loop, 1 core)", peak, "GFLOP/s")
+        for (m, k, n, label) in [(2048, 128, 128, "attention proj 2048×128·128×128"), (512, 128, 256, "expert up 512×128·128×256"),
+                                 (512, 256, 128, "expert down 512×256·256×128"), (2048, 128, 1024, "LM head 2048×128·128×1024"),
+                                 (256, 2048, 128, "weight grad 256×2048·2048×128")] {
+            let gflops = measureGEMM(m: m, k: k, n: n)
+            record("GEMM \(label)", gflops, "GFLOP/s", String(format: "%.0f%% of peak", gflops / peak * 100))
+        }
+
+        // TUI frame: rendering the dashboard into the cell grid at 200 × 60.
+        let loader: SessionLoader = { router, tokens, text in
+            ExplorerSession(model: models[router]!, tokenizer: tokenizer, label: router.rawValue, isRandomInit: false,
+                            tokens: tokens ?? tokenizer.encode(text ?? ""))
+        }
+        var state = try ExplorerState(loader: loader, router: .gru, text: text)
+        state.handle(.end)
+        for view in 0..<4 {
+            var frames: [Double] = []
+            for _ in 0..<(20 * repeats) {
+                let began = monotonicNanoseconds()
+                _ = ExplorerRenderer.render(state, width: 200, height: 60)
+                frames.append(Double(monotonicNanoseconds() - began) / 1e6)
+            }
+            record("TUI frame 200×60 (\(state.view.title))", median(frames), "ms", "cell grid, \(state.tokenCount) tokens")
+            _ = view
+            state.handle(.tab)
+        }
+        var keyTimes: [Double] = []
+        state.handle(.home)
+        for _ in 0..<min(60, state.tokenCount - 1) {
+            let began = monotonicNanoseconds()
+            state.handle(.right)
+            _ = ExplorerRenderer.render(state, width: 200, height: 60)
+            keyTimes.append(Double(monotonicNanoseconds() - began) / 1e6)
+        }
+        record("keypress → frame (step one token)", median(keyTimes), "ms", "decode + render")
+        record("peak RSS (all seven models loaded)", peakResidentMegabytes(), "MB", "VmHWM")
+
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(Report(results: results)), as: UTF8.self))
+        }
+    }
+
+    /// GFLOP/s of C = A·B on the packed micro-kernel, median of several timed runs.
+    func measureGEMM(m: Int, k: Int, n: Int) -> Double {
+        var generator = SeededGenerator(seed: 1)
+        let a = (0..<(m * k)).map { _ in generator.nextNormal() }, b = (0..<(k * n)).map { _ in generator.nextNormal() }
+        var c = [Float](repeating: 0, count: m * n)
+        var times: [Double] = []
+        let inner = max(1, 200_000_000 / (2 * m * k * n))
+        for _ in 0..<(repeats + 1) {
+            let began = monotonicNanoseconds()
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                for _ in 0..<inner { Kernels.matmul(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n) }
+            } } }
+            times.append(Double(monotonicNanoseconds() - began) / Double(inner))
+        }
+        return 2 * Double(m * k * n) / median(Array(times.dropFirst()))
+    }
+
+    /// Peak FP32 rate of one core: twelve independent SIMD16 FMA chains, no memory traffic.
+    func measurePeak() -> Double {
+        var best = 0.0
+        for _ in 0..<repeats {
+            var acc = (0..<12).map { Kernels.Vector(repeating: Float($0) * 1e-3) }
+            let x = Kernels.Vector(repeating: 0.999_999), y = Kernels.Vector(repeating: 1e-7)
+            let iterations = 2_000_000
+            let began = monotonicNanoseconds()
+            acc.withUnsafeMutableBufferPointer { a in
+                var (a0, a1, a2, a3, a4, a5) = (a[0], a[1], a[2], a[3], a[4], a[5])
+                var (a6, a7, a8, a9, a10, a11) = (a[6], a[7], a[8], a[9], a[10], a[11])
+                for _ in 0..<iterations {
+                    a0.addProduct(x, y); a1.addProduct(x, y); a2.addProduct(x, y); a3.addProduct(x, y)
+                    a4.addProduct(x, y); a5.addProduct(x, y); a6.addProduct(x, y); a7.addProduct(x, y)
+                    a8.addProduct(x, y); a9.addProduct(x, y); a10.addProduct(x, y); a11.addProduct(x, y)
+                }
+                a[0] = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11
+            }
+            let seconds = Double(monotonicNanoseconds() - began) / 1e9
+            if acc[0].sum().isNaN { print("") }   // keep the result alive
+            best = max(best, Double(iterations * 12 * Kernels.Vector.scalarCount * 2) / seconds / 1e9)
+        }
+        return best
+    }
+
+    func peakResidentMegabytes() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+        return kb / 1024
+    }
+}
