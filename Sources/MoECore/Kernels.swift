@@ -28,27 +28,36 @@ public enum Kernels {
             if !accumulate { c.update(repeating: 0, count: m * n) }
             return
         }
-        let fullColumns = n / width * width
-        var j = 0
-        while j < fullColumns {
-            panel(a, lda: k, b + j, ldb: n, c + j, ldc: n, m: m, k: k, accumulate: accumulate)
-            j += width
-        }
-        guard fullColumns < n else { return }
-        // Ragged right edge (e.g. 8 experts): copy it into a zero-padded 16-wide panel so the
-        // same micro-kernel serves every width.
-        let tail = n - fullColumns
-        var paddedB = [Float](repeating: 0, count: k * width)
-        var paddedC = [Float](repeating: 0, count: m * width)
-        for p in 0..<k { for q in 0..<tail { paddedB[p * width + q] = b[p * n + fullColumns + q] } }
-        if accumulate { for i in 0..<m { for q in 0..<tail { paddedC[i * width + q] = c[i * n + fullColumns + q] } } }
-        paddedB.withUnsafeBufferPointer { pb in
-            paddedC.withUnsafeMutableBufferPointer { pc in
-                panel(a, lda: k, pb.baseAddress!, ldb: width, pc.baseAddress!, ldc: width,
-                      m: m, k: k, accumulate: accumulate)
+        let fullColumns = n / width * width, tail = n - fullColumns
+        // Ragged right edge (e.g. 8 experts): copy it once into a zero-padded 16-wide panel so
+        // the same micro-kernel serves every width.
+        var paddedB = [Float](repeating: 0, count: tail > 0 ? k * width : 0)
+        for p in 0..<(tail > 0 ? k : 0) { for q in 0..<tail { paddedB[p * width + q] = b[p * n + fullColumns + q] } }
+        // Rows go in blocks whose slice of A stays in L1/L2 while every panel of B streams past
+        // it; without the blocking a wide B (the LM head) re-reads all of A once per panel.
+        let blockRows = 96
+        var row = 0
+        while row < m {
+            let rows = min(blockRows, m - row)
+            let aBlock = a + row * k, cBlock = c + row * n
+            var j = 0
+            while j < fullColumns {
+                panel(aBlock, lda: k, b + j, ldb: n, cBlock + j, ldc: n, m: rows, k: k, accumulate: accumulate)
+                j += width
             }
+            if tail > 0 {
+                var paddedC = [Float](repeating: 0, count: rows * width)
+                if accumulate { for i in 0..<rows { for q in 0..<tail { paddedC[i * width + q] = cBlock[i * n + fullColumns + q] } } }
+                paddedB.withUnsafeBufferPointer { pb in
+                    paddedC.withUnsafeMutableBufferPointer { pc in
+                        panel(aBlock, lda: k, pb.baseAddress!, ldb: width, pc.baseAddress!, ldc: width,
+                              m: rows, k: k, accumulate: accumulate)
+                    }
+                }
+                for i in 0..<rows { for q in 0..<tail { cBlock[i * n + fullColumns + q] = paddedC[i * width + q] } }
+            }
+            row += rows
         }
-        for i in 0..<m { for q in 0..<tail { c[i * n + fullColumns + q] = paddedC[i * width + q] } }
     }
 
     /// One 16-column panel of C for all m rows, six rows at a time.

@@ -64,8 +64,15 @@ public enum ExplorerRenderer {
 
     /// How a token reads in one line: newlines and tabs as visible symbols, spaces as '·'.
     static func visible(_ text: String) -> String {
-        text.replacingOccurrences(of: "\n", with: "⏎").replacingOccurrences(of: "\t", with: "⇥")
-            .replacingOccurrences(of: "\r", with: "␍").replacingOccurrences(of: " ", with: "·")
+        String(text.map { c -> Character in
+            switch c {
+            case "\n": "⏎"
+            case "\t": "⇥"
+            case "\r", "\r\n": "␍"
+            case " ": "·"
+            default: c
+            }
+        })
     }
 
     /// A heat cell: the value as two digits (or "··" for under 0.5%), bracketed when chosen.

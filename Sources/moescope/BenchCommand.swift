@@ -43,18 +43,15 @@ struct BenchCommand: ParsableCommand {
         let ids = Array(tokenizer.encode(text).prefix(128))
 
         // Decode: one token at a time with the KV cache, routing traces on (what the TUI does).
-        var models: [RouterKind: MoEModel] = [:]
-        for router in RouterKind.allCases {
+        // Models load one at a time, as the TUI loads them, so peak memory is the TUI's.
+        func loadModel(_ router: RouterKind) throws -> MoEModel {
             let directory = locator.checkpointDirectory(for: router)
-            if Checkpoint.exists(at: directory) {
-                models[router] = try Checkpoint.load(from: directory).model
-            } else {
-                var config = ModelConfig(); config.router = router; config.vocabSize = tokenizer.vocabSize
-                models[router] = try MoEModel(config: config, seed: 1)
-            }
+            if Checkpoint.exists(at: directory) { return try Checkpoint.load(from: directory).model }
+            var config = ModelConfig(); config.router = router; config.vocabSize = tokenizer.vocabSize
+            return try MoEModel(config: config, seed: 1)
         }
         for router in RouterKind.allCases {
-            let model = models[router]!
+            let model = try loadModel(router)
             var perToken: [Double] = [], routerTimes: [Double] = []
             for _ in 0..<repeats {
                 var cache = model.makeCache()
@@ -68,6 +65,36 @@ struct BenchCommand: ParsableCommand {
             if router == .gru { record("decode ms/token (gru, traces on)", median(perToken) / 1e6, "ms", "\(ids.count) tokens, KV cache") }
             record("router µs/token (\(router.rawValue))", median(routerTimes) / 1e3, "µs", "all \(model.config.numLayers) layers")
         }
+
+        // TUI frame: rendering the dashboard into the cell grid at 200 × 60.
+        let loader: SessionLoader = { router, tokens, text in
+            ExplorerSession(model: try loadModel(router), tokenizer: tokenizer, label: router.rawValue, isRandomInit: false,
+                            tokens: tokens ?? tokenizer.encode(text ?? ""))
+        }
+        var state = try ExplorerState(loader: loader, router: .gru, text: text)
+        state.handle(.end)
+        for view in 0..<4 {
+            var frames: [Double] = []
+            for _ in 0..<(20 * repeats) {
+                let began = monotonicNanoseconds()
+                _ = ExplorerRenderer.render(state, width: 200, height: 60)
+                frames.append(Double(monotonicNanoseconds() - began) / 1e6)
+            }
+            record("TUI frame 200×60 (\(state.view.title))", median(frames), "ms", "cell grid, \(state.tokenCount) tokens")
+            _ = view
+            state.handle(.tab)
+        }
+        var keyTimes: [Double] = []
+        state.handle(.home)
+        for _ in 0..<min(60, state.tokenCount - 1) {
+            let began = monotonicNanoseconds()
+            state.handle(.right)
+            _ = ExplorerRenderer.render(state, width: 200, height: 60)
+            keyTimes.append(Double(monotonicNanoseconds() - began) / 1e6)
+        }
+        record("keypress → frame (step one token)", median(keyTimes), "ms", "decode + render")
+        for router in RouterKind.allCases { try state.switchRouter(to: router) }   // a user trying every router
+        record("peak RSS (explorer, every router visited)", peakResidentMegabytes(), "MB", "VmHWM before training runs")
 
         // Training: forward + backward + AdamW on batch 16 × 128.
         var options = TrainingOptions()
@@ -97,34 +124,6 @@ struct BenchCommand: ParsableCommand {
             record("GEMM \(label)", gflops, "GFLOP/s", String(format: "%.0f%% of peak", gflops / peak * 100))
         }
 
-        // TUI frame: rendering the dashboard into the cell grid at 200 × 60.
-        let loader: SessionLoader = { router, tokens, text in
-            ExplorerSession(model: models[router]!, tokenizer: tokenizer, label: router.rawValue, isRandomInit: false,
-                            tokens: tokens ?? tokenizer.encode(text ?? ""))
-        }
-        var state = try ExplorerState(loader: loader, router: .gru, text: text)
-        state.handle(.end)
-        for view in 0..<4 {
-            var frames: [Double] = []
-            for _ in 0..<(20 * repeats) {
-                let began = monotonicNanoseconds()
-                _ = ExplorerRenderer.render(state, width: 200, height: 60)
-                frames.append(Double(monotonicNanoseconds() - began) / 1e6)
-            }
-            record("TUI frame 200×60 (\(state.view.title))", median(frames), "ms", "cell grid, \(state.tokenCount) tokens")
-            _ = view
-            state.handle(.tab)
-        }
-        var keyTimes: [Double] = []
-        state.handle(.home)
-        for _ in 0..<min(60, state.tokenCount - 1) {
-            let began = monotonicNanoseconds()
-            state.handle(.right)
-            _ = ExplorerRenderer.render(state, width: 200, height: 60)
-            keyTimes.append(Double(monotonicNanoseconds() - began) / 1e6)
-        }
-        record("keypress → frame (step one token)", median(keyTimes), "ms", "decode + render")
-        record("peak RSS (all seven models loaded)", peakResidentMegabytes(), "MB", "VmHWM")
 
         if json {
             let encoder = JSONEncoder()

@@ -9,7 +9,7 @@ import Testing
         return c
     }
 
-    @Test(arguments: [(1, 1, 1), (1, 32, 8), (5, 7, 3), (6, 16, 16), (7, 33, 17), (13, 128, 40), (1, 128, 1024), (12, 5, 48)])
+    @Test(arguments: [(1, 1, 1), (1, 32, 8), (5, 7, 3), (6, 16, 16), (7, 33, 17), (13, 128, 40), (1, 128, 1024), (12, 5, 48), (200, 20, 24), (97, 9, 16)])
     func matmulMatchesReference(shape: (Int, Int, Int)) {
         let (m, k, n) = shape
         var g = SeededGenerator(seed: UInt64(m * 1000 + k * 10 + n))
