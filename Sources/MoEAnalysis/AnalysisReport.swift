@@ -105,7 +105,7 @@ public struct AnalysisReport: Codable, Sendable {
         crossLayerMutualInformation = summary.crossLayerMutualInformation
         layers = (0..<config.numLayers).map { i in
             LayerReport(
-                layer: i + 1, entropy: Distribution(summary.entropies[i]), expertShares: summary.load[i].shares,
+                layer: i, entropy: Distribution(summary.entropies[i]), expertShares: summary.load[i].shares,
                 loadCV: summary.load[i].coefficientOfVariation, maxViolation: summary.load[i].maxViolation,
                 usageEntropy: summary.load[i].normalizedUsageEntropy,
                 innerBalance: median(summary.topRatios[i]), outerBalance: median(summary.topKMass[i]),

@@ -149,7 +149,12 @@ enum DashboardView {
                          "independently from that layer's hidden state alone.",
                          "Equation: \(router.equation)",
                          "Press 7 for the GRU (RMoE) router, whose state flows down the layers."]
-            for (i, line) in lines.enumerated() { grid.put(line, x: x + 2, y: y + 2 + i, maxWidth: width - 4) }
+            for (i, line) in lines.enumerated() { grid.put(line, x: x + 2, y: y + 1 + i, maxWidth: width - 4) }
+            if let hybrid = state.session.model.router as? HybridRouter {
+                // The Hybrid router's own state: how much of each layer's logits is the linear part.
+                let alphas = (0..<state.numLayers).map { String(format: "L%d %.2f", $0, hybrid.mix(layer: $0)) }
+                grid.put("Learned blend α (Linear share): " + alphas.joined(separator: "  "), x: x + 2, y: y + 2 + lines.count, maxWidth: width - 4)
+            }
             return
         }
         let trace = state.currentTrace
@@ -158,7 +163,7 @@ enum DashboardView {
         let group = max(1, (size + room - 1) / max(1, room))    // dims per column when narrow
         let columns = (size + group - 1) / group
         grid.box(x: x, y: y, width: width, height: height,
-                 title: "GRU hidden state |h| · layers × \(size) dims\(group > 1 ? " (max of \(group) per column)" : "")")
+                 title: "GRU hidden state |h| · layers × \(size) dims\(group > 1 ? " (max of \(group)/column)" : "")")
         for (i, routing) in trace.layers.enumerated() {
             let hidden = routing.gruHidden ?? []
             let selected = i == state.layer
@@ -251,7 +256,6 @@ enum CrossLayerView {
         summary.add(Array(state.session.traces[0...state.cursor]))
         let matrix = summary.crossLayerMutualInformation
         let scale = max(1e-9, log(Double(state.numExperts)))
-        let width = 12 + state.numLayers * 7
         grid.box(x: 0, y: top, width: grid.width, height: height, title: "Cross-layer dependence · tokens 1–\(state.cursor + 1)")
         for j in 0..<state.numLayers { grid.put(String(format: "  L%-2d  ", j), x: 10 + j * 7, y: top + 2) }
         for i in 0..<state.numLayers {
@@ -274,7 +278,6 @@ enum CrossLayerView {
         for (k, note) in notes.enumerated() where top + 5 + state.numLayers + k < top + height - 1 {
             grid.put(note, x: 2, y: top + 5 + state.numLayers + k, maxWidth: grid.width - 4)
         }
-        _ = width
     }
 }
 

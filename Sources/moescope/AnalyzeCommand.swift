@@ -93,13 +93,13 @@ struct AnalysisMarkdown {
         out.append("| Layer | Entropy mean | p10 | median | p90 | Load CV | MaxVio | Usage entropy | Inner | Outer |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for l in report.layers {
-            out.append("| L\(l.layer - 1) | \(f(l.entropy.mean, 3)) | \(f(l.entropy.p10, 3)) | \(f(l.entropy.median, 3)) | \(f(l.entropy.p90, 3)) | \(f(l.loadCV, 3)) | \(f(l.maxViolation, 3)) | \(f(l.usageEntropy, 3)) | \(f(l.innerBalance)) | \(f(l.outerBalance, 3)) |")
+            out.append("| L\(l.layer) | \(f(l.entropy.mean, 3)) | \(f(l.entropy.p10, 3)) | \(f(l.entropy.median, 3)) | \(f(l.entropy.p90, 3)) | \(f(l.loadCV, 3)) | \(f(l.maxViolation, 3)) | \(f(l.usageEntropy, 3)) | \(f(l.innerBalance)) | \(f(l.outerBalance, 3)) |")
         }
 
         out.append("\n## Expert utilisation (share of routed slots, %)\n")
         out.append("| Layer | " + experts.joined(separator: " | ") + " |")
         out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
-        for l in report.layers { out.append("| L\(l.layer - 1) | " + l.expertShares.map { f($0 * 100, 1) }.joined(separator: " | ") + " |") }
+        for l in report.layers { out.append("| L\(l.layer) | " + l.expertShares.map { f($0 * 100, 1) }.joined(separator: " | ") + " |") }
 
         out.append("\n## Cross-layer dependence: mutual information of top-1 choices (nats)\n")
         let n = report.crossLayerMutualInformation.count
@@ -132,7 +132,7 @@ struct AnalysisMarkdown {
         out.append("Spearman ρ between gate score and ‖expert output‖ over all experts (mean over tokens), and how often the top-1 gate is the largest-norm expert (chance = 1/\(report.numExperts) = \(f(1 / Double(report.numExperts), 3))).\n")
         out.append("| Layer | ρ(gate, norm) | top-1 gate = top-1 norm | Mean expert similarity |")
         out.append("|---|---:|---:|---:|")
-        for l in report.layers { out.append("| L\(l.layer - 1) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | \(f(l.meanExpertSimilarity, 3)) |") }
+        for l in report.layers { out.append("| L\(l.layer) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | \(f(l.meanExpertSimilarity, 3)) |") }
 
         out.append("\n## Expert weight similarity at L\(detailLayer) (cosine; 1 = identical experts)\n")
         out.append("| | " + experts.joined(separator: " | ") + " |")

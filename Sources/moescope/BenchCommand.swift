@@ -73,7 +73,7 @@ struct BenchCommand: ParsableCommand {
         }
         var state = try ExplorerState(loader: loader, router: .gru, text: text)
         state.handle(.end)
-        for view in 0..<4 {
+        for _ in ExplorerView.allCases {
             var frames: [Double] = []
             for _ in 0..<(20 * repeats) {
                 let began = monotonicNanoseconds()
@@ -81,7 +81,6 @@ struct BenchCommand: ParsableCommand {
                 frames.append(Double(monotonicNanoseconds() - began) / 1e6)
             }
             record("TUI frame 200×60 (\(state.view.title))", median(frames), "ms", "cell grid, \(state.tokenCount) tokens")
-            _ = view
             state.handle(.tab)
         }
         var keyTimes: [Double] = []

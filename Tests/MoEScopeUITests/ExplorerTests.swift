@@ -72,6 +72,8 @@ import MoECore
         #expect(text.contains("has no recurrent state"))
         state.handle(.character("r"))
         #expect(state.session.router == .mlp)
+        state.handle(.character("4"))
+        #expect(Self.screen(state).contains("Learned blend α (Linear share): L0 0.50"))   // s starts at 0
     }
 
     @Test func helpOverlayListsKeysAndAnyKeyClosesIt() throws {
