@@ -62,7 +62,9 @@ struct BenchCommand: ParsableCommand {
                 }
                 perToken.append(Double(monotonicNanoseconds() - began) / Double(ids.count))
             }
-            if router == .gru { record("decode ms/token (gru, traces on)", median(perToken) / 1e6, "ms", "\(ids.count) tokens, KV cache") }
+            if router == .gru || router == .linear {
+                record("decode ms/token (\(router.rawValue), traces on)", median(perToken) / 1e6, "ms", "\(ids.count) tokens, KV cache")
+            }
             record("router µs/token (\(router.rawValue))", median(routerTimes) / 1e3, "µs", "all \(model.config.numLayers) layers")
         }
 
