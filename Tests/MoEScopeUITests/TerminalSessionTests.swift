@@ -18,14 +18,23 @@ import Testing
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     }
 
+    /// Runs a tmux command. Commands that may start the tmux server go through `system`:
+    /// the server outlives its client and would keep open whatever descriptor Foundation's
+    /// `Process` uses to notice the exit, so `waitUntilExit` would never return.
     @discardableResult
     static func tmux(_ arguments: String...) throws -> String {
+        guard arguments.first == "capture-pane" else {
+            let quoted = arguments.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+            _ = system("tmux \(quoted) </dev/null >/dev/null 2>&1")
+            return ""
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["tmux"] + arguments
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
         let pipe = Pipe()
         process.standardOutput = pipe
-        process.standardError = Pipe()
         try process.run()
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
