@@ -9,20 +9,27 @@ struct AnalyzeCommand: ParsableCommand {
         commandName: "analyze",
         abstract: "Routing analyses of one model: entropy, load, balance, cross-layer dependence, specialisation, norms, expert similarity.",
         discussion: """
-        By default the held-out split of the corpus is analysed, the same number of tokens from
-        every domain; --text or --file analyse one text instead. Layers are L0…, experts E0….
+        By default the held-out split of the corpus is analysed (--corpus-split), the same number
+        of tokens from every domain; --text or --file analyse one text instead. Layers are L0…, experts E0….
         --json writes the "moescope-analysis" format described in the README.
         """)
 
     @OptionGroup var model: ModelOptions
     @Option(help: "Text to analyse (instead of the held-out split).") var text: String?
     @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path")) var file: String?
-    @Option(help: "Held-out tokens to analyse, shared equally by the domains.") var maxTokens = 8192
+    @Option(help: "Corpus split to analyse when no text is given: held-out (default) or train.") var corpusSplit = "held-out"
+    @Option(help: "Corpus tokens to analyse, shared equally by the domains.") var maxTokens = 8192
     @Option(help: "Layer whose expert-similarity matrix and per-expert tokens are printed (default: the last).") var layer: Int?
     @Flag(help: "Print the report as JSON.") var json = false
 
     func validate() throws {
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
+        guard ["held-out", "heldout", "train"].contains(corpusSplit) else {
+            throw ValidationError("--corpus-split must be held-out or train, not '\(corpusSplit)'")
+        }
+        if (text != nil || file != nil) && corpusSplit != "held-out" {
+            throw ValidationError("--corpus-split and --text/--file both given — pass one")
+        }
     }
 
     func run() throws {
@@ -43,7 +50,7 @@ struct AnalyzeCommand: ParsableCommand {
             var progress = ProgressLine("analyze: domains", total: corpus.domains.count, unit: "domains")
             for (index, domain) in corpus.domains.enumerated() {
                 var ids: [Int] = []
-                for document in corpus.documents(in: .heldout) where document.domain == domain && ids.count < perDomain {
+                for document in corpus.documents(in: corpusSplit == "train" ? .train : .heldout) where document.domain == domain && ids.count < perDomain {
                     ids += checkpoint.tokenizer.encode(document.text)
                 }
                 tracesByDomain.append((domain, try route(Array(ids.prefix(perDomain)), checkpoint.model)))
