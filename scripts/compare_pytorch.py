@@ -8,7 +8,7 @@ moescope, then both side by side in one run.
 Not part of the tests. Same shape as moescope's default config: d=128, 6 layers, 4 heads,
 8 SwiGLU experts (hidden 256) top-2, vocab 1024, context 256, tied head, linear router.
 """
-import json, statistics, subprocess, sys, time
+import json, os, statistics, subprocess, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -123,18 +123,20 @@ def main():
     torch_decode = decode_ms(model, tokens, repeats)
     torch_train1 = train_tokens_per_s(model, repeats, 1)
     torch_train2 = train_tokens_per_s(model, repeats, 2)
-    bench = json.loads(subprocess.run([".build/release/moescope", "bench", "--json", "--repeats", str(repeats)],
-                                      check=True, capture_output=True, text=True).stdout)
-    ours = {r["name"]: r["value"] for r in bench["results"]}
-    decode_ours = ours["decode ms/token (linear, traces on)"]
-    train_ours = ours["training tokens/s (linear)"]
+    def bench(threads):
+        env = dict(os.environ, MOESCOPE_THREADS=str(threads))
+        out = subprocess.run([".build/release/moescope", "bench", "--json", "--repeats", str(repeats)],
+                             check=True, capture_output=True, text=True, env=env).stdout
+        return {r["name"]: r["value"] for r in json.loads(out)["results"]}
+    one, two = bench(1), bench(2)
+    decode_ours = one["decode ms/token (linear, traces on)"]
     print(f"PyTorch {torch.__version__} eager, CPU; moescope bench, release; same shape (d={D}, {L} layers, {E} experts top-{K})\n")
     print("| measurement | PyTorch | moescope | ratio |")
     print("|---|---:|---:|---:|")
     print(f"| decode ms/token, 1 thread (linear router) | {torch_decode:.2f} | {decode_ours:.2f} (traces on) | {torch_decode / decode_ours:.1f}x faster |")
-    print(f"| training tokens/s, 1 thread (linear router) | {torch_train1:.0f} | {train_ours:.0f} | {train_ours / torch_train1:.2f}x |")
-    print(f"| training tokens/s, 2 threads vs moescope's 1 | {torch_train2:.0f} | {train_ours:.0f} | {train_ours / torch_train2:.2f}x |")
-
+    for threads, ours, theirs in [(1, one, torch_train1), (2, two, torch_train2)]:
+        mine = ours["training tokens/s (linear)"]
+        print(f"| training tokens/s, {threads} thread{'s' if threads > 1 else ''} (linear router) | {theirs:.0f} | {mine:.0f} | {mine / theirs:.2f}x |")
 
 if __name__ == "__main__":
     sys.exit(main())

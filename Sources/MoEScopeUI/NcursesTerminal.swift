@@ -132,13 +132,23 @@ public enum ExplorerApp {
         defer { terminal.restore() }
         state.palette = Palette(mode: terminal.colorMode)
         var lastTick = Date()
+        var failedReads = 0
         while true {
             let (width, height) = terminal.size
             terminal.draw(ExplorerRenderer.render(state, width: width, height: height))
             let wait: Int32 = state.isAnimating ? 40 : 200
+            let asked = Date()
             let key = terminal.readKey(timeoutMilliseconds: wait)
             let received = signalReceived.load(ordering: .relaxed)
             if received != 0 { return .signal(received) }
+            // A terminal that went away without a SIGHUP (its pty closed) makes every read fail
+            // at once; without this the loop would spin on a dead terminal for ever.
+            if key == nil && Date().timeIntervalSince(asked) < Double(wait) / 4000 {
+                failedReads += 1
+                if failedReads > 50 { return .signal(SIGHUP) }
+            } else {
+                failedReads = 0
+            }
             if let key { state.handle(key) }
             if state.quitRequested { return .quit }
             let interval = state.pendingGeneration > 0 ? 0.05 : 0.15

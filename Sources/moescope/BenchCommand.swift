@@ -10,7 +10,10 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure decode latency, router latency, training throughput, GEMM speed, TUI frame time and memory.",
-        discussion: "Build with -c release; figures from a debug build are meaningless. Single-threaded throughout.")
+        discussion: """
+        Build with -c release; figures from a debug build are meaningless. One thread unless
+        MOESCOPE_THREADS=N, which splits large matrix products (training) over N cores.
+        """)
 
     @Option(help: "Repetitions per measurement (the median is reported).") var repeats = 5
     @Option(help: ArgumentHelp("Assets directory (checkpoints and tokenizer).", valueName: "dir")) var assets: String?
@@ -112,7 +115,7 @@ struct BenchCommand: ParsableCommand {
                 try trainer.trainStep()
                 times.append(Double(monotonicNanoseconds() - began) / 1e9)
             }
-            record("training tokens/s (\(router.rawValue))", Double(trainer.tokensPerStep) / median(times), "tok/s", "batch 16×128, 1 thread")
+            record("training tokens/s (\(router.rawValue))", Double(trainer.tokensPerStep) / median(times), "tok/s", "batch 16×128, \(Kernels.threads) thread\(Kernels.threads == 1 ? "" : "s")")
         }
 
         // GEMM at the model's training shapes, against this core's FMA peak.
@@ -121,8 +124,8 @@ struct BenchCommand: ParsableCommand {
         for (m, k, n, label) in [(2048, 128, 128, "attention proj 2048×128·128×128"), (512, 128, 256, "expert up 512×128·128×256"),
                                  (512, 256, 128, "expert down 512×256·256×128"), (2048, 128, 1024, "LM head 2048×128·128×1024"),
                                  (256, 2048, 128, "weight grad 256×2048·2048×128")] {
-            let gflops = measureGEMM(m: m, k: k, n: n)
-            record("GEMM \(label)", gflops, "GFLOP/s", String(format: "%.0f%% of peak", gflops / peak * 100))
+            let gflops = measureGEMM(m: m, k: k, n: n), used = Kernels.threadsUsed(m: m, k: k, n: n)
+            record("GEMM \(label)", gflops, "GFLOP/s", String(format: "%.0f%% of %d-core peak", gflops / (peak * Double(used)) * 100, used))
         }
 
 

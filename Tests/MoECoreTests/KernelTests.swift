@@ -41,6 +41,22 @@ import Testing
         for i in 0..<(m * n) { #expect(abs(c[i] - expected[i]) < 1e-4) }
     }
 
+    /// Splitting rows over threads must not change a single bit (each entry keeps one thread
+    /// and one summation order), so training results do not depend on MOESCOPE_THREADS.
+    @Test func threadedProductEqualsSingleThreaded() {
+        var g = SeededGenerator(seed: 8)
+        let (m, k, n) = (400, 128, 120)
+        #expect(Kernels.threadsUsed(m: m, k: k, n: n, threads: 2) == 2)
+        let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(k * n)).map { _ in g.nextNormal() }
+        var one = [Float](repeating: 0, count: m * n), two = one
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
+            one.withUnsafeMutableBufferPointer { Kernels.matmul(ap.baseAddress!, bp.baseAddress!, $0.baseAddress!, m: m, k: k, n: n, threads: 1) }
+            two.withUnsafeMutableBufferPointer { Kernels.matmul(ap.baseAddress!, bp.baseAddress!, $0.baseAddress!, m: m, k: k, n: n, threads: 2) }
+        } }
+        #expect(one == two)
+        #expect(one[0] != 0)
+    }
+
     @Test func transposeIsExact() {
         let t = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]).transposed()
         #expect(t.shape == [3, 2])
