@@ -56,7 +56,7 @@ public enum Kernels {
 
     /// How many threads `matmul` uses for an m×k · k×n product.
     public static func threadsUsed(m: Int, k: Int, n: Int, threads available: Int = threads) -> Int {
-        m * k * n >= 1 << 22 ? max(1, min(available, m / 96)) : 1
+        m * k * n >= 1 << 22 ? max(1, min(available, m / blockRows)) : 1
     }
 
     static func matmulSingleThread(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,

@@ -34,7 +34,7 @@ public struct Tensor: Sendable, Equatable {
     public func row(_ i: Int) -> ArraySlice<Float> { scalars[i * cols ..< (i + 1) * cols] }
 
     /// Elementwise map.
-    func mapped(_ transform: (Float) -> Float) -> Tensor {
+    public func mapped(_ transform: (Float) -> Float) -> Tensor {
         Tensor(shape: shape, scalars: scalars.map(transform))
     }
 

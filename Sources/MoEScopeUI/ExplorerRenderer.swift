@@ -105,6 +105,14 @@ enum DashboardView {
         for e in 0..<experts { grid.put(String(format: " E%-2d ", e), x: x + e * 5, y: y, style: palette.expert(e)) }
     }
 
+    /// One routing decision as a row of heat cells, one per expert, under `expertHeader`.
+    static func heatRow(_ routing: LayerRouting, palette: Palette, into grid: inout CellGrid, x: Int, y: Int) {
+        for (e, probability) in routing.probabilities.enumerated() {
+            let (text, style) = ExplorerRenderer.heatCell(Double(probability), chosen: routing.experts.contains(e), palette: palette)
+            grid.put(text, x: x + e * 5, y: y, style: style)
+        }
+    }
+
     /// Layers × experts for the current token: router probability as colour, top-k bracketed.
     static func drawExpertHeatmap(_ state: ExplorerState, into grid: inout CellGrid, x: Int, y: Int, width: Int, height: Int) {
         let token = ExplorerRenderer.visible(state.session.text(of: state.cursor))
@@ -113,10 +121,7 @@ enum DashboardView {
         for (i, routing) in state.currentTrace.layers.enumerated() {
             let selected = i == state.layer
             grid.put(selected ? "▸ L\(i)" : "  L\(i)", x: x + 2, y: y + 2 + i, style: CellStyle(bold: selected))
-            for e in 0..<state.numExperts {
-                let (text, style) = ExplorerRenderer.heatCell(Double(routing.probabilities[e]), chosen: routing.experts.contains(e), palette: state.palette)
-                grid.put(text, x: x + 8 + e * 5, y: y + 2 + i, style: style)
-            }
+            heatRow(routing, palette: state.palette, into: &grid, x: x + 8, y: y + 2 + i)
         }
         grid.put("[nn] = chosen top-\(state.session.model.config.topK) · nn = router probability %", x: x + 2, y: y + height - 2, style: CellStyle(dim: true), maxWidth: width - 4)
     }
@@ -133,10 +138,7 @@ enum DashboardView {
             let label = ExplorerRenderer.visible(state.session.text(of: index))
             let current = index == state.cursor
             grid.put(String(label.prefix(9)), x: x + 2, y: y + 2 + row, style: CellStyle(bold: current, reverse: current))
-            for e in 0..<state.numExperts {
-                let (text, style) = ExplorerRenderer.heatCell(Double(routing.probabilities[e]), chosen: routing.experts.contains(e), palette: state.palette)
-                grid.put(text, x: x + 12 + e * 5, y: y + 2 + row, style: style)
-            }
+            heatRow(routing, palette: state.palette, into: &grid, x: x + 12, y: y + 2 + row)
         }
     }
 
@@ -153,7 +155,7 @@ enum DashboardView {
             if let hybrid = state.session.model.router as? HybridRouter {
                 // The Hybrid router's own state: how much of each layer's logits is the linear part.
                 let alphas = (0..<state.numLayers).map { String(format: "L%d %.2f", $0, hybrid.mix(layer: $0)) }
-                grid.put("Learned blend α (Linear share): " + alphas.joined(separator: "  "), x: x + 2, y: y + 2 + lines.count, maxWidth: width - 4)
+                grid.put("α, the Linear share: " + alphas.joined(separator: " "), x: x + 2, y: y + 2 + lines.count, maxWidth: width - 4)
             }
             return
         }
@@ -186,7 +188,7 @@ enum DashboardView {
     static func drawLoadBalance(_ state: ExplorerState, into grid: inout CellGrid, x: Int, y: Int, width: Int, height: Int) {
         guard height >= 4 else { return }
         grid.box(x: x, y: y, width: width, height: height, title: "Load balance · layer L\(state.layer) · tokens 1–\(state.cursor + 1)")
-        let stats = layerStats(state)
+        let stats = routingSoFar(state).load
         let selected = stats[state.layer]
         let barWidth = max(10, width - 22)
         for (e, share) in selected.shares.enumerated() where 1 + e < height - 2 {
@@ -207,13 +209,13 @@ enum DashboardView {
         }
     }
 
-    static func layerStats(_ state: ExplorerState) -> [LoadBalanceStats] {
-        var stats = Array(repeating: LoadBalanceStats(numExperts: state.numExperts), count: state.numLayers)
-        for trace in state.session.traces[0...state.cursor] {
-            for (i, routing) in trace.layers.enumerated() { stats[i].record(experts: routing.experts) }
-        }
-        return stats
-    }
+}
+
+/// The routing metrics of tokens 1…cursor, the same accumulator `compare` and `analyze` use.
+func routingSoFar(_ state: ExplorerState) -> RoutingSummary {
+    var summary = RoutingSummary(numLayers: state.numLayers, numExperts: state.numExperts)
+    summary.add(Array(state.session.traces[0...state.cursor]))
+    return summary
 }
 
 /// The text as tokens, wrapped, each coloured by its top-1 expert at the selected layer, with
@@ -252,8 +254,7 @@ enum TokenStrip {
 /// L × L mutual information between layers' top-1 choices over the tokens so far.
 enum CrossLayerView {
     static func draw(_ state: ExplorerState, into grid: inout CellGrid, top: Int, height: Int) {
-        var summary = RoutingSummary(numLayers: state.numLayers, numExperts: state.numExperts)
-        summary.add(Array(state.session.traces[0...state.cursor]))
+        let summary = routingSoFar(state)
         let matrix = summary.crossLayerMutualInformation
         let scale = max(1e-9, log(Double(state.numExperts)))
         grid.box(x: 0, y: top, width: grid.width, height: height, title: "Cross-layer dependence · tokens 1–\(state.cursor + 1)")

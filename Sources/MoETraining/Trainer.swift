@@ -132,7 +132,7 @@ public struct Trainer {
         guard report.gradientNorm.isFinite else { throw TrainingError.nonFinite(step: step, what: "gradient norm") }
         if report.gradientNorm > options.clipNorm {
             let factor = options.clipNorm / report.gradientNorm
-            for name in gradients.keys { gradients[name] = gradients[name]!.scaled(by: factor) }
+            for name in gradients.keys { gradients[name] = gradients[name]!.mapped { $0 * factor } }
         }
         optimizer.update(&parameters, gradients: gradients, learningRate: report.learningRate)
         step += 1
@@ -208,8 +208,4 @@ extension Trainer {
         let (a, b) = (fields(saved), fields(given))
         return a.keys.sorted().filter { a[$0] != b[$0] }.map { "\($0) (\(a[$0]!) then, \(b[$0] ?? "?") now)" }.joined(separator: ", ")
     }
-}
-
-extension Tensor {
-    func scaled(by factor: Float) -> Tensor { Tensor(shape: shape, scalars: scalars.map { $0 * factor }) }
 }

@@ -60,18 +60,25 @@ struct ModelOptions: ParsableArguments {
         if let checkpoint {
             return Loaded(checkpoint: try Checkpoint.load(from: checkpoint), isRandomInit: false)
         }
-        let locator = try AssetLocator(explicit: assets)
-        let directory = locator.checkpointDirectory(for: router)
+        return try AssetLocator(explicit: assets).shippedModel(for: router, seed: seed, quiet: quiet)
+    }
+}
+
+extension AssetLocator {
+    /// The shipped checkpoint of `router`, or, when there is none, a random-init model with the
+    /// shipped tokenizer (said on stderr unless `quiet`).
+    func shippedModel(for router: RouterKind, seed: UInt64, quiet: Bool = false) throws -> ModelOptions.Loaded {
+        let directory = checkpointDirectory(for: router)
         if Checkpoint.exists(at: directory) {
-            return Loaded(checkpoint: try Checkpoint.load(from: directory), isRandomInit: false)
+            return ModelOptions.Loaded(checkpoint: try Checkpoint.load(from: directory), isRandomInit: false)
         }
-        let tokenizer = try Tokenizer.load(path: locator.tokenizerPath)
+        let tokenizer = try Tokenizer.load(path: tokenizerPath)
         var config = ModelConfig()
         config.router = router
         config.vocabSize = tokenizer.vocabSize
         let model = try MoEModel(config: config, seed: seed)
         if !quiet { printError("note: no trained \(router.rawValue) checkpoint in \(directory); using a random-init model (seed \(seed)) — its routing is noise") }
-        return Loaded(checkpoint: Checkpoint(model: model, tokenizer: tokenizer), isRandomInit: true)
+        return ModelOptions.Loaded(checkpoint: Checkpoint(model: model, tokenizer: tokenizer), isRandomInit: true)
     }
 }
 

@@ -47,12 +47,7 @@ struct BenchCommand: ParsableCommand {
 
         // Decode: one token at a time with the KV cache, routing traces on (what the TUI does).
         // Models load one at a time, as the TUI loads them, so peak memory is the TUI's.
-        func loadModel(_ router: RouterKind) throws -> MoEModel {
-            let directory = locator.checkpointDirectory(for: router)
-            if Checkpoint.exists(at: directory) { return try Checkpoint.load(from: directory).model }
-            var config = ModelConfig(); config.router = router; config.vocabSize = tokenizer.vocabSize
-            return try MoEModel(config: config, seed: 1)
-        }
+        func loadModel(_ router: RouterKind) throws -> MoEModel { try locator.shippedModel(for: router, seed: 1, quiet: true).checkpoint.model }
         for router in RouterKind.allCases {
             let model = try loadModel(router)
             var perToken: [Double] = [], routerTimes: [Double] = []

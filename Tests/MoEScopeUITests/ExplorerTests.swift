@@ -73,7 +73,7 @@ import MoECore
         state.handle(.character("r"))
         #expect(state.session.router == .mlp)
         state.handle(.character("4"))
-        #expect(Self.screen(state).contains("Learned blend α (Linear share): L0 0.50"))   // s starts at 0
+        #expect(Self.screen(state).contains("α, the Linear share: L0 0.50"))   // s starts at 0
     }
 
     @Test func helpOverlayListsKeysAndAnyKeyClosesIt() throws {
