@@ -21,133 +21,249 @@ public enum Kernels {
 
     // MARK: Matrix products
 
-    /// Threads for large products: `MOESCOPE_THREADS`, else one. Measured on the 2-core
-    /// machine, splitting products over both cores nearly doubles a lone GEMM but leaves
-    /// training throughput unchanged (the rest of a step is single-threaded, and the idle
-    /// worker slows it), so one thread is the default.
+    /// Cores to use: `MOESCOPE_THREADS`, else every core the process may run on. Training
+    /// runs its two batch shards side by side (1.5–1.9× on this 2-core machine); inference
+    /// never reaches the size where a product is split, so decoding stays on one core.
+    /// Results are the same for any value.
     public static let threads: Int = {
-        max(1, ProcessInfo.processInfo.environment["MOESCOPE_THREADS"].flatMap(Int.init) ?? 1)
+        max(1, ProcessInfo.processInfo.environment["MOESCOPE_THREADS"].flatMap(Int.init)
+            ?? ProcessInfo.processInfo.activeProcessorCount)
     }()
 
-    /// C[m×n] = A[m×k] · B[k×n]  (or `+=` when `accumulate`). Products of at least ~4 M
-    /// multiply-adds split their rows over `threads` cores (each C entry is still computed by
-    /// one thread in one order, so results do not depend on the thread count); smaller ones
-    /// stay on one core, where the hand-off would cost more than it saves.
+    /// A matrix in memory as the products read it: element (i, j) sits at
+    /// `base[i·rowStride + j·columnStride]`. A row-major matrix has column stride 1; its
+    /// transpose is the same memory with the strides swapped, so products of transposes need
+    /// no transposed copies (`Aᵀ` of a sub-block with leading dimension `ld`: `.init(a, ld).transposed`).
+    /// Unchecked-Sendable: it is a read-only view, shared by the threads of one product only
+    /// while its caller keeps the memory alive.
+    public struct Operand: @unchecked Sendable {
+        public var base: UnsafePointer<Float>
+        public var rowStride: Int
+        public var columnStride: Int
+
+        /// A row-major matrix whose rows are `leadingDimension` floats apart.
+        public init(_ base: UnsafePointer<Float>, leadingDimension: Int) {
+            self.init(base: base, rowStride: leadingDimension, columnStride: 1)
+        }
+        init(base: UnsafePointer<Float>, rowStride: Int, columnStride: Int) {
+            (self.base, self.rowStride, self.columnStride) = (base, rowStride, columnStride)
+        }
+        public var transposed: Operand { Operand(base: base, rowStride: columnStride, columnStride: rowStride) }
+        @inline(__always) func offset(row: Int, column: Int) -> Operand {
+            Operand(base: base + row * rowStride + column * columnStride, rowStride: rowStride, columnStride: columnStride)
+        }
+    }
+
+    /// C[m×n] = A[m×k] · B[k×n]  (or `+=` when `accumulate`), all row-major and contiguous.
     public static func matmul(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
                               m: Int, k: Int, n: Int, accumulate: Bool = false, threads available: Int = threads) {
-        let parts = threadsUsed(m: m, k: k, n: n, threads: available)
-        guard parts > 1 else {
-            return matmulSingleThread(a, b, c, m: m, k: k, n: n, accumulate: accumulate)
-        }
-        // Shares are whole 96-row blocks, so every row meets the micro-kernel exactly as it
-        // would on one thread (rows outside a 6-row group are summed in another order).
-        let share = ((m + parts - 1) / parts + blockRows - 1) / blockRows * blockRows
-        let (aBits, bBits, cBits) = (UInt(bitPattern: a), UInt(bitPattern: b), UInt(bitPattern: c))
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
-            let first = part * share, rows = min(share, m - first)
-            guard rows > 0 else { return }
-            matmulSingleThread(UnsafePointer(bitPattern: aBits)! + first * k, UnsafePointer(bitPattern: bBits)!,
-                               UnsafeMutablePointer(bitPattern: cBits)! + first * n, m: rows, k: k, n: n, accumulate: accumulate)
-        }
+        gemm(m: m, n: n, k: k, Operand(a, leadingDimension: k), Operand(b, leadingDimension: n), c, ldc: n,
+             accumulate: accumulate, threads: available)
     }
 
-    /// Rows per cache block of A (and per thread share).
-    static let blockRows = 96
-
-    /// How many threads `matmul` uses for an m×k · k×n product.
-    public static func threadsUsed(m: Int, k: Int, n: Int, threads available: Int = threads) -> Int {
-        m * k * n >= 1 << 22 ? max(1, min(available, m / blockRows)) : 1
-    }
-
-    static func matmulSingleThread(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-                                   m: Int, k: Int, n: Int, accumulate: Bool) {
+    /// C[m×n] (+)= A · B for any strided A [m×k] and B [k×n]; C row-major with leading
+    /// dimension `ldc`. Products of at least ~4 M multiply-adds split over `threads` cores,
+    /// along whichever of m and n is larger. Every entry of C is one FMA chain over p = 0..<k
+    /// in order, whatever the blocking, packing or split, so results do not depend on the
+    /// thread count (a test holds them bit-identical).
+    public static func gemm(m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+                            accumulate: Bool = false, threads available: Int = threads) {
         guard m > 0, n > 0 else { return }
-        if k == 0 {
-            if !accumulate { c.update(repeating: 0, count: m * n) }
+        guard k > 0 else {
+            if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
             return
         }
-        let fullColumns = n / width * width, tail = n - fullColumns
-        // Ragged right edge (e.g. 8 experts): copy it once into a zero-padded 16-wide panel so
-        // the same micro-kernel serves every width.
-        var paddedB = [Float](repeating: 0, count: tail > 0 ? k * width : 0)
-        for p in 0..<(tail > 0 ? k : 0) { for q in 0..<tail { paddedB[p * width + q] = b[p * n + fullColumns + q] } }
-        // Rows go in blocks whose slice of A stays in L1/L2 while every panel of B streams past
-        // it; without the blocking a wide B (the LM head) re-reads all of A once per panel.
-        var row = 0
-        while row < m {
-            let rows = min(blockRows, m - row)
-            let aBlock = a + row * k, cBlock = c + row * n
-            var j = 0
-            while j < fullColumns {
-                panel(aBlock, lda: k, b + j, ldb: n, cBlock + j, ldc: n, m: rows, k: k, accumulate: accumulate)
-                j += width
+        // A handful of rows (decoding one token) cannot repay packing B: read it in place.
+        if m < microRows, b.columnStride == 1 || (b.rowStride == 1 && a.columnStride == 1) {
+            return fewRows(m: m, n: n, k: k, a, b, c, ldc: ldc, accumulate: accumulate)
+        }
+        let parts = threadsUsed(m: m, k: k, n: n, threads: available)
+        guard parts > 1 else { return packedProduct(m: m, n: n, k: k, a, b, c, ldc: ldc, accumulate: accumulate) }
+        let cBits = UInt(bitPattern: c)
+        if m >= n {
+            let share = ((m + parts - 1) / parts + microRows - 1) / microRows * microRows
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                let first = part * share, rows = min(share, m - first)
+                guard rows > 0 else { return }
+                packedProduct(m: rows, n: n, k: k, a.offset(row: first, column: 0), b,
+                              UnsafeMutablePointer(bitPattern: cBits)! + first * ldc, ldc: ldc, accumulate: accumulate)
             }
-            if tail > 0 {
-                var paddedC = [Float](repeating: 0, count: rows * width)
-                if accumulate { for i in 0..<rows { for q in 0..<tail { paddedC[i * width + q] = cBlock[i * n + fullColumns + q] } } }
-                paddedB.withUnsafeBufferPointer { pb in
-                    paddedC.withUnsafeMutableBufferPointer { pc in
-                        panel(aBlock, lda: k, pb.baseAddress!, ldb: width, pc.baseAddress!, ldc: width,
-                              m: rows, k: k, accumulate: accumulate)
+        } else {
+            let share = ((n + parts - 1) / parts + width - 1) / width * width
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                let first = part * share, columns = min(share, n - first)
+                guard columns > 0 else { return }
+                packedProduct(m: m, n: columns, k: k, a, b.offset(row: 0, column: first),
+                              UnsafeMutablePointer(bitPattern: cBits)! + first, ldc: ldc, accumulate: accumulate)
+            }
+        }
+    }
+
+    /// Runs `body(i)` for every i in 0..<count, spread over `threads` cores (in the calling
+    /// thread alone when that is one). Callers give each i its own output, so the result does
+    /// not depend on the thread count.
+    public static func parallelFor(_ count: Int, threads available: Int = threads, _ body: (Int) -> Void) {
+        let parts = min(available, count)
+        guard parts > 1 else { for i in 0..<count { body(i) }; return }
+        withoutActuallyEscaping(body) { body in
+            let shared = UncheckedSendable(value: body)
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                for i in stride(from: part, to: count, by: parts) { shared.value(i) }
+            }
+        }
+    }
+
+    /// A value handed to worker threads whose safety the caller guarantees (disjoint writes).
+    struct UncheckedSendable<Value>: @unchecked Sendable { let value: Value }
+
+    /// How many threads `gemm` uses for an m×k · k×n product.
+    public static func threadsUsed(m: Int, k: Int, n: Int, threads available: Int = threads) -> Int {
+        m * k * n >= 1 << 22 ? max(1, min(available, max(m / blockRows, n / (4 * width)))) : 1
+    }
+
+    /// Micro-tile: 6 rows × 16 columns of C in 12 ymm accumulators (AVX2's classic shape).
+    static let microRows = 6
+    /// Rows of A per block (96 × 256 floats = 96 KB, stays in L2 while B's panels stream past).
+    static let blockRows = 96
+    /// Depth of one block: a packed 16 × 256 panel of B (16 KB) stays in L1 across A's rows.
+    static let blockDepth = 256
+
+    /// The GotoBLAS loop nest: for each depth block, B is copied into 16-column panels, each
+    /// contiguous in the order the micro-kernel reads it. Packing B costs O(k·n) and removes
+    /// the strided reads that made a wide B (the LM head: 4 KB rows that all fall in one L1 set)
+    /// and a transposed B slow. A is read in place (six scalars per step, row-major or
+    /// transposed alike): packing it cost more than it saved at these sizes, where B has few
+    /// columns. Ragged edges go through a zero-padded tile, so one micro-kernel serves every shape.
+    static func packedProduct(m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+                              accumulate: Bool) {
+        let panels = (n + width - 1) / width
+        let depth = min(k, blockDepth)
+        let packedB = UnsafeMutablePointer<Float>.allocate(capacity: panels * width * depth)
+        let edgeRows = UnsafeMutablePointer<Float>.allocate(capacity: microRows * depth)
+        let tile = UnsafeMutablePointer<Float>.allocate(capacity: microRows * width)
+        defer { packedB.deallocate(); edgeRows.deallocate(); tile.deallocate() }
+        let fullRows = m / microRows * microRows
+        var p0 = 0
+        while p0 < k {
+            let kb = min(blockDepth, k - p0)
+            let load = accumulate || p0 > 0
+            pack(b.offset(row: p0, column: 0).transposed, rows: n, depth: kb, group: width, into: packedB)
+            if fullRows < m {
+                pack(a.offset(row: fullRows, column: p0), rows: m - fullRows, depth: kb, group: microRows, into: edgeRows)
+            }
+            var i0 = 0
+            while i0 < m {
+                let mb = min(blockRows, m - i0)
+                for jp in 0..<panels {
+                    let j = jp * width, columns = min(width, n - j)
+                    let bPanel = packedB + jp * width * kb
+                    var i = i0
+                    while i < i0 + mb {
+                        let rows = min(microRows, m - i)
+                        // Six rows of A in place, or the zero-padded copy of the last few.
+                        let aPanel = rows == microRows ? a.offset(row: i, column: p0)
+                                                       : Operand(base: edgeRows, rowStride: 1, columnStride: microRows)
+                        let cTile = c + i * ldc + j
+                        if rows == microRows && columns == width {
+                            microKernel(aPanel, bPanel, depth: kb, cTile, ldc: ldc, load: load)
+                        } else {
+                            if load { for r in 0..<rows { for q in 0..<columns { tile[r * width + q] = cTile[r * ldc + q] } } }
+                            microKernel(aPanel, bPanel, depth: kb, tile, ldc: width, load: load)
+                            for r in 0..<rows { for q in 0..<columns { cTile[r * ldc + q] = tile[r * width + q] } }
+                        }
+                        i += microRows
                     }
                 }
-                for i in 0..<rows { for q in 0..<tail { cBlock[i * n + fullColumns + q] = paddedC[i * width + q] } }
+                i0 += mb
             }
-            row += rows
+            p0 += kb
         }
     }
 
-    /// One 16-column panel of C for all m rows, six rows at a time.
+    /// Copies `rows` rows × `depth` columns of `source` into groups of `group` rows, each
+    /// stored depth-major (`group` consecutive floats per depth step), zero-padding the last.
+    static func pack(_ source: Operand, rows: Int, depth: Int, group: Int, into destination: UnsafeMutablePointer<Float>) {
+        var r0 = 0
+        while r0 < rows {
+            let valid = min(group, rows - r0)
+            let out = destination + r0 * depth
+            if valid < group { out.update(repeating: 0, count: group * depth) }
+            if source.columnStride == 1 {
+                for r in 0..<valid {
+                    let row = source.base + (r0 + r) * source.rowStride
+                    for p in 0..<depth { out[p * group + r] = row[p] }
+                }
+            } else {
+                for p in 0..<depth {
+                    let column = source.base + r0 * source.rowStride + p * source.columnStride
+                    for r in 0..<valid { out[p * group + r] = column[r * source.rowStride] }
+                }
+            }
+            r0 += group
+        }
+    }
+
+    /// C[6×16] (+)= A[6×depth] · B-panel over `depth` steps; A strided, B packed.
     @inline(__always)
-    static func panel(_ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
-                      _ c: UnsafeMutablePointer<Float>, ldc: Int, m: Int, k: Int, accumulate: Bool) {
-        var i = 0
-        while i + 6 <= m {
-            let a0 = a + i * lda, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda, a4 = a3 + lda, a5 = a4 + lda
-            let cRow = c + i * ldc
-            var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
-            if accumulate {
-                c0 = load(cRow); c1 = load(cRow + ldc); c2 = load(cRow + 2 * ldc)
-                c3 = load(cRow + 3 * ldc); c4 = load(cRow + 4 * ldc); c5 = load(cRow + 5 * ldc)
-            }
-            var bp = b
-            for p in 0..<k {
-                let bv = load(bp)
-                c0.addProduct(Vector(repeating: a0[p]), bv)
-                c1.addProduct(Vector(repeating: a1[p]), bv)
-                c2.addProduct(Vector(repeating: a2[p]), bv)
-                c3.addProduct(Vector(repeating: a3[p]), bv)
-                c4.addProduct(Vector(repeating: a4[p]), bv)
-                c5.addProduct(Vector(repeating: a5[p]), bv)
-                bp += ldb
-            }
-            store(c0, cRow); store(c1, cRow + ldc); store(c2, cRow + 2 * ldc)
-            store(c3, cRow + 3 * ldc); store(c4, cRow + 4 * ldc); store(c5, cRow + 5 * ldc)
-            i += 6
+    static func microKernel(_ a: Operand, _ b: UnsafePointer<Float>, depth: Int,
+                            _ c: UnsafeMutablePointer<Float>, ldc: Int, load: Bool) {
+        var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
+        if load {
+            c0 = Kernels.load(c); c1 = Kernels.load(c + ldc); c2 = Kernels.load(c + 2 * ldc)
+            c3 = Kernels.load(c + 3 * ldc); c4 = Kernels.load(c + 4 * ldc); c5 = Kernels.load(c + 5 * ldc)
         }
-        while i < m {
-            let aRow = a + i * lda, cRow = c + i * ldc
-            // Two accumulators hide FMA latency on the single-row path (decode is m = 1).
-            var even = accumulate ? load(cRow) : Vector(), odd = Vector()
-            var p = 0, bp = b
-            while p + 2 <= k {
-                even.addProduct(Vector(repeating: aRow[p]), load(bp))
-                odd.addProduct(Vector(repeating: aRow[p + 1]), load(bp + ldb))
-                bp += 2 * ldb; p += 2
-            }
-            if p < k { even.addProduct(Vector(repeating: aRow[p]), load(bp)) }
-            store(even + odd, cRow)
-            i += 1
+        let rs = a.rowStride, step = a.columnStride
+        var ap = a.base, bp = b
+        for _ in 0..<depth {
+            let bv = Kernels.load(bp)
+            c0.addProduct(Vector(repeating: ap[0]), bv)
+            c1.addProduct(Vector(repeating: ap[rs]), bv)
+            c2.addProduct(Vector(repeating: ap[2 * rs]), bv)
+            c3.addProduct(Vector(repeating: ap[3 * rs]), bv)
+            c4.addProduct(Vector(repeating: ap[4 * rs]), bv)
+            c5.addProduct(Vector(repeating: ap[5 * rs]), bv)
+            ap += step; bp += width
         }
+        store(c0, c); store(c1, c + ldc); store(c2, c + 2 * ldc)
+        store(c3, c + 3 * ldc); store(c4, c + 4 * ldc); store(c5, c + 5 * ldc)
     }
 
-    /// C[m×n] = A[m×k] · B[n×k]ᵀ as one dot product per entry: no packing, so it wins when A
-    /// has a handful of rows (decoding one token through a router), where copying B would
-    /// cost more than the arithmetic.
-    public static func matmulTransposedB(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-                                         m: Int, k: Int, n: Int) {
+    /// Fewer than six rows, B read in place: with B row-major each row of C is a sum of B's
+    /// rows; with B the transpose of a row-major W (y = x Wᵀ, a router at decode) each entry
+    /// is a dot product of two contiguous rows.
+    static func fewRows(m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+                        accumulate: Bool) {
+        if b.columnStride != 1, a.columnStride == 1 {
+            for i in 0..<m {
+                for j in 0..<n {
+                    let d = dot(a.base + i * a.rowStride, b.base + j * b.columnStride, count: k)
+                    c[i * ldc + j] = accumulate ? c[i * ldc + j] + d : d
+                }
+            }
+            return
+        }
+        let fullColumns = n / width * width
         for i in 0..<m {
-            for j in 0..<n { c[i * n + j] = dot(a + i * k, b + j * k, count: k) }
+            let aRow = a.offset(row: i, column: 0), cRow = c + i * ldc
+            var j = 0
+            while j < fullColumns {
+                // Two accumulators hide FMA latency.
+                var even = accumulate ? load(cRow + j) : Vector(), odd = Vector()
+                var p = 0, bp = b.base + j
+                while p + 2 <= k {
+                    even.addProduct(Vector(repeating: aRow.base[p * aRow.columnStride]), load(bp))
+                    odd.addProduct(Vector(repeating: aRow.base[(p + 1) * aRow.columnStride]), load(bp + b.rowStride))
+                    bp += 2 * b.rowStride; p += 2
+                }
+                if p < k { even.addProduct(Vector(repeating: aRow.base[p * aRow.columnStride]), load(bp)) }
+                store(even + odd, cRow + j)
+                j += width
+            }
+            for q in fullColumns..<n {
+                var s: Float = accumulate ? cRow[q] : 0
+                for p in 0..<k { s += aRow.base[p * aRow.columnStride] * b.base[p * b.rowStride + q] }
+                cRow[q] = s
+            }
         }
     }
 
@@ -179,15 +295,92 @@ public enum Kernels {
 
     public static func sumOfSquares(_ x: UnsafePointer<Float>, count n: Int) -> Float { dot(x, x, count: n) }
 
+    /// eˣ on 16 lanes (Cephes' expf scheme): x = n·ln2 + r with |r| ≤ ln2/2, a degree-6
+    /// polynomial for eʳ, and 2ⁿ put straight into the exponent bits. Within 2 ulp of `expf`
+    /// over the float range (a test checks it); −∞ gives exactly 0, large x gives +∞.
+    @inline(__always) public static func exp(_ x: Vector) -> Vector {
+        // (Masked replaces, not `clamped`/`pointwiseMin`, which compile to lane-by-lane loops.)
+        let low = Vector(repeating: -103.9), high = Vector(repeating: 88.8)
+        var clamped = x
+        clamped.replace(with: low, where: x .< low)
+        clamped.replace(with: high, where: x .> high)
+        // Adding 1.5·2²³ rounds to the nearest integer and leaves it in the low mantissa bits:
+        // n as a float and as an integer without a (slow, lane-by-lane) conversion.
+        let magic = Vector(repeating: 12_582_912)
+        let shifted = clamped * Vector(repeating: 1.442_695_04) + magic
+        let n = shifted - magic
+        let ni = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
+        // r = x − n·ln2 in two parts, so r keeps its low bits.
+        var r = clamped - n * Vector(repeating: 0.693_359_375)
+        r = r - n * Vector(repeating: -2.121_944_4e-4)
+        var poly = Vector(repeating: 1.987_569_1e-4)
+        poly = poly * r + Vector(repeating: 1.398_199_9e-3)
+        poly = poly * r + Vector(repeating: 8.333_451_9e-3)
+        poly = poly * r + Vector(repeating: 4.166_579_6e-2)
+        poly = poly * r + Vector(repeating: 1.666_666_5e-1)
+        poly = poly * r + Vector(repeating: 5e-1)
+        poly = poly * r * r + r + Vector(repeating: 1)
+        // 2ⁿ in two factors, so n down to −150 (subnormal results) stays representable.
+        let half = ni &>> 1
+        let scaleA = unsafeBitCast((half &+ 127) &<< 23, to: Vector.self)
+        let scaleB = unsafeBitCast((ni &- half &+ 127) &<< 23, to: Vector.self)
+        var result = poly * scaleA * scaleB
+        result.replace(with: Vector(repeating: 0), where: x .< low)
+        result.replace(with: Vector(repeating: .infinity), where: x .> high)
+        result.replace(with: x, where: x .!= x)   // NaN stays NaN
+        return result
+    }
+
     /// In-place softmax of one row. Entries of −∞ get probability exactly 0 (the Hash router
     /// relies on that to express a one-hot mixture as logits).
     public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
         var maxValue = -Float.infinity
         for i in 0..<n { maxValue = max(maxValue, x[i]) }
-        var total: Float = 0
-        for i in 0..<n { let e = expf(x[i] - maxValue); x[i] = e; total += e }
-        let inverse = 1 / total
-        for i in 0..<n { x[i] *= inverse }
+        let shift = Vector(repeating: maxValue)
+        var sums = Vector()
+        var i = 0
+        while i + width <= n {
+            let e = exp(load(x + i) - shift)
+            store(e, x + i); sums += e; i += width
+        }
+        var total = sums.sum()
+        while i < n { let e = expf(x[i] - maxValue); x[i] = e; total += e; i += 1 }
+        let inverse = Vector(repeating: 1 / total)
+        i = 0
+        while i + width <= n { store(load(x + i) * inverse, x + i); i += width }
+        while i < n { x[i] *= inverse[0]; i += 1 }
+    }
+
+    /// SwiGLU's gate: out = silu(gate) ⊙ up, silu(x) = x·σ(x), elementwise over `count`.
+    public static func swiglu(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count n: Int) {
+        var i = 0
+        let one = Vector(repeating: 1)
+        while i + width <= n {
+            let g = load(gate + i)
+            store(g / (one + exp(-g)) * load(up + i), out + i)
+            i += width
+        }
+        while i < n { out[i] = silu(gate[i]) * up[i]; i += 1 }
+    }
+
+    /// Gradients of `swiglu`: d gate = dy·up·σ(g)(1 + g(1 − σ(g))), d up = dy·silu(g).
+    public static func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>,
+                                      gateGradient dGate: UnsafeMutablePointer<Float>, upGradient dUp: UnsafeMutablePointer<Float>, count n: Int) {
+        var i = 0
+        let one = Vector(repeating: 1)
+        while i + width <= n {
+            let g = load(gate + i), d = load(dy + i)
+            let sigma = one / (one + exp(-g))
+            store(d * g * sigma, dUp + i)
+            store(d * load(up + i) * sigma * (one + g * (one - sigma)), dGate + i)
+            i += width
+        }
+        while i < n {
+            let sigma = sigmoid(gate[i])
+            dUp[i] = dy[i] * gate[i] * sigma
+            dGate[i] = dy[i] * up[i] * sigma * (1 + gate[i] * (1 - sigma))
+            i += 1
+        }
     }
 
     /// y = x / sqrt(mean(x²) + eps) ⊙ gain, row by row. Returns nothing; `rstd` (one per row)
@@ -232,6 +425,23 @@ extension Tensor {
             }
         }
         return out
+    }
+
+    /// out = op(a) · op(b) (or `+=`), op = identity or transpose of a 2-D tensor.
+    public static func product(_ a: Tensor, transposed ta: Bool, _ b: Tensor, transposed tb: Bool,
+                               into out: inout Tensor, accumulate: Bool, threads: Int = Kernels.threads) {
+        let (m, k) = ta ? (a.cols, a.rows) : (a.rows, a.cols)
+        let n = tb ? b.rows : b.cols
+        precondition((tb ? b.cols : b.rows) == k && out.rows == m && out.cols == n,
+                     "product shapes \(a.shape)\(ta ? "ᵀ" : "") · \(b.shape)\(tb ? "ᵀ" : "") into \(out.shape)")
+        a.scalars.withUnsafeBufferPointer { ap in b.scalars.withUnsafeBufferPointer { bp in
+            out.scalars.withUnsafeMutableBufferPointer { cp in
+                let lhs = Kernels.Operand(ap.baseAddress!, leadingDimension: a.cols)
+                let rhs = Kernels.Operand(bp.baseAddress!, leadingDimension: b.cols)
+                Kernels.gemm(m: m, n: n, k: k, ta ? lhs.transposed : lhs, tb ? rhs.transposed : rhs,
+                             cp.baseAddress!, ldc: n, accumulate: accumulate, threads: threads)
+            }
+        } }
     }
 
     /// Transpose of a 2-D tensor.

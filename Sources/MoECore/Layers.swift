@@ -166,7 +166,11 @@ public struct SwiGLUExpert: Sendable {
 
     public func callAsFunction(_ u: Tensor) -> Tensor {
         let g = gate(u), v = up(u)
-        return down(Tensor(shape: g.shape, scalars: zip(g.scalars, v.scalars).map { Kernels.silu($0) * $1 }))
+        var hidden = Tensor(zeros: g.shape)
+        g.scalars.withUnsafeBufferPointer { gp in v.scalars.withUnsafeBufferPointer { vp in hidden.scalars.withUnsafeMutableBufferPointer { hp in
+            Kernels.swiglu(gate: gp.baseAddress!, up: vp.baseAddress!, hp.baseAddress!, count: hp.count)
+        } } }
+        return down(hidden)
     }
 }
 

@@ -71,8 +71,8 @@ extension MoEModel {
             let prefix = "model.layers.\(layer).block_sparse_moe.experts.\(e)"
             let tokenRows = slots.map { $0 / k }
             let input = tape.gatherRows(u, tokenRows)
-            let hidden = tape.multiply(tape.silu(tape.linear(input, parameter("\(prefix).w1.weight"))),
-                                       tape.linear(input, parameter("\(prefix).w3.weight")))
+            let hidden = tape.swiglu(gate: tape.linear(input, parameter("\(prefix).w1.weight")),
+                                     up: tape.linear(input, parameter("\(prefix).w3.weight")))
             let expertOut = tape.linear(hidden, parameter("\(prefix).w2.weight"))
             let slotWeights = tape.gatherEntries(weights, slots.map { (row: 0, column: $0) })
             let contribution = tape.weightedScatterRows(expertOut, weights: slotWeights, rows: tokenRows, count: rows)

@@ -43,29 +43,41 @@ public struct AdamW: Sendable {
 
     public init(weightDecay: Float) { self.weightDecay = weightDecay }
 
-    /// One update of every parameter in `parameters` from `gradients` (same names).
-    public mutating func update(_ parameters: inout [String: Tensor], gradients: [String: Tensor], learningRate lr: Float) {
+    /// One update of every parameter in `parameters` from `gradients` (same names), each
+    /// gradient multiplied by `gradientScale` first (clipping). Parameters are independent, so
+    /// they are spread over `threads` cores; each is updated exactly as on one.
+    public mutating func update(_ parameters: inout [String: Tensor], gradients: [String: Tensor], learningRate lr: Float,
+                                gradientScale: Float = 1, threads: Int = Kernels.threads) {
         updates += 1
         let correction1 = 1 - powf(beta1, Float(updates)), correction2 = 1 - powf(beta2, Float(updates))
-        for name in parameters.keys.sorted() {
-            guard let g = gradients[name] else { continue }
-            var p = parameters.removeValue(forKey: name)!
-            var m = firstMoment.removeValue(forKey: name) ?? Tensor(zeros: p.shape)
-            var v = secondMoment.removeValue(forKey: name) ?? Tensor(zeros: p.shape)
-            let decay = p.shape.count >= 2 ? 1 - lr * weightDecay : 1
-            let (b1, b2, eps) = (beta1, beta2, epsilon)
-            p.scalars.withUnsafeMutableBufferPointer { pp in m.scalars.withUnsafeMutableBufferPointer { mp in
-                v.scalars.withUnsafeMutableBufferPointer { vp in g.scalars.withUnsafeBufferPointer { gp in
-                    for i in 0..<pp.count {
-                        mp[i] = b1 * mp[i] + (1 - b1) * gp[i]
-                        vp[i] = b2 * vp[i] + (1 - b2) * gp[i] * gp[i]
-                        let step = (mp[i] / correction1) / ((vp[i] / correction2).squareRoot() + eps)
-                        pp[i] = pp[i] * decay - lr * step
-                    }
-                } }
-            } }
-            parameters[name] = p; firstMoment[name] = m; secondMoment[name] = v
+        let names = parameters.keys.sorted().filter { gradients[$0] != nil }
+        var states = names.map { name -> (Tensor, Tensor, Tensor) in
+            let p = parameters.removeValue(forKey: name)!
+            return (p, firstMoment.removeValue(forKey: name) ?? Tensor(zeros: p.shape),
+                    secondMoment.removeValue(forKey: name) ?? Tensor(zeros: p.shape))
         }
+        let (b1, b2, eps, decayRate) = (beta1, beta2, epsilon, weightDecay)
+        states.withUnsafeMutableBufferPointer { slots in
+            Kernels.parallelFor(names.count, threads: threads) { index in
+                let g = gradients[names[index]]!
+                var (p, m, v) = slots[index]
+                slots[index] = (Tensor(zeros: []), Tensor(zeros: []), Tensor(zeros: []))   // keep p, m, v uniquely referenced
+                let decay = p.shape.count >= 2 ? 1 - lr * decayRate : 1
+                p.scalars.withUnsafeMutableBufferPointer { pp in m.scalars.withUnsafeMutableBufferPointer { mp in
+                    v.scalars.withUnsafeMutableBufferPointer { vp in g.scalars.withUnsafeBufferPointer { gp in
+                        for i in 0..<pp.count {
+                            let gi = gp[i] * gradientScale
+                            mp[i] = b1 * mp[i] + (1 - b1) * gi
+                            vp[i] = b2 * vp[i] + (1 - b2) * gi * gi
+                            let step = (mp[i] / correction1) / ((vp[i] / correction2).squareRoot() + eps)
+                            pp[i] = pp[i] * decay - lr * step
+                        }
+                    } }
+                } }
+                slots[index] = (p, m, v)
+            }
+        }
+        for (name, (p, m, v)) in zip(names, states) { parameters[name] = p; firstMoment[name] = m; secondMoment[name] = v }
     }
 }
 

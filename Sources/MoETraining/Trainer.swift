@@ -59,6 +59,11 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+#if os(Linux)
+/// glibc's `mallopt` (declared in malloc.h, which the Glibc module does not export).
+@_silgen_name("mallopt") private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+#endif
+
 /// A training run: parameters, AdamW state and the step counter, advanced one batch at a time.
 /// The loop itself is the caller's (the `train` command draws progress and writes checkpoints).
 public struct Trainer {
@@ -69,10 +74,25 @@ public struct Trainer {
     public private(set) var optimizer: AdamW
     /// Steps completed.
     public private(set) var step = 0
+    /// Cores to use (the result is the same for any number).
+    public var threads = Kernels.threads
     let data: TokenStream
+
+    /// A step allocates and frees the same few hundred buffers (up to 8 MB each) every time.
+    /// By default glibc maps the large ones fresh and unmaps them on free, so each step paid
+    /// for page faults and kernel zeroing (about a tenth of a step in a profile); serving
+    /// them from the heap, and not trimming it, reuses the memory instead.
+    static let allocatorTuned: Bool = {
+        #if os(Linux)
+        if ProcessInfo.processInfo.environment["XX"] == nil { _ = glibcMallopt(-3, 32 << 20) }
+        if ProcessInfo.processInfo.environment["XX"] == nil { _ = glibcMallopt(-1, 512 << 20) }
+        #endif
+        return true
+    }()
 
     /// A fresh run: the model initialised from `options.seed`.
     public init(config: ModelConfig, options: TrainingOptions, data: TokenStream) throws {
+        _ = Self.allocatorTuned
         structure = try MoEModel(config: config, seed: options.seed)
         parameters = structure.namedParameters
         optimizer = AdamW(weightDecay: options.weightDecay)
@@ -90,9 +110,65 @@ public struct Trainer {
         return try MoEModel(config: config, from: &source)
     }
 
+    /// A batch is cut into this many shards of whole sequences, each differentiated on its own
+    /// tape; the losses and gradients are their token-weighted sums, added in shard order. The
+    /// load-balance and z-losses are therefore per shard, as Switch Transformer computes them
+    /// per device. Shards run side by side on `threads` cores, and since their number
+    /// is fixed, not taken from the thread count, the run is the same on one core or two.
+    public static let shards = 2
+
     /// Loss and gradients of one batch; nothing changes.
     public func lossAndGradients(inputs: [Int], targets: [Int]) -> (StepReport, [String: Tensor]) {
-        let tape = Tape()
+        let t = options.sequenceLength, sequences = inputs.count / t
+        let shardCount = max(1, min(Self.shards, sequences))
+        let bounds = (0...shardCount).map { $0 * sequences / shardCount * t }
+        let parallel = min(threads, shardCount)
+        var results = [ShardResult?](repeating: nil, count: shardCount)
+        results.withUnsafeMutableBufferPointer { slots in
+            Kernels.parallelFor(shardCount, threads: parallel) { s in
+                let range = bounds[s]..<bounds[s + 1]
+                slots[s] = shard(inputs: Array(inputs[range]), targets: Array(targets[range]),
+                                 weight: Float(range.count) / Float(inputs.count), threads: max(1, threads / parallel))
+            }
+        }
+        var total = results[0]!
+        let rest = results.dropFirst().map { $0! }
+        for result in rest {
+            total.crossEntropy += result.crossEntropy; total.balance += result.balance
+            total.zLoss += result.zLoss; total.objective += result.objective
+        }
+        // Summed parameter by parameter (in parallel), shard by shard (in order).
+        let names = total.gradients.keys.sorted()
+        var sums = names.map { total.gradients.removeValue(forKey: $0)! }
+        sums.withUnsafeMutableBufferPointer { slots in
+            Kernels.parallelFor(names.count, threads: threads) { index in
+                var sum = slots[index]
+                slots[index] = Tensor(zeros: [])
+                sum.scalars.withUnsafeMutableBufferPointer { sp in
+                    for result in rest {
+                        result.gradients[names[index]]!.scalars.withUnsafeBufferPointer { gp in
+                            Kernels.axpy(1, gp.baseAddress!, sp.baseAddress!, count: sp.count)
+                        }
+                    }
+                }
+                slots[index] = sum
+            }
+        }
+        for (name, sum) in zip(names, sums) { total.gradients[name] = sum }
+        let report = StepReport(step: step, crossEntropy: total.crossEntropy, balance: total.balance, zLoss: total.zLoss,
+                                loss: total.objective, gradientNorm: globalNorm(total.gradients),
+                                learningRate: options.schedule.rate(at: step))
+        return (report, total.gradients)
+    }
+
+    /// One shard's losses and gradients, all already multiplied by its share of the batch's tokens.
+    struct ShardResult {
+        var crossEntropy: Float, balance: Float, zLoss: Float, objective: Float
+        var gradients: [String: Tensor]
+    }
+
+    func shard(inputs: [Int], targets: [Int], weight: Float, threads: Int) -> ShardResult {
+        let tape = Tape(threads: threads)
         var leaves: [String: Variable] = [:]
         for name in parameters.keys.sorted() { leaves[name] = tape.leaf(parameters[name]!) }
         let forward = structure.forward(batch: inputs, sequenceLength: options.sequenceLength, on: tape) { leaves[$0]! }
@@ -113,13 +189,12 @@ public struct Trainer {
                 }
             }
         }
-        tape.backward(from: objective)
+        let weighted = tape.scale(objective, by: weight)
+        tape.backward(from: weighted)
         var gradients: [String: Tensor] = [:]
         for (name, leaf) in leaves { gradients[name] = tape.gradient(leaf) }
-        let report = StepReport(step: step, crossEntropy: tape.value(crossEntropy).scalars[0], balance: balance, zLoss: zLoss,
-                                loss: tape.value(objective).scalars[0], gradientNorm: globalNorm(gradients),
-                                learningRate: options.schedule.rate(at: step))
-        return (report, gradients)
+        return ShardResult(crossEntropy: tape.value(crossEntropy).scalars[0] * weight, balance: balance * weight,
+                           zLoss: zLoss * weight, objective: tape.value(weighted).scalars[0], gradients: gradients)
     }
 
     /// One optimisation step: batch, forward, backward, clip, AdamW. Throws, leaving the
@@ -127,14 +202,11 @@ public struct Trainer {
     @discardableResult
     public mutating func trainStep() throws -> StepReport {
         let batch = data.batch(step: step, seed: options.seed, batchSize: options.batchSize, sequenceLength: options.sequenceLength)
-        var (report, gradients) = lossAndGradients(inputs: batch.inputs, targets: batch.targets)
+        let (report, gradients) = lossAndGradients(inputs: batch.inputs, targets: batch.targets)
         guard report.loss.isFinite else { throw TrainingError.nonFinite(step: step, what: "loss") }
         guard report.gradientNorm.isFinite else { throw TrainingError.nonFinite(step: step, what: "gradient norm") }
-        if report.gradientNorm > options.clipNorm {
-            let factor = options.clipNorm / report.gradientNorm
-            for name in gradients.keys { gradients[name] = gradients[name]!.mapped { $0 * factor } }
-        }
-        optimizer.update(&parameters, gradients: gradients, learningRate: report.learningRate)
+        let clip = report.gradientNorm > options.clipNorm ? options.clipNorm / report.gradientNorm : 1
+        optimizer.update(&parameters, gradients: gradients, learningRate: report.learningRate, gradientScale: clip, threads: threads)
         step += 1
         return report
     }
@@ -172,6 +244,7 @@ public struct Trainer {
 
     /// Continues a run saved by `saveState`. `config` and `options` must be the saved ones.
     public init(resumingFrom path: String, config: ModelConfig, options: TrainingOptions, data: TokenStream) throws {
+        _ = Self.allocatorTuned
         let file = try SafeTensorsFile(path: path)
         let saved = try Self.savedOptions(at: path)
         guard saved == options else {

@@ -11,8 +11,9 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Measure decode latency, router latency, training throughput, GEMM speed, TUI frame time and memory.",
         discussion: """
-        Build with -c release; figures from a debug build are meaningless. One thread unless
-        MOESCOPE_THREADS=N, which splits large matrix products (training) over N cores.
+        Build with -c release; figures from a debug build are meaningless. Training is measured
+        on one core and on all of them (MOESCOPE_THREADS=N sets how many); everything else runs
+        on one.
         """)
 
     @Option(help: "Repetitions per measurement (the median is reported).") var repeats = 5
@@ -101,28 +102,40 @@ struct BenchCommand: ParsableCommand {
         var generator = SeededGenerator(seed: 3)
         let stream = TokenStream(tokens: (0..<50_000).map { _ in Int(generator.next() % UInt64(tokenizer.vocabSize)) })
         for router in [RouterKind.linear, .gru] {
-            var config = ModelConfig(); config.router = router; config.vocabSize = tokenizer.vocabSize
-            var trainer = try Trainer(config: config, options: options, data: stream)
-            try trainer.trainStep()    // warm-up
-            var times: [Double] = []
-            while !trainer.isFinished {
-                let began = monotonicNanoseconds()
-                try trainer.trainStep()
-                times.append(Double(monotonicNanoseconds() - began) / 1e9)
+            for threads in Set([1, Kernels.threads]).sorted() {
+                var config = ModelConfig(); config.router = router; config.vocabSize = tokenizer.vocabSize
+                var trainer = try Trainer(config: config, options: options, data: stream)
+                trainer.threads = threads
+                try trainer.trainStep()    // warm-up
+                var times: [Double] = []
+                while !trainer.isFinished {
+                    let began = monotonicNanoseconds()
+                    try trainer.trainStep()
+                    times.append(Double(monotonicNanoseconds() - began) / 1e9)
+                }
+                let label = "\(threads) thread\(threads == 1 ? "" : "s")"
+                record("training tokens/s (\(router.rawValue), \(label))", Double(trainer.tokensPerStep) / median(times), "tok/s", "batch 16×128")
             }
-            record("training tokens/s (\(router.rawValue))", Double(trainer.tokensPerStep) / median(times), "tok/s", "batch 16×128, \(Kernels.threads) thread\(Kernels.threads == 1 ? "" : "s")")
         }
 
         // GEMM at the model's training shapes, against this core's FMA peak.
         let peak = measurePeak()
         record("FP32 peak (FMA loop, 1 core)", peak, "GFLOP/s")
-        for (m, k, n, label) in [(2048, 128, 128, "attention proj 2048×128·128×128"), (512, 128, 256, "expert up 512×128·128×256"),
-                                 (512, 256, 128, "expert down 512×256·256×128"), (2048, 128, 1024, "LM head 2048×128·128×1024"),
-                                 (256, 2048, 128, "weight grad 256×2048·2048×128")] {
-            let gflops = measureGEMM(m: m, k: k, n: n), used = Kernels.threadsUsed(m: m, k: k, n: n)
+        // (m, k, n, Aᵀ?, Bᵀ?): the products a training step runs, with operands in the layout
+        // the tape reads them (W is [out × in]; weight gradients read dy transposed in place).
+        let shapes: [(Int, Int, Int, Bool, Bool, String)] = [
+            (2048, 128, 128, false, true, "attention proj x·Wᵀ 2048×128·(128×128)ᵀ"),
+            (512, 128, 256, false, true, "expert up x·Wᵀ 512×128·(256×128)ᵀ"),
+            (512, 256, 128, false, true, "expert down x·Wᵀ 512×256·(128×256)ᵀ"),
+            (2048, 128, 1024, false, true, "LM head x·Wᵀ 2048×128·(1024×128)ᵀ"),
+            (2048, 1024, 128, false, false, "LM head input grad dy·W 2048×1024·1024×128"),
+            (1024, 2048, 128, true, false, "LM head weight grad dyᵀ·x (2048×1024)ᵀ·2048×128"),
+            (128, 2048, 128, true, false, "proj weight grad dyᵀ·x (2048×128)ᵀ·2048×128"),
+        ]
+        for (m, k, n, ta, tb, label) in shapes {
+            let gflops = measureGEMM(m: m, k: k, n: n, transposeA: ta, transposeB: tb), used = Kernels.threadsUsed(m: m, k: k, n: n)
             record("GEMM \(label)", gflops, "GFLOP/s", String(format: "%.0f%% of %d-core peak", gflops / (peak * Double(used)) * 100, used))
         }
-
 
         if json {
             let encoder = JSONEncoder()
@@ -131,18 +144,17 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    /// GFLOP/s of C = A·B on the packed micro-kernel, median of several timed runs.
-    func measureGEMM(m: Int, k: Int, n: Int) -> Double {
+    /// GFLOP/s of C = op(A)·op(B) on the packed kernel, median of several timed runs.
+    func measureGEMM(m: Int, k: Int, n: Int, transposeA: Bool, transposeB: Bool) -> Double {
         var generator = SeededGenerator(seed: 1)
-        let a = (0..<(m * k)).map { _ in generator.nextNormal() }, b = (0..<(k * n)).map { _ in generator.nextNormal() }
-        var c = [Float](repeating: 0, count: m * n)
+        let a = Tensor(randomNormal: transposeA ? [k, m] : [m, k], std: 1, using: &generator)
+        let b = Tensor(randomNormal: transposeB ? [n, k] : [k, n], std: 1, using: &generator)
+        var c = Tensor(zeros: [m, n])
         var times: [Double] = []
         let inner = max(1, 200_000_000 / (2 * m * k * n))
         for _ in 0..<(repeats + 1) {
             let began = monotonicNanoseconds()
-            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-                for _ in 0..<inner { Kernels.matmul(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n) }
-            } } }
+            for _ in 0..<inner { Tensor.product(a, transposed: transposeA, b, transposed: transposeB, into: &c, accumulate: false) }
             times.append(Double(monotonicNanoseconds() - began) / Double(inner))
         }
         return 2 * Double(m * k * n) / median(Array(times.dropFirst()))

@@ -57,8 +57,11 @@ import Testing
     @Test func nonlinearities() {
         check([x]) { $0.sigmoid($1[0]) }
         check([x]) { $0.tanh($1[0]) }
-        check([x]) { $0.silu($1[0]) }
         check([x]) { $0.gelu($1[0]) }
+    }
+    /// 35 entries: two 16-lane passes of the vector kernel and a scalar tail.
+    @Test func swiglu() {
+        check([Self.random([5, 7], seed: 6, std: 2), Self.random([5, 7], seed: 7)]) { $0.swiglu(gate: $1[0], up: $1[1]) }
     }
     @Test func rmsNorm() {
         check([x, Self.random([6], seed: 5, std: 0.5)]) { $0.rmsNorm($1[0], gain: $1[1], epsilon: 1e-5) }

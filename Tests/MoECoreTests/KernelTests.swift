@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 @testable import MoECore
 
 /// Every fast kernel against a plain reference.
@@ -29,23 +30,47 @@ import Testing
         for i in 0..<(m * n) { #expect(abs(acc[i] - (base[i] + expected[i])) < 1e-4 * Float(k).squareRoot()) }
     }
 
-    @Test func transposedProductMatchesReference() {
-        var g = SeededGenerator(seed: 3)
-        let (m, k, n) = (5, 37, 9)
-        let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(n * k)).map { _ in g.nextNormal() }
-        var c = [Float](repeating: 0, count: m * n)
+    /// Every combination of transposed operands, on shapes that exercise the few-rows path,
+    /// ragged micro-tiles and more than one 256-deep block, against the plain reference.
+    @Test(arguments: [(1, 37, 9), (5, 37, 9), (6, 16, 16), (13, 300, 40), (50, 600, 7), (97, 513, 33)])
+    func transposedOperandsMatchReference(shape: (Int, Int, Int)) {
+        let (m, k, n) = shape
+        var g = SeededGenerator(seed: UInt64(m + k + n))
+        let a = Tensor(randomNormal: [m, k], std: 1, using: &g), b = Tensor(randomNormal: [k, n], std: 1, using: &g)
+        let expected = reference(a.scalars, b.scalars, m: m, k: k, n: n)
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            var c = Tensor(zeros: [m, n])
+            Tensor.product(ta ? a.transposed() : a, transposed: ta, tb ? b.transposed() : b, transposed: tb, into: &c, accumulate: false)
+            let worst = zip(c.scalars, expected).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst < 1e-4 * Float(k).squareRoot(), "Aᵀ \(ta) Bᵀ \(tb)")
+        }
+    }
+
+    /// A product into a sub-block of a wider C (leading dimension > n) leaves the rest alone.
+    @Test func productIntoStridedBlockOfC() {
+        var g = SeededGenerator(seed: 11)
+        let (m, k, n, ldc) = (20, 30, 18, 40)
+        let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(k * n)).map { _ in g.nextNormal() }
+        var c = [Float](repeating: 7, count: m * ldc)
         a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-            Kernels.matmulTransposedB(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n)
+            Kernels.gemm(m: m, n: n, k: k, .init(ap.baseAddress!, leadingDimension: k), .init(bp.baseAddress!, leadingDimension: n),
+                         cp.baseAddress! + 3, ldc: ldc)
         } } }
-        let expected = reference(a, Tensor(shape: [n, k], scalars: b).transposed().scalars, m: m, k: k, n: n)
-        for i in 0..<(m * n) { #expect(abs(c[i] - expected[i]) < 1e-4) }
+        let expected = reference(a, b, m: m, k: k, n: n)
+        for i in 0..<m {
+            for j in 0..<ldc {
+                if (3..<(3 + n)).contains(j) { #expect(abs(c[i * ldc + j] - expected[i * n + j - 3]) < 1e-3) } else { #expect(c[i * ldc + j] == 7) }
+            }
+        }
     }
 
     /// Splitting rows over threads must not change a single bit (each entry keeps one thread
     /// and one summation order), so training results do not depend on MOESCOPE_THREADS.
-    @Test func threadedProductEqualsSingleThreaded() {
+    /// Split along rows (m ≥ n) and along columns (m < n).
+    @Test(arguments: [(400, 128, 120), (100, 300, 1030)])
+    func threadedProductEqualsSingleThreaded(shape: (Int, Int, Int)) {
         var g = SeededGenerator(seed: 8)
-        let (m, k, n) = (400, 128, 120)
+        let (m, k, n) = shape
         #expect(Kernels.threadsUsed(m: m, k: k, n: n, threads: 2) == 2)
         let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(k * n)).map { _ in g.nextNormal() }
         var one = [Float](repeating: 0, count: m * n), two = one
@@ -86,6 +111,38 @@ import Testing
         var mixture: [Float] = [0, -.infinity, 0, -.infinity]
         mixture.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: $0.count) }
         #expect(mixture == [0.5, 0, 0.5, 0])
+    }
+
+    /// The vector exp against libm's expf: within 2 ulp across the float range, exact 0 at −∞,
+    /// +∞ on overflow, NaN kept.
+    @Test func vectorExpMatchesLibm() {
+        var worstUlps: Float = 0
+        var x: Float = -103
+        while x < 88.7 {
+            let lanes = Kernels.exp(Kernels.Vector((0..<16).map { x + Float($0) * 0.003 }))
+            for lane in 0..<16 {
+                let exact = expf(x + Float(lane) * 0.003)
+                worstUlps = max(worstUlps, abs(lanes[lane] - exact) / max(exact.ulp, Float.leastNormalMagnitude))
+            }
+            x += 0.071
+        }
+        #expect(worstUlps <= 2, "worst error \(worstUlps) ulp")
+        let special = Kernels.exp(Kernels.Vector([-.infinity, .infinity, .nan, 0, 1, -200, 200, 88.7, -87, 1e-8, -1e-8, 2, 3, 4, 5, 6]))
+        #expect(special[0] == 0 && special[1] == .infinity && special[2].isNaN && special[3] == 1 && special[5] == 0 && special[6] == .infinity)
+        #expect(abs(special[4] - expf(1)) <= expf(1).ulp)
+    }
+
+    /// Rows long enough for the vector path (with a scalar tail), against the definition.
+    @Test func longSoftmaxMatchesDefinition() {
+        var g = SeededGenerator(seed: 21)
+        var row = (0..<37).map { _ in g.nextNormal() * 4 }
+        let reference = row.map { expf($0 - row.max()!) }
+        let total = reference.reduce(0, +)
+        row.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: $0.count) }
+        for (p, e) in zip(row, reference) { #expect(abs(p - e / total) < 1e-6) }
+        var mixture = (0..<20).map { $0 % 5 == 0 ? Float(0) : -.infinity }
+        mixture.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: $0.count) }
+        #expect(mixture == (0..<20).map { $0 % 5 == 0 ? 0.25 : 0 })
     }
 
     @Test func rmsNormMatchesDefinition() {

@@ -35,6 +35,34 @@ import Testing
         #expect(last < first - 1.5, "loss went from \(first) to \(last)")
     }
 
+    /// Shards run side by side on two cores or one after another on one: same bits either way.
+    @Test func threadCountDoesNotChangeTheRun() throws {
+        var one = try Trainer(config: .tiny(router: .gru), options: Self.options(steps: 4), data: Self.stream)
+        var two = one
+        one.threads = 1
+        two.threads = 2
+        while !one.isFinished { try one.trainStep(); try two.trainStep() }
+        #expect(one.parameters == two.parameters)
+        #expect(one.optimizer.firstMoment == two.optimizer.firstMoment)
+    }
+
+    /// Without the per-shard auxiliary losses, the shards' weighted sum is the whole batch's
+    /// loss and gradient (up to float summation order).
+    @Test func shardedGradientsEqualTheWholeBatch() throws {
+        var options = Self.options(steps: 1)
+        options.balanceCoefficient = 0
+        options.zLossCoefficient = 0
+        let trainer = try Trainer(config: .tiny(router: .linear), options: options, data: Self.stream)
+        let batch = Self.stream.batch(step: 0, seed: 4, batchSize: 4, sequenceLength: 16)
+        let (report, sharded) = trainer.lossAndGradients(inputs: batch.inputs, targets: batch.targets)
+        let whole = trainer.shard(inputs: batch.inputs, targets: batch.targets, weight: 1, threads: 1)
+        #expect(abs(report.crossEntropy - whole.crossEntropy) < 1e-5)
+        for (name, g) in whole.gradients {
+            let worst = zip(g.scalars, sharded[name]!.scalars).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst < 1e-5, "\(name): \(worst)")
+        }
+    }
+
     @Test func resumeEqualsUninterrupted() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resume-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -17,57 +17,67 @@ extension Tape {
 
     /// Causal multi-head attention over B sequences of length T laid out as [B·T × d]
     /// (q, k, v already projected and rotated): O = softmax(QKᵀ/√D + causal mask) V per head.
+    /// Each (sequence, head) pair is a handful of T×T products on the packed kernel, reading
+    /// its head's columns in place; pairs write disjoint blocks, so they run in parallel over
+    /// the tape's `threads` with the same result as on one.
     public func causalAttention(q: Variable, k: Variable, v: Variable, numHeads: Int, sequenceLength t: Int) -> Variable {
         let qv = value(q), kv = value(k), vv = value(v)
         let d = qv.cols, headDim = d / numHeads, sequences = qv.rows / t
         let scale = 1 / Float(headDim).squareRoot()
-        // probabilities[b][h][i][j], j ≤ i, kept for the backward pass
+        // Per pair, the T×T probabilities (zero above the diagonal), kept for the backward pass.
+        // Every output block below is written whole by its pair, so none needs zeroing first.
         var probabilities = [Float](repeating: 0, count: sequences * numHeads * t * t)
-        var out = Tensor(zeros: qv.shape)
+        var out = Tensor(uninitialized: qv.shape)
         qv.scalars.withUnsafeBufferPointer { qp in kv.scalars.withUnsafeBufferPointer { kp in vv.scalars.withUnsafeBufferPointer { vp in
             out.scalars.withUnsafeMutableBufferPointer { op in probabilities.withUnsafeMutableBufferPointer { pp in
-                for b in 0..<sequences { for h in 0..<numHeads {
-                    let offset = h * headDim
+                Kernels.parallelFor(sequences * numHeads, threads: threads) { pair in
+                    let (b, h) = pair.quotientAndRemainder(dividingBy: numHeads)
+                    let offset = b * t * d + h * headDim
+                    let p = pp.baseAddress! + pair * t * t
+                    let qHead = Kernels.Operand(qp.baseAddress! + offset, leadingDimension: d)
+                    let kHead = Kernels.Operand(kp.baseAddress! + offset, leadingDimension: d)
+                    Kernels.gemm(m: t, n: t, k: headDim, qHead, kHead.transposed, p, ldc: t, threads: 1)   // S = Q Kᵀ
                     for i in 0..<t {
-                        let row = pp.baseAddress! + ((b * numHeads + h) * t + i) * t
-                        let qRow = qp.baseAddress! + (b * t + i) * d + offset
-                        for j in 0...i { row[j] = Kernels.dot(qRow, kp.baseAddress! + (b * t + j) * d + offset, count: headDim) * scale }
+                        let row = p + i * t
+                        for j in 0...i { row[j] *= scale }
                         Kernels.softmax(row, count: i + 1)
-                        let o = op.baseAddress! + (b * t + i) * d + offset
-                        for j in 0...i { Kernels.axpy(row[j], vp.baseAddress! + (b * t + j) * d + offset, o, count: headDim) }
+                        (row + i + 1).update(repeating: 0, count: t - i - 1)
                     }
-                } }
+                    Kernels.gemm(m: t, n: headDim, k: t, .init(p, leadingDimension: t), .init(vp.baseAddress! + offset, leadingDimension: d),
+                                 op.baseAddress! + offset, ldc: d, threads: 1)                              // O = P V
+                }
             } }
         } } }
         return record(out) { g, tape in
-            var dq = Tensor(zeros: qv.shape), dk = Tensor(zeros: kv.shape), dv = Tensor(zeros: vv.shape)
-            var dScores = [Float](repeating: 0, count: t)
+            var dq = Tensor(uninitialized: qv.shape), dk = Tensor(uninitialized: kv.shape), dv = Tensor(uninitialized: vv.shape)
             g.scalars.withUnsafeBufferPointer { gp in qv.scalars.withUnsafeBufferPointer { qp in
                 kv.scalars.withUnsafeBufferPointer { kp in vv.scalars.withUnsafeBufferPointer { vp in
                     dq.scalars.withUnsafeMutableBufferPointer { dqp in dk.scalars.withUnsafeMutableBufferPointer { dkp in
                         dv.scalars.withUnsafeMutableBufferPointer { dvp in probabilities.withUnsafeBufferPointer { pp in
-                            for b in 0..<sequences { for h in 0..<numHeads {
-                                let offset = h * headDim
+                            Kernels.parallelFor(sequences * numHeads, threads: tape.threads) { pair in
+                                let (b, h) = pair.quotientAndRemainder(dividingBy: numHeads)
+                                let offset = b * t * d + h * headDim
+                                let p = Kernels.Operand(pp.baseAddress! + pair * t * t, leadingDimension: t)
+                                let dO = Kernels.Operand(gp.baseAddress! + offset, leadingDimension: d)
+                                let dS = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
+                                defer { dS.deallocate() }
+                                // dP = dO Vᵀ, dV = Pᵀ dO
+                                Kernels.gemm(m: t, n: t, k: headDim, dO, Kernels.Operand(vp.baseAddress! + offset, leadingDimension: d).transposed,
+                                             dS, ldc: t, threads: 1)
+                                Kernels.gemm(m: t, n: headDim, k: t, p.transposed, dO, dvp.baseAddress! + offset, ldc: d, threads: 1)
+                                // dS_ij = P_ij (dP_ij − Σ_j P_ij dP_ij) / √D  (zero above the diagonal, where P is)
                                 for i in 0..<t {
-                                    let row = pp.baseAddress! + ((b * numHeads + h) * t + i) * t
-                                    let gRow = gp.baseAddress! + (b * t + i) * d + offset
-                                    // dP_ij = dO_i · V_j ; dV_j += P_ij dO_i
-                                    var weighted: Float = 0
-                                    for j in 0...i {
-                                        let vRow = vp.baseAddress! + (b * t + j) * d + offset
-                                        dScores[j] = Kernels.dot(gRow, vRow, count: headDim)
-                                        weighted += dScores[j] * row[j]
-                                        Kernels.axpy(row[j], gRow, dvp.baseAddress! + (b * t + j) * d + offset, count: headDim)
-                                    }
-                                    // dS_ij = P_ij (dP_ij − Σ_j P_ij dP_ij); dQ_i += dS_ij K_j / √D; dK_j += dS_ij Q_i / √D
-                                    let qRow = qp.baseAddress! + (b * t + i) * d + offset
-                                    for j in 0...i {
-                                        let ds = row[j] * (dScores[j] - weighted) * scale
-                                        Kernels.axpy(ds, kp.baseAddress! + (b * t + j) * d + offset, dqp.baseAddress! + (b * t + i) * d + offset, count: headDim)
-                                        Kernels.axpy(ds, qRow, dkp.baseAddress! + (b * t + j) * d + offset, count: headDim)
-                                    }
+                                    let pRow = p.base + i * t, row = dS + i * t
+                                    let weighted = Kernels.dot(pRow, row, count: i + 1)
+                                    for j in 0..<t { row[j] = pRow[j] * (row[j] - weighted) * scale }
                                 }
-                            } }
+                                // dQ = dS K, dK = dSᵀ Q
+                                let dSOperand = Kernels.Operand(dS, leadingDimension: t)
+                                Kernels.gemm(m: t, n: headDim, k: t, dSOperand, .init(kp.baseAddress! + offset, leadingDimension: d),
+                                             dqp.baseAddress! + offset, ldc: d, threads: 1)
+                                Kernels.gemm(m: t, n: headDim, k: t, dSOperand.transposed, .init(qp.baseAddress! + offset, leadingDimension: d),
+                                             dkp.baseAddress! + offset, ldc: d, threads: 1)
+                            }
                         } }
                     } }
                 } }

@@ -7,29 +7,51 @@ import Darwin
 extension Tape {
     // MARK: Linear algebra
 
-    /// y = x Wᵀ, x [N×in], W [out×in] (PyTorch layout).
+    /// y = x Wᵀ, x [N×in], W [out×in] (PyTorch layout). The three products read the
+    /// transposes in place (strided operands), so no transposed copy is ever made.
     public func linear(_ x: Variable, _ w: Variable) -> Variable {
         let xv = value(x), wv = value(w)
-        // Batches run on the row-major micro-kernel (the transposes are O(size) copies); a few
-        // rows (one decoded token) take dot products against W's rows directly.
-        let y: Tensor
-        if xv.rows < 6 {
-            var out = Tensor(zeros: [xv.rows, wv.rows])
-            xv.scalars.withUnsafeBufferPointer { a in wv.scalars.withUnsafeBufferPointer { b in out.scalars.withUnsafeMutableBufferPointer { c in
-                Kernels.matmulTransposedB(a.baseAddress!, b.baseAddress!, c.baseAddress!, m: xv.rows, k: xv.cols, n: wv.rows)
-            } } }
-            y = out
-        } else {
-            y = xv.matmul(wv.transposed())
-        }
+        let (n, inputs, outputs) = (xv.rows, xv.cols, wv.rows)
+        var y = Tensor(uninitialized: [n, outputs])
+        Tensor.product(xv, transposed: false, wv, transposed: true, into: &y, accumulate: false, threads: threads)
         return record(y) { g, tape in
-            tape.accumulate(x, g.matmul(wv))                  // dx = dy W
-            tape.accumulate(w, g.transposed().matmul(xv))     // dW = dyᵀ x
+            var dx = Tensor(uninitialized: [n, inputs]), dw = Tensor(uninitialized: [outputs, inputs])
+            Tensor.product(g, transposed: false, wv, transposed: false, into: &dx, accumulate: false, threads: tape.threads)   // dx = dy W
+            Tensor.product(g, transposed: true, xv, transposed: false, into: &dw, accumulate: false, threads: tape.threads)   // dW = dyᵀ x
+            tape.accumulate(x, dx)
+            tape.accumulate(w, dw)
         }
     }
 
     public func add(_ a: Variable, _ b: Variable) -> Variable {
-        record(value(a).zipped(value(b), +)) { g, tape in tape.accumulate(a, g); tape.accumulate(b, g) }
+        var sum = value(a)
+        let bv = value(b)
+        precondition(sum.shape == bv.shape, "add shapes \(sum.shape) + \(bv.shape)")
+        sum.scalars.withUnsafeMutableBufferPointer { sp in bv.scalars.withUnsafeBufferPointer { bp in
+            Kernels.axpy(1, bp.baseAddress!, sp.baseAddress!, count: sp.count)
+        } }
+        return record(sum) { g, tape in tape.accumulate(a, g); tape.accumulate(b, g) }
+    }
+
+    /// SwiGLU's gate, silu(gate) ⊙ up, as one op (one pass forward, one backward).
+    public func swiglu(gate: Variable, up: Variable) -> Variable {
+        let gv = value(gate), uv = value(up)
+        precondition(gv.shape == uv.shape, "swiglu shapes \(gv.shape), \(uv.shape)")
+        var out = Tensor(uninitialized: gv.shape)
+        gv.scalars.withUnsafeBufferPointer { gp in uv.scalars.withUnsafeBufferPointer { up in out.scalars.withUnsafeMutableBufferPointer { op in
+            Kernels.swiglu(gate: gp.baseAddress!, up: up.baseAddress!, op.baseAddress!, count: op.count)
+        } } }
+        return record(out) { dy, tape in
+            var dGate = Tensor(uninitialized: gv.shape), dUp = Tensor(uninitialized: uv.shape)
+            gv.scalars.withUnsafeBufferPointer { gp in uv.scalars.withUnsafeBufferPointer { up in dy.scalars.withUnsafeBufferPointer { dp in
+                dGate.scalars.withUnsafeMutableBufferPointer { dg in dUp.scalars.withUnsafeMutableBufferPointer { du in
+                    Kernels.swigluBackward(gate: gp.baseAddress!, up: up.baseAddress!, outputGradient: dp.baseAddress!,
+                                           gateGradient: dg.baseAddress!, upGradient: du.baseAddress!, count: dg.count)
+                } }
+            } } }
+            tape.accumulate(gate, dGate)
+            tape.accumulate(up, dUp)
+        }
     }
 
     /// a [N×C] + bias [C] on every row.
@@ -96,9 +118,6 @@ extension Tape {
 
     public func sigmoid(_ a: Variable) -> Variable { unary(a, Kernels.sigmoid) { _, y in y * (1 - y) } }
     public func tanh(_ a: Variable) -> Variable { unary(a, tanhf) { _, y in 1 - y * y } }
-    public func silu(_ a: Variable) -> Variable {
-        unary(a, Kernels.silu) { x, _ in let s = Kernels.sigmoid(x); return s * (1 + x * (1 - s)) }
-    }
     public func gelu(_ a: Variable) -> Variable {
         unary(a, Kernels.gelu) { x, _ in
             0.5 * (1 + erff(x * 0.70710678118654752)) + x * expf(-0.5 * x * x) * 0.3989422804014327
@@ -241,9 +260,15 @@ extension Tape {
         }
         return record(Tensor(shape: [1], scalars: [loss / Float(n)])) { g, tape in
             var d = probabilities
-            for r in 0..<n { d.scalars[r * v + targets[r]] -= 1 }
             let s = g.scalars[0] / Float(n)
-            tape.accumulate(logits, d.mapped { $0 * s })
+            d.scalars.withUnsafeMutableBufferPointer { dp in
+                for r in 0..<n { dp[r * v + targets[r]] -= 1 }
+                let scale = Kernels.Vector(repeating: s)
+                var i = 0
+                while i + Kernels.width <= dp.count { Kernels.store(Kernels.load(dp.baseAddress! + i) * scale, dp.baseAddress! + i); i += Kernels.width }
+                while i < dp.count { dp[i] *= s; i += 1 }
+            }
+            tape.accumulate(logits, d)
         }
     }
 

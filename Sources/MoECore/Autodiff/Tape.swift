@@ -11,8 +11,10 @@ public final class Tape {
     }
 
     var nodes: [Node] = []
+    /// Cores its large products and attention may use. Results do not depend on it.
+    public let threads: Int
 
-    public init() {}
+    public init(threads: Int = Kernels.threads) { self.threads = max(1, threads) }
 
     /// A tensor entering the computation (a parameter or an input).
     public func leaf(_ value: Tensor) -> Variable {
