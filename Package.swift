@@ -35,6 +35,7 @@ let package = Package(
         .target(name: "MoECore", swiftSettings: simdSettings),
         .target(name: "MoETraining", dependencies: ["MoECore"], swiftSettings: simdSettings),
         .target(name: "MoEAnalysis", dependencies: ["MoECore"], swiftSettings: simdSettings),
+        .target(name: "MoEHub", dependencies: ["MoECore"], swiftSettings: simdSettings),
         .systemLibrary(name: "CNcursesw"),
         .target(name: "MoEScopeUI", dependencies: ["MoECore", "MoEAnalysis", "CNcursesw"], swiftSettings: simdSettings),
         .executableTarget(
@@ -51,6 +52,7 @@ let package = Package(
         .testTarget(name: "MoECoreTests", dependencies: ["MoECore"], swiftSettings: simdSettings),
         .testTarget(name: "MoETrainingTests", dependencies: ["MoETraining"], swiftSettings: simdSettings),
         .testTarget(name: "MoEAnalysisTests", dependencies: ["MoEAnalysis"], swiftSettings: simdSettings),
+        .testTarget(name: "MoEHubTests", dependencies: ["MoEHub"], swiftSettings: simdSettings),
         .testTarget(name: "MoEScopeUITests", dependencies: ["MoEScopeUI"], swiftSettings: simdSettings),
     ],
     swiftLanguageModes: [.v6]

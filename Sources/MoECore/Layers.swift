@@ -50,7 +50,7 @@ public struct RotaryEmbedding: Sendable {
 
     /// Rotates every head of row `x` (numHeads × headDim values) in place for `position`;
     /// `inverse` rotates by the opposite angle (the transpose, used by the backward pass).
-    func apply(_ x: UnsafeMutablePointer<Float>, numHeads: Int, position: Int, inverse: Bool = false) {
+    public func apply(_ x: UnsafeMutablePointer<Float>, numHeads: Int, position: Int, inverse: Bool = false) {
         let base = position * halfDim
         for h in 0..<numHeads {
             let head = x + h * 2 * halfDim

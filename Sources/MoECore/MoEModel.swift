@@ -30,9 +30,12 @@ public struct ForwardResult: Sendable {
 public enum InferenceError: Error, CustomStringConvertible, Equatable {
     case contextFull(needed: Int, capacity: Int)
     case tokenOutOfRange(token: Int, vocabSize: Int)
+    case emptyInput
 
     public var description: String {
         switch self {
+        case .emptyInput:
+            return "the text encodes to no tokens — give at least one character of text"
         case let .contextFull(needed, capacity):
             return "the text needs \(needed) token positions but the model's context is \(capacity) — shorten the text"
         case let .tokenOutOfRange(token, vocabSize):

@@ -164,7 +164,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return Tensor(shape: entry.shape, scalars: scalars)
     }
 
-    static func decode(_ bytes: UnsafeRawPointer, dtype: SafeTensorsDType, into out: UnsafeMutablePointer<Float>, count: Int) {
+    /// The tensor called `name` as it lies in the mapped file: nothing is read or converted
+    /// until rows are asked for, so a model far larger than its working set can be opened.
+    public func mapped(_ name: String) throws -> MappedTensor {
+        guard let entry = entries[name] else { throw CheckpointError.missingTensor(path: path, tensor: name) }
+        return MappedTensor(file: self, name: name, dtype: entry.dtype, shape: entry.shape,
+                            bytes: mapping + dataStart + entry.byteRange.lowerBound)
+    }
+
+    public static func decode(_ bytes: UnsafeRawPointer, dtype: SafeTensorsDType, into out: UnsafeMutablePointer<Float>, count: Int) {
         switch dtype {
         case .f32:
             for i in 0..<count { out[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
@@ -235,5 +243,49 @@ public func writeAtomically(_ data: Data, to path: String) throws {
     } catch {
         try? FileManager.default.removeItem(at: temporary)
         throw error
+    }
+}
+
+/// A tensor inside a memory-mapped safetensors file (F32, F16 or BF16), converted to Float a
+/// few rows at a time by whoever reads it. Holding one keeps its file mapped.
+public struct MappedTensor: @unchecked Sendable {
+    public let file: SafeTensorsFile
+    public let name: String
+    public let dtype: SafeTensorsDType
+    public let shape: [Int]
+    let bytes: UnsafeRawPointer
+
+    /// Length of the last dimension.
+    public var columns: Int { shape.last ?? 1 }
+    /// Product of all leading dimensions.
+    public var rows: Int { shape.dropLast().reduce(1, *) }
+
+    /// Rows [range) decoded into `out` (range.count × columns floats).
+    public func decodeRows(_ range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= rows)
+        SafeTensorsFile.decode(bytes + range.lowerBound * columns * dtype.byteSize, dtype: dtype, into: out, count: range.count * columns)
+    }
+
+    /// The whole tensor as Floats (for the small ones: norms, biases, router rows).
+    public func decoded() -> Tensor {
+        var out = Tensor(uninitialized: shape)
+        out.scalars.withUnsafeMutableBufferPointer { decodeRows(0..<rows, into: $0.baseAddress!) }
+        return out
+    }
+
+    /// Entry `index` of the first dimension, as a tensor of the remaining ones (one expert of a
+    /// fused [E × …] expert tensor); still mapped, not copied.
+    public func slice(_ index: Int) -> MappedTensor {
+        let inner = Array(shape.dropFirst())
+        precondition(index >= 0 && index < shape[0])
+        return MappedTensor(file: file, name: "\(name)[\(index)]", dtype: dtype, shape: inner,
+                            bytes: bytes + index * inner.reduce(1, *) * dtype.byteSize)
+    }
+
+    /// Rows [range) of a 2-D tensor, still mapped (one half of a fused gate/up projection).
+    public func rowSlice(_ range: Range<Int>) -> MappedTensor {
+        precondition(shape.count == 2 && range.upperBound <= shape[0])
+        return MappedTensor(file: file, name: "\(name)[\(range)]", dtype: dtype, shape: [range.count, shape[1]],
+                            bytes: bytes + range.lowerBound * shape[1] * dtype.byteSize)
     }
 }

@@ -1,0 +1,205 @@
+import Foundation
+
+/// A Hugging Face model folder that moescope cannot open, said in one line that names the file
+/// or config field at fault and what would fix it.
+public enum HubError: Error, CustomStringConvertible, Equatable {
+    case notAModelFolder(path: String, detail: String)
+    case unsupportedArchitecture(path: String, modelType: String)
+    case missingField(path: String, field: String)
+    case badField(path: String, field: String, detail: String)
+    case missingWeight(path: String, tensor: String)
+    case wrongShape(path: String, tensor: String, expected: [Int], found: [Int])
+    case tooLarge(path: String, neededBytes: Int, availableBytes: Int)
+    case unsupportedTokenizer(path: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case let .notAModelFolder(path, detail):
+            return "\(path) is not a Hugging Face model folder: \(detail) — point --model at a folder with config.json and *.safetensors"
+        case let .unsupportedArchitecture(path, modelType):
+            return "\(path)/config.json: model_type \"\(modelType)\" is not supported — moescope opens \(HubArchitecture.supportedList)"
+        case let .missingField(path, field):
+            return "\(path)/config.json lacks the field \"\(field)\" — add it or re-export the config with transformers"
+        case let .badField(path, field, detail):
+            return "\(path)/config.json: field \"\(field)\" \(detail)"
+        case let .missingWeight(path, tensor):
+            return "\(path): no tensor \"\(tensor)\" in the safetensors files — the weights do not match config.json"
+        case let .wrongShape(path, tensor, expected, found):
+            return "\(path): tensor \"\(tensor)\" has shape \(found), config.json implies \(expected)"
+        case let .tooLarge(path, needed, available):
+            return "\(path): the weights take \(Self.gigabytes(needed)) and this machine has \(Self.gigabytes(available)) of memory — use a smaller model or a larger machine"
+        case let .unsupportedTokenizer(path, detail):
+            return "\(path)/tokenizer.json: \(detail) — moescope reads byte-level BPE tokenizers (GPT-2, Qwen, OLMoE style)"
+        }
+    }
+
+    static func gigabytes(_ bytes: Int) -> String { String(format: "%.1f GB", Double(bytes) / 1e9) }
+}
+
+/// The model families moescope reads, each routed exactly as transformers routes it.
+public enum HubArchitecture: String, Sendable, CaseIterable {
+    case mixtral
+    case qwen2MoE = "qwen2_moe"
+    case qwen3MoE = "qwen3_moe"
+    case olmoe
+
+    static var supportedList: String { allCases.map(\.rawValue).joined(separator: ", ") }
+}
+
+/// Where a family puts RMSNorm on the attention's queries and keys, if anywhere.
+public enum QueryKeyNorm: Sendable, Equatable {
+    case none
+    /// Qwen3-MoE: over each head's `head_dim` values.
+    case perHead
+    /// OLMoE: over the whole projection (all heads together), before the heads are split.
+    case wholeProjection
+}
+
+/// What moescope needs from a Hugging Face config.json, with each family's defaults applied
+/// as transformers applies them.
+public struct HubConfig: Sendable, Equatable {
+    public var architecture: HubArchitecture
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var numLayers: Int
+    public var numHeads: Int
+    public var numKeyValueHeads: Int
+    public var headDim: Int
+    public var ropeTheta: Float
+    public var normEpsilon: Float
+    public var tieEmbeddings: Bool
+    /// q, k and v projections have biases (Qwen2-MoE; `attention_bias` elsewhere).
+    public var attentionBias: Bool
+    public var queryKeyNorm: QueryKeyNorm
+    /// OLMoE's `clip_qkv`: q, k and v clamped to ±clip after projection.
+    public var clipQKV: Float?
+
+    public var numExperts: Int
+    public var topK: Int
+    /// Hidden width of each routed expert.
+    public var expertHiddenSize: Int
+    /// Renormalise the k chosen probabilities to sum to 1 (Mixtral always does).
+    public var normalizeTopK: Bool
+    /// Qwen2-MoE's shared expert width (0: none); its output is gated by sigmoid(x·w).
+    public var sharedExpertHiddenSize: Int
+    /// Layers that run a dense SwiGLU MLP instead of experts, and its width.
+    public var denseLayers: Set<Int>
+    public var denseHiddenSize: Int
+
+    public var moeLayers: [Int] { (0..<numLayers).filter { !denseLayers.contains($0) } }
+
+    /// Reads `path/config.json`.
+    public init(folder path: String) throws {
+        let file = "\(path)/config.json"
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw HubError.notAModelFolder(path: path, detail: "no config.json")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data), let json = object as? [String: Any] else {
+            throw HubError.notAModelFolder(path: path, detail: "config.json is not a JSON object")
+        }
+        try self.init(json: json, path: path)
+    }
+
+    public init(json: [String: Any], path: String) throws {
+        let fields = Fields(json: json, path: path)
+        let modelType: String = try fields.required("model_type")
+        guard let architecture = HubArchitecture(rawValue: modelType) else {
+            throw HubError.unsupportedArchitecture(path: path, modelType: modelType)
+        }
+        self.architecture = architecture
+        vocabSize = try fields.positive("vocab_size")
+        hiddenSize = try fields.positive("hidden_size")
+        numLayers = try fields.positive("num_hidden_layers")
+        numHeads = try fields.positive("num_attention_heads")
+        numKeyValueHeads = try fields.optionalPositive("num_key_value_heads") ?? numHeads
+        guard numHeads % numKeyValueHeads == 0 else {
+            throw HubError.badField(path: path, field: "num_key_value_heads", detail: "(\(numKeyValueHeads)) must divide num_attention_heads (\(numHeads))")
+        }
+        headDim = try fields.optionalPositive("head_dim") ?? hiddenSize / numHeads
+        guard headDim % 2 == 0 else { throw HubError.badField(path: path, field: "head_dim", detail: "must be even for rotary embeddings, is \(headDim)") }
+        normEpsilon = Float(try fields.optional("rms_norm_eps") as Double? ?? 1e-6)
+        tieEmbeddings = try fields.optional("tie_word_embeddings") ?? false
+
+        // RoPE: transformers 5 nests it in rope_parameters, earlier versions used rope_theta.
+        let rope = (json["rope_parameters"] as? [String: Any]) ?? (json["rope_scaling"] as? [String: Any])
+        if let type = (rope?["rope_type"] ?? rope?["type"]) as? String, type != "default" {
+            throw HubError.badField(path: path, field: json["rope_parameters"] != nil ? "rope_parameters.rope_type" : "rope_scaling.type",
+                                    detail: "is \"\(type)\"; only the default rotary embedding is supported")
+        }
+        let theta = try (rope?["rope_theta"] as? NSNumber)?.doubleValue ?? fields.optional("rope_theta") ?? 10_000
+        ropeTheta = Float(theta)
+
+        switch architecture {
+        case .mixtral:
+            numExperts = try fields.positive("num_local_experts")
+            expertHiddenSize = try fields.positive("intermediate_size")
+            normalizeTopK = true
+        case .qwen2MoE, .qwen3MoE:
+            numExperts = try fields.optionalPositive("num_experts") ?? fields.positive("num_local_experts")
+            expertHiddenSize = try fields.positive("moe_intermediate_size")
+            normalizeTopK = try fields.optional("norm_topk_prob") ?? false
+        case .olmoe:
+            numExperts = try fields.optionalPositive("num_experts") ?? fields.positive("num_local_experts")
+            expertHiddenSize = try fields.positive("intermediate_size")
+            normalizeTopK = try fields.optional("norm_topk_prob") ?? false
+        }
+        topK = try fields.positive("num_experts_per_tok")
+        guard topK <= numExperts else {
+            throw HubError.badField(path: path, field: "num_experts_per_tok", detail: "(\(topK)) exceeds the number of experts (\(numExperts))")
+        }
+        attentionBias = architecture == .qwen2MoE ? true : (try fields.optional("attention_bias") ?? false)
+        queryKeyNorm = architecture == .qwen3MoE ? .perHead : architecture == .olmoe ? .wholeProjection : .none
+        clipQKV = (try fields.optional("clip_qkv") as Double?).map(Float.init)
+        sharedExpertHiddenSize = architecture == .qwen2MoE ? try fields.optional("shared_expert_intermediate_size") ?? 0 : 0
+
+        // Qwen's dense layers: those in mlp_only_layers, or off the decoder_sparse_step grid.
+        denseHiddenSize = try fields.optional("intermediate_size") ?? 0
+        var dense = Set<Int>()
+        if architecture == .qwen2MoE || architecture == .qwen3MoE {
+            let step: Int = try fields.optional("decoder_sparse_step") ?? 1
+            guard step >= 1 else { throw HubError.badField(path: path, field: "decoder_sparse_step", detail: "must be at least 1, is \(step)") }
+            let only: [Int] = try fields.optional("mlp_only_layers") ?? []
+            for layer in 0..<numLayers where only.contains(layer) || (layer + 1) % step != 0 { dense.insert(layer) }
+        }
+        denseLayers = dense
+        if !dense.isEmpty && denseHiddenSize <= 0 { throw HubError.missingField(path: path, field: "intermediate_size") }
+    }
+}
+
+/// Typed reads of config.json fields, each failure naming the field.
+struct Fields {
+    let json: [String: Any]
+    let path: String
+
+    func optional<T>(_ name: String) throws -> T? {
+        guard let value = json[name], !(value is NSNull) else { return nil }
+        if T.self == Int.self, let n = value as? NSNumber, !(value is Bool) {
+            guard n.doubleValue == n.doubleValue.rounded() else {
+                throw HubError.badField(path: path, field: name, detail: "must be a whole number, is \(n)")
+            }
+            return n.intValue as? T
+        }
+        if T.self == Double.self, let n = value as? NSNumber { return n.doubleValue as? T }
+        if T.self == [Int].self, let list = value as? [NSNumber] { return list.map(\.intValue) as? T }
+        guard let typed = value as? T else {
+            throw HubError.badField(path: path, field: name, detail: "has the wrong type (\(Swift.type(of: value)), expected \(T.self))")
+        }
+        return typed
+    }
+
+    func required<T>(_ name: String) throws -> T {
+        guard let value: T = try optional(name) else { throw HubError.missingField(path: path, field: name) }
+        return value
+    }
+
+    func optionalPositive(_ name: String) throws -> Int? {
+        guard let value: Int = try optional(name) else { return nil }
+        guard value > 0 else { throw HubError.badField(path: path, field: name, detail: "must be positive, is \(value)") }
+        return value
+    }
+
+    func positive(_ name: String) throws -> Int {
+        guard let value = try optionalPositive(name) else { throw HubError.missingField(path: path, field: name) }
+        return value
+    }
+}

@@ -1,0 +1,276 @@
+import Foundation
+import MoECore
+
+/// A Hugging Face MoE checkpoint (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) run for inference with
+/// its weights memory-mapped. The forward pass follows each family's transformers code: RMSNorm
+/// before attention and MLP, rotate-half RoPE, grouped-query attention, and routing as
+/// p = softmax(x·Gᵀ), the top k of p, weights renormalised only where the family does so.
+public struct HubModel: Sendable {
+    public let config: HubConfig
+    public let path: String
+    let embedding: MappedTensor
+    let layers: [HubLayer]
+    let finalNorm: Tensor
+    let lmHead: MappedLinear
+
+    /// Opens `folder`. Fails, before any weight is read, if the weights are larger than
+    /// `memoryLimit` (default: the machine's physical memory), rather than letting the
+    /// kernel's OOM killer end the process mid-run.
+    public init(folder: String, memoryLimit: Int = Int(ProcessInfo.processInfo.physicalMemory)) throws {
+        config = try HubConfig(folder: folder)
+        path = folder
+        let weights = try HubWeights(folder: folder)
+        guard weights.totalBytes <= memoryLimit else {
+            throw HubError.tooLarge(path: folder, neededBytes: weights.totalBytes, availableBytes: memoryLimit)
+        }
+        let (d, c) = (config.hiddenSize, config)
+        embedding = try weights.tensor("model.embed_tokens.weight", shape: [c.vocabSize, d])
+        finalNorm = try weights.tensor("model.norm.weight", shape: [d]).decoded()
+        let head = c.tieEmbeddings && !weights.contains("lm_head.weight") ? embedding : try weights.tensor("lm_head.weight", shape: [c.vocabSize, d])
+        lmHead = MappedLinear(weight: head, bias: nil)
+        layers = try (0..<c.numLayers).map { try HubLayer(index: $0, config: c, weights: weights) }
+    }
+
+    /// The result of running a token sequence: logits per position and the routing of every
+    /// token at every MoE layer (`config.moeLayers`; dense layers route nothing).
+    public struct Output: Sendable {
+        /// [T × vocab]
+        public var logits: Tensor
+        public var routing: [RoutingTrace]
+    }
+
+    public func forward(_ tokens: [Int]) throws -> Output {
+        guard !tokens.isEmpty else { throw InferenceError.emptyInput }
+        if let bad = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
+            throw InferenceError.tokenOutOfRange(token: bad, vocabSize: config.vocabSize)
+        }
+        let d = config.hiddenSize, t = tokens.count
+        var x = Tensor(uninitialized: [t, d])
+        x.scalars.withUnsafeMutableBufferPointer { xp in
+            for (i, token) in tokens.enumerated() { embedding.decodeRows(token..<token + 1, into: xp.baseAddress! + i * d) }
+        }
+        let rope = RotaryEmbedding(headDim: config.headDim, context: t, theta: config.ropeTheta)
+        var perLayer: [[LayerRouting]] = []
+        for layer in layers {
+            x = layer.attentionBlock(x, rope: rope, config: config)
+            if let routing = layer.feedForwardBlock(&x, config: config) { perLayer.append(routing) }
+        }
+        let normed = rmsNorm(x, gain: finalNorm, epsilon: config.normEpsilon)
+        let routing = tokens.enumerated().map { i, token in
+            RoutingTrace(token: token, position: i, layers: perLayer.map { $0[i] })
+        }
+        return Output(logits: lmHead(normed), routing: routing)
+    }
+}
+
+/// RMSNorm of every row of x [N × C] with gain [C].
+func rmsNorm(_ x: Tensor, gain: Tensor, epsilon: Float) -> Tensor {
+    var y = Tensor(uninitialized: x.shape)
+    let cols = gain.count
+    x.scalars.withUnsafeBufferPointer { xp in gain.scalars.withUnsafeBufferPointer { gp in y.scalars.withUnsafeMutableBufferPointer { yp in
+        Kernels.rmsNorm(xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!, rows: x.count / cols, cols: cols, eps: epsilon)
+    } } }
+    return y
+}
+
+/// SwiGLU MLP, down(silu(gate(x)) ⊙ up(x)): a routed expert, a shared expert or a dense layer.
+struct HubMLP: Sendable {
+    let gate: MappedLinear, up: MappedLinear, down: MappedLinear
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let g = gate(x), u = up(x)
+        var hidden = Tensor(uninitialized: g.shape)
+        g.scalars.withUnsafeBufferPointer { gp in u.scalars.withUnsafeBufferPointer { up in hidden.scalars.withUnsafeMutableBufferPointer { hp in
+            Kernels.swiglu(gate: gp.baseAddress!, up: up.baseAddress!, hp.baseAddress!, count: hp.count)
+        } } }
+        return down(hidden)
+    }
+}
+
+/// The router and experts of one MoE layer.
+struct HubMoE: Sendable {
+    let router: Tensor            // [E × d]
+    let experts: [HubMLP]
+    let shared: HubMLP?
+    let sharedGate: Tensor?       // [1 × d]
+}
+
+struct HubLayer: Sendable {
+    let inputNorm: Tensor, postNorm: Tensor
+    let q: MappedLinear, k: MappedLinear, v: MappedLinear, o: MappedLinear
+    let qNorm: Tensor?, kNorm: Tensor?
+    let moe: HubMoE?
+    let dense: HubMLP?
+
+    init(index: Int, config c: HubConfig, weights: HubWeights) throws {
+        let p = "model.layers.\(index)", d = c.hiddenSize
+        let (qWidth, kvWidth) = (c.numHeads * c.headDim, c.numKeyValueHeads * c.headDim)
+        func linear(_ name: String, _ out: Int, _ input: Int, bias: Bool = false) throws -> MappedLinear {
+            MappedLinear(weight: try weights.tensor("\(name).weight", shape: [out, input]),
+                         bias: bias ? try weights.tensor("\(name).bias", shape: [out]).decoded() : nil)
+        }
+        inputNorm = try weights.tensor("\(p).input_layernorm.weight", shape: [d]).decoded()
+        postNorm = try weights.tensor("\(p).post_attention_layernorm.weight", shape: [d]).decoded()
+        q = try linear("\(p).self_attn.q_proj", qWidth, d, bias: c.attentionBias)
+        k = try linear("\(p).self_attn.k_proj", kvWidth, d, bias: c.attentionBias)
+        v = try linear("\(p).self_attn.v_proj", kvWidth, d, bias: c.attentionBias)
+        o = try linear("\(p).self_attn.o_proj", d, qWidth)
+        switch c.queryKeyNorm {
+        case .none: (qNorm, kNorm) = (nil, nil)
+        case .perHead:
+            qNorm = try weights.tensor("\(p).self_attn.q_norm.weight", shape: [c.headDim]).decoded()
+            kNorm = try weights.tensor("\(p).self_attn.k_norm.weight", shape: [c.headDim]).decoded()
+        case .wholeProjection:
+            qNorm = try weights.tensor("\(p).self_attn.q_norm.weight", shape: [qWidth]).decoded()
+            kNorm = try weights.tensor("\(p).self_attn.k_norm.weight", shape: [kvWidth]).decoded()
+        }
+
+        if c.denseLayers.contains(index) {
+            let h = c.denseHiddenSize
+            dense = HubMLP(gate: try linear("\(p).mlp.gate_proj", h, d), up: try linear("\(p).mlp.up_proj", h, d),
+                           down: try linear("\(p).mlp.down_proj", d, h))
+            moe = nil
+            return
+        }
+        dense = nil
+        // Mixtral checkpoints say block_sparse_moe; transformers 5 and the other families say mlp.
+        let block = ["\(p).mlp", "\(p).block_sparse_moe"].first { weights.contains("\($0).gate.weight") } ?? "\(p).mlp"
+        let (e, h) = (c.numExperts, c.expertHiddenSize)
+        let router = try weights.tensor("\(block).gate.weight", shape: [e, d]).decoded()
+        let experts: [HubMLP]
+        if weights.contains("\(block).experts.0.w1.weight") {               // Mixtral: w1 gate, w3 up, w2 down
+            experts = try (0..<e).map { i in
+                let x = "\(block).experts.\(i)"
+                return HubMLP(gate: try linear("\(x).w1", h, d), up: try linear("\(x).w3", h, d), down: try linear("\(x).w2", d, h))
+            }
+        } else if weights.contains("\(block).experts.gate_up_proj") {        // fused [E × 2h × d] and [E × d × h]
+            let gateUp = try weights.tensor("\(block).experts.gate_up_proj", shape: [e, 2 * h, d])
+            let down = try weights.tensor("\(block).experts.down_proj", shape: [e, d, h])
+            experts = (0..<e).map { i in
+                let both = gateUp.slice(i)
+                return HubMLP(gate: MappedLinear(weight: both.rowSlice(0..<h), bias: nil),
+                              up: MappedLinear(weight: both.rowSlice(h..<2 * h), bias: nil),
+                              down: MappedLinear(weight: down.slice(i), bias: nil))
+            }
+        } else {                                                             // gate_proj / up_proj / down_proj per expert
+            experts = try (0..<e).map { i in
+                let x = "\(block).experts.\(i)"
+                return HubMLP(gate: try linear("\(x).gate_proj", h, d), up: try linear("\(x).up_proj", h, d),
+                              down: try linear("\(x).down_proj", d, h))
+            }
+        }
+        var shared: HubMLP?, sharedGate: Tensor?
+        if c.sharedExpertHiddenSize > 0 {
+            let s = c.sharedExpertHiddenSize, x = "\(block).shared_expert"
+            shared = HubMLP(gate: try linear("\(x).gate_proj", s, d), up: try linear("\(x).up_proj", s, d), down: try linear("\(x).down_proj", d, s))
+            sharedGate = try weights.tensor("\(block).shared_expert_gate.weight", shape: [1, d]).decoded()
+        }
+        moe = HubMoE(router: router, experts: experts, shared: shared, sharedGate: sharedGate)
+    }
+
+    /// x + o(attention(norm(x))), causal, grouped-query.
+    func attentionBlock(_ x: Tensor, rope: RotaryEmbedding, config c: HubConfig) -> Tensor {
+        let t = x.rows, hd = c.headDim, heads = c.numHeads, kvHeads = c.numKeyValueHeads
+        let h = rmsNorm(x, gain: inputNorm, epsilon: c.normEpsilon)
+        var qv = q(h), kv = k(h), vv = v(h)
+        switch c.queryKeyNorm {
+        case .none: break
+        case .perHead, .wholeProjection:     // a [hd] gain normalises each head; a full-width one the whole row
+            qv = rmsNorm(qv, gain: qNorm!, epsilon: c.normEpsilon)
+            kv = rmsNorm(kv, gain: kNorm!, epsilon: c.normEpsilon)
+        }
+        if let clip = c.clipQKV {
+            for i in qv.scalars.indices { qv.scalars[i] = min(max(qv.scalars[i], -clip), clip) }
+            for i in kv.scalars.indices { kv.scalars[i] = min(max(kv.scalars[i], -clip), clip) }
+            for i in vv.scalars.indices { vv.scalars[i] = min(max(vv.scalars[i], -clip), clip) }
+        }
+        qv.scalars.withUnsafeMutableBufferPointer { p in for r in 0..<t { rope.apply(p.baseAddress! + r * heads * hd, numHeads: heads, position: r) } }
+        kv.scalars.withUnsafeMutableBufferPointer { p in for r in 0..<t { rope.apply(p.baseAddress! + r * kvHeads * hd, numHeads: kvHeads, position: r) } }
+
+        var attended = Tensor(uninitialized: [t, heads * hd])
+        let scale = 1 / Float(hd).squareRoot(), group = heads / kvHeads
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
+        defer { scores.deallocate() }
+        qv.scalars.withUnsafeBufferPointer { qp in kv.scalars.withUnsafeBufferPointer { kp in vv.scalars.withUnsafeBufferPointer { vp in
+            attended.scalars.withUnsafeMutableBufferPointer { ap in
+                for head in 0..<heads {
+                    let kvHead = head / group
+                    let qHead = Kernels.Operand(qp.baseAddress! + head * hd, leadingDimension: heads * hd)
+                    let kHead = Kernels.Operand(kp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd)
+                    Kernels.gemm(m: t, n: t, k: hd, qHead, kHead.transposed, scores, ldc: t, threads: 1)
+                    for i in 0..<t {
+                        let row = scores + i * t
+                        for j in 0...i { row[j] *= scale }
+                        Kernels.softmax(row, count: i + 1)
+                        (row + i + 1).update(repeating: 0, count: t - i - 1)
+                    }
+                    Kernels.gemm(m: t, n: hd, k: t, .init(scores, leadingDimension: t),
+                                 .init(vp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
+                                 ap.baseAddress! + head * hd, ldc: heads * hd, threads: 1)
+                }
+            }
+        } } }
+        var out = o(attended)
+        out.scalars.withUnsafeMutableBufferPointer { op in x.scalars.withUnsafeBufferPointer { xp in
+            Kernels.axpy(1, xp.baseAddress!, op.baseAddress!, count: op.count)
+        } }
+        return out
+    }
+
+    /// x += MLP(norm(x)); returns the routing of every token when this is an MoE layer.
+    func feedForwardBlock(_ x: inout Tensor, config c: HubConfig) -> [LayerRouting]? {
+        let t = x.rows, d = c.hiddenSize
+        let u = rmsNorm(x, gain: postNorm, epsilon: c.normEpsilon)
+        var y: Tensor
+        var routing: [LayerRouting]? = nil
+        if let dense {
+            y = dense(u)
+        } else {
+            let moe = moe!, e = c.numExperts
+            let began = DispatchTime.now().uptimeNanoseconds
+            var logits = Tensor(uninitialized: [t, e])
+            Tensor.product(u, transposed: false, moe.router, transposed: true, into: &logits, accumulate: false, threads: 1)
+            var probabilities = logits
+            probabilities.scalars.withUnsafeMutableBufferPointer { p in for r in 0..<t { Kernels.softmax(p.baseAddress! + r * e, count: e) } }
+            var choices: [[Int]] = [], weights: [[Float]] = []
+            for r in 0..<t {
+                let chosen = topK(probabilities.row(r), k: c.topK)
+                var w = chosen.map { probabilities.scalars[r * e + $0] }
+                if c.normalizeTopK { let total = w.reduce(0, +); w = w.map { $0 / total } }
+                choices.append(chosen); weights.append(w)
+            }
+            let routerNanoseconds = Double(DispatchTime.now().uptimeNanoseconds - began) / Double(t)
+            y = Tensor(zeros: [t, d])
+            var norms = [[Float]](repeating: [Float](repeating: 0, count: c.topK), count: t)
+            for expert in 0..<e {
+                let slots = (0..<t).flatMap { r in choices[r].indices.filter { choices[r][$0] == expert }.map { (row: r, slot: $0) } }
+                guard !slots.isEmpty else { continue }
+                var input = Tensor(uninitialized: [slots.count, d])
+                for (i, s) in slots.enumerated() { input.scalars.replaceSubrange(i * d ..< (i + 1) * d, with: u.row(s.row)) }
+                let out = moe.experts[expert](input)
+                y.scalars.withUnsafeMutableBufferPointer { yp in out.scalars.withUnsafeBufferPointer { op in
+                    for (i, s) in slots.enumerated() {
+                        norms[s.row][s.slot] = Kernels.sumOfSquares(op.baseAddress! + i * d, count: d).squareRoot()
+                        Kernels.axpy(weights[s.row][s.slot], op.baseAddress! + i * d, yp.baseAddress! + s.row * d, count: d)
+                    }
+                } }
+            }
+            if let shared = moe.shared, let gate = moe.sharedGate {
+                let out = shared(u)
+                var gates = Tensor(uninitialized: [t, 1])
+                Tensor.product(u, transposed: false, gate, transposed: true, into: &gates, accumulate: false, threads: 1)
+                y.scalars.withUnsafeMutableBufferPointer { yp in out.scalars.withUnsafeBufferPointer { op in
+                    for r in 0..<t { Kernels.axpy(Kernels.sigmoid(gates.scalars[r]), op.baseAddress! + r * d, yp.baseAddress! + r * d, count: d) }
+                } }
+            }
+            routing = (0..<t).map { r in
+                LayerRouting(logits: Array(logits.row(r)), probabilities: Array(probabilities.row(r)), experts: choices[r],
+                             weights: weights[r], expertOutputNorms: norms[r], gruHidden: nil, routerNanoseconds: routerNanoseconds)
+            }
+        }
+        x.scalars.withUnsafeMutableBufferPointer { xp in y.scalars.withUnsafeBufferPointer { yp in
+            Kernels.axpy(1, yp.baseAddress!, xp.baseAddress!, count: xp.count)
+        } }
+        return routing
+    }
+}

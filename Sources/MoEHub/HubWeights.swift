@@ -1,0 +1,88 @@
+import Foundation
+import MoECore
+
+/// The safetensors files of a Hugging Face folder: one `model.safetensors`, or the shards that
+/// `model.safetensors.index.json` maps tensor names to. Every file is memory-mapped; tensors
+/// are handed out as `MappedTensor`s, so opening a model reads only the headers.
+public struct HubWeights: Sendable {
+    public let path: String
+    let files: [SafeTensorsFile]
+    let location: [String: Int]   // tensor name → index into files
+    /// Bytes of tensor data over all files.
+    public let totalBytes: Int
+
+    public init(folder path: String) throws {
+        self.path = path
+        let manager = FileManager.default
+        let indexPath = "\(path)/model.safetensors.index.json"
+        var names: [String]
+        if let data = manager.contents(atPath: indexPath) {
+            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let map = object["weight_map"] as? [String: String] else {
+                throw HubError.notAModelFolder(path: path, detail: "model.safetensors.index.json has no \"weight_map\" object")
+            }
+            names = Array(Set(map.values)).sorted()
+        } else {
+            let listing = (try? manager.contentsOfDirectory(atPath: path)) ?? []
+            names = listing.filter { $0.hasSuffix(".safetensors") }.sorted()
+        }
+        guard !names.isEmpty else { throw HubError.notAModelFolder(path: path, detail: "no *.safetensors weights") }
+        var files: [SafeTensorsFile] = [], location: [String: Int] = [:], total = 0
+        for name in names {
+            let file = try SafeTensorsFile(path: "\(path)/\(name)")
+            for (tensor, entry) in file.entries {
+                location[tensor] = files.count
+                total += entry.byteRange.count
+            }
+            files.append(file)
+        }
+        self.files = files
+        self.location = location
+        totalBytes = total
+    }
+
+    public func contains(_ name: String) -> Bool { location[name] != nil }
+
+    /// The tensor `name`, checked against `shape` when given.
+    public func tensor(_ name: String, shape: [Int]? = nil) throws -> MappedTensor {
+        guard let index = location[name] else { throw HubError.missingWeight(path: path, tensor: name) }
+        let tensor = try files[index].mapped(name)
+        if let shape, shape != tensor.shape { throw HubError.wrongShape(path: path, tensor: name, expected: shape, found: tensor.shape) }
+        return tensor
+    }
+}
+
+/// y = x Wᵀ (+ b) with W [out × in] left in its mapped file: W is decoded a block of rows at a
+/// time into a small Float buffer and multiplied on the packed kernel, so no layer is ever held
+/// whole as Floats.
+struct MappedLinear: Sendable {
+    let weight: MappedTensor
+    let bias: Tensor?
+
+    var inFeatures: Int { weight.columns }
+    var outFeatures: Int { weight.rows }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let (n, k, outputs) = (x.rows, inFeatures, outFeatures)
+        precondition(x.cols == k, "\(weight.name) expects \(k) inputs, got \(x.cols)")
+        var y = Tensor(uninitialized: [n, outputs])
+        let block = max(16, 16_384 / max(1, k))   // ~64 KB of decoded rows
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * k)
+        defer { scratch.deallocate() }
+        x.scalars.withUnsafeBufferPointer { xp in y.scalars.withUnsafeMutableBufferPointer { yp in
+            var first = 0
+            while first < outputs {
+                let rows = min(block, outputs - first)
+                weight.decodeRows(first..<first + rows, into: scratch)
+                Kernels.gemm(m: n, n: rows, k: k, .init(xp.baseAddress!, leadingDimension: k),
+                             Kernels.Operand(UnsafePointer(scratch), leadingDimension: k).transposed,
+                             yp.baseAddress! + first, ldc: outputs, threads: 1)
+                first += rows
+            }
+            if let bias {
+                for r in 0..<n { for j in 0..<outputs { yp[r * outputs + j] += bias.scalars[j] } }
+            }
+        } }
+        return y
+    }
+}

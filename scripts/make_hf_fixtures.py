@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Tiny random Hugging Face MoE models and their reference outputs, for moescope's parity tests.
+
+    python3 -m venv .venv && .venv/bin/pip install torch transformers safetensors tokenizers
+    .venv/bin/python scripts/make_hf_fixtures.py          # writes Tests/Fixtures/hf/<family>/
+
+Not part of the tests: the tests read only what this writes (a few hundred KB in all). Each
+family gets config.json, weights, tokenizer.json and reference.safetensors holding the input
+ids, the logits, and every layer's router logits and top-k choices as transformers computes
+them. The families vary what the loader must handle: fused expert tensors (mixtral), a
+sharded index with a shared expert (qwen2_moe), f16 weights with per-head q/k norm
+(qwen3_moe), bf16 weights with whole-projection q/k norm (olmoe).
+"""
+import json, os, shutil, sys
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+from transformers import AutoConfig, AutoModelForCausalLM
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "Tests", "Fixtures", "hf")
+TEXT = "Routers pick experts: über 42 tokens, naïve café — and 'quotes' too!\n  def f(x): return x*2"
+VOCAB = 320
+COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6, tie_word_embeddings=False)
+FAMILIES = {
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=16, rope_theta=1e6),
+    "qwen2_moe": dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=16, intermediate_size=24,
+                      shared_expert_intermediate_size=24, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[]),
+    "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, intermediate_size=24,
+                      norm_topk_prob=True, head_dim=12, decoder_sparse_step=1, mlp_only_layers=[]),
+    "olmoe": dict(num_experts=8, num_experts_per_tok=3, intermediate_size=16, norm_topk_prob=False, clip_qkv=2.0),
+}
+DTYPES = {"mixtral": torch.float32, "qwen2_moe": torch.float32, "qwen3_moe": torch.float16, "olmoe": torch.bfloat16}
+
+
+def tokenizer():
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [TEXT, "the router routes tokens to experts", "café naïve über", "def return x y z", "  spaces\n\nlines"] * 20
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                        special_tokens=["<|endoftext|>"], show_progress=False))
+    return tok
+
+
+def main():
+    tok = tokenizer()
+    ids = tok.encode(TEXT).ids
+    for family, extra in FAMILIES.items():
+        torch.manual_seed(sum(map(ord, family)))
+        config = AutoConfig.for_model(family, **COMMON, **extra)
+        model = AutoModelForCausalLM.from_config(config).eval()
+        with torch.no_grad():   # larger weights than the 0.02 init, so routing and logits are not near-ties
+            for p in model.parameters():
+                p.normal_(0, 0.3) if p.dim() > 1 else p.uniform_(0.5, 1.5)
+            # Round to the stored precision, so the reference is what moescope will read.
+            for p in model.parameters():
+                p.copy_(p.to(DTYPES[family]).float())
+        captured = {}
+        def hook(name):
+            def record(module, inputs, output):
+                logits, _, indices = output
+                captured[name] = (logits.detach().float().clone(), indices.detach().clone())
+            return record
+        for name, module in model.named_modules():
+            if name.endswith("gate") and hasattr(module, "top_k"):
+                module.register_forward_hook(hook(name))
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0].float()
+        out = os.path.join(OUT, family)
+        shutil.rmtree(out, ignore_errors=True)
+        if family == "mixtral":
+            # transformers' own in-memory layout: fused gate_up_proj / down_proj per layer.
+            os.makedirs(out)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, "model.safetensors"))
+            config.save_pretrained(out)
+        else:
+            model.to(DTYPES[family]).save_pretrained(out, max_shard_size="60KB" if family == "qwen2_moe" else "50MB")
+        tok.save(os.path.join(out, "tokenizer.json"))
+        # Integers stored as F32 (exact at these sizes), the dtypes moescope reads.
+        reference = {"input_ids": torch.tensor(ids, dtype=torch.float32), "logits": logits}
+        layers = sorted(captured, key=lambda n: int(n.split(".")[2]))
+        for i, name in enumerate(layers):
+            reference[f"router_logits.{i}"] = captured[name][0]
+            reference[f"top_k.{i}"] = captured[name][1].to(torch.float32)
+        save_file(reference, os.path.join(out, "reference.safetensors"), metadata={"text": TEXT, "transformers": __import__("transformers").__version__})
+        print(family, "->", out, sorted(os.listdir(out)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
