@@ -14,11 +14,11 @@ sharded index with a shared expert (qwen2_moe), f16 weights with per-head q/k no
 import json, os, shutil, sys
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "Tests", "Fixtures", "hf")
-TEXT = "Routers pick experts: über 42 tokens, naïve café — and 'quotes' too!\n  def f(x): return x*2"
+TEXT = "Routers pick experts: über 42 tokens, naïve café — and 'quotes' too!\n  def f(x): return x*2<|endoftext|>It's 2026."
 VOCAB = 320
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6, tie_word_embeddings=False)
@@ -33,9 +33,19 @@ FAMILIES = {
 DTYPES = {"mixtral": torch.float32, "qwen2_moe": torch.float32, "qwen3_moe": torch.float16, "olmoe": torch.bfloat16}
 
 
-def tokenizer():
+# Qwen2's pre-tokenizer: its own split regex, then byte-level without GPT-2's regex, after NFC.
+QWEN_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+
+
+def tokenizer(style):
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if style == "qwen":
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     corpus = [TEXT, "the router routes tokens to experts", "café naïve über", "def return x y z", "  spaces\n\nlines"] * 20
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -44,9 +54,9 @@ def tokenizer():
 
 
 def main():
-    tok = tokenizer()
-    ids = tok.encode(TEXT).ids
     for family, extra in FAMILIES.items():
+        tok = tokenizer("qwen" if family.startswith("qwen") else "gpt2")
+        ids = tok.encode(TEXT).ids
         torch.manual_seed(sum(map(ord, family)))
         config = AutoConfig.for_model(family, **COMMON, **extra)
         model = AutoModelForCausalLM.from_config(config).eval()

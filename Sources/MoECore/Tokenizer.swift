@@ -4,7 +4,7 @@ import Foundation
 /// each learned merge adds one id, and special tokens come last. Text is first split into
 /// word-like chunks ("␣word", digit runs, punctuation runs, whitespace) and merges never cross a
 /// chunk, so tokens read as sub-words. Any UTF-8 text round-trips exactly; any id sequence decodes.
-public struct Tokenizer: Sendable, Equatable {
+public struct Tokenizer: TextTokenizer, Equatable {
     public struct Pair: Hashable, Sendable, Comparable {
         public var first: Int, second: Int
         public init(_ first: Int, _ second: Int) { self.first = first; self.second = second }
@@ -129,18 +129,6 @@ public struct Tokenizer: Sendable, Equatable {
         return Array("\u{FFFD}".utf8)
     }
 
-    /// Text of a token sequence; invalid UTF-8 (a sequence cut mid-character) becomes U+FFFD.
-    public func decode(_ ids: [Int]) -> String {
-        String(decoding: ids.flatMap { bytes(of: $0) }, as: UTF8.self)
-    }
-
-    /// How one token reads on its own, for display: a token that is part of a multi-byte
-    /// character shows its bytes in hex, e.g. ‹e2 80›.
-    public func displayText(of id: Int) -> String {
-        let raw = bytes(of: id)
-        if let text = String(validating: raw, as: UTF8.self) { return text }
-        return "‹" + raw.map { String(format: "%02x", $0) }.joined(separator: " ") + "›"
-    }
 
     // MARK: Training
 
@@ -235,5 +223,29 @@ public struct Tokenizer: Sendable, Equatable {
             }
         }
         return Tokenizer(merges: file.merges.map { Pair($0[0], $0[1]) }, specialTokens: file.specialTokens)
+    }
+}
+
+/// What the explorer, `trace` and `analyze` need of a tokenizer: moescope's own, or a Hugging
+/// Face tokenizer.json.
+public protocol TextTokenizer: Sendable {
+    var vocabSize: Int { get }
+    func encode(_ text: String) -> [Int]
+    /// The bytes of one token (U+FFFD's bytes for an unknown id).
+    func bytes(of id: Int) -> [UInt8]
+}
+
+extension TextTokenizer {
+    /// Text of a token sequence; invalid UTF-8 (a sequence cut mid-character) becomes U+FFFD.
+    public func decode(_ ids: [Int]) -> String {
+        String(decoding: ids.flatMap { bytes(of: $0) }, as: UTF8.self)
+    }
+
+    /// How one token reads on its own, for display: a token that is part of a multi-byte
+    /// character shows its bytes in hex, e.g. ‹e2 80›.
+    public func displayText(of id: Int) -> String {
+        let raw = bytes(of: id)
+        if let text = String(validating: raw, as: UTF8.self) { return text }
+        return "‹" + raw.map { String(format: "%02x", $0) }.joined(separator: " ") + "›"
     }
 }

@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+import MoECore
+@testable import MoEHub
+
+/// tokenizer.json parity, and the one-line errors for folders moescope cannot open.
+@Suite struct HubLoadingTests {
+    static let fixtures = HubParityTests.fixtures
+
+    /// GPT-2-style (ByteLevel regex) and Qwen-style (NFC, Split regex, ByteLevel) tokenizers give
+    /// the ids the tokenizers library gave, special token included, and decode back to the text.
+    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"])
+    func tokenizerMatchesTokenizersLibrary(family: String) throws {
+        let folder = "\(Self.fixtures)/\(family)"
+        let reference = try HubParityTests.Reference(folder: folder)
+        let tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
+        #expect(reference.text.contains("<|endoftext|>"))
+        #expect(tokenizer.encode(reference.text) == reference.ids)
+        #expect(tokenizer.decode(reference.ids) == reference.text)
+        #expect(tokenizer.displayText(of: tokenizer.encode("é")[0]).hasPrefix("‹") || tokenizer.encode("é").count == 1)
+    }
+
+    func scratchFolder(config: [String: Any], copying files: [String] = [], from family: String = "mixtral") throws -> String {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("hub-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: "\(folder)/config.json"))
+        for file in files { try FileManager.default.copyItem(atPath: "\(Self.fixtures)/\(family)/\(file)", toPath: "\(folder)/\(file)") }
+        return folder
+    }
+
+    func fixtureConfig(_ family: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(Self.fixtures)/\(family)/config.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
+    @Test func configErrorsNameTheField() throws {
+        var config = try fixtureConfig("mixtral")
+        config["model_type"] = "gpt_oss"
+        var folder = try scratchFolder(config: config)
+        #expect { try HubConfig(folder: folder) } throws: { "\($0)".contains("model_type \"gpt_oss\" is not supported") }
+
+        config = try fixtureConfig("mixtral")
+        config.removeValue(forKey: "num_local_experts")
+        folder = try scratchFolder(config: config)
+        #expect { try HubConfig(folder: folder) } throws: { "\($0)".contains("lacks the field \"num_local_experts\"") }
+
+        config = try fixtureConfig("qwen3_moe")
+        config["num_key_value_heads"] = 3
+        folder = try scratchFolder(config: config)
+        #expect { try HubConfig(folder: folder) } throws: { "\($0)".contains("\"num_key_value_heads\" (3) must divide") }
+
+        config = try fixtureConfig("olmoe")
+        config["hidden_size"] = "wide"
+        folder = try scratchFolder(config: config)
+        #expect { try HubConfig(folder: folder) } throws: { "\($0)".contains("\"hidden_size\" has the wrong type") }
+
+        config = try fixtureConfig("olmoe")
+        config["rope_parameters"] = ["rope_type": "yarn", "rope_theta": 10000]
+        folder = try scratchFolder(config: config)
+        #expect { try HubConfig(folder: folder) } throws: { "\($0)".contains("rope_parameters.rope_type") }
+
+        #expect { try HubConfig(folder: "/nonexistent") } throws: { "\($0)".contains("no config.json") }
+    }
+
+    @Test func weightsThatDoNotMatchTheConfigAreNamed() throws {
+        var config = try fixtureConfig("mixtral")
+        config["hidden_size"] = 48
+        let folder = try scratchFolder(config: config, copying: ["model.safetensors"])
+        #expect { try HubModel(folder: folder) } throws: { "\($0)".contains("model.embed_tokens.weight\" has shape [320, 32], config.json implies [320, 48]") }
+
+        let empty = try scratchFolder(config: try fixtureConfig("mixtral"))
+        #expect { try HubModel(folder: empty) } throws: { "\($0)".contains("no *.safetensors weights") }
+    }
+
+    /// A model larger than memory is refused up front, before anything is read.
+    @Test func tooLargeForMemoryIsRefused() throws {
+        let folder = "\(Self.fixtures)/olmoe"
+        #expect { try HubModel(folder: folder, memoryLimit: 1000) } throws: { error in
+            "\(error)".contains("the weights take") && "\(error)".contains("use a smaller model")
+        }
+    }
+
+    @Test func unsupportedTokenizersAreRefused() throws {
+        let folder = try scratchFolder(config: try fixtureConfig("mixtral"))
+        let sentencePiece: [String: Any] = ["model": ["type": "BPE", "vocab": ["a": 0], "merges": [], "byte_fallback": true],
+                                            "pre_tokenizer": ["type": "Metaspace"]]
+        try JSONSerialization.data(withJSONObject: sentencePiece).write(to: URL(fileURLWithPath: "\(folder)/tokenizer.json"))
+        #expect { try HubTokenizer(file: "\(folder)/tokenizer.json") } throws: { "\($0)".contains("byte_fallback") }
+        let unigram: [String: Any] = ["model": ["type": "Unigram", "vocab": []]]
+        try JSONSerialization.data(withJSONObject: unigram).write(to: URL(fileURLWithPath: "\(folder)/tokenizer.json"))
+        #expect { try HubTokenizer(file: "\(folder)/tokenizer.json") } throws: { "\($0)".contains("model.type is \"Unigram\", not BPE") }
+    }
+}
