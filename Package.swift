@@ -44,6 +44,7 @@ let package = Package(
                 "MoECore",
                 "MoETraining",
                 "MoEAnalysis",
+                "MoEHub",
                 "MoEScopeUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -53,7 +54,7 @@ let package = Package(
         .testTarget(name: "MoETrainingTests", dependencies: ["MoETraining"], swiftSettings: simdSettings),
         .testTarget(name: "MoEAnalysisTests", dependencies: ["MoEAnalysis"], swiftSettings: simdSettings),
         .testTarget(name: "MoEHubTests", dependencies: ["MoEHub"], swiftSettings: simdSettings),
-        .testTarget(name: "MoEScopeUITests", dependencies: ["MoEScopeUI"], swiftSettings: simdSettings),
+        .testTarget(name: "MoEScopeUITests", dependencies: ["MoEScopeUI", "MoEHub"], swiftSettings: simdSettings),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -48,8 +48,9 @@ public struct AnalysisReport: Codable, Sendable {
         public var gateNormRankCorrelation: Double
         /// How often the top-1 gate is the expert with the largest output norm.
         public var topOneNormAgreement: Double
-        public var expertSimilarity: [[Double]]
-        public var meanExpertSimilarity: Double
+        /// Nil for a model whose expert weights were too large to read (a large Hugging Face model).
+        public var expertSimilarity: [[Double]]?
+        public var meanExpertSimilarity: Double?
         /// The tokens each expert receives most often (top-k slots).
         public var topTokens: [[TokenCount]]
 
@@ -83,11 +84,11 @@ public struct AnalysisReport: Codable, Sendable {
     }
 
     /// `textsByDomain`: the routed tokens of each domain (one domain, "text", for a single text).
-    public init(model: MoEModel, tokenizer: Tokenizer, checkpoint: String, randomInit: Bool,
+    public init(model: any RoutingModel, tokenizer: any TextTokenizer, checkpoint: String, randomInit: Bool,
                 tracesByDomain: [(domain: String, traces: [RoutingTrace])], topTokenCount: Int = 5) {
-        let config = model.config
-        var summary = RoutingSummary(numLayers: config.numLayers, numExperts: config.numExperts)
-        var specialisation = Specialisation(numLayers: config.numLayers, numExperts: config.numExperts)
+        let layerCount = model.routedLayerCount
+        var summary = RoutingSummary(numLayers: layerCount, numExperts: model.numExperts)
+        var specialisation = Specialisation(numLayers: layerCount, numExperts: model.numExperts)
         var all: [RoutingTrace] = []
         for (domain, traces) in tracesByDomain {
             summary.add(traces)
@@ -96,14 +97,14 @@ public struct AnalysisReport: Codable, Sendable {
         }
         let norms = NormPreference(traces: all)
         let similarity = ExpertSimilarity(model: model)
-        router = config.router.rawValue
+        router = model.routerKind?.rawValue ?? model.routerName
         self.checkpoint = checkpoint
         self.randomInit = randomInit
         tokens = summary.tokenCount
-        numExperts = config.numExperts
-        topK = config.topK
+        numExperts = model.numExperts
+        topK = model.topK
         crossLayerMutualInformation = summary.crossLayerMutualInformation
-        layers = (0..<config.numLayers).map { i in
+        layers = (0..<layerCount).map { i in
             LayerReport(
                 layer: i, entropy: Distribution(summary.entropies[i]), expertShares: summary.load[i].shares,
                 loadCV: summary.load[i].coefficientOfVariation, maxViolation: summary.load[i].maxViolation,
@@ -111,8 +112,8 @@ public struct AnalysisReport: Codable, Sendable {
                 innerBalance: median(summary.topRatios[i]), outerBalance: median(summary.topKMass[i]),
                 gateNormRankCorrelation: norms.meanRankCorrelation.indices.contains(i) ? norms.meanRankCorrelation[i] : 0,
                 topOneNormAgreement: norms.topOneAgreement.indices.contains(i) ? norms.topOneAgreement[i] : 0,
-                expertSimilarity: similarity.matrices[i], meanExpertSimilarity: similarity.meanByLayer[i],
-                topTokens: (0..<config.numExperts).map { e in
+                expertSimilarity: similarity?.matrices[i], meanExpertSimilarity: similarity?.meanByLayer[i],
+                topTokens: (0..<model.numExperts).map { e in
                     specialisation.topTokens(layer: i, expert: e, count: topTokenCount).map {
                         TokenCount(tokenID: $0.token, text: tokenizer.displayText(of: $0.token), count: $0.count)
                     }
@@ -120,8 +121,8 @@ public struct AnalysisReport: Codable, Sendable {
         }
         domains = specialisation.domains.map { domain in
             DomainReport(domain: domain,
-                         sharesByLayer: (0..<config.numLayers).map { specialisation.shares(domain: domain, layer: $0) },
-                         mostSpecific: (0..<config.numLayers).map {
+                         sharesByLayer: (0..<layerCount).map { specialisation.shares(domain: domain, layer: $0) },
+                         mostSpecific: (0..<layerCount).map {
                              let best = specialisation.mostSpecificExpert(domain: domain, layer: $0)
                              return SpecificExpert(expert: best.expert, lift: best.lift)
                          })

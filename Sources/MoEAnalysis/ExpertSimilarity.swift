@@ -9,10 +9,14 @@ public struct ExpertSimilarity: Codable, Sendable, Equatable {
     /// Per layer, E × E cosine similarities.
     public var matrices: [[[Double]]]
 
-    public init(model: MoEModel) {
-        matrices = model.layers.map { layer in
-            Self.cosineMatrix(layer.moe.experts.map { Self.signature($0) })
+    /// Nil when the model does not offer its expert weights (too large to read them all).
+    public init?(model: any RoutingModel) {
+        var matrices: [[[Double]]] = []
+        for layer in 0..<model.routedLayerCount {
+            guard let experts = model.expertWeights(routedLayer: layer) else { return nil }
+            matrices.append(Self.cosineMatrix(experts.map { Self.signature(gate: $0.gate, up: $0.up, down: $0.down) }))
         }
+        self.matrices = matrices
     }
 
     /// Mean similarity of distinct expert pairs, per layer.
@@ -26,8 +30,8 @@ public struct ExpertSimilarity: Codable, Sendable, Equatable {
         }
     }
 
-    static func signature(_ expert: SwiGLUExpert) -> [Double] {
-        normalized(rowMean(expert.gate.weight)) + normalized(rowMean(expert.up.weight)) + normalized(rowMean(expert.down.weight.transposed()))
+    static func signature(gate: Tensor, up: Tensor, down: Tensor) -> [Double] {
+        normalized(rowMean(gate)) + normalized(rowMean(up)) + normalized(rowMean(down.transposed()))
     }
 
     /// Mean of the rows of a [rows × cols] matrix.

@@ -67,6 +67,8 @@ public struct HubConfig: Sendable, Equatable {
     public var headDim: Int
     public var ropeTheta: Float
     public var normEpsilon: Float
+    /// `max_position_embeddings`: the longest sequence it runs.
+    public var contextLength: Int
     public var tieEmbeddings: Bool
     /// q, k and v projections have biases (Qwen2-MoE; `attention_bias` elsewhere).
     public var attentionBias: Bool
@@ -119,6 +121,7 @@ public struct HubConfig: Sendable, Equatable {
         guard headDim % 2 == 0 else { throw HubError.badField(path: path, field: "head_dim", detail: "must be even for rotary embeddings, is \(headDim)") }
         normEpsilon = Float(try fields.optional("rms_norm_eps") as Double? ?? 1e-6)
         tieEmbeddings = try fields.optional("tie_word_embeddings") ?? false
+        contextLength = try fields.positive("max_position_embeddings")
 
         // RoPE: transformers 5 nests it in rope_parameters, earlier versions used rope_theta.
         let rope = (json["rope_parameters"] as? [String: Any]) ?? (json["rope_scaling"] as? [String: Any])

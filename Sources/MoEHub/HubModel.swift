@@ -12,6 +12,8 @@ public struct HubModel: Sendable {
     let layers: [HubLayer]
     let finalNorm: Tensor
     let lmHead: MappedLinear
+    /// Bytes of all the weights (what mapping them whole would take).
+    public let weightBytes: Int
 
     /// Opens `folder`. Fails, before any weight is read, if the weights are larger than
     /// `memoryLimit` (default: the machine's physical memory), rather than letting the
@@ -20,6 +22,7 @@ public struct HubModel: Sendable {
         config = try HubConfig(folder: folder)
         path = folder
         let weights = try HubWeights(folder: folder)
+        weightBytes = weights.totalBytes
         guard weights.totalBytes <= memoryLimit else {
             throw HubError.tooLarge(path: folder, neededBytes: weights.totalBytes, availableBytes: memoryLimit)
         }
@@ -39,8 +42,13 @@ public struct HubModel: Sendable {
         public var routing: [RoutingTrace]
     }
 
-    public func forward(_ tokens: [Int]) throws -> Output {
+    /// Runs `tokens` from position 0. `allExpertNorms` runs every expert on every token to
+    /// record all their output norms (the "Closer Look" analysis), E/k times the expert cost.
+    public func forward(_ tokens: [Int], allExpertNorms: Bool = false) throws -> Output {
         guard !tokens.isEmpty else { throw InferenceError.emptyInput }
+        guard tokens.count <= config.contextLength else {
+            throw InferenceError.contextFull(needed: tokens.count, capacity: config.contextLength)
+        }
         if let bad = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
             throw InferenceError.tokenOutOfRange(token: bad, vocabSize: config.vocabSize)
         }
@@ -53,7 +61,7 @@ public struct HubModel: Sendable {
         var perLayer: [[LayerRouting]] = []
         for layer in layers {
             x = layer.attentionBlock(x, rope: rope, config: config)
-            if let routing = layer.feedForwardBlock(&x, config: config) { perLayer.append(routing) }
+            if let routing = layer.feedForwardBlock(&x, config: config, allExpertNorms: allExpertNorms) { perLayer.append(routing) }
         }
         let normed = rmsNorm(x, gain: finalNorm, epsilon: config.normEpsilon)
         let routing = tokens.enumerated().map { i, token in
@@ -218,7 +226,7 @@ struct HubLayer: Sendable {
     }
 
     /// x += MLP(norm(x)); returns the routing of every token when this is an MoE layer.
-    func feedForwardBlock(_ x: inout Tensor, config c: HubConfig) -> [LayerRouting]? {
+    func feedForwardBlock(_ x: inout Tensor, config c: HubConfig, allExpertNorms: Bool) -> [LayerRouting]? {
         let t = x.rows, d = c.hiddenSize
         let u = rmsNorm(x, gain: postNorm, epsilon: c.normEpsilon)
         var y: Tensor
@@ -242,16 +250,24 @@ struct HubLayer: Sendable {
             let routerNanoseconds = Double(DispatchTime.now().uptimeNanoseconds - began) / Double(t)
             y = Tensor(zeros: [t, d])
             var norms = [[Float]](repeating: [Float](repeating: 0, count: c.topK), count: t)
+            var allNorms = [[Float]](repeating: [Float](repeating: 0, count: e), count: allExpertNorms ? t : 0)
             for expert in 0..<e {
                 let slots = (0..<t).flatMap { r in choices[r].indices.filter { choices[r][$0] == expert }.map { (row: r, slot: $0) } }
-                guard !slots.isEmpty else { continue }
-                var input = Tensor(uninitialized: [slots.count, d])
-                for (i, s) in slots.enumerated() { input.scalars.replaceSubrange(i * d ..< (i + 1) * d, with: u.row(s.row)) }
+                guard !slots.isEmpty || allExpertNorms else { continue }
+                // Only the routed rows, or every row when all norms are wanted (then the
+                // routed ones are read from the same output).
+                let rows = allExpertNorms ? Array(0..<t) : slots.map(\.row)
+                var input = Tensor(uninitialized: [rows.count, d])
+                for (i, r) in rows.enumerated() { input.scalars.replaceSubrange(i * d ..< (i + 1) * d, with: u.row(r)) }
                 let out = moe.experts[expert](input)
                 y.scalars.withUnsafeMutableBufferPointer { yp in out.scalars.withUnsafeBufferPointer { op in
+                    if allExpertNorms {
+                        for r in 0..<t { allNorms[r][expert] = Kernels.sumOfSquares(op.baseAddress! + r * d, count: d).squareRoot() }
+                    }
                     for (i, s) in slots.enumerated() {
-                        norms[s.row][s.slot] = Kernels.sumOfSquares(op.baseAddress! + i * d, count: d).squareRoot()
-                        Kernels.axpy(weights[s.row][s.slot], op.baseAddress! + i * d, yp.baseAddress! + s.row * d, count: d)
+                        let row = op.baseAddress! + (allExpertNorms ? s.row : i) * d
+                        norms[s.row][s.slot] = Kernels.sumOfSquares(row, count: d).squareRoot()
+                        Kernels.axpy(weights[s.row][s.slot], row, yp.baseAddress! + s.row * d, count: d)
                     }
                 } }
             }
@@ -264,13 +280,47 @@ struct HubLayer: Sendable {
                 } }
             }
             routing = (0..<t).map { r in
-                LayerRouting(logits: Array(logits.row(r)), probabilities: Array(probabilities.row(r)), experts: choices[r],
-                             weights: weights[r], expertOutputNorms: norms[r], gruHidden: nil, routerNanoseconds: routerNanoseconds)
+                var layer = LayerRouting(logits: Array(logits.row(r)), probabilities: Array(probabilities.row(r)), experts: choices[r],
+                                         weights: weights[r], expertOutputNorms: norms[r], gruHidden: nil, routerNanoseconds: routerNanoseconds)
+                if allExpertNorms { layer.allExpertOutputNorms = allNorms[r] }
+                return layer
             }
         }
         x.scalars.withUnsafeMutableBufferPointer { xp in y.scalars.withUnsafeBufferPointer { yp in
             Kernels.axpy(1, yp.baseAddress!, xp.baseAddress!, count: xp.count)
         } }
         return routing
+    }
+}
+
+extension HubModel: RoutingModel {
+    public var routerName: String { "\(config.architecture.rawValue) softmax top-\(config.topK)" }
+    public var routerKind: RouterKind? { nil }
+    public var routedLayerCount: Int { config.moeLayers.count }
+    public var numExperts: Int { config.numExperts }
+    public var topK: Int { config.topK }
+    public var vocabSize: Int { config.vocabSize }
+    public var contextLength: Int { config.contextLength }
+
+    public func makeDecoder() -> any RoutingDecoder { PrefixDecoder(model: self) }
+
+    /// Decoded for models up to 2 GB of weights; reading a larger model's every expert would
+    /// stall the explorer, so its similarity view says so instead.
+    public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {
+        guard weightBytes <= 2_000_000_000, let moe = layers[config.moeLayers[routedLayer]].moe else { return nil }
+        return moe.experts.map { ($0.gate.weight.decoded(), $0.up.weight.decoded(), $0.down.weight.decoded()) }
+    }
+
+    /// No KV cache (yet): each feed re-runs the whole prefix and keeps the new positions'
+    /// routing, which is exact and, at the sizes the explorer shows, fast enough.
+    struct PrefixDecoder: RoutingDecoder {
+        let model: HubModel
+        var tokens: [Int] = []
+
+        mutating func feed(_ new: [Int], allExpertNorms: Bool) throws -> (routing: [RoutingTrace], lastLogits: [Float]) {
+            let output = try model.forward(tokens + new, allExpertNorms: allExpertNorms)
+            tokens += new
+            return (Array(output.routing.suffix(new.count)), Array(output.logits.row(output.logits.rows - 1)))
+        }
     }
 }

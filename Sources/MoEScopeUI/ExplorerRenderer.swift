@@ -37,7 +37,7 @@ public enum ExplorerRenderer {
         let session = state.session
         let parts = [
             "moescope",
-            "router \(session.router.displayName) [\(session.router.number)/\(RouterKind.allCases.count)]",
+            session.router.map { "router \($0.displayName) [\($0.number)/\(RouterKind.allCases.count)]" } ?? "router \(session.model.routerName)",
             session.label,
             "token \(state.cursor + 1)/\(state.tokenCount)",
             "layer L\(state.layer) of \(state.numLayers)",
@@ -123,7 +123,7 @@ enum DashboardView {
             grid.put(selected ? "▸ L\(i)" : "  L\(i)", x: x + 2, y: y + 2 + i, style: CellStyle(bold: selected))
             heatRow(routing, palette: state.palette, into: &grid, x: x + 8, y: y + 2 + i)
         }
-        grid.put("[nn] = chosen top-\(state.session.model.config.topK) · nn = router probability %", x: x + 2, y: y + height - 2, style: CellStyle(dim: true), maxWidth: width - 4)
+        grid.put("[nn] = chosen top-\(state.session.model.topK) · nn = router probability %", x: x + 2, y: y + height - 2, style: CellStyle(dim: true), maxWidth: width - 4)
     }
 
     /// Recent tokens × experts at the selected layer.
@@ -147,12 +147,13 @@ enum DashboardView {
         let router = state.session.router
         guard router == .gru else {
             grid.box(x: x, y: y, width: width, height: height, title: "Router state")
-            let lines = ["The \(router.displayName) router has no recurrent state: it routes every layer",
+            let lines = ["The \(router?.displayName ?? state.session.model.routerName) router has no recurrent state: it routes every layer",
                          "independently from that layer's hidden state alone.",
-                         "Equation: \(router.equation)",
-                         "Press 7 for the GRU (RMoE) router, whose state flows down the layers."]
+                         "Equation: \(router?.equation ?? "p = softmax(x·Wᵀ), top-k of p (the Hugging Face model's own gate)")",
+                         router == nil ? "moescope's GRU (RMoE) router is in its own models: run moescope without --model, press 7."
+                                       : "Press 7 for the GRU (RMoE) router, whose state flows down the layers."]
             for (i, line) in lines.enumerated() { grid.put(line, x: x + 2, y: y + 1 + i, maxWidth: width - 4) }
-            if let hybrid = state.session.model.router as? HybridRouter {
+            if let hybrid = (state.session.model as? MoEModel)?.router as? HybridRouter {
                 // The Hybrid router's own state: how much of each layer's logits is the linear part.
                 let alphas = (0..<state.numLayers).map { String(format: "L%d %.2f", $0, hybrid.mix(layer: $0)) }
                 grid.put("α, the Linear share: " + alphas.joined(separator: " "), x: x + 2, y: y + 2 + lines.count, maxWidth: width - 4)
@@ -348,7 +349,11 @@ enum ExpertNormView {
 /// Cosine similarity of the experts' weights at the selected layer, and its mean by layer.
 enum ExpertSimilarityView {
     static func draw(_ state: ExplorerState, into grid: inout CellGrid, top: Int, height: Int) {
-        let similarity = state.session.expertSimilarity
+        guard let similarity = state.session.expertSimilarity else {
+            grid.box(x: 0, y: top, width: grid.width, height: height, title: "Expert weight similarity")
+            grid.put("This model's experts are too large to read whole here, so their similarity is not computed.", x: 2, y: top + 2, maxWidth: grid.width - 4)
+            return
+        }
         let matrix = similarity.matrices[state.layer]
         grid.box(x: 0, y: top, width: grid.width, height: height, title: "Expert weight similarity · layer L\(state.layer) (↑/↓ changes layer)")
         for e in 0..<state.numExperts { grid.put(String(format: "  E%-2d  ", e), x: 8 + e * 7, y: top + 2, style: state.palette.expert(e)) }

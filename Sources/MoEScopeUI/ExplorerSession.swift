@@ -5,30 +5,32 @@ import MoECore
 /// right, so each step costs one incremental decode. Everything the views read about the
 /// model's behaviour comes from `traces`.
 public struct ExplorerSession {
-    public let model: MoEModel
-    public let tokenizer: Tokenizer
-    /// Router, and where its weights came from (shown in the status line).
+    public let model: any RoutingModel
+    public let tokenizer: any TextTokenizer
+    /// Where the weights came from (shown in the status line).
     public let label: String
     public let isRandomInit: Bool
     /// The text's token ids (generation appends to it).
     public private(set) var tokens: [Int]
     /// Routing of tokens[0 ..< traces.count], decoded so far.
     public private(set) var traces: [RoutingTrace] = []
-    private var cache: KVCache
+    private var decoder: any RoutingDecoder
     private var lastLogits: [Float] = []
     private var sampler = SeededGenerator(seed: 2024)
-    /// Cosine similarity of the experts' weights, per layer (fixed for a model).
-    public let expertSimilarity: ExpertSimilarity
+    /// Cosine similarity of the experts' weights, per layer (fixed for a model); nil when the
+    /// model's experts are too large to read whole.
+    public let expertSimilarity: ExpertSimilarity?
 
-    public init(model: MoEModel, tokenizer: Tokenizer, label: String, isRandomInit: Bool, tokens: [Int]) {
+    public init(model: any RoutingModel, tokenizer: any TextTokenizer, label: String, isRandomInit: Bool, tokens: [Int]) {
         self.model = model; self.tokenizer = tokenizer; self.label = label; self.isRandomInit = isRandomInit
-        self.tokens = Array(tokens.prefix(model.config.contextLength))
-        cache = model.makeCache()
+        self.tokens = Array(tokens.prefix(model.contextLength))
+        decoder = model.makeDecoder()
         expertSimilarity = ExpertSimilarity(model: model)
     }
 
-    public var router: RouterKind { model.config.router }
-    public var capacity: Int { model.config.contextLength }
+    /// moescope's router kind; nil for a Hugging Face model, whose router is its own.
+    public var router: RouterKind? { model.routerKind }
+    public var capacity: Int { model.contextLength }
 
     /// Decodes tokens up to and including `index`. A jump runs the missing stretch as one pass
     /// (equal to token-by-token decoding; the tests hold the two equal).
@@ -37,9 +39,9 @@ public struct ExplorerSession {
         guard target >= traces.count else { return }
         let chunk = Array(tokens[traces.count ... target])
         // Every expert's output norm too, for the gate-vs-norm view (a few more expert products).
-        let result = try model.forward(chunk, cache: &cache, allExpertNorms: true)
+        let result = try decoder.feed(chunk, allExpertNorms: true)
         traces += result.routing
-        lastLogits = Array(result.logits.row(result.logits.rows - 1))
+        lastLogits = result.lastLogits
     }
 
     /// Appends one sampled next token (temperature 0.8) after the whole text. Returns false when

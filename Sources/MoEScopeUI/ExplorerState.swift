@@ -20,8 +20,10 @@ public enum ExplorerView: CaseIterable, Sendable {
     }
 }
 
-/// Loads the model trained with a router (the executable knows where checkpoints live).
-public typealias SessionLoader = (RouterKind, [Int]?, String?) throws -> ExplorerSession
+/// Loads the model trained with a router (the executable knows where checkpoints live), for
+/// given tokens or a text to encode. A Hugging Face model has no moescope router (nil) and is
+/// loaded the same whatever router is asked for.
+public typealias SessionLoader = (RouterKind?, [Int]?, String?) throws -> ExplorerSession
 
 /// Everything the TUI shows and every key's effect, with no terminal in sight: tests drive it
 /// with `handle(_:)` and read the rendered `CellGrid`.
@@ -43,16 +45,16 @@ public struct ExplorerState {
     /// Tokens generated per `g`.
     public static let generationLength = 16
 
-    public init(loader: @escaping SessionLoader, router: RouterKind, text: String) throws {
+    public init(loader: @escaping SessionLoader, router: RouterKind?, text: String) throws {
         self.loader = loader
         session = try loader(router, nil, text)
         try session.decode(through: 0)
-        if session.isRandomInit { message = "no trained \(router.rawValue) checkpoint: random weights, routing is noise" }
+        if session.isRandomInit, let router { message = "no trained \(router.rawValue) checkpoint: random weights, routing is noise" }
     }
 
     public var tokenCount: Int { session.tokens.count }
-    public var numLayers: Int { session.model.config.numLayers }
-    public var numExperts: Int { session.model.config.numExperts }
+    public var numLayers: Int { session.model.routedLayerCount }
+    public var numExperts: Int { session.model.numExperts }
     public var currentTrace: RoutingTrace { session.traces[cursor] }
     public var currentRouting: LayerRouting { currentTrace.layers[layer] }
     public var palette = Palette(mode: .full256)
@@ -87,8 +89,8 @@ public struct ExplorerState {
             case .character("g"):
                 pendingGeneration = Self.generationLength
                 playing = false
-            case .character("r"): try switchRouter(to: RouterKind.allCases[session.router.number % RouterKind.allCases.count])
-            case .character("R"): try switchRouter(to: RouterKind.allCases[(session.router.number + RouterKind.allCases.count - 2) % RouterKind.allCases.count])
+            case .character("r"): try switchRouter(to: RouterKind.allCases[(session.router?.number ?? 0) % RouterKind.allCases.count])
+            case .character("R"): try switchRouter(to: RouterKind.allCases[((session.router?.number ?? 1) + RouterKind.allCases.count - 2) % RouterKind.allCases.count])
             case let .character(c) where c.wholeNumberValue.map({ (1...RouterKind.allCases.count).contains($0) }) == true:
                 try switchRouter(to: RouterKind.allCases[c.wholeNumberValue! - 1])
             default: break
@@ -125,6 +127,10 @@ public struct ExplorerState {
 
     /// Re-runs the same tokens through `router`'s checkpoint, keeping the cursor on the same token.
     public mutating func switchRouter(to router: RouterKind) throws {
+        guard session.router != nil else {
+            message = "this model routes with its own \(session.model.routerName) router — 1–7 switch moescope's trained models"
+            return
+        }
         guard router != session.router else { return }
         var next = try loader(router, session.tokens, nil)
         try next.decode(through: cursor)

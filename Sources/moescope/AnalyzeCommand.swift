@@ -33,16 +33,15 @@ struct AnalyzeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try model.load()
-        let checkpoint = loaded.checkpoint
-        let config = checkpoint.model.config
-        if let layer, !(0..<config.numLayers).contains(layer) {
-            throw CLIError("--layer \(layer) is outside the model's layers 0…\(config.numLayers - 1)")
+        let opened = try model.open()
+        let layers = opened.model.routedLayerCount
+        if let layer, !(0..<layers).contains(layer) {
+            throw CLIError("--layer \(layer) is outside the model's routed layers 0…\(layers - 1)")
         }
         var tracesByDomain: [(domain: String, traces: [RoutingTrace])] = []
         if text != nil || file != nil {
-            let ids = checkpoint.tokenizer.encode(try TextInput(text: text, file: file).read())
-            tracesByDomain = [("text", try route(ids, checkpoint.model))]
+            let ids = opened.tokenizer.encode(try TextInput(text: text, file: file).read())
+            tracesByDomain = [("text", try route(ids, opened.model))]
         } else {
             let locator = try AssetLocator(explicit: model.assets)
             let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
@@ -51,33 +50,33 @@ struct AnalyzeCommand: ParsableCommand {
             for (index, domain) in corpus.domains.enumerated() {
                 var ids: [Int] = []
                 for document in corpus.documents(in: corpusSplit == "train" ? .train : .heldout) where document.domain == domain && ids.count < perDomain {
-                    ids += checkpoint.tokenizer.encode(document.text)
+                    ids += opened.tokenizer.encode(document.text)
                 }
-                tracesByDomain.append((domain, try route(Array(ids.prefix(perDomain)), checkpoint.model)))
+                tracesByDomain.append((domain, try route(Array(ids.prefix(perDomain)), opened.model)))
                 progress.update(index + 1)
             }
             progress.finish()
         }
-        let report = AnalysisReport(model: checkpoint.model, tokenizer: checkpoint.tokenizer,
-                                    checkpoint: checkpoint.directory ?? "random init (seed \(model.seed))",
-                                    randomInit: loaded.isRandomInit, tracesByDomain: tracesByDomain)
+        let report = AnalysisReport(model: opened.model, tokenizer: opened.tokenizer, checkpoint: opened.source,
+                                    randomInit: opened.isRandomInit, tracesByDomain: tracesByDomain)
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print(AnalysisMarkdown(report: report, detailLayer: layer ?? config.numLayers - 1).text)
+            print(AnalysisMarkdown(report: report, detailLayer: layer ?? layers - 1).text)
         }
     }
 
     /// Routing of `ids` in context-length windows, every expert's output norm included.
-    private func route(_ ids: [Int], _ model: MoEModel) throws -> [RoutingTrace] {
+    private func route(_ ids: [Int], _ model: any RoutingModel) throws -> [RoutingTrace] {
         guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
         var traces: [RoutingTrace] = []
         var start = 0
         while start < ids.count {
-            let window = Array(ids[start ..< min(ids.count, start + model.config.contextLength)])
-            traces += try model.forward(window, allExpertNorms: true).routing
+            let window = Array(ids[start ..< min(ids.count, start + model.contextLength)])
+            var decoder = model.makeDecoder()
+            traces += try decoder.feed(window, allExpertNorms: true).routing
             start += window.count
         }
         return traces
@@ -139,12 +138,12 @@ struct AnalysisMarkdown {
         out.append("Spearman ρ between gate score and ‖expert output‖ over all experts (mean over tokens), and how often the top-1 gate is the largest-norm expert (chance = 1/\(report.numExperts) = \(f(1 / Double(report.numExperts), 3))).\n")
         out.append("| Layer | ρ(gate, norm) | top-1 gate = top-1 norm | Mean expert similarity |")
         out.append("|---|---:|---:|---:|")
-        for l in report.layers { out.append("| L\(l.layer) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | \(f(l.meanExpertSimilarity, 3)) |") }
+        for l in report.layers { out.append("| L\(l.layer) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | \(l.meanExpertSimilarity.map { f($0, 3) } ?? "—") |") }
 
         out.append("\n## Expert weight similarity at L\(detailLayer) (cosine; 1 = identical experts)\n")
         out.append("| | " + experts.joined(separator: " | ") + " |")
         out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
-        for (e, row) in report.layers[detailLayer].expertSimilarity.enumerated() { out.append("| E\(e) | " + row.map { f($0) }.joined(separator: " | ") + " |") }
+        for (e, row) in (report.layers[detailLayer].expertSimilarity ?? []).enumerated() { out.append("| E\(e) | " + row.map { f($0) }.joined(separator: " | ") + " |") }
         return out.joined(separator: "\n")
     }
 

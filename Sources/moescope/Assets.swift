@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MoECore
+import MoEHub
 
 /// Finds the shipped assets (tokenizer, corpus, checkpoints): `--assets`, then
 /// `$MOESCOPE_ASSETS`, then `./assets`, then an `assets/` folder above the executable
@@ -37,8 +38,13 @@ struct CLIError: Error, CustomStringConvertible {
 
 /// Options every command that loads a model shares.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Router whose checkpoint to load: \(RouterKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var router: RouterKind = .gru
+    @Option(name: .customLong("router"), help: "Router whose checkpoint to load: \(RouterKind.allCases.map(\.rawValue).joined(separator: ", ")) (default: gru).")
+    var chosenRouter: RouterKind?
+
+    var router: RouterKind {
+        get { chosenRouter ?? .gru }
+        set { chosenRouter = newValue }
+    }
 
     @Option(help: ArgumentHelp("Checkpoint directory (config.json, model.safetensors, tokenizer.json); overrides --router.", valueName: "dir"))
     var checkpoint: String?
@@ -49,10 +55,43 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Seed of the random-init model used when no trained checkpoint exists.")
     var seed: UInt64 = 1
 
+    @Option(name: .customLong("model"), help: ArgumentHelp(
+        "A Hugging Face model folder (config.json, *.safetensors, tokenizer.json) to open instead: \(HubArchitecture.allCases.map(\.rawValue).joined(separator: ", ")).",
+        valueName: "path"))
+    var hubModel: String?
+
     struct Loaded {
         var checkpoint: Checkpoint
         /// True when no trained checkpoint was found and the model is a seeded random init.
         var isRandomInit: Bool
+    }
+
+    func validate() throws {
+        if hubModel != nil, chosenRouter != nil || checkpoint != nil {
+            throw ValidationError("--model opens a Hugging Face model with its own router — drop --\(checkpoint != nil ? "checkpoint" : "router")")
+        }
+    }
+
+    /// A model to route text through, with its tokenizer: the `--model` Hugging Face folder,
+    /// or moescope's own checkpoint as `load` finds it.
+    struct Opened {
+        var model: any RoutingModel
+        var tokenizer: any TextTokenizer
+        /// Where the weights came from, for headers and the status line.
+        var source: String
+        var isRandomInit: Bool
+    }
+
+    func open(quiet: Bool = false) throws -> Opened {
+        if let hubModel {
+            let model = try HubModel(folder: hubModel)
+            let tokenizer = try HubTokenizer(file: "\(hubModel)/tokenizer.json")
+            return Opened(model: model, tokenizer: tokenizer, source: hubModel, isRandomInit: false)
+        }
+        let loaded = try load(quiet: quiet)
+        return Opened(model: loaded.checkpoint.model, tokenizer: loaded.checkpoint.tokenizer,
+                      source: loaded.isRandomInit ? "random init (seed \(seed))" : loaded.checkpoint.directory ?? "checkpoint",
+                      isRandomInit: loaded.isRandomInit)
     }
 
     /// `quiet` leaves the random-init note to the caller (the explorer shows it on screen).

@@ -69,8 +69,9 @@ struct BenchCommand: ParsableCommand {
 
         // TUI frame: rendering the dashboard into the cell grid at 200 × 60.
         let loader: SessionLoader = { router, tokens, text in
-            ExplorerSession(model: try loadModel(router), tokenizer: tokenizer, label: router.rawValue, isRandomInit: false,
-                            tokens: tokens ?? tokenizer.encode(text ?? ""))
+            let router = router ?? .gru
+            return ExplorerSession(model: try loadModel(router), tokenizer: tokenizer, label: router.rawValue, isRandomInit: false,
+                                   tokens: tokens ?? tokenizer.encode(text ?? ""))
         }
         var state = try ExplorerState(loader: loader, router: .gru, text: text)
         state.handle(.end)

@@ -33,18 +33,23 @@ struct ExploreCommand: ParsableCommand {
             throw CLIError("the explorer needs a terminal on standard input — run it interactively, or use `moescope trace`")
         }
         let base = model
+        let hub = try model.hubModel.map { _ in try base.open(quiet: true) }   // opened once: its router is fixed
         let loader: SessionLoader = { router, tokens, text in
-            var options = base
-            if router != base.router { options.checkpoint = nil }   // another router: its shipped checkpoint
-            options.router = router
-            let loaded = try options.load(quiet: true)
-            let ids = tokens ?? loaded.checkpoint.tokenizer.encode(text ?? "")
+            let opened: ModelOptions.Opened
+            if let hub {
+                opened = hub
+            } else {
+                var options = base
+                if let router, router != base.router { options.checkpoint = nil }   // another router: its shipped checkpoint
+                options.router = router ?? base.router
+                opened = try options.open(quiet: true)
+            }
+            let ids = tokens ?? opened.tokenizer.encode(text ?? "")
             guard !ids.isEmpty else { throw CLIError("the text is empty — type at least one character") }
-            let label = loaded.isRandomInit ? "random init (seed \(options.seed))" : (loaded.checkpoint.directory ?? "checkpoint")
-            return ExplorerSession(model: loaded.checkpoint.model, tokenizer: loaded.checkpoint.tokenizer, label: label,
-                                   isRandomInit: loaded.isRandomInit, tokens: ids)
+            return ExplorerSession(model: opened.model, tokenizer: opened.tokenizer, label: opened.source,
+                                   isRandomInit: opened.isRandomInit, tokens: ids)
         }
-        let state = try ExplorerState(loader: loader, router: model.router, text: input)
+        let state = try ExplorerState(loader: loader, router: hub == nil ? model.router : nil, text: input)
         let noColor = !(ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
         switch ExplorerApp.run(state, noColor: noColor) {
         case .quit: return

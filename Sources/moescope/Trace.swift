@@ -24,24 +24,23 @@ struct Trace: ParsableCommand {
 
     func run() throws {
         let text = try input.read()
-        let loaded = try model.load()
-        let checkpoint = loaded.checkpoint
-        let tokens = checkpoint.tokenizer.encode(text)
-        let result = try checkpoint.model.forward(tokens)
-        let report = TraceReport(checkpoint: checkpoint, isRandomInit: loaded.isRandomInit, routing: result.routing)
+        let opened = try model.open()
+        let tokens = opened.tokenizer.encode(text)
+        var decoder = opened.model.makeDecoder()
+        let report = TraceReport(opened: opened, routing: try decoder.feed(tokens, allExpertNorms: false).routing)
         if json { print(try report.json()) } else if csv { print(report.csv(), terminator: "") } else { print(report.table(), terminator: "") }
     }
 }
 
 /// The routing of one text, rendered in the three output formats.
 struct TraceReport {
-    let checkpoint: Checkpoint
-    let isRandomInit: Bool
+    let opened: ModelOptions.Opened
     let routing: [RoutingTrace]
 
-    var config: ModelConfig { checkpoint.model.config }
+    var model: any RoutingModel { opened.model }
+    var routerLabel: String { model.routerKind?.rawValue ?? model.routerName }
 
-    func tokenText(_ id: Int) -> String { checkpoint.tokenizer.displayText(of: id) }
+    func tokenText(_ id: Int) -> String { opened.tokenizer.displayText(of: id) }
 
     /// Control characters made visible for one-line outputs.
     func visible(_ text: String) -> String {
@@ -50,11 +49,11 @@ struct TraceReport {
     }
 
     func table() -> String {
-        var out = "router \(config.router.rawValue) · \(isRandomInit ? "random init (untrained)" : checkpoint.directory ?? "in memory")"
-        out += " · \(routing.count) tokens · \(config.numLayers) layers · top-\(config.topK) of \(config.numExperts) experts\n"
+        var out = "router \(routerLabel) · \(opened.isRandomInit ? "random init (untrained)" : opened.source)"
+        out += " · \(routing.count) tokens · \(model.routedLayerCount) layers · top-\(model.topK) of \(model.numExperts) experts\n"
         // A cell is "e:.ww" per chosen expert, e.g. "3:.62 5:.38".
-        let cellWidth = config.topK * (String(config.numExperts - 1).count + 5) + 1
-        out += "pos  token           " + (0..<config.numLayers).map { "L\($0)".padding(toLength: cellWidth, withPad: " ", startingAt: 0) }.joined() + "\n"
+        let cellWidth = model.topK * (String(model.numExperts - 1).count + 5) + 1
+        out += "pos  token           " + (0..<model.routedLayerCount).map { "L\($0)".padding(toLength: cellWidth, withPad: " ", startingAt: 0) }.joined() + "\n"
         for trace in routing {
             let token = "\"" + visible(tokenText(trace.token)) + "\""
             out += String(trace.position).padding(toLength: 5, withPad: " ", startingAt: 0)
@@ -73,7 +72,7 @@ struct TraceReport {
         for trace in routing {
             let token = "\"" + visible(tokenText(trace.token)).replacingOccurrences(of: "\"", with: "\"\"") + "\""
             for (l, layer) in trace.layers.enumerated() {
-                for e in 0..<config.numExperts {
+                for e in 0..<model.numExperts {
                     let slot = layer.experts.firstIndex(of: e)
                     let logit = layer.logits[e].isFinite ? "\(layer.logits[e])" : ""
                     out += "\(trace.position),\(trace.token),\(token),\(l),\(e),\(logit),\(layer.probabilities[e]),"
@@ -97,14 +96,15 @@ struct TraceReport {
         var router: String
         var checkpoint: String?
         var randomInit: Bool
-        var config: ModelConfig
+        /// moescope's config.json for its own models; nil for a Hugging Face model (see its folder).
+        var config: ModelConfig?
         var tokens: [Token]
         enum CodingKeys: String, CodingKey { case format, version, router, checkpoint, randomInit = "random_init", config, tokens }
     }
 
     func json() throws -> String {
-        let document = JSONTrace(router: config.router.rawValue, checkpoint: checkpoint.directory, randomInit: isRandomInit,
-                                 config: config, tokens: routing.map {
+        let document = JSONTrace(router: routerLabel, checkpoint: opened.isRandomInit ? nil : opened.source, randomInit: opened.isRandomInit,
+                                 config: (model as? MoEModel)?.config, tokens: routing.map {
             JSONTrace.Token(position: $0.position, id: $0.token, text: tokenText($0.token), layers: $0.layers)
         })
         let encoder = JSONEncoder()

@@ -37,7 +37,7 @@ import Testing
         var model = try MoEModel(config: .tiny(router: .linear), seed: 5)
         let first = model.layers[0].moe.experts[0]
         for e in model.layers[0].moe.experts.indices { model.layers[0].moe.experts[e] = first }
-        let similarity = ExpertSimilarity(model: model)
+        let similarity = try #require(ExpertSimilarity(model: model))
         #expect(abs(similarity.meanByLayer[0] - 1) < 1e-9)
         #expect(similarity.meanByLayer[1] < 0.9)                       // random experts differ
         #expect(similarity.matrices[1].indices.allSatisfy { abs(similarity.matrices[1][$0][$0] - 1) < 1e-9 })

@@ -1,4 +1,6 @@
+import Foundation
 import Testing
+import MoEHub
 import MoECore
 @testable import MoEScopeUI
 
@@ -8,6 +10,7 @@ import MoECore
 
     static func loader() -> SessionLoader {
         { router, tokens, text in
+            let router = router ?? .gru
             let model = try MoEModel(config: .tiny(router: router), seed: UInt64(router.number))
             let ids = tokens ?? tokenizer.encode(text ?? "")
             return ExplorerSession(model: model, tokenizer: tokenizer, label: "tiny \(router.rawValue)", isRandomInit: false, tokens: ids)
@@ -31,12 +34,39 @@ import MoECore
         #expect(text.contains("["))   // chosen experts are bracketed
     }
 
+    /// A Hugging Face model in the same explorer: its own router named, 1–7 refused with a
+    /// message, steps decoding the same routing as one full pass, every view drawn.
+    @Test func huggingFaceModelIsExplorable() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/hf/qwen2_moe").path
+        let model = try HubModel(folder: folder), tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
+        let loader: SessionLoader = { _, tokens, text in
+            ExplorerSession(model: model, tokenizer: tokenizer, label: folder, isRandomInit: false,
+                            tokens: tokens ?? tokenizer.encode(text ?? ""))
+        }
+        var state = try ExplorerState(loader: loader, router: nil, text: "the router routes tokens to experts")
+        var text = Self.screen(state)
+        #expect(text.contains("router qwen2_moe softmax top-2"))
+        #expect(text.contains("layer L0 of 2"))
+        for _ in 0..<4 { state.handle(.right) }
+        let full = try model.forward(Array(state.session.tokens.prefix(5)))
+        #expect(full.routing.map { $0.layers.map { $0.experts } } == state.session.traces.map { $0.layers.map { $0.experts } })
+        state.handle(.character("3"))
+        #expect(state.message?.contains("routes with its own qwen2_moe softmax top-2 router") == true)
+        for _ in 0..<3 {
+            state.handle(.tab)
+            text = Self.screen(state)
+            #expect(!text.contains("too small"))
+        }
+        #expect(text.contains("Expert weight similarity"))
+    }
+
     @Test func stepsDecodeIncrementallyAndMatchTheFullPass() throws {
         var state = try Self.state(.linear)
         for _ in 0..<5 { state.handle(.right) }
         #expect(state.cursor == 5)
         #expect(state.session.traces.count == 6)
-        let full = try state.session.model.forward(Array(state.session.tokens.prefix(6)))
+        let full = try (state.session.model as! MoEModel).forward(Array(state.session.tokens.prefix(6)))
         #expect(zip(full.routing, state.session.traces).allSatisfy { a, b in
             zip(a.layers, b.layers).allSatisfy { $0.experts == $1.experts }
         })

@@ -1,0 +1,56 @@
+/// What the explorer, `trace` and `analyze` read of a model: moescope's own `MoEModel`, or a
+/// Hugging Face checkpoint opened by MoEHub. One protocol, so every view and analysis works on
+/// both without knowing which it has.
+public protocol RoutingModel: Sendable {
+    /// The router as the status line names it ("GRU (RMoE)", "qwen3_moe softmax top-8").
+    var routerName: String { get }
+    /// moescope's router kind; nil for a model moescope did not build (its router is fixed).
+    var routerKind: RouterKind? { get }
+    /// Layers that route (a dense layer routes nothing and has no row in the views).
+    var routedLayerCount: Int { get }
+    var numExperts: Int { get }
+    var topK: Int { get }
+    var vocabSize: Int { get }
+    /// Longest token sequence it runs.
+    var contextLength: Int { get }
+    /// A decoder at position 0.
+    func makeDecoder() -> any RoutingDecoder
+    /// The experts' (gate, up, down) weights at one routed layer, as Floats, for the weight
+    /// similarity analysis; nil where reading them all would be too costly.
+    func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]?
+}
+
+/// Runs a model forward through a growing token sequence.
+public protocol RoutingDecoder {
+    /// Runs `tokens` at the positions after those already fed: their routing, and the
+    /// next-token logits after the last one. `allExpertNorms` also records every expert's
+    /// output norm (the "Closer Look" view), at E/k times the expert cost.
+    mutating func feed(_ tokens: [Int], allExpertNorms: Bool) throws -> (routing: [RoutingTrace], lastLogits: [Float])
+}
+
+extension MoEModel: RoutingModel {
+    public var routerName: String { config.router.displayName }
+    public var routerKind: RouterKind? { config.router }
+    public var routedLayerCount: Int { config.numLayers }
+    public var numExperts: Int { config.numExperts }
+    public var topK: Int { config.topK }
+    public var vocabSize: Int { config.vocabSize }
+    public var contextLength: Int { config.contextLength }
+
+    public func makeDecoder() -> any RoutingDecoder { CachedDecoder(model: self, cache: makeCache()) }
+
+    public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {
+        layers[routedLayer].moe.experts.map { ($0.gate.weight, $0.up.weight, $0.down.weight) }
+    }
+
+    /// Incremental decoding on the KV cache: each call costs only its new tokens.
+    struct CachedDecoder: RoutingDecoder {
+        let model: MoEModel
+        var cache: KVCache
+
+        mutating func feed(_ tokens: [Int], allExpertNorms: Bool) throws -> (routing: [RoutingTrace], lastLogits: [Float]) {
+            let result = try model.forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
+            return (result.routing, Array(result.logits.row(result.logits.rows - 1)))
+        }
+    }
+}
