@@ -29,8 +29,19 @@ FAMILIES = {
     "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, intermediate_size=24,
                       norm_topk_prob=True, head_dim=12, decoder_sparse_step=1, mlp_only_layers=[]),
     "olmoe": dict(num_experts=8, num_experts_per_tok=3, intermediate_size=16, norm_topk_prob=False, clip_qkv=2.0),
+    # MLA with a low-rank query, sigmoid scores with a selection bias, group-limited top-k,
+    # routed scaling, a shared expert and a dense first layer.
+    "deepseek_v3": dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, intermediate_size=24,
+                        n_shared_experts=1, first_k_dense_replace=1, n_group=4, topk_group=2, norm_topk_prob=True,
+                        routed_scaling_factor=2.5, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4,
+                        qk_nope_head_dim=8, v_head_dim=8, num_hidden_layers=3, rope_interleave=True, num_key_value_heads=4),
+    # MLA with a full-rank query, softmax scores, group-limited greedy top-k.
+    "deepseek_v2": dict(n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=16, intermediate_size=24,
+                        n_shared_experts=2, first_k_dense_replace=1, n_group=3, topk_group=2, topk_method="group_limited_greedy",
+                        routed_scaling_factor=1.5, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=4,
+                        qk_nope_head_dim=8, v_head_dim=8, num_hidden_layers=3, num_key_value_heads=4),
 }
-DTYPES = {"mixtral": torch.float32, "qwen2_moe": torch.float32, "qwen3_moe": torch.float16, "olmoe": torch.bfloat16}
+DTYPES = {"deepseek_v3": torch.bfloat16, "deepseek_v2": torch.float32, "mixtral": torch.float32, "qwen2_moe": torch.float32, "qwen3_moe": torch.float16, "olmoe": torch.bfloat16}
 
 
 # Qwen2's pre-tokenizer: its own split regex, then byte-level without GPT-2's regex, after NFC.
@@ -58,11 +69,14 @@ def main():
         tok = tokenizer("qwen" if family.startswith("qwen") else "gpt2")
         ids = tok.encode(TEXT).ids
         torch.manual_seed(sum(map(ord, family)))
-        config = AutoConfig.for_model(family, **COMMON, **extra)
+        config = AutoConfig.for_model(family, **{**COMMON, **extra})
         model = AutoModelForCausalLM.from_config(config).eval()
         with torch.no_grad():   # larger weights than the 0.02 init, so routing and logits are not near-ties
             for p in model.parameters():
                 p.normal_(0, 0.3) if p.dim() > 1 else p.uniform_(0.5, 1.5)
+            for name, b in model.named_buffers():
+                if "e_score_correction_bias" in name:
+                    b.normal_(0, 0.1)   # the selection bias moves choices away from the plain top-k
             # Round to the stored precision, so the reference is what moescope will read.
             for p in model.parameters():
                 p.copy_(p.to(DTYPES[family]).float())
@@ -73,7 +87,7 @@ def main():
                 captured[name] = (logits.detach().float().clone(), indices.detach().clone())
             return record
         for name, module in model.named_modules():
-            if name.endswith("gate") and hasattr(module, "top_k"):
+            if name.endswith("mlp.gate") or name.endswith("block_sparse_moe.gate"):
                 module.register_forward_hook(hook(name))
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0].float()

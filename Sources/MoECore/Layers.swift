@@ -48,6 +48,19 @@ public struct RotaryEmbedding: Sendable {
         cosines = c; sines = s
     }
 
+    /// Rotates `x` (one head's rotary part, 2 × halfDim values laid out in interleaved pairs
+    /// (x0, x1), (x2, x3)…, as DeepSeek stores them) in place for `position`: pair i turns by
+    /// the same angle as dimension i of the rotate-half layout.
+    public func applyInterleaved(_ x: UnsafeMutablePointer<Float>, position: Int) {
+        let base = position * halfDim
+        for i in 0..<halfDim {
+            let a = x[2 * i], b = x[2 * i + 1]
+            let c = cosines[base + i], s = sines[base + i]
+            x[2 * i] = a * c - b * s
+            x[2 * i + 1] = b * c + a * s
+        }
+    }
+
     /// Rotates every head of row `x` (numHeads × headDim values) in place for `position`;
     /// `inverse` rotates by the opposite angle (the transpose, used by the backward pass).
     public func apply(_ x: UnsafeMutablePointer<Float>, numHeads: Int, position: Int, inverse: Bool = false) {

@@ -42,6 +42,8 @@ public enum HubArchitecture: String, Sendable, CaseIterable {
     case qwen2MoE = "qwen2_moe"
     case qwen3MoE = "qwen3_moe"
     case olmoe
+    case deepseekV2 = "deepseek_v2"
+    case deepseekV3 = "deepseek_v3"
 
     static var supportedList: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }
@@ -53,6 +55,33 @@ public enum QueryKeyNorm: Sendable, Equatable {
     case perHead
     /// OLMoE: over the whole projection (all heads together), before the heads are split.
     case wholeProjection
+}
+
+/// DeepSeek's multi-head latent attention: keys and values come from a shared low-rank latent
+/// (`kv_lora_rank`), every head's query and key split into a part without position and a
+/// rotary part, the rotary key shared by all heads.
+public struct LatentAttention: Sendable, Equatable {
+    /// Low rank of the query (V3, V2 full models); nil: a full-rank q_proj (V2-Lite).
+    public var queryRank: Int?
+    public var latentRank: Int
+    public var noPositionDim: Int
+    public var rotaryDim: Int
+    public var valueDim: Int
+    /// Rotary dimensions in interleaved pairs (x0, x1), (x2, x3)…, as DeepSeek lays them out.
+    public var interleaved: Bool
+    public var queryKeyDim: Int { noPositionDim + rotaryDim }
+}
+
+/// How a family turns router logits into k experts and their weights, as transformers does it.
+public enum RoutingRule: Sendable, Equatable {
+    /// p = softmax(logits); the top k of p; weights p renormalised over the k when `normalize`.
+    case softmaxTopK(normalize: Bool)
+    /// DeepSeek-V2: p = softmax(logits); with `groupLimited`, only the `topGroups` groups whose
+    /// best expert scores highest are eligible; weights p · scale.
+    case deepseekV2(groupLimited: Bool, groups: Int, topGroups: Int, scale: Float)
+    /// DeepSeek-V3: s = sigmoid(logits); choice by s + bias among the `topGroups` groups with
+    /// the largest sum of their two best; weights s (renormalised when `normalize`) · scale.
+    case deepseekV3(groups: Int, topGroups: Int, normalize: Bool, scale: Float)
 }
 
 /// What moescope needs from a Hugging Face config.json, with each family's defaults applied
@@ -76,13 +105,15 @@ public struct HubConfig: Sendable, Equatable {
     /// OLMoE's `clip_qkv`: q, k and v clamped to ±clip after projection.
     public var clipQKV: Float?
 
+    /// DeepSeek's latent attention; nil for the standard grouped-query attention.
+    public var latentAttention: LatentAttention?
+    public var routing: RoutingRule
+
     public var numExperts: Int
     public var topK: Int
     /// Hidden width of each routed expert.
     public var expertHiddenSize: Int
-    /// Renormalise the k chosen probabilities to sum to 1 (Mixtral always does).
-    public var normalizeTopK: Bool
-    /// Qwen2-MoE's shared expert width (0: none); its output is gated by sigmoid(x·w).
+    /// Shared expert width (0: none): Qwen2-MoE's, gated by sigmoid(x·w); DeepSeek's, ungated.
     public var sharedExpertHiddenSize: Int
     /// Layers that run a dense SwiGLU MLP instead of experts, and its width.
     public var denseLayers: Set<Int>
@@ -118,7 +149,6 @@ public struct HubConfig: Sendable, Equatable {
             throw HubError.badField(path: path, field: "num_key_value_heads", detail: "(\(numKeyValueHeads)) must divide num_attention_heads (\(numHeads))")
         }
         headDim = try fields.optionalPositive("head_dim") ?? hiddenSize / numHeads
-        guard headDim % 2 == 0 else { throw HubError.badField(path: path, field: "head_dim", detail: "must be even for rotary embeddings, is \(headDim)") }
         normEpsilon = Float(try fields.optional("rms_norm_eps") as Double? ?? 1e-6)
         tieEmbeddings = try fields.optional("tie_word_embeddings") ?? false
         contextLength = try fields.positive("max_position_embeddings")
@@ -132,19 +162,47 @@ public struct HubConfig: Sendable, Equatable {
         let theta = try (rope?["rope_theta"] as? NSNumber)?.doubleValue ?? fields.optional("rope_theta") ?? 10_000
         ropeTheta = Float(theta)
 
+        latentAttention = nil
         switch architecture {
         case .mixtral:
             numExperts = try fields.positive("num_local_experts")
             expertHiddenSize = try fields.positive("intermediate_size")
-            normalizeTopK = true
+            routing = .softmaxTopK(normalize: true)
         case .qwen2MoE, .qwen3MoE:
             numExperts = try fields.optionalPositive("num_experts") ?? fields.positive("num_local_experts")
             expertHiddenSize = try fields.positive("moe_intermediate_size")
-            normalizeTopK = try fields.optional("norm_topk_prob") ?? false
+            routing = .softmaxTopK(normalize: try fields.optional("norm_topk_prob") ?? false)
         case .olmoe:
             numExperts = try fields.optionalPositive("num_experts") ?? fields.positive("num_local_experts")
             expertHiddenSize = try fields.positive("intermediate_size")
-            normalizeTopK = try fields.optional("norm_topk_prob") ?? false
+            routing = .softmaxTopK(normalize: try fields.optional("norm_topk_prob") ?? false)
+        case .deepseekV2, .deepseekV3:
+            numExperts = try fields.optionalPositive("n_routed_experts") ?? fields.positive("num_local_experts")
+            expertHiddenSize = try fields.positive("moe_intermediate_size")
+            let groups = try fields.optionalPositive("n_group") ?? 1, topGroups = try fields.optionalPositive("topk_group") ?? groups
+            guard numExperts % groups == 0 else {
+                throw HubError.badField(path: path, field: "n_group", detail: "(\(groups)) must divide the \(numExperts) routed experts")
+            }
+            guard topGroups <= groups else { throw HubError.badField(path: path, field: "topk_group", detail: "(\(topGroups)) exceeds n_group (\(groups))") }
+            let scale = Float(try fields.optional("routed_scaling_factor") as Double? ?? 1)
+            if architecture == .deepseekV3 {
+                guard numExperts / groups >= 2 else {
+                    throw HubError.badField(path: path, field: "n_group", detail: "leaves fewer than 2 experts per group, which V3's group score needs")
+                }
+                routing = .deepseekV3(groups: groups, topGroups: topGroups, normalize: try fields.optional("norm_topk_prob") ?? false, scale: scale)
+            } else {
+                let method: String = try fields.optional("topk_method") ?? "greedy"
+                guard method == "greedy" || method == "group_limited_greedy" else {
+                    throw HubError.badField(path: path, field: "topk_method", detail: "is \"\(method)\"; greedy and group_limited_greedy are supported")
+                }
+                routing = .deepseekV2(groupLimited: method == "group_limited_greedy", groups: groups, topGroups: topGroups, scale: scale)
+            }
+            latentAttention = LatentAttention(
+                queryRank: try fields.optionalPositive("q_lora_rank"), latentRank: try fields.positive("kv_lora_rank"),
+                noPositionDim: try fields.positive("qk_nope_head_dim"), rotaryDim: try fields.positive("qk_rope_head_dim"),
+                valueDim: try fields.positive("v_head_dim"),
+                interleaved: architecture == .deepseekV2 ? true : (try fields.optional("rope_interleave") ?? true))
+            headDim = latentAttention!.rotaryDim   // the rotary table covers the rotary part only
         }
         topK = try fields.positive("num_experts_per_tok")
         guard topK <= numExperts else {
@@ -153,8 +211,15 @@ public struct HubConfig: Sendable, Equatable {
         attentionBias = architecture == .qwen2MoE ? true : (try fields.optional("attention_bias") ?? false)
         queryKeyNorm = architecture == .qwen3MoE ? .perHead : architecture == .olmoe ? .wholeProjection : .none
         clipQKV = (try fields.optional("clip_qkv") as Double?).map(Float.init)
-        sharedExpertHiddenSize = architecture == .qwen2MoE ? try fields.optional("shared_expert_intermediate_size") ?? 0 : 0
+        switch architecture {
+        case .qwen2MoE: sharedExpertHiddenSize = try fields.optional("shared_expert_intermediate_size") ?? 0
+        case .deepseekV2, .deepseekV3: sharedExpertHiddenSize = (try fields.optional("n_shared_experts") ?? 0) * expertHiddenSize
+        default: sharedExpertHiddenSize = 0
+        }
 
+        guard headDim % 2 == 0 else {
+            throw HubError.badField(path: path, field: latentAttention == nil ? "head_dim" : "qk_rope_head_dim", detail: "must be even for rotary embeddings, is \(headDim)")
+        }
         // Qwen's dense layers: those in mlp_only_layers, or off the decoder_sparse_step grid.
         denseHiddenSize = try fields.optional("intermediate_size") ?? 0
         var dense = Set<Int>()
@@ -163,6 +228,10 @@ public struct HubConfig: Sendable, Equatable {
             guard step >= 1 else { throw HubError.badField(path: path, field: "decoder_sparse_step", detail: "must be at least 1, is \(step)") }
             let only: [Int] = try fields.optional("mlp_only_layers") ?? []
             for layer in 0..<numLayers where only.contains(layer) || (layer + 1) % step != 0 { dense.insert(layer) }
+        }
+        if latentAttention != nil {   // DeepSeek: the first layers are dense
+            let first: Int = try fields.optional("first_k_dense_replace") ?? 0
+            for layer in 0..<min(first, numLayers) { dense.insert(layer) }
         }
         denseLayers = dense
         if !dense.isEmpty && denseHiddenSize <= 0 { throw HubError.missingField(path: path, field: "intermediate_size") }

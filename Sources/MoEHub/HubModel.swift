@@ -1,10 +1,10 @@
 import Foundation
 import MoECore
 
-/// A Hugging Face MoE checkpoint (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) run for inference with
-/// its weights memory-mapped. The forward pass follows each family's transformers code: RMSNorm
-/// before attention and MLP, rotate-half RoPE, grouped-query attention, and routing as
-/// p = softmax(x·Gᵀ), the top k of p, weights renormalised only where the family does so.
+/// A Hugging Face MoE checkpoint (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V2/V3) run for
+/// inference with its weights memory-mapped. The forward pass follows each family's
+/// transformers code: RMSNorm before attention and MLP, RoPE, grouped-query or latent
+/// attention, and routing by the family's `RoutingRule`.
 public struct HubModel: Sendable {
     public let config: HubConfig
     public let path: String
@@ -98,15 +98,74 @@ struct HubMLP: Sendable {
 /// The router and experts of one MoE layer.
 struct HubMoE: Sendable {
     let router: Tensor            // [E × d]
+    /// DeepSeek-V3's selection bias, added to the scores only to choose experts.
+    let selectionBias: Tensor?
     let experts: [HubMLP]
     let shared: HubMLP?
-    let sharedGate: Tensor?       // [1 × d]
+    let sharedGate: Tensor?       // [1 × d], Qwen2-MoE
+
+    /// One token's routing from its router logits, by the family's rule: the k experts (best
+    /// first), their mixture weights, the distribution shown as "probabilities" (for the
+    /// sigmoid rule, the scores normalised to sum to 1), and the scores the choice ranked.
+    func route(_ logits: [Float], rule: RoutingRule, k: Int) -> (experts: [Int], weights: [Float], probabilities: [Float], selection: [Float]) {
+        let e = logits.count
+        func softmaxed() -> [Float] {
+            var p = logits
+            p.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: e) }
+            return p
+        }
+        /// The `top` groups (consecutive runs of e/groups experts) by `groupScore`.
+        func eligibleGroups(_ scores: [Float], groups: Int, top: Int, groupScore: ([Float]) -> Float) -> Set<Int> {
+            let size = e / groups
+            let ranked = (0..<groups).map { g in groupScore(Array(scores[g * size ..< (g + 1) * size])) }
+            return Set(MoECore.topK(ranked[...], k: top))
+        }
+        switch rule {
+        case let .softmaxTopK(normalize):
+            let p = softmaxed()
+            let chosen = MoECore.topK(p[...], k: k)
+            var w = chosen.map { p[$0] }
+            if normalize { let total = w.reduce(0, +); w = w.map { $0 / total } }
+            return (chosen, w, p, p)
+        case let .deepseekV2(groupLimited, groups, topGroups, scale):
+            let p = softmaxed()
+            var selection = p
+            if groupLimited {
+                let keep = eligibleGroups(p, groups: groups, top: topGroups) { $0.max()! }
+                for i in 0..<e where !keep.contains(i / (e / groups)) { selection[i] = 0 }
+            }
+            let chosen = MoECore.topK(selection[...], k: k)
+            return (chosen, chosen.map { p[$0] * scale }, p, selection)
+        case let .deepseekV3(groups, topGroups, normalize, scale):
+            let scores = logits.map(Kernels.sigmoid)
+            var selection = zip(scores, selectionBias?.scalars ?? [Float](repeating: 0, count: e)).map(+)
+            let keep = eligibleGroups(selection, groups: groups, top: topGroups) { $0.sorted(by: >).prefix(2).reduce(0, +) }
+            for i in 0..<e where !keep.contains(i / (e / groups)) { selection[i] = -.infinity }
+            let chosen = MoECore.topK(selection[...], k: k)
+            var w = chosen.map { scores[$0] }
+            if normalize { let total = w.reduce(0, +) + 1e-20; w = w.map { $0 / total } }
+            let total = scores.reduce(0, +)
+            return (chosen, w.map { $0 * scale }, scores.map { $0 / total }, selection)
+        }
+    }
+}
+
+/// DeepSeek's latent attention weights.
+struct LatentAttentionWeights: Sendable {
+    let query: MappedLinear?                   // full-rank q_proj
+    let queryDown: MappedLinear?, queryNorm: Tensor?, queryUp: MappedLinear?
+    let latentDown: MappedLinear               // kv_a_proj_with_mqa: latent and the shared rotary key
+    let latentNorm: Tensor
+    let latentUp: MappedLinear                 // kv_b_proj: per head, the key without position and the value
 }
 
 struct HubLayer: Sendable {
     let inputNorm: Tensor, postNorm: Tensor
-    let q: MappedLinear, k: MappedLinear, v: MappedLinear, o: MappedLinear
+    /// Grouped-query attention's projections (nil under latent attention).
+    let q: MappedLinear?, k: MappedLinear?, v: MappedLinear?
+    let o: MappedLinear
     let qNorm: Tensor?, kNorm: Tensor?
+    let latent: LatentAttentionWeights?
     let moe: HubMoE?
     let dense: HubMLP?
 
@@ -119,18 +178,41 @@ struct HubLayer: Sendable {
         }
         inputNorm = try weights.tensor("\(p).input_layernorm.weight", shape: [d]).decoded()
         postNorm = try weights.tensor("\(p).post_attention_layernorm.weight", shape: [d]).decoded()
-        q = try linear("\(p).self_attn.q_proj", qWidth, d, bias: c.attentionBias)
-        k = try linear("\(p).self_attn.k_proj", kvWidth, d, bias: c.attentionBias)
-        v = try linear("\(p).self_attn.v_proj", kvWidth, d, bias: c.attentionBias)
-        o = try linear("\(p).self_attn.o_proj", d, qWidth)
-        switch c.queryKeyNorm {
-        case .none: (qNorm, kNorm) = (nil, nil)
-        case .perHead:
-            qNorm = try weights.tensor("\(p).self_attn.q_norm.weight", shape: [c.headDim]).decoded()
-            kNorm = try weights.tensor("\(p).self_attn.k_norm.weight", shape: [c.headDim]).decoded()
-        case .wholeProjection:
-            qNorm = try weights.tensor("\(p).self_attn.q_norm.weight", shape: [qWidth]).decoded()
-            kNorm = try weights.tensor("\(p).self_attn.k_norm.weight", shape: [kvWidth]).decoded()
+        if let mla = c.latentAttention {
+            let a = "\(p).self_attn", heads = c.numHeads
+            (q, k, v, qNorm, kNorm) = (nil, nil, nil, nil, nil)
+            let queryWidth = heads * mla.queryKeyDim
+            if let rank = mla.queryRank {
+                latent = LatentAttentionWeights(
+                    query: nil, queryDown: try linear("\(a).q_a_proj", rank, d, bias: c.attentionBias),
+                    queryNorm: try weights.tensor("\(a).q_a_layernorm.weight", shape: [rank]).decoded(),
+                    queryUp: try linear("\(a).q_b_proj", queryWidth, rank),
+                    latentDown: try linear("\(a).kv_a_proj_with_mqa", mla.latentRank + mla.rotaryDim, d, bias: c.attentionBias),
+                    latentNorm: try weights.tensor("\(a).kv_a_layernorm.weight", shape: [mla.latentRank]).decoded(),
+                    latentUp: try linear("\(a).kv_b_proj", heads * (mla.noPositionDim + mla.valueDim), mla.latentRank))
+            } else {
+                latent = LatentAttentionWeights(
+                    query: try linear("\(a).q_proj", queryWidth, d), queryDown: nil, queryNorm: nil, queryUp: nil,
+                    latentDown: try linear("\(a).kv_a_proj_with_mqa", mla.latentRank + mla.rotaryDim, d, bias: c.attentionBias),
+                    latentNorm: try weights.tensor("\(a).kv_a_layernorm.weight", shape: [mla.latentRank]).decoded(),
+                    latentUp: try linear("\(a).kv_b_proj", heads * (mla.noPositionDim + mla.valueDim), mla.latentRank))
+            }
+            o = try linear("\(a).o_proj", d, heads * mla.valueDim, bias: c.attentionBias)
+        } else {
+            latent = nil
+            q = try linear("\(p).self_attn.q_proj", qWidth, d, bias: c.attentionBias)
+            k = try linear("\(p).self_attn.k_proj", kvWidth, d, bias: c.attentionBias)
+            v = try linear("\(p).self_attn.v_proj", kvWidth, d, bias: c.attentionBias)
+            o = try linear("\(p).self_attn.o_proj", d, qWidth)
+            switch c.queryKeyNorm {
+            case .none: (qNorm, kNorm) = (nil, nil)
+            case .perHead:
+                qNorm = try weights.tensor("\(p).self_attn.q_norm.weight", shape: [c.headDim]).decoded()
+                kNorm = try weights.tensor("\(p).self_attn.k_norm.weight", shape: [c.headDim]).decoded()
+            case .wholeProjection:
+                qNorm = try weights.tensor("\(p).self_attn.q_norm.weight", shape: [qWidth]).decoded()
+                kNorm = try weights.tensor("\(p).self_attn.k_norm.weight", shape: [kvWidth]).decoded()
+            }
         }
 
         if c.denseLayers.contains(index) {
@@ -145,6 +227,7 @@ struct HubLayer: Sendable {
         let block = ["\(p).mlp", "\(p).block_sparse_moe"].first { weights.contains("\($0).gate.weight") } ?? "\(p).mlp"
         let (e, h) = (c.numExperts, c.expertHiddenSize)
         let router = try weights.tensor("\(block).gate.weight", shape: [e, d]).decoded()
+        let bias = c.architecture == .deepseekV3 ? try weights.tensor("\(block).gate.e_score_correction_bias", shape: [e]).decoded() : nil
         let experts: [HubMLP]
         if weights.contains("\(block).experts.0.w1.weight") {               // Mixtral: w1 gate, w3 up, w2 down
             experts = try (0..<e).map { i in
@@ -169,18 +252,90 @@ struct HubLayer: Sendable {
         }
         var shared: HubMLP?, sharedGate: Tensor?
         if c.sharedExpertHiddenSize > 0 {
-            let s = c.sharedExpertHiddenSize, x = "\(block).shared_expert"
+            // Qwen2-MoE: one gated shared_expert; DeepSeek: shared_experts, always on.
+            let gated = c.architecture == .qwen2MoE
+            let s = c.sharedExpertHiddenSize, x = gated ? "\(block).shared_expert" : "\(block).shared_experts"
             shared = HubMLP(gate: try linear("\(x).gate_proj", s, d), up: try linear("\(x).up_proj", s, d), down: try linear("\(x).down_proj", d, s))
-            sharedGate = try weights.tensor("\(block).shared_expert_gate.weight", shape: [1, d]).decoded()
+            sharedGate = gated ? try weights.tensor("\(block).shared_expert_gate.weight", shape: [1, d]).decoded() : nil
         }
-        moe = HubMoE(router: router, experts: experts, shared: shared, sharedGate: sharedGate)
+        moe = HubMoE(router: router, selectionBias: bias, experts: experts, shared: shared, sharedGate: sharedGate)
     }
 
-    /// x + o(attention(norm(x))), causal, grouped-query.
+    /// x + o(attention(norm(x))), causal: grouped-query, or DeepSeek's latent attention.
     func attentionBlock(_ x: Tensor, rope: RotaryEmbedding, config c: HubConfig) -> Tensor {
-        let t = x.rows, hd = c.headDim, heads = c.numHeads, kvHeads = c.numKeyValueHeads
         let h = rmsNorm(x, gain: inputNorm, epsilon: c.normEpsilon)
-        var qv = q(h), kv = k(h), vv = v(h)
+        var out = latent.map { latentAttention(h, weights: $0, rope: rope, config: c) } ?? groupedQueryAttention(h, rope: rope, config: c)
+        out.scalars.withUnsafeMutableBufferPointer { op in x.scalars.withUnsafeBufferPointer { xp in
+            Kernels.axpy(1, xp.baseAddress!, op.baseAddress!, count: op.count)
+        } }
+        return out
+    }
+
+    /// softmax(Q Kᵀ · scale + causal mask) V for one head, written into `out` (leading dimension `ldo`).
+    static func causalHead(t: Int, queries: Kernels.Operand, keys: Kernels.Operand, values: Kernels.Operand,
+                           dims: Int, scale: Float, scores: UnsafeMutablePointer<Float>, valueDims: Int,
+                           out: UnsafeMutablePointer<Float>, ldo: Int) {
+        Kernels.gemm(m: t, n: t, k: dims, queries, keys.transposed, scores, ldc: t, threads: 1)
+        for i in 0..<t {
+            let row = scores + i * t
+            for j in 0...i { row[j] *= scale }
+            Kernels.softmax(row, count: i + 1)
+            (row + i + 1).update(repeating: 0, count: t - i - 1)
+        }
+        Kernels.gemm(m: t, n: valueDims, k: t, .init(scores, leadingDimension: t), values, out, ldc: ldo, threads: 1)
+    }
+
+    /// DeepSeek MLA: q (full or low rank), a shared latent expanded to per-head keys (without
+    /// position) and values, and a rotary key shared by every head.
+    func latentAttention(_ h: Tensor, weights w: LatentAttentionWeights, rope: RotaryEmbedding, config c: HubConfig) -> Tensor {
+        let mla = c.latentAttention!, t = h.rows, heads = c.numHeads
+        let (nope, rot, vDim, qk, rank) = (mla.noPositionDim, mla.rotaryDim, mla.valueDim, mla.queryKeyDim, mla.latentRank)
+        // transformers builds these two norms with RMSNorm's default ε (1e-6), not rms_norm_eps.
+        var queries = w.query.map { $0(h) } ?? w.queryUp!(rmsNorm(w.queryDown!(h), gain: w.queryNorm!, epsilon: 1e-6))
+        let compressed = w.latentDown(h)                          // [T × (rank + rot)]
+        var latentRows = Tensor(uninitialized: [t, rank]), sharedKey = Tensor(uninitialized: [t, rot])
+        for r in 0..<t {
+            latentRows.scalars.replaceSubrange(r * rank ..< (r + 1) * rank, with: compressed.scalars[r * (rank + rot) ..< r * (rank + rot) + rank])
+            sharedKey.scalars.replaceSubrange(r * rot ..< (r + 1) * rot, with: compressed.scalars[r * (rank + rot) + rank ..< (r + 1) * (rank + rot)])
+        }
+        let expanded = w.latentUp(rmsNorm(latentRows, gain: w.latentNorm, epsilon: 1e-6))   // [T × H·(nope + v)]
+        func rotate(_ p: UnsafeMutablePointer<Float>, _ position: Int) {
+            if mla.interleaved { rope.applyInterleaved(p, position: position) } else { rope.apply(p, numHeads: 1, position: position) }
+        }
+        queries.scalars.withUnsafeMutableBufferPointer { qp in
+            for r in 0..<t { for head in 0..<heads { rotate(qp.baseAddress! + r * heads * qk + head * qk + nope, r) } }
+        }
+        sharedKey.scalars.withUnsafeMutableBufferPointer { kp in for r in 0..<t { rotate(kp.baseAddress! + r * rot, r) } }
+        // Keys per head: [k without position | the shared rotary key].
+        var keys = Tensor(uninitialized: [t, heads * qk])
+        for r in 0..<t {
+            for head in 0..<heads {
+                let base = r * heads * qk + head * qk, source = r * heads * (nope + vDim) + head * (nope + vDim)
+                keys.scalars.replaceSubrange(base ..< base + nope, with: expanded.scalars[source ..< source + nope])
+                keys.scalars.replaceSubrange(base + nope ..< base + qk, with: sharedKey.scalars[r * rot ..< (r + 1) * rot])
+            }
+        }
+        var attended = Tensor(uninitialized: [t, heads * vDim])
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
+        defer { scores.deallocate() }
+        queries.scalars.withUnsafeBufferPointer { qp in keys.scalars.withUnsafeBufferPointer { kp in expanded.scalars.withUnsafeBufferPointer { vp in
+            attended.scalars.withUnsafeMutableBufferPointer { ap in
+                for head in 0..<heads {
+                    Self.causalHead(t: t, queries: .init(qp.baseAddress! + head * qk, leadingDimension: heads * qk),
+                                    keys: .init(kp.baseAddress! + head * qk, leadingDimension: heads * qk),
+                                    values: .init(vp.baseAddress! + head * (nope + vDim) + nope, leadingDimension: heads * (nope + vDim)),
+                                    dims: qk, scale: 1 / Float(qk).squareRoot(), scores: scores, valueDims: vDim,
+                                    out: ap.baseAddress! + head * vDim, ldo: heads * vDim)
+                }
+            }
+        } } }
+        return o(attended)
+    }
+
+    /// Grouped-query attention with the family's q/k norm and clipping.
+    func groupedQueryAttention(_ h: Tensor, rope: RotaryEmbedding, config c: HubConfig) -> Tensor {
+        let t = h.rows, hd = c.headDim, heads = c.numHeads, kvHeads = c.numKeyValueHeads
+        var qv = q!(h), kv = k!(h), vv = v!(h)
         switch c.queryKeyNorm {
         case .none: break
         case .perHead, .wholeProjection:     // a [hd] gain normalises each head; a full-width one the whole row
@@ -196,33 +351,22 @@ struct HubLayer: Sendable {
         kv.scalars.withUnsafeMutableBufferPointer { p in for r in 0..<t { rope.apply(p.baseAddress! + r * kvHeads * hd, numHeads: kvHeads, position: r) } }
 
         var attended = Tensor(uninitialized: [t, heads * hd])
-        let scale = 1 / Float(hd).squareRoot(), group = heads / kvHeads
+        let group = heads / kvHeads
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
         defer { scores.deallocate() }
         qv.scalars.withUnsafeBufferPointer { qp in kv.scalars.withUnsafeBufferPointer { kp in vv.scalars.withUnsafeBufferPointer { vp in
             attended.scalars.withUnsafeMutableBufferPointer { ap in
                 for head in 0..<heads {
                     let kvHead = head / group
-                    let qHead = Kernels.Operand(qp.baseAddress! + head * hd, leadingDimension: heads * hd)
-                    let kHead = Kernels.Operand(kp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd)
-                    Kernels.gemm(m: t, n: t, k: hd, qHead, kHead.transposed, scores, ldc: t, threads: 1)
-                    for i in 0..<t {
-                        let row = scores + i * t
-                        for j in 0...i { row[j] *= scale }
-                        Kernels.softmax(row, count: i + 1)
-                        (row + i + 1).update(repeating: 0, count: t - i - 1)
-                    }
-                    Kernels.gemm(m: t, n: hd, k: t, .init(scores, leadingDimension: t),
-                                 .init(vp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
-                                 ap.baseAddress! + head * hd, ldc: heads * hd, threads: 1)
+                    Self.causalHead(t: t, queries: .init(qp.baseAddress! + head * hd, leadingDimension: heads * hd),
+                                    keys: .init(kp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
+                                    values: .init(vp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
+                                    dims: hd, scale: 1 / Float(hd).squareRoot(), scores: scores, valueDims: hd,
+                                    out: ap.baseAddress! + head * hd, ldo: heads * hd)
                 }
             }
         } } }
-        var out = o(attended)
-        out.scalars.withUnsafeMutableBufferPointer { op in x.scalars.withUnsafeBufferPointer { xp in
-            Kernels.axpy(1, xp.baseAddress!, op.baseAddress!, count: op.count)
-        } }
-        return out
+        return o(attended)
     }
 
     /// x += MLP(norm(x)); returns the routing of every token when this is an MoE layer.
@@ -238,14 +382,10 @@ struct HubLayer: Sendable {
             let began = DispatchTime.now().uptimeNanoseconds
             var logits = Tensor(uninitialized: [t, e])
             Tensor.product(u, transposed: false, moe.router, transposed: true, into: &logits, accumulate: false, threads: 1)
-            var probabilities = logits
-            probabilities.scalars.withUnsafeMutableBufferPointer { p in for r in 0..<t { Kernels.softmax(p.baseAddress! + r * e, count: e) } }
-            var choices: [[Int]] = [], weights: [[Float]] = []
+            var choices: [[Int]] = [], weights: [[Float]] = [], probabilities: [[Float]] = []
             for r in 0..<t {
-                let chosen = topK(probabilities.row(r), k: c.topK)
-                var w = chosen.map { probabilities.scalars[r * e + $0] }
-                if c.normalizeTopK { let total = w.reduce(0, +); w = w.map { $0 / total } }
-                choices.append(chosen); weights.append(w)
+                let routed = moe.route(Array(logits.row(r)), rule: c.routing, k: c.topK)
+                choices.append(routed.experts); weights.append(routed.weights); probabilities.append(routed.probabilities)
             }
             let routerNanoseconds = Double(DispatchTime.now().uptimeNanoseconds - began) / Double(t)
             y = Tensor(zeros: [t, d])
@@ -271,16 +411,19 @@ struct HubLayer: Sendable {
                     }
                 } }
             }
-            if let shared = moe.shared, let gate = moe.sharedGate {
+            if let shared = moe.shared {
                 let out = shared(u)
-                var gates = Tensor(uninitialized: [t, 1])
-                Tensor.product(u, transposed: false, gate, transposed: true, into: &gates, accumulate: false, threads: 1)
+                var gates = Tensor(repeating: 1, shape: [t, 1])   // DeepSeek's shared experts are always on
+                if let gate = moe.sharedGate {
+                    Tensor.product(u, transposed: false, gate, transposed: true, into: &gates, accumulate: false, threads: 1)
+                    gates = gates.mapped(Kernels.sigmoid)
+                }
                 y.scalars.withUnsafeMutableBufferPointer { yp in out.scalars.withUnsafeBufferPointer { op in
-                    for r in 0..<t { Kernels.axpy(Kernels.sigmoid(gates.scalars[r]), op.baseAddress! + r * d, yp.baseAddress! + r * d, count: d) }
+                    for r in 0..<t { Kernels.axpy(gates.scalars[r], op.baseAddress! + r * d, yp.baseAddress! + r * d, count: d) }
                 } }
             }
             routing = (0..<t).map { r in
-                var layer = LayerRouting(logits: Array(logits.row(r)), probabilities: Array(probabilities.row(r)), experts: choices[r],
+                var layer = LayerRouting(logits: Array(logits.row(r)), probabilities: probabilities[r], experts: choices[r],
                                          weights: weights[r], expertOutputNorms: norms[r], gruHidden: nil, routerNanoseconds: routerNanoseconds)
                 if allExpertNorms { layer.allExpertOutputNorms = allNorms[r] }
                 return layer

@@ -9,7 +9,7 @@ import MoECore
 
     /// GPT-2-style (ByteLevel regex) and Qwen-style (NFC, Split regex, ByteLevel) tokenizers give
     /// the ids the tokenizers library gave, special token included, and decode back to the text.
-    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"])
+    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3"])
     func tokenizerMatchesTokenizersLibrary(family: String) throws {
         let folder = "\(Self.fixtures)/\(family)"
         let reference = try HubParityTests.Reference(folder: folder)
