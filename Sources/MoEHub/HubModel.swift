@@ -437,7 +437,15 @@ struct HubLayer: Sendable {
 }
 
 extension HubModel: RoutingModel {
-    public var routerName: String { "\(config.architecture.rawValue) softmax top-\(config.topK)" }
+    public var routerName: String {
+        let scoring: String
+        switch config.routing {
+        case .softmaxTopK: scoring = "softmax"
+        case let .deepseekV2(groupLimited, _, _, _): scoring = groupLimited ? "softmax group-limited" : "softmax"
+        case .deepseekV3: scoring = "sigmoid+bias group-limited"
+        }
+        return "\(config.architecture.rawValue) \(scoring) top-\(config.topK)"
+    }
     public var routerKind: RouterKind? { nil }
     public var routedLayerCount: Int { config.moeLayers.count }
     public var numExperts: Int { config.numExperts }

@@ -52,14 +52,18 @@ struct TraceReport {
         var out = "router \(routerLabel) · \(opened.isRandomInit ? "random init (untrained)" : opened.source)"
         out += " · \(routing.count) tokens · \(model.routedLayerCount) layers · top-\(model.topK) of \(model.numExperts) experts\n"
         // A cell is "e:.ww" per chosen expert, e.g. "3:.62 5:.38".
-        let cellWidth = model.topK * (String(model.numExperts - 1).count + 5) + 1
+        let cellWidth = model.topK * (String(model.numExperts - 1).count + 6) + 1
         out += "pos  token           " + (0..<model.routedLayerCount).map { "L\($0)".padding(toLength: cellWidth, withPad: " ", startingAt: 0) }.joined() + "\n"
         for trace in routing {
             let token = "\"" + visible(tokenText(trace.token)) + "\""
             out += String(trace.position).padding(toLength: 5, withPad: " ", startingAt: 0)
             out += token.padding(toLength: 16, withPad: " ", startingAt: 0) + " "
             for layer in trace.layers {
-                let cell = zip(layer.experts, layer.weights).map { "\($0):" + String(format: "%.2f", $1).dropFirst() }.joined(separator: " ")
+                // "0.62" prints as ".62"; a weight of 1 or more (DeepSeek's routed scaling) keeps its digit.
+                let cell = zip(layer.experts, layer.weights).map { expert, weight in
+                    let text = String(format: "%.2f", weight)
+                    return "\(expert):" + (text.hasPrefix("0.") ? String(text.dropFirst()) : text)
+                }.joined(separator: " ")
                 out += cell.padding(toLength: cellWidth, withPad: " ", startingAt: 0)
             }
             out += "\n"
