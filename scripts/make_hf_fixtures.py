@@ -29,12 +29,15 @@ FAMILIES = {
     "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, intermediate_size=24,
                       norm_topk_prob=True, head_dim=12, decoder_sparse_step=1, mlp_only_layers=[]),
     "olmoe": dict(num_experts=8, num_experts_per_tok=3, intermediate_size=16, norm_topk_prob=False, clip_qkv=2.0),
-    # MLA with a low-rank query, sigmoid scores with a selection bias, group-limited top-k,
-    # routed scaling, a shared expert and a dense first layer.
+    # MLA with a low-rank query and YaRN RoPE, sigmoid scores with a selection bias,
+    # group-limited top-k, routed scaling, a shared expert and a dense first layer.
     "deepseek_v3": dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, intermediate_size=24,
                         n_shared_experts=1, first_k_dense_replace=1, n_group=4, topk_group=2, norm_topk_prob=True,
                         routed_scaling_factor=2.5, q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4,
-                        qk_nope_head_dim=8, v_head_dim=8, num_hidden_layers=3, rope_interleave=True, num_key_value_heads=4),
+                        qk_nope_head_dim=8, v_head_dim=8, num_hidden_layers=3, rope_interleave=True, num_key_value_heads=4,
+                        # YaRN, as DeepSeek's published checkpoints use it (extended 4x from 32 positions).
+                        rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=32,
+                                             beta_fast=32, beta_slow=1, mscale=1.0, mscale_all_dim=1.0)),
     # MLA with a full-rank query, softmax scores, group-limited greedy top-k.
     "deepseek_v2": dict(n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=16, intermediate_size=24,
                         n_shared_experts=2, first_k_dense_replace=1, n_group=3, topk_group=2, topk_method="group_limited_greedy",

@@ -36,13 +36,19 @@ public struct RotaryEmbedding: Sendable {
     let halfDim: Int
 
     public init(headDim: Int, context: Int, theta: Float) {
-        halfDim = headDim / 2
+        self.init(inverseFrequencies: (0..<headDim / 2).map { pow(Double(theta), -2 * Double($0) / Double(headDim)) }, context: context)
+    }
+
+    /// Tables for given per-pair frequencies (YaRN and other scaled RoPEs compute their own),
+    /// with cos and sin multiplied by `scale` (YaRN's attention factor).
+    public init(inverseFrequencies: [Double], context: Int, scale: Double = 1) {
+        halfDim = inverseFrequencies.count
         var c = [Float](), s = [Float]()
         c.reserveCapacity(context * halfDim); s.reserveCapacity(context * halfDim)
         for position in 0..<context {
-            for i in 0..<halfDim {
-                let angle = Double(position) * pow(Double(theta), -2 * Double(i) / Double(headDim))
-                c.append(Float(cos(angle))); s.append(Float(sin(angle)))
+            for frequency in inverseFrequencies {
+                let angle = Double(position) * frequency
+                c.append(Float(cos(angle) * scale)); s.append(Float(sin(angle) * scale))
             }
         }
         cosines = c; sines = s

@@ -72,6 +72,51 @@ public struct LatentAttention: Sendable, Equatable {
     public var queryKeyDim: Int { noPositionDim + rotaryDim }
 }
 
+/// Rotary embedding parameters: the default (θ only) or YaRN's extension of the context.
+public struct RotaryParameters: Sendable, Equatable {
+    public var theta: Double
+    public var yarn: Yarn?
+
+    /// YaRN (Peng et al. 2023) as transformers computes it: each frequency blends its
+    /// interpolated (÷ factor) and original values by a linear ramp over the pair index between
+    /// the correction dimensions of `betaFast` and `betaSlow` rotations, and cos/sin are
+    /// multiplied by the attention factor.
+    public struct Yarn: Sendable, Equatable {
+        public var factor: Double
+        public var originalContext: Int
+        public var betaFast: Double, betaSlow: Double
+        public var attentionFactor: Double
+        public var truncate: Bool
+        /// DeepSeek's `mscale_all_dim` (0: none); its softmax scale is multiplied by mscale².
+        public var mscaleAllDim: Double
+    }
+
+    static func mscale(_ factor: Double, _ m: Double = 1) -> Double { factor <= 1 ? 1 : 0.1 * m * log(factor) + 1 }
+
+    /// Frequencies of the `dim / 2` rotary pairs.
+    public func inverseFrequencies(dim: Int) -> [Double] {
+        let original = (0..<dim / 2).map { pow(theta, -2 * Double($0) / Double(dim)) }
+        guard let yarn else { return original }
+        func correctionDim(_ rotations: Double) -> Double {
+            Double(dim) * log(Double(yarn.originalContext) / (rotations * 2 * .pi)) / (2 * log(theta))
+        }
+        var low = correctionDim(yarn.betaFast), high = correctionDim(yarn.betaSlow)
+        if yarn.truncate { low = low.rounded(.down); high = high.rounded(.up) }
+        low = max(low, 0); high = min(high, Double(dim - 1))
+        if low == high { high += 0.001 }
+        return original.enumerated().map { i, frequency in
+            let ramp = min(max((Double(i) - low) / (high - low), 0), 1)
+            let keep = 1 - ramp   // weight of the original (extrapolated) frequency
+            return frequency / yarn.factor * (1 - keep) + frequency * keep
+        }
+    }
+
+    /// cos/sin multiplier.
+    public var tableScale: Double { yarn?.attentionFactor ?? 1 }
+    /// Extra factor on DeepSeek's attention softmax scale.
+    public var softmaxScale: Double { yarn.map { Self.mscale($0.factor, $0.mscaleAllDim) * Self.mscale($0.factor, $0.mscaleAllDim) } ?? 1 }
+}
+
 /// How a family turns router logits into k experts and their weights, as transformers does it.
 public enum RoutingRule: Sendable, Equatable {
     /// p = softmax(logits); the top k of p; weights p renormalised over the k when `normalize`.
@@ -94,7 +139,7 @@ public struct HubConfig: Sendable, Equatable {
     public var numHeads: Int
     public var numKeyValueHeads: Int
     public var headDim: Int
-    public var ropeTheta: Float
+    public var rope: RotaryParameters
     public var normEpsilon: Float
     /// `max_position_embeddings`: the longest sequence it runs.
     public var contextLength: Int
@@ -153,14 +198,28 @@ public struct HubConfig: Sendable, Equatable {
         tieEmbeddings = try fields.optional("tie_word_embeddings") ?? false
         contextLength = try fields.positive("max_position_embeddings")
 
-        // RoPE: transformers 5 nests it in rope_parameters, earlier versions used rope_theta.
-        let rope = (json["rope_parameters"] as? [String: Any]) ?? (json["rope_scaling"] as? [String: Any])
-        if let type = (rope?["rope_type"] ?? rope?["type"]) as? String, type != "default" {
-            throw HubError.badField(path: path, field: json["rope_parameters"] != nil ? "rope_parameters.rope_type" : "rope_scaling.type",
-                                    detail: "is \"\(type)\"; only the default rotary embedding is supported")
+        // RoPE: transformers 5 nests it in rope_parameters, earlier versions used rope_theta/rope_scaling.
+        let ropeField = json["rope_parameters"] != nil ? "rope_parameters" : "rope_scaling"
+        let ropeObject = json[ropeField] as? [String: Any]
+        let theta = try (ropeObject?["rope_theta"] as? NSNumber)?.doubleValue ?? fields.optional("rope_theta") ?? 10_000
+        switch (ropeObject?["rope_type"] ?? ropeObject?["type"]) as? String {
+        case nil, "default":
+            rope = RotaryParameters(theta: theta, yarn: nil)
+        case "yarn":
+            func number(_ key: String) -> Double? { (ropeObject?[key] as? NSNumber)?.doubleValue }
+            guard let factor = number("factor") else { throw HubError.missingField(path: path, field: "\(ropeField).factor") }
+            guard let original = number("original_max_position_embeddings") else {
+                throw HubError.missingField(path: path, field: "\(ropeField).original_max_position_embeddings")
+            }
+            let m = number("mscale") ?? 0, mAll = number("mscale_all_dim") ?? 0
+            let attention = number("attention_factor")
+                ?? (m != 0 && mAll != 0 ? RotaryParameters.mscale(factor, m) / RotaryParameters.mscale(factor, mAll) : RotaryParameters.mscale(factor))
+            rope = RotaryParameters(theta: theta, yarn: .init(
+                factor: factor, originalContext: Int(original), betaFast: number("beta_fast") ?? 32, betaSlow: number("beta_slow") ?? 1,
+                attentionFactor: attention, truncate: ropeObject?["truncate"] as? Bool ?? true, mscaleAllDim: mAll))
+        case let other?:
+            throw HubError.badField(path: path, field: "\(ropeField).rope_type", detail: "is \"\(other)\"; default and yarn rotary embeddings are supported")
         }
-        let theta = try (rope?["rope_theta"] as? NSNumber)?.doubleValue ?? fields.optional("rope_theta") ?? 10_000
-        ropeTheta = Float(theta)
 
         latentAttention = nil
         switch architecture {

@@ -57,7 +57,8 @@ public struct HubModel: Sendable {
         x.scalars.withUnsafeMutableBufferPointer { xp in
             for (i, token) in tokens.enumerated() { embedding.decodeRows(token..<token + 1, into: xp.baseAddress! + i * d) }
         }
-        let rope = RotaryEmbedding(headDim: config.headDim, context: t, theta: config.ropeTheta)
+        let rope = RotaryEmbedding(inverseFrequencies: config.rope.inverseFrequencies(dim: config.headDim), context: t,
+                                   scale: config.rope.tableScale)
         var perLayer: [[LayerRouting]] = []
         for layer in layers {
             x = layer.attentionBlock(x, rope: rope, config: config)
@@ -324,7 +325,7 @@ struct HubLayer: Sendable {
                     Self.causalHead(t: t, queries: .init(qp.baseAddress! + head * qk, leadingDimension: heads * qk),
                                     keys: .init(kp.baseAddress! + head * qk, leadingDimension: heads * qk),
                                     values: .init(vp.baseAddress! + head * (nope + vDim) + nope, leadingDimension: heads * (nope + vDim)),
-                                    dims: qk, scale: 1 / Float(qk).squareRoot(), scores: scores, valueDims: vDim,
+                                    dims: qk, scale: Float(c.rope.softmaxScale / Double(qk).squareRoot()), scores: scores, valueDims: vDim,
                                     out: ap.baseAddress! + head * vDim, ldo: heads * vDim)
                 }
             }

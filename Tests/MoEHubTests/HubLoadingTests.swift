@@ -55,9 +55,14 @@ import MoECore
         #expect { try HubConfig(folder: folder) } throws: { "\($0)".contains("\"hidden_size\" has the wrong type") }
 
         config = try fixtureConfig("olmoe")
+        config["rope_parameters"] = ["rope_type": "longrope", "rope_theta": 10000]
+        folder = try scratchFolder(config: config)
+        #expect { try HubConfig(folder: folder) } throws: { "\($0)".contains("\"rope_parameters.rope_type\" is \"longrope\"") }
+
+        config = try fixtureConfig("olmoe")
         config["rope_parameters"] = ["rope_type": "yarn", "rope_theta": 10000]
         folder = try scratchFolder(config: config)
-        #expect { try HubConfig(folder: folder) } throws: { "\($0)".contains("rope_parameters.rope_type") }
+        #expect { try HubConfig(folder: folder) } throws: { "\($0)".contains("lacks the field \"rope_parameters.factor\"") }
 
         #expect { try HubConfig(folder: "/nonexistent") } throws: { "\($0)".contains("no config.json") }
     }
