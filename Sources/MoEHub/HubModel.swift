@@ -42,12 +42,32 @@ public struct HubModel: Sendable {
         public var routing: [RoutingTrace]
     }
 
+    /// Keys and values of the positions run so far, per layer, so each new token attends to
+    /// them without recomputing the prefix.
+    public struct Cache: Sendable {
+        var keys: [[Float]], values: [[Float]]
+        public private(set) var length = 0
+
+        init(layers: Int) { keys = Array(repeating: [], count: layers); values = keys }
+        mutating func advance(by count: Int) { length += count }
+    }
+
+    public func makeCache() -> Cache { Cache(layers: layers.count) }
+
     /// Runs `tokens` from position 0. `allExpertNorms` runs every expert on every token to
     /// record all their output norms (the "Closer Look" analysis), E/k times the expert cost.
     public func forward(_ tokens: [Int], allExpertNorms: Bool = false) throws -> Output {
+        var cache = makeCache()
+        return try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
+    }
+
+    /// Runs `tokens` at the positions after those `cache` holds, and appends them to it; a
+    /// token at a time gives what one full pass gives (a test holds them equal).
+    public func forward(_ tokens: [Int], cache: inout Cache, allExpertNorms: Bool = false) throws -> Output {
         guard !tokens.isEmpty else { throw InferenceError.emptyInput }
-        guard tokens.count <= config.contextLength else {
-            throw InferenceError.contextFull(needed: tokens.count, capacity: config.contextLength)
+        let offset = cache.length
+        guard offset + tokens.count <= config.contextLength else {
+            throw InferenceError.contextFull(needed: offset + tokens.count, capacity: config.contextLength)
         }
         if let bad = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
             throw InferenceError.tokenOutOfRange(token: bad, vocabSize: config.vocabSize)
@@ -57,16 +77,17 @@ public struct HubModel: Sendable {
         x.scalars.withUnsafeMutableBufferPointer { xp in
             for (i, token) in tokens.enumerated() { embedding.decodeRows(token..<token + 1, into: xp.baseAddress! + i * d) }
         }
-        let rope = RotaryEmbedding(inverseFrequencies: config.rope.inverseFrequencies(dim: config.headDim), context: t,
+        let rope = RotaryEmbedding(inverseFrequencies: config.rope.inverseFrequencies(dim: config.headDim), context: offset + t,
                                    scale: config.rope.tableScale)
         var perLayer: [[LayerRouting]] = []
-        for layer in layers {
-            x = layer.attentionBlock(x, rope: rope, config: config)
+        for (i, layer) in layers.enumerated() {
+            x = layer.attentionBlock(x, rope: rope, offset: offset, keys: &cache.keys[i], values: &cache.values[i], config: config)
             if let routing = layer.feedForwardBlock(&x, config: config, allExpertNorms: allExpertNorms) { perLayer.append(routing) }
         }
+        cache.advance(by: t)
         let normed = rmsNorm(x, gain: finalNorm, epsilon: config.normEpsilon)
         let routing = tokens.enumerated().map { i, token in
-            RoutingTrace(token: token, position: i, layers: perLayer.map { $0[i] })
+            RoutingTrace(token: token, position: offset + i, layers: perLayer.map { $0[i] })
         }
         return Output(logits: lmHead(normed), routing: routing)
     }
@@ -262,33 +283,40 @@ struct HubLayer: Sendable {
         moe = HubMoE(router: router, selectionBias: bias, experts: experts, shared: shared, sharedGate: sharedGate)
     }
 
-    /// x + o(attention(norm(x))), causal: grouped-query, or DeepSeek's latent attention.
-    func attentionBlock(_ x: Tensor, rope: RotaryEmbedding, config c: HubConfig) -> Tensor {
+    /// x + o(attention(norm(x))), causal: grouped-query, or DeepSeek's latent attention. The
+    /// new rows sit at positions `offset…`; their keys and values are appended to the cache's.
+    func attentionBlock(_ x: Tensor, rope: RotaryEmbedding, offset: Int, keys: inout [Float], values: inout [Float],
+                        config c: HubConfig) -> Tensor {
         let h = rmsNorm(x, gain: inputNorm, epsilon: c.normEpsilon)
-        var out = latent.map { latentAttention(h, weights: $0, rope: rope, config: c) } ?? groupedQueryAttention(h, rope: rope, config: c)
+        var out = latent.map { latentAttention(h, weights: $0, rope: rope, offset: offset, keyCache: &keys, valueCache: &values, config: c) }
+            ?? groupedQueryAttention(h, rope: rope, offset: offset, keyCache: &keys, valueCache: &values, config: c)
         out.scalars.withUnsafeMutableBufferPointer { op in x.scalars.withUnsafeBufferPointer { xp in
             Kernels.axpy(1, xp.baseAddress!, op.baseAddress!, count: op.count)
         } }
         return out
     }
 
-    /// softmax(Q Kᵀ · scale + causal mask) V for one head, written into `out` (leading dimension `ldo`).
-    static func causalHead(t: Int, queries: Kernels.Operand, keys: Kernels.Operand, values: Kernels.Operand,
+    /// softmax(Q Kᵀ · scale + causal mask) V for one head: `t` query rows at positions
+    /// `offset…` against `length` = offset + t key and value rows; written into `out`
+    /// (leading dimension `ldo`).
+    static func causalHead(t: Int, offset: Int, queries: Kernels.Operand, keys: Kernels.Operand, values: Kernels.Operand,
                            dims: Int, scale: Float, scores: UnsafeMutablePointer<Float>, valueDims: Int,
                            out: UnsafeMutablePointer<Float>, ldo: Int) {
-        Kernels.gemm(m: t, n: t, k: dims, queries, keys.transposed, scores, ldc: t, threads: 1)
+        let length = offset + t
+        Kernels.gemm(m: t, n: length, k: dims, queries, keys.transposed, scores, ldc: length, threads: 1)
         for i in 0..<t {
-            let row = scores + i * t
-            for j in 0...i { row[j] *= scale }
-            Kernels.softmax(row, count: i + 1)
-            (row + i + 1).update(repeating: 0, count: t - i - 1)
+            let row = scores + i * length, visible = offset + i + 1
+            for j in 0..<visible { row[j] *= scale }
+            Kernels.softmax(row, count: visible)
+            (row + visible).update(repeating: 0, count: length - visible)
         }
-        Kernels.gemm(m: t, n: valueDims, k: t, .init(scores, leadingDimension: t), values, out, ldc: ldo, threads: 1)
+        Kernels.gemm(m: t, n: valueDims, k: length, .init(scores, leadingDimension: length), values, out, ldc: ldo, threads: 1)
     }
 
     /// DeepSeek MLA: q (full or low rank), a shared latent expanded to per-head keys (without
     /// position) and values, and a rotary key shared by every head.
-    func latentAttention(_ h: Tensor, weights w: LatentAttentionWeights, rope: RotaryEmbedding, config c: HubConfig) -> Tensor {
+    func latentAttention(_ h: Tensor, weights w: LatentAttentionWeights, rope: RotaryEmbedding, offset: Int,
+                         keyCache: inout [Float], valueCache: inout [Float], config c: HubConfig) -> Tensor {
         let mla = c.latentAttention!, t = h.rows, heads = c.numHeads
         let (nope, rot, vDim, qk, rank) = (mla.noPositionDim, mla.rotaryDim, mla.valueDim, mla.queryKeyDim, mla.latentRank)
         // transformers builds these two norms with RMSNorm's default ε (1e-6), not rms_norm_eps.
@@ -304,9 +332,9 @@ struct HubLayer: Sendable {
             if mla.interleaved { rope.applyInterleaved(p, position: position) } else { rope.apply(p, numHeads: 1, position: position) }
         }
         queries.scalars.withUnsafeMutableBufferPointer { qp in
-            for r in 0..<t { for head in 0..<heads { rotate(qp.baseAddress! + r * heads * qk + head * qk + nope, r) } }
+            for r in 0..<t { for head in 0..<heads { rotate(qp.baseAddress! + r * heads * qk + head * qk + nope, offset + r) } }
         }
-        sharedKey.scalars.withUnsafeMutableBufferPointer { kp in for r in 0..<t { rotate(kp.baseAddress! + r * rot, r) } }
+        sharedKey.scalars.withUnsafeMutableBufferPointer { kp in for r in 0..<t { rotate(kp.baseAddress! + r * rot, offset + r) } }
         // Keys per head: [k without position | the shared rotary key].
         var keys = Tensor(uninitialized: [t, heads * qk])
         for r in 0..<t {
@@ -316,13 +344,15 @@ struct HubLayer: Sendable {
                 keys.scalars.replaceSubrange(base + nope ..< base + qk, with: sharedKey.scalars[r * rot ..< (r + 1) * rot])
             }
         }
+        keyCache += keys.scalars
+        valueCache += expanded.scalars                              // values are read per head from these rows
         var attended = Tensor(uninitialized: [t, heads * vDim])
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * (offset + t))
         defer { scores.deallocate() }
-        queries.scalars.withUnsafeBufferPointer { qp in keys.scalars.withUnsafeBufferPointer { kp in expanded.scalars.withUnsafeBufferPointer { vp in
+        queries.scalars.withUnsafeBufferPointer { qp in keyCache.withUnsafeBufferPointer { kp in valueCache.withUnsafeBufferPointer { vp in
             attended.scalars.withUnsafeMutableBufferPointer { ap in
                 for head in 0..<heads {
-                    Self.causalHead(t: t, queries: .init(qp.baseAddress! + head * qk, leadingDimension: heads * qk),
+                    Self.causalHead(t: t, offset: offset, queries: .init(qp.baseAddress! + head * qk, leadingDimension: heads * qk),
                                     keys: .init(kp.baseAddress! + head * qk, leadingDimension: heads * qk),
                                     values: .init(vp.baseAddress! + head * (nope + vDim) + nope, leadingDimension: heads * (nope + vDim)),
                                     dims: qk, scale: Float(c.rope.softmaxScale / Double(qk).squareRoot()), scores: scores, valueDims: vDim,
@@ -334,7 +364,8 @@ struct HubLayer: Sendable {
     }
 
     /// Grouped-query attention with the family's q/k norm and clipping.
-    func groupedQueryAttention(_ h: Tensor, rope: RotaryEmbedding, config c: HubConfig) -> Tensor {
+    func groupedQueryAttention(_ h: Tensor, rope: RotaryEmbedding, offset: Int, keyCache: inout [Float], valueCache: inout [Float],
+                               config c: HubConfig) -> Tensor {
         let t = h.rows, hd = c.headDim, heads = c.numHeads, kvHeads = c.numKeyValueHeads
         var qv = q!(h), kv = k!(h), vv = v!(h)
         switch c.queryKeyNorm {
@@ -348,18 +379,20 @@ struct HubLayer: Sendable {
             for i in kv.scalars.indices { kv.scalars[i] = min(max(kv.scalars[i], -clip), clip) }
             for i in vv.scalars.indices { vv.scalars[i] = min(max(vv.scalars[i], -clip), clip) }
         }
-        qv.scalars.withUnsafeMutableBufferPointer { p in for r in 0..<t { rope.apply(p.baseAddress! + r * heads * hd, numHeads: heads, position: r) } }
-        kv.scalars.withUnsafeMutableBufferPointer { p in for r in 0..<t { rope.apply(p.baseAddress! + r * kvHeads * hd, numHeads: kvHeads, position: r) } }
+        qv.scalars.withUnsafeMutableBufferPointer { p in for r in 0..<t { rope.apply(p.baseAddress! + r * heads * hd, numHeads: heads, position: offset + r) } }
+        kv.scalars.withUnsafeMutableBufferPointer { p in for r in 0..<t { rope.apply(p.baseAddress! + r * kvHeads * hd, numHeads: kvHeads, position: offset + r) } }
+        keyCache += kv.scalars
+        valueCache += vv.scalars
 
         var attended = Tensor(uninitialized: [t, heads * hd])
         let group = heads / kvHeads
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * (offset + t))
         defer { scores.deallocate() }
-        qv.scalars.withUnsafeBufferPointer { qp in kv.scalars.withUnsafeBufferPointer { kp in vv.scalars.withUnsafeBufferPointer { vp in
+        qv.scalars.withUnsafeBufferPointer { qp in keyCache.withUnsafeBufferPointer { kp in valueCache.withUnsafeBufferPointer { vp in
             attended.scalars.withUnsafeMutableBufferPointer { ap in
                 for head in 0..<heads {
                     let kvHead = head / group
-                    Self.causalHead(t: t, queries: .init(qp.baseAddress! + head * hd, leadingDimension: heads * hd),
+                    Self.causalHead(t: t, offset: offset, queries: .init(qp.baseAddress! + head * hd, leadingDimension: heads * hd),
                                     keys: .init(kp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
                                     values: .init(vp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
                                     dims: hd, scale: 1 / Float(hd).squareRoot(), scores: scores, valueDims: hd,
@@ -454,7 +487,7 @@ extension HubModel: RoutingModel {
     public var vocabSize: Int { config.vocabSize }
     public var contextLength: Int { config.contextLength }
 
-    public func makeDecoder() -> any RoutingDecoder { PrefixDecoder(model: self) }
+    public func makeDecoder() -> any RoutingDecoder { CachedDecoder(model: self, cache: makeCache()) }
 
     /// Decoded for models up to 2 GB of weights; reading a larger model's every expert would
     /// stall the explorer, so its similarity view says so instead.
@@ -463,16 +496,14 @@ extension HubModel: RoutingModel {
         return moe.experts.map { ($0.gate.weight.decoded(), $0.up.weight.decoded(), $0.down.weight.decoded()) }
     }
 
-    /// No KV cache (yet): each feed re-runs the whole prefix and keeps the new positions'
-    /// routing, which is exact and, at the sizes the explorer shows, fast enough.
-    struct PrefixDecoder: RoutingDecoder {
+    /// Incremental decoding on the KV cache: each feed costs only its new tokens.
+    struct CachedDecoder: RoutingDecoder {
         let model: HubModel
-        var tokens: [Int] = []
+        var cache: Cache
 
         mutating func feed(_ new: [Int], allExpertNorms: Bool) throws -> (routing: [RoutingTrace], lastLogits: [Float]) {
-            let output = try model.forward(tokens + new, allExpertNorms: allExpertNorms)
-            tokens += new
-            return (Array(output.routing.suffix(new.count)), Array(output.logits.row(output.logits.rows - 1)))
+            let output = try model.forward(new, cache: &cache, allExpertNorms: allExpertNorms)
+            return (output.routing, Array(output.logits.row(output.logits.rows - 1)))
         }
     }
 }

@@ -66,5 +66,26 @@ import MoECore
         }
         #expect(compared > reference.ids.count, "too few tokens compared: \(compared)")
     }
-}
 
+    /// Decoding on the KV cache — one token, then three, then the rest — gives the full pass's
+    /// logits and routing.
+    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3"])
+    func cachedDecodingEqualsTheFullPass(family: String) throws {
+        let folder = "\(Self.fixtures)/\(family)"
+        let ids = try Reference(folder: folder).ids
+        let model = try HubModel(folder: folder)
+        let full = try model.forward(ids)
+        var cache = model.makeCache()
+        var logits: [Float] = [], routing: [RoutingTrace] = []
+        for chunk in [ids[0..<1], ids[1..<4], ids[4...]] {
+            let part = try model.forward(Array(chunk), cache: &cache)
+            logits += part.logits.scalars
+            routing += part.routing
+        }
+        #expect(cache.length == ids.count)
+        let worst = zip(logits, full.logits.scalars).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(worst < 1e-4, "\(family): \(worst)")
+        #expect(routing.map(\.position) == Array(0..<ids.count))
+        #expect(routing.map { $0.layers.map(\.experts) } == full.routing.map { $0.layers.map(\.experts) })
+    }
+}
