@@ -25,6 +25,8 @@ public struct ForwardResult: Sendable {
     /// [T × vocab]
     public var logits: Tensor
     public var routing: [RoutingTrace]
+
+    public init(logits: Tensor, routing: [RoutingTrace]) { self.logits = logits; self.routing = routing }
 }
 
 public enum InferenceError: Error, CustomStringConvertible, Equatable {

@@ -28,7 +28,31 @@ public protocol RoutingDecoder {
     mutating func feed(_ tokens: [Int], allExpertNorms: Bool) throws -> (routing: [RoutingTrace], lastLogits: [Float])
 }
 
-extension MoEModel: RoutingModel {
+/// A model that decodes incrementally on a cache of its own kind: it gets its
+/// `RoutingDecoder` for free.
+public protocol CachedRoutingModel: RoutingModel {
+    associatedtype Cache
+    func makeCache() -> Cache
+    /// Runs `tokens` at the positions after those `cache` holds and appends them to it.
+    func forward(_ tokens: [Int], appendingTo cache: inout Cache, allExpertNorms: Bool) throws -> ForwardResult
+}
+
+extension CachedRoutingModel {
+    public func makeDecoder() -> any RoutingDecoder { CachedDecoder(model: self, cache: makeCache()) }
+}
+
+/// Incremental decoding on a model's cache: each feed costs only its new tokens.
+struct CachedDecoder<Model: CachedRoutingModel>: RoutingDecoder {
+    let model: Model
+    var cache: Model.Cache
+
+    mutating func feed(_ tokens: [Int], allExpertNorms: Bool) throws -> (routing: [RoutingTrace], lastLogits: [Float]) {
+        let result = try model.forward(tokens, appendingTo: &cache, allExpertNorms: allExpertNorms)
+        return (result.routing, Array(result.logits.row(result.logits.rows - 1)))
+    }
+}
+
+extension MoEModel: CachedRoutingModel {
     public var routerName: String { config.router.displayName }
     public var routerKind: RouterKind? { config.router }
     public var routedLayerCount: Int { config.numLayers }
@@ -37,20 +61,11 @@ extension MoEModel: RoutingModel {
     public var vocabSize: Int { config.vocabSize }
     public var contextLength: Int { config.contextLength }
 
-    public func makeDecoder() -> any RoutingDecoder { CachedDecoder(model: self, cache: makeCache()) }
+    public func forward(_ tokens: [Int], appendingTo cache: inout KVCache, allExpertNorms: Bool) throws -> ForwardResult {
+        try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
+    }
 
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {
         layers[routedLayer].moe.experts.map { ($0.gate.weight, $0.up.weight, $0.down.weight) }
-    }
-
-    /// Incremental decoding on the KV cache: each call costs only its new tokens.
-    struct CachedDecoder: RoutingDecoder {
-        let model: MoEModel
-        var cache: KVCache
-
-        mutating func feed(_ tokens: [Int], allExpertNorms: Bool) throws -> (routing: [RoutingTrace], lastLogits: [Float]) {
-            let result = try model.forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
-            return (result.routing, Array(result.logits.row(result.logits.rows - 1)))
-        }
     }
 }

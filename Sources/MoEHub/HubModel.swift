@@ -34,14 +34,6 @@ public struct HubModel: Sendable {
         layers = try (0..<c.numLayers).map { try HubLayer(index: $0, config: c, weights: weights) }
     }
 
-    /// The result of running a token sequence: logits per position and the routing of every
-    /// token at every MoE layer (`config.moeLayers`; dense layers route nothing).
-    public struct Output: Sendable {
-        /// [T × vocab]
-        public var logits: Tensor
-        public var routing: [RoutingTrace]
-    }
-
     /// Keys and values of the positions run so far, per layer, so each new token attends to
     /// them without recomputing the prefix.
     public struct Cache: Sendable {
@@ -56,14 +48,16 @@ public struct HubModel: Sendable {
 
     /// Runs `tokens` from position 0. `allExpertNorms` runs every expert on every token to
     /// record all their output norms (the "Closer Look" analysis), E/k times the expert cost.
-    public func forward(_ tokens: [Int], allExpertNorms: Bool = false) throws -> Output {
+    /// Logits per position and the routing of every token at every MoE layer
+    /// (`config.moeLayers`; dense layers route nothing).
+    public func forward(_ tokens: [Int], allExpertNorms: Bool = false) throws -> ForwardResult {
         var cache = makeCache()
-        return try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
+        return try forward(tokens, appendingTo: &cache, allExpertNorms: allExpertNorms)
     }
 
     /// Runs `tokens` at the positions after those `cache` holds, and appends them to it; a
     /// token at a time gives what one full pass gives (a test holds them equal).
-    public func forward(_ tokens: [Int], cache: inout Cache, allExpertNorms: Bool = false) throws -> Output {
+    public func forward(_ tokens: [Int], appendingTo cache: inout Cache, allExpertNorms: Bool = false) throws -> ForwardResult {
         guard !tokens.isEmpty else { throw InferenceError.emptyInput }
         let offset = cache.length
         guard offset + tokens.count <= config.contextLength else {
@@ -89,7 +83,7 @@ public struct HubModel: Sendable {
         let routing = tokens.enumerated().map { i, token in
             RoutingTrace(token: token, position: offset + i, layers: perLayer.map { $0[i] })
         }
-        return Output(logits: lmHead(normed), routing: routing)
+        return ForwardResult(logits: lmHead(normed), routing: routing)
     }
 }
 
@@ -470,7 +464,7 @@ struct HubLayer: Sendable {
     }
 }
 
-extension HubModel: RoutingModel {
+extension HubModel: CachedRoutingModel {
     public var routerName: String {
         let scoring: String
         switch config.routing {
@@ -487,23 +481,10 @@ extension HubModel: RoutingModel {
     public var vocabSize: Int { config.vocabSize }
     public var contextLength: Int { config.contextLength }
 
-    public func makeDecoder() -> any RoutingDecoder { CachedDecoder(model: self, cache: makeCache()) }
-
     /// Decoded for models up to 2 GB of weights; reading a larger model's every expert would
     /// stall the explorer, so its similarity view says so instead.
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {
         guard weightBytes <= 2_000_000_000, let moe = layers[config.moeLayers[routedLayer]].moe else { return nil }
         return moe.experts.map { ($0.gate.weight.decoded(), $0.up.weight.decoded(), $0.down.weight.decoded()) }
-    }
-
-    /// Incremental decoding on the KV cache: each feed costs only its new tokens.
-    struct CachedDecoder: RoutingDecoder {
-        let model: HubModel
-        var cache: Cache
-
-        mutating func feed(_ new: [Int], allExpertNorms: Bool) throws -> (routing: [RoutingTrace], lastLogits: [Float]) {
-            let output = try model.forward(new, cache: &cache, allExpertNorms: allExpertNorms)
-            return (output.routing, Array(output.logits.row(output.logits.rows - 1)))
-        }
     }
 }

@@ -78,7 +78,7 @@ import MoECore
         var cache = model.makeCache()
         var logits: [Float] = [], routing: [RoutingTrace] = []
         for chunk in [ids[0..<1], ids[1..<4], ids[4...]] {
-            let part = try model.forward(Array(chunk), cache: &cache)
+            let part = try model.forward(Array(chunk), appendingTo: &cache)
             logits += part.logits.scalars
             routing += part.routing
         }
