@@ -34,6 +34,7 @@ public struct AnalysisReport: Codable, Sendable {
     }
 
     public struct LayerReport: Codable, Sendable {
+        /// The model's own index of this routed layer.
         public var layer: Int
         /// Routing entropy per token (nats; ln E is the most).
         public var entropy: Distribution
@@ -106,7 +107,7 @@ public struct AnalysisReport: Codable, Sendable {
         crossLayerMutualInformation = summary.crossLayerMutualInformation
         layers = (0..<layerCount).map { i in
             LayerReport(
-                layer: i, entropy: Distribution(summary.entropies[i]), expertShares: summary.load[i].shares,
+                layer: model.routedLayers[i], entropy: Distribution(summary.entropies[i]), expertShares: summary.load[i].shares,
                 loadCV: summary.load[i].coefficientOfVariation, maxViolation: summary.load[i].maxViolation,
                 usageEntropy: summary.load[i].normalizedUsageEntropy,
                 innerBalance: median(summary.topRatios[i]), outerBalance: median(summary.topKMass[i]),

@@ -6,8 +6,13 @@ public protocol RoutingModel: Sendable {
     var routerName: String { get }
     /// moescope's router kind; nil for a model moescope did not build (its router is fixed).
     var routerKind: RouterKind? { get }
-    /// Layers that route (a dense layer routes nothing and has no row in the views).
-    var routedLayerCount: Int { get }
+    /// The router's equation, one line, for the explorer's router panel.
+    var routerEquation: String { get }
+    /// All its layers, dense ones included.
+    var layerCount: Int { get }
+    /// Indices of the layers that route, in order (a dense layer routes nothing and has no row
+    /// in the views); trace layer i is model layer `routedLayers[i]`.
+    var routedLayers: [Int] { get }
     var numExperts: Int { get }
     var topK: Int { get }
     var vocabSize: Int { get }
@@ -18,6 +23,10 @@ public protocol RoutingModel: Sendable {
     /// The experts' (gate, up, down) weights at one routed layer, as Floats, for the weight
     /// similarity analysis; nil where reading them all would be too costly.
     func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]?
+}
+
+extension RoutingModel {
+    public var routedLayerCount: Int { routedLayers.count }
 }
 
 /// Runs a model forward through a growing token sequence.
@@ -55,7 +64,9 @@ struct CachedDecoder<Model: CachedRoutingModel>: RoutingDecoder {
 extension MoEModel: CachedRoutingModel {
     public var routerName: String { config.router.displayName }
     public var routerKind: RouterKind? { config.router }
-    public var routedLayerCount: Int { config.numLayers }
+    public var routerEquation: String { config.router.equation }
+    public var layerCount: Int { config.numLayers }
+    public var routedLayers: [Int] { Array(0..<config.numLayers) }
     public var numExperts: Int { config.numExperts }
     public var topK: Int { config.topK }
     public var vocabSize: Int { config.vocabSize }

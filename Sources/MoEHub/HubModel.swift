@@ -475,7 +475,18 @@ extension HubModel: CachedRoutingModel {
         return "\(config.architecture.rawValue) \(scoring) top-\(config.topK)"
     }
     public var routerKind: RouterKind? { nil }
-    public var routedLayerCount: Int { config.moeLayers.count }
+    public var layerCount: Int { config.numLayers }
+    public var routedLayers: [Int] { config.moeLayers }
+    public var routerEquation: String {
+        switch config.routing {
+        case let .softmaxTopK(normalize):
+            return "p = softmax(x·Gᵀ); top-\(config.topK) of p; weights p\(normalize ? " renormalised over the k" : "")"
+        case let .deepseekV2(groupLimited, groups, topGroups, scale):
+            return "p = softmax(x·Gᵀ); top-\(config.topK)\(groupLimited ? " within the best \(topGroups) of \(groups) groups" : ""); weights p × \(scale)"
+        case let .deepseekV3(groups, topGroups, normalize, scale):
+            return "s = σ(x·Gᵀ); top-\(config.topK) of s + b within the best \(topGroups) of \(groups) groups; weights s\(normalize ? " renormalised" : "") × \(scale)"
+        }
+    }
     public var numExperts: Int { config.numExperts }
     public var topK: Int { config.topK }
     public var vocabSize: Int { config.vocabSize }

@@ -40,7 +40,7 @@ public enum ExplorerRenderer {
             session.router.map { "router \($0.displayName) [\($0.number)/\(RouterKind.allCases.count)]" } ?? "router \(session.model.routerName)",
             session.label,
             "token \(state.cursor + 1)/\(state.tokenCount)",
-            "layer L\(state.layer) of \(state.numLayers)",
+            "layer \(state.layerName(state.layer)) of \(state.session.model.layerCount)",
             state.view.title,
             state.pendingGeneration > 0 ? "generating…" : state.playing ? "▶ playing" : "❚❚ paused",
         ]
@@ -120,7 +120,7 @@ enum DashboardView {
         expertHeader(state.numExperts, into: &grid, x: x + 8, y: y + 1, palette: state.palette)
         for (i, routing) in state.currentTrace.layers.enumerated() {
             let selected = i == state.layer
-            grid.put(selected ? "▸ L\(i)" : "  L\(i)", x: x + 2, y: y + 2 + i, style: CellStyle(bold: selected))
+            grid.put((selected ? "▸ " : "  ") + state.layerName(i), x: x + 2, y: y + 2 + i, style: CellStyle(bold: selected))
             heatRow(routing, palette: state.palette, into: &grid, x: x + 8, y: y + 2 + i)
         }
         grid.put("[nn] = chosen top-\(state.session.model.topK) · nn = router probability %", x: x + 2, y: y + height - 2, style: CellStyle(dim: true), maxWidth: width - 4)
@@ -129,7 +129,7 @@ enum DashboardView {
     /// Recent tokens × experts at the selected layer.
     static func drawHistory(_ state: ExplorerState, into grid: inout CellGrid, x: Int, y: Int, width: Int, height: Int) {
         guard height >= 4 else { return }
-        grid.box(x: x, y: y, width: width, height: height, title: "Token history · layer L\(state.layer) · tokens × experts")
+        grid.box(x: x, y: y, width: width, height: height, title: "Token history · layer \(state.layerName(state.layer)) · tokens × experts")
         expertHeader(state.numExperts, into: &grid, x: x + 12, y: y + 1, palette: state.palette)
         let rows = height - 3
         let first = max(0, state.cursor - rows + 1)
@@ -149,7 +149,7 @@ enum DashboardView {
             grid.box(x: x, y: y, width: width, height: height, title: "Router state")
             let lines = ["The \(router?.displayName ?? state.session.model.routerName) router has no recurrent state: it routes every layer",
                          "independently from that layer's hidden state alone.",
-                         "Equation: \(router?.equation ?? "p = softmax(x·Wᵀ), top-k of p (the Hugging Face model's own gate)")",
+                         "Equation: \(state.session.model.routerEquation)",
                          router == nil ? "moescope's GRU (RMoE) router is in its own models: run moescope without --model, press 7."
                                        : "Press 7 for the GRU (RMoE) router, whose state flows down the layers."]
             for (i, line) in lines.enumerated() { grid.put(line, x: x + 2, y: y + 1 + i, maxWidth: width - 4) }
@@ -170,7 +170,7 @@ enum DashboardView {
         for (i, routing) in trace.layers.enumerated() {
             let hidden = routing.gruHidden ?? []
             let selected = i == state.layer
-            grid.put(selected ? "▸ L\(i)" : "  L\(i)", x: x + 2, y: y + 1 + i, style: CellStyle(bold: selected))
+            grid.put((selected ? "▸ " : "  ") + state.layerName(i), x: x + 2, y: y + 1 + i, style: CellStyle(bold: selected))
             for c in 0..<columns {
                 let slice = hidden[(c * group) ..< min(hidden.count, (c + 1) * group)]
                 let magnitude = Double(slice.map { abs($0) }.max() ?? 0)   // |h| ≤ 1 for a GRU
@@ -188,7 +188,7 @@ enum DashboardView {
     /// Share of routed slots per expert at the selected layer, over tokens 1…cursor.
     static func drawLoadBalance(_ state: ExplorerState, into grid: inout CellGrid, x: Int, y: Int, width: Int, height: Int) {
         guard height >= 4 else { return }
-        grid.box(x: x, y: y, width: width, height: height, title: "Load balance · layer L\(state.layer) · tokens 1–\(state.cursor + 1)")
+        grid.box(x: x, y: y, width: width, height: height, title: "Load balance · layer \(state.layerName(state.layer)) · tokens 1–\(state.cursor + 1)")
         let stats = routingSoFar(state).load
         let selected = stats[state.layer]
         let barWidth = max(10, width - 22)
@@ -203,7 +203,7 @@ enum DashboardView {
                         selected.maxViolation, selected.normalizedUsageEntropy), x: x + 2, y: row, style: CellStyle(bold: true), maxWidth: width - 4)
         row += 1
         for (i, layerStats) in stats.enumerated() where row < y + height - 1 {
-            grid.put(String(format: "%@L%d  CV %.2f  MaxVio %.2f  entropy %.2f", i == state.layer ? "▸ " : "  ", i,
+            grid.put(String(format: "%@%@  CV %.2f  MaxVio %.2f  entropy %.2f", i == state.layer ? "▸ " : "  ", state.layerName(i),
                             layerStats.coefficientOfVariation, layerStats.maxViolation, layerStats.normalizedUsageEntropy),
                      x: x + 2, y: row, style: CellStyle(dim: i != state.layer), maxWidth: width - 4)
             row += 1
@@ -224,7 +224,7 @@ func routingSoFar(_ state: ExplorerState) -> RoutingSummary {
 enum TokenStrip {
     static func draw(_ state: ExplorerState, into grid: inout CellGrid, x: Int, y: Int, width: Int, height: Int) {
         grid.box(x: x, y: y, width: width, height: height,
-                 title: "Tokens · coloured by top-1 expert at layer L\(state.layer) (expert id below)")
+                 title: "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)")
         let inner = width - 4
         // Lay out every token into lines.
         var lines: [[(index: Int, column: Int, text: String)]] = [[]]
@@ -259,9 +259,9 @@ enum CrossLayerView {
         let matrix = summary.crossLayerMutualInformation
         let scale = max(1e-9, log(Double(state.numExperts)))
         grid.box(x: 0, y: top, width: grid.width, height: height, title: "Cross-layer dependence · tokens 1–\(state.cursor + 1)")
-        for j in 0..<state.numLayers { grid.put(String(format: "  L%-2d  ", j), x: 10 + j * 7, y: top + 2) }
+        for j in 0..<state.numLayers { grid.put("  " + state.layerName(j).padding(toLength: 5, withPad: " ", startingAt: 0), x: 10 + j * 7, y: top + 2) }
         for i in 0..<state.numLayers {
-            grid.put("  L\(i)", x: 2, y: top + 3 + i)
+            grid.put("  " + state.layerName(i), x: 2, y: top + 3 + i)
             for j in 0..<state.numLayers {
                 let value = matrix[i][j]
                 var style = state.palette.heat(value / scale)
@@ -314,7 +314,7 @@ enum HelpOverlay {
 /// largest-norm expert.
 enum ExpertNormView {
     static func draw(_ state: ExplorerState, into grid: inout CellGrid, top: Int, height: Int) {
-        grid.box(x: 0, y: top, width: grid.width, height: height, title: "Gate vs expert output norm · layer L\(state.layer) · token «\(ExplorerRenderer.visible(state.session.text(of: state.cursor)).prefix(16))»")
+        grid.box(x: 0, y: top, width: grid.width, height: height, title: "Gate vs expert output norm · layer \(state.layerName(state.layer)) · token «\(ExplorerRenderer.visible(state.session.text(of: state.cursor)).prefix(16))»")
         let routing = state.currentRouting
         let norms = routing.allExpertOutputNorms ?? []
         let maxNorm = Double(norms.max() ?? 1)
@@ -337,8 +337,8 @@ enum ExpertNormView {
         let preference = NormPreference(traces: traces)
         var y = top + 4 + state.numExperts
         let lines = [
-            String(format: "Tokens 1–%d at L%d: Spearman ρ(gate, norm) = %.2f; the top-1 gate is the largest-norm expert for %.0f%% of tokens (chance %.0f%%).",
-                   state.cursor + 1, state.layer, preference.meanRankCorrelation[state.layer], preference.topOneAgreement[state.layer] * 100, 100 / Double(state.numExperts)),
+            String(format: "Tokens 1–%d at %@: Spearman ρ(gate, norm) = %.2f; the top-1 gate is the largest-norm expert for %.0f%% of tokens (chance %.0f%%).",
+                   state.cursor + 1, state.layerName(state.layer), preference.meanRankCorrelation[state.layer], preference.topOneAgreement[state.layer] * 100, 100 / Double(state.numExperts)),
             "How to read: ▸ marks the experts the router chose. Lo et al. (2024) found routers tend to choose the experts whose outputs",
             "are largest; ρ near 1 and a high top-1 rate say this model does the same, ρ near 0 that gate and norm are unrelated.",
         ]
@@ -355,7 +355,7 @@ enum ExpertSimilarityView {
             return
         }
         let matrix = similarity.matrices[state.layer]
-        grid.box(x: 0, y: top, width: grid.width, height: height, title: "Expert weight similarity · layer L\(state.layer) (↑/↓ changes layer)")
+        grid.box(x: 0, y: top, width: grid.width, height: height, title: "Expert weight similarity · layer \(state.layerName(state.layer)) (↑/↓ changes layer)")
         for e in 0..<state.numExperts { grid.put(String(format: "  E%-2d  ", e), x: 8 + e * 7, y: top + 2, style: state.palette.expert(e)) }
         for i in 0..<state.numExperts {
             grid.put("  E\(i)", x: 2, y: top + 3 + i, style: state.palette.expert(i))
@@ -369,7 +369,7 @@ enum ExpertSimilarityView {
         grid.put("Mean over expert pairs, by layer", x: meansX, y: top + 2, style: CellStyle(bold: true))
         for (l, mean) in similarity.meanByLayer.enumerated() {
             let selected = l == state.layer
-            grid.put(String(format: "%@L%d  %5.2f  ", selected ? "▸ " : "  ", l, mean) + Palette.bar(max(0, mean), width: 20),
+            grid.put(String(format: "%@%@  %5.2f  ", selected ? "▸ " : "  ", state.layerName(l), mean) + Palette.bar(max(0, mean), width: 20),
                      x: meansX, y: top + 3 + l, style: CellStyle(bold: selected))
         }
         let lines = [

@@ -55,6 +55,8 @@ public struct ExplorerState {
     public var tokenCount: Int { session.tokens.count }
     public var numLayers: Int { session.model.routedLayerCount }
     public var numExperts: Int { session.model.numExperts }
+    /// "L3": the model's own index of routed layer `i` (they differ where dense layers are skipped).
+    public func layerName(_ i: Int) -> String { "L\(session.model.routedLayers[i])" }
     public var currentTrace: RoutingTrace { session.traces[cursor] }
     public var currentRouting: LayerRouting { currentTrace.layers[layer] }
     public var palette = Palette(mode: .full256)

@@ -19,7 +19,7 @@ struct AnalyzeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path")) var file: String?
     @Option(help: "Corpus split to analyse when no text is given: held-out (default) or train.") var corpusSplit = "held-out"
     @Option(help: "Corpus tokens to analyse, shared equally by the domains.") var maxTokens = 8192
-    @Option(help: "Layer whose expert-similarity matrix and per-expert tokens are printed (default: the last).") var layer: Int?
+    @Option(help: "Layer whose expert-similarity matrix and per-expert tokens are printed (default: the last routed one).") var layer: Int?
     @Flag(help: "Print the report as JSON.") var json = false
 
     func validate() throws {
@@ -34,10 +34,14 @@ struct AnalyzeCommand: ParsableCommand {
 
     func run() throws {
         let opened = try model.open()
-        let layers = opened.model.routedLayerCount
-        if let layer, !(0..<layers).contains(layer) {
-            throw CLIError("--layer \(layer) is outside the model's routed layers 0…\(layers - 1)")
-        }
+        let routed = opened.model.routedLayers
+        // --layer names a model layer; the report indexes routed layers.
+        let detail = try layer.map { layer -> Int in
+            guard let position = routed.firstIndex(of: layer) else {
+                throw CLIError("--layer \(layer) is not a routed layer of this model — pick one of \(routed.map(String.init).joined(separator: ", "))")
+            }
+            return position
+        } ?? routed.count - 1
         var tracesByDomain: [(domain: String, traces: [RoutingTrace])] = []
         if text != nil || file != nil {
             let ids = opened.tokenizer.encode(try TextInput(text: text, file: file).read())
@@ -64,7 +68,7 @@ struct AnalyzeCommand: ParsableCommand {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print(AnalysisMarkdown(report: report, detailLayer: layer ?? layers - 1).text)
+            print(AnalysisMarkdown(report: report, detailLayer: detail).text)
         }
     }
 
@@ -109,24 +113,24 @@ struct AnalysisMarkdown {
 
         out.append("\n## Cross-layer dependence: mutual information of top-1 choices (nats)\n")
         let n = report.crossLayerMutualInformation.count
-        out.append("| | " + (0..<n).map { "L\($0)" }.joined(separator: " | ") + " |")
+        out.append("| | " + report.layers.map { "L\($0.layer)" }.joined(separator: " | ") + " |")
         out.append("|---|" + String(repeating: "---:|", count: n))
-        for (i, row) in report.crossLayerMutualInformation.enumerated() { out.append("| L\(i) | " + row.map { f($0, 3) }.joined(separator: " | ") + " |") }
+        for (i, row) in report.crossLayerMutualInformation.enumerated() { out.append("| L\(report.layers[i].layer) | " + row.map { f($0, 3) }.joined(separator: " | ") + " |") }
 
         if report.domains.count > 1 {
             out.append("\n## Domain specialisation: most over-represented expert per layer (lift = domain share / overall share)\n")
-            out.append("| Domain | " + report.layers.map { "L\($0.layer - 1)" }.joined(separator: " | ") + " |")
+            out.append("| Domain | " + report.layers.map { "L\($0.layer)" }.joined(separator: " | ") + " |")
             out.append("|---|" + String(repeating: "---|", count: report.layers.count))
             for d in report.domains {
                 out.append("| \(d.domain) | " + d.mostSpecific.map { "E\($0.expert) ×\(f($0.lift))" }.joined(separator: " | ") + " |")
             }
-            out.append("\n### Domain × expert shares at L\(detailLayer) (%)\n")
+            out.append("\n### Domain × expert shares at L\(report.layers[detailLayer].layer) (%)\n")
             out.append("| Domain | " + experts.joined(separator: " | ") + " |")
             out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
             for d in report.domains { out.append("| \(d.domain) | " + d.sharesByLayer[detailLayer].map { f($0 * 100, 1) }.joined(separator: " | ") + " |") }
         }
 
-        out.append("\n## Vocabulary: tokens each expert receives most often at L\(detailLayer)\n")
+        out.append("\n## Vocabulary: tokens each expert receives most often at L\(report.layers[detailLayer].layer)\n")
         out.append("| Expert | Tokens (count) |")
         out.append("|---|---|")
         for (e, tokens) in report.layers[detailLayer].topTokens.enumerated() {
@@ -140,7 +144,7 @@ struct AnalysisMarkdown {
         out.append("|---|---:|---:|---:|")
         for l in report.layers { out.append("| L\(l.layer) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | \(l.meanExpertSimilarity.map { f($0, 3) } ?? "—") |") }
 
-        out.append("\n## Expert weight similarity at L\(detailLayer) (cosine; 1 = identical experts)\n")
+        out.append("\n## Expert weight similarity at L\(report.layers[detailLayer].layer) (cosine; 1 = identical experts)\n")
         out.append("| | " + experts.joined(separator: " | ") + " |")
         out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
         for (e, row) in (report.layers[detailLayer].expertSimilarity ?? []).enumerated() { out.append("| E\(e) | " + row.map { f($0) }.joined(separator: " | ") + " |") }

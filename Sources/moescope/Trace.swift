@@ -53,7 +53,7 @@ struct TraceReport {
         out += " · \(routing.count) tokens · \(model.routedLayerCount) layers · top-\(model.topK) of \(model.numExperts) experts\n"
         // A cell is "e:.ww" per chosen expert, e.g. "3:.62 5:.38".
         let cellWidth = model.topK * (String(model.numExperts - 1).count + 6) + 1
-        out += "pos  token           " + (0..<model.routedLayerCount).map { "L\($0)".padding(toLength: cellWidth, withPad: " ", startingAt: 0) }.joined() + "\n"
+        out += "pos  token           " + model.routedLayers.map { "L\($0)".padding(toLength: cellWidth, withPad: " ", startingAt: 0) }.joined() + "\n"
         for trace in routing {
             let token = "\"" + visible(tokenText(trace.token)) + "\""
             out += String(trace.position).padding(toLength: 5, withPad: " ", startingAt: 0)
@@ -75,11 +75,11 @@ struct TraceReport {
         var out = "position,token_id,token,layer,expert,logit,probability,rank,weight,output_norm\n"
         for trace in routing {
             let token = "\"" + visible(tokenText(trace.token)).replacingOccurrences(of: "\"", with: "\"\"") + "\""
-            for (l, layer) in trace.layers.enumerated() {
+            for (layerIndex, layer) in zip(model.routedLayers, trace.layers) {
                 for e in 0..<model.numExperts {
                     let slot = layer.experts.firstIndex(of: e)
                     let logit = layer.logits[e].isFinite ? "\(layer.logits[e])" : ""
-                    out += "\(trace.position),\(trace.token),\(token),\(l),\(e),\(logit),\(layer.probabilities[e]),"
+                    out += "\(trace.position),\(trace.token),\(token),\(layerIndex),\(e),\(logit),\(layer.probabilities[e]),"
                     out += slot.map { "\($0 + 1),\(layer.weights[$0]),\(layer.expertOutputNorms[$0])" } ?? ",,"
                     out += "\n"
                 }
@@ -102,13 +102,15 @@ struct TraceReport {
         var randomInit: Bool
         /// moescope's config.json for its own models; nil for a Hugging Face model (see its folder).
         var config: ModelConfig?
+        /// The model's index of each entry of a token's `layers` (dense layers route nothing).
+        var routedLayers: [Int]
         var tokens: [Token]
-        enum CodingKeys: String, CodingKey { case format, version, router, checkpoint, randomInit = "random_init", config, tokens }
+        enum CodingKeys: String, CodingKey { case format, version, router, checkpoint, randomInit = "random_init", config, routedLayers = "routed_layers", tokens }
     }
 
     func json() throws -> String {
         let document = JSONTrace(router: routerLabel, checkpoint: opened.isRandomInit ? nil : opened.source, randomInit: opened.isRandomInit,
-                                 config: (model as? MoEModel)?.config, tokens: routing.map {
+                                 config: (model as? MoEModel)?.config, routedLayers: model.routedLayers, tokens: routing.map {
             JSONTrace.Token(position: $0.position, id: $0.token, text: tokenText($0.token), layers: $0.layers)
         })
         let encoder = JSONEncoder()

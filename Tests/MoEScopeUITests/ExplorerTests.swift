@@ -61,6 +61,25 @@ import MoECore
         #expect(text.contains("Expert weight similarity"))
     }
 
+    /// A model with a dense first layer: rows and the status line use the model's own layer
+    /// numbers, and the router panel shows the family's equation.
+    @Test func denseLayersAreSkippedAndLayersKeepTheirNumbers() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/hf/deepseek_v3").path
+        let model = try HubModel(folder: folder), tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
+        let loader: SessionLoader = { _, tokens, text in
+            ExplorerSession(model: model, tokenizer: tokenizer, label: "v3", isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
+        }
+        var state = try ExplorerState(loader: loader, router: nil, text: "route me")
+        var text = Self.screen(state)
+        #expect(text.contains("layer L1 of 3"))
+        #expect(text.contains("▸ L1") && text.contains("  L2") && !text.contains("  L0 "))
+        #expect(text.contains("s = σ(x·Gᵀ)"))
+        state.handle(.down)
+        text = Self.screen(state)
+        #expect(text.contains("layer L2 of 3"))
+    }
+
     @Test func stepsDecodeIncrementallyAndMatchTheFullPass() throws {
         var state = try Self.state(.linear)
         for _ in 0..<5 { state.handle(.right) }
