@@ -14,11 +14,13 @@ sharded index with a shared expert (qwen2_moe), f16 weights with per-head q/k no
 import json, os, shutil, sys
 import torch
 from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "Tests", "Fixtures", "hf")
-TEXT = "Routers pick experts: über 42 tokens, naïve café — and 'quotes' too!\n  def f(x): return x*2<|endoftext|>It's 2026."
+# "ß" and the emoji are outside every fixture vocabulary: byte-level BPE spells them in bytes,
+# the SentencePiece-style tokenizer falls back to its <0xXX> tokens.
+TEXT = "Routers pick experts: über 42 tokens, naïve café — and 'quotes' too!\n  def f(x): return x*2<|endoftext|>It's 2026. Straße 🙂"
 VOCAB = 320
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6, tie_word_embeddings=False)
@@ -51,7 +53,30 @@ DTYPES = {"deepseek_v3": torch.bfloat16, "deepseek_v2": torch.float32, "mixtral"
 QWEN_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 
+def sentencepiece_tokenizer():
+    """Mixtral/Llama style: ▁ for spaces, BPE over characters, bytes as <0xXX> tokens for
+    characters outside the vocabulary, <s> prepended by the post-processor."""
+    corpus = [TEXT.split("<|endoftext|>")[0], "the router routes tokens to experts", "café naïve", "def return x y z"] * 20
+    trainer_tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    trainer_tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    trainer_tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=VOCAB - 256, special_tokens=["<unk>", "<s>", "</s>", "<|endoftext|>"],
+                                                                 show_progress=False))
+    model = json.loads(trainer_tok.to_str())["model"]
+    vocab = dict(model["vocab"])
+    for b in range(256):
+        vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens(["<unk>", "<s>", "</s>", "<|endoftext|>"])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return tok
+
+
 def tokenizer(style):
+    if style == "sentencepiece":
+        return sentencepiece_tokenizer()
     tok = Tokenizer(models.BPE())
     if style == "qwen":
         tok.normalizer = normalizers.NFC()
@@ -69,7 +94,7 @@ def tokenizer(style):
 
 def main():
     for family, extra in FAMILIES.items():
-        tok = tokenizer("qwen" if family.startswith("qwen") else "gpt2")
+        tok = tokenizer("qwen" if family.startswith("qwen") else "sentencepiece" if family == "mixtral" else "gpt2")
         ids = tok.encode(TEXT).ids
         torch.manual_seed(sum(map(ord, family)))
         config = AutoConfig.for_model(family, **{**COMMON, **extra})

@@ -29,7 +29,7 @@ public enum HubError: Error, CustomStringConvertible, Equatable {
         case let .tooLarge(path, needed, available):
             return "\(path): the weights take \(Self.gigabytes(needed)) and this machine has \(Self.gigabytes(available)) of memory — use a smaller model or a larger machine"
         case let .unsupportedTokenizer(path, detail):
-            return "\(path)/tokenizer.json: \(detail) — moescope reads byte-level BPE tokenizers (GPT-2, Qwen, OLMoE style)"
+            return "\(path)/tokenizer.json: \(detail) — moescope reads BPE tokenizers, byte-level (GPT-2, Qwen, OLMoE, DeepSeek) or SentencePiece-style (Mixtral, Llama 2)"
         }
     }
 

@@ -1,21 +1,36 @@
 import Foundation
 import MoECore
 
-/// A byte-level BPE tokenizer read from a Hugging Face tokenizer.json (GPT-2, Qwen, OLMoE,
-/// DeepSeek style): special tokens split out first, then the pre-tokenizer's regex, then each
-/// piece's UTF-8 bytes, written as GPT-2's printable stand-in characters, merged pair by pair
-/// in merge-rank order. Anything else (SentencePiece/Metaspace, WordPiece, Unigram, byte
-/// fallback) is refused with a message naming the part that is not byte-level BPE.
+/// A BPE tokenizer read from a Hugging Face tokenizer.json, in either of the two forms MoE
+/// models ship:
+/// - byte-level (GPT-2, Qwen, OLMoE, DeepSeek): special tokens split out first, then the
+///   pre-tokenizer's regex, then each piece's UTF-8 bytes, written as GPT-2's printable
+///   stand-in characters, merged pair by pair in merge-rank order;
+/// - SentencePiece-style (Mixtral, Llama 2): spaces become "▁" (a normaliser or a Metaspace
+///   pre-tokenizer), merges run over characters, and a character outside the vocabulary is
+///   spelled as its UTF-8 bytes in <0xXX> tokens (byte fallback).
+/// A post-processor template (a BOS token, say) is applied as transformers applies it. Other
+/// models (WordPiece, Unigram) and pre-tokenizers are refused with a message naming the part.
 public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
     public let vocabSize: Int
     let vocabulary: [String: Int]
-    let tokenText: [Int: String]             // id → stand-in characters (or a special token's text)
+    let tokenText: [Int: String]             // id → vocabulary string (or a special token's text)
     let specialTokens: [String: Int]
     let mergeRank: [String: Int]             // "a b" → rank
-    let splitter: NSRegularExpression?       // nil: the whole text is one piece
-    let addPrefixSpace: Bool
-    let normalizeNFC: Bool
     let ignoreMerges: Bool
+    let style: Style
+    let normalizeNFC: Bool
+    /// Ids the post-processor puts around every encoded text.
+    let prefixIDs: [Int], suffixIDs: [Int]
+
+    enum Style {
+        /// `splitter` nil: the whole text is one piece.
+        case byteLevel(splitter: NSRegularExpression?, addPrefixSpace: Bool)
+        /// `prepend`: "▁" goes before each piece; `split`: words are cut before every "▁".
+        case sentencePiece(prepend: Bool, split: Bool, byteFallback: Bool, unknown: Int?)
+    }
+
+    static let marker = "▁"
 
     /// GPT-2's pre-tokenizer pattern, what ByteLevel(use_regex: true) applies.
     static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
@@ -23,7 +38,7 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
     /// GPT-2's byte ↔ character table: printable bytes stand for themselves, the rest map to
     /// U+0100 upwards, so every byte sequence is a string of visible characters.
     static let byteToCharacter: [Character] = {
-        var printable = Array(33...126) + Array(161...172) + Array(174...255)
+        let printable = Set(Array(33...126) + Array(161...172) + Array(174...255))
         var table = [Character](repeating: " ", count: 256)
         var next = 256
         for b in 0..<256 {
@@ -31,7 +46,6 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
                 table[b] = Character(Unicode.Scalar(UInt32(next))!); next += 1
             }
         }
-        printable.removeAll()
         return table
     }()
     static let characterToByte: [Character: UInt8] = Dictionary(uniqueKeysWithValues: byteToCharacter.enumerated().map { ($1, UInt8($0)) })
@@ -45,7 +59,6 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
               let model = json["model"] as? [String: Any] else { throw refuse("not a JSON object with a \"model\"") }
         guard (model["type"] as? String) == "BPE" else { throw refuse("model.type is \"\(model["type"] ?? "missing")\", not BPE") }
-        if model["byte_fallback"] as? Bool == true { throw refuse("model.byte_fallback is set (a SentencePiece-style BPE)") }
         guard let vocab = model["vocab"] as? [String: Int] else { throw refuse("model.vocab is missing") }
         var ranks: [String: Int] = [:]
         for (rank, merge) in ((model["merges"] as? [Any]) ?? []).enumerated() {
@@ -56,34 +69,78 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         mergeRank = ranks
         ignoreMerges = model["ignore_merges"] as? Bool ?? false
 
-        switch (json["normalizer"] as? [String: Any])?["type"] as? String {
-        case nil: normalizeNFC = false
-        case "NFC": normalizeNFC = true
-        case let other?: throw refuse("normalizer \"\(other)\"")
+        // Normaliser: none, NFC, or SentencePiece's Prepend("▁") + Replace(" " → "▁").
+        var nfc = false, prependMarker = false, replaceSpaces = false
+        let normalizer = json["normalizer"] as? [String: Any]
+        let normalizers = (normalizer?["type"] as? String) == "Sequence" ? (normalizer?["normalizers"] as? [[String: Any]] ?? []) : (normalizer.map { [$0] } ?? [])
+        for step in normalizers {
+            switch step["type"] as? String {
+            case "NFC": nfc = true
+            case "Prepend" where step["prepend"] as? String == Self.marker: prependMarker = true
+            case "Replace" where ((step["pattern"] as? [String: Any])?["String"] as? String) == " " && step["content"] as? String == Self.marker:
+                replaceSpaces = true
+            case let other: throw refuse("normalizer \"\(other ?? "unknown")\"")
+            }
         }
-        // Pre-tokenizer: ByteLevel, or a Sequence of Split(regex) then ByteLevel(use_regex: false).
-        var pattern: String?, prefix = false, sawByteLevel = false
+        normalizeNFC = nfc
+        // Pre-tokenizer: ByteLevel, Split(regex) then ByteLevel, Metaspace, or none.
+        var pattern: String?, prefix = false, byteLevel = false, metaspace: [String: Any]?
         let pre = json["pre_tokenizer"] as? [String: Any]
         let steps = (pre?["type"] as? String) == "Sequence" ? (pre?["pretokenizers"] as? [[String: Any]] ?? []) : (pre.map { [$0] } ?? [])
         for step in steps {
             switch step["type"] as? String {
             case "ByteLevel":
-                sawByteLevel = true
+                byteLevel = true
                 prefix = step["add_prefix_space"] as? Bool ?? false
                 if step["use_regex"] as? Bool ?? true { pattern = pattern ?? Self.gpt2Pattern }
             case "Split":
                 guard let regex = (step["pattern"] as? [String: Any])?["Regex"] as? String else { throw refuse("a Split pre-tokenizer without a Regex pattern") }
                 guard pattern == nil else { throw refuse("more than one Split pre-tokenizer") }
                 pattern = regex
-            case "Digits" where step["individual_digits"] as? Bool == true:
-                throw refuse("pre_tokenizer Digits(individual_digits)")
+            case "Metaspace" where (step["replacement"] as? String ?? Self.marker) == Self.marker:
+                metaspace = step
             case let other:
                 throw refuse("pre_tokenizer \"\(other ?? "unknown")\"")
             }
         }
-        guard sawByteLevel else { throw refuse("no ByteLevel pre-tokenizer (pre_tokenizer: \(steps.compactMap { $0["type"] as? String }))") }
-        addPrefixSpace = prefix
-        do { splitter = try pattern.map { try NSRegularExpression(pattern: $0) } } catch { throw refuse("the pre-tokenizer regex does not compile: \(error)") }
+        let byteFallback = model["byte_fallback"] as? Bool ?? false
+        if byteLevel {
+            guard !byteFallback, metaspace == nil, !replaceSpaces else { throw refuse("a ByteLevel pre-tokenizer mixed with SentencePiece-style parts") }
+            do {
+                style = .byteLevel(splitter: try pattern.map { try NSRegularExpression(pattern: $0) }, addPrefixSpace: prefix)
+            } catch { throw refuse("the pre-tokenizer regex does not compile: \(error)") }
+        } else if let metaspace {
+            style = .sentencePiece(prepend: (metaspace["prepend_scheme"] as? String ?? "always") != "never",
+                                   split: metaspace["split"] as? Bool ?? true, byteFallback: byteFallback,
+                                   unknown: (model["unk_token"] as? String).flatMap { vocab[$0] })
+        } else if replaceSpaces {
+            style = .sentencePiece(prepend: prependMarker, split: false, byteFallback: byteFallback,
+                                   unknown: (model["unk_token"] as? String).flatMap { vocab[$0] })
+        } else {
+            throw refuse("neither a ByteLevel pre-tokenizer nor SentencePiece's \"▁\" for spaces (pre_tokenizer: \(steps.compactMap { $0["type"] as? String }))")
+        }
+
+        // Post-processor: a template's special tokens around the text ($A); ByteLevel changes no ids.
+        var before: [Int] = [], after: [Int] = []
+        let post = json["post_processor"] as? [String: Any]
+        let processors = (post?["type"] as? String) == "Sequence" ? (post?["processors"] as? [[String: Any]] ?? []) : (post.map { [$0] } ?? [])
+        for processor in processors {
+            switch processor["type"] as? String {
+            case "ByteLevel": continue
+            case "TemplateProcessing":
+                let specials = processor["special_tokens"] as? [String: [String: Any]] ?? [:]
+                var seenText = false
+                for case let piece as [String: Any] in (processor["single"] as? [Any]) ?? [] {
+                    if piece["Sequence"] != nil { seenText = true; continue }
+                    guard let name = (piece["SpecialToken"] as? [String: Any])?["id"] as? String,
+                          let ids = specials[name]?["ids"] as? [Int] else { throw refuse("post_processor template names an unknown special token") }
+                    if seenText { after += ids } else { before += ids }
+                }
+            case let other: throw refuse("post_processor \"\(other ?? "unknown")\"")
+            }
+        }
+        prefixIDs = before
+        suffixIDs = after
 
         var special: [String: Int] = [:], texts: [Int: String] = [:]
         for (text, id) in vocab { texts[id] = text }
@@ -102,7 +159,7 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
 
     public func encode(_ text: String) -> [Int] {
         var input = normalizeNFC ? text.precomposedStringWithCanonicalMapping : text
-        if addPrefixSpace && !input.hasPrefix(" ") { input = " " + input }
+        if case .byteLevel(_, true) = style, !input.hasPrefix(" ") { input = " " + input }
         var ids: [Int] = [], cache: [String: [Int]] = [:]
         for (piece, isSpecial) in splitSpecial(input) {
             if isSpecial { ids.append(specialTokens[piece]!); continue }
@@ -113,13 +170,19 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
                 ids += encoded
             }
         }
-        return ids
+        return prefixIDs + ids + suffixIDs
     }
 
     public func bytes(of id: Int) -> [UInt8] {
         guard let text = tokenText[id] else { return Array("\u{FFFD}".utf8) }
         if specialTokens[text] == id { return Array(text.utf8) }
-        return text.map { Self.characterToByte[$0] ?? 0x3F }
+        switch style {
+        case .byteLevel:
+            return text.map { Self.characterToByte[$0] ?? 0x3F }
+        case .sentencePiece:
+            if text.count == 6, text.hasPrefix("<0x"), text.hasSuffix(">"), let byte = UInt8(text.dropFirst(3).prefix(2), radix: 16) { return [byte] }
+            return Array(text.replacingOccurrences(of: Self.marker, with: " ").utf8)
+        }
     }
 
     /// The text cut at every special token (longest first), each piece flagged.
@@ -140,30 +203,46 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         return pieces
     }
 
-    /// The pre-tokenizer's pieces, each as GPT-2 stand-in characters.
+    /// The pre-tokenizer's pieces: GPT-2 stand-in characters (byte-level), or text with "▁"
+    /// for spaces (SentencePiece-style).
     func preTokenize(_ text: String) -> [String] {
-        let words: [String]
-        if let splitter {
-            let ns = text as NSString
-            var found: [String] = [], last = 0
-            for match in splitter.matches(in: text, range: NSRange(location: 0, length: ns.length)) {
-                // Split(behavior: Isolated) keeps the text between matches as pieces too.
-                if match.range.location > last { found.append(ns.substring(with: NSRange(location: last, length: match.range.location - last))) }
-                if match.range.length > 0 { found.append(ns.substring(with: match.range)) }
-                last = match.range.location + match.range.length
+        switch style {
+        case let .sentencePiece(prepend, split, _, _):
+            let marked = (prepend ? Self.marker : "") + text.replacingOccurrences(of: " ", with: Self.marker)
+            guard split else { return [marked] }
+            var words: [String] = [], current = ""
+            for scalar in marked.unicodeScalars {
+                if String(scalar) == Self.marker, !current.isEmpty { words.append(current); current = "" }
+                current.unicodeScalars.append(scalar)
             }
-            if last < ns.length { found.append(ns.substring(from: last)) }
-            words = found
-        } else {
-            words = [text]
+            if !current.isEmpty { words.append(current) }
+            return words
+        case let .byteLevel(splitter, _):
+            let words: [String]
+            if let splitter {
+                let ns = text as NSString
+                var found: [String] = [], last = 0
+                for match in splitter.matches(in: text, range: NSRange(location: 0, length: ns.length)) {
+                    // Split(behavior: Isolated) keeps the text between matches as pieces too.
+                    if match.range.location > last { found.append(ns.substring(with: NSRange(location: last, length: match.range.location - last))) }
+                    if match.range.length > 0 { found.append(ns.substring(with: match.range)) }
+                    last = match.range.location + match.range.length
+                }
+                if last < ns.length { found.append(ns.substring(from: last)) }
+                words = found
+            } else {
+                words = [text]
+            }
+            return words.map { String($0.utf8.map { Self.byteToCharacter[Int($0)] }) }
         }
-        return words.map { String($0.utf8.map { Self.byteToCharacter[Int($0)] }) }
     }
 
-    /// Byte-pair merges on one piece: repeatedly join the adjacent pair of lowest rank.
+    /// Byte-pair merges on one piece: repeatedly join the adjacent pair of lowest rank. Symbols
+    /// left outside the vocabulary become their bytes' <0xXX> tokens (byte fallback) or the
+    /// unknown token, consecutive unknowns fused into one.
     func bpe(_ word: String) -> [Int] {
         if ignoreMerges, let id = vocabulary[word] { return [id] }
-        var symbols = word.map { String($0) }
+        var symbols = word.unicodeScalars.map { String($0) }
         while symbols.count > 1 {
             var best: (rank: Int, index: Int)?
             for i in 0..<(symbols.count - 1) {
@@ -173,6 +252,14 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
             symbols[i] += symbols[i + 1]
             symbols.remove(at: i + 1)
         }
-        return symbols.map { vocabulary[$0] ?? vocabulary[String($0.first!)] ?? 0 }
+        var ids: [Int] = []
+        for symbol in symbols {
+            if let id = vocabulary[symbol] { ids.append(id); continue }
+            guard case let .sentencePiece(_, _, byteFallback, unknown) = style else { continue }
+            let fallback = byteFallback ? symbol.utf8.map { vocabulary[String(format: "<0x%02X>", $0)] } : []
+            if byteFallback, fallback.allSatisfy({ $0 != nil }) { ids += fallback.map { $0! }; continue }
+            if let unknown, ids.last != unknown { ids.append(unknown) }
+        }
+        return ids
     }
 }

@@ -34,36 +34,41 @@ import MoECore
         let model = try HubModel(folder: folder)
         let output = try model.forward(reference.ids)
 
-        let logitError = zip(output.logits.scalars, reference.logits.scalars).map { abs($0 - $1) }.max() ?? .infinity
-        let logitScale = reference.logits.scalars.map(abs).max() ?? 1
         #expect(output.logits.shape == reference.logits.shape)
-        #expect(logitError <= 1e-4 * max(1, logitScale), "\(family): logits differ by \(logitError) (scale \(logitScale))")
-
         #expect(model.config.moeLayers.count == reference.routerLogits.count)
+        // A token whose k-th and (k+1)-th selection scores tie within 1e-4 at some layer may
+        // legitimately go to another expert there; its top-k and its logits are not compared.
+        var tiedTokens = Set<Int>()
         var compared = 0
         for (l, expected) in reference.routerLogits.enumerated() {
             let e = expected.cols, k = model.config.topK
+            let moe = try #require(model.layers[model.config.moeLayers[l]].moe)
             for (t, trace) in output.routing.enumerated() {
                 let ours = trace.layers[l]
                 let theirs = Array(expected.row(t))
                 let worst = zip(ours.logits, theirs).map { abs($0 - $1) }.max() ?? .infinity
-                #expect(worst <= 1e-4 * max(1, theirs.map(abs).max()!), "\(family) L\(l) t\(t): router logits differ by \(worst)")
-                // Top-k, skipping tokens whose ranking by the family's selection score is a
-                // near-tie (within 1e-4). DeepSeek's routers take torch.topk unsorted, so there
-                // the set is compared; elsewhere the order too.
-                let moe = try #require(model.layers[model.config.moeLayers[l]].moe)
+                if !tiedTokens.contains(t) {
+                    #expect(worst <= 1e-4 * max(1, theirs.map(abs).max()!), "\(family) L\(l) t\(t): router logits differ by \(worst)")
+                }
                 let sorted = moe.route(theirs, rule: model.config.routing, k: k).selection.sorted(by: >)
-                let tied = (0..<min(k, e - 1)).contains { sorted[$0] - sorted[$0 + 1] < 1e-4 }
-                if tied { continue }
-                let expected = reference.topK[l].row(t).map { Int($0) }
+                if (0..<min(k, e - 1)).contains(where: { sorted[$0] - sorted[$0 + 1] < 1e-4 }) { tiedTokens.insert(t); continue }
+                // DeepSeek's routers take torch.topk unsorted, so there the set is compared.
+                let expectedExperts = reference.topK[l].row(t).map { Int($0) }
                 if family.hasPrefix("deepseek") {
-                    #expect(ours.experts.sorted() == expected.sorted(), "\(family) L\(l) t\(t)")
+                    #expect(ours.experts.sorted() == expectedExperts.sorted(), "\(family) L\(l) t\(t)")
                 } else {
-                    #expect(ours.experts == expected, "\(family) L\(l) t\(t)")
+                    #expect(ours.experts == expectedExperts, "\(family) L\(l) t\(t)")
                 }
                 compared += 1
             }
         }
+        let vocab = reference.logits.cols
+        let logitScale = reference.logits.scalars.map(abs).max() ?? 1
+        for t in 0..<reference.ids.count where !tiedTokens.contains(t) {
+            let worst = (0..<vocab).map { abs(output.logits.scalars[t * vocab + $0] - reference.logits.scalars[t * vocab + $0]) }.max()!
+            #expect(worst <= 1e-4 * max(1, logitScale), "\(family) t\(t): logits differ by \(worst) (scale \(logitScale))")
+        }
+        #expect(tiedTokens.count < reference.ids.count / 4, "\(family): \(tiedTokens.count) near-ties")
         #expect(compared > reference.ids.count, "too few tokens compared: \(compared)")
     }
 
