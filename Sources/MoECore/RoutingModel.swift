@@ -18,6 +18,8 @@ public protocol RoutingModel: Sendable {
     var vocabSize: Int { get }
     /// Longest token sequence it runs.
     var contextLength: Int { get }
+    /// Bytes of all its weights as stored.
+    var weightBytes: Int { get }
     /// A decoder at position 0.
     func makeDecoder() -> any RoutingDecoder
     /// The experts' (gate, up, down) weights at one routed layer, as Floats, for the weight
@@ -27,6 +29,11 @@ public protocol RoutingModel: Sendable {
 
 extension RoutingModel {
     public var routedLayerCount: Int { routedLayers.count }
+
+    /// Whether every expert can be read and run for every token without stalling the
+    /// explorer: the weight-similarity view and the all-experts norms of the "Closer Look" view
+    /// need that, and a multi-gigabyte model would take seconds a keypress.
+    public var isSmallEnoughToReadWhole: Bool { weightBytes <= 2_000_000_000 }
 }
 
 /// Runs a model forward through a growing token sequence.
@@ -71,6 +78,7 @@ extension MoEModel: CachedRoutingModel {
     public var topK: Int { config.topK }
     public var vocabSize: Int { config.vocabSize }
     public var contextLength: Int { config.contextLength }
+    public var weightBytes: Int { namedParameters.values.reduce(0) { $0 + $1.count } * MemoryLayout<Float>.size }
 
     public func forward(_ tokens: [Int], appendingTo cache: inout KVCache, allExpertNorms: Bool) throws -> ForwardResult {
         try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)

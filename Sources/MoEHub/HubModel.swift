@@ -492,10 +492,10 @@ extension HubModel: CachedRoutingModel {
     public var vocabSize: Int { config.vocabSize }
     public var contextLength: Int { config.contextLength }
 
-    /// Decoded for models up to 2 GB of weights; reading a larger model's every expert would
-    /// stall the explorer, so its similarity view says so instead.
+    /// Decoded only for models small enough to read whole; a larger model's similarity view
+    /// says so instead.
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {
-        guard weightBytes <= 2_000_000_000, let moe = layers[config.moeLayers[routedLayer]].moe else { return nil }
+        guard isSmallEnoughToReadWhole, let moe = layers[config.moeLayers[routedLayer]].moe else { return nil }
         return moe.experts.map { ($0.gate.weight.decoded(), $0.up.weight.decoded(), $0.down.weight.decoded()) }
     }
 }

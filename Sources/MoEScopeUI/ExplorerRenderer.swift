@@ -316,7 +316,13 @@ enum ExpertNormView {
     static func draw(_ state: ExplorerState, into grid: inout CellGrid, top: Int, height: Int) {
         grid.box(x: 0, y: top, width: grid.width, height: height, title: "Gate vs expert output norm · layer \(state.layerName(state.layer)) · token «\(ExplorerRenderer.visible(state.session.text(of: state.cursor)).prefix(16))»")
         let routing = state.currentRouting
-        let norms = routing.allExpertOutputNorms ?? []
+        guard let norms = routing.allExpertOutputNorms else {
+            grid.put("This model is too large to run every expert on every token interactively, so only the chosen experts' norms are known:",
+                     x: 2, y: top + 2, maxWidth: grid.width - 4)
+            let chosen = zip(routing.experts, routing.expertOutputNorms).map { String(format: "E%d ‖y‖ %.3f", $0, $1) }
+            grid.put(chosen.joined(separator: " · ") + ". `moescope analyze --model` measures all of them.", x: 2, y: top + 3, maxWidth: grid.width - 4)
+            return
+        }
         let maxNorm = Double(norms.max() ?? 1)
         let barWidth = max(10, (grid.width - 40) / 2)
         grid.put("expert   router probability" + String(repeating: " ", count: max(0, barWidth - 16)) + "‖expert output‖", x: 2, y: top + 2, style: CellStyle(bold: true))

@@ -38,8 +38,9 @@ public struct ExplorerSession {
         let target = min(index, tokens.count - 1)
         guard target >= traces.count else { return }
         let chunk = Array(tokens[traces.count ... target])
-        // Every expert's output norm too, for the gate-vs-norm view (a few more expert products).
-        let result = try decoder.feed(chunk, allExpertNorms: true)
+        // Every expert's output norm too, for the gate-vs-norm view (E/k times the expert work,
+        // so only where the model is small enough for that to stay interactive).
+        let result = try decoder.feed(chunk, allExpertNorms: model.isSmallEnoughToReadWhole)
         traces += result.routing
         lastLogits = result.lastLogits
     }
