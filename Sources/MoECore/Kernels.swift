@@ -267,6 +267,27 @@ public enum Kernels {
         }
     }
 
+    // MARK: Attention
+
+    /// One head of causal attention, softmax(Q Kᵀ · scale + mask) V, for `count` query rows at
+    /// positions `offset ..< offset + count` against the `offset + count` key and value rows
+    /// (a KV cache's, or the same sequence's). `scores` (count × (offset + count)) is left
+    /// holding the probabilities, zero where masked, for a backward pass. Every attention in
+    /// moescope — training, its own models' decoding, Hugging Face models — runs on this.
+    public static func causalAttention(count: Int, offset: Int, queries: Operand, keys: Operand, values: Operand,
+                                       dims: Int, valueDims: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
+                                       into out: UnsafeMutablePointer<Float>, ldo: Int) {
+        let length = offset + count
+        gemm(m: count, n: length, k: dims, queries, keys.transposed, scores, ldc: length, threads: 1)
+        for i in 0..<count {
+            let row = scores + i * length, visible = offset + i + 1
+            for j in 0..<visible { row[j] *= scale }
+            softmax(row, count: visible)
+            (row + visible).update(repeating: 0, count: length - visible)
+        }
+        gemm(m: count, n: valueDims, k: length, Operand(UnsafePointer(scores), leadingDimension: length), values, out, ldc: ldo, threads: 1)
+    }
+
     // MARK: Vector operations
 
     public static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) -> Float {

@@ -138,29 +138,20 @@ public struct CausalSelfAttention: Sendable {
         cache.keys[layer].replaceSubrange(start * d ..< (start + count) * d, with: k.scalars)
         cache.values[layer].replaceSubrange(start * d ..< (start + count) * d, with: v.scalars)
 
-        var attended = Tensor(zeros: [count, d])
-        let scale = 1 / Float(headDim).squareRoot()
-        var scores = [Float](repeating: 0, count: start + count)
+        var attended = Tensor(uninitialized: [count, d])
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: count * (start + count))
+        defer { scores.deallocate() }
         q.scalars.withUnsafeBufferPointer { qp in
             cache.keys[layer].withUnsafeBufferPointer { kp in
                 cache.values[layer].withUnsafeBufferPointer { vp in
                     attended.scalars.withUnsafeMutableBufferPointer { op in
-                        scores.withUnsafeMutableBufferPointer { sp in
-                            for t in 0..<count {
-                                let visible = start + t + 1
-                                for h in 0..<numHeads {
-                                    let offset = h * headDim
-                                    let qRow = qp.baseAddress! + t * d + offset
-                                    for j in 0..<visible {
-                                        sp[j] = Kernels.dot(qRow, kp.baseAddress! + j * d + offset, count: headDim) * scale
-                                    }
-                                    Kernels.softmax(sp.baseAddress!, count: visible)
-                                    let out = op.baseAddress! + t * d + offset
-                                    for j in 0..<visible {
-                                        Kernels.axpy(sp[j], vp.baseAddress! + j * d + offset, out, count: headDim)
-                                    }
-                                }
-                            }
+                        for h in 0..<numHeads {
+                            let offset = h * headDim
+                            Kernels.causalAttention(count: count, offset: start, queries: .init(qp.baseAddress! + offset, leadingDimension: d),
+                                                    keys: .init(kp.baseAddress! + offset, leadingDimension: d),
+                                                    values: .init(vp.baseAddress! + offset, leadingDimension: d),
+                                                    dims: headDim, valueDims: headDim, scale: 1 / Float(headDim).squareRoot(),
+                                                    scores: scores, into: op.baseAddress! + offset, ldo: d)
                         }
                     }
                 }

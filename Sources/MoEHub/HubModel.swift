@@ -290,23 +290,6 @@ struct HubLayer: Sendable {
         return out
     }
 
-    /// softmax(Q Kᵀ · scale + causal mask) V for one head: `t` query rows at positions
-    /// `offset…` against `length` = offset + t key and value rows; written into `out`
-    /// (leading dimension `ldo`).
-    static func causalHead(t: Int, offset: Int, queries: Kernels.Operand, keys: Kernels.Operand, values: Kernels.Operand,
-                           dims: Int, scale: Float, scores: UnsafeMutablePointer<Float>, valueDims: Int,
-                           out: UnsafeMutablePointer<Float>, ldo: Int) {
-        let length = offset + t
-        Kernels.gemm(m: t, n: length, k: dims, queries, keys.transposed, scores, ldc: length, threads: 1)
-        for i in 0..<t {
-            let row = scores + i * length, visible = offset + i + 1
-            for j in 0..<visible { row[j] *= scale }
-            Kernels.softmax(row, count: visible)
-            (row + visible).update(repeating: 0, count: length - visible)
-        }
-        Kernels.gemm(m: t, n: valueDims, k: length, .init(scores, leadingDimension: length), values, out, ldc: ldo, threads: 1)
-    }
-
     /// DeepSeek MLA: q (full or low rank), a shared latent expanded to per-head keys (without
     /// position) and values, and a rotary key shared by every head.
     func latentAttention(_ h: Tensor, weights w: LatentAttentionWeights, rope: RotaryEmbedding, offset: Int,
@@ -346,11 +329,11 @@ struct HubLayer: Sendable {
         queries.scalars.withUnsafeBufferPointer { qp in keyCache.withUnsafeBufferPointer { kp in valueCache.withUnsafeBufferPointer { vp in
             attended.scalars.withUnsafeMutableBufferPointer { ap in
                 for head in 0..<heads {
-                    Self.causalHead(t: t, offset: offset, queries: .init(qp.baseAddress! + head * qk, leadingDimension: heads * qk),
-                                    keys: .init(kp.baseAddress! + head * qk, leadingDimension: heads * qk),
-                                    values: .init(vp.baseAddress! + head * (nope + vDim) + nope, leadingDimension: heads * (nope + vDim)),
-                                    dims: qk, scale: Float(c.rope.softmaxScale / Double(qk).squareRoot()), scores: scores, valueDims: vDim,
-                                    out: ap.baseAddress! + head * vDim, ldo: heads * vDim)
+                    Kernels.causalAttention(count: t, offset: offset, queries: .init(qp.baseAddress! + head * qk, leadingDimension: heads * qk),
+                                            keys: .init(kp.baseAddress! + head * qk, leadingDimension: heads * qk),
+                                            values: .init(vp.baseAddress! + head * (nope + vDim) + nope, leadingDimension: heads * (nope + vDim)),
+                                            dims: qk, valueDims: vDim, scale: Float(c.rope.softmaxScale / Double(qk).squareRoot()),
+                                            scores: scores, into: ap.baseAddress! + head * vDim, ldo: heads * vDim)
                 }
             }
         } } }
@@ -386,11 +369,11 @@ struct HubLayer: Sendable {
             attended.scalars.withUnsafeMutableBufferPointer { ap in
                 for head in 0..<heads {
                     let kvHead = head / group
-                    Self.causalHead(t: t, offset: offset, queries: .init(qp.baseAddress! + head * hd, leadingDimension: heads * hd),
-                                    keys: .init(kp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
-                                    values: .init(vp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
-                                    dims: hd, scale: 1 / Float(hd).squareRoot(), scores: scores, valueDims: hd,
-                                    out: ap.baseAddress! + head * hd, ldo: heads * hd)
+                    Kernels.causalAttention(count: t, offset: offset, queries: .init(qp.baseAddress! + head * hd, leadingDimension: heads * hd),
+                                            keys: .init(kp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
+                                            values: .init(vp.baseAddress! + kvHead * hd, leadingDimension: kvHeads * hd),
+                                            dims: hd, valueDims: hd, scale: 1 / Float(hd).squareRoot(),
+                                            scores: scores, into: ap.baseAddress! + head * hd, ldo: heads * hd)
                 }
             }
         } } }

@@ -25,26 +25,19 @@ extension Tape {
         let d = qv.cols, headDim = d / numHeads, sequences = qv.rows / t
         let scale = 1 / Float(headDim).squareRoot()
         // Per pair, the T×T probabilities (zero above the diagonal), kept for the backward pass.
-        // Every output block below is written whole by its pair, so none needs zeroing first.
-        var probabilities = [Float](repeating: 0, count: sequences * numHeads * t * t)
+        // Every block below is written whole by its pair, so none needs zeroing first.
+        var probabilities = [Float](unsafeUninitializedCapacity: sequences * numHeads * t * t) { $1 = $0.count }
         var out = Tensor(uninitialized: qv.shape)
         qv.scalars.withUnsafeBufferPointer { qp in kv.scalars.withUnsafeBufferPointer { kp in vv.scalars.withUnsafeBufferPointer { vp in
             out.scalars.withUnsafeMutableBufferPointer { op in probabilities.withUnsafeMutableBufferPointer { pp in
                 Kernels.parallelFor(sequences * numHeads, threads: threads) { pair in
                     let (b, h) = pair.quotientAndRemainder(dividingBy: numHeads)
                     let offset = b * t * d + h * headDim
-                    let p = pp.baseAddress! + pair * t * t
-                    let qHead = Kernels.Operand(qp.baseAddress! + offset, leadingDimension: d)
-                    let kHead = Kernels.Operand(kp.baseAddress! + offset, leadingDimension: d)
-                    Kernels.gemm(m: t, n: t, k: headDim, qHead, kHead.transposed, p, ldc: t, threads: 1)   // S = Q Kᵀ
-                    for i in 0..<t {
-                        let row = p + i * t
-                        for j in 0...i { row[j] *= scale }
-                        Kernels.softmax(row, count: i + 1)
-                        (row + i + 1).update(repeating: 0, count: t - i - 1)
-                    }
-                    Kernels.gemm(m: t, n: headDim, k: t, .init(p, leadingDimension: t), .init(vp.baseAddress! + offset, leadingDimension: d),
-                                 op.baseAddress! + offset, ldc: d, threads: 1)                              // O = P V
+                    Kernels.causalAttention(count: t, offset: 0, queries: .init(qp.baseAddress! + offset, leadingDimension: d),
+                                            keys: .init(kp.baseAddress! + offset, leadingDimension: d),
+                                            values: .init(vp.baseAddress! + offset, leadingDimension: d),
+                                            dims: headDim, valueDims: headDim, scale: scale, scores: pp.baseAddress! + pair * t * t,
+                                            into: op.baseAddress! + offset, ldo: d)
                 }
             } }
         } } }
