@@ -384,6 +384,16 @@ public enum Kernels {
         while i < n { out[i] = silu(gate[i]) * up[i]; i += 1 }
     }
 
+    /// silu(gate) ⊙ up for two tensors of the same shape (every SwiGLU layer's middle step).
+    public static func swiglu(gate: Tensor, up: Tensor) -> Tensor {
+        precondition(gate.shape == up.shape, "swiglu shapes \(gate.shape), \(up.shape)")
+        var out = Tensor(uninitialized: gate.shape)
+        gate.scalars.withUnsafeBufferPointer { gp in up.scalars.withUnsafeBufferPointer { up in out.scalars.withUnsafeMutableBufferPointer { op in
+            swiglu(gate: gp.baseAddress!, up: up.baseAddress!, op.baseAddress!, count: op.count)
+        } } }
+        return out
+    }
+
     /// Gradients of `swiglu`: d gate = dy·up·σ(g)(1 + g(1 − σ(g))), d up = dy·silu(g).
     public static func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>,
                                       gateGradient dGate: UnsafeMutablePointer<Float>, upGradient dUp: UnsafeMutablePointer<Float>, count n: Int) {

@@ -10,17 +10,20 @@ public struct RMSNorm: Sendable {
     public let epsilon: Float
 
     public init(_ name: String, size: Int, epsilon: Float, from source: inout some WeightSource) throws {
-        gain = try source.tensor(name, shape: [size], initializer: .constant(1))
-        self.epsilon = epsilon
+        self.init(gain: try source.tensor(name, shape: [size], initializer: .constant(1)), epsilon: epsilon)
     }
 
+    public init(gain: Tensor, epsilon: Float) { self.gain = gain; self.epsilon = epsilon }
+
+    /// Normalises every run of `gain.count` values: each row, or, with a gain narrower than
+    /// the row, each head of it (Qwen3-MoE's per-head q/k norm).
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = Tensor(zeros: x.shape)
+        var y = Tensor(uninitialized: x.shape)
         x.scalars.withUnsafeBufferPointer { xp in
             gain.scalars.withUnsafeBufferPointer { gp in
                 y.scalars.withUnsafeMutableBufferPointer { yp in
                     Kernels.rmsNorm(xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!,
-                                    rows: x.rows, cols: x.cols, eps: epsilon)
+                                    rows: x.count / gain.count, cols: gain.count, eps: epsilon)
                 }
             }
         }
@@ -175,12 +178,7 @@ public struct SwiGLUExpert: Sendable {
     }
 
     public func callAsFunction(_ u: Tensor) -> Tensor {
-        let g = gate(u), v = up(u)
-        var hidden = Tensor(zeros: g.shape)
-        g.scalars.withUnsafeBufferPointer { gp in v.scalars.withUnsafeBufferPointer { vp in hidden.scalars.withUnsafeMutableBufferPointer { hp in
-            Kernels.swiglu(gate: gp.baseAddress!, up: vp.baseAddress!, hp.baseAddress!, count: hp.count)
-        } } }
-        return down(hidden)
+        down(Kernels.swiglu(gate: gate(u), up: up(u)))
     }
 }
 

@@ -10,7 +10,7 @@ public struct HubModel: Sendable {
     public let path: String
     let embedding: MappedTensor
     let layers: [HubLayer]
-    let finalNorm: Tensor
+    let finalNorm: RMSNorm
     let lmHead: MappedLinear
     /// Bytes of all the weights (what mapping them whole would take).
     public let weightBytes: Int
@@ -28,7 +28,7 @@ public struct HubModel: Sendable {
         }
         let (d, c) = (config.hiddenSize, config)
         embedding = try weights.tensor("model.embed_tokens.weight", shape: [c.vocabSize, d])
-        finalNorm = try weights.tensor("model.norm.weight", shape: [d]).decoded()
+        finalNorm = RMSNorm(gain: try weights.tensor("model.norm.weight", shape: [d]).decoded(), epsilon: c.normEpsilon)
         let head = c.tieEmbeddings && !weights.contains("lm_head.weight") ? embedding : try weights.tensor("lm_head.weight", shape: [c.vocabSize, d])
         lmHead = MappedLinear(weight: head, bias: nil)
         layers = try (0..<c.numLayers).map { try HubLayer(index: $0, config: c, weights: weights) }
@@ -79,7 +79,7 @@ public struct HubModel: Sendable {
             if let routing = layer.feedForwardBlock(&x, config: config, allExpertNorms: allExpertNorms) { perLayer.append(routing) }
         }
         cache.advance(by: t)
-        let normed = rmsNorm(x, gain: finalNorm, epsilon: config.normEpsilon)
+        let normed = finalNorm(x)
         let routing = tokens.enumerated().map { i, token in
             RoutingTrace(token: token, position: offset + i, layers: perLayer.map { $0[i] })
         }
@@ -87,27 +87,12 @@ public struct HubModel: Sendable {
     }
 }
 
-/// RMSNorm of every row of x [N × C] with gain [C].
-func rmsNorm(_ x: Tensor, gain: Tensor, epsilon: Float) -> Tensor {
-    var y = Tensor(uninitialized: x.shape)
-    let cols = gain.count
-    x.scalars.withUnsafeBufferPointer { xp in gain.scalars.withUnsafeBufferPointer { gp in y.scalars.withUnsafeMutableBufferPointer { yp in
-        Kernels.rmsNorm(xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!, rows: x.count / cols, cols: cols, eps: epsilon)
-    } } }
-    return y
-}
-
 /// SwiGLU MLP, down(silu(gate(x)) ⊙ up(x)): a routed expert, a shared expert or a dense layer.
 struct HubMLP: Sendable {
     let gate: MappedLinear, up: MappedLinear, down: MappedLinear
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let g = gate(x), u = up(x)
-        var hidden = Tensor(uninitialized: g.shape)
-        g.scalars.withUnsafeBufferPointer { gp in u.scalars.withUnsafeBufferPointer { up in hidden.scalars.withUnsafeMutableBufferPointer { hp in
-            Kernels.swiglu(gate: gp.baseAddress!, up: up.baseAddress!, hp.baseAddress!, count: hp.count)
-        } } }
-        return down(hidden)
+        down(Kernels.swiglu(gate: gate(x), up: up(x)))
     }
 }
 
@@ -168,19 +153,31 @@ struct HubMoE: Sendable {
 
 /// DeepSeek's latent attention weights.
 struct LatentAttentionWeights: Sendable {
-    let query: MappedLinear?                   // full-rank q_proj
-    let queryDown: MappedLinear?, queryNorm: Tensor?, queryUp: MappedLinear?
+    let query: Query
+    /// V2-Lite's full-rank q_proj, or the others' low-rank q_a_proj → norm → q_b_proj.
+    enum Query: Sendable {
+        case full(MappedLinear)
+        case lowRank(down: MappedLinear, norm: RMSNorm, up: MappedLinear)
+
+        func callAsFunction(_ h: Tensor) -> Tensor {
+            switch self {
+            case let .full(projection): return projection(h)
+            case let .lowRank(down, norm, up): return up(norm(down(h)))
+            }
+        }
+    }
     let latentDown: MappedLinear               // kv_a_proj_with_mqa: latent and the shared rotary key
-    let latentNorm: Tensor
+    let latentNorm: RMSNorm
     let latentUp: MappedLinear                 // kv_b_proj: per head, the key without position and the value
 }
 
 struct HubLayer: Sendable {
-    let inputNorm: Tensor, postNorm: Tensor
+    let inputNorm: RMSNorm, postNorm: RMSNorm
     /// Grouped-query attention's projections (nil under latent attention).
     let q: MappedLinear?, k: MappedLinear?, v: MappedLinear?
     let o: MappedLinear
-    let qNorm: Tensor?, kNorm: Tensor?
+    /// q/k RMSNorm: over each head ([head_dim] gain) or the whole projection.
+    let qNorm: RMSNorm?, kNorm: RMSNorm?
     let latent: LatentAttentionWeights?
     let moe: HubMoE?
     let dense: HubMLP?
@@ -192,27 +189,25 @@ struct HubLayer: Sendable {
             MappedLinear(weight: try weights.tensor("\(name).weight", shape: [out, input]),
                          bias: bias ? try weights.tensor("\(name).bias", shape: [out]).decoded() : nil)
         }
-        inputNorm = try weights.tensor("\(p).input_layernorm.weight", shape: [d]).decoded()
-        postNorm = try weights.tensor("\(p).post_attention_layernorm.weight", shape: [d]).decoded()
+        func norm(_ name: String, _ size: Int, epsilon: Float = c.normEpsilon) throws -> RMSNorm {
+            RMSNorm(gain: try weights.tensor("\(name).weight", shape: [size]).decoded(), epsilon: epsilon)
+        }
+        inputNorm = try norm("\(p).input_layernorm", d)
+        postNorm = try norm("\(p).post_attention_layernorm", d)
         if let mla = c.latentAttention {
             let a = "\(p).self_attn", heads = c.numHeads
             (q, k, v, qNorm, kNorm) = (nil, nil, nil, nil, nil)
             let queryWidth = heads * mla.queryKeyDim
-            if let rank = mla.queryRank {
-                latent = LatentAttentionWeights(
-                    query: nil, queryDown: try linear("\(a).q_a_proj", rank, d, bias: c.attentionBias),
-                    queryNorm: try weights.tensor("\(a).q_a_layernorm.weight", shape: [rank]).decoded(),
-                    queryUp: try linear("\(a).q_b_proj", queryWidth, rank),
-                    latentDown: try linear("\(a).kv_a_proj_with_mqa", mla.latentRank + mla.rotaryDim, d, bias: c.attentionBias),
-                    latentNorm: try weights.tensor("\(a).kv_a_layernorm.weight", shape: [mla.latentRank]).decoded(),
-                    latentUp: try linear("\(a).kv_b_proj", heads * (mla.noPositionDim + mla.valueDim), mla.latentRank))
-            } else {
-                latent = LatentAttentionWeights(
-                    query: try linear("\(a).q_proj", queryWidth, d), queryDown: nil, queryNorm: nil, queryUp: nil,
-                    latentDown: try linear("\(a).kv_a_proj_with_mqa", mla.latentRank + mla.rotaryDim, d, bias: c.attentionBias),
-                    latentNorm: try weights.tensor("\(a).kv_a_layernorm.weight", shape: [mla.latentRank]).decoded(),
-                    latentUp: try linear("\(a).kv_b_proj", heads * (mla.noPositionDim + mla.valueDim), mla.latentRank))
-            }
+            // transformers builds MLA's two norms with RMSNorm's default ε (1e-6), not rms_norm_eps.
+            let query: LatentAttentionWeights.Query = try mla.queryRank.map { rank in
+                .lowRank(down: try linear("\(a).q_a_proj", rank, d, bias: c.attentionBias), norm: try norm("\(a).q_a_layernorm", rank, epsilon: 1e-6),
+                         up: try linear("\(a).q_b_proj", queryWidth, rank))
+            } ?? .full(try linear("\(a).q_proj", queryWidth, d))
+            latent = LatentAttentionWeights(
+                query: query,
+                latentDown: try linear("\(a).kv_a_proj_with_mqa", mla.latentRank + mla.rotaryDim, d, bias: c.attentionBias),
+                latentNorm: try norm("\(a).kv_a_layernorm", mla.latentRank, epsilon: 1e-6),
+                latentUp: try linear("\(a).kv_b_proj", heads * (mla.noPositionDim + mla.valueDim), mla.latentRank))
             o = try linear("\(a).o_proj", d, heads * mla.valueDim, bias: c.attentionBias)
         } else {
             latent = nil
@@ -223,11 +218,11 @@ struct HubLayer: Sendable {
             switch c.queryKeyNorm {
             case .none: (qNorm, kNorm) = (nil, nil)
             case .perHead:
-                qNorm = try weights.tensor("\(p).self_attn.q_norm.weight", shape: [c.headDim]).decoded()
-                kNorm = try weights.tensor("\(p).self_attn.k_norm.weight", shape: [c.headDim]).decoded()
+                qNorm = try norm("\(p).self_attn.q_norm", c.headDim)
+                kNorm = try norm("\(p).self_attn.k_norm", c.headDim)
             case .wholeProjection:
-                qNorm = try weights.tensor("\(p).self_attn.q_norm.weight", shape: [qWidth]).decoded()
-                kNorm = try weights.tensor("\(p).self_attn.k_norm.weight", shape: [kvWidth]).decoded()
+                qNorm = try norm("\(p).self_attn.q_norm", qWidth)
+                kNorm = try norm("\(p).self_attn.k_norm", kvWidth)
             }
         }
 
@@ -281,7 +276,7 @@ struct HubLayer: Sendable {
     /// new rows sit at positions `offset…`; their keys and values are appended to the cache's.
     func attentionBlock(_ x: Tensor, rope: RotaryEmbedding, offset: Int, keys: inout [Float], values: inout [Float],
                         config c: HubConfig) -> Tensor {
-        let h = rmsNorm(x, gain: inputNorm, epsilon: c.normEpsilon)
+        let h = inputNorm(x)
         var out = latent.map { latentAttention(h, weights: $0, rope: rope, offset: offset, keyCache: &keys, valueCache: &values, config: c) }
             ?? groupedQueryAttention(h, rope: rope, offset: offset, keyCache: &keys, valueCache: &values, config: c)
         out.scalars.withUnsafeMutableBufferPointer { op in x.scalars.withUnsafeBufferPointer { xp in
@@ -296,15 +291,14 @@ struct HubLayer: Sendable {
                          keyCache: inout [Float], valueCache: inout [Float], config c: HubConfig) -> Tensor {
         let mla = c.latentAttention!, t = h.rows, heads = c.numHeads
         let (nope, rot, vDim, qk, rank) = (mla.noPositionDim, mla.rotaryDim, mla.valueDim, mla.queryKeyDim, mla.latentRank)
-        // transformers builds these two norms with RMSNorm's default ε (1e-6), not rms_norm_eps.
-        var queries = w.query.map { $0(h) } ?? w.queryUp!(rmsNorm(w.queryDown!(h), gain: w.queryNorm!, epsilon: 1e-6))
+        var queries = w.query(h)
         let compressed = w.latentDown(h)                          // [T × (rank + rot)]
         var latentRows = Tensor(uninitialized: [t, rank]), sharedKey = Tensor(uninitialized: [t, rot])
         for r in 0..<t {
             latentRows.scalars.replaceSubrange(r * rank ..< (r + 1) * rank, with: compressed.scalars[r * (rank + rot) ..< r * (rank + rot) + rank])
             sharedKey.scalars.replaceSubrange(r * rot ..< (r + 1) * rot, with: compressed.scalars[r * (rank + rot) + rank ..< (r + 1) * (rank + rot)])
         }
-        let expanded = w.latentUp(rmsNorm(latentRows, gain: w.latentNorm, epsilon: 1e-6))   // [T × H·(nope + v)]
+        let expanded = w.latentUp(w.latentNorm(latentRows))   // [T × H·(nope + v)]
         func rotate(_ p: UnsafeMutablePointer<Float>, _ position: Int) {
             if mla.interleaved { rope.applyInterleaved(p, position: position) } else { rope.apply(p, numHeads: 1, position: position) }
         }
@@ -345,12 +339,7 @@ struct HubLayer: Sendable {
                                config c: HubConfig) -> Tensor {
         let t = h.rows, hd = c.headDim, heads = c.numHeads, kvHeads = c.numKeyValueHeads
         var qv = q!(h), kv = k!(h), vv = v!(h)
-        switch c.queryKeyNorm {
-        case .none: break
-        case .perHead, .wholeProjection:     // a [hd] gain normalises each head; a full-width one the whole row
-            qv = rmsNorm(qv, gain: qNorm!, epsilon: c.normEpsilon)
-            kv = rmsNorm(kv, gain: kNorm!, epsilon: c.normEpsilon)
-        }
+        if let qNorm, let kNorm { qv = qNorm(qv); kv = kNorm(kv) }
         if let clip = c.clipQKV {
             for i in qv.scalars.indices { qv.scalars[i] = min(max(qv.scalars[i], -clip), clip) }
             for i in kv.scalars.indices { kv.scalars[i] = min(max(kv.scalars[i], -clip), clip) }
@@ -383,7 +372,7 @@ struct HubLayer: Sendable {
     /// x += MLP(norm(x)); returns the routing of every token when this is an MoE layer.
     func feedForwardBlock(_ x: inout Tensor, config c: HubConfig, allExpertNorms: Bool) -> [LayerRouting]? {
         let t = x.rows, d = c.hiddenSize
-        let u = rmsNorm(x, gain: postNorm, epsilon: c.normEpsilon)
+        let u = postNorm(x)
         var y: Tensor
         var routing: [LayerRouting]? = nil
         if let dense {

@@ -36,12 +36,7 @@ extension Tape {
     /// SwiGLU's gate, silu(gate) ⊙ up, as one op (one pass forward, one backward).
     public func swiglu(gate: Variable, up: Variable) -> Variable {
         let gv = value(gate), uv = value(up)
-        precondition(gv.shape == uv.shape, "swiglu shapes \(gv.shape), \(uv.shape)")
-        var out = Tensor(uninitialized: gv.shape)
-        gv.scalars.withUnsafeBufferPointer { gp in uv.scalars.withUnsafeBufferPointer { up in out.scalars.withUnsafeMutableBufferPointer { op in
-            Kernels.swiglu(gate: gp.baseAddress!, up: up.baseAddress!, op.baseAddress!, count: op.count)
-        } } }
-        return record(out) { dy, tape in
+        return record(Kernels.swiglu(gate: gv, up: uv)) { dy, tape in
             var dGate = Tensor(uninitialized: gv.shape), dUp = Tensor(uninitialized: uv.shape)
             gv.scalars.withUnsafeBufferPointer { gp in uv.scalars.withUnsafeBufferPointer { up in dy.scalars.withUnsafeBufferPointer { dp in
                 dGate.scalars.withUnsafeMutableBufferPointer { dg in dUp.scalars.withUnsafeMutableBufferPointer { du in
