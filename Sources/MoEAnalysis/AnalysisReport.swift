@@ -98,7 +98,7 @@ public struct AnalysisReport: Codable, Sendable {
         }
         let norms = NormPreference(traces: all)
         let similarity = ExpertSimilarity(model: model)
-        router = model.routerKind?.rawValue ?? model.routerName
+        router = model.routerID
         self.checkpoint = checkpoint
         self.randomInit = randomInit
         tokens = summary.tokenCount

@@ -29,6 +29,8 @@ public protocol RoutingModel: Sendable {
 
 extension RoutingModel {
     public var routedLayerCount: Int { routedLayers.count }
+    /// The router as exports name it: moescope's `--router` value, else `routerName`.
+    public var routerID: String { routerKind?.rawValue ?? routerName }
 
     /// Whether every expert can be read and run for every token without stalling the
     /// explorer: the weight-similarity view and the all-experts norms of the "Closer Look" view

@@ -22,10 +22,23 @@ public struct ExplorerSession {
     public let expertSimilarity: ExpertSimilarity?
 
     public init(model: any RoutingModel, tokenizer: any TextTokenizer, label: String, isRandomInit: Bool, tokens: [Int]) {
+        self.init(model: model, tokenizer: tokenizer, label: label, isRandomInit: isRandomInit, tokens: tokens,
+                  expertSimilarity: ExpertSimilarity(model: model))
+    }
+
+    private init(model: any RoutingModel, tokenizer: any TextTokenizer, label: String, isRandomInit: Bool, tokens: [Int],
+                 expertSimilarity: ExpertSimilarity?) {
         self.model = model; self.tokenizer = tokenizer; self.label = label; self.isRandomInit = isRandomInit
         self.tokens = Array(tokens.prefix(model.contextLength))
         decoder = model.makeDecoder()
-        expertSimilarity = ExpertSimilarity(model: model)
+        self.expertSimilarity = expertSimilarity
+    }
+
+    /// The same model on another text, from position 0: nothing is reloaded or recomputed but
+    /// the decoding.
+    public func restarted(with tokens: [Int]) -> ExplorerSession {
+        ExplorerSession(model: model, tokenizer: tokenizer, label: label, isRandomInit: isRandomInit, tokens: tokens,
+                        expertSimilarity: expertSimilarity)
     }
 
     /// moescope's router kind; nil for a Hugging Face model, whose router is its own.

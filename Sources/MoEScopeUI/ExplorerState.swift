@@ -146,13 +146,13 @@ public struct ExplorerState {
         case .escape: editBuffer = nil; return
         case .enter:
             editBuffer = nil
-            guard !buffer.isEmpty else { message = "the text is empty — type at least one character"; return }
+            let tokens = session.tokenizer.encode(buffer)
+            guard !tokens.isEmpty else { message = "the text is empty — type at least one character"; return }
             do {
-                let next = try loader(session.router, nil, buffer)
-                session = next
+                session = session.restarted(with: tokens)
                 cursor = 0
                 try session.decode(through: 0)
-                if buffer.utf8.count > 0, session.tokens.count == session.capacity {
+                if session.tokens.count == session.capacity {
                     message = "the text was cut to the model's context of \(session.capacity) tokens"
                 }
             } catch { message = "\(error)" }

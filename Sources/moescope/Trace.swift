@@ -38,7 +38,6 @@ struct TraceReport {
     let routing: [RoutingTrace]
 
     var model: any RoutingModel { opened.model }
-    var routerLabel: String { model.routerKind?.rawValue ?? model.routerName }
 
     func tokenText(_ id: Int) -> String { opened.tokenizer.displayText(of: id) }
 
@@ -49,7 +48,7 @@ struct TraceReport {
     }
 
     func table() -> String {
-        var out = "router \(routerLabel) · \(opened.isRandomInit ? "random init (untrained)" : opened.source)"
+        var out = "router \(model.routerID) · \(opened.isRandomInit ? "random init (untrained)" : opened.source)"
         out += " · \(routing.count) tokens · \(model.routedLayerCount) layers · top-\(model.topK) of \(model.numExperts) experts\n"
         // A cell is "e:.ww" per chosen expert, e.g. "3:.62 5:.38".
         let cellWidth = model.topK * (String(model.numExperts - 1).count + 6) + 1
@@ -109,7 +108,7 @@ struct TraceReport {
     }
 
     func json() throws -> String {
-        let document = JSONTrace(router: routerLabel, checkpoint: opened.isRandomInit ? nil : opened.source, randomInit: opened.isRandomInit,
+        let document = JSONTrace(router: model.routerID, checkpoint: opened.isRandomInit ? nil : opened.source, randomInit: opened.isRandomInit,
                                  config: (model as? MoEModel)?.config, routedLayers: model.routedLayers, tokens: routing.map {
             JSONTrace.Token(position: $0.position, id: $0.token, text: tokenText($0.token), layers: $0.layers)
         })
