@@ -436,28 +436,6 @@ public enum Kernels {
 }
 
 extension Tensor {
-    /// self[rows×k] · other[k×n]
-    public func matmul(_ other: Tensor) -> Tensor {
-        precondition(cols == other.rows || (other.shape.count == 2 && cols == other.shape[0]),
-                     "matmul shapes \(shape) · \(other.shape)")
-        return Tensor.matmul(self, rhs: other.scalars, n: other.cols)
-    }
-
-    /// self[m×k] · B[k×n], with B given as raw row-major scalars.
-    static func matmul(_ lhs: Tensor, rhs: [Float], n: Int) -> Tensor {
-        let m = lhs.rows, k = lhs.cols
-        precondition(rhs.count == k * n)
-        var out = Tensor(zeros: [m, n])
-        lhs.scalars.withUnsafeBufferPointer { a in
-            rhs.withUnsafeBufferPointer { b in
-                out.scalars.withUnsafeMutableBufferPointer { c in
-                    Kernels.matmul(a.baseAddress!, b.baseAddress!, c.baseAddress!, m: m, k: k, n: n)
-                }
-            }
-        }
-        return out
-    }
-
     /// out = op(a) · op(b) (or `+=`), op = identity or transpose of a 2-D tensor.
     public static func product(_ a: Tensor, transposed ta: Bool, _ b: Tensor, transposed tb: Bool,
                                into out: inout Tensor, accumulate: Bool, threads: Int = Kernels.threads) {

@@ -31,18 +31,16 @@ extension SafeTensorsFile: WeightSource {
 }
 
 /// A fully connected layer without bias, y = x Wᵀ, with W stored [out × in] as PyTorch and
-/// safetensors files have it. The transpose is kept packed beside it so every product runs on
-/// the row-major micro-kernel; assigning `weight` repacks.
+/// safetensors files have it; the product reads Wᵀ in place (a strided operand), so no
+/// transposed copy is kept.
 public struct Linear: Sendable {
-    public var weight: Tensor { didSet { packed = weight.transposed().scalars } }
-    public private(set) var packed: [Float]
+    public var weight: Tensor
     public var inFeatures: Int { weight.cols }
     public var outFeatures: Int { weight.rows }
 
     public init(weight: Tensor) {
         precondition(weight.shape.count == 2)
         self.weight = weight
-        packed = weight.transposed().scalars
     }
 
     public init(_ name: String, in inFeatures: Int, out outFeatures: Int, std: Float,
@@ -53,7 +51,9 @@ public struct Linear: Sendable {
     /// x: [T × in] → [T × out]
     public func callAsFunction(_ x: Tensor) -> Tensor {
         precondition(x.cols == inFeatures, "Linear expects \(inFeatures) inputs, got \(x.cols)")
-        return Tensor.matmul(x, rhs: packed, n: outFeatures)
+        var y = Tensor(uninitialized: [x.rows, outFeatures])
+        Tensor.product(x, transposed: false, weight, transposed: true, into: &y, accumulate: false)
+        return y
     }
 }
 
