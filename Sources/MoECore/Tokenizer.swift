@@ -211,9 +211,7 @@ public struct Tokenizer: TextTokenizer, Equatable {
     }
 
     public static func load(path: String) throws -> Tokenizer {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError.unreadable(path: path, reason: "no such file")
-        }
+        let data = try RegularFile.read(path, what: "tokenizer", limit: 256 << 20)
         guard let file = try? JSONDecoder().decode(FileFormat.self, from: data), file.format == formatName else {
             throw CheckpointError.badConfig(path: path, detail: "not a \(formatName) tokenizer file")
         }

@@ -143,10 +143,8 @@ struct TextInput: ParsableArguments {
             if path == "-" {
                 data = FileHandle.standardInput.readDataToEndOfFile()
             } else {
-                guard let contents = FileManager.default.contents(atPath: path) else {
-                    throw CLIError("cannot read \(path) — check the path")
-                }
-                data = contents
+                data = try RegularFile.read(path, what: "text file", limit: 1 << 30,
+                                            remedy: "pass a regular UTF-8 text file, or '-' to read standard input")
             }
             guard let decoded = String(validating: data, as: UTF8.self) else {
                 throw CLIError("\(path == "-" ? "standard input" : path) is not valid UTF-8 text — convert it (e.g. iconv -t UTF-8)")
