@@ -55,6 +55,7 @@ let package = Package(
         .testTarget(name: "MoEAnalysisTests", dependencies: ["MoEAnalysis"], swiftSettings: simdSettings),
         .testTarget(name: "MoEHubTests", dependencies: ["MoEHub"], swiftSettings: simdSettings),
         .testTarget(name: "MoEScopeUITests", dependencies: ["MoEScopeUI", "MoEHub"], swiftSettings: simdSettings),
+        .testTarget(name: "MoEScopeCLITests", dependencies: ["MoECore", "MoETraining"], swiftSettings: simdSettings),
     ],
     swiftLanguageModes: [.v6]
 )

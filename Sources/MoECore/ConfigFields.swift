@@ -36,7 +36,8 @@ public struct ConfigFields: Sendable {
         guard let value = present(name) else { return nil }
         guard let number = value.numberValue else { throw invalid(name, "must be a whole number, is \(value.kindDescription)") }
         guard number.isWhole else { throw invalid(name, "must be a whole number, is \(number.text)") }
-        guard let n = number.exactInt, range.contains(n) else {
+        guard let n = number.exactInt else { throw invalid(name, "is \(number.text), too large for any size moescope can hold") }
+        guard range.contains(n) else {
             throw invalid(name, "must be between \(range.lowerBound) and \(range.upperBound), is \(number.text)")
         }
         return n

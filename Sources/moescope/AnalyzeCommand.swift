@@ -23,7 +23,7 @@ struct AnalyzeCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON.") var json = false
 
     func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
         guard ["held-out", "heldout", "train"].contains(corpusSplit) else {
             throw ValidationError("--corpus-split must be held-out or train, not '\(corpusSplit)'")
         }
@@ -82,8 +82,8 @@ struct AnalyzeCommand: ParsableCommand {
 
     /// Tokens whose every expert output norm is recorded (the "Closer Look" columns): running
     /// all E experts costs E/k times the experts' work, so a long text measures them on its
-    /// first tokens only; shorter inputs (the default corpus sample included) on every token.
-    static let normSampleTokens = 16_384
+    /// first 8,192 tokens only; shorter inputs (the default corpus sample included) on every token.
+    static let normSampleTokens = 8_192
 
     /// Routes `ids` in context-length windows, full-sequence forward per window, windows side
     /// by side on the cores; hands each batch of traces to `consume` in order, so a long text's

@@ -33,7 +33,7 @@ struct BenchCommand: ParsableCommand {
         var results: [Result]
     }
 
-    func validate() throws { guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") } }
+    func validate() throws { guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") } }
 
     func run() throws {
         var results: [Result] = []
