@@ -104,7 +104,7 @@ public enum SizeLimits {
     public static let layers = 4096
     public static let heads = 4096
     public static let experts = 1 << 16
-    public static let context = 1 << 24
+    public static let context = 1 << 30
 }
 
 /// How much memory an allocation may take, and the one-line refusal when it would not fit.

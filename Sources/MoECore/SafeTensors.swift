@@ -21,6 +21,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case missingTensor(path: String, tensor: String)
     case wrongShape(path: String, tensor: String, expected: [Int], found: [Int])
     case badConfig(path: String, detail: String)
+    case badTokenizer(path: String, detail: String)
     /// `what` would take `neededBytes` (nil: more than can be counted) of memory.
     case tooLarge(path: String, what: String, neededBytes: Int?, availableBytes: Int)
 
@@ -40,6 +41,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
             return "checkpoint \(path): tensor \(tensor) has shape \(found) but the config needs \(expected) — config.json and weights disagree"
         case let .badConfig(path, detail):
             return "model config \(path) is invalid: \(detail) — fix the field or retrain"
+        case let .badTokenizer(path, detail):
+            return "tokenizer \(path) is invalid: \(detail) — replace it with the tokenizer.json the model was trained with"
         case let .tooLarge(path, what, needed, available):
             let amount = needed.map { "needs \(MemoryBudget.gigabytes($0))" } ?? "needs more memory than can be counted"
             return "\(path): \(what) \(amount) of memory and \(MemoryBudget.gigabytes(available)) is available — use smaller sizes or a larger machine"
