@@ -52,7 +52,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Assets directory (default: ./assets or the one beside the executable).", valueName: "dir"))
     var assets: String?
 
-    @Option(help: "Seed of the random-init model used when no trained checkpoint exists.")
+    @Option(help: "Seed of the random-init model used when no trained checkpoint exists.", transform: parseSeed)
     var seed: UInt64 = 1
 
     @Option(name: .customLong("model"), help: ArgumentHelp(
@@ -119,6 +119,12 @@ extension AssetLocator {
         if !quiet { printError("note: no trained \(router.rawValue) checkpoint in \(directory); using a random-init model (seed \(seed)) — its routing is noise") }
         return ModelOptions.Loaded(checkpoint: Checkpoint(model: model, tokenizer: tokenizer), isRandomInit: true)
     }
+}
+
+/// A `--seed` value: a whole number from 0 to 2⁶⁴ − 1, refused with the rule otherwise.
+func parseSeed(_ text: String) throws -> UInt64 {
+    guard let value = UInt64(text) else { throw CLIError("--seed must be a whole number from 0 to \(UInt64.max), got \(text)") }
+    return value
 }
 
 func printError(_ message: String) {

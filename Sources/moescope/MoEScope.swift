@@ -65,6 +65,10 @@ struct MoEScope: ParsableCommand {
         }
         var text = parts.joined(separator: " ")
         if !choices.isEmpty { text += " " + choices.joined(separator: ", ") }
+        // "The value '-1' is invalid for '--seed <seed>': --seed must be …" says it twice.
+        if let own = text.range(of: #"^The value '.*' is invalid for '--[a-z-]+ <[a-z-]+>': (?=--)"#, options: .regularExpression) {
+            text.removeSubrange(own)
+        }
         return text
     }
 }

@@ -22,7 +22,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Peak learning rate (after warm-up; cosine decay to 10%).") var learningRate: Float?
     @Option(help: "Linear warm-up steps.") var warmup: Int?
     @Option(help: "Router z-loss coefficient (0 = off; ST-MoE uses 0.001).") var zLoss: Float?
-    @Option(help: "Seed for initialisation and batch sampling.") var seed: UInt64?
+    @Option(help: "Seed for initialisation and batch sampling.", transform: parseSeed) var seed: UInt64?
     @Option(help: ArgumentHelp("Output checkpoint directory (default: runs/<router>).", valueName: "dir")) var out: String?
     @Flag(help: "Continue the interrupted run saved in --out.") var resume = false
     @Option(help: "Save the training state every N steps.") var saveEvery = 100
