@@ -71,9 +71,7 @@ struct AnalyzeCommand: ParsableCommand {
         let report = AnalysisReport(model: opened.model, tokenizer: opened.tokenizer, checkpoint: opened.source,
                                     randomInit: opened.isRandomInit, accumulated: accumulated)
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
             print(AnalysisMarkdown(report: report, detailLayer: detail).text)

@@ -121,6 +121,18 @@ extension AssetLocator {
     }
 }
 
+extension JSONEncoder {
+    /// The encoder of every JSON output: a non-finite number (a statistic of an empty or
+    /// constant sample, a measurement that failed) is written as the string "nan", "inf" or
+    /// "-inf" instead of failing the whole output.
+    static func output(_ formatting: OutputFormatting) -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = formatting
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return encoder
+    }
+}
+
 /// A `--seed` value: a whole number from 0 to 2⁶⁴ − 1, refused with the rule otherwise.
 func parseSeed(_ text: String) throws -> UInt64 {
     guard let value = UInt64(text) else { throw CLIError("--seed must be a whole number from 0 to \(UInt64.max), got \(text)") }

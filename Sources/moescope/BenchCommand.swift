@@ -149,8 +149,7 @@ struct BenchCommand: ParsableCommand {
         }
 
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys])
             print(String(decoding: try encoder.encode(Report(results: results)), as: UTF8.self))
         }
     }

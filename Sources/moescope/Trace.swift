@@ -116,9 +116,7 @@ struct TraceReport {
                                  config: (model as? MoEModel)?.config, routedLayers: model.routedLayers, tokens: routing.map {
             JSONTrace.Token(position: $0.position, id: $0.token, text: tokenText($0.token), layers: $0.layers)
         })
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let encoder = JSONEncoder.output([.sortedKeys])
         return String(decoding: try encoder.encode(document), as: UTF8.self)
     }
 }

@@ -91,7 +91,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(2))) func safeTensorsHeaders() throws {
+    @Test(.timeLimit(.minutes(3))) func safeTensorsHeaders() throws {
         var sources = try FileManager.default.contentsOfDirectory(atPath: Self.fixtures).flatMap { family in
             try FileManager.default.contentsOfDirectory(atPath: "\(Self.fixtures)/\(family)")
                 .filter { $0.hasSuffix(".safetensors") && !$0.hasPrefix("reference") }.map { "\(Self.fixtures)/\(family)/\($0)" }
@@ -135,7 +135,7 @@ import Testing
         return withUnsafeBytes(of: UInt64(newHeader.count).littleEndian) { Array($0) } + newHeader + [UInt8](repeating: 0x3C, count: end)
     }
 
-    @Test(.timeLimit(.minutes(1))) func moescopeConfigs() throws {
+    @Test(.timeLimit(.minutes(3))) func moescopeConfigs() throws {
         let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(Self.root)/assets/checkpoints/gru/config.json")))
         var g = SeededGenerator(seed: 14)
         var loaded = 0
@@ -154,7 +154,7 @@ import Testing
         #expect(loaded > 0 && loaded < 700)
     }
 
-    @Test(.timeLimit(.minutes(1))) func moescopeTokenizers() throws {
+    @Test(.timeLimit(.minutes(3))) func moescopeTokenizers() throws {
         let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(Self.root)/assets/tokenizer.json")))
         var g = SeededGenerator(seed: 15)
         let sample = "Der Hund schläft 🙂 im Garten, 12345 → ok.\n\tdef f(): return 0"
@@ -169,7 +169,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(1))) func huggingFaceConfigs() throws {
+    @Test(.timeLimit(.minutes(3))) func huggingFaceConfigs() throws {
         var g = SeededGenerator(seed: 16)
         var loaded = 0, cases = 0
         for family in ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3"] {
@@ -192,7 +192,7 @@ import Testing
         #expect(loaded > 0 && loaded < cases)
     }
 
-    @Test(.timeLimit(.minutes(1))) func huggingFaceTokenizers() throws {
+    @Test(.timeLimit(.minutes(3))) func huggingFaceTokenizers() throws {
         var g = SeededGenerator(seed: 17)
         let sample = "The router sends ß and 🙂 to two of eight experts.\n  def f(): return 12345"
         for family in ["mixtral", "qwen2_moe", "olmoe"] {
