@@ -11,8 +11,10 @@ public struct ConfigFields: Sendable {
     /// The error for a required field that is absent.
     let missing: @Sendable (_ field: String) -> Error
 
-    public init(object: JSONObject, invalid: @escaping @Sendable (String, String) -> Error,
-                missing: @escaping @Sendable (String) -> Error) {
+    public init(
+        object: JSONObject, invalid: @escaping @Sendable (String, String) -> Error,
+        missing: @escaping @Sendable (String) -> Error
+    ) {
         self.object = object
         self.invalid = invalid
         self.missing = missing
@@ -114,15 +116,17 @@ public enum MemoryBudget {
     public static var availableBytes: Int {
         var available = Int(ProcessInfo.processInfo.physicalMemory)
         if let meminfo = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-           let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
-           let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) {
+            let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+            let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+        {
             available = min(available, kb * 1024)
         }
         var limit = rlimit()
         if getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max {
             var used = 0
             if let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
-               let pages = statm.split(separator: " ").first.flatMap({ Int($0) }) {
+                let pages = statm.split(separator: " ").first.flatMap({ Int($0) })
+            {
                 used = pages * Int(sysconf(Int32(_SC_PAGESIZE)))
             }
             available = min(available, max(0, Int(clamping: limit.rlim_cur) - used))

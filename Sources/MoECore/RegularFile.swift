@@ -52,7 +52,7 @@ public enum RegularFile {
             close(fd)
             throw FileError(path: path, what: what, reason: reason, remedy: remedy)
         }
-        if let problem = problem(info.st_mode) {   // replaced between the two checks
+        if let problem = problem(info.st_mode) {  // replaced between the two checks
             close(fd)
             throw FileError(path: path, what: what, reason: problem, remedy: remedy)
         }
@@ -71,7 +71,10 @@ public enum RegularFile {
         let failure: String? = data.withUnsafeMutableBytes { buffer in
             while done < size {
                 let n = Glibc.read(fd, buffer.baseAddress! + done, size - done)
-                if n < 0 { if errno == EINTR { continue }; return String(cString: strerror(errno)) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return String(cString: strerror(errno))
+                }
                 if n == 0 { break }
                 done += n
             }

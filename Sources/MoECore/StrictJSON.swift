@@ -29,19 +29,19 @@ public enum JSONValue: Sendable, Equatable {
     public var kindDescription: String {
         switch self {
         case .null: return "null"
-        case let .bool(b): return b ? "true" : "false"
-        case let .number(n): return "the number \(n.text)"
+        case .bool(let b): return b ? "true" : "false"
+        case .number(let n): return "the number \(n.text)"
         case .string: return "a string"
         case .array: return "an array"
         case .object: return "an object"
         }
     }
 
-    public var objectValue: JSONObject? { if case let .object(o) = self { return o } else { return nil } }
-    public var arrayValue: [JSONValue]? { if case let .array(a) = self { return a } else { return nil } }
-    public var stringValue: String? { if case let .string(s) = self { return s } else { return nil } }
-    public var numberValue: JSONNumber? { if case let .number(n) = self { return n } else { return nil } }
-    public var boolValue: Bool? { if case let .bool(b) = self { return b } else { return nil } }
+    public var objectValue: JSONObject? { if case .object(let o) = self { return o } else { return nil } }
+    public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
+    public var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
+    public var numberValue: JSONNumber? { if case .number(let n) = self { return n } else { return nil } }
+    public var boolValue: Bool? { if case .bool(let b) = self { return b } else { return nil } }
     public var isNull: Bool { self == .null }
 }
 
@@ -134,7 +134,10 @@ struct JSONParser {
         position += 1
         var result = JSONObject()
         skipWhitespace()
-        if current == UInt8(ascii: "}") { position += 1; return .object(result) }
+        if current == UInt8(ascii: "}") {
+            position += 1
+            return .object(result)
+        }
         while true {
             skipWhitespace()
             guard current == UInt8(ascii: "\"") else {
@@ -151,7 +154,9 @@ struct JSONParser {
             skipWhitespace()
             switch current {
             case UInt8(ascii: ","): position += 1
-            case UInt8(ascii: "}"): position += 1; return .object(result)
+            case UInt8(ascii: "}"):
+                position += 1
+                return .object(result)
             case nil: throw error("the text ends inside an object")
             case let c?: throw error("expected ',' or '}', found \(describe(c))")
             }
@@ -162,7 +167,10 @@ struct JSONParser {
         position += 1
         var result: [JSONValue] = []
         skipWhitespace()
-        if current == UInt8(ascii: "]") { position += 1; return .array(result) }
+        if current == UInt8(ascii: "]") {
+            position += 1
+            return .array(result)
+        }
         while true {
             skipWhitespace()
             if current == UInt8(ascii: "]") { throw error("trailing comma before ]") }
@@ -170,7 +178,9 @@ struct JSONParser {
             skipWhitespace()
             switch current {
             case UInt8(ascii: ","): position += 1
-            case UInt8(ascii: "]"): position += 1; return .array(result)
+            case UInt8(ascii: "]"):
+                position += 1
+                return .array(result)
             case nil: throw error("the text ends inside an array")
             case let c?: throw error("expected ',' or ']', found \(describe(c))")
             }
@@ -181,14 +191,19 @@ struct JSONParser {
         let start = position
         func digits(_ parser: inout JSONParser) -> Int {
             var n = 0
-            while let c = parser.current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) { parser.position += 1; n += 1 }
+            while let c = parser.current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) {
+                parser.position += 1
+                n += 1
+            }
             return n
         }
         if current == UInt8(ascii: "-") { position += 1 }
         if current == UInt8(ascii: "0") {
             position += 1
             if let c = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) { throw error("a number with a leading zero") }
-        } else if digits(&self) == 0 { throw error("a '-' without digits") }
+        } else if digits(&self) == 0 {
+            throw error("a '-' without digits")
+        }
         if current == UInt8(ascii: ".") {
             position += 1
             guard digits(&self) > 0 else { throw error("a '.' without digits after it") }
@@ -220,7 +235,7 @@ struct JSONParser {
     }
 
     mutating func string() throws -> String {
-        position += 1   // the opening quote
+        position += 1  // the opening quote
         var out: [UInt8] = []
         var runStart = position
         while true {
@@ -231,7 +246,10 @@ struct JSONParser {
                 break
             }
             if c < 0x20 { throw error("a control character (0x\(String(c, radix: 16))) inside a string") }
-            guard c == UInt8(ascii: "\\") else { position += 1; continue }
+            guard c == UInt8(ascii: "\\") else {
+                position += 1
+                continue
+            }
             out.append(contentsOf: bytes[runStart..<position])
             position += 1
             guard let e = current else { throw error("the text ends inside an escape") }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoECore
 @testable import MoEHub
 
@@ -31,30 +32,45 @@ import Testing
         guard !bytes.isEmpty else { return bytes }
         func flip(_ bytes: inout [UInt8]) { bytes[Int.random(in: 0..<bytes.count, using: &g)] = UInt8.random(in: 0...255, using: &g) }
         switch Int.random(in: 0..<8, using: &g) {
-        case 0, 1:   // a number replaced
+        case 0, 1:  // a number replaced
             let digits = bytes.indices.filter { (48...57).contains(bytes[$0]) && ($0 == 0 || !(48...57).contains(bytes[$0 - 1])) }
-            guard let start = digits.randomElement(using: &g) else { flip(&bytes); break }
+            guard let start = digits.randomElement(using: &g) else {
+                flip(&bytes)
+                break
+            }
             var end = start
-            while end < bytes.count, (48...57).contains(bytes[end]) || bytes[end] == UInt8(ascii: ".") || bytes[end] == UInt8(ascii: "e") || bytes[end] == UInt8(ascii: "-") { end += 1 }
+            while end < bytes.count,
+                (48...57).contains(bytes[end]) || bytes[end] == UInt8(ascii: ".") || bytes[end] == UInt8(ascii: "e")
+                    || bytes[end] == UInt8(ascii: "-")
+            { end += 1 }
             bytes.replaceSubrange(start..<end, with: Array(hostileLiterals.randomElement(using: &g)!.utf8))
-        case 2:   // a string value replaced
+        case 2:  // a string value replaced
             let quotes = bytes.indices.filter { bytes[$0] == UInt8(ascii: "\"") }
-            guard quotes.count >= 2 else { flip(&bytes); break }
+            guard quotes.count >= 2 else {
+                flip(&bytes)
+                break
+            }
             let pair = Int.random(in: 0..<quotes.count / 2, using: &g) * 2
             bytes.replaceSubrange(quotes[pair]...quotes[pair + 1], with: Array(hostileLiterals.randomElement(using: &g)!.utf8))
-        case 3:   // a byte flipped
+        case 3:  // a byte flipped
             flip(&bytes)
-        case 4:   // a range deleted
+        case 4:  // a range deleted
             let start = Int.random(in: 0..<bytes.count, using: &g)
             bytes.removeSubrange(start..<min(bytes.count, start + Int.random(in: 1...16, using: &g)))
-        case 5:   // a trailing comma
+        case 5:  // a trailing comma
             let closers = bytes.indices.filter { bytes[$0] == UInt8(ascii: "}") || bytes[$0] == UInt8(ascii: "]") }
-            guard let at = closers.randomElement(using: &g) else { flip(&bytes); break }
+            guard let at = closers.randomElement(using: &g) else {
+                flip(&bytes)
+                break
+            }
             bytes.insert(UInt8(ascii: ","), at: at)
-        case 6:   // the first member of an object repeated (a duplicate key)
-            guard let open = bytes.firstIndex(of: UInt8(ascii: "{")), let comma = bytes[open...].firstIndex(of: UInt8(ascii: ",")) else { flip(&bytes); break }
+        case 6:  // the first member of an object repeated (a duplicate key)
+            guard let open = bytes.firstIndex(of: UInt8(ascii: "{")), let comma = bytes[open...].firstIndex(of: UInt8(ascii: ",")) else {
+                flip(&bytes)
+                break
+            }
             bytes.insert(contentsOf: bytes[(open + 1)...comma], at: open + 1)
-        default:   // cut short
+        default:  // cut short
             bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &g)))
         }
         return bytes
@@ -63,8 +79,9 @@ import Testing
     /// The error's text, asserted to be one of moescope's and one line.
     static func expectOneLine(_ error: Error, _ label: String) {
         let text = "\(error)"
-        #expect(error is CheckpointError || error is HubError || error is FileError || error is InferenceError,
-                "\(label): \(type(of: error)) is not a moescope error: \(text)")
+        #expect(
+            error is CheckpointError || error is HubError || error is FileError || error is InferenceError,
+            "\(label): \(type(of: error)) is not a moescope error: \(text)")
         #expect(!text.isEmpty && !text.contains("\n"), "\(label): not one line: \(text)")
     }
 
@@ -78,7 +95,8 @@ import Testing
     /// or with the raw bytes damaged.
     static func mutateSafeTensors(_ file: [UInt8], using g: inout SeededGenerator) -> [UInt8] {
         let length = Int(file.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
-        let header = Array(file[8 ..< 8 + length]), data = Array(file[(8 + length)...])
+        let header = Array(file[8..<8 + length])
+        let data = Array(file[(8 + length)...])
         func assemble(_ header: [UInt8], declared: UInt64? = nil) -> [UInt8] {
             withUnsafeBytes(of: (declared ?? UInt64(header.count)).littleEndian) { Array($0) } + header + data
         }
@@ -100,7 +118,8 @@ import Testing
         // The moescope checkpoint is 10 MB: its header is fuzzed with the data cut to what
         // the first tensors need, so each case writes little.
         var g = SeededGenerator(seed: 13)
-        var loaded = 0, refused = 0
+        var loaded = 0
+        var refused = 0
         for source in sources.sorted() {
             var original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: source)))
             if original.count > 1 << 20 { original = try Self.shrunk(original) }
@@ -117,16 +136,18 @@ import Testing
                 }
             }
         }
-        #expect(refused > loaded)   // the mutations do reach the checks
+        #expect(refused > loaded)  // the mutations do reach the checks
     }
 
     /// A smaller valid file holding the first tensors of a large one, header rewritten.
     static func shrunk(_ file: [UInt8]) throws -> [UInt8] {
         let length = Int(file.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
-        let header = try JSONSerialization.jsonObject(with: Data(file[8 ..< 8 + length])) as! [String: Any]
-        var kept: [String: Any] = [:], end = 0
+        let header = try JSONSerialization.jsonObject(with: Data(file[8..<8 + length])) as! [String: Any]
+        var kept: [String: Any] = [:]
+        var end = 0
         for (name, value) in header.sorted(by: { $0.key < $1.key }) where name != "__metadata__" {
-            let entry = value as! [String: Any], offsets = entry["data_offsets"] as! [Int]
+            let entry = value as! [String: Any]
+            let offsets = entry["data_offsets"] as! [Int]
             guard offsets[1] - offsets[0] <= 1 << 16, kept.count < 12 else { continue }
             kept[name] = ["dtype": entry["dtype"]!, "shape": entry["shape"]!, "data_offsets": [end, end + offsets[1] - offsets[0]]]
             end += offsets[1] - offsets[0]
@@ -171,7 +192,8 @@ import Testing
 
     @Test(.timeLimit(.minutes(3))) func huggingFaceConfigs() throws {
         var g = SeededGenerator(seed: 16)
-        var loaded = 0, cases = 0
+        var loaded = 0
+        var cases = 0
         for family in ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3"] {
             let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(Self.fixtures)/\(family)/config.json")))
             let folder = "\(scratch)/\(family)"

@@ -42,7 +42,8 @@ import Testing
         var environment = ProcessInfo.processInfo.environment
         environment["MOESCOPE_ASSETS"] = "\(Self.root)/assets"
         process.environment = environment
-        let out = "\(scratch)/.stdout", err = "\(scratch)/.stderr"
+        let out = "\(scratch)/.stdout"
+        let err = "\(scratch)/.stderr"
         FileManager.default.createFile(atPath: out, contents: nil)
         FileManager.default.createFile(atPath: err, contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: out)
@@ -52,27 +53,36 @@ import Testing
         try process.run()
         var timedOut = false
         while process.isRunning {
-            if Date().timeIntervalSince(began) > seconds { timedOut = true; process.terminate(); kill(process.processIdentifier, SIGKILL) }
+            if Date().timeIntervalSince(began) > seconds {
+                timedOut = true
+                process.terminate()
+                kill(process.processIdentifier, SIGKILL)
+            }
             Thread.sleep(forTimeInterval: 0.02)
         }
         process.waitUntilExit()
-        return Outcome(status: process.terminationStatus,
-                       stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
-                       stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "",
-                       seconds: Date().timeIntervalSince(began), timedOut: timedOut)
+        return Outcome(
+            status: process.terminationStatus,
+            stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "",
+            seconds: Date().timeIntervalSince(began), timedOut: timedOut)
     }
 
     /// Expects a refusal: non-zero exit (not a signal), within the time limit, and exactly one
     /// "Error:" line on stderr (notes aside) containing every one of `phrases`.
     @discardableResult
-    func expectRefused(_ arguments: [String], _ phrases: [String], absent: [String] = [], seconds: Double = 60,
-                       through wrapper: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+    func expectRefused(
+        _ arguments: [String], _ phrases: [String], absent: [String] = [], seconds: Double = 60,
+        through wrapper: String? = nil, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> String {
         let outcome = try run(arguments, seconds: seconds, through: wrapper)
         let label = arguments.joined(separator: " ")
         #expect(!outcome.timedOut, "\(label): still running after \(seconds) s", sourceLocation: sourceLocation)
         #expect(outcome.status != 0 && outcome.status < 128, "\(label): exit status \(outcome.status)", sourceLocation: sourceLocation)
         let lines = outcome.stderr.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("note:") && !$0.hasPrefix("tokenising") }
-        #expect(lines.count == 1 && lines[0].hasPrefix("Error: "), "\(label): stderr is not one error line: \(outcome.stderr)", sourceLocation: sourceLocation)
+        #expect(
+            lines.count == 1 && lines[0].hasPrefix("Error: "), "\(label): stderr is not one error line: \(outcome.stderr)",
+            sourceLocation: sourceLocation)
         let line = lines.first ?? ""
         for phrase in phrases { #expect(line.contains(phrase), "\(label): \"\(line)\" lacks \"\(phrase)\"", sourceLocation: sourceLocation) }
         for phrase in absent { #expect(!line.contains(phrase), "\(label): \"\(line)\" says \"\(phrase)\"", sourceLocation: sourceLocation) }
@@ -99,7 +109,7 @@ import Testing
     func rewriteHeader(_ path: String, lengthDelta: Int = 0, _ edit: (String) -> String) throws {
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         let length = Int(bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
-        let header = String(decoding: bytes[8 ..< 8 + length], as: UTF8.self)
+        let header = String(decoding: bytes[8..<8 + length], as: UTF8.self)
         let newHeader = Array(edit(header).utf8)
         let declared = UInt64(newHeader.count + lengthDelta)
         let out = withUnsafeBytes(of: declared.littleEndian) { Array($0) } + newHeader + bytes[(8 + length)...]
@@ -130,9 +140,11 @@ import Testing
         config.vocabSize = try Tokenizer.load(path: "\(Self.root)/assets/tokenizer.json").vocabSize
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let metadata = ["format": "moescope-training-state", "step": step, "adam_updates": "0",
-                        "options": String(decoding: try encoder.encode(TrainingOptions()), as: UTF8.self),
-                        "config": String(decoding: try config.encoded(), as: UTF8.self)]
+        let metadata = [
+            "format": "moescope-training-state", "step": step, "adam_updates": "0",
+            "options": String(decoding: try encoder.encode(TrainingOptions()), as: UTF8.self),
+            "config": String(decoding: try config.encoded(), as: UTF8.self),
+        ]
         let path = "\(folder)/training-state.safetensors"
         try SafeTensorsFile.write(["param/model.norm.weight": Tensor(repeating: 1, shape: [128])], metadata: metadata, to: path)
         if let shape { try rewriteHeader(path) { $0.replacingOccurrences(of: "\"shape\":[128]", with: "\"shape\":\(shape)") } }
@@ -160,15 +172,18 @@ import Testing
     }
 
     @Test func hugeConfigSizesAreBudgetedBeforeAllocation() throws {
-        for (field, value, phrase) in [("max_position_embeddings", "1000000000", "available"), ("max_position_embeddings", "10000000", "available"),
-                                       ("num_local_experts", "9223372036854775807", "above the limit"), ("vocab_size", "4000000", "available")] {
+        for (field, value, phrase) in [
+            ("max_position_embeddings", "1000000000", "available"), ("max_position_embeddings", "10000000", "available"),
+            ("num_local_experts", "9223372036854775807", "above the limit"), ("vocab_size", "4000000", "available"),
+        ] {
             let own = try checkpoint("huge-\(field)-\(value)")
             try setConfigText(own, field: field, to: value)
             let line = try expectRefused(["trace", "--checkpoint", own, "--text", "hi"], ["config.json", phrase], seconds: 20)
             if phrase == "available" { #expect(line.contains("needs"), "\(line)") }
             // train takes the vocabulary from the tokenizer, so only the other sizes reach it.
             if field != "vocab_size" {
-                try expectRefused(["train", "--config", "\(own)/config.json", "--out", "\(scratch)/never-\(field)-\(value)", "--steps", "1"], [phrase], seconds: 20)
+                try expectRefused(
+                    ["train", "--config", "\(own)/config.json", "--out", "\(scratch)/never-\(field)-\(value)", "--steps", "1"], [phrase], seconds: 20)
             }
         }
     }
@@ -190,7 +205,7 @@ import Testing
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         let start = bytes.count - file.entries.values.map(\.byteRange.upperBound).max()! + entry.byteRange.lowerBound
         let nan: [UInt8] = entry.dtype == .f32 ? [0x00, 0x00, 0xC0, 0x7F] : [0x00, 0x7E]
-        bytes.replaceSubrange(start ..< start + nan.count, with: nan)
+        bytes.replaceSubrange(start..<start + nan.count, with: nan)
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         for format in ["--json", "--csv"] {
             try expectRefused(["trace", "--checkpoint", own, "--text", "The quick brown fox", format], ["NaN", "layer L2"])
@@ -223,16 +238,32 @@ import Testing
             // Writers pad the header with spaces (8-byte alignment): a length a few bytes short
             // still holds valid JSON, and every tensor would be read shifted.
             ("short-length", -3, { $0 + "     " }, "3 bytes after the last tensor"),
-            ("overlap", 0, { $0.replacingOccurrences(of: "\"data_offsets\":[0,", with: "\"data_offsets\":[4,") }, "tensor"),
+            (
+                "overlap", 0,
+                { header in  // two norms of the same size sharing one byte range
+                    var object = try! JSONSerialization.jsonObject(with: Data(header.utf8)) as! [String: Any]
+                    var second = object["model.layers.0.post_attention_layernorm.weight"] as! [String: Any]
+                    second["data_offsets"] = (object["model.layers.0.input_layernorm.weight"] as! [String: Any])["data_offsets"]
+                    object["model.layers.0.post_attention_layernorm.weight"] = second
+                    return String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+                }, "overlaps the tensor before it"
+            ),
             ("fraction", 0, { $0.replacingOccurrences(of: "\"data_offsets\":[0,", with: "\"data_offsets\":[0.5,") }, "the number 0.5"),
-            ("duplicate", 0, { h in
-                let first = h.range(of: #""[^"]+":\{"data_offsets":\[[0-9]+,[0-9]+\],"dtype":"[A-Z0-9]+","shape":\[[0-9,]*\]\},"#, options: .regularExpression)!
-                return "{" + h[first] + h.dropFirst()
-            }, "duplicate key"),
-            ("trailing-comma", 0, { h in
-                let end = h.range(of: "}", options: .backwards)!
-                return h.replacingCharacters(in: end, with: ",}")
-            }, "trailing comma"),
+            (
+                "duplicate", 0,
+                { h in
+                    let first = h.range(
+                        of: #""[^"]+":\{"data_offsets":\[[0-9]+,[0-9]+\],"dtype":"[A-Z0-9]+","shape":\[[0-9,]*\]\},"#, options: .regularExpression)!
+                    return "{" + h[first] + h.dropFirst()
+                }, "duplicate key"
+            ),
+            (
+                "trailing-comma", 0,
+                { h in
+                    let end = h.range(of: "}", options: .backwards)!
+                    return h.replacingCharacters(in: end, with: ",}")
+                }, "trailing comma"
+            ),
         ]
         for (name, delta, edit, phrase) in cases {
             let own = try checkpoint("header-\(name)")
@@ -267,7 +298,7 @@ import Testing
         try editJSON("\(mixtral)/tokenizer.json") { json in
             var model = json["model"] as! [String: Any]
             var vocab = model["vocab"] as! [String: Int]
-            vocab["ÿ"] = nil   // byte 0xFF's stand-in character
+            vocab["ÿ"] = nil  // byte 0xFF's stand-in character
             model["vocab"] = vocab
             model["merges"] = []
             json["model"] = model
@@ -282,7 +313,8 @@ import Testing
 
     @Test func explorerRefusesATextLongerThanTheContext() throws {
         let long = "\(scratch)/long.txt"
-        try String(repeating: "The router sends every token to two of eight experts. ", count: 60).write(toFile: long, atomically: true, encoding: .utf8)
+        try String(repeating: "The router sends every token to two of eight experts. ", count: 60).write(
+            toFile: long, atomically: true, encoding: .utf8)
         // A pseudo-terminal for the explorer (it refuses a pipe); the error reaches the
         // transcript, the terminal state is never touched because loading fails first.
         let outcome = try run(["--file", long], seconds: 30, through: "exec script -qec \"$0 --file \(long)\" /dev/null")
@@ -322,8 +354,10 @@ import Testing
     }
 
     @Test func configMessagesNameWhatIsWrong() throws {
-        for (literal, phrase) in [("128.5", "must be a whole number, is 128.5"), ("18446744073709551616", "18446744073709551616"),
-                                  ("\"quantum\"", "")] {
+        for (literal, phrase) in [
+            ("128.5", "must be a whole number, is 128.5"), ("18446744073709551616", "18446744073709551616"),
+            ("\"quantum\"", ""),
+        ] {
             let own = try checkpoint("config-\(literal.count)")
             try setConfigText(own, field: literal == "\"quantum\"" ? "router_type" : "hidden_size", to: literal)
             let line = try expectRefused(["trace", "--checkpoint", own, "--text", "hi"], ["config.json"])
