@@ -151,17 +151,26 @@ struct TextInput: ParsableArguments {
     @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path"))
     var file: String?
 
+    /// The longest text read (1 GiB): far beyond any context, within any machine's memory.
+    static let maximumBytes = 1 << 30
+
     func read() throws -> String {
         let value: String
         switch (text, file) {
         case let (text?, nil):
             value = text
         case let (nil, path?):
-            let data: Data
+            var data = Data()
             if path == "-" {
-                data = FileHandle.standardInput.readDataToEndOfFile()
+                // Read in pieces, so an endless input (/dev/zero) is refused, not held.
+                while case let piece = FileHandle.standardInput.readData(ofLength: 1 << 20), !piece.isEmpty {
+                    data.append(piece)
+                    guard data.count <= Self.maximumBytes else {
+                        throw CLIError("standard input holds more than \(Self.maximumBytes) bytes — pass a shorter text")
+                    }
+                }
             } else {
-                data = try RegularFile.read(path, what: "text file", limit: 1 << 30,
+                data = try RegularFile.read(path, what: "text file", limit: Self.maximumBytes,
                                             remedy: "pass a regular UTF-8 text file, or '-' to read standard input")
             }
             guard let decoded = String(validating: data, as: UTF8.self) else {

@@ -34,6 +34,7 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, got \(steps)") }
+        if let steps, steps > 1_000_000_000 { throw ValidationError("--steps must be at most 1000000000, got \(steps)") }
         if let batchSize, !(1...4096).contains(batchSize) { throw ValidationError("--batch-size must be between 1 and 4096, got \(batchSize)") }
         if let sequenceLength, sequenceLength < 2 { throw ValidationError("--sequence-length must be at least 2, got \(sequenceLength)") }
         if let learningRate, !(learningRate.isFinite && learningRate > 0 && learningRate <= 10) {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import FuzzSupport
 
 @testable import MoECore
 @testable import MoEHub
@@ -18,64 +19,6 @@ import Testing
         return path
     }()
 
-    /// Values a hostile file puts where a number, string or list belongs.
-    static let hostileLiterals = [
-        "0", "-1", "1.5", "128.5", "1e3", "1e400", "-0", "4294967296", "4611686018427387904", "9223372036854775807",
-        "18446744073709551616", "99999999999999999999999", "NaN", "Infinity", "null", "true", "\"7\"", "[]", "{}",
-        "[1, 2]", "[4294967296, 4294967296]", "\"\"", "\"../../etc/passwd\"",
-    ]
-
-    /// One random change to a JSON text: a number or string replaced by a hostile literal, a
-    /// byte flipped, a range deleted, a trailing comma, a duplicated key, or a cut.
-    static func mutate(_ text: [UInt8], using g: inout SeededGenerator) -> [UInt8] {
-        var bytes = text
-        guard !bytes.isEmpty else { return bytes }
-        func flip(_ bytes: inout [UInt8]) { bytes[Int.random(in: 0..<bytes.count, using: &g)] = UInt8.random(in: 0...255, using: &g) }
-        switch Int.random(in: 0..<8, using: &g) {
-        case 0, 1:  // a number replaced
-            let digits = bytes.indices.filter { (48...57).contains(bytes[$0]) && ($0 == 0 || !(48...57).contains(bytes[$0 - 1])) }
-            guard let start = digits.randomElement(using: &g) else {
-                flip(&bytes)
-                break
-            }
-            var end = start
-            while end < bytes.count,
-                (48...57).contains(bytes[end]) || bytes[end] == UInt8(ascii: ".") || bytes[end] == UInt8(ascii: "e")
-                    || bytes[end] == UInt8(ascii: "-")
-            { end += 1 }
-            bytes.replaceSubrange(start..<end, with: Array(hostileLiterals.randomElement(using: &g)!.utf8))
-        case 2:  // a string value replaced
-            let quotes = bytes.indices.filter { bytes[$0] == UInt8(ascii: "\"") }
-            guard quotes.count >= 2 else {
-                flip(&bytes)
-                break
-            }
-            let pair = Int.random(in: 0..<quotes.count / 2, using: &g) * 2
-            bytes.replaceSubrange(quotes[pair]...quotes[pair + 1], with: Array(hostileLiterals.randomElement(using: &g)!.utf8))
-        case 3:  // a byte flipped
-            flip(&bytes)
-        case 4:  // a range deleted
-            let start = Int.random(in: 0..<bytes.count, using: &g)
-            bytes.removeSubrange(start..<min(bytes.count, start + Int.random(in: 1...16, using: &g)))
-        case 5:  // a trailing comma
-            let closers = bytes.indices.filter { bytes[$0] == UInt8(ascii: "}") || bytes[$0] == UInt8(ascii: "]") }
-            guard let at = closers.randomElement(using: &g) else {
-                flip(&bytes)
-                break
-            }
-            bytes.insert(UInt8(ascii: ","), at: at)
-        case 6:  // the first member of an object repeated (a duplicate key)
-            guard let open = bytes.firstIndex(of: UInt8(ascii: "{")), let comma = bytes[open...].firstIndex(of: UInt8(ascii: ",")) else {
-                flip(&bytes)
-                break
-            }
-            bytes.insert(contentsOf: bytes[(open + 1)...comma], at: open + 1)
-        default:  // cut short
-            bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &g)))
-        }
-        return bytes
-    }
-
     /// The error's text, asserted to be one of moescope's and one line.
     static func expectOneLine(_ error: Error, _ label: String) {
         let text = "\(error)"
@@ -89,24 +32,6 @@ import Testing
         let path = "\(scratch)/\(name)"
         FileManager.default.createFile(atPath: path, contents: Data(bytes))
         return path
-    }
-
-    /// A safetensors file with its header replaced (length field set to the new header's),
-    /// or with the raw bytes damaged.
-    static func mutateSafeTensors(_ file: [UInt8], using g: inout SeededGenerator) -> [UInt8] {
-        let length = Int(file.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
-        let header = Array(file[8..<8 + length])
-        let data = Array(file[(8 + length)...])
-        func assemble(_ header: [UInt8], declared: UInt64? = nil) -> [UInt8] {
-            withUnsafeBytes(of: (declared ?? UInt64(header.count)).littleEndian) { Array($0) } + header + data
-        }
-        switch Int.random(in: 0..<10, using: &g) {
-        case 0: return assemble(header, declared: UInt64(max(0, length + Int.random(in: -8...8, using: &g))))
-        case 1: return assemble(header, declared: [UInt64.max, 1 << 40, 0, 1, UInt64(length) * 2].randomElement(using: &g)!)
-        case 2: return Array(file.prefix(Int.random(in: 0..<file.count, using: &g)))
-        case 3: return file + (0..<Int.random(in: 1...16, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) }
-        default: return assemble(mutate(header, using: &g))
-        }
     }
 
     @Test(.timeLimit(.minutes(3))) func safeTensorsHeaders() throws {
@@ -124,7 +49,7 @@ import Testing
             var original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: source)))
             if original.count > 1 << 20 { original = try Self.shrunk(original) }
             for case_ in 0..<240 {
-                let bytes = Self.mutateSafeTensors(original, using: &g)
+                let bytes = Mutator.mutateSafeTensors(original, using: &g)
                 let path = write(bytes, "case.safetensors")
                 do {
                     let file = try SafeTensorsFile(path: path)
@@ -161,8 +86,8 @@ import Testing
         var g = SeededGenerator(seed: 14)
         var loaded = 0
         for case_ in 0..<700 {
-            var bytes = Self.mutate(original, using: &g)
-            if case_ % 3 == 0 { bytes = Self.mutate(bytes, using: &g) }
+            var bytes = Mutator.mutate(original, using: &g)
+            if case_ % 3 == 0 { bytes = Mutator.mutate(bytes, using: &g) }
             let path = write(bytes, "config.json")
             do {
                 let config = try ModelConfig.load(path: path)
@@ -180,7 +105,7 @@ import Testing
         var g = SeededGenerator(seed: 15)
         let sample = "Der Hund schläft 🙂 im Garten, 12345 → ok.\n\tdef f(): return 0"
         for case_ in 0..<400 {
-            let path = write(Self.mutate(original, using: &g), "tokenizer.json")
+            let path = write(Mutator.mutate(original, using: &g), "tokenizer.json")
             do {
                 let tokenizer = try Tokenizer.load(path: path)
                 #expect(tokenizer.decode(tokenizer.encode(sample)) == sample, "case \(case_): the loaded tokenizer does not round-trip")
@@ -199,8 +124,8 @@ import Testing
             let folder = "\(scratch)/\(family)"
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             for case_ in 0..<150 {
-                var bytes = Self.mutate(original, using: &g)
-                if case_ % 4 == 0 { bytes = Self.mutate(bytes, using: &g) }
+                var bytes = Mutator.mutate(original, using: &g)
+                if case_ % 4 == 0 { bytes = Mutator.mutate(bytes, using: &g) }
                 FileManager.default.createFile(atPath: "\(folder)/config.json", contents: Data(bytes))
                 cases += 1
                 do {
@@ -220,7 +145,7 @@ import Testing
         for family in ["mixtral", "qwen2_moe", "olmoe"] {
             let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(Self.fixtures)/\(family)/tokenizer.json")))
             for case_ in 0..<150 {
-                let path = write(Self.mutate(original, using: &g), "tokenizer.json")
+                let path = write(Mutator.mutate(original, using: &g), "tokenizer.json")
                 do {
                     let tokenizer = try HubTokenizer(file: path)
                     let ids = tokenizer.encode(sample)

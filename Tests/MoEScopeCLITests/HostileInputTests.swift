@@ -1,4 +1,5 @@
 import Foundation
+import FuzzSupport
 import MoECore
 import MoETraining
 import Testing
@@ -30,6 +31,8 @@ import Testing
         var stderr: String
         var seconds: Double
         var timedOut: Bool
+        /// Ended by a signal (a trap, an abort on a failed allocation, the kill at the time limit).
+        var signaled: Bool
     }
 
     /// Runs the binary under `ulimit -v`; kills it after `seconds`.
@@ -65,7 +68,7 @@ import Testing
             status: process.terminationStatus,
             stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
             stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "",
-            seconds: Date().timeIntervalSince(began), timedOut: timedOut)
+            seconds: Date().timeIntervalSince(began), timedOut: timedOut, signaled: process.terminationReason == .uncaughtSignal)
     }
 
     /// Expects a refusal: non-zero exit (not a signal), within the time limit, and exactly one
@@ -78,7 +81,7 @@ import Testing
         let outcome = try run(arguments, seconds: seconds, through: wrapper)
         let label = arguments.joined(separator: " ")
         #expect(!outcome.timedOut, "\(label): still running after \(seconds) s", sourceLocation: sourceLocation)
-        #expect(outcome.status != 0 && outcome.status < 128, "\(label): exit status \(outcome.status)", sourceLocation: sourceLocation)
+        #expect(outcome.status != 0 && !outcome.signaled, "\(label): exit status \(outcome.status)\(outcome.signaled ? " (signal)" : "")", sourceLocation: sourceLocation)
         let lines = outcome.stderr.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("note:") && !$0.hasPrefix("tokenising") }
         #expect(
             lines.count == 1 && lines[0].hasPrefix("Error: "), "\(label): stderr is not one error line: \(outcome.stderr)",
@@ -151,6 +154,32 @@ import Testing
     }
 
     func mkfifo(_ path: String) { _ = Glibc.mkfifo(path, 0o600) }
+
+    // MARK: Random damage
+
+    /// A sample of the fuzz cases (see FuzzTests) run through the binary itself, under the
+    /// memory limit: each loads and traces, or fails with one error line — never a signal
+    /// (trap, failed allocation), never past the time limit.
+    @Test func randomDamageThroughTheBinary() throws {
+        let folder = try checkpoint("fuzz")
+        let weights = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(folder)/model.safetensors")))
+        let config = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(folder)/config.json")))
+        var g = SeededGenerator(seed: 113)
+        var refused = 0
+        for case_ in 0..<24 {
+            let damagesWeights = case_ % 2 == 0
+            try Data(damagesWeights ? Mutator.mutateSafeTensors(weights, using: &g) : weights).write(to: URL(fileURLWithPath: "\(folder)/model.safetensors"))
+            try Data(damagesWeights ? config : Mutator.mutate(config, using: &g)).write(to: URL(fileURLWithPath: "\(folder)/config.json"))
+            let outcome = try run(["trace", "--checkpoint", folder, "--text", "hi"], seconds: 60)
+            #expect(!outcome.timedOut && !outcome.signaled, "case \(case_): status \(outcome.status), \(outcome.stderr)")
+            if outcome.status != 0 {
+                refused += 1
+                let lines = outcome.stderr.split(separator: "\n")
+                #expect(lines.count == 1 && lines[0].hasPrefix("Error: "), "case \(case_): \(outcome.stderr)")
+            }
+        }
+        #expect(refused > 0)
+    }
 
     // MARK: Crashes
 
