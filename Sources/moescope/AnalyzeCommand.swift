@@ -11,7 +11,9 @@ struct AnalyzeCommand: ParsableCommand {
         discussion: """
         By default the held-out split of the corpus is analysed (--corpus-split), the same number
         of tokens from every domain; --text or --file analyse one text instead. Layers are L0…, experts E0….
-        --json writes the "moescope-analysis" format described in the README.
+        --json writes the "moescope-analysis" format described in the README. Texts are routed a
+        context window at a time, windows side by side on the cores, with a progress line; the
+        gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
         """)
 
     @OptionGroup var model: ModelOptions
@@ -111,8 +113,8 @@ struct AnalyzeCommand: ParsableCommand {
                 if let problem = InferenceError.firstNonFinite(in: routing, routedLayers: model.routedLayers, outputLogits: lastLogits) {
                     throw problem
                 }
-                // The report reads neither the GRU state nor the raw logits; a long text's
-                // traces would otherwise hold them all.
+                // The norm sample's traces are kept whole until the report; it never reads
+                // their GRU state, the largest part of them.
                 for t in routing.indices { for l in routing[t].layers.indices { routing[t].layers[l].gruHidden = nil } }
                 consume(routing)
             }
