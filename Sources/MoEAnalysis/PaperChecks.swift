@@ -18,30 +18,39 @@ public struct PaperChecks: Codable, Sendable {
     public var rmoeBalance: RMoEBalanceCheck
 
     enum CodingKeys: String, CodingKey {
-        case mixtralRepetition = "mixtral_repetition", olmoeCoActivation = "olmoe_coactivation"
+        case mixtralRepetition = "mixtral_repetition"
+        case olmoeCoActivation = "olmoe_coactivation"
         case olmoeVocabularySpecialisation = "olmoe_vocabulary_specialisation"
         case olmoeDomainSpecialisation = "olmoe_domain_specialisation"
-        case rmoeMutualInformation = "rmoe_mutual_information", rmoeBalance = "rmoe_balance"
+        case rmoeMutualInformation = "rmoe_mutual_information"
+        case rmoeBalance = "rmoe_balance"
     }
 
     /// `layers`: the report's per-layer rows (Inner/Outer Balance come from there);
     /// `topOneMutualInformation`: moescope's L × L top-1 estimator, set beside RMoE's.
-    public init(tracesByDomain: [(domain: String, traces: [RoutingTrace])], numExperts: Int, topK: Int,
-                routedLayers: [Int], innerBalance: [Double], outerBalance: [Double],
-                topOneMutualInformation: [[Double]]) {
+    public init(
+        tracesByDomain: [(domain: String, traces: [RoutingTrace])], numExperts: Int, topK: Int,
+        routedLayers: [Int], innerBalance: [Double], outerBalance: [Double],
+        topOneMutualInformation: [[Double]]
+    ) {
         let all = tracesByDomain.flatMap(\.traces)
         let layerCount = routedLayers.count
-        mixtralRepetition = ConsecutiveRepetitionCheck(tracesByDomain: tracesByDomain, numExperts: numExperts, topK: topK,
-                                                       routedLayers: routedLayers)
+        mixtralRepetition = ConsecutiveRepetitionCheck(
+            tracesByDomain: tracesByDomain, numExperts: numExperts, topK: topK,
+            routedLayers: routedLayers)
         olmoeCoActivation = CoActivationCheck(traces: all, numExperts: numExperts, topK: topK, routedLayers: routedLayers)
-        olmoeVocabularySpecialisation = VocabularySpecialisationCheck(traces: all, numExperts: numExperts, topK: topK,
-                                                                      routedLayers: routedLayers)
-        olmoeDomainSpecialisation = DomainSpecialisationCheck(tracesByDomain: tracesByDomain, numExperts: numExperts,
-                                                              routedLayers: routedLayers)
-        rmoeMutualInformation = RMoEMutualInformationCheck(traces: all, layerCount: layerCount,
-                                                           topOne: topOneMutualInformation)
-        rmoeBalance = RMoEBalanceCheck(routedLayers: routedLayers, inner: innerBalance, outer: outerBalance,
-                                       numExperts: numExperts, topK: topK)
+        olmoeVocabularySpecialisation = VocabularySpecialisationCheck(
+            traces: all, numExperts: numExperts, topK: topK,
+            routedLayers: routedLayers)
+        olmoeDomainSpecialisation = DomainSpecialisationCheck(
+            tracesByDomain: tracesByDomain, numExperts: numExperts,
+            routedLayers: routedLayers)
+        rmoeMutualInformation = RMoEMutualInformationCheck(
+            traces: all, layerCount: layerCount,
+            topOne: topOneMutualInformation)
+        rmoeBalance = RMoEBalanceCheck(
+            routedLayers: routedLayers, inner: innerBalance, outer: outerBalance,
+            numExperts: numExperts, topK: topK)
     }
 }
 
@@ -55,7 +64,12 @@ public struct RepetitionRate: Codable, Sendable, Equatable {
     /// The two top-k sets share at least one expert (Mixtral's "First or second choice" at k = 2).
     public var anyOverlap: Double
     public var pairs: Int
-    enum CodingKeys: String, CodingKey { case layer, firstChoice = "first_choice", anyOverlap = "any_overlap", pairs }
+    enum CodingKeys: String, CodingKey {
+        case layer
+        case firstChoice = "first_choice"
+        case anyOverlap = "any_overlap"
+        case pairs
+    }
 }
 
 public struct ConsecutiveRepetitionCheck: Codable, Sendable {
@@ -79,7 +93,8 @@ public struct ConsecutiveRepetitionCheck: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case definition, layers, domains, published
-        case randomFirstChoice = "random_first_choice", randomAnyOverlap = "random_any_overlap"
+        case randomFirstChoice = "random_first_choice"
+        case randomAnyOverlap = "random_any_overlap"
     }
 
     init(tracesByDomain: [(domain: String, traces: [RoutingTrace])], numExperts: Int, topK: Int, routedLayers: [Int]) {
@@ -88,7 +103,11 @@ public struct ConsecutiveRepetitionCheck: Codable, Sendable {
         var total = [(first: Int, overlap: Int, pairs: Int)](repeating: (0, 0, 0), count: routedLayers.count)
         domains = tracesByDomain.map { domain, traces in
             let counts = Self.counts(traces, layerCount: routedLayers.count)
-            for (i, c) in counts.enumerated() { total[i].first += c.first; total[i].overlap += c.overlap; total[i].pairs += c.pairs }
+            for (i, c) in counts.enumerated() {
+                total[i].first += c.first
+                total[i].overlap += c.overlap
+                total[i].pairs += c.pairs
+            }
             return DomainRates(domain: domain, layers: Self.rates(counts, routedLayers: routedLayers))
         }
         layers = Self.rates(total, routedLayers: routedLayers)
@@ -116,8 +135,9 @@ public struct ConsecutiveRepetitionCheck: Codable, Sendable {
 
     static func rates(_ counts: [(first: Int, overlap: Int, pairs: Int)], routedLayers: [Int]) -> [RepetitionRate] {
         zip(routedLayers, counts).map { layer, c in
-            RepetitionRate(layer: layer, firstChoice: c.pairs > 0 ? Double(c.first) / Double(c.pairs) : 0,
-                           anyOverlap: c.pairs > 0 ? Double(c.overlap) / Double(c.pairs) : 0, pairs: c.pairs)
+            RepetitionRate(
+                layer: layer, firstChoice: c.pairs > 0 ? Double(c.first) / Double(c.pairs) : 0,
+                anyOverlap: c.pairs > 0 ? Double(c.overlap) / Double(c.pairs) : 0, pairs: c.pairs)
         }
     }
 
@@ -149,12 +169,18 @@ public struct MixtralTable5: Codable, Sendable {
         public var domain: String
         public var firstChoice: [Double]
         public var firstOrSecondChoice: [Double]
-        enum CodingKeys: String, CodingKey { case domain, firstChoice = "first_choice", firstOrSecondChoice = "first_or_second_choice" }
+        enum CodingKeys: String, CodingKey {
+            case domain
+            case firstChoice = "first_choice"
+            case firstOrSecondChoice = "first_or_second_choice"
+        }
     }
 
     /// The published range over domains at each of the three layers.
     public var firstChoiceRange: [ClosedRange<Double>] { (0..<layers.count).map { i in range(domains.map { $0.firstChoice[i] }) } }
-    public var firstOrSecondRange: [ClosedRange<Double>] { (0..<layers.count).map { i in range(domains.map { $0.firstOrSecondChoice[i] }) } }
+    public var firstOrSecondRange: [ClosedRange<Double>] {
+        (0..<layers.count).map { i in range(domains.map { $0.firstOrSecondChoice[i] }) }
+    }
     private func range(_ v: [Double]) -> ClosedRange<Double> { (v.min() ?? 0)...(v.max() ?? 0) }
 }
 
@@ -169,15 +195,19 @@ public struct ExpertPair: Codable, Sendable, Equatable {
 
 public struct CoActivationLayer: Codable, Sendable {
     public var layer: Int
-    /// Mean of P(j | i) over ordered pairs i ≠ j with i ever chosen.
-    public var meanAllPairs: Double
-    public var meanAdjacentPairs: Double
+    /// Mean over the experts i ever chosen of max_j P(j | i): how firmly each expert has one
+    /// partner. (The plain mean of P(j | i) says nothing: for all pairs it is always (k−1)/(E−1).)
+    public var meanStrongestAllPairs: Double
+    public var meanStrongestAdjacentPairs: Double
     /// The strongest pairs (at most 5) under each definition.
     public var topAllPairs: [ExpertPair]
     public var topAdjacentPairs: [ExpertPair]
     enum CodingKeys: String, CodingKey {
-        case layer, meanAllPairs = "mean_all_pairs", meanAdjacentPairs = "mean_adjacent_pairs"
-        case topAllPairs = "top_all_pairs", topAdjacentPairs = "top_adjacent_pairs"
+        case layer
+        case meanStrongestAllPairs = "mean_strongest_all_pairs"
+        case meanStrongestAdjacentPairs = "mean_strongest_adjacent_pairs"
+        case topAllPairs = "top_all_pairs"
+        case topAdjacentPairs = "top_adjacent_pairs"
     }
 }
 
@@ -188,7 +218,8 @@ public struct CoActivationCheck: Codable, Sendable {
         top-k list, most probable first, in both directions, divided by i's count); and "all_pairs" (every pair in \
         the top-k set). Both are 0 at top-1.
         """
-    /// (k−1)/(E−1): P(j | i) for top-k sets drawn uniformly at random.
+    /// (k−1)/(E−1): P(j | i) for top-k sets drawn uniformly at random — every partner equally
+    /// likely, so also the least `mean_strongest_all_pairs` can be.
     public var randomAllPairs: Double
     /// 2(k−1)/(k(E−1)): the adjacent-pairs form under the same random routing.
     public var randomAdjacentPairs: Double
@@ -196,23 +227,27 @@ public struct CoActivationCheck: Codable, Sendable {
     public var publishedNote = "OLMoE publishes co-activation as heatmaps (figures), not as numbers; we found none to set beside ours."
 
     enum CodingKeys: String, CodingKey {
-        case definition, layers, randomAllPairs = "random_all_pairs", randomAdjacentPairs = "random_adjacent_pairs"
+        case definition, layers
+        case randomAllPairs = "random_all_pairs"
+        case randomAdjacentPairs = "random_adjacent_pairs"
         case publishedNote = "published_note"
     }
 
     public enum Form: Sendable { case allPairs, adjacentPairs }
 
     init(traces: [RoutingTrace], numExperts: Int, topK: Int, routedLayers: [Int]) {
-        let e = Double(numExperts), k = Double(topK)
+        let e = Double(numExperts)
+        let k = Double(topK)
         randomAllPairs = numExperts > 1 ? (k - 1) / (e - 1) : 0
         randomAdjacentPairs = numExperts > 1 ? 2 * (k - 1) / (k * (e - 1)) : 0
         layers = routedLayers.indices.map { i in
             let all = Self.matrix(traces, layer: i, numExperts: numExperts, form: .allPairs)
             let adjacent = Self.matrix(traces, layer: i, numExperts: numExperts, form: .adjacentPairs)
             let used = Self.usedExperts(traces, layer: i, numExperts: numExperts)
-            return CoActivationLayer(layer: routedLayers[i], meanAllPairs: Self.meanOffDiagonal(all, rows: used),
-                                     meanAdjacentPairs: Self.meanOffDiagonal(adjacent, rows: used),
-                                     topAllPairs: Self.strongest(all, count: 5), topAdjacentPairs: Self.strongest(adjacent, count: 5))
+            return CoActivationLayer(
+                layer: routedLayers[i], meanStrongestAllPairs: Self.meanRowMaximum(all, rows: used),
+                meanStrongestAdjacentPairs: Self.meanRowMaximum(adjacent, rows: used),
+                topAllPairs: Self.strongest(all, count: 5), topAdjacentPairs: Self.strongest(adjacent, count: 5))
         }
     }
 
@@ -228,7 +263,10 @@ public struct CoActivationCheck: Codable, Sendable {
             case .allPairs:
                 for a in chosen { for b in chosen where a != b { pairs[a][b] += 1 } }
             case .adjacentPairs:
-                for (a, b) in zip(chosen, chosen.dropFirst()) where a != b { pairs[a][b] += 1; pairs[b][a] += 1 }
+                for (a, b) in zip(chosen, chosen.dropFirst()) where a != b {
+                    pairs[a][b] += 1
+                    pairs[b][a] += 1
+                }
             }
         }
         for i in 0..<numExperts where single[i] > 0 { for j in 0..<numExperts { pairs[i][j] /= single[i] } }
@@ -241,15 +279,16 @@ public struct CoActivationCheck: Codable, Sendable {
         return used
     }
 
-    static func meanOffDiagonal(_ m: [[Double]], rows used: [Bool]) -> Double {
-        var total = 0.0, count = 0
-        for i in m.indices where used[i] { for j in m.indices where j != i { total += m[i][j]; count += 1 } }
-        return count > 0 ? total / Double(count) : 0
+    static func meanRowMaximum(_ m: [[Double]], rows used: [Bool]) -> Double {
+        let maxima = m.indices.filter { used[$0] }.map { m[$0].max() ?? 0 }
+        return maxima.isEmpty ? 0 : maxima.reduce(0, +) / Double(maxima.count)
     }
 
     static func strongest(_ m: [[Double]], count: Int) -> [ExpertPair] {
         var pairs: [ExpertPair] = []
-        for i in m.indices { for j in m.indices where i != j && m[i][j] > 0 { pairs.append(ExpertPair(expert: i, with: j, rate: m[i][j])) } }
+        for i in m.indices {
+            for j in m.indices where i != j && m[i][j] > 0 { pairs.append(ExpertPair(expert: i, with: j, rate: m[i][j])) }
+        }
         return Array(pairs.sorted { $0.rate != $1.rate ? $0.rate > $1.rate : ($0.expert, $0.with) < ($1.expert, $1.with) }.prefix(count))
     }
 }
@@ -267,8 +306,12 @@ public struct VocabularyLayer: Codable, Sendable {
     public var distinctTokens: Int
     public var frequentTokens: Int
     enum CodingKeys: String, CodingKey {
-        case layer, topOne = "top1", topK = "top_k", topOneFrequent = "top1_frequent"
-        case distinctTokens = "distinct_tokens", frequentTokens = "frequent_tokens"
+        case layer
+        case topOne = "top1"
+        case topK = "top_k"
+        case topOneFrequent = "top1_frequent"
+        case distinctTokens = "distinct_tokens"
+        case frequentTokens = "frequent_tokens"
     }
 }
 
@@ -283,11 +326,15 @@ public struct VocabularySpecialisationCheck: Codable, Sendable {
     public var randomTopK: Double
     public var frequentMinimum = 10
     public var layers: [VocabularyLayer]
-    public var publishedNote = "OLMoE publishes vocabulary specialisation as per-layer and per-expert plots (figures), not as a table; we found no numbers to set beside ours."
+    public var publishedNote =
+        "OLMoE publishes vocabulary specialisation as per-layer and per-expert plots (figures), not as a table; we found no numbers to set beside ours."
 
     enum CodingKeys: String, CodingKey {
-        case definition, layers, randomTopOne = "random_top1", randomTopK = "random_top_k"
-        case frequentMinimum = "frequent_minimum", publishedNote = "published_note"
+        case definition, layers
+        case randomTopOne = "random_top1"
+        case randomTopK = "random_top_k"
+        case frequentMinimum = "frequent_minimum"
+        case publishedNote = "published_note"
     }
 
     init(traces: [RoutingTrace], numExperts: Int, topK: Int, routedLayers: [Int]) {
@@ -298,22 +345,26 @@ public struct VocabularySpecialisationCheck: Codable, Sendable {
             let one = Self.specialisation(traces, layer: i, depth: 1, minimumOccurrences: 1)
             let k = Self.specialisation(traces, layer: i, depth: topK, minimumOccurrences: 1)
             let frequent = Self.specialisation(traces, layer: i, depth: 1, minimumOccurrences: minimum)
-            return VocabularyLayer(layer: routedLayers[i], topOne: one.mean, topK: k.mean, topOneFrequent: frequent.mean,
-                                   distinctTokens: one.tokens, frequentTokens: frequent.tokens)
+            return VocabularyLayer(
+                layer: routedLayers[i], topOne: one.mean, topK: k.mean, topOneFrequent: frequent.mean,
+                distinctTokens: one.tokens, frequentTokens: frequent.tokens)
         }
     }
 
     /// Mean over token ids seen ≥ `minimumOccurrences` times of max_e N(x, e) / N(x), where N(x, e)
     /// counts occurrences of x with e among the first `depth` choices.
-    public static func specialisation(_ traces: [RoutingTrace], layer: Int, depth: Int,
-                                      minimumOccurrences: Int) -> (mean: Double, tokens: Int) {
+    public static func specialisation(
+        _ traces: [RoutingTrace], layer: Int, depth: Int,
+        minimumOccurrences: Int
+    ) -> (mean: Double, tokens: Int) {
         var occurrences: [Int: Int] = [:]
         var byExpert: [Int: [Int: Int]] = [:]
         for trace in traces where layer < trace.layers.count {
             occurrences[trace.token, default: 0] += 1
             for e in trace.layers[layer].experts.prefix(depth) { byExpert[trace.token, default: [:]][e, default: 0] += 1 }
         }
-        var total = 0.0, counted = 0
+        var total = 0.0
+        var counted = 0
         for (token, n) in occurrences where n >= minimumOccurrences {
             total += Double(byExpert[token]?.values.max() ?? 0) / Double(n)
             counted += 1
@@ -342,14 +393,18 @@ public struct DomainSpecialisationCheck: Codable, Sendable {
         equal-sized domains it is lift × the domain's share.
         """
     public var domains: [Domain]
-    public var publishedNote = "OLMoE publishes domain specialisation as per-expert plots (figures), not as a table; we found no numbers to set beside ours."
+    public var publishedNote =
+        "OLMoE publishes domain specialisation as per-expert plots (figures), not as a table; we found no numbers to set beside ours."
 
     public struct Domain: Codable, Sendable {
         public var domain: String
         public var layers: [DomainSpecialisationEntry]
     }
 
-    enum CodingKeys: String, CodingKey { case definition, domains, publishedNote = "published_note" }
+    enum CodingKeys: String, CodingKey {
+        case definition, domains
+        case publishedNote = "published_note"
+    }
 
     init(tracesByDomain: [(domain: String, traces: [RoutingTrace])], numExperts: Int, routedLayers: [Int]) {
         let layerCount = routedLayers.count
@@ -370,8 +425,9 @@ public struct DomainSpecialisationCheck: Codable, Sendable {
                     let value = Double(counts[d][i][e]) / Double(expertTotal)
                     if value > best.value { best = (e, value) }
                 }
-                return DomainSpecialisationEntry(layer: routedLayers[i], expert: best.expert, specialisation: max(0, best.value),
-                                                 baseline: baseline)
+                return DomainSpecialisationEntry(
+                    layer: routedLayers[i], expert: best.expert, specialisation: max(0, best.value),
+                    baseline: baseline)
             }
             return Domain(domain: entry.domain, layers: layers)
         }
@@ -400,9 +456,13 @@ public struct RMoEMutualInformationCheck: Codable, Sendable {
     public var publishedNote = "We could not find RMoE's appendix A.4 numbers in the sources we could search; none are set beside ours."
 
     enum CodingKeys: String, CodingKey {
-        case definition, bins, tokensUsed = "tokens_used", perToken = "per_token"
-        case perTokenMeanAllPairs = "per_token_mean_all_pairs", perTokenMeanAdjacent = "per_token_mean_adjacent"
-        case topOneMeanAllPairs = "top1_mean_all_pairs", topOneMeanAdjacent = "top1_mean_adjacent"
+        case definition, bins
+        case tokensUsed = "tokens_used"
+        case perToken = "per_token"
+        case perTokenMeanAllPairs = "per_token_mean_all_pairs"
+        case perTokenMeanAdjacent = "per_token_mean_adjacent"
+        case topOneMeanAllPairs = "top1_mean_all_pairs"
+        case topOneMeanAdjacent = "top1_mean_adjacent"
         case publishedNote = "published_note"
     }
 
@@ -460,8 +520,14 @@ public struct RMoEMutualInformationCheck: Codable, Sendable {
     }
 
     static func means(_ m: [[Double]]) -> (allPairs: Double, adjacent: Double) {
-        var all: [Double] = [], adjacent: [Double] = []
-        for i in m.indices { for j in m.indices where i != j { all.append(m[i][j]); if j == i + 1 { adjacent.append(m[i][j]) } } }
+        var all: [Double] = []
+        var adjacent: [Double] = []
+        for i in m.indices {
+            for j in m.indices where i != j {
+                all.append(m[i][j])
+                if j == i + 1 { adjacent.append(m[i][j]) }
+            }
+        }
         func mean(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.reduce(0, +) / Double(v.count) }
         return (mean(all), mean(adjacent))
     }
@@ -488,7 +554,10 @@ public struct RMoEBalanceCheck: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case definition, layers, uniformInner = "uniform_inner", uniformOuter = "uniform_outer", publishedNote = "published_note"
+        case definition, layers
+        case uniformInner = "uniform_inner"
+        case uniformOuter = "uniform_outer"
+        case publishedNote = "published_note"
     }
 
     init(routedLayers: [Int], inner: [Double], outer: [Double], numExperts: Int, topK: Int) {

@@ -12,8 +12,12 @@ extension AnalysisReport {
         let rep = checks.mixtralRepetition
         out.append("\n## Paper check · Mixtral Table 5: consecutive tokens routed to the same expert\n")
         out.append(rep.definition + "\n")
-        out.append("Random routing: first choice \(pct(rep.randomFirstChoice)) (1/\(numExperts)), any overlap \(pct(rep.randomAnyOverlap)) (1 − C(\(numExperts)−\(topK), \(topK))/C(\(numExperts), \(topK))).\n")
-        out.append("| Layer | First choice | Any overlap of top-\(topK) | Pairs |" + rep.domains.map { " \($0.domain) first / overlap |" }.joined())
+        out.append(
+            "Random routing: first choice \(pct(rep.randomFirstChoice)) (1/\(numExperts)), any overlap \(pct(rep.randomAnyOverlap)) (1 − C(\(numExperts)−\(topK), \(topK))/C(\(numExperts), \(topK))).\n"
+        )
+        out.append(
+            "| Layer | First choice | Any overlap of top-\(topK) | Pairs |" + rep.domains.map { " \($0.domain) first / overlap |" }.joined()
+        )
         out.append("|---|---:|---:|---:|" + String(repeating: "---:|", count: rep.domains.count))
         for (i, l) in rep.layers.enumerated() {
             let byDomain = rep.domains.map { " \(pct($0.layers[i].firstChoice)) / \(pct($0.layers[i].anyOverlap)) |" }.joined()
@@ -24,29 +28,41 @@ extension AnalysisReport {
         out.append("| Mixtral layer | First choice | First or second choice |")
         out.append("|---|---:|---:|")
         for (i, layer) in published.layers.enumerated() {
-            let a = published.firstChoiceRange[i], b = published.firstOrSecondRange[i]
+            let a = published.firstChoiceRange[i]
+            let b = published.firstOrSecondRange[i]
             out.append("| \(layer) | \(pct(a.lowerBound))–\(pct(a.upperBound)) | \(pct(b.lowerBound))–\(pct(b.upperBound)) |")
         }
 
         let co = checks.olmoeCoActivation
         out.append("\n## Paper check · OLMoE: expert co-activation P(j | i)\n")
         out.append(co.definition + "\n")
-        out.append("Random routing: all pairs \(f(co.randomAllPairs)), adjacent pairs \(f(co.randomAdjacentPairs)). \(co.publishedNote)\n")
-        out.append("| Layer | Mean, all pairs | Mean, adjacent pairs | Strongest (all pairs) | Strongest (adjacent) |")
+        out.append(
+            "Random routing: P(j | i) = \(f(co.randomAllPairs)) for every pair (all pairs), \(f(co.randomAdjacentPairs)) (adjacent pairs); a strongest partner near that means no preferred partners. \(co.publishedNote)\n"
+        )
+        out.append(
+            "| Layer | Strongest partner, mean over experts (all pairs) | … (adjacent pairs) | Strongest pairs (all pairs) | Strongest pairs (adjacent) |"
+        )
         out.append("|---|---:|---:|---|---|")
         for l in co.layers {
-            func pairs(_ p: [ExpertPair]) -> String { p.prefix(3).map { "E\($0.expert)→E\($0.with) \(f($0.rate, 2))" }.joined(separator: ", ") }
-            out.append("| L\(l.layer) | \(f(l.meanAllPairs)) | \(f(l.meanAdjacentPairs)) | \(pairs(l.topAllPairs)) | \(pairs(l.topAdjacentPairs)) |")
+            func pairs(_ p: [ExpertPair]) -> String {
+                p.prefix(3).map { "E\($0.expert)→E\($0.with) \(f($0.rate, 2))" }.joined(separator: ", ")
+            }
+            out.append(
+                "| L\(l.layer) | \(f(l.meanStrongestAllPairs)) | \(f(l.meanStrongestAdjacentPairs)) | \(pairs(l.topAllPairs)) | \(pairs(l.topAdjacentPairs)) |"
+            )
         }
 
         let vocab = checks.olmoeVocabularySpecialisation
         out.append("\n## Paper check · OLMoE: vocabulary specialisation\n")
         out.append(vocab.definition + "\n")
-        out.append("Random routing tends to \(f(vocab.randomTopOne)) (top-1) and \(f(vocab.randomTopK)) (top-\(topK)) for frequent tokens. \(vocab.publishedNote)\n")
+        out.append(
+            "Random routing tends to \(f(vocab.randomTopOne)) (top-1) and \(f(vocab.randomTopK)) (top-\(topK)) for frequent tokens. \(vocab.publishedNote)\n"
+        )
         out.append("| Layer | Top-1 | Top-\(topK) | Top-1, ids seen ≥ \(vocab.frequentMinimum)× | Distinct ids | Frequent ids |")
         out.append("|---|---:|---:|---:|---:|---:|")
         for l in vocab.layers {
-            out.append("| L\(l.layer) | \(f(l.topOne)) | \(f(l.topK)) | \(f(l.topOneFrequent)) | \(l.distinctTokens) | \(l.frequentTokens) |")
+            out.append(
+                "| L\(l.layer) | \(f(l.topOne)) | \(f(l.topK)) | \(f(l.topOneFrequent)) | \(l.distinctTokens) | \(l.frequentTokens) |")
         }
 
         let domain = checks.olmoeDomainSpecialisation
@@ -57,8 +73,9 @@ extension AnalysisReport {
             out.append("| Domain (share of tokens) | " + layers.map { "L\($0.layer)" }.joined(separator: " | ") + " |")
             out.append("|---|" + String(repeating: "---|", count: layers.count))
             for d in domain.domains {
-                out.append("| \(d.domain) (\(pct(d.layers.first?.baseline ?? 0))) | "
-                           + d.layers.map { "E\($0.expert) \(pct($0.specialisation))" }.joined(separator: " | ") + " |")
+                out.append(
+                    "| \(d.domain) (\(pct(d.layers.first?.baseline ?? 0))) | "
+                        + d.layers.map { "E\($0.expert) \(pct($0.specialisation))" }.joined(separator: " | ") + " |")
             }
         }
 
@@ -69,7 +86,8 @@ extension AnalysisReport {
         out.append("| Estimator | Mean over all layer pairs (nats) | Mean over adjacent layers |")
         out.append("|---|---:|---:|")
         out.append("| moescope, top-1 choices | \(f(mi.topOneMeanAllPairs)) | \(f(mi.topOneMeanAdjacent)) |")
-        out.append("| RMoE per-token, \(mi.bins) bins (\(mi.tokensUsed) tokens) | \(f(mi.perTokenMeanAllPairs)) | \(f(mi.perTokenMeanAdjacent)) |")
+        out.append(
+            "| RMoE per-token, \(mi.bins) bins (\(mi.tokensUsed) tokens) | \(f(mi.perTokenMeanAllPairs)) | \(f(mi.perTokenMeanAdjacent)) |")
 
         let balance = checks.rmoeBalance
         out.append("\n## Paper check · RMoE Table 8: Inner and Outer Balance\n")

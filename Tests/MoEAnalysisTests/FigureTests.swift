@@ -1,10 +1,12 @@
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
-import Testing
 import MoECore
+import Testing
+
 @testable import MoEAnalysis
+
+#if canImport(FoundationXML)
+    import FoundationXML
+#endif
 
 /// A stand-in model with a real model's shape (up to 256 experts × 61 layers) whose routing is
 /// drawn from a seeded generator: the analyses and figures see exactly what a real model gives them.
@@ -28,8 +30,10 @@ struct SyntheticModel: RoutingModel {
         guard hasWeights else { return nil }
         var rng = SeededGenerator(seed: UInt64(routedLayer) + 100)
         return (0..<numExperts).map { _ in
-            (Tensor(randomNormal: [2, 4], std: 1, using: &rng), Tensor(randomNormal: [2, 4], std: 1, using: &rng),
-             Tensor(randomNormal: [4, 2], std: 1, using: &rng))
+            (
+                Tensor(randomNormal: [2, 4], std: 1, using: &rng), Tensor(randomNormal: [2, 4], std: 1, using: &rng),
+                Tensor(randomNormal: [4, 2], std: 1, using: &rng)
+            )
         }
     }
 
@@ -39,13 +43,17 @@ struct SyntheticModel: RoutingModel {
         return (0..<tokens).map { t in
             let token = Int(rng.next() % 40)
             let layers = routedLayers.indices.map { i -> LayerRouting in
-                let logits = (0..<numExperts).map { e in Float((e * 7 + token * (i + 1)) % numExperts) / Float(numExperts) * 3 + rng.nextUniform() * 2 }
+                let logits = (0..<numExperts).map { e in
+                    Float((e * 7 + token * (i + 1)) % numExperts) / Float(numExperts) * 3 + rng.nextUniform() * 2
+                }
                 let m = logits.max()!
-                let exps = logits.map { exp($0 - m) }, total = exps.reduce(0, +)
+                let exps = logits.map { exp($0 - m) }
+                let total = exps.reduce(0, +)
                 let p = exps.map { $0 / total }
                 let chosen = MoECore.topK(p[...], k: topK)
-                var r = LayerRouting(logits: logits, probabilities: p, experts: chosen, weights: chosen.map { _ in 1 / Float(topK) },
-                                     expertOutputNorms: chosen.map { p[$0] }, gruHidden: nil, routerNanoseconds: 0)
+                var r = LayerRouting(
+                    logits: logits, probabilities: p, experts: chosen, weights: chosen.map { _ in 1 / Float(topK) },
+                    expertOutputNorms: chosen.map { p[$0] }, gruHidden: nil, routerNanoseconds: 0)
                 if hasWeights { r.allExpertOutputNorms = p.map { $0 + Float(rng.nextNormal()) * 0.01 } }
                 return r
             }
@@ -78,21 +86,34 @@ final class SVGInspector: NSObject, XMLParserDelegate {
         return (ok, inspector, parser.parserError.map { "\($0)" })
     }
 
-    func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
-                attributes: [String: String] = [:]) {
+    func parser(
+        _ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+        attributes: [String: String] = [:]
+    ) {
         if stack.isEmpty { rootIsSVG = name == "svg" && attributes["xmlns"] == "http://www.w3.org/2000/svg" }
         let cls = attributes["class"] ?? ""
-        if name == "g" { groupClasses.append(cls); stack.append(cls); if cls == "axis x" { axisXLabels.append([]) } } else { stack.append("") }
+        if name == "g" {
+            groupClasses.append(cls)
+            stack.append(cls)
+            if cls == "axis x" { axisXLabels.append([]) }
+        } else {
+            stack.append("")
+        }
         if name == "image" { images += 1 }
         if name == "rect" { rects += 1 }
-        if name == "text", stack.dropLast().last == "axis x", attributes["class"] != "axis-title" { currentText = (Double(attributes["x"] ?? "") ?? .nan, "") }
+        if name == "text", stack.dropLast().last == "axis x", attributes["class"] != "axis-title" {
+            currentText = (Double(attributes["x"] ?? "") ?? .nan, "")
+        }
     }
 
     func parser(_ parser: XMLParser, foundCharacters string: String) { currentText?.text += string }
 
     func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
         stack.removeLast()
-        if name == "text", let t = currentText { axisXLabels[axisXLabels.count - 1].append(t); currentText = nil }
+        if name == "text", let t = currentText {
+            axisXLabels[axisXLabels.count - 1].append(t)
+            currentText = nil
+        }
     }
 }
 
@@ -102,21 +123,26 @@ final class SVGInspector: NSObject, XMLParserDelegate {
         let domains = ["prose", "code", "numbers"].enumerated().map { i, name in
             (domain: name, traces: model.traces(tokens: tokensPerDomain, seed: UInt64(i)))
         }
-        return AnalysisReport(model: model, tokenizer: CharacterTokenizer(), checkpoint: "synthetic", randomInit: false,
-                              tracesByDomain: domains)
+        return AnalysisReport(
+            model: model, tokenizer: CharacterTokenizer(), checkpoint: "synthetic", randomInit: false,
+            tracesByDomain: domains)
     }
 
     /// Moescope's own shape, OLMoE's, and DeepSeek-V3's (256 experts, 58 routed of 61 layers); the
     /// similarity and gate-vs-norm figures at 256 experts come from the short 256 × 4 case.
     @Test(arguments: [(8, 2, 6, true), (64, 8, 16, true), (256, 8, 58, false), (256, 8, 4, true)])
     func everyFigureIsWellFormedWithAxesAndALegend(shape: (experts: Int, k: Int, layers: Int, weights: Bool)) throws {
-        let report = Self.report(experts: shape.experts, k: shape.k, layers: shape.layers,
-                                 tokensPerDomain: shape.experts > 64 ? 20 : 100, weights: shape.weights)
+        let report = Self.report(
+            experts: shape.experts, k: shape.k, layers: shape.layers,
+            tokensPerDomain: shape.experts > 64 ? 20 : 100, weights: shape.weights)
         let figures = AnalysisFigures(report: report, textDescription: "synthetic routing")
         let files = figures.files
-        #expect(files.map(\.name) == ["load.svg", "cross_layer_mi.svg", "cross_layer_mi_rmoe.svg", "entropy.svg", "selection_margin.svg",
-                                      "repetition.svg", "domain_shares.svg", "domain_lift.svg"]
-                    + (shape.weights ? ["gate_vs_norm.svg", "expert_similarity.svg", "expert_similarity_by_depth.svg"] : []))
+        #expect(
+            files.map(\.name) == [
+                "load.svg", "cross_layer_mi.svg", "cross_layer_mi_rmoe.svg", "entropy.svg", "selection_margin.svg",
+                "repetition.svg", "domain_shares.svg", "domain_lift.svg",
+            ]
+                + (shape.weights ? ["gate_vs_norm.svg", "expert_similarity.svg", "expert_similarity_by_depth.svg"] : []))
         for (name, svg) in files {
             let (ok, inspector, error) = SVGInspector.inspect(svg)
             #expect(ok, "\(name) is not well-formed XML: \(error ?? "")")
@@ -141,19 +167,25 @@ final class SVGInspector: NSObject, XMLParserDelegate {
             let images = SVGInspector.inspect(similarity.svg).inspector.images
             #expect(shape.experts >= 256 ? images == figures.shownLayers.count : images == 0)
         }
-        if let dir = ProcessInfo.processInfo.environment["MOESCOPE_KEEP_FIGURES"] {   // for looking at them: rsvg-convert
+        if let dir = ProcessInfo.processInfo.environment["MOESCOPE_KEEP_FIGURES"] {  // for looking at them: rsvg-convert
             _ = try figures.write(to: "\(dir)/\(shape.experts)x\(shape.layers)")
         }
     }
 
     @Test func comparisonChartDrawsIntervalsWhenGiven() {
         let routers = ["Linear", "MLP", "Attention", "Hybrid", "Hash", "MLP-Hadamard", "GRU (RMoE)"]
-        let plain = ComparisonFigure(routers: routers, metrics: [.init(name: "held-out perplexity", unit: "PPL", values: [45, 49, 47, 44, 40, 49, 48])],
-                                     caption: "c").svg
+        let plain = ComparisonFigure(
+            routers: routers, metrics: [.init(name: "held-out perplexity", unit: "PPL", values: [45, 49, 47, 44, 40, 49, 48])],
+            caption: "c"
+        ).svg
         let withIntervals = ComparisonFigure(
             routers: routers,
-            metrics: [.init(name: "held-out perplexity", unit: "PPL", values: [45, 49, 47, 44, 40, 49, 48],
-                            intervals: [44...46, 48...50, nil, 43...45, 39...41, 48...50, 47...49])], caption: "c").svg
+            metrics: [
+                .init(
+                    name: "held-out perplexity", unit: "PPL", values: [45, 49, 47, 44, 40, 49, 48],
+                    intervals: [44...46, 48...50, nil, 43...45, 39...41, 48...50, 47...49])
+            ], caption: "c"
+        ).svg
         for svg in [plain, withIntervals] {
             let (ok, inspector, _) = SVGInspector.inspect(svg)
             #expect(ok && inspector.groupClasses.contains("legend") && inspector.groupClasses.contains("axis y"))
@@ -167,7 +199,7 @@ final class SVGInspector: NSObject, XMLParserDelegate {
         #expect(PNGEncoder.adler32(Array("Wikipedia".utf8)) == 0x11E6_0398)
         let png = PNGEncoder.rgb(width: 300, height: 300, pixels: [UInt8](repeating: 7, count: 300 * 300 * 3))
         #expect(Array(png.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
-        #expect(Array(png.suffix(8)) == [0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82])   // IEND and its CRC
+        #expect(Array(png.suffix(8)) == [0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82])  // IEND and its CRC
         // 270 300 bytes of scanlines need five stored blocks of ≤ 65 535: header 2 + 5×5 + data + adler 4.
         #expect(png.count == 8 + 25 + (12 + 2 + 25 + 300 * 901 + 4) + 12)
     }
@@ -189,19 +221,25 @@ final class SVGInspector: NSObject, XMLParserDelegate {
 /// The "moescope-analysis" JSON: its keys are the documented ones (README, "Formats"), with the
 /// types a script reading it expects.
 @Suite struct AnalysisSchemaTests {
-    static let topLevel: Set = ["format", "version", "router", "checkpoint", "random_init", "tokens", "num_experts", "top_k",
-                                "layers", "cross_layer_mutual_information", "domains", "paper_checks"]
-    static let layer: Set = ["layer", "entropy", "selection_margin", "expert_shares", "load_cv", "max_vio", "usage_entropy",
-                             "inner_balance", "outer_balance", "gate_norm_rank_correlation", "top1_norm_agreement",
-                             "gate_norm_rank_histogram", "expert_similarity", "mean_expert_similarity", "top_tokens"]
+    static let topLevel: Set = [
+        "format", "version", "router", "checkpoint", "random_init", "tokens", "num_experts", "top_k",
+        "layers", "cross_layer_mutual_information", "domains", "paper_checks",
+    ]
+    static let layer: Set = [
+        "layer", "entropy", "selection_margin", "expert_shares", "load_cv", "max_vio", "usage_entropy",
+        "inner_balance", "outer_balance", "gate_norm_rank_correlation", "top1_norm_agreement",
+        "gate_norm_rank_histogram", "expert_similarity", "mean_expert_similarity", "top_tokens",
+    ]
     static let distribution: Set = ["mean", "p10", "p25", "median", "p75", "p90"]
     static let checks: [String: Set<String>] = [
         "mixtral_repetition": ["definition", "random_first_choice", "random_any_overlap", "layers", "domains", "published"],
         "olmoe_coactivation": ["definition", "random_all_pairs", "random_adjacent_pairs", "layers", "published_note"],
         "olmoe_vocabulary_specialisation": ["definition", "random_top1", "random_top_k", "frequent_minimum", "layers", "published_note"],
         "olmoe_domain_specialisation": ["definition", "domains", "published_note"],
-        "rmoe_mutual_information": ["definition", "bins", "tokens_used", "per_token", "per_token_mean_all_pairs", "per_token_mean_adjacent",
-                                    "top1_mean_all_pairs", "top1_mean_adjacent", "published_note"],
+        "rmoe_mutual_information": [
+            "definition", "bins", "tokens_used", "per_token", "per_token_mean_all_pairs", "per_token_mean_adjacent",
+            "top1_mean_all_pairs", "top1_mean_adjacent", "published_note",
+        ],
         "rmoe_balance": ["definition", "layers", "uniform_inner", "uniform_outer", "published_note"],
     ]
 
@@ -213,8 +251,10 @@ final class SVGInspector: NSObject, XMLParserDelegate {
         #expect(json["format"] as? String == "moescope-analysis" && json["version"] as? Int == 1)
         let layers = try #require(json["layers"] as? [[String: Any]])
         #expect(layers.count == 6 && layers.allSatisfy { Set($0.keys) == Self.layer })
-        #expect(layers.map { $0["layer"] as? Int } == [55, 56, 57, 58, 59, 60])   // the model's own layer numbers
-        for key in ["entropy", "selection_margin"] { #expect(Set(try #require(layers[0][key] as? [String: Any]).keys) == Self.distribution) }
+        #expect(layers.map { $0["layer"] as? Int } == [55, 56, 57, 58, 59, 60])  // the model's own layer numbers
+        for key in ["entropy", "selection_margin"] {
+            #expect(Set(try #require(layers[0][key] as? [String: Any]).keys) == Self.distribution)
+        }
         let histogram = try #require(layers[0]["gate_norm_rank_histogram"] as? [[Double]])
         #expect(histogram.count == 8 && histogram.allSatisfy { abs($0.reduce(0, +) - 1) < 1e-9 })
 
@@ -226,21 +266,33 @@ final class SVGInspector: NSObject, XMLParserDelegate {
         let published = try #require(checks["mixtral_repetition"]?["published"] as? [String: Any])
         #expect(Set(published.keys) == ["source", "layers", "domains"])
         let coactivation = try #require(checks["olmoe_coactivation"]?["layers"] as? [[String: Any]])
-        #expect(Set(coactivation[0].keys) == ["layer", "mean_all_pairs", "mean_adjacent_pairs", "top_all_pairs", "top_adjacent_pairs"])
+        #expect(
+            Set(coactivation[0].keys) == [
+                "layer", "mean_strongest_all_pairs", "mean_strongest_adjacent_pairs", "top_all_pairs",
+                "top_adjacent_pairs",
+            ])
         let vocabulary = try #require(checks["olmoe_vocabulary_specialisation"]?["layers"] as? [[String: Any]])
         #expect(Set(vocabulary[0].keys) == ["layer", "top1", "top_k", "top1_frequent", "distinct_tokens", "frequent_tokens"])
         let perToken = try #require(checks["rmoe_mutual_information"]?["per_token"] as? [[Double]])
         #expect(perToken.count == 6 && perToken.allSatisfy { $0.count == 6 })
 
-        // Every key is named in the README's description of the format.
-        let readme = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../README.md"), encoding: .utf8)
+        // Every key is named in the README's description of the format (as a whole word).
+        let readme = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+                .appendingPathComponent("../../README.md"), encoding: .utf8)
+        let start = try #require(readme.range(of: "**Analysis**"))
+        let end = try #require(readme.range(of: "**Bench**"))
+        let section = String(readme[start.lowerBound..<end.lowerBound])
         var keys = Self.topLevel.union(Self.layer).union(Self.distribution).union(Self.checks.keys)
         for set in Self.checks.values { keys.formUnion(set) }
-        keys.formUnion(["first_choice", "any_overlap", "pairs", "mean_all_pairs", "mean_adjacent_pairs", "top_all_pairs",
-                        "top_adjacent_pairs", "top1", "top_k", "top1_frequent", "distinct_tokens", "frequent_tokens",
-                        "specialisation", "baseline", "first_or_second_choice", "inner", "outer"])
-        let undocumented = keys.sorted().filter { !readme.contains("`\($0)`") }
+        keys.formUnion([
+            "first_choice", "any_overlap", "pairs", "mean_strongest_all_pairs", "mean_strongest_adjacent_pairs",
+            "top_all_pairs", "top_adjacent_pairs", "top1", "top_k", "top1_frequent", "distinct_tokens", "frequent_tokens",
+            "specialisation", "baseline", "first_or_second_choice", "inner", "outer",
+        ])
+        let undocumented = keys.sorted().filter {
+            section.range(of: "(^|[^A-Za-z0-9_])\($0)([^A-Za-z0-9_]|$)", options: .regularExpression) == nil
+        }
         #expect(undocumented.isEmpty, "README does not document \(undocumented)")
     }
 }

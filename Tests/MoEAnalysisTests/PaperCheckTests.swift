@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import MoECore
+import Testing
+
 @testable import MoEAnalysis
 
 @Suite struct PaperCheckTests {
@@ -12,9 +13,10 @@ import MoECore
             let total = p.reduce(0, +)
             p = p.map { $0 / total }
         }
-        return LayerRouting(logits: p.map { log($0) }, probabilities: p, experts: experts,
-                            weights: experts.map { _ in 1 / Float(experts.count) }, expertOutputNorms: experts.map { _ in 1 },
-                            gruHidden: nil, routerNanoseconds: 0)
+        return LayerRouting(
+            logits: p.map { log($0) }, probabilities: p, experts: experts,
+            weights: experts.map { _ in 1 / Float(experts.count) }, expertOutputNorms: experts.map { _ in 1 },
+            gruHidden: nil, routerNanoseconds: 0)
     }
 
     static func trace(_ token: Int, _ position: Int, _ layers: [[Int]], experts: Int) -> RoutingTrace {
@@ -31,12 +33,14 @@ import MoECore
 
     @Test func pairsNeverStraddleWindows() {
         // Positions restart at 0 where a new context window begins: that pair is not consecutive.
-        let traces = [Self.trace(1, 0, [[0, 1]], experts: 4), Self.trace(1, 1, [[0, 1]], experts: 4),
-                      Self.trace(1, 0, [[2, 3]], experts: 4), Self.trace(1, 1, [[3, 0]], experts: 4)]
+        let traces = [
+            Self.trace(1, 0, [[0, 1]], experts: 4), Self.trace(1, 1, [[0, 1]], experts: 4),
+            Self.trace(1, 0, [[2, 3]], experts: 4), Self.trace(1, 1, [[3, 0]], experts: 4),
+        ]
         let counts = ConsecutiveRepetitionCheck.counts(traces, layerCount: 1)
         #expect(counts[0].pairs == 2)
-        #expect(counts[0].first == 1)       // (0,1)→(0,1) repeats; (2,3)→(3,0) does not
-        #expect(counts[0].overlap == 2)     // both share an expert
+        #expect(counts[0].first == 1)  // (0,1)→(0,1) repeats; (2,3)→(3,0) does not
+        #expect(counts[0].overlap == 2)  // both share an expert
     }
 
     @Test func independentUniformRoutingRepeatsAtTheRandomBaseline() {
@@ -44,24 +48,28 @@ import MoECore
         for (experts, k) in [(8, 2), (64, 8)] {
             let traces = (0..<20_000).map { position -> RoutingTrace in
                 var chosen: [Int] = []
-                while chosen.count < k { let e = Int(rng.next() % UInt64(experts)); if !chosen.contains(e) { chosen.append(e) } }
+                while chosen.count < k {
+                    let e = Int(rng.next() % UInt64(experts))
+                    if !chosen.contains(e) { chosen.append(e) }
+                }
                 return Self.trace(0, position, [chosen], experts: experts)
             }
             let c = ConsecutiveRepetitionCheck.counts(traces, layerCount: 1)[0]
-            let first = Double(c.first) / Double(c.pairs), overlap = Double(c.overlap) / Double(c.pairs)
+            let first = Double(c.first) / Double(c.pairs)
+            let overlap = Double(c.overlap) / Double(c.pairs)
             #expect(abs(first - 1 / Double(experts)) < 0.01)
             #expect(abs(overlap - ConsecutiveRepetitionCheck.randomOverlap(experts: experts, k: k)) < 0.015)
         }
-        #expect(abs(ConsecutiveRepetitionCheck.randomOverlap(experts: 8, k: 2) - (1 - 15.0 / 28)) < 1e-12)   // Mixtral's ≈ 46 %
-        #expect(ConsecutiveRepetitionCheck.randomOverlap(experts: 4, k: 3) == 1)                          // two 3-sets of 4 always meet
+        #expect(abs(ConsecutiveRepetitionCheck.randomOverlap(experts: 8, k: 2) - (1 - 15.0 / 28)) < 1e-12)  // Mixtral's ≈ 46 %
+        #expect(ConsecutiveRepetitionCheck.randomOverlap(experts: 4, k: 3) == 1)  // two 3-sets of 4 always meet
     }
 
     @Test func coActivationBothDefinitionsByHand() {
         // Token A chose [0, 1, 2], token B chose [0, 3, 1] (most probable first).
         let traces = [Self.trace(0, 0, [[0, 1, 2]], experts: 4), Self.trace(0, 1, [[0, 3, 1]], experts: 4)]
         let all = CoActivationCheck.matrix(traces, layer: 0, numExperts: 4, form: .allPairs)
-        #expect(all[0] == [0, 1, 0.5, 0.5])          // E0 chosen twice: with E1 twice, E2 once, E3 once
-        #expect(all[2] == [1, 1, 0, 0])              // E2 chosen once, with E0 and E1
+        #expect(all[0] == [0, 1, 0.5, 0.5])  // E0 chosen twice: with E1 twice, E2 once, E3 once
+        #expect(all[2] == [1, 1, 0, 0])  // E2 chosen once, with E0 and E1
         let adjacent = CoActivationCheck.matrix(traces, layer: 0, numExperts: 4, form: .adjacentPairs)
         // Adjacent pairs: A has (0,1), (1,2); B has (0,3), (3,1) — counted both ways, over the row expert's count.
         #expect(adjacent[0] == [0, 0.5, 0, 0.5])
@@ -69,14 +77,18 @@ import MoECore
         #expect(adjacent[2] == [0, 1, 0, 0])
         let check = CoActivationCheck(traces: traces, numExperts: 4, topK: 3, routedLayers: [0])
         #expect(check.layers[0].topAllPairs.first == ExpertPair(expert: 0, with: 1, rate: 1))
+        #expect(abs(check.layers[0].meanStrongestAllPairs - (1 + 1 + 1 + 1) / 4) < 1e-12)  // every expert has a sure partner
+        #expect(abs(check.layers[0].meanStrongestAdjacentPairs - (0.5 + 0.5 + 1 + 1) / 4) < 1e-12)
         #expect(abs(check.randomAllPairs - 2.0 / 3) < 1e-12)
         #expect(abs(check.randomAdjacentPairs - 2.0 * 2 / (3 * 3)) < 1e-12)
     }
 
     @Test func vocabularySpecialisationByHand() {
         // Token 7 three times with first choices 0, 0, 1; token 9 once.
-        let traces = [Self.trace(7, 0, [[0, 2]], experts: 4), Self.trace(7, 1, [[0, 3]], experts: 4),
-                      Self.trace(7, 2, [[1, 2]], experts: 4), Self.trace(9, 3, [[3, 2]], experts: 4)]
+        let traces = [
+            Self.trace(7, 0, [[0, 2]], experts: 4), Self.trace(7, 1, [[0, 3]], experts: 4),
+            Self.trace(7, 2, [[1, 2]], experts: 4), Self.trace(9, 3, [[3, 2]], experts: 4),
+        ]
         let top1 = VocabularySpecialisationCheck.specialisation(traces, layer: 0, depth: 1, minimumOccurrences: 1)
         #expect(abs(top1.mean - (2.0 / 3 + 1) / 2) < 1e-12 && top1.tokens == 2)
         let frequent = VocabularySpecialisationCheck.specialisation(traces, layer: 0, depth: 1, minimumOccurrences: 2)
@@ -99,11 +111,14 @@ import MoECore
     @Test func perTokenMutualInformationOfBinnedProbabilities() {
         // Identical vectors whose 4 probabilities fall in 4 different bins: MI = ln 4. A flat
         // vector (all in one bin) shares nothing with anything: MI = 0.
-        let spread: [Float] = [0.05, 0.15, 0.25, 0.55], flat: [Float] = [0.25, 0.25, 0.25, 0.25]
-        let trace = RoutingTrace(token: 0, position: 0, layers: [
-            Self.layer([3, 2], of: 4, probabilities: spread), Self.layer([3, 2], of: 4, probabilities: spread),
-            Self.layer([0, 1], of: 4, probabilities: flat),
-        ])
+        let spread: [Float] = [0.05, 0.15, 0.25, 0.55]
+        let flat: [Float] = [0.25, 0.25, 0.25, 0.25]
+        let trace = RoutingTrace(
+            token: 0, position: 0,
+            layers: [
+                Self.layer([3, 2], of: 4, probabilities: spread), Self.layer([3, 2], of: 4, probabilities: spread),
+                Self.layer([0, 1], of: 4, probabilities: flat),
+            ])
         let m = RMoEMutualInformationCheck.matrix([trace, trace], layerCount: 3, bins: 10)
         #expect(abs(m[0][1] - log(4)) < 1e-9 && abs(m[1][0] - log(4)) < 1e-9)
         #expect(abs(m[0][2]) < 1e-12 && abs(m[2][2]) < 1e-12)
@@ -111,8 +126,8 @@ import MoECore
 
     @Test func selectionMarginIsKthMinusNextScore() {
         #expect(abs(selectionMargin(Self.layer([0, 1], of: 4, probabilities: [0.4, 0.3, 0.2, 0.1]))! - 0.1) < 1e-6)
-        #expect(selectionMargin(Self.layer([1, 3], of: 4, probabilities: [0, 0.5, 0, 0.5])) == 0.5)   // Hash: 1/k vs 0
-        #expect(selectionMargin(Self.layer([0, 1], of: 2, probabilities: [0.6, 0.4])) == nil)          // every expert chosen
+        #expect(selectionMargin(Self.layer([1, 3], of: 4, probabilities: [0, 0.5, 0, 0.5])) == 0.5)  // Hash: 1/k vs 0
+        #expect(selectionMargin(Self.layer([0, 1], of: 2, probabilities: [0.6, 0.4])) == nil)  // every expert chosen
         // A rule other than the score chose (e.g. a group limit): negative margin.
         #expect(selectionMargin(Self.layer([0, 3], of: 4, probabilities: [0.4, 0.3, 0.2, 0.1]))! < 0)
     }

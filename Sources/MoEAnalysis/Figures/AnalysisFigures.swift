@@ -65,24 +65,29 @@ public struct AnalysisFigures: Sendable {
     var load: String {
         let values = report.layers.map { $0.expertShares.map { $0 * 100 } }
         let uniform = 100 / Double(report.numExperts)
-        let scale = ColourScale(minimum: 0, maximum: max(uniform * 2, values.flatMap { $0 }.max() ?? 1),
-                                label: "share of routed slots (%)", ticks: [uniform])
-        let panel = HeatmapPanel(title: "uniform load = \(Chart.format(uniform)) % per expert", values: values,
-                                 rowLabels: layerLabels, columnLabels: expertLabels, xTitle: "expert", yTitle: "layer",
-                                 cellText: { String(format: "%.1f", $0) })
-        return Chart.heatmapFigure(title: "Expert load per layer", caption: caption, panels: [panel], scale: scale,
-                                   cellTarget: (560, 560))
+        let scale = ColourScale(
+            minimum: 0, maximum: max(uniform * 2, values.flatMap { $0 }.max() ?? 1),
+            label: "share of routed slots (%)", ticks: [uniform])
+        let panel = HeatmapPanel(
+            title: "uniform load = \(Chart.format(uniform)) % per expert", values: values,
+            rowLabels: layerLabels, columnLabels: expertLabels, xTitle: "expert", yTitle: "layer",
+            cellText: { String(format: "%.1f", $0) })
+        return Chart.heatmapFigure(
+            title: "Expert load per layer", caption: caption, panels: [panel], scale: scale,
+            cellTarget: (560, 560))
     }
 
     var crossLayerMI: String {
-        miFigure(report.crossLayerMutualInformation, title: "Cross-layer dependence: mutual information of top-1 choices",
-                 panelTitle: "I(top-1 at Li; top-1 at Lj) · diagonal = entropy of the top-1 choice")
+        miFigure(
+            report.crossLayerMutualInformation, title: "Cross-layer dependence: mutual information of top-1 choices",
+            panelTitle: "I(top-1 at Li; top-1 at Lj) · diagonal = entropy of the top-1 choice")
     }
 
     var crossLayerMIPerToken: String {
         let check = report.paperChecks.rmoeMutualInformation
-        return miFigure(check.perToken, title: "Cross-layer mutual information, RMoE's per-token estimator",
-                        panelTitle: "binned probability vectors (\(check.bins) bins), mean over \(check.tokensUsed) tokens")
+        return miFigure(
+            check.perToken, title: "Cross-layer mutual information, RMoE's per-token estimator",
+            panelTitle: "binned probability vectors (\(check.bins) bins), mean over \(check.tokensUsed) tokens")
     }
 
     /// The diagonal (a layer with itself) is far above every pair, so the scale spans the
@@ -90,21 +95,27 @@ public struct AnalysisFigures: Sendable {
     private func miFigure(_ matrix: [[Double]], title: String, panelTitle: String) -> String {
         var offDiagonal: [Double] = []
         for i in matrix.indices { for j in matrix.indices where i != j { offDiagonal.append(matrix[i][j]) } }
-        let scale = ColourScale(minimum: 0, maximum: max(1e-6, offDiagonal.max() ?? 1),
-                                label: "mutual information (nats; diagonal saturated)")
-        let panel = HeatmapPanel(title: panelTitle, values: matrix, rowLabels: layerLabels, columnLabels: layerLabels,
-                                 xTitle: "layer j", yTitle: "layer i", cellText: { String(format: "%.2f", $0) })
-        return Chart.heatmapFigure(title: title, caption: caption, panels: [panel], scale: scale, cellTarget: (480, 480),
-                                   squareCells: true)
+        let scale = ColourScale(
+            minimum: 0, maximum: max(1e-6, offDiagonal.max() ?? 1),
+            label: "MI (nats), diagonal saturated")
+        let panel = HeatmapPanel(
+            title: panelTitle, values: matrix, rowLabels: layerLabels, columnLabels: layerLabels,
+            xTitle: "layer j", yTitle: "layer i", cellText: { String(format: "%.2f", $0) })
+        return Chart.heatmapFigure(
+            title: title, caption: caption, panels: [panel], scale: scale, cellTarget: (480, 480),
+            squareCells: true)
     }
 
     var entropy: String {
-        let e = Double(report.numExperts), k = Double(report.topK)
+        let e = Double(report.numExperts)
+        let k = Double(report.topK)
         return Chart.boxPlotFigure(
             title: "Routing entropy per layer", caption: caption, categories: layerLabels, boxes: report.layers.map(\.entropy.box),
             xTitle: "layer", yTitle: "entropy of the router's softmax (nats)",
-            references: [ReferenceLine(value: log(e), label: "ln \(report.numExperts): uniform over all experts"),
-                         ReferenceLine(value: log(k), label: "ln \(report.topK): even over \(report.topK) experts")])
+            references: [
+                ReferenceLine(value: log(e), label: "ln \(report.numExperts): uniform over all experts"),
+                ReferenceLine(value: log(k), label: "ln \(report.topK): even over \(report.topK) experts"),
+            ])
     }
 
     var selectionMargin: String {
@@ -116,29 +127,37 @@ public struct AnalysisFigures: Sendable {
 
     var repetition: String {
         let check = report.paperChecks.mixtralRepetition
-        let first = BarPanel(title: "same first choice as the previous token", yTitle: "share of token pairs",
-                             categories: layerLabels, values: check.layers.map(\.firstChoice),
-                             references: [ReferenceLine(value: check.randomFirstChoice, label: "random: 1/\(report.numExperts)")])
-        let any = BarPanel(title: "top-\(report.topK) sets overlap", yTitle: "share of token pairs",
-                           categories: layerLabels, values: check.layers.map(\.anyOverlap),
-                           references: [ReferenceLine(value: check.randomAnyOverlap,
-                                                      label: "random: \(Chart.format(check.randomAnyOverlap * 100)) %")])
-        return Chart.barFigure(title: "Consecutive tokens routed alike (Mixtral, Table 5)", caption: caption,
-                               panels: [first, any], columns: 2, seriesLabel: "share of consecutive pairs", xTitle: "layer")
+        let first = BarPanel(
+            title: "same first choice as the previous token", yTitle: "share of token pairs",
+            categories: layerLabels, values: check.layers.map(\.firstChoice),
+            references: [ReferenceLine(value: check.randomFirstChoice, label: "random: 1/\(report.numExperts)")])
+        let any = BarPanel(
+            title: "top-\(report.topK) sets overlap", yTitle: "share of token pairs",
+            categories: layerLabels, values: check.layers.map(\.anyOverlap),
+            references: [
+                ReferenceLine(
+                    value: check.randomAnyOverlap,
+                    label: "random: \(Chart.format(check.randomAnyOverlap * 100)) %")
+            ])
+        return Chart.barFigure(
+            title: "Consecutive tokens routed alike (Mixtral, Table 5)", caption: caption,
+            panels: [first, any], columns: 2, seriesLabel: "share of consecutive pairs", xTitle: "layer")
     }
 
     var domainShares: String {
         let shown = shownLayers
         let panels = shown.map { i in
-            HeatmapPanel(title: "L\(report.layers[i].layer)", values: report.domains.map { $0.sharesByLayer[i].map { $0 * 100 } },
-                         rowLabels: report.domains.map(\.domain), columnLabels: expertLabels, xTitle: "expert", yTitle: "domain",
-                         cellText: { String(format: "%.0f", $0) })
+            HeatmapPanel(
+                title: "L\(report.layers[i].layer)", values: report.domains.map { $0.sharesByLayer[i].map { $0 * 100 } },
+                rowLabels: report.domains.map(\.domain), columnLabels: expertLabels, xTitle: "expert", yTitle: "domain",
+                cellText: { String(format: "%.0f", $0) })
         }
         let maximum = panels.flatMap { $0.values.flatMap { $0 } }.max() ?? 1
         let scale = ColourScale(minimum: 0, maximum: max(1, maximum), label: "share of the domain's slots (%)")
-        return Chart.heatmapFigure(title: "Expert share per domain (uniform = \(Chart.format(100 / Double(report.numExperts))) %)",
-                                   caption: captionWithLayers(shown), panels: panels, scale: scale,
-                                   cellTarget: panelTarget)
+        return Chart.heatmapFigure(
+            title: "Expert share per domain (uniform = \(Chart.format(100 / Double(report.numExperts))) %)",
+            caption: captionWithLayers(shown), panels: panels, scale: scale,
+            cellTarget: panelTarget)
     }
 
     var domainLift: String {
@@ -146,17 +165,22 @@ public struct AnalysisFigures: Sendable {
         let panels = shown.map { i in
             let overall = report.layers[i].expertShares
             let values = report.domains.map { d in
-                zip(d.sharesByLayer[i], overall).map { own, all in all > 0 && own > 0 ? max(-2, min(2, log2(own / all))) : (all > 0 ? -2 : 0) }
+                zip(d.sharesByLayer[i], overall).map { own, all in
+                    all > 0 && own > 0 ? max(-2, min(2, log2(own / all))) : (all > 0 ? -2 : 0)
+                }
             }
-            return HeatmapPanel(title: "L\(report.layers[i].layer)", values: values, rowLabels: report.domains.map(\.domain),
-                                columnLabels: expertLabels, xTitle: "expert", yTitle: "domain",
-                                cellText: { String(format: "%.1f", pow(2, $0)) })
+            return HeatmapPanel(
+                title: "L\(report.layers[i].layer)", values: values, rowLabels: report.domains.map(\.domain),
+                columnLabels: expertLabels, xTitle: "expert", yTitle: "domain",
+                cellText: { String(format: "%.1f", pow(2, $0)) })
         }
-        let scale = ColourScale(minimum: -2, maximum: 2, label: "lift = domain share / overall share",
-                                tickLabel: { "×" + Chart.format(pow(2, $0)) })
-        return Chart.heatmapFigure(title: "Domain specialisation: lift of each expert per domain (×1 = no preference, log scale)",
-                                   caption: captionWithLayers(shown), panels: panels, scale: scale,
-                                   cellTarget: panelTarget)
+        let scale = ColourScale(
+            minimum: -2, maximum: 2, label: "lift = domain share / overall share",
+            tickLabel: { "×" + Chart.format(pow(2, $0)) })
+        return Chart.heatmapFigure(
+            title: "Domain specialisation: lift of each expert per domain (×1 = no preference, log scale)",
+            caption: captionWithLayers(shown), panels: panels, scale: scale,
+            cellTarget: panelTarget)
     }
 
     var gateVersusNorm: String {
@@ -165,17 +189,20 @@ public struct AnalysisFigures: Sendable {
         let labels = (0..<bins).map { "\($0 * report.numExperts / max(1, bins) + 1)" }
         let panels = shown.map { i in
             let l = report.layers[i]
-            return HeatmapPanel(title: "L\(l.layer) · ρ \(String(format: "%.2f", l.gateNormRankCorrelation)) · top-1 agree \(String(format: "%.0f", l.topOneNormAgreement * 100)) %",
-                                values: l.gateNormRankHistogram.map { $0.map { $0 * 100 } }, rowLabels: labels, columnLabels: labels,
-                                xTitle: "rank of ‖expert output‖", yTitle: "rank of gate score", cellText: { String(format: "%.0f", $0) })
+            return HeatmapPanel(
+                title:
+                    "L\(l.layer) · ρ \(String(format: "%.2f", l.gateNormRankCorrelation)) · top-1 agree \(String(format: "%.0f", l.topOneNormAgreement * 100)) %",
+                values: l.gateNormRankHistogram.map { $0.map { $0 * 100 } }, rowLabels: labels, columnLabels: labels,
+                xTitle: "rank of ‖expert output‖", yTitle: "rank of gate score", cellText: { String(format: "%.0f", $0) })
         }
         let uniform = 100 / Double(max(1, bins))
         let maximum = panels.flatMap { $0.values.flatMap { $0 } }.max() ?? 1
         let scale = ColourScale(minimum: 0, maximum: max(uniform * 2, maximum), label: "P(norm rank | gate rank) (%)", ticks: [uniform])
         let grouped = bins < report.numExperts ? " (ranks in \(bins) groups)" : ""
-        return Chart.heatmapFigure(title: "Gate score rank vs expert-output norm rank\(grouped); diagonal = router follows norms",
-                                   caption: captionWithLayers(shown), panels: panels, scale: scale,
-                                   cellTarget: (240, 240), squareCells: true)
+        return Chart.heatmapFigure(
+            title: "Gate score rank vs expert-output norm rank\(grouped); diagonal = router follows norms",
+            caption: captionWithLayers(shown), panels: panels, scale: scale,
+            cellTarget: (240, 240), squareCells: true)
     }
 
     var expertSimilarity: String {
@@ -183,22 +210,27 @@ public struct AnalysisFigures: Sendable {
         let matrices = shown.map { report.layers[$0].expertSimilarity ?? [] }
         var offDiagonal: [Double] = []
         for m in matrices { for i in m.indices { for j in m.indices where i != j { offDiagonal.append(m[i][j]) } } }
-        let scale = ColourScale(minimum: min(0, offDiagonal.min() ?? 0), maximum: max(0.05, offDiagonal.max() ?? 1),
-                                label: "cosine similarity (diagonal = 1, saturated)")
+        let scale = ColourScale(
+            minimum: min(0, offDiagonal.min() ?? 0), maximum: max(0.05, offDiagonal.max() ?? 1),
+            label: "cosine (diagonal 1, saturated)")
         let panels = zip(shown, matrices).map { i, m in
-            HeatmapPanel(title: "L\(report.layers[i].layer) · mean \(String(format: "%.2f", report.layers[i].meanExpertSimilarity ?? 0))",
-                         values: m, rowLabels: expertLabels, columnLabels: expertLabels, xTitle: "expert", yTitle: "expert",
-                         cellText: { String(format: "%.2f", $0) })
+            HeatmapPanel(
+                title: "L\(report.layers[i].layer) · mean \(String(format: "%.2f", report.layers[i].meanExpertSimilarity ?? 0))",
+                values: m, rowLabels: expertLabels, columnLabels: expertLabels, xTitle: "expert", yTitle: "expert",
+                cellText: { String(format: "%.2f", $0) })
         }
-        return Chart.heatmapFigure(title: "Expert weight similarity per layer (Closer Look into MoE)", caption: captionWithLayers(shown),
-                                   panels: panels, scale: scale, cellTarget: (320, 320), squareCells: true)
+        return Chart.heatmapFigure(
+            title: "Expert weight similarity per layer (Closer Look into MoE)", caption: captionWithLayers(shown),
+            panels: panels, scale: scale, cellTarget: (320, 320), squareCells: true)
     }
 
     var similarityByDepth: String {
-        let panel = BarPanel(title: "mean cosine similarity of distinct expert pairs", yTitle: "cosine similarity",
-                             categories: layerLabels, values: report.layers.map { $0.meanExpertSimilarity ?? .nan })
-        return Chart.barFigure(title: "Expert similarity by depth (Lo et al.: diversity rises with depth)", caption: caption,
-                               panels: [panel], columns: 1, seriesLabel: "mean similarity", xTitle: "layer")
+        let panel = BarPanel(
+            title: "mean cosine similarity of distinct expert pairs", yTitle: "cosine similarity",
+            categories: layerLabels, values: report.layers.map { $0.meanExpertSimilarity ?? .nan })
+        return Chart.barFigure(
+            title: "Expert similarity by depth (Lo et al.: diversity rises with depth)", caption: caption,
+            panels: [panel], columns: 1, seriesLabel: "mean similarity", xTitle: "layer")
     }
 
     // MARK: layout helpers
@@ -218,7 +250,10 @@ public struct ComparisonFigure: Sendable {
         public var values: [Double]
         public var intervals: [ClosedRange<Double>?]?
         public init(name: String, unit: String, values: [Double], intervals: [ClosedRange<Double>?]? = nil) {
-            self.name = name; self.unit = unit; self.values = values; self.intervals = intervals
+            self.name = name
+            self.unit = unit
+            self.values = values
+            self.intervals = intervals
         }
     }
 
@@ -227,14 +262,19 @@ public struct ComparisonFigure: Sendable {
     public var caption: String
 
     public init(routers: [String], metrics: [Metric], caption: String) {
-        self.routers = routers; self.metrics = metrics; self.caption = caption
+        self.routers = routers
+        self.metrics = metrics
+        self.caption = caption
     }
 
     public var svg: String {
-        let panels = metrics.map { BarPanel(title: $0.name, yTitle: $0.unit, categories: routers, values: $0.values, intervals: $0.intervals) }
+        let panels = metrics.map {
+            BarPanel(title: $0.name, yTitle: $0.unit, categories: routers, values: $0.values, intervals: $0.intervals)
+        }
         let intervals = metrics.contains { $0.intervals?.contains { $0 != nil } ?? false }
-        return Chart.barFigure(title: "Router comparison" + (intervals ? " (error bars: intervals)" : ""), caption: caption,
-                               panels: panels, columns: 3)
+        return Chart.barFigure(
+            title: "Router comparison" + (intervals ? " (error bars: intervals)" : ""), caption: caption,
+            panels: panels, columns: 3)
     }
 
     public func write(to directory: String) throws -> String {

@@ -12,11 +12,16 @@ public struct ColourScale: Sendable {
     /// Extra ticks to label (besides the evenly spaced ones), e.g. the uniform-routing value.
     public var ticks: [Double]? = nil
 
-    public init(minimum: Double, maximum: Double, label: String, map: ColourMap = .viridis,
-                ticks: [Double]? = nil, tickLabel: @escaping @Sendable (Double) -> String = { Chart.format($0) }) {
+    public init(
+        minimum: Double, maximum: Double, label: String, map: ColourMap = .viridis,
+        ticks: [Double]? = nil, tickLabel: @escaping @Sendable (Double) -> String = { Chart.format($0) }
+    ) {
         self.minimum = minimum.isFinite ? minimum : 0
         self.maximum = maximum.isFinite && maximum > self.minimum ? maximum : self.minimum + 1
-        self.label = label; self.map = map; self.ticks = ticks; self.tickLabel = tickLabel
+        self.label = label
+        self.map = map
+        self.ticks = ticks
+        self.tickLabel = tickLabel
     }
 
     public func position(_ v: Double) -> Double { (v - minimum) / (maximum - minimum) }
@@ -34,10 +39,17 @@ public struct HeatmapPanel: Sendable {
     /// Cell text (drawn only where cells are large enough to hold it); nil: no numbers in cells.
     public var cellText: (@Sendable (Double) -> String)?
 
-    public init(title: String, values: [[Double]], rowLabels: [String], columnLabels: [String], xTitle: String, yTitle: String,
-                cellText: (@Sendable (Double) -> String)? = nil) {
-        self.title = title; self.values = values; self.rowLabels = rowLabels; self.columnLabels = columnLabels
-        self.xTitle = xTitle; self.yTitle = yTitle; self.cellText = cellText
+    public init(
+        title: String, values: [[Double]], rowLabels: [String], columnLabels: [String], xTitle: String, yTitle: String,
+        cellText: (@Sendable (Double) -> String)? = nil
+    ) {
+        self.title = title
+        self.values = values
+        self.rowLabels = rowLabels
+        self.columnLabels = columnLabels
+        self.xTitle = xTitle
+        self.yTitle = yTitle
+        self.cellText = cellText
     }
 }
 
@@ -45,7 +57,12 @@ public struct HeatmapPanel: Sendable {
 public struct BoxSummary: Sendable {
     public var p10, p25, median, p75, p90, mean: Double
     public init(p10: Double, p25: Double, median: Double, p75: Double, p90: Double, mean: Double) {
-        self.p10 = p10; self.p25 = p25; self.median = median; self.p75 = p75; self.p90 = p90; self.mean = mean
+        self.p10 = p10
+        self.p25 = p25
+        self.median = median
+        self.p75 = p75
+        self.p90 = p90
+        self.mean = mean
     }
 }
 
@@ -53,7 +70,10 @@ public struct BoxSummary: Sendable {
 public struct ReferenceLine: Sendable {
     public var value: Double
     public var label: String
-    public init(value: Double, label: String) { self.value = value; self.label = label }
+    public init(value: Double, label: String) {
+        self.value = value
+        self.label = label
+    }
 }
 
 /// One bar chart: a value per category, with an optional interval (e.g. a bootstrap 95 % CI) drawn as an error bar.
@@ -64,10 +84,16 @@ public struct BarPanel: Sendable {
     public var values: [Double]
     public var intervals: [ClosedRange<Double>?]
     public var references: [ReferenceLine]
-    public init(title: String, yTitle: String, categories: [String], values: [Double],
-                intervals: [ClosedRange<Double>?]? = nil, references: [ReferenceLine] = []) {
-        self.title = title; self.yTitle = yTitle; self.categories = categories; self.values = values
-        self.intervals = intervals ?? Array(repeating: nil, count: values.count); self.references = references
+    public init(
+        title: String, yTitle: String, categories: [String], values: [Double],
+        intervals: [ClosedRange<Double>?]? = nil, references: [ReferenceLine] = []
+    ) {
+        self.title = title
+        self.yTitle = yTitle
+        self.categories = categories
+        self.values = values
+        self.intervals = intervals ?? Array(repeating: nil, count: values.count)
+        self.references = references
     }
 }
 
@@ -84,27 +110,38 @@ public enum Chart {
     /// height) a panel aims for; cells are whole pixels, 2–40 px, so 8 experts get big
     /// annotated cells and 256 experts one or two pixels each. More cells than 4096 in a panel
     /// are drawn as one embedded image rather than as rectangles.
-    public static func heatmapFigure(title: String, caption: String, panels: [HeatmapPanel], scale: ColourScale,
-                                     columns: Int? = nil, cellTarget: (width: Double, height: Double) = (480, 480),
-                                     squareCells: Bool = false) -> String {
+    public static func heatmapFigure(
+        title: String, caption: String, panels: [HeatmapPanel], scale: ColourScale,
+        columns: Int? = nil, cellTarget: (width: Double, height: Double) = (480, 480),
+        squareCells: Bool = false
+    ) -> String {
         let shapes = panels.map { (rows: $0.values.count, cols: $0.values.first?.count ?? 0) }
-        let maxRows = max(1, shapes.map(\.rows).max() ?? 1), maxCols = max(1, shapes.map(\.cols).max() ?? 1)
+        let maxRows = max(1, shapes.map(\.rows).max() ?? 1)
+        let maxCols = max(1, shapes.map(\.cols).max() ?? 1)
         var cellW = min(40, max(1, (cellTarget.width / Double(maxCols)).rounded(.down)))
         var cellH = min(40, max(1, (cellTarget.height / Double(maxRows)).rounded(.down)))
-        if squareCells { cellW = min(cellW, cellH); cellH = cellW }
-        let plotW = cellW * Double(maxCols), plotH = cellH * Double(maxRows)
+        if squareCells {
+            cellW = min(cellW, cellH)
+            cellH = cellW
+        }
+        let plotW = cellW * Double(maxCols)
+        let plotH = cellH * Double(maxRows)
 
         let rowLabelW = panels.flatMap(\.rowLabels).map { SVGDocument.textWidth($0, size: tickSize) }.max() ?? 0
-        let left = 20 + rowLabelW + 8, top = 22.0, bottom = 44.0
+        let left = 20 + rowLabelW + 8
+        let top = 22.0
+        let bottom = 44.0
         let titleW = panels.map { SVGDocument.textWidth($0.title, size: labelSize) }.max() ?? 0
-        let panelW = max(left + plotW + 12, titleW + 8), panelH = top + plotH + bottom
+        let panelW = max(left + plotW + 12, titleW + 8)
+        let panelH = top + plotH + bottom
         // Unless told, as many panels across as fit in about 1100 px.
         let columns = max(1, min(columns ?? Int(1100 / panelW), panels.count))
         let gridRows = (panels.count + columns - 1) / columns
 
         let barX = pad + Double(columns - 1) * panelW + left + plotW + 24
         let barH = max(min(300, max(140, plotH)), SVGDocument.textWidth(scale.label, size: labelSize) + 12)
-        let width = max(barX + colourBarWidth(scale), pad + Double(columns) * panelW, SVGDocument.textWidth(title, size: titleSize) + pad) + pad
+        let width =
+            max(barX + colourBarWidth(scale), pad + Double(columns) * panelW, SVGDocument.textWidth(title, size: titleSize) + pad) + pad
         let headerH = 34.0
         let captionLines = wrap(caption, width: width - 2 * pad, size: captionSize)
         let bodyH = max(Double(gridRows) * panelH, top + barH + 12)
@@ -114,11 +151,14 @@ public enum Chart {
         svg.text(title, x: pad, y: 24, size: titleSize, weight: "bold")
 
         for (index, panel) in panels.enumerated() {
-            let ox = pad + Double(index % columns) * panelW, oy = headerH + Double(index / columns) * panelH
-            let px = ox + left, py = oy + top
+            let ox = pad + Double(index % columns) * panelW
+            let oy = headerH + Double(index / columns) * panelH
+            let px = ox + left
+            let py = oy + top
             svg.text(panel.title, x: px, y: oy + 14, size: labelSize, weight: "bold")
             drawCells(&svg, panel: panel, scale: scale, x: px, y: py, cellW: cellW, cellH: cellH)
-            let rows = panel.values.count, cols = panel.values.first?.count ?? 0
+            let rows = panel.values.count
+            let cols = panel.values.first?.count ?? 0
             svg.rect(x: px, y: py, width: cellW * Double(cols), height: cellH * Double(rows), fill: "none", stroke: "#444")
             // x axis: column labels below, every `step`-th.
             svg.open(group: [("class", "axis x")])
@@ -129,8 +169,9 @@ public enum Chart {
                 svg.line(x1: cx, y1: py + Double(rows) * cellH, x2: cx, y2: py + Double(rows) * cellH + 4, stroke: "#444")
                 svg.text(panel.columnLabels[c], x: cx, y: py + Double(rows) * cellH + 16, size: tickSize, anchor: .middle)
             }
-            svg.text(panel.xTitle, x: px + Double(cols) * cellW / 2, y: py + Double(rows) * cellH + 34, size: labelSize, anchor: .middle,
-                     cls: "axis-title")
+            svg.text(
+                panel.xTitle, x: px + Double(cols) * cellW / 2, y: py + Double(rows) * cellH + 34, size: labelSize, anchor: .middle,
+                cls: "axis-title")
             svg.close()
             // y axis: row labels left, every `step`-th.
             svg.open(group: [("class", "axis y")])
@@ -140,8 +181,9 @@ public enum Chart {
                 svg.line(x1: px - 4, y1: cy, x2: px, y2: cy, stroke: "#444")
                 svg.text(panel.rowLabels[r], x: px - 6, y: cy + tickSize * 0.35, size: tickSize, anchor: .end)
             }
-            svg.text(panel.yTitle, x: ox + 12, y: py + Double(rows) * cellH / 2, size: labelSize, anchor: .middle, rotate: -90,
-                     cls: "axis-title")
+            svg.text(
+                panel.yTitle, x: ox + 12, y: py + Double(rows) * cellH / 2, size: labelSize, anchor: .middle, rotate: -90,
+                cls: "axis-title")
             svg.close()
         }
         drawColourBar(&svg, scale: scale, x: barX, y: headerH + top, height: barH)
@@ -149,42 +191,59 @@ public enum Chart {
         return svg.text
     }
 
-    private static func drawCells(_ svg: inout SVGDocument, panel: HeatmapPanel, scale: ColourScale,
-                                  x: Double, y: Double, cellW: Double, cellH: Double) {
-        let rows = panel.values.count, cols = panel.values.first?.count ?? 0
+    private static func drawCells(
+        _ svg: inout SVGDocument, panel: HeatmapPanel, scale: ColourScale,
+        x: Double, y: Double, cellW: Double, cellH: Double
+    ) {
+        let rows = panel.values.count
+        let cols = panel.values.first?.count ?? 0
         guard rows > 0, cols > 0 else { return }
         if rows * cols > 4096 {
             // One image, each cell a cellW × cellH block of pixels: renderers smooth scaled images
             // (rsvg ignores image-rendering), so the image is drawn at its displayed size.
             let (sx, sy) = (Int(cellW), Int(cellH))
-            let width = cols * sx, height = rows * sy
+            let width = cols * sx
+            let height = rows * sy
             var pixels = [UInt8](repeating: 0, count: width * height * 3)
-            for r in 0..<rows { for c in 0..<cols {
-                let (red, green, blue) = scale.map.rgb(scale.position(panel.values[r][c]))
-                for py in (r * sy) ..< ((r + 1) * sy) { for px in (c * sx) ..< ((c + 1) * sx) {
-                    let i = (py * width + px) * 3
-                    pixels[i] = red; pixels[i + 1] = green; pixels[i + 2] = blue
-                } }
-            } }
-            svg.pngImage(PNGEncoder.rgb(width: width, height: height, pixels: pixels), x: x, y: y,
-                         width: Double(width), height: Double(height))
+            for r in 0..<rows {
+                for c in 0..<cols {
+                    let (red, green, blue) = scale.map.rgb(scale.position(panel.values[r][c]))
+                    for py in (r * sy)..<((r + 1) * sy) {
+                        for px in (c * sx)..<((c + 1) * sx) {
+                            let i = (py * width + px) * 3
+                            pixels[i] = red
+                            pixels[i + 1] = green
+                            pixels[i + 2] = blue
+                        }
+                    }
+                }
+            }
+            svg.pngImage(
+                PNGEncoder.rgb(width: width, height: height, pixels: pixels), x: x, y: y,
+                width: Double(width), height: Double(height))
             return
         }
         svg.open(group: [("class", "cells")])
         let gap = cellW >= 8 && cellH >= 8 ? 0.5 : 0
-        for r in 0..<rows { for c in 0..<cols {
-            let v = panel.values[r][c]
-            svg.rect(x: x + Double(c) * cellW, y: y + Double(r) * cellH, width: cellW, height: cellH, fill: scale.colour(v),
-                     stroke: gap > 0 ? "#ffffff" : nil, strokeWidth: gap)
-        } }
+        for r in 0..<rows {
+            for c in 0..<cols {
+                let v = panel.values[r][c]
+                svg.rect(
+                    x: x + Double(c) * cellW, y: y + Double(r) * cellH, width: cellW, height: cellH, fill: scale.colour(v),
+                    stroke: gap > 0 ? "#ffffff" : nil, strokeWidth: gap)
+            }
+        }
         if let cellText = panel.cellText {
             let longest = panel.values.flatMap { $0 }.map { SVGDocument.textWidth(cellText($0), size: 10) }.max() ?? 0
             if cellW >= longest + 4, cellH >= 14 {
-                for r in 0..<rows { for c in 0..<cols {
-                    let v = panel.values[r][c]
-                    svg.text(cellText(v), x: x + (Double(c) + 0.5) * cellW, y: y + (Double(r) + 0.5) * cellH + 3.5, size: 10,
-                             anchor: .middle, fill: scale.map.textColour(on: scale.position(v)))
-                } }
+                for r in 0..<rows {
+                    for c in 0..<cols {
+                        let v = panel.values[r][c]
+                        svg.text(
+                            cellText(v), x: x + (Double(c) + 0.5) * cellW, y: y + (Double(r) + 0.5) * cellH + 3.5, size: 10,
+                            anchor: .middle, fill: scale.map.textColour(on: scale.position(v)))
+                    }
+                }
             }
         }
         svg.close()
@@ -200,9 +259,12 @@ public enum Chart {
 
     private static func colourBarTicks(_ scale: ColourScale) -> [Double] {
         // At least four labelled values inside the range, whatever its span.
-        var count = 5, ticks: [Double] = []
+        var count = 5
+        var ticks: [Double] = []
         repeat {
-            ticks = niceTicks(scale.minimum, scale.maximum, count: count).filter { $0 >= scale.minimum - 1e-12 && $0 <= scale.maximum + 1e-12 }
+            ticks = niceTicks(scale.minimum, scale.maximum, count: count).filter {
+                $0 >= scale.minimum - 1e-12 && $0 <= scale.maximum + 1e-12
+            }
             count += 2
         } while ticks.count < 4 && count < 15
         for extra in scale.ticks ?? [] where extra >= scale.minimum && extra <= scale.maximum {
@@ -237,16 +299,20 @@ public enum Chart {
     // MARK: box plots
 
     /// One box per category (e.g. per layer) on a shared y axis.
-    public static func boxPlotFigure(title: String, caption: String, categories: [String], boxes: [BoxSummary],
-                                     xTitle: String, yTitle: String, references: [ReferenceLine] = []) -> String {
+    public static func boxPlotFigure(
+        title: String, caption: String, categories: [String], boxes: [BoxSummary],
+        xTitle: String, yTitle: String, references: [ReferenceLine] = []
+    ) -> String {
         let n = max(1, categories.count)
         let slot = min(56, max(9, (560 / Double(n)).rounded(.down)))
-        let plotW = slot * Double(n), plotH = 300.0
+        let plotW = slot * Double(n)
+        let plotH = 300.0
         let values = boxes.flatMap { [$0.p10, $0.p90, $0.mean] } + references.map(\.value)
         let ticks = niceTicks(values.min() ?? 0, values.max() ?? 1, count: 6)
         let (lo, hi) = (ticks.first ?? 0, ticks.last ?? 1)
         let tickW = ticks.map { SVGDocument.textWidth(format($0), size: tickSize) }.max() ?? 0
-        let left = pad + 22 + tickW + 8, top = 40.0
+        let left = pad + 22 + tickW + 8
+        let top = 40.0
         let legendW = 210.0
         let width = max(left + plotW + 20 + legendW, SVGDocument.textWidth(title, size: titleSize) + pad) + pad
         let captionLines = wrap(caption, width: width - 2 * pad, size: captionSize)
@@ -258,10 +324,12 @@ public enum Chart {
 
         drawYAxis(&svg, ticks: ticks, x: left, plotW: plotW, y: y, title: yTitle, titleX: pad + 6, midY: top + plotH / 2)
         drawCategoryAxis(&svg, categories: categories, x: left, slot: slot, y: top + plotH, title: xTitle)
-        let fill = ColourMap.viridis.hex(0.55), edge = ColourMap.viridis.hex(0.15)
+        let fill = ColourMap.viridis.hex(0.55)
+        let edge = ColourMap.viridis.hex(0.15)
         svg.open(group: [("class", "boxes")])
         for (i, box) in boxes.enumerated() {
-            let cx = left + (Double(i) + 0.5) * slot, w = max(3, slot * 0.6)
+            let cx = left + (Double(i) + 0.5) * slot
+            let w = max(3, slot * 0.6)
             svg.line(x1: cx, y1: y(box.p10), x2: cx, y2: y(box.p25), stroke: edge)
             svg.line(x1: cx, y1: y(box.p75), x2: cx, y2: y(box.p90), stroke: edge)
             svg.line(x1: cx - w / 4, y1: y(box.p10), x2: cx + w / 4, y2: y(box.p10), stroke: edge)
@@ -274,7 +342,8 @@ public enum Chart {
         drawReferences(&svg, references, x: left, plotW: plotW, y: y)
 
         // Legend: what the glyphs mean.
-        let lx = left + plotW + 24, ly = top + 4
+        let lx = left + plotW + 24
+        let ly = top + 4
         svg.open(group: [("class", "legend")])
         svg.rect(x: lx, y: ly, width: 14, height: 18, fill: fill, stroke: edge)
         svg.text("box: 25th–75th percentile", x: lx + 22, y: ly + 13, size: tickSize)
@@ -300,19 +369,25 @@ public enum Chart {
     /// panel; with it (categories like layers), bars share one colour, the categories are
     /// labelled on the x axis and the legend names the series. Intervals, when given, are drawn
     /// as error bars and the y axis makes room for them.
-    public static func barFigure(title: String, caption: String, panels: [BarPanel], columns: Int = 3,
-                                 seriesLabel: String? = nil, xTitle: String? = nil) -> String {
+    public static func barFigure(
+        title: String, caption: String, panels: [BarPanel], columns: Int = 3,
+        seriesLabel: String? = nil, xTitle: String? = nil
+    ) -> String {
         let categories = panels.first?.categories ?? []
         let n = max(1, categories.count)
         let slot = min(44, max(8, (seriesLabel == nil ? 300 : 420) / Double(n)).rounded(.down))
-        let plotW = slot * Double(n), plotH = 190.0
+        let plotW = slot * Double(n)
+        let plotH = 190.0
         let byCategory = seriesLabel == nil
-        let colours = byCategory ? (0..<n).map { ColourMap.viridis.hex(n == 1 ? 0.45 : 0.9 * Double($0) / Double(n - 1)) }
-                                 : [ColourMap.viridis.hex(0.45)]
+        let colours =
+            byCategory
+            ? (0..<n).map { ColourMap.viridis.hex(n == 1 ? 0.45 : 0.9 * Double($0) / Double(n - 1)) }
+            : [ColourMap.viridis.hex(0.45)]
         let columns = max(1, min(columns, panels.count))
         let gridRows = (panels.count + columns - 1) / columns
         let allTicks = panels.map { panel -> [Double] in
-            let spans = zip(panel.values, panel.intervals).flatMap { v, i in [v, i?.lowerBound ?? v, i?.upperBound ?? v] }
+            let spans =
+                zip(panel.values, panel.intervals).flatMap { v, i in [v, i?.lowerBound ?? v, i?.upperBound ?? v] }
                 + panel.references.map(\.value)
             let finite = spans.filter(\.isFinite)
             return niceTicks(min(0, finite.min() ?? 0), max(0, finite.max() ?? 1), count: 5)
@@ -321,7 +396,7 @@ public enum Chart {
         let left = 22 + tickW + 10
         let labelW = (categories.map { SVGDocument.textWidth($0, size: tickSize) }.max() ?? 0) + 6
         let xStep = niceStep(Int((labelW / slot).rounded(.up)))
-        let labelled = !byCategory || xStep == 1   // router names too wide for their bars are left to the legend
+        let labelled = !byCategory || xStep == 1  // router names too wide for their bars are left to the legend
         let panelW = max(left + plotW + 16, (panels.map { SVGDocument.textWidth($0.title, size: labelSize) }.max() ?? 0) + 12)
         let panelH = 24 + plotH + (labelled ? 20 : 6) + (xTitle == nil ? 10 : 24)
         let legendEntries = byCategory ? categories.map { ($0, true) } : [(seriesLabel ?? "", true)]
@@ -335,8 +410,10 @@ public enum Chart {
         svg.text(title, x: pad, y: 24, size: titleSize, weight: "bold")
 
         for (index, panel) in panels.enumerated() {
-            let ox = pad + Double(index % columns) * panelW, oy = headerH + Double(index / columns) * panelH
-            let px = ox + left, py = oy + 24
+            let ox = pad + Double(index % columns) * panelW
+            let oy = headerH + Double(index / columns) * panelH
+            let px = ox + left
+            let py = oy + 24
             svg.text(panel.title, x: ox + 4, y: oy + 14, size: labelSize, weight: "bold")
             let ticks = allTicks[index]
             let (lo, hi) = (ticks.first ?? 0, ticks.last ?? 1)
@@ -352,14 +429,16 @@ public enum Chart {
                 }
             }
             if let xTitle {
-                svg.text(xTitle, x: px + plotW / 2, y: py + plotH + (labelled ? 34 : 20), size: labelSize, anchor: .middle, cls: "axis-title")
+                svg.text(
+                    xTitle, x: px + plotW / 2, y: py + plotH + (labelled ? 34 : 20), size: labelSize, anchor: .middle, cls: "axis-title")
             }
             svg.close()
             svg.open(group: [("class", "bars")])
             for (i, v) in panel.values.enumerated() where v.isFinite {
                 let x = px + Double(i) * slot + slot * 0.15
-                svg.rect(x: x, y: min(y(v), y(0)), width: slot * 0.7, height: max(0.5, abs(y(v) - y(0))),
-                         fill: colours[i % colours.count])
+                svg.rect(
+                    x: x, y: min(y(v), y(0)), width: slot * 0.7, height: max(0.5, abs(y(v) - y(0))),
+                    fill: colours[i % colours.count])
                 if let interval = panel.intervals[i] {
                     let cx = x + slot * 0.35
                     svg.line(x1: cx, y1: y(interval.lowerBound), x2: cx, y2: y(interval.upperBound), stroke: "#111", width: 1.5)
@@ -395,8 +474,10 @@ public enum Chart {
 
     // MARK: shared pieces
 
-    private static func drawYAxis(_ svg: inout SVGDocument, ticks: [Double], x: Double, plotW: Double, y: (Double) -> Double,
-                                  title: String, titleX: Double, midY: Double) {
+    private static func drawYAxis(
+        _ svg: inout SVGDocument, ticks: [Double], x: Double, plotW: Double, y: (Double) -> Double,
+        title: String, titleX: Double, midY: Double
+    ) {
         svg.open(group: [("class", "axis y")])
         for tick in ticks {
             svg.line(x1: x, y1: y(tick), x2: x + plotW, y2: y(tick), stroke: "#e4e4e4")
@@ -408,7 +489,8 @@ public enum Chart {
         svg.close()
     }
 
-    private static func drawCategoryAxis(_ svg: inout SVGDocument, categories: [String], x: Double, slot: Double, y: Double, title: String) {
+    private static func drawCategoryAxis(_ svg: inout SVGDocument, categories: [String], x: Double, slot: Double, y: Double, title: String)
+    {
         svg.open(group: [("class", "axis x")])
         svg.line(x1: x, y1: y, x2: x + slot * Double(categories.count), y2: y, stroke: "#444")
         let labelW = (categories.map { SVGDocument.textWidth($0, size: tickSize) }.max() ?? 0) + 6
@@ -422,14 +504,17 @@ public enum Chart {
         svg.close()
     }
 
-    private static func drawReferences(_ svg: inout SVGDocument, _ references: [ReferenceLine], x: Double, plotW: Double,
-                                       y: (Double) -> Double) {
+    private static func drawReferences(
+        _ svg: inout SVGDocument, _ references: [ReferenceLine], x: Double, plotW: Double,
+        y: (Double) -> Double
+    ) {
         guard !references.isEmpty else { return }
         svg.open(group: [("class", "references")])
         for reference in references {
             svg.line(x1: x, y1: y(reference.value), x2: x + plotW, y2: y(reference.value), stroke: "#b2182b", width: 1.2, dash: "5 3")
-            svg.text(reference.label, x: x + plotW - 2, y: y(reference.value) - 4, size: tickSize - 1, anchor: .end, fill: "#b2182b",
-                     halo: true)
+            svg.text(
+                reference.label, x: x + plotW - 2, y: y(reference.value) - 4, size: tickSize - 1, anchor: .end, fill: "#b2182b",
+                halo: true)
         }
         svg.close()
     }
@@ -445,10 +530,16 @@ public enum Chart {
     /// Greedy word wrap to an estimated pixel width.
     static func wrap(_ text: String, width: Double, size: Double) -> [String] {
         let maxChars = max(20, Int(width / (size * 0.6)))
-        var lines: [String] = [], current = ""
+        var lines: [String] = []
+        var current = ""
         for word in text.split(separator: " ", omittingEmptySubsequences: false) {
-            if current.isEmpty { current = String(word) } else if current.count + 1 + word.count <= maxChars { current += " " + word } else {
-                lines.append(current); current = String(word)
+            if current.isEmpty {
+                current = String(word)
+            } else if current.count + 1 + word.count <= maxChars {
+                current += " " + word
+            } else {
+                lines.append(current)
+                current = String(word)
             }
         }
         if !current.isEmpty { lines.append(current) }
@@ -468,7 +559,8 @@ public enum Chart {
         let raw = (hi - lo) / Double(max(1, count - 1))
         let magnitude = pow(10, (log10(raw)).rounded(.down))
         let step = [1.0, 2, 2.5, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? raw
-        let start = (lo / step).rounded(.down) * step, end = (hi / step).rounded(.up) * step
+        let start = (lo / step).rounded(.down) * step
+        let end = (hi / step).rounded(.up) * step
         return stride(from: start, through: end + step * 1e-9, by: step).map { abs($0) < step * 1e-9 ? 0 : $0 }
     }
 
@@ -479,7 +571,10 @@ public enum Chart {
         let magnitude = abs(v)
         let digits = magnitude >= 100 ? 0 : magnitude >= 10 ? 1 : magnitude >= 1 ? 2 : magnitude >= 0.1 ? 2 : 3
         var s = String(format: "%.\(digits)f", v)
-        if s.contains(".") { while s.hasSuffix("0") { s.removeLast() }; if s.hasSuffix(".") { s.removeLast() } }
+        if s.contains(".") {
+            while s.hasSuffix("0") { s.removeLast() }
+            if s.hasSuffix(".") { s.removeLast() }
+        }
         return s
     }
 }

@@ -18,16 +18,22 @@ public struct SVGDocument: Sendable {
     public mutating func open(group attributes: [(String, String)]) { body.append("<g\(Self.attributes(attributes))>") }
     public mutating func close() { body.append("</g>") }
 
-    public mutating func rect(x: Double, y: Double, width: Double, height: Double, fill: String,
-                              stroke: String? = nil, strokeWidth: Double = 1, extra: [(String, String)] = []) {
+    public mutating func rect(
+        x: Double, y: Double, width: Double, height: Double, fill: String,
+        stroke: String? = nil, strokeWidth: Double = 1, extra: [(String, String)] = []
+    ) {
         var a: [(String, String)] = [("x", n(x)), ("y", n(y)), ("width", n(width)), ("height", n(height)), ("fill", fill)]
         if let stroke { a += [("stroke", stroke), ("stroke-width", n(strokeWidth))] }
         body.append("<rect\(Self.attributes(a + extra))/>")
     }
 
-    public mutating func line(x1: Double, y1: Double, x2: Double, y2: Double, stroke: String = "#333",
-                              width: Double = 1, dash: String? = nil) {
-        var a: [(String, String)] = [("x1", n(x1)), ("y1", n(y1)), ("x2", n(x2)), ("y2", n(y2)), ("stroke", stroke), ("stroke-width", n(width))]
+    public mutating func line(
+        x1: Double, y1: Double, x2: Double, y2: Double, stroke: String = "#333",
+        width: Double = 1, dash: String? = nil
+    ) {
+        var a: [(String, String)] = [
+            ("x1", n(x1)), ("y1", n(y1)), ("x2", n(x2)), ("y2", n(y2)), ("stroke", stroke), ("stroke-width", n(width)),
+        ]
         if let dash { a.append(("stroke-dasharray", dash)) }
         body.append("<line\(Self.attributes(a))/>")
     }
@@ -41,9 +47,11 @@ public struct SVGDocument: Sendable {
     public enum Anchor: String, Sendable { case start, middle, end }
 
     /// `rotate`: degrees about the text's anchor point (−90 for a vertical axis title).
-    public mutating func text(_ string: String, x: Double, y: Double, size: Double = 12, anchor: Anchor = .start,
-                              weight: String? = nil, fill: String = "#222", rotate: Double? = nil,
-                              baseline: String? = nil, halo: Bool = false, cls: String? = nil) {
+    public mutating func text(
+        _ string: String, x: Double, y: Double, size: Double = 12, anchor: Anchor = .start,
+        weight: String? = nil, fill: String = "#222", rotate: Double? = nil,
+        baseline: String? = nil, halo: Bool = false, cls: String? = nil
+    ) {
         var a: [(String, String)] = [("x", n(x)), ("y", n(y)), ("font-size", n(size)), ("text-anchor", anchor.rawValue), ("fill", fill)]
         if let cls { a.append(("class", cls)) }
         // A white outline under the glyphs keeps a label legible where it crosses bars or cells.
@@ -119,11 +127,15 @@ public enum ColourMap: String, Sendable {
     private var stops: [(Double, Double, Double)] {
         switch self {
         case .viridis:
-            return [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
-                    (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)]
+            return [
+                (68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+                (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37),
+            ]
         case .cividis:
-            return [(0, 34, 78), (18, 53, 112), (59, 73, 108), (87, 92, 109), (112, 113, 115),
-                    (138, 134, 120), (165, 156, 116), (195, 179, 105), (254, 232, 56)]
+            return [
+                (0, 34, 78), (18, 53, 112), (59, 73, 108), (87, 92, 109), (112, 113, 115),
+                (138, 134, 120), (165, 156, 116), (195, 179, 105), (254, 232, 56),
+            ]
         }
     }
 
@@ -160,8 +172,8 @@ public enum PNGEncoder {
         var raw: [UInt8] = []
         raw.reserveCapacity((width * 3 + 1) * height)
         for row in 0..<height {
-            raw.append(0)   // filter: none
-            raw += pixels[(row * width * 3) ..< ((row + 1) * width * 3)]
+            raw.append(0)  // filter: none
+            raw += pixels[(row * width * 3)..<((row + 1) * width * 3)]
         }
         var zlib: [UInt8] = [0x78, 0x01]
         var offset = 0
@@ -169,7 +181,7 @@ public enum PNGEncoder {
             let length = min(65_535, raw.count - offset)
             let final: UInt8 = offset + length == raw.count ? 1 : 0
             zlib += [final, UInt8(length & 0xff), UInt8(length >> 8), UInt8(~length & 0xff), UInt8((~length >> 8) & 0xff)]
-            zlib += raw[offset ..< offset + length]
+            zlib += raw[offset..<offset + length]
             offset += length
         } while offset < raw.count
         zlib += bigEndian(adler32(raw))
@@ -186,7 +198,9 @@ public enum PNGEncoder {
         return bigEndian(UInt32(data.count)) + typed + bigEndian(crc32(typed))
     }
 
-    private static func bigEndian(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)] }
+    private static func bigEndian(_ v: UInt32) -> [UInt8] {
+        [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)]
+    }
 
     private static let crcTable: [UInt32] = (0..<256).map { n -> UInt32 in
         var c = UInt32(n)
@@ -201,10 +215,15 @@ public enum PNGEncoder {
     }
 
     static func adler32(_ bytes: [UInt8]) -> UInt32 {
-        var a: UInt32 = 1, b: UInt32 = 0
+        var a: UInt32 = 1
+        var b: UInt32 = 0
         for chunkStart in stride(from: 0, to: bytes.count, by: 5552) {
-            for byte in bytes[chunkStart ..< min(bytes.count, chunkStart + 5552)] { a += UInt32(byte); b += a }
-            a %= 65_521; b %= 65_521
+            for byte in bytes[chunkStart..<min(bytes.count, chunkStart + 5552)] {
+                a += UInt32(byte)
+                b += a
+            }
+            a %= 65_521
+            b %= 65_521
         }
         return (b << 16) | a
     }
