@@ -304,7 +304,7 @@ public enum Chart {
         xTitle: String, yTitle: String, references: [ReferenceLine] = []
     ) -> String {
         let n = max(1, categories.count)
-        let slot = min(56, max(9, (560 / Double(n)).rounded(.down)))
+        let slot = min(80, max(9, (560 / Double(n)).rounded(.down)))  // few layers: wide slots, boxes capped below
         let plotW = slot * Double(n)
         let plotH = 300.0
         let values = boxes.flatMap { [$0.p10, $0.p90, $0.mean] } + references.map(\.value)
@@ -329,7 +329,7 @@ public enum Chart {
         svg.open(group: [("class", "boxes")])
         for (i, box) in boxes.enumerated() {
             let cx = left + (Double(i) + 0.5) * slot
-            let w = max(3, slot * 0.6)
+            let w = min(36, max(3, slot * 0.6))
             svg.line(x1: cx, y1: y(box.p10), x2: cx, y2: y(box.p25), stroke: edge)
             svg.line(x1: cx, y1: y(box.p75), x2: cx, y2: y(box.p90), stroke: edge)
             svg.line(x1: cx - w / 4, y1: y(box.p10), x2: cx + w / 4, y2: y(box.p10), stroke: edge)
@@ -375,7 +375,7 @@ public enum Chart {
     ) -> String {
         let categories = panels.first?.categories ?? []
         let n = max(1, categories.count)
-        let slot = min(44, max(8, (seriesLabel == nil ? 300 : 420) / Double(n)).rounded(.down))
+        let slot = min(seriesLabel == nil ? 44 : 80, max(8, (seriesLabel == nil ? 300 : 420) / Double(n)).rounded(.down))
         let plotW = slot * Double(n)
         let plotH = 190.0
         let byCategory = seriesLabel == nil
