@@ -43,7 +43,7 @@ public struct PaperChecks: Codable, Sendable {
             traces: all, numExperts: numExperts, topK: topK,
             routedLayers: routedLayers)
         olmoeDomainSpecialisation = DomainSpecialisationCheck(
-            tracesByDomain: tracesByDomain, numExperts: numExperts,
+            tracesByDomain: tracesByDomain, numExperts: numExperts, topK: topK,
             routedLayers: routedLayers)
         rmoeMutualInformation = RMoEMutualInformationCheck(
             traces: all, layerCount: layerCount,
@@ -213,8 +213,8 @@ public struct CoActivationLayer: Codable, Sendable {
 
 public struct CoActivationCheck: Codable, Sendable {
     public var definition = """
-        Muennighoff et al. 2024 (OLMoE), expert co-activation: P(j | i), how often expert j is chosen for a token \
-        when expert i is. Two forms: "adjacent_pairs", as OLMoE's released code counts it (only neighbours in the \
+        Muennighoff et al. 2024 (OLMoE), §5.2: expert co-activation(i, j) = N(i, j) / N(i) = P(j | i), how often \
+        expert j is chosen for a token when expert i is. Two forms: "adjacent_pairs", as OLMoE's released code counts it (only neighbours in the \
         top-k list, most probable first, in both directions, divided by i's count); and "all_pairs" (every pair in \
         the top-k set). Both are 0 at top-1.
         """
@@ -317,8 +317,8 @@ public struct VocabularyLayer: Codable, Sendable {
 
 public struct VocabularySpecialisationCheck: Codable, Sendable {
     public var definition = """
-        Muennighoff et al. 2024 (OLMoE), vocabulary specialisation: for each input token id, the share of its \
-        occurrences routed to its most frequent expert, averaged over token ids (unweighted), as OLMoE's released \
+        Muennighoff et al. 2024 (OLMoE), §5.4: vocabulary specialisation(E, x) = N(x, E) / N(x), for each input token \
+        id x the share of its occurrences routed to its most frequent expert, averaged over token ids (unweighted), as OLMoE's released \
         code computes it (top-1 by default; with top-k, each occurrence counts once for each expert in its set).
         """
     /// 1/E and k/E: what the measure tends to for a token seen many times under uniform random routing.
@@ -377,20 +377,19 @@ public struct VocabularySpecialisationCheck: Codable, Sendable {
 
 public struct DomainSpecialisationEntry: Codable, Sendable {
     public var layer: Int
-    /// The expert whose routed tokens come from this domain the most.
+    /// The expert the domain's tokens use most.
     public var expert: Int
-    /// N(E, D) / N(E): the share of expert E's top-k routings that are this domain's tokens.
+    /// N(E, D) / N(D): the share of the domain's tokens that have that expert in their top-k.
     public var specialisation: Double
-    /// The domain's share of all tokens: what every expert would show without domain preference.
+    /// k/E: the same share under uniform routing.
     public var baseline: Double
 }
 
 public struct DomainSpecialisationCheck: Codable, Sendable {
     public var definition = """
-        Muennighoff et al. 2024 (OLMoE), domain specialisation — our reading of it: N(E, D) / N(E), the share of \
-        expert E's top-k routings that come from domain D's tokens; reported per domain and layer for the expert \
-        where it is largest, beside the domain's share of all tokens (the value with no domain preference). With \
-        equal-sized domains it is lift × the domain's share.
+        Muennighoff et al. 2024 (OLMoE), §5.3 (equation 7): domain specialisation(E, D) = N(E, D) / N(D), the share \
+        of domain D's tokens that have expert E among their top-k (100 % = every token of the domain uses E); reported \
+        per domain and layer for the expert where it is largest, beside k/E, its value under uniform routing.
         """
     public var domains: [Domain]
     public var publishedNote =
@@ -406,30 +405,22 @@ public struct DomainSpecialisationCheck: Codable, Sendable {
         case publishedNote = "published_note"
     }
 
-    init(tracesByDomain: [(domain: String, traces: [RoutingTrace])], numExperts: Int, routedLayers: [Int]) {
+    init(tracesByDomain: [(domain: String, traces: [RoutingTrace])], numExperts: Int, topK: Int, routedLayers: [Int]) {
         let layerCount = routedLayers.count
-        // counts[d][layer][e]
-        let counts: [[[Int]]] = tracesByDomain.map { _, traces in
-            var c = [[Int]](repeating: [Int](repeating: 0, count: numExperts), count: layerCount)
-            for trace in traces { for i in 0..<min(layerCount, trace.layers.count) { for e in trace.layers[i].experts { c[i][e] += 1 } } }
-            return c
-        }
-        let tokenTotal = Double(tracesByDomain.reduce(0) { $0 + $1.traces.count })
-        domains = tracesByDomain.enumerated().map { d, entry in
-            let baseline = tokenTotal > 0 ? Double(entry.traces.count) / tokenTotal : 0
-            let layers = (0..<layerCount).map { i -> DomainSpecialisationEntry in
-                var best = (expert: 0, value: -1.0)
-                for e in 0..<numExperts {
-                    let expertTotal = counts.reduce(0) { $0 + $1[i][e] }
-                    guard expertTotal > 0 else { continue }
-                    let value = Double(counts[d][i][e]) / Double(expertTotal)
-                    if value > best.value { best = (e, value) }
-                }
-                return DomainSpecialisationEntry(
-                    layer: routedLayers[i], expert: best.expert, specialisation: max(0, best.value),
-                    baseline: baseline)
+        let baseline = Double(topK) / Double(numExperts)
+        domains = tracesByDomain.map { domain, traces in
+            // counts[layer][e]: the domain's tokens with e in their top-k (a token's experts are distinct).
+            var counts = [[Int]](repeating: [Int](repeating: 0, count: numExperts), count: layerCount)
+            for trace in traces {
+                for i in 0..<min(layerCount, trace.layers.count) { for e in trace.layers[i].experts { counts[i][e] += 1 } }
             }
-            return Domain(domain: entry.domain, layers: layers)
+            let tokens = Double(max(1, traces.count))
+            let layers = (0..<layerCount).map { i -> DomainSpecialisationEntry in
+                let best = counts[i].indices.max { counts[i][$0] < counts[i][$1] || (counts[i][$0] == counts[i][$1] && $0 > $1) } ?? 0
+                return DomainSpecialisationEntry(layer: routedLayers[i], expert: best, specialisation: Double(counts[i][best]) / tokens,
+                                                 baseline: baseline)
+            }
+            return Domain(domain: domain, layers: layers)
         }
     }
 }

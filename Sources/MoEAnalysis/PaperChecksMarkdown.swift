@@ -69,12 +69,12 @@ extension AnalysisReport {
         if domain.domains.count > 1 {
             out.append("\n## Paper check · OLMoE: domain specialisation\n")
             out.append(domain.definition + "\n")
-            out.append(domain.publishedNote + "\n")
-            out.append("| Domain (share of tokens) | " + layers.map { "L\($0.layer)" }.joined(separator: " | ") + " |")
+            out.append("Uniform routing: \(pct(Double(topK) / Double(numExperts))) (k/E). \(domain.publishedNote)\n")
+            out.append("| Domain | " + layers.map { "L\($0.layer)" }.joined(separator: " | ") + " |")
             out.append("|---|" + String(repeating: "---|", count: layers.count))
             for d in domain.domains {
                 out.append(
-                    "| \(d.domain) (\(pct(d.layers.first?.baseline ?? 0))) | "
+                    "| \(d.domain) | "
                         + d.layers.map { "E\($0.expert) \(pct($0.specialisation))" }.joined(separator: " | ") + " |")
             }
         }
