@@ -224,6 +224,9 @@ public struct CoActivationCheck: Codable, Sendable {
     /// 2(k−1)/(k(E−1)): the adjacent-pairs form under the same random routing.
     public var randomAdjacentPairs: Double
     public var layers: [CoActivationLayer]
+    /// Per routed layer, the E × E all-pairs matrix P(j | i) (for the figure; not in the JSON,
+    /// which would grow by L × E² numbers).
+    public var allPairsMatrices: [[[Double]]] = []
     public var publishedNote = "OLMoE publishes co-activation as heatmaps (figures), not as numbers; we found none to set beside ours."
 
     enum CodingKeys: String, CodingKey {
@@ -240,8 +243,10 @@ public struct CoActivationCheck: Codable, Sendable {
         let k = Double(topK)
         randomAllPairs = numExperts > 1 ? (k - 1) / (e - 1) : 0
         randomAdjacentPairs = numExperts > 1 ? 2 * (k - 1) / (k * (e - 1)) : 0
+        var matrices: [[[Double]]] = []
         layers = routedLayers.indices.map { i in
             let all = Self.matrix(traces, layer: i, numExperts: numExperts, form: .allPairs)
+            matrices.append(all)
             let adjacent = Self.matrix(traces, layer: i, numExperts: numExperts, form: .adjacentPairs)
             let used = Self.usedExperts(traces, layer: i, numExperts: numExperts)
             return CoActivationLayer(
@@ -249,6 +254,7 @@ public struct CoActivationCheck: Codable, Sendable {
                 meanStrongestAdjacentPairs: Self.meanRowMaximum(adjacent, rows: used),
                 topAllPairs: Self.strongest(all, count: 5), topAdjacentPairs: Self.strongest(adjacent, count: 5))
         }
+        allPairsMatrices = matrices
     }
 
     /// E × E matrix of P(j | i) at routed layer `layer` (row i, column j; diagonal 0). The
@@ -417,8 +423,9 @@ public struct DomainSpecialisationCheck: Codable, Sendable {
             let tokens = Double(max(1, traces.count))
             let layers = (0..<layerCount).map { i -> DomainSpecialisationEntry in
                 let best = counts[i].indices.max { counts[i][$0] < counts[i][$1] || (counts[i][$0] == counts[i][$1] && $0 > $1) } ?? 0
-                return DomainSpecialisationEntry(layer: routedLayers[i], expert: best, specialisation: Double(counts[i][best]) / tokens,
-                                                 baseline: baseline)
+                return DomainSpecialisationEntry(
+                    layer: routedLayers[i], expert: best, specialisation: Double(counts[i][best]) / tokens,
+                    baseline: baseline)
             }
             return Domain(domain: domain, layers: layers)
         }

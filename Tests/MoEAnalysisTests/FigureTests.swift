@@ -140,7 +140,7 @@ final class SVGInspector: NSObject, XMLParserDelegate {
         #expect(
             files.map(\.name) == [
                 "load.svg", "cross_layer_mi.svg", "cross_layer_mi_rmoe.svg", "entropy.svg", "selection_margin.svg",
-                "repetition.svg", "domain_shares.svg", "domain_lift.svg",
+                "repetition.svg", "coactivation.svg", "domain_shares.svg", "domain_lift.svg",
             ]
                 + (shape.weights ? ["gate_vs_norm.svg", "expert_similarity.svg", "expert_similarity_by_depth.svg"] : []))
         for (name, svg) in files {

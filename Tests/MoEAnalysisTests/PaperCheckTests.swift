@@ -102,11 +102,13 @@ import Testing
         // "code": both tokens use E0 and E1; "prose": one token E1+E2, one E2+E0.
         let code = [Self.trace(1, 0, [[0, 1]], experts: 4), Self.trace(1, 1, [[1, 0]], experts: 4)]
         let prose = [Self.trace(2, 0, [[1, 2]], experts: 4), Self.trace(2, 1, [[2, 0]], experts: 4)]
-        let check = DomainSpecialisationCheck(tracesByDomain: [("code", code), ("prose", prose)], numExperts: 4, topK: 2, routedLayers: [4])
-        let first = check.domains[0].layers[0], second = check.domains[1].layers[0]
-        #expect(first.expert == 0 && first.specialisation == 1 && first.layer == 4)   // every code token uses E0 (tie with E1: lower id)
-        #expect(second.expert == 2 && second.specialisation == 1)                     // every prose token uses E2
-        #expect(first.baseline == 0.5)                                                // k/E
+        let check = DomainSpecialisationCheck(
+            tracesByDomain: [("code", code), ("prose", prose)], numExperts: 4, topK: 2, routedLayers: [4])
+        let first = check.domains[0].layers[0]
+        let second = check.domains[1].layers[0]
+        #expect(first.expert == 0 && first.specialisation == 1 && first.layer == 4)  // every code token uses E0 (tie with E1: lower id)
+        #expect(second.expert == 2 && second.specialisation == 1)  // every prose token uses E2
+        #expect(first.baseline == 0.5)  // k/E
     }
 
     @Test func perTokenMutualInformationOfBinnedProbabilities() {

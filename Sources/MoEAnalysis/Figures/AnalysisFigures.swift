@@ -42,6 +42,9 @@ public struct AnalysisFigures: Sendable {
             ("load.svg", load), ("cross_layer_mi.svg", crossLayerMI), ("cross_layer_mi_rmoe.svg", crossLayerMIPerToken),
             ("entropy.svg", entropy), ("selection_margin.svg", selectionMargin), ("repetition.svg", repetition),
         ]
+        if report.topK > 1 && !report.paperChecks.olmoeCoActivation.allPairsMatrices.isEmpty {
+            out.append(("coactivation.svg", coActivation))
+        }
         if report.domains.count > 1 { out += [("domain_shares.svg", domainShares), ("domain_lift.svg", domainLift)] }
         if report.layers.contains(where: { !$0.gateNormRankHistogram.isEmpty }) { out.append(("gate_vs_norm.svg", gateVersusNorm)) }
         if report.layers.allSatisfy({ $0.expertSimilarity != nil }) {
@@ -142,6 +145,23 @@ public struct AnalysisFigures: Sendable {
         return Chart.barFigure(
             title: "Consecutive tokens routed alike (Mixtral, Table 5)", caption: caption,
             panels: [first, any], columns: 2, seriesLabel: "share of consecutive pairs", xTitle: "layer")
+    }
+
+    var coActivation: String {
+        let shown = shownLayers
+        let check = report.paperChecks.olmoeCoActivation
+        let panels = shown.map { i in
+            HeatmapPanel(
+                title: "L\(report.layers[i].layer)", values: check.allPairsMatrices[i].map { $0.map { $0 * 100 } },
+                rowLabels: expertLabels, columnLabels: expertLabels, xTitle: "expert j (also chosen)", yTitle: "expert i",
+                cellText: { String(format: "%.0f", $0) })
+        }
+        let random = check.randomAllPairs * 100
+        let maximum = panels.flatMap { $0.values.flatMap { $0 } }.max() ?? 1
+        let scale = ColourScale(minimum: 0, maximum: max(random * 2, maximum), label: "P(j chosen | i chosen) (%)", ticks: [random])
+        return Chart.heatmapFigure(
+            title: "Expert co-activation (OLMoE): random top-\(report.topK) = \(Chart.format(random)) %", caption: captionWithLayers(shown),
+            panels: panels, scale: scale, cellTarget: (320, 320), squareCells: true)
     }
 
     var domainShares: String {

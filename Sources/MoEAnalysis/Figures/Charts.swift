@@ -270,7 +270,7 @@ public enum Chart {
         for extra in scale.ticks ?? [] where extra >= scale.minimum && extra <= scale.maximum {
             // An extra tick replaces evenly spaced ones too close to it to label both.
             let span = scale.maximum - scale.minimum
-            ticks.removeAll { abs($0 - extra) < span * 0.08 }
+            ticks.removeAll { abs($0 - extra) < span * 0.12 }
             ticks.append(extra)
         }
         return ticks.sorted()
