@@ -211,6 +211,13 @@ final class SVGInspector: NSObject, XMLParserDelegate {
         #expect(SVGInspector.inspect(svg.text).ok)
     }
 
+    @Test func palettesEndWhereMatplotlibsDo() {
+        #expect(ColourMap.viridis.hex(0) == "#440154" && ColourMap.viridis.hex(1) == "#fde725")
+        #expect(ColourMap.cividis.hex(0) == "#00224e" && ColourMap.cividis.hex(1) == "#fee838")
+        #expect(ColourMap.viridis.hex(.nan) == "#440154" && ColourMap.viridis.hex(7) == "#fde725")  // clamped
+        #expect(ColourMap.viridis.textColour(on: 0) == "#ffffff" && ColourMap.viridis.textColour(on: 1) == "#111111")
+    }
+
     @Test func tickStepsAndNiceTicks() {
         #expect(Chart.niceStep(1) == 1 && Chart.niceStep(3) == 4 && Chart.niceStep(11) == 16)
         #expect(Chart.niceTicks(0, 0.9, count: 5) == [0, 0.25, 0.5, 0.75, 1])

@@ -194,8 +194,9 @@ public struct AnalysisFigures: Sendable {
                 columnLabels: expertLabels, xTitle: "expert", yTitle: "domain",
                 cellText: { String(format: "%.1f", pow(2, $0)) })
         }
+        // cividis, not viridis: a ratio around ×1, so it should not read like the share figures.
         let scale = ColourScale(
-            minimum: -2, maximum: 2, label: "lift = domain share / overall share",
+            minimum: -2, maximum: 2, label: "lift = domain share / overall share", map: .cividis,
             tickLabel: { "×" + Chart.format(pow(2, $0)) })
         return Chart.heatmapFigure(
             title: "Domain specialisation: lift of each expert per domain (×1 = no preference, log scale)",

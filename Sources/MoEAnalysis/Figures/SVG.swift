@@ -50,14 +50,13 @@ public struct SVGDocument: Sendable {
     public mutating func text(
         _ string: String, x: Double, y: Double, size: Double = 12, anchor: Anchor = .start,
         weight: String? = nil, fill: String = "#222", rotate: Double? = nil,
-        baseline: String? = nil, halo: Bool = false, cls: String? = nil
+        halo: Bool = false, cls: String? = nil
     ) {
         var a: [(String, String)] = [("x", n(x)), ("y", n(y)), ("font-size", n(size)), ("text-anchor", anchor.rawValue), ("fill", fill)]
         if let cls { a.append(("class", cls)) }
         // A white outline under the glyphs keeps a label legible where it crosses bars or cells.
         if halo { a += [("stroke", "#ffffff"), ("stroke-width", "3"), ("stroke-linejoin", "round"), ("paint-order", "stroke")] }
         if let weight { a.append(("font-weight", weight)) }
-        if let baseline { a.append(("dominant-baseline", baseline)) }
         if let rotate { a.append(("transform", "rotate(\(n(rotate)) \(n(x)) \(n(y)))")) }
         body.append("<text\(Self.attributes(a))>\(Self.escape(string))</text>")
     }
