@@ -31,7 +31,7 @@ from .tokenizer import Tokenizer
 OUT = "Tests/Fixtures/torch_moe"
 TEXT = "Routers send a token.\n\tx = f(y)  # 42"
 TOKENIZER_TEXT = ("The router\u00a0sends 12345 tokens\u2003to\u0085experts — ß, é, ñ, Ⓐ, ä\u0308, 日本語, 🙂!\r\n"
-                  "  def f(x):\n\t\treturn x**2   # ok\n\n1.5e-3 pci 8086:1234  Größe")
+                  "  def f(x):\n\t\treturn x**2   # ok\n\n1.5e-3 pci 8086:1234 1000000 2010 10000  Größe")
 GRADIENT_OPTIONS = dict(balance_coefficient=0.01, z_coefficient=0.001, groups=2)
 
 # Shapes vary by router so the tests do not pass only at one expert count or depth.
