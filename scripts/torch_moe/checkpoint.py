@@ -15,7 +15,7 @@ def write_atomically(path: str, write):
     """Calls write(tmp_path) on a temporary file beside `path`, then renames it into place, so
     an interrupted write never leaves a torn file."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
         write(tmp)
@@ -54,7 +54,11 @@ STATE_FORMAT = "torch_moe-training-state"
 def save_state(path: str, model, optimizer, step: int, options: dict, config_json: str):
     state = {"format": STATE_FORMAT, "step": step, "options": options, "config": config_json,
              "model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": optimizer.state_dict()}
-    write_atomically(path, lambda tmp: torch.save(state, tmp))
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+    write_atomically(path, write)
 
 
 def load_state(path: str):

@@ -68,7 +68,6 @@ def parse(argv=None):
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 autocast on GPUs, fp32 on CPUs")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per process (default: cores ÷ local processes)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (GPUs)")
     args = p.parse_args(argv)
     for name in ("steps", "batch_size", "save_every", "balance_groups"):
         if getattr(args, name) < 1:
@@ -124,7 +123,10 @@ def log(rank: int, message: str):
 
 
 def fail(message: str):
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    """One line and exit 1. Every process reaches the same failures (same files, all-reduced
+    losses), so only the first prints."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(1)
 
 
@@ -196,8 +198,6 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
 
     network = DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None) if distributed else model
-    if args.compile:
-        network = torch.compile(network)
     parameters = sum(p.numel() for p in model.parameters())
     log(rank, f"training {args.router}: {parameters} parameters, {len(tokens)} training tokens, {args.steps} steps of "
               f"{args.batch_size * args.sequence_length} tokens on {world} {'GPU' if use_cuda else 'CPU'} process"
