@@ -16,8 +16,37 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
+
+import torch
 
 from .config import ModelConfig
+
+
+def training_flops_per_token(c: ModelConfig, sequence_length: int = 128) -> float:
+    """Matrix-product FLOPs of one training token: 3 × the forward's (backward ≈ 2 × forward);
+    the forward has 2 FLOPs per multiply-add of the projections, the k routed experts, the
+    router, the LM head, and causal attention (on average T/2 keys, for QKᵀ and AV)."""
+    d, e, r, p = c.hidden_size, c.num_experts, c.router_hidden_size, c.gru_hidden_size
+    router = {"linear": e * d, "mlp": r * d + e * r, "attention": r * d + e * r, "hybrid": e * d + r * d + e * r,
+              "hash": 0, "mlp-hadamard": 2 * r * d + e * r, "gru": p * d + 6 * p * p + e * p}[c.router]
+    per_layer = 4 * d * d + c.top_k * 3 * d * c.expert_hidden_size + router
+    forward = 2 * (c.num_layers * per_layer + d * c.vocab_size) + c.num_layers * 2 * sequence_length * d
+    return 3 * forward
+
+
+def gemm_ceiling() -> float:
+    """FP32 GFLOP/s of PyTorch's best square product on one thread: the practical ceiling."""
+    torch.set_num_threads(1)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best = min(_timed(lambda: a @ b) for _ in range(7))
+    return 2 * 1024 ** 3 / best / 1e9
+
+
+def _timed(f) -> float:
+    began = time.perf_counter()
+    f()
+    return time.perf_counter() - began
 
 
 def torch_rate(processes: int, config: str, args, out: str) -> float:
@@ -48,21 +77,29 @@ def main():
     p.add_argument("--moescope", default=".build/release/moescope")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="torch_moe_throughput.")
-    shapes = {"default (6 layers)": ModelConfig(), "24 layers": ModelConfig(num_layers=24)}
-    print(f"{args.steps} steps of 16 × 128 tokens, router {args.router}, CPU; tokens/s")
+    shapes = {"default (6 layers)": ModelConfig(router=args.router), "24 layers": ModelConfig(router=args.router, num_layers=24)}
+    ceiling = gemm_ceiling()
+    print(f"{args.steps} steps of 16 × 128 tokens, router {args.router}, CPU ({os.cpu_count()} cores). "
+          f"Ceiling: PyTorch's best 1024² FP32 product on one thread, {ceiling:.1f} GFLOP/s.")
     print()
-    print("| shape | PyTorch 1 process | moescope 1 thread | PyTorch 2 processes (DDP, gloo) | moescope 2 threads |")
-    print("|---|---:|---:|---:|---:|")
+    print("| shape | trainer | tokens/s, 1 core | model GFLOP/s | of ceiling | tokens/s, 2 cores | model GFLOP/s | of 2 × ceiling |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for label, config in shapes.items():
         path = f"{work}/{config.num_layers}.json"
         with open(path, "w") as f:
             f.write(config.to_json())
-        rates = []
+        flops = training_flops_per_token(config)
+        rows = {"PyTorch (torchrun, 1 / 2 processes)": [], "moescope train (1 / 2 threads)": []}
         for n in (1, 2):
-            rates.append(torch_rate(n, path, args, f"{work}/torch-{config.num_layers}-{n}"))
-            rates.append(moescope_rate(n, path, args, f"{work}/moescope-{config.num_layers}-{n}"))
-        print(f"| {label} | " + " | ".join(f"{r:.0f}" for r in rates) + " |", flush=True)
-    print(f"\n(runs left in {work})")
+            rows["PyTorch (torchrun, 1 / 2 processes)"].append(torch_rate(n, path, args, f"{work}/torch-{config.num_layers}-{n}"))
+            rows["moescope train (1 / 2 threads)"].append(moescope_rate(n, path, args, f"{work}/moescope-{config.num_layers}-{n}"))
+        for trainer, (one, two) in rows.items():
+            print(f"| {label} | {trainer} | {one:.0f} | {one * flops / 1e9:.1f} | {one * flops / 1e9 / ceiling:.0%} "
+                  f"| {two:.0f} | {two * flops / 1e9:.1f} | {two * flops / 1e9 / (2 * ceiling):.0%} |", flush=True)
+        print(f"| {label} | moescope ÷ PyTorch | {rows['moescope train (1 / 2 threads)'][0] / rows['PyTorch (torchrun, 1 / 2 processes)'][0]:.2f}× | | "
+              f"| {rows['moescope train (1 / 2 threads)'][1] / rows['PyTorch (torchrun, 1 / 2 processes)'][1]:.2f}× | | |", flush=True)
+    print(f"\nModel FLOPs per training token: {training_flops_per_token(shapes['default (6 layers)']) / 1e6:.1f} M (default), "
+          f"{training_flops_per_token(shapes['24 layers']) / 1e6:.1f} M (24 layers). Runs left in {work}.")
 
 
 if __name__ == "__main__":

@@ -97,8 +97,9 @@ class Stop:
             signal.signal(sig, lambda number, frame: setattr(cls, "signal", number))
 
 
-def cached_stream(assets: str, tokenizer: Tokenizer, tokenizer_path: str, rank: int, distributed: bool):
-    """The training split's token ids, tokenised once per corpus and tokenizer and cached."""
+def cached_stream(assets: str, tokenizer: Tokenizer, tokenizer_path: str, local_rank: int, distributed: bool):
+    """The training split's token ids, tokenised once per corpus and tokenizer and cached on
+    each machine (the first process of each node writes it, the others wait)."""
     corpus = os.path.join(assets, "corpus", "corpus.jsonl")
     digest = hashlib.sha256()
     for path in (corpus, tokenizer_path):
@@ -106,7 +107,7 @@ def cached_stream(assets: str, tokenizer: Tokenizer, tokenizer_path: str, rank: 
             digest.update(f.read())
     cache_dir = os.environ.get("TORCH_MOE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "torch_moe"))
     path = os.path.join(cache_dir, f"train-{digest.hexdigest()[:16]}.npy")
-    if rank == 0 and not os.path.exists(path):
+    if local_rank == 0 and not os.path.exists(path):
         tokens = token_stream(assets, tokenizer)
         os.makedirs(cache_dir, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp.npy"
@@ -163,7 +164,7 @@ def main(argv=None):
         fail(str(error))
     if args.sequence_length > config.context_length:
         fail(f"--sequence-length {args.sequence_length} exceeds the model's context of {config.context_length}")
-    tokens = cached_stream(args.assets, tokenizer, tokenizer_path, rank, distributed)
+    tokens = cached_stream(args.assets, tokenizer, tokenizer_path, local_rank, distributed)
 
     options = {name: getattr(args, name) for name in RUN_OPTIONS}
     state_path = os.path.join(args.out, "training-state.pt")
