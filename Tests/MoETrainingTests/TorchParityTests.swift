@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import MoECore
+import Testing
+
 @testable import MoETraining
 
 /// moescope against its PyTorch twin (scripts/torch_moe, which wrote the fixtures): for every
@@ -51,7 +52,8 @@ import MoECore
         #expect(tokenizer.encode(reference.text) == reference.ids)
         #expect(model.config.router.rawValue == router)
         let output = try model.forward(reference.ids)
-        let k = model.config.topK, e = model.config.numExperts
+        let k = model.config.topK
+        let e = model.config.numExperts
         #expect(reference.probabilities.count == model.config.numLayers)
 
         // A token whose k-th and (k+1)-th probabilities tie within 1e-4 at some layer may
@@ -60,9 +62,13 @@ import MoECore
         var comparedSlots = 0
         for (l, expected) in reference.probabilities.enumerated() {
             for t in reference.ids.indices where !tied.contains(t) {
-                let theirs = Array(expected.row(t)), ours = output.routing[t].layers[l]
+                let theirs = Array(expected.row(t))
+                let ours = output.routing[t].layers[l]
                 let sorted = theirs.sorted(by: >)
-                if k < e, sorted[k - 1] - sorted[k] < 1e-4 { tied.insert(t); continue }
+                if k < e, sorted[k - 1] - sorted[k] < 1e-4 {
+                    tied.insert(t)
+                    continue
+                }
                 let worst = zip(ours.probabilities, theirs).map { abs($0 - $1) }.max() ?? .infinity
                 #expect(worst <= 1e-4, "\(router)-\(variant) L\(l) t\(t): probabilities differ by \(worst)")
                 let expectedExperts = reference.topK[l].row(t).map { Int($0) }
@@ -78,7 +84,8 @@ import MoECore
             }
         }
         for t in reference.ids.indices where !tied.contains(t) {
-            let theirs = reference.logits.row(t), ours = output.logits.row(t)
+            let theirs = reference.logits.row(t)
+            let ours = output.logits.row(t)
             let worst = zip(ours, theirs).map { abs($0 - $1) }.max() ?? .infinity
             let scale = max(1, theirs.map(abs).max()!)
             #expect(worst <= 1e-4 * scale, "\(router)-\(variant) t\(t): logits differ by \(worst)")
@@ -97,7 +104,7 @@ import MoECore
         let config = checkpoint.model.config
         let inputs = try file.tensor("inputs").scalars.map { Int($0) }
         let targets = try file.tensor("targets").scalars.map { Int($0) }
-        let losses = try file.tensor("losses").scalars   // objective, cross-entropy, balance, z-loss
+        let losses = try file.tensor("losses").scalars  // objective, cross-entropy, balance, z-loss
         var options = TrainingOptions()
         options.sequenceLength = try #require(file.metadata["sequence_length"].flatMap(Int.init))
         options.batchSize = inputs.count / options.sequenceLength
@@ -113,22 +120,27 @@ import MoECore
         encoder.outputFormatting = [.sortedKeys]
         try SafeTensorsFile.write(
             Dictionary(uniqueKeysWithValues: checkpoint.model.namedParameters.map { ("param/\($0.key)", $0.value) }),
-            metadata: ["format": "moescope-training-state", "step": "0", "adam_updates": "0",
-                       "options": String(decoding: try encoder.encode(options), as: UTF8.self),
-                       "config": String(decoding: try config.encoded(), as: UTF8.self)],
+            metadata: [
+                "format": "moescope-training-state", "step": "0", "adam_updates": "0",
+                "options": String(decoding: try encoder.encode(options), as: UTF8.self),
+                "config": String(decoding: try config.encoded(), as: UTF8.self),
+            ],
             to: statePath)
         let trainer = try Trainer(resumingFrom: statePath, config: config, options: options, data: TokenStream(tokens: inputs + targets))
         let (report, gradients) = trainer.lossAndGradients(inputs: inputs, targets: targets)
 
-        for (ours, theirs, name) in [(report.loss, losses[0], "objective"), (report.crossEntropy, losses[1], "cross-entropy"),
-                                     (report.balance, losses[2], "balance"), (report.zLoss, losses[3], "z-loss")] {
+        for (ours, theirs, name) in [
+            (report.loss, losses[0], "objective"), (report.crossEntropy, losses[1], "cross-entropy"),
+            (report.balance, losses[2], "balance"), (report.zLoss, losses[3], "z-loss"),
+        ] {
             #expect(abs(ours - theirs) <= 1e-5 * max(1, abs(theirs)), "\(router) \(name): \(ours) vs PyTorch \(theirs)")
         }
         let names = Set(file.entries.keys.filter { $0.hasPrefix("grad/") }.map { String($0.dropFirst(5)) })
         #expect(names == Set(gradients.keys))
         var largest: Float = 0
         for name in names.sorted() {
-            let theirs = try file.tensor("grad/\(name)").scalars, ours = try #require(gradients[name]).scalars
+            let theirs = try file.tensor("grad/\(name)").scalars
+            let ours = try #require(gradients[name]).scalars
             let scale = theirs.map(abs).max() ?? 0
             largest = max(largest, scale)
             let worst = zip(ours, theirs).map { abs($0 - $1) }.max() ?? .infinity
@@ -142,7 +154,8 @@ import MoECore
     @Test func tokenizerMatchesPyTorch() throws {
         let data = try #require(FileManager.default.contents(atPath: "\(Self.fixtures)/tokenizer.json"))
         let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        let text = try #require(object["text"] as? String), ids = try #require(object["ids"] as? [Int])
+        let text = try #require(object["text"] as? String)
+        let ids = try #require(object["ids"] as? [Int])
         let assets = URL(fileURLWithPath: Self.fixtures).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("assets/tokenizer.json").path
         #expect(try Tokenizer.load(path: assets).encode(text) == ids)

@@ -240,7 +240,8 @@ def objective(logits, targets, routing, config: ModelConfig, sequences: int, gro
     auxiliary losses taken per group of whole sequences and weighted by the group's share of
     tokens (moescope's batch shards; Switch Transformer's per-device loss)."""
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-    total, balance_value, z_value = ce, 0.0, 0.0
+    total = ce
+    balance_value = z_value = torch.zeros((), device=logits.device)   # read once, not per layer (a GPU sync each)
     if config.router != "hash":   # nothing to learn: the auxiliary losses would be constants
         rows = logits.shape[0] * logits.shape[1]
         per_sequence = rows // sequences
@@ -253,14 +254,14 @@ def objective(logits, targets, routing, config: ModelConfig, sequences: int, gro
                 b = load_balance_loss(torch.cat([r.probabilities[lo:hi] for r in routing]),
                                       torch.cat([r.choices[lo:hi] for r in routing]), config.num_experts)
                 total = total + balance_coefficient * share * b
-                balance_value += share * b.item()
+                balance_value = balance_value + share * b.detach()
             for r in routing:
                 if not pooled:
                     b = load_balance_loss(r.probabilities[lo:hi], r.choices[lo:hi], config.num_experts)
                     total = total + balance_coefficient / layers * share * b
-                    balance_value += share * b.item() / layers
+                    balance_value = balance_value + share * b.detach() / layers
                 if z_coefficient > 0:
                     z = z_loss(r.logits[lo:hi])
                     total = total + z_coefficient / layers * share * z
-                    z_value += share * z.item() / layers
-    return Losses(total, ce.item(), balance_value, z_value)
+                    z_value = z_value + share * z.detach() / layers
+    return Losses(total, ce.item(), balance_value.item(), z_value.item())
