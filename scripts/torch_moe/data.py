@@ -25,8 +25,8 @@ def load_documents(corpus_path: str, split: str = "train") -> list[str]:
 
 
 def token_stream(assets: str, tokenizer: Tokenizer, split: str = "train") -> np.ndarray:
-    """Every document of `split`, tokenised and joined with <|endoftext|> (cached beside nothing:
-    tokenising 4.8 MB takes a few seconds)."""
+    """Every document of `split`, tokenised and joined with <|endoftext|>, as moescope's
+    `TokenStream` (a few seconds for the whole corpus; train.py caches it)."""
     ids: list[int] = []
     eot = tokenizer.end_of_text_id
     for text in load_documents(os.path.join(assets, "corpus", "corpus.jsonl"), split):

@@ -126,9 +126,8 @@ def main():
             os.makedirs(folder)
             tokenizer = small_tokenizer(f"{folder}/tokenizer.json", config.vocab_size)
             ids = tokenizer.encode(TEXT)
-            model = MoEModel(config)
             seed = {"random": 7, "trained": 11}[variant]
-            model.reset_parameters(seed)
+            model = MoEModel(config, seed)
             if variant == "trained":
                 stream = token_stream("assets", tokenizer)[:200_000]
                 train_briefly(model, stream)

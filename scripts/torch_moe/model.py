@@ -3,7 +3,6 @@ pre-norm decoder, RMSNorm, RoPE (rotate-half), causal multi-head attention, a dr
 of SwiGLU experts in every layer, LM head tied to the embeddings by default. Module paths are
 moescope's tensor names, so `state_dict()` is a moescope checkpoint's tensor set."""
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .rng import normal_stream
+from .rng import normal_range
 from .routers import make_router
 
 
@@ -132,7 +131,9 @@ class Backbone(nn.Module):
 
 
 class MoEModel(nn.Module):
-    def __init__(self, config: ModelConfig):
+    """Initialised as `moescope train --seed` initialises it (`reset_parameters`)."""
+
+    def __init__(self, config: ModelConfig, seed: int = 1):
         super().__init__()
         self.config = config
         self.model = Backbone(config)
@@ -142,6 +143,7 @@ class MoEModel(nn.Module):
         angles = torch.arange(config.context_length, dtype=torch.float64)[:, None] * frequencies
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
+        self.reset_parameters(seed)
 
     def forward(self, tokens):
         """tokens [B × T] → next-token logits [B × T × V] (float32) and each layer's routing."""
@@ -164,8 +166,9 @@ class MoEModel(nn.Module):
     # Initialisation -----------------------------------------------------------------------
 
     def init_order(self):
-        """(name, std or None for a constant) in the order moescope's `MoEModel(config:seed:)`
-        draws them from its generator; std is a float32 as Swift computes it."""
+        """(name, std) of every parameter moescope draws from its generator, in the order
+        `MoEModel(config:seed:)` draws them; std is a float32 as Swift computes it. The rest
+        (norm gains, Hybrid's mix logits) are constants."""
         c, f32 = self.config, np.float32
         std, deep = f32(c.init_std), f32(c.init_std) / np.sqrt(f32(2 * c.num_layers))
         order = [("model.embed_tokens.weight", std)]
@@ -201,12 +204,13 @@ class MoEModel(nn.Module):
         from (normal draws from its generator; norms 1; Hybrid's mix logit 0)."""
         params = dict(self.named_parameters())
         order = self.init_order()
-        stream = normal_stream(seed, sum(params[name].numel() for name, _ in order))
-        offset = 0
+        offset, chunk = 0, 1 << 22   # drawn a few million at a time, so big models stay in memory
         for name, std in order:
-            p = params[name]
-            p.copy_(torch.from_numpy(stream[offset:offset + p.numel()] * std).view(p.shape))
-            offset += p.numel()
+            flat = params[name].view(-1)
+            for begin in range(0, flat.numel(), chunk):
+                count = min(chunk, flat.numel() - begin)
+                flat[begin:begin + count] = torch.from_numpy(normal_range(seed, offset + begin, count) * std)
+            offset += flat.numel()
         drawn = {name for name, _ in order}
         for name, p in params.items():
             if name not in drawn:

@@ -44,20 +44,19 @@ def raw_draws(seed: int, start: int, count: int) -> np.ndarray:
     return _mix(state)
 
 
-def normal_stream(seed: int, count: int) -> np.ndarray:
-    """The first `count` values of `nextNormal()` (float32), as Swift computes them: glibc's
-    logf/sinf/cosf are correctly rounded, which float64 followed by rounding reproduces."""
-    pairs = (count + 1) // 2
-    draws = raw_draws(seed, 0, 2 * pairs)
+def normal_range(seed: int, start: int, count: int) -> np.ndarray:
+    """Values start … start+count−1 of the `nextNormal()` stream (float32), as Swift computes
+    them: glibc's logf/sinf/cosf are correctly rounded, which float64 followed by rounding
+    reproduces. Normal i comes from draws 2⌊i/2⌋+1 and 2⌊i/2⌋+2 (cos for even i, sin for odd)."""
+    first, last = start // 2, (start + count + 1) // 2
+    draws = raw_draws(seed, 2 * first, 2 * (last - first))
     uniform = (draws >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)
     u1 = np.maximum(uniform[0::2], np.float32(1e-7))
     u2 = uniform[1::2]
     log_u1 = np.log(u1.astype(np.float64)).astype(np.float32)
     radius = np.sqrt(np.float32(-2) * log_u1)   # float32, correctly rounded
     angle = (np.float32(2) * np.float32(math.pi)) * u2   # Float.pi·2·u2 in float32
-    cos = np.cos(angle.astype(np.float64)).astype(np.float32)
-    sin = np.sin(angle.astype(np.float64)).astype(np.float32)
-    out = np.empty(2 * pairs, dtype=np.float32)
-    out[0::2] = radius * cos
-    out[1::2] = radius * sin
-    return out[:count]
+    out = np.empty(2 * (last - first), dtype=np.float32)
+    out[0::2] = radius * np.cos(angle.astype(np.float64)).astype(np.float32)
+    out[1::2] = radius * np.sin(angle.astype(np.float64)).astype(np.float32)
+    return out[start - 2 * first:start - 2 * first + count]

@@ -168,8 +168,7 @@ def main(argv=None):
 
     options = {name: getattr(args, name) for name in RUN_OPTIONS}
     state_path = os.path.join(args.out, "training-state.pt")
-    model = MoEModel(config)
-    model.reset_parameters(args.seed)
+    model = MoEModel(config, args.seed)
     model.to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]      # matrices only, as moescope
     no_decay = [p for p in model.parameters() if p.dim() < 2]    # norm gains, GRU biases, mix logits
