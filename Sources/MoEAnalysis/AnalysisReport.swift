@@ -84,19 +84,40 @@ public struct AnalysisReport: Codable, Sendable {
         case crossLayerMutualInformation = "cross_layer_mutual_information"
     }
 
+    /// What the report is computed from, gathered a batch of traces at a time so that a long
+    /// text never holds all its traces at once: only those that carry every expert's output
+    /// norm (the "Closer Look" sample) are kept whole.
+    public struct Accumulator: Sendable {
+        public private(set) var summary: RoutingSummary
+        public private(set) var specialisation: Specialisation
+        public private(set) var normTraces: [RoutingTrace] = []
+
+        public init(model: any RoutingModel) {
+            summary = RoutingSummary(numLayers: model.routedLayerCount, numExperts: model.numExperts)
+            specialisation = Specialisation(numLayers: model.routedLayerCount, numExperts: model.numExperts)
+        }
+
+        public mutating func add(_ traces: [RoutingTrace], domain: String) {
+            summary.add(traces)
+            specialisation.add(traces, domain: domain)
+            normTraces += traces.filter { $0.layers.first?.allExpertOutputNorms != nil }
+        }
+    }
+
     /// `textsByDomain`: the routed tokens of each domain (one domain, "text", for a single text).
     public init(model: any RoutingModel, tokenizer: any TextTokenizer, checkpoint: String, randomInit: Bool,
                 tracesByDomain: [(domain: String, traces: [RoutingTrace])], topTokenCount: Int = 5) {
+        var accumulated = Accumulator(model: model)
+        for (domain, traces) in tracesByDomain { accumulated.add(traces, domain: domain) }
+        self.init(model: model, tokenizer: tokenizer, checkpoint: checkpoint, randomInit: randomInit,
+                  accumulated: accumulated, topTokenCount: topTokenCount)
+    }
+
+    public init(model: any RoutingModel, tokenizer: any TextTokenizer, checkpoint: String, randomInit: Bool,
+                accumulated: Accumulator, topTokenCount: Int = 5) {
         let layerCount = model.routedLayerCount
-        var summary = RoutingSummary(numLayers: layerCount, numExperts: model.numExperts)
-        var specialisation = Specialisation(numLayers: layerCount, numExperts: model.numExperts)
-        var all: [RoutingTrace] = []
-        for (domain, traces) in tracesByDomain {
-            summary.add(traces)
-            specialisation.add(traces, domain: domain)
-            all += traces
-        }
-        let norms = NormPreference(traces: all)
+        let (summary, specialisation) = (accumulated.summary, accumulated.specialisation)
+        let norms = NormPreference(traces: accumulated.normTraces)
         let similarity = ExpertSimilarity(model: model)
         router = model.routerID
         self.checkpoint = checkpoint

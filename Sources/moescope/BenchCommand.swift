@@ -33,7 +33,7 @@ struct BenchCommand: ParsableCommand {
         var results: [Result]
     }
 
-    func validate() throws { guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") } }
+    func validate() throws { guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") } }
 
     func run() throws {
         var results: [Result] = []
@@ -149,8 +149,7 @@ struct BenchCommand: ParsableCommand {
         }
 
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys])
             print(String(decoding: try encoder.encode(Report(results: results)), as: UTF8.self))
         }
     }

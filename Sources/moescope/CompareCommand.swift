@@ -23,7 +23,7 @@ struct CompareCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Read checkpoints from DIR/<router> instead of the assets.", valueName: "dir")) var checkpoints: String?
 
     func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
     }
 
     func run() throws {
