@@ -20,7 +20,11 @@ func detectedTargetCPU() -> String? {
     return nil
 }
 
-let simdSettings: [SwiftSetting] = detectedTargetCPU().map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
+/// With 512-bit vectors (32 registers) the product's micro-tile is twice as wide:
+/// `MOESCOPE_WIDE_VECTORS` tells Kernels.swift which tile fits the target's registers.
+let simdSettings: [SwiftSetting] = detectedTargetCPU().map { cpu in
+    [.unsafeFlags(["-target-cpu", cpu])] + (cpu.contains("avx512") ? [.define("MOESCOPE_WIDE_VECTORS")] : [])
+} ?? []
 
 let package = Package(
     name: "moescope",

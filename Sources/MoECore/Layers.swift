@@ -124,41 +124,50 @@ public struct CausalSelfAttention: Sendable {
         headDim = config.headDim
     }
 
-    /// x: [T × d] for positions cache.length ..< cache.length + T of `layer`. Appends this
-    /// chunk's keys and values to the cache (the caller advances its length once per pass).
-    func callAsFunction(_ x: Tensor, layer: Int, cache: inout KVCache, rope: RotaryEmbedding) -> Tensor {
-        let count = x.rows, d = x.cols, start = cache.length
+    /// x: [T × d], the rows of one or more sequences one after another (`lengths`); sequence
+    /// s's rows are positions caches[s].length ..< caches[s].length + lengths[s] of `layer`.
+    /// The projections run on all rows at once, attention within each sequence. Appends each
+    /// sequence's keys and values to its cache (the caller advances the lengths once per pass).
+    func callAsFunction(_ x: Tensor, layer: Int, caches: UnsafeMutableBufferPointer<KVCache>, lengths: [Int],
+                        rope: RotaryEmbedding) -> Tensor {
+        let d = x.cols
         var q = query(x), k = key(x)
         let v = value(x)
-        q.scalars.withUnsafeMutableBufferPointer { qp in
-            k.scalars.withUnsafeMutableBufferPointer { kp in
-                for t in 0..<count {
-                    rope.apply(qp.baseAddress! + t * d, numHeads: numHeads, position: start + t)
-                    rope.apply(kp.baseAddress! + t * d, numHeads: numHeads, position: start + t)
+        var attended = Tensor(uninitialized: [x.rows, d])
+        var first = 0
+        for (s, count) in lengths.enumerated() {
+            let start = caches[s].length
+            let rows = first * d ..< (first + count) * d
+            q.scalars.withUnsafeMutableBufferPointer { qp in
+                k.scalars.withUnsafeMutableBufferPointer { kp in
+                    for t in 0..<count {
+                        rope.apply(qp.baseAddress! + (first + t) * d, numHeads: numHeads, position: start + t)
+                        rope.apply(kp.baseAddress! + (first + t) * d, numHeads: numHeads, position: start + t)
+                    }
                 }
             }
-        }
-        cache.keys[layer].replaceSubrange(start * d ..< (start + count) * d, with: k.scalars)
-        cache.values[layer].replaceSubrange(start * d ..< (start + count) * d, with: v.scalars)
-
-        var attended = Tensor(uninitialized: [count, d])
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: count * (start + count))
-        defer { scores.deallocate() }
-        q.scalars.withUnsafeBufferPointer { qp in
-            cache.keys[layer].withUnsafeBufferPointer { kp in
-                cache.values[layer].withUnsafeBufferPointer { vp in
-                    attended.scalars.withUnsafeMutableBufferPointer { op in
-                        for h in 0..<numHeads {
-                            let offset = h * headDim
-                            Kernels.causalAttention(count: count, offset: start, queries: .init(qp.baseAddress! + offset, leadingDimension: d),
-                                                    keys: .init(kp.baseAddress! + offset, leadingDimension: d),
-                                                    values: .init(vp.baseAddress! + offset, leadingDimension: d),
-                                                    dims: headDim, valueDims: headDim, scale: 1 / Float(headDim).squareRoot(),
-                                                    scores: scores, into: op.baseAddress! + offset, ldo: d)
+            caches[s].keys[layer].replaceSubrange(start * d ..< (start + count) * d, with: k.scalars[rows])
+            caches[s].values[layer].replaceSubrange(start * d ..< (start + count) * d, with: v.scalars[rows])
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: count * (start + count))
+            defer { scores.deallocate() }
+            q.scalars.withUnsafeBufferPointer { qp in
+                caches[s].keys[layer].withUnsafeBufferPointer { kp in
+                    caches[s].values[layer].withUnsafeBufferPointer { vp in
+                        attended.scalars.withUnsafeMutableBufferPointer { op in
+                            for h in 0..<numHeads {
+                                let offset = h * headDim
+                                Kernels.causalAttention(count: count, offset: start,
+                                                        queries: .init(qp.baseAddress! + first * d + offset, leadingDimension: d),
+                                                        keys: .init(kp.baseAddress! + offset, leadingDimension: d),
+                                                        values: .init(vp.baseAddress! + offset, leadingDimension: d),
+                                                        dims: headDim, valueDims: headDim, scale: 1 / Float(headDim).squareRoot(),
+                                                        scores: scores, into: op.baseAddress! + first * d + offset, ldo: d)
+                            }
                         }
                     }
                 }
             }
+            first += count
         }
         return output(attended)
     }

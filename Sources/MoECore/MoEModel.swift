@@ -118,26 +118,71 @@ public struct MoEModel: Sendable {
     /// expert's output norm (E/k times the expert cost; for the analyses only).
     public func forward(_ tokens: [Int], cache: inout KVCache, recordGRUState: Bool = true,
                         allExpertNorms: Bool = false) throws -> ForwardResult {
-        guard tokens.count <= cache.remaining else {
-            throw InferenceError.contextFull(needed: cache.length + tokens.count, capacity: cache.capacity)
+        let (logits, routing) = try withUnsafeMutablePointer(to: &cache) { cache in
+            try forward([tokens], caches: UnsafeMutableBufferPointer(start: cache, count: 1), recordGRUState: recordGRUState,
+                        allExpertNorms: allExpertNorms, logitRows: .everyToken)
         }
-        if let bad = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
-            throw InferenceError.tokenOutOfRange(token: bad, vocabSize: config.vocabSize)
+        return ForwardResult(logits: logits, routing: routing[0])
+    }
+
+    /// Full-sequence forward pass from an empty cache.
+    public func forward(_ tokens: [Int], allExpertNorms: Bool = false) throws -> ForwardResult {
+        var cache = makeCache()
+        return try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
+    }
+
+    /// Runs independent sequences, each from position 0 (a long text's context windows), as
+    /// one batch: every product sees the rows of all of them, so an expert's batch is several
+    /// windows deep. Each sequence's routing equals its own forward pass's; only the next-token
+    /// logits after each sequence's last token are computed (the LM head is the widest product).
+    public func forward(sequences: [[Int]], recordGRUState: Bool = true,
+                        allExpertNorms: Bool = false) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+        guard sequences.allSatisfy({ !$0.isEmpty }) else { throw InferenceError.emptyInput }
+        var caches = sequences.map { _ in makeCache() }
+        let (logits, routing) = try caches.withUnsafeMutableBufferPointer { caches in
+            try forward(sequences, caches: caches, recordGRUState: recordGRUState, allExpertNorms: allExpertNorms,
+                        logitRows: .lastOfEachSequence)
         }
-        let d = config.hiddenSize, count = tokens.count, start = cache.length
+        return routing.indices.map { (routing[$0], Array(logits.row($0))) }
+    }
+
+    enum LogitRows { case everyToken, lastOfEachSequence }
+
+    /// The forward pass: sequence s runs at the positions following what caches[s] holds and
+    /// is appended to it. Every operation but attention is row by row, so it runs on the rows
+    /// of all sequences at once; attention runs within each sequence.
+    func forward(_ sequences: [[Int]], caches: UnsafeMutableBufferPointer<KVCache>, recordGRUState: Bool,
+                 allExpertNorms: Bool, logitRows: LogitRows) throws -> (logits: Tensor, routing: [[RoutingTrace]]) {
+        for (s, tokens) in sequences.enumerated() {
+            guard tokens.count <= caches[s].remaining else {
+                throw InferenceError.contextFull(needed: caches[s].length + tokens.count, capacity: caches[s].capacity)
+            }
+            if let bad = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
+                throw InferenceError.tokenOutOfRange(token: bad, vocabSize: config.vocabSize)
+            }
+        }
+        let d = config.hiddenSize, lengths = sequences.map(\.count)
+        let tokens = Array(sequences.joined()), count = tokens.count
         var x = Tensor(zeros: [count, d])
         for (t, token) in tokens.enumerated() {
             x.scalars.replaceSubrange(t * d ..< (t + 1) * d, with: embedding.row(token))
         }
-        var traces = tokens.enumerated().map { RoutingTrace(token: $0.element, position: start + $0.offset, layers: []) }
+        var traces: [RoutingTrace] = []
+        traces.reserveCapacity(count)
+        for (s, sequence) in sequences.enumerated() {
+            for (t, token) in sequence.enumerated() {
+                traces.append(RoutingTrace(token: token, position: caches[s].length + t, layers: []))
+                traces[traces.count - 1].layers.reserveCapacity(layers.count)
+            }
+        }
         var routerState = RouterDepthState()
         for (i, layer) in layers.enumerated() {
-            let attended = layer.attention(layer.attentionNorm(x), layer: i, cache: &cache, rope: rope)
+            let attended = layer.attention(layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope)
             add(attended, into: &x)
             let u = layer.moeNorm(x)
             let began = monotonicNanoseconds()
             let logits = router.logits(u, tokens: tokens, layer: i, state: &routerState)
-            let routerTime = Double(monotonicNanoseconds() - began) / Double(count)
+            let routerTime = Double(monotonicNanoseconds() - began) / Double(max(1, count))
             let (moeOut, routing) = layer.moe(u, logits: logits, allExpertNorms: allExpertNorms)
             add(moeOut, into: &x)
             for t in 0..<count {
@@ -147,14 +192,25 @@ public struct MoEModel: Sendable {
                 traces[t].layers.append(entry)
             }
         }
-        cache.advance(by: count)
-        return ForwardResult(logits: lmHead(finalNorm(x)), routing: traces)
-    }
-
-    /// Full-sequence forward pass from an empty cache.
-    public func forward(_ tokens: [Int], allExpertNorms: Bool = false) throws -> ForwardResult {
-        var cache = makeCache()
-        return try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
+        for s in caches.indices { caches[s].advance(by: lengths[s]) }
+        var outputRows = x
+        if logitRows == .lastOfEachSequence {
+            var last: [Float] = []
+            last.reserveCapacity(sequences.count * d)
+            var end = 0
+            for length in lengths {
+                end += length
+                last.append(contentsOf: x.row(max(0, end - 1)))
+            }
+            outputRows = Tensor(shape: [sequences.count, d], scalars: last)
+        }
+        var routing: [[RoutingTrace]] = []
+        var first = 0
+        for length in lengths {
+            routing.append(Array(traces[first ..< first + length]))
+            first += length
+        }
+        return (lmHead(finalNorm(outputRows)), routing)
     }
 
     private func add(_ delta: Tensor, into x: inout Tensor) {

@@ -22,6 +22,10 @@ public protocol RoutingModel: Sendable {
     var weightBytes: Int { get }
     /// A decoder at position 0.
     func makeDecoder() -> any RoutingDecoder
+    /// Routes independent sequences, each from position 0 (a long text's context windows):
+    /// each one's routing, without the GRU router's state, and its next-token logits after its
+    /// last token. A model may run them as one batch; by default each goes through a decoder.
+    func route(sequences: [[Int]], allExpertNorms: Bool) throws -> [(routing: [RoutingTrace], lastLogits: [Float])]
     /// The experts' (gate, up, down) weights at one routed layer, as Floats, for the weight
     /// similarity analysis; nil where reading them all would be too costly.
     func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]?
@@ -36,6 +40,15 @@ extension RoutingModel {
     /// explorer: the weight-similarity view and the all-experts norms of the "Closer Look" view
     /// need that, and a multi-gigabyte model would take seconds a keypress.
     public var isSmallEnoughToReadWhole: Bool { weightBytes <= 2_000_000_000 }
+
+    public func route(sequences: [[Int]], allExpertNorms: Bool) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+        try sequences.map { sequence in
+            var decoder = makeDecoder()
+            var (routing, lastLogits) = try decoder.feed(sequence, allExpertNorms: allExpertNorms)
+            for t in routing.indices { for l in routing[t].layers.indices { routing[t].layers[l].gruHidden = nil } }
+            return (routing, lastLogits)
+        }
+    }
 }
 
 /// Runs a model forward through a growing token sequence.
@@ -84,6 +97,11 @@ extension MoEModel: CachedRoutingModel {
 
     public func forward(_ tokens: [Int], appendingTo cache: inout KVCache, allExpertNorms: Bool) throws -> ForwardResult {
         try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
+    }
+
+    /// The sequences as one batch (`forward(sequences:)`).
+    public func route(sequences: [[Int]], allExpertNorms: Bool) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+        try forward(sequences: sequences, recordGRUState: false, allExpertNorms: allExpertNorms)
     }
 
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {

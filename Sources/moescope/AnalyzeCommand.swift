@@ -12,7 +12,7 @@ struct AnalyzeCommand: ParsableCommand {
         By default the held-out split of the corpus is analysed (--corpus-split), the same number
         of tokens from every domain; --text or --file analyse one text instead. Layers are L0…, experts E0….
         --json writes the "moescope-analysis" format described in the README. Texts are routed a
-        context window at a time, windows side by side on the cores, with a progress line; the
+        batch of context windows at a time, batches side by side on the cores, with a progress line; the
         gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
         """)
 
@@ -60,8 +60,9 @@ struct AnalyzeCommand: ParsableCommand {
                 inputs.append((domain, Array(ids.prefix(perDomain))))
             }
         }
-        var accumulated = AnalysisReport.Accumulator(model: opened.model)
-        var progress = ProgressLine("analyze: tokens", total: inputs.reduce(0) { $0 + $1.ids.count }, unit: "tok")
+        let total = inputs.reduce(0) { $0 + $1.ids.count }
+        var accumulated = AnalysisReport.Accumulator(model: opened.model, expectedTokens: total)
+        var progress = ProgressLine("analyze: tokens", total: total, unit: "tok")
         var done = 0, normTokens = 0
         for (domain, ids) in inputs {
             try route(ids, opened.model, normTokens: &normTokens) { traces in
@@ -90,9 +91,13 @@ struct AnalyzeCommand: ParsableCommand {
     /// first 8,192 tokens only; shorter inputs (the default corpus sample included) on every token.
     static let normSampleTokens = 8_192
 
-    /// Routes `ids` in context-length windows, full-sequence forward per window, windows side
-    /// by side on the cores; hands each batch of traces to `consume` in order, so a long text's
-    /// traces are summarised and dropped as it goes. Stops at the first NaN or ±∞.
+    /// Context windows run as one batch on each core: four 256-token windows give every
+    /// expert about 256 rows a product (as a training shard does), where one window gave it 64.
+    static let windowsPerBatch = 4
+
+    /// Routes `ids` in context-length windows, several windows a batch (`RoutingModel.route`),
+    /// batches side by side on the cores; hands each window's traces to `consume` in order, so
+    /// a long text's traces are summarised and dropped as it goes. Stops at the first NaN or ±∞.
     private func route(_ ids: [Int], _ model: any RoutingModel, normTokens: inout Int,
                        consume: ([RoutingTrace]) -> Void) throws {
         guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
@@ -100,30 +105,32 @@ struct AnalyzeCommand: ParsableCommand {
         let parallel = max(1, Kernels.threads)
         var next = 0
         while next < windows.count {
-            let batch = Array(windows[next ..< min(windows.count, next + parallel)])
-            var withNorms: [Bool] = []
-            for window in batch {
-                withNorms.append(normTokens < Self.normSampleTokens)
-                if withNorms.last! { normTokens += window.count }
+            // Up to `parallel` batches; a batch's windows all record every expert's norm, or none do.
+            var batches: [(windows: [[Int]], allExpertNorms: Bool)] = []
+            while batches.count < parallel && next < windows.count {
+                let withNorms = normTokens < Self.normSampleTokens
+                var batch: [[Int]] = []
+                while batch.count < Self.windowsPerBatch && next < windows.count && (normTokens < Self.normSampleTokens) == withNorms {
+                    if withNorms { normTokens += windows[next].count }
+                    batch.append(windows[next])
+                    next += 1
+                }
+                batches.append((batch, withNorms))
             }
-            var results = [Result<(routing: [RoutingTrace], lastLogits: [Float]), Error>?](repeating: nil, count: batch.count)
+            var results = [Result<[(routing: [RoutingTrace], lastLogits: [Float])], Error>?](repeating: nil, count: batches.count)
             results.withUnsafeMutableBufferPointer { slots in
-                Kernels.parallelFor(batch.count, threads: parallel) { index in
-                    var decoder = model.makeDecoder()
-                    slots[index] = Result { try decoder.feed(batch[index], allExpertNorms: withNorms[index]) }
+                Kernels.parallelFor(batches.count, threads: parallel) { index in
+                    slots[index] = Result { try model.route(sequences: batches[index].windows, allExpertNorms: batches[index].allExpertNorms) }
                 }
             }
             for result in results {
-                var (routing, lastLogits) = try result!.get()
-                if let problem = InferenceError.firstNonFinite(in: routing, routedLayers: model.routedLayers, outputLogits: lastLogits) {
-                    throw problem
+                for (routing, lastLogits) in try result!.get() {
+                    if let problem = InferenceError.firstNonFinite(in: routing, routedLayers: model.routedLayers, outputLogits: lastLogits) {
+                        throw problem
+                    }
+                    consume(routing)
                 }
-                // The norm sample's traces are kept whole until the report; it never reads
-                // their GRU state, the largest part of them.
-                for t in routing.indices { for l in routing[t].layers.indices { routing[t].layers[l].gruHidden = nil } }
-                consume(routing)
             }
-            next += batch.count
         }
     }
 }
