@@ -328,15 +328,36 @@ public enum Kernels {
                                        dims: Int, valueDims: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
                                        into out: UnsafeMutablePointer<Float>, ldo: Int) {
         let length = offset + count
-        gemm(m: count, n: length, k: dims, queries, keys.transposed, scores, ldc: length, threads: 1)
+        // Queries a block of rows at a time, each against the keys up to its last row only:
+        // the masked upper triangle is never computed. Every score is the same dot product,
+        // and the masked probabilities are exact zeros, so the result equals the full product's.
+        var i0 = 0
+        while i0 < count {
+            let rows = attentionBlock(count - i0), visible = offset + i0 + rows
+            gemm(m: rows, n: visible, k: dims, queries.offset(row: i0, column: 0), keys.transposed, scores + i0 * length,
+                 ldc: length, threads: 1)
+            i0 += rows
+        }
         for i in 0..<count {
             let row = scores + i * length, visible = offset + i + 1
             for j in 0..<visible { row[j] *= scale }
             softmax(row, count: visible)
             (row + visible).update(repeating: 0, count: length - visible)
         }
-        gemm(m: count, n: valueDims, k: length, Operand(UnsafePointer(scores), leadingDimension: length), values, out, ldc: ldo, threads: 1)
+        i0 = 0
+        while i0 < count {
+            let rows = attentionBlock(count - i0), visible = offset + i0 + rows
+            gemm(m: rows, n: valueDims, k: visible, Operand(UnsafePointer(scores + i0 * length), leadingDimension: length), values,
+                 out + i0 * ldo, ldc: ldo, threads: 1)
+            i0 += rows
+        }
     }
+
+    /// Query rows in the next block of causal attention when `remaining` are left: 48, or all
+    /// of them where a block would leave fewer than 6 — fewer rows than the micro-tile take
+    /// the unpacked path, whose sums run in another order, and the blocking must not change
+    /// any result.
+    static func attentionBlock(_ remaining: Int) -> Int { remaining < 48 + microRows ? remaining : 48 }
 
     // MARK: Vector operations
 

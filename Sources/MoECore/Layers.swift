@@ -129,10 +129,10 @@ public struct CausalSelfAttention: Sendable {
     /// The projections run on all rows at once, attention within each sequence. Appends each
     /// sequence's keys and values to its cache (the caller advances the lengths once per pass).
     func callAsFunction(_ x: Tensor, layer: Int, caches: UnsafeMutableBufferPointer<KVCache>, lengths: [Int],
-                        rope: RotaryEmbedding) -> Tensor {
+                        rope: RotaryEmbedding, threads: Int) -> Tensor {
         let d = x.cols
-        var q = query(x), k = key(x)
-        let v = value(x)
+        var q = query(x, threads: threads), k = key(x, threads: threads)
+        let v = value(x, threads: threads)
         var attended = Tensor(uninitialized: [x.rows, d])
         var first = 0
         for (s, count) in lengths.enumerated() {
@@ -169,7 +169,7 @@ public struct CausalSelfAttention: Sendable {
             }
             first += count
         }
-        return output(attended)
+        return output(attended, threads: threads)
     }
 }
 
@@ -186,8 +186,8 @@ public struct SwiGLUExpert: Sendable {
         up = try Linear("\(prefix).w3.weight", in: d, out: h, std: std, from: &source)
     }
 
-    public func callAsFunction(_ u: Tensor) -> Tensor {
-        down(Kernels.swiglu(gate: gate(u), up: up(u)))
+    public func callAsFunction(_ u: Tensor, threads: Int = Kernels.threads) -> Tensor {
+        down(Kernels.swiglu(gate: gate(u, threads: threads), up: up(u, threads: threads)), threads: threads)
     }
 }
 
@@ -222,7 +222,8 @@ public struct MoEBlock: Sendable {
     /// u: normed input [T × d]; logits: router output [T × E]. Returns the block output and how
     /// each token was routed (without router-specific fields, which the caller fills in).
     /// With `allExpertNorms`, every expert also runs on every token to record ‖SwiGLU_e(u)‖.
-    func callAsFunction(_ u: Tensor, logits: Tensor, allExpertNorms: Bool = false) -> (Tensor, [LayerRouting]) {
+    func callAsFunction(_ u: Tensor, logits: Tensor, allExpertNorms: Bool = false,
+                        threads: Int = Kernels.threads) -> (Tensor, [LayerRouting]) {
         let count = u.rows, d = u.cols, numExperts = experts.count
         var probabilities = logits
         var routing: [LayerRouting] = []
@@ -244,7 +245,7 @@ public struct MoEBlock: Sendable {
         if allExpertNorms {
             for t in 0..<count { routing[t].allExpertOutputNorms = [Float](repeating: 0, count: numExperts) }
             for (e, expert) in experts.enumerated() {
-                let y = expert(u)
+                let y = expert(u, threads: threads)
                 y.scalars.withUnsafeBufferPointer { yp in
                     for t in 0..<count {
                         routing[t].allExpertOutputNorms![e] = Kernels.sumOfSquares(yp.baseAddress! + t * d, count: d).squareRoot()
@@ -258,7 +259,7 @@ public struct MoEBlock: Sendable {
             var gathered = [Float]()
             gathered.reserveCapacity(batch.count * d)
             for item in batch { gathered.append(contentsOf: u.row(item.token)) }
-            let y = experts[e](Tensor(shape: [batch.count, d], scalars: gathered))
+            let y = experts[e](Tensor(shape: [batch.count, d], scalars: gathered), threads: threads)
             y.scalars.withUnsafeBufferPointer { yp in
                 output.scalars.withUnsafeMutableBufferPointer { op in
                     for (row, item) in batch.enumerated() {

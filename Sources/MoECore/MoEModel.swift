@@ -120,7 +120,7 @@ public struct MoEModel: Sendable {
                         allExpertNorms: Bool = false) throws -> ForwardResult {
         let (logits, routing) = try withUnsafeMutablePointer(to: &cache) { cache in
             try forward([tokens], caches: UnsafeMutableBufferPointer(start: cache, count: 1), recordGRUState: recordGRUState,
-                        allExpertNorms: allExpertNorms, logitRows: .everyToken)
+                        allExpertNorms: allExpertNorms, logitRows: .everyToken, threads: Kernels.threads)
         }
         return ForwardResult(logits: logits, routing: routing[0])
     }
@@ -135,13 +135,14 @@ public struct MoEModel: Sendable {
     /// one batch: every product sees the rows of all of them, so an expert's batch is several
     /// windows deep. Each sequence's routing equals its own forward pass's; only the next-token
     /// logits after each sequence's last token are computed (the LM head is the widest product).
-    public func forward(sequences: [[Int]], recordGRUState: Bool = true,
-                        allExpertNorms: Bool = false) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+    /// Large products split over `threads` cores (1 where the caller runs batches side by side).
+    public func forward(sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false,
+                        threads: Int = Kernels.threads) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
         guard sequences.allSatisfy({ !$0.isEmpty }) else { throw InferenceError.emptyInput }
         var caches = sequences.map { _ in makeCache() }
         let (logits, routing) = try caches.withUnsafeMutableBufferPointer { caches in
             try forward(sequences, caches: caches, recordGRUState: recordGRUState, allExpertNorms: allExpertNorms,
-                        logitRows: .lastOfEachSequence)
+                        logitRows: .lastOfEachSequence, threads: threads)
         }
         return routing.indices.map { (routing[$0], Array(logits.row($0))) }
     }
@@ -152,7 +153,7 @@ public struct MoEModel: Sendable {
     /// is appended to it. Every operation but attention is row by row, so it runs on the rows
     /// of all sequences at once; attention runs within each sequence.
     func forward(_ sequences: [[Int]], caches: UnsafeMutableBufferPointer<KVCache>, recordGRUState: Bool,
-                 allExpertNorms: Bool, logitRows: LogitRows) throws -> (logits: Tensor, routing: [[RoutingTrace]]) {
+                 allExpertNorms: Bool, logitRows: LogitRows, threads: Int) throws -> (logits: Tensor, routing: [[RoutingTrace]]) {
         for (s, tokens) in sequences.enumerated() {
             guard tokens.count <= caches[s].remaining else {
                 throw InferenceError.contextFull(needed: caches[s].length + tokens.count, capacity: caches[s].capacity)
@@ -177,13 +178,13 @@ public struct MoEModel: Sendable {
         }
         var routerState = RouterDepthState()
         for (i, layer) in layers.enumerated() {
-            let attended = layer.attention(layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope)
+            let attended = layer.attention(layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope, threads: threads)
             add(attended, into: &x)
             let u = layer.moeNorm(x)
             let began = monotonicNanoseconds()
-            let logits = router.logits(u, tokens: tokens, layer: i, state: &routerState)
+            let logits = router.logits(u, tokens: tokens, layer: i, state: &routerState, threads: threads)
             let routerTime = Double(monotonicNanoseconds() - began) / Double(max(1, count))
-            let (moeOut, routing) = layer.moe(u, logits: logits, allExpertNorms: allExpertNorms)
+            let (moeOut, routing) = layer.moe(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
             add(moeOut, into: &x)
             for t in 0..<count {
                 var entry = routing[t]
@@ -210,7 +211,7 @@ public struct MoEModel: Sendable {
             routing.append(Array(traces[first ..< first + length]))
             first += length
         }
-        return (lmHead(finalNorm(outputRows)), routing)
+        return (lmHead(finalNorm(outputRows), threads: threads), routing)
     }
 
     private func add(_ delta: Tensor, into x: inout Tensor) {

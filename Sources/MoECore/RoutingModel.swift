@@ -25,7 +25,8 @@ public protocol RoutingModel: Sendable {
     /// Routes independent sequences, each from position 0 (a long text's context windows):
     /// each one's routing, without the GRU router's state, and its next-token logits after its
     /// last token. A model may run them as one batch; by default each goes through a decoder.
-    func route(sequences: [[Int]], allExpertNorms: Bool) throws -> [(routing: [RoutingTrace], lastLogits: [Float])]
+    /// `threads`: cores its products may split over (1 where batches already run side by side).
+    func route(sequences: [[Int]], allExpertNorms: Bool, threads: Int) throws -> [(routing: [RoutingTrace], lastLogits: [Float])]
     /// The experts' (gate, up, down) weights at one routed layer, as Floats, for the weight
     /// similarity analysis; nil where reading them all would be too costly.
     func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]?
@@ -41,7 +42,7 @@ extension RoutingModel {
     /// need that, and a multi-gigabyte model would take seconds a keypress.
     public var isSmallEnoughToReadWhole: Bool { weightBytes <= 2_000_000_000 }
 
-    public func route(sequences: [[Int]], allExpertNorms: Bool) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+    public func route(sequences: [[Int]], allExpertNorms: Bool, threads: Int) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
         try sequences.map { sequence in
             var decoder = makeDecoder()
             var (routing, lastLogits) = try decoder.feed(sequence, allExpertNorms: allExpertNorms)
@@ -100,8 +101,8 @@ extension MoEModel: CachedRoutingModel {
     }
 
     /// The sequences as one batch (`forward(sequences:)`).
-    public func route(sequences: [[Int]], allExpertNorms: Bool) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
-        try forward(sequences: sequences, recordGRUState: false, allExpertNorms: allExpertNorms)
+    public func route(sequences: [[Int]], allExpertNorms: Bool, threads: Int) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+        try forward(sequences: sequences, recordGRUState: false, allExpertNorms: allExpertNorms, threads: threads)
     }
 
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {

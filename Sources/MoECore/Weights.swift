@@ -48,11 +48,11 @@ public struct Linear: Sendable {
         self.init(weight: try source.tensor(name, shape: [outFeatures, inFeatures], initializer: .normal(std: std)))
     }
 
-    /// x: [T × in] → [T × out]
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    /// x: [T × in] → [T × out]; a large product splits over `threads` cores.
+    public func callAsFunction(_ x: Tensor, threads: Int = Kernels.threads) -> Tensor {
         precondition(x.cols == inFeatures, "Linear expects \(inFeatures) inputs, got \(x.cols)")
         var y = Tensor(uninitialized: [x.rows, outFeatures])
-        Tensor.product(x, transposed: false, weight, transposed: true, into: &y, accumulate: false)
+        Tensor.product(x, transposed: false, weight, transposed: true, into: &y, accumulate: false, threads: threads)
         return y
     }
 }

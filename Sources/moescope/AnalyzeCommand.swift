@@ -93,7 +93,7 @@ struct AnalyzeCommand: ParsableCommand {
 
     /// Context windows run as one batch on each core: four 256-token windows give every
     /// expert about 256 rows a product (as a training shard does), where one window gave it 64.
-    static let windowsPerBatch = 4
+    static let windowsPerBatch = ProcessInfo.processInfo.environment["MOESCOPE_ANALYZE_BATCH"].flatMap(Int.init) ?? 4
 
     /// Routes `ids` in context-length windows, several windows a batch (`RoutingModel.route`),
     /// batches side by side on the cores; hands each window's traces to `consume` in order, so
@@ -120,7 +120,8 @@ struct AnalyzeCommand: ParsableCommand {
             var results = [Result<[(routing: [RoutingTrace], lastLogits: [Float])], Error>?](repeating: nil, count: batches.count)
             results.withUnsafeMutableBufferPointer { slots in
                 Kernels.parallelFor(batches.count, threads: parallel) { index in
-                    slots[index] = Result { try model.route(sequences: batches[index].windows, allExpertNorms: batches[index].allExpertNorms) }
+                    slots[index] = Result { try model.route(sequences: batches[index].windows, allExpertNorms: batches[index].allExpertNorms,
+                                                   threads: batches.count > 1 ? 1 : parallel) }
                 }
             }
             for result in results {

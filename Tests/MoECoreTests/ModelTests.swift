@@ -159,6 +159,33 @@ import Testing
         }
     }
 
+    /// Independent sequences run as one batch route each token as the sequence's own forward
+    /// pass does (to rounding: an expert that gets fewer than six rows of one sequence sums in
+    /// another order than the same expert's batch), and the last logits are its last row's.
+    @Test(arguments: [RouterKind.gru, .hash, .hybrid])
+    func sequencesBatchedEqualEachOnItsOwn(router: RouterKind) throws {
+        let model = try RouterTests.model(router, seed: 11)
+        let sequences = [RouterTests.tokens, Array(RouterTests.tokens.reversed().prefix(7)), [5], Array(RouterTests.tokens.prefix(4))]
+        let batched = try model.forward(sequences: sequences, recordGRUState: true)
+        #expect(batched.count == sequences.count)
+        for (sequence, (routing, lastLogits)) in zip(sequences, batched) {
+            let alone = try model.forward(sequence)
+            #expect(zip(alone.logits.row(sequence.count - 1), lastLogits).allSatisfy { abs($0 - $1) < 1e-5 })
+            #expect(routing.map(\.position) == Array(0..<sequence.count) && routing.map(\.token) == sequence)
+            for (a, b) in zip(alone.routing, routing) {
+                for (x, y) in zip(a.layers, b.layers) {
+                    #expect(x.experts == y.experts)
+                    #expect(zip(x.probabilities, y.probabilities).allSatisfy { abs($0 - $1) < 1e-5 })
+                    #expect(zip(x.expertOutputNorms, y.expertOutputNorms).allSatisfy { abs($0 - $1) < 1e-5 })
+                    #expect((x.gruHidden == nil) == (y.gruHidden == nil))
+                }
+            }
+        }
+        #expect(throws: InferenceError.emptyInput) { try model.forward(sequences: [[1], []]) }
+        let noState = try model.forward(sequences: sequences, recordGRUState: false)
+        #expect(noState.allSatisfy { $0.routing.allSatisfy { $0.layers.allSatisfy { $0.gruHidden == nil } } })
+    }
+
     @Test func sameSeedSameModelDifferentSeedDifferentModel() throws {
         let a = try MoEModel(config: .tiny(), seed: 3), b = try MoEModel(config: .tiny(), seed: 3), c = try MoEModel(config: .tiny(), seed: 4)
         #expect(a.namedParameters == b.namedParameters)

@@ -23,4 +23,10 @@ public struct AttentionRouter: Router {
         let scores = tape.linear(query, parameter("\(routerPrefix(layer)).expert_keys"))
         return tape.scale(scores, by: 1 / Float(keyWidth).squareRoot())
     }
+
+    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+        let query = linear(u, parameter("\(routerPrefix(layer)).query.weight"), threads: threads)
+        let scale = 1 / Float(keyWidth).squareRoot()
+        return linear(query, parameter("\(routerPrefix(layer)).expert_keys"), threads: threads).mapped { $0 * scale }
+    }
 }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Layerwise Recurrent Router (RMoE; Qiu et al. 2024). A GRU carries routing state down the
 /// layer stack: the recurrence runs over depth for each token, never along the sequence, so
 /// KV-cached decoding needs no extra state between tokens.
@@ -50,5 +56,45 @@ public struct GRURouter: Router {
         let hidden = cell(input: x, hidden: previous, on: tape, parameter: parameter)
         state = hidden
         return tape.linear(hidden, parameter("\(routerPrefix(layer)).output.weight"))
+    }
+
+    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+        let x = linear(u, parameter("\(routerPrefix(layer)).projector.weight"), threads: threads)
+        let hidden = cell(input: x, hidden: state.hidden, threads: threads)
+        state.hidden = hidden
+        return linear(hidden, parameter("\(routerPrefix(layer)).output.weight"), threads: threads)
+    }
+
+    /// The cell on plain tensors, in one pass over the gates; `h` nil is the zero state, whose
+    /// W_hh h is exactly 0 and is skipped. Each value is computed as the tape computes it:
+    /// the same products, sums and scalar σ and tanh.
+    public func cell(input x: Tensor, hidden h: Tensor?, threads: Int) -> Tensor {
+        let p = stateSize, rows = x.rows
+        let gi = linear(x, parameter("\(Self.cellPrefix).weight_ih"), threads: threads)
+        let gh = h.map { linear($0, parameter("\(Self.cellPrefix).weight_hh"), threads: threads) }
+        let bi = parameter("\(Self.cellPrefix).bias_ih"), bh = parameter("\(Self.cellPrefix).bias_hh")
+        var out = Tensor(uninitialized: [rows, p])
+        gi.scalars.withUnsafeBufferPointer { gi in
+            bi.scalars.withUnsafeBufferPointer { bi in
+                bh.scalars.withUnsafeBufferPointer { bh in
+                    out.scalars.withUnsafeMutableBufferPointer { out in
+                        for r in 0..<rows {
+                            let i = gi.baseAddress! + r * 3 * p, o = out.baseAddress! + r * p
+                            // W_hh h + b_hh for this row (just b_hh from the zero state).
+                            func hh(_ j: Int) -> Float { gh.map { $0.scalars[r * 3 * p + j] + bh[j] } ?? bh[j] }
+                            for j in 0..<p {
+                                let reset = Kernels.sigmoid((i[j] + bi[j]) + hh(j))
+                                let update = Kernels.sigmoid((i[p + j] + bi[p + j]) + hh(p + j))
+                                let gated = reset * hh(2 * p + j)
+                                let candidate = tanhf((i[2 * p + j] + bi[2 * p + j]) + gated)
+                                let (kept, carried) = ((1 - update) * candidate, update * (h?.scalars[r * p + j] ?? 0))
+                                o[j] = kept + carried
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
     }
 }

@@ -31,10 +31,16 @@ public struct HashRouter: Router {
 
     public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
                        on tape: Tape, parameter: (String) -> Variable) -> Variable {
+        var none = RouterDepthState()
+        return tape.leaf(logits(tape.value(u), tokens: tokens, layer: layer, state: &none, threads: 1))   // a constant: nothing to learn
+    }
+
+    /// 0 on each token's k experts, −∞ elsewhere.
+    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
         var out = Tensor(repeating: -.infinity, shape: [tokens.count, numExperts])
         for (t, token) in tokens.enumerated() {
             for e in experts(token: token, layer: layer) { out.scalars[t * numExperts + e] = 0 }
         }
-        return tape.leaf(out)   // a constant: nothing to learn
+        return out
     }
 }

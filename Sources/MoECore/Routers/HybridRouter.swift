@@ -28,4 +28,14 @@ public struct HybridRouter: Router {
         let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state, on: tape, parameter: parameter)
         return tape.add(tape.scale(a, byScalar: alpha), tape.scale(b, byScalar: tape.oneMinus(alpha)))
     }
+
+    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+        let alpha = mix(layer: layer), beta = 1 - alpha
+        let a = linear.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
+        let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
+        return a.zipped(b) { x, y in
+            let (weightedLinear, weightedMLP) = (x * alpha, y * beta)   // each rounded, then summed, as on the tape
+            return weightedLinear + weightedMLP
+        }
+    }
 }

@@ -20,4 +20,8 @@ public struct LinearRouter: Router {
                        on tape: Tape, parameter: (String) -> Variable) -> Variable {
         tape.linear(u, parameter("\(names(layer)).weight"))
     }
+
+    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+        linear(u, parameter("\(names(layer)).weight"), threads: threads)
+    }
 }

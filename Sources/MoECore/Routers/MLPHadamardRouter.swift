@@ -22,4 +22,10 @@ public struct MLPHadamardRouter: Router {
         let b = tape.linear(u, parameter("\(routerPrefix(layer)).proj_b.weight"))
         return tape.linear(tape.multiply(a, b), parameter("\(routerPrefix(layer)).out.weight"))
     }
+
+    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+        let a = linear(u, parameter("\(routerPrefix(layer)).proj_a.weight"), threads: threads).mapped(Kernels.gelu)
+        let b = linear(u, parameter("\(routerPrefix(layer)).proj_b.weight"), threads: threads)
+        return linear(a.zipped(b, *), parameter("\(routerPrefix(layer)).out.weight"), threads: threads)
+    }
 }

@@ -22,4 +22,9 @@ public struct MLPRouter: Router {
         let hidden = tape.gelu(tape.linear(u, parameter("\(names(layer)).fc1.weight")))
         return tape.linear(hidden, parameter("\(names(layer)).fc2.weight"))
     }
+
+    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+        let hidden = linear(u, parameter("\(names(layer)).fc1.weight"), threads: threads).mapped(Kernels.gelu)
+        return linear(hidden, parameter("\(names(layer)).fc2.weight"), threads: threads)
+    }
 }

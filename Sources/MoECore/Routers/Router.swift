@@ -64,8 +64,11 @@ public struct RouterDepthState: Sendable {
 /// expert. The MoE block turns logits into choices the same way for every router
 /// (Mixtral convention): p = softmax(logits), take the top k, renormalise their weights.
 ///
-/// Each router writes its equation once, on a `Tape`: inference runs it without asking for
-/// gradients, training back-propagates through the same code.
+/// Each router writes its equation twice: on a `Tape`, which training back-propagates through,
+/// and directly on plain tensors for inference, where a tape would only add the bookkeeping of
+/// a graph nobody differentiates. The direct path performs the same operations in the same
+/// order (the same products, the same scalar functions), so its logits equal the tape's bit for
+/// bit; `RouterTests` holds every router to that, at several shapes.
 public protocol Router: Sendable {
     var kind: RouterKind { get }
     /// Every parameter, by its checkpoint name.
@@ -75,14 +78,24 @@ public protocol Router: Sendable {
     /// `parameter` yields the tape variable of a parameter by name.
     func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
                 on tape: Tape, parameter: (String) -> Variable) -> Variable
+    /// Inference, without a tape: logits for u [T × d], threading the depth state; products
+    /// split over `threads` cores.
+    func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor
 }
 
 extension Router {
     public var parameterCount: Int { namedParameters.values.reduce(0) { $0 + $1.count } }
 
-    /// Inference: logits for u [T × d] as a plain tensor, threading the depth state.
+    /// Inference on every core (the direct path).
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor {
-        let tape = Tape()
+        logits(u, tokens: tokens, layer: layer, state: &state, threads: Kernels.threads)
+    }
+
+    /// The tape's forward on plain tensors, no gradients asked for: what the direct path is
+    /// tested against.
+    public func tapeLogits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState,
+                           threads: Int = Kernels.threads) -> Tensor {
+        let tape = Tape(threads: threads)
         let parameters = namedParameters
         var hidden = state.hidden.map { tape.leaf($0) }
         let out = logits(tape.leaf(u), tokens: tokens, layer: layer, state: &hidden, on: tape) { name in
@@ -92,6 +105,14 @@ extension Router {
         return tape.value(out)
     }
 }
+
+extension Router {
+    /// A parameter by name, for the direct path (every name a router asks for is its own).
+    func parameter(_ name: String) -> Tensor { namedParameters[name]! }
+}
+
+/// x Wᵀ for the direct path: the product `Tape.linear` computes, on the same kernel.
+func linear(_ x: Tensor, _ weight: Tensor, threads: Int) -> Tensor { Linear(weight: weight)(x, threads: threads) }
 
 /// Name prefix of layer `i`'s router parameters (Mixtral calls the router `gate`).
 @Sendable public func routerPrefix(_ layer: Int) -> String { "model.layers.\(layer).block_sparse_moe.gate" }

@@ -1,0 +1,53 @@
+import Testing
+
+@testable import MoECore
+
+/// Every router's direct inference path (plain tensors, no tape) against its tape forward, which
+/// the finite-difference tests check: equal bit for bit, through every layer (the GRU's state
+/// included), at the tiny test shape and at a wide one (64 experts, top-8, 5 layers), for one
+/// token (decoding: the products' unpacked path), a few, and a long prompt (the packed path).
+@Suite struct RouterDirectPathTests {
+    static func config(_ kind: RouterKind, wide: Bool) -> ModelConfig {
+        var config = ModelConfig.tiny(router: kind)
+        config.initStd = 0.3   // large enough that every nonlinearity is exercised
+        if wide {
+            config.numExperts = 64; config.topK = 8; config.numLayers = 5; config.hiddenSize = 96
+            config.routerHiddenSize = 40; config.gruHiddenSize = 48
+        }
+        return config
+    }
+
+    @Test(arguments: RouterKind.allCases, [false, true])
+    func directLogitsEqualTheTapes(kind: RouterKind, wide: Bool) throws {
+        let config = Self.config(kind, wide: wide)
+        var source = RandomWeights(seed: 9)
+        let router = try makeRouter(config, from: &source)
+        for count in [1, 5, 37] {
+            let tokens = (0..<count).map { $0 * 7 % config.vocabSize }
+            var direct = RouterDepthState(), taped = RouterDepthState()
+            for layer in 0..<config.numLayers {
+                let u = GradientTests.random([count, config.hiddenSize], seed: UInt64(100 * count + layer))
+                let a = router.logits(u, tokens: tokens, layer: layer, state: &direct, threads: 1)
+                let b = router.tapeLogits(u, tokens: tokens, layer: layer, state: &taped, threads: 1)
+                #expect(a.shape == b.shape && a.shape == [count, config.numExperts])
+                #expect(a.scalars == b.scalars, "\(kind) layer \(layer), \(count) tokens")
+                #expect(direct.hidden?.shape == taped.hidden?.shape && direct.hidden?.scalars == taped.hidden?.scalars)
+            }
+            #expect((direct.hidden != nil) == (kind == .gru))
+        }
+    }
+
+    /// A router's products may split over threads without changing a bit.
+    @Test func directGRULogitsDoNotDependOnTheThreadCount() throws {
+        let config = Self.config(.gru, wide: true)
+        var source = RandomWeights(seed: 9)
+        let router = try makeRouter(config, from: &source)
+        let u = GradientTests.random([600, config.hiddenSize], seed: 3)
+        var one = RouterDepthState(), two = RouterDepthState()
+        for layer in 0..<config.numLayers {
+            let a = router.logits(u, tokens: Array(repeating: 1, count: 600), layer: layer, state: &one, threads: 1)
+            let b = router.logits(u, tokens: Array(repeating: 1, count: 600), layer: layer, state: &two, threads: 2)
+            #expect(a.scalars == b.scalars)
+        }
+    }
+}
