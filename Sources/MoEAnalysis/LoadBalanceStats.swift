@@ -60,14 +60,21 @@ public func median(_ values: [Double]) -> Double {
 public func mutualInformation(_ a: [Int], _ b: [Int], categories: Int) -> Double {
     precondition(a.count == b.count)
     guard !a.isEmpty else { return 0 }
-    var joint = [Double](repeating: 0, count: categories * categories)
-    var pa = [Double](repeating: 0, count: categories), pb = pa
     let n = Double(a.count)
-    for (x, y) in zip(a, b) { joint[x * categories + y] += 1 / n; pa[x] += 1 / n; pb[y] += 1 / n }
+    var pa = [Double](repeating: 0, count: categories), pb = pa
+    for (x, y) in zip(a, b) { pa[x] += 1 / n; pb[y] += 1 / n }
+    // The joint counts as sorted pair codes: O(n log n) whatever the number of experts (a dense
+    // E × E table costs 65k cells per layer pair at 256 experts, for a few hundred tokens).
+    let codes = zip(a, b).map { $0 * categories + $1 }.sorted()
     var total = 0.0
-    for x in 0..<categories { for y in 0..<categories where joint[x * categories + y] > 0 {
-        let p = joint[x * categories + y]
+    var start = 0
+    while start < codes.count {
+        var end = start + 1
+        while end < codes.count && codes[end] == codes[start] { end += 1 }
+        let p = Double(end - start) / n
+        let (x, y) = (codes[start] / categories, codes[start] % categories)
         total += p * log(p / (pa[x] * pb[y]))
-    } }
+        start = end
+    }
     return max(0, total)
 }

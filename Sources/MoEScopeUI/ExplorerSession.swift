@@ -14,6 +14,9 @@ public struct ExplorerSession {
     public private(set) var tokens: [Int]
     /// Routing of tokens[0 ..< traces.count], decoded so far.
     public private(set) var traces: [RoutingTrace] = []
+    /// Decoded tokens whose routing has a NaN or infinite probability at some layer (the
+    /// explorer warns; a sound model has none).
+    public private(set) var nonFiniteTokens = 0
     private var decoder: any RoutingDecoder
     private var lastLogits: [Float] = []
     private var sampler = SeededGenerator(seed: 2024)
@@ -55,6 +58,9 @@ public struct ExplorerSession {
         // so only where the model is small enough for that to stay interactive).
         let result = try decoder.feed(chunk, allExpertNorms: model.isSmallEnoughToReadWhole)
         traces += result.routing
+        nonFiniteTokens += result.routing.filter { trace in
+            trace.layers.contains { layer in layer.probabilities.contains { !$0.isFinite } }
+        }.count
         lastLogits = result.lastLogits
     }
 
