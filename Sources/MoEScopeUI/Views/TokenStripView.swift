@@ -9,7 +9,7 @@ enum TokenStripView {
             "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)",
             "Tokens · top-1 expert at \(state.layerName(state.layer))", "Tokens",
         ], width: rect.width - 6))
-        let inner = rect.width - 4
+        let inner = rect.width - 5   // a column is kept for the ▲/▼ scroll marks
         guard inner > 0, rect.height > 3 else { return grid }
         var lines: [[(index: Int, column: Int, text: String, id: String)]] = [[]]
         var column = 0
@@ -40,8 +40,8 @@ enum TokenStripView {
                 grid.put(item.id, x: 2 + item.column, y: 2 + 2 * row, style: idStyle, maxWidth: inner - item.column)
             }
         }
-        if firstLine > 0 { grid.put("▲", x: rect.width - 2, y: 1, style: CellStyle(dim: true)) }
-        if firstLine + visibleLines < lines.count { grid.put("▼", x: rect.width - 2, y: rect.height - 2, style: CellStyle(dim: true)) }
+        if firstLine > 0 { grid.put("▲", x: rect.width - 3, y: 1, style: CellStyle(dim: true)) }
+        if firstLine + visibleLines < lines.count { grid.put("▼", x: rect.width - 3, y: rect.height - 2, style: CellStyle(dim: true)) }
         return grid
     }
 }
