@@ -196,7 +196,7 @@ struct PoisonedModel: RoutingModel {
         #expect(state.view == .expert)
         text = ExplorerRenderer.render(state, width: 100, height: 30).text
         #expect(text.contains("Expert E168 of 256"))
-        #expect(text.contains("Share of the load, by layer"))
+        #expect(text.contains("Load share by layer"))
         #expect(text.contains("Tokens E168 receives most"))
     }
 

@@ -18,17 +18,22 @@ enum AxisDrawing {
             }
             return
         }
+        // The cursor's label first; tick labels (the first expert of a column) where they fit
+        // around it, one blank apart.
+        let cursorColumn = axis.columns.first { $0.experts.contains(cursor) }
+        let cursorLabel = "▼E\(cursor)"
+        let cursorStart = cursorColumn.map { min($0.x, max(0, axis.width - cursorLabel.count)) }
         var free = 0
         for column in axis.columns where column.x >= free {
             let label = "\(column.experts.first!)"
             guard column.x + label.count <= axis.width else { continue }
+            if let start = cursorStart, column.x + label.count >= start - 1, column.x <= start + cursorLabel.count { continue }
+            if axis.separators.contains(where: { $0 >= column.x && $0 < column.x + label.count }) { continue }
             grid.put(label, x: x + column.x, y: y, style: CellStyle(dim: true))
             free = column.x + label.count + 1
         }
-        if let column = axis.columns.first(where: { $0.experts.contains(cursor) }) {
-            let label = "▼E\(cursor)"
-            let start = min(column.x, max(0, axis.width - label.count))
-            grid.put(label, x: x + start, y: y, style: CellStyle(bold: true, reverse: true), maxWidth: limit - start)
+        if let start = cursorStart {
+            grid.put(cursorLabel, x: x + start, y: y, style: CellStyle(bold: true, reverse: true), maxWidth: limit - start)
         }
     }
 

@@ -19,6 +19,8 @@ enum StatusBar {
             ["moescope", router.1, position.0, layer.0, expert.0, state.view.title, playback.1],
             [router.1, position.0, layer.0, expert.1, state.view.title, playback.1],
             [router.1, position.1, layer.1, expert.1, state.view.title, playback.1],
+            [position.0, layer.0, expert.0, state.view.title, playback.1],
+            [position.1, layer.1, expert.1, state.view.title, playback.1],
             [position.1, layer.1, expert.1, playback.1],
         ]
         let line = TextLayout.firstFitting(candidates.map { " " + $0.joined(separator: " │ ") }, width: rect.width)

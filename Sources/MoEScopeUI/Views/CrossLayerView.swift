@@ -20,12 +20,18 @@ enum CrossLayerView {
         ]
         let noteRows = inner.height >= 30 ? 4 : inner.height >= 16 ? 2 : 0
         let matrixRows = inner.height - 2 - noteRows
-        let axis = ExpertAxis(order: Array(0..<state.numLayers), groupSize: nil, width: inner.width - labelWidth,
-                              zoom: state.numLayers * 7 <= inner.width - labelWidth ? .fit : .columns, cursor: state.layer, numericWidth: 7)
+        // Cells: "0.42" with room to spare where every layer fits at 5+ columns, else colour
+        // blocks as wide as fit (at least one column; a window around the selected layer).
+        let available = inner.width - labelWidth
+        let cellWidth = max(1, min(7, available / max(1, state.numLayers)))
+        let numeric = cellWidth >= 5
+        let axis = ExpertAxis(order: Array(0..<state.numLayers), groupSize: nil, width: available,
+                              zoom: numeric ? .numeric : .columns, cursor: state.layer, numericWidth: cellWidth)
         for column in axis.columns {
             let j = column.experts.first!
-            let label = axis.isNumeric ? "  " + state.layerName(j) : j == state.layer ? "▼" : (j % 5 == 0 ? "\(state.session.model.routedLayers[j] % 10)" : "·")
-            grid.put(label, x: inner.x + labelWidth + column.x, y: inner.y, style: CellStyle(bold: j == state.layer), maxWidth: axis.cellWidth)
+            let name = state.layerName(j)
+            let label = numeric ? " " + name : j == state.layer ? "▼" : cellWidth > name.count ? name : j % 5 == 0 ? "\(state.session.model.routedLayers[j] % 10)" : "·"
+            grid.put(label, x: inner.x + labelWidth + column.x, y: inner.y, style: CellStyle(bold: j == state.layer), maxWidth: cellWidth)
         }
         let window = ListWindow(total: state.numLayers, visible: matrixRows, selected: state.layer)
         for (row, i) in window.range.enumerated() {
@@ -36,17 +42,16 @@ enum CrossLayerView {
                 let value = mutualInformation(topExperts[i], topExperts[j], categories: state.numExperts)
                 var style = context.palette.heat(value / scale)
                 style.bold = i == j
-                if axis.isNumeric {
-                    grid.put(String(format: " %@%4.2f ", String(context.palette.heatGlyph(value / scale)), value), x: inner.x + labelWidth + column.x, y: y, style: style)
-                } else {
-                    grid.set(context.palette.heatGlyph(value / scale), x: inner.x + labelWidth + column.x, y: y, style: style)
-                }
+                let glyph = String(context.palette.heatGlyph(value / scale))
+                let text = numeric ? String(format: " %4.2f", value).padding(toLength: cellWidth, withPad: " ", startingAt: 0)
+                    : String(repeating: glyph, count: cellWidth)
+                grid.put(text, x: inner.x + labelWidth + column.x, y: y, style: style, maxWidth: cellWidth)
             }
         }
         var legend: [String] = []
         if window.hiddenAbove + window.hiddenBelow > 0 { legend.append("▲\(window.hiddenAbove) ▼\(window.hiddenBelow) layers (↑/↓ scrolls)") }
         if axis.hiddenBefore + axis.hiddenAfter > 0 { legend.append("◂\(axis.hiddenBefore) \(axis.hiddenAfter)▸ columns") }
-        if !axis.isNumeric { legend.append("colour = MI / ln E; digits need \(labelWidth + 7 * state.numLayers + 4) columns") }
+        if !numeric { legend.append("colour = MI / ln E; digits need \(labelWidth + 5 * state.numLayers + 4) columns") }
         grid.put(legend.joined(separator: " · "), x: inner.x, y: inner.y + 1 + matrixRows, style: CellStyle(dim: true), maxWidth: inner.width)
         if noteRows > 0 {
             TextLayout.paragraphs(notes, into: &grid, x: inner.x, y: inner.maxY - noteRows, width: inner.width, bottom: inner.maxY, style: CellStyle(dim: true))

@@ -17,15 +17,19 @@ enum ExpertView {
         let sparkRows = inner.height >= 20 ? 5 : inner.height >= 12 ? 3 : 2
         let tokens = min(state.cursor + 1, inner.width)
         let firstToken = state.cursor + 1 - tokens
+        // Bars scaled to the largest probability shown, so a rarely chosen expert still reads.
+        let shownProbabilities = (0..<tokens).map { Double(session.traces[firstToken + $0].layers[state.layer].probabilities[e]) }
+        let peak = max(1e-9, shownProbabilities.filter(\.isFinite).max() ?? 0)
         grid.put(TextLayout.firstFitting([
-            "Router probability of E\(e) at \(layerName) along the text (one column per token, • = chosen, ▲ = current token)",
-            "P(E\(e)) at \(layerName) by token (• chosen)", "P(E\(e)) by token",
+            String(format: "Router probability of E%d at %@ along the text (one column per token, bars up to %.1f%%; • = chosen, ▲ = current token)",
+                   e, layerName, peak * 100),
+            String(format: "P(E%d) at %@ by token, up to %.1f%% (• chosen)", e, layerName, peak * 100), "P(E\(e)) by token",
         ], width: inner.width), x: inner.x, y: inner.y, style: CellStyle(bold: true), maxWidth: inner.width)
         for t in 0..<tokens {
             let routing = session.traces[firstToken + t].layers[state.layer]
-            let p = Double(routing.probabilities[e])
+            let p = shownProbabilities[t]
             for row in 0..<sparkRows {
-                let glyph: Character = p.isFinite ? Palette.columnBar(p, row: row, rows: sparkRows) : row == 0 ? "!" : " "
+                let glyph: Character = p.isFinite ? Palette.columnBar(p / peak, row: row, rows: sparkRows) : row == 0 ? "!" : " "
                 grid.set(glyph, x: inner.x + t, y: inner.y + sparkRows - row, style: p.isFinite ? context.palette.expert(e) : context.palette.nonFinite)
             }
             let chosen = routing.experts.contains(e)
@@ -40,7 +44,7 @@ enum ExpertView {
         let top = inner.y + sparkRows + 4
         guard top + 2 <= inner.maxY else { return grid }
         let (left, right) = Rect(x: inner.x, y: top, width: inner.width, height: inner.maxY - top).splitLeft(inner.width / 2)
-        grid.put("Share of the load, by layer (mean \(String(format: "%.1f%%", 100 / Double(state.numExperts))))", x: left.x, y: left.y,
+        grid.put("Load share by layer (mean \(String(format: "%.1f%%", 100 / Double(state.numExperts))))", x: left.x, y: left.y,
                  style: CellStyle(bold: true), maxWidth: left.width - 1)
         let window = ListWindow(total: state.numLayers, visible: left.height - 1, selected: state.layer)
         let barWidth = max(1, left.width - 20)
