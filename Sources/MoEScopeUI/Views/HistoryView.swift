@@ -8,7 +8,9 @@ enum HistoryView {
         ], width: rect.width - 6))
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard inner.width > 12, inner.height >= 2 else { return grid }
-        let labelWidth = min(10, inner.width / 4)
+        // Token labels get up to 10 columns, fewer where that lets the numeric cells fit.
+        let spare = inner.width - 5 * state.numExperts
+        let labelWidth = spare >= 6 ? min(10, spare) : min(10, inner.width / 4)
         let axis = context.axis(width: inner.width - labelWidth)
         AxisDrawing.header(axis, context: context, into: &grid, x: inner.x + labelWidth, y: inner.y, limit: inner.width - labelWidth)
         let rows = inner.height - 1
