@@ -124,7 +124,7 @@ import Testing
         #expect(!screen.contains("MOESCOPE-EXITED"))
         try Self.tmux("send-keys", "-t", session, "Enter")
         screen = try Self.waitForScreen(session) { !$0.contains("Text: ") }
-        #expect(!screen.contains("Text: ") && screen.contains("·pasted"), "Enter did not run the pasted text:\n\(screen)")
+        #expect(!screen.contains("Text: ") && screen.contains("q ⏎ "), "Enter did not run the pasted text:\n\(screen)")
         try Self.tmux("send-keys", "-t", session, "q")
         screen = try Self.waitForScreen(session) { $0.contains("MOESCOPE-EXITED") }
         #expect(screen.contains("MOESCOPE-EXITED 0"), "q did not exit cleanly:\n\(screen)")
