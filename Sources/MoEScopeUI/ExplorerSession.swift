@@ -23,6 +23,8 @@ public struct ExplorerSession {
     /// Cosine similarity of the experts' weights, per layer (fixed for a model); nil when the
     /// model's experts are too large to read whole.
     public let expertSimilarity: ExpertSimilarity?
+    /// Its mean over expert pairs, per layer (E² per layer: computed once, not per frame).
+    public let expertSimilarityMeans: [Double]
 
     public init(model: any RoutingModel, tokenizer: any TextTokenizer, label: String, isRandomInit: Bool, tokens: [Int]) {
         self.init(model: model, tokenizer: tokenizer, label: label, isRandomInit: isRandomInit, tokens: tokens,
@@ -35,6 +37,8 @@ public struct ExplorerSession {
         self.tokens = Array(tokens.prefix(model.contextLength))
         decoder = model.makeDecoder()
         self.expertSimilarity = expertSimilarity
+        expertSimilarityMeans = expertSimilarity?.meanByLayer ?? []
+        runsEveryExpert = model.numExperts * model.routedLayerCount <= Self.everyExpertBudget && model.isSmallEnoughToReadWhole
     }
 
     /// The same model on another text, from position 0: nothing is reloaded or recomputed but
@@ -43,6 +47,14 @@ public struct ExplorerSession {
         ExplorerSession(model: model, tokenizer: tokenizer, label: label, isRandomInit: isRandomInit, tokens: tokens,
                         expertSimilarity: expertSimilarity)
     }
+
+    /// Whether each step also runs every expert, for the gate-vs-norm view: E/k times the expert
+    /// work, so only where the weights are small enough to read whole and there are at most
+    /// `everyExpertBudget` expert–layer pairs (a 256-expert, 58-layer model runs 14,848 experts
+    /// a token that way, ~80 ms a keypress even at a tiny width).
+    /// Decided once: `weightBytes` walks every parameter of a moescope model.
+    public let runsEveryExpert: Bool
+    public static let everyExpertBudget = 4096
 
     /// moescope's router kind; nil for a Hugging Face model, whose router is its own.
     public var router: RouterKind? { model.routerKind }
@@ -54,9 +66,7 @@ public struct ExplorerSession {
         let target = min(index, tokens.count - 1)
         guard target >= traces.count else { return }
         let chunk = Array(tokens[traces.count ... target])
-        // Every expert's output norm too, for the gate-vs-norm view (E/k times the expert work,
-        // so only where the model is small enough for that to stay interactive).
-        let result = try decoder.feed(chunk, allExpertNorms: model.isSmallEnoughToReadWhole)
+        let result = try decoder.feed(chunk, allExpertNorms: runsEveryExpert)
         traces += result.routing
         nonFiniteTokens += result.routing.filter { trace in
             trace.layers.contains { layer in layer.probabilities.contains { !$0.isFinite } }

@@ -175,7 +175,7 @@ public struct ExplorerState {
     private mutating func handleEditing(_ key: Key) {
         guard var field = editor else { return }
         switch key {
-        case .escape: editor = nil; return
+        case .escape, .control("c"): editor = nil; return   // Ctrl-C abandons the line, as in readline
         case .enter:
             editor = nil
             let tokens = session.tokenizer.encode(field.text)

@@ -11,7 +11,26 @@ enum CrossLayerView {
         grid.box(title: "Cross-layer dependence · tokens 1–\(state.cursor + 1)")
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard inner.width > 12, inner.height >= 4 else { return grid }
-        let topExperts = (0..<state.numLayers).map { l in state.session.traces[0...state.cursor].map { $0.layers[l].experts.first ?? 0 } }
+        // Each layer's top-1 choices renamed 0, 1, 2… in order of appearance: MI is unchanged, and
+        // the marginals need as many slots as distinct experts, not E.
+        let topExperts = (0..<state.numLayers).map { l -> [Int] in
+            var names: [Int: Int] = [:]
+            return state.session.traces[0...state.cursor].map { trace in
+                let e = trace.layers[l].experts.first ?? 0
+                if let name = names[e] { return name }
+                names[e] = names.count
+                return names.count - 1
+            }
+        }
+        let categories = max(1, topExperts.map { ($0.max() ?? 0) + 1 }.max() ?? 1)
+        var computed: [Int: Double] = [:]   // MI is symmetric: each visible pair once
+        func information(_ i: Int, _ j: Int) -> Double {
+            let key = min(i, j) * state.numLayers + max(i, j)
+            if let value = computed[key] { return value }
+            let value = mutualInformation(topExperts[i], topExperts[j], categories: categories)
+            computed[key] = value
+            return value
+        }
         let scale = max(1e-9, log(Double(state.numExperts)))
         let labelWidth = 3 + "\(state.session.model.layerCount - 1)".count + 2
         let notes = [
@@ -39,7 +58,7 @@ enum CrossLayerView {
             grid.put((i == state.layer ? "▸ " : "  ") + state.layerName(i), x: inner.x, y: y, style: CellStyle(bold: i == state.layer), maxWidth: labelWidth - 1)
             for column in axis.columns {
                 let j = column.experts.first!
-                let value = mutualInformation(topExperts[i], topExperts[j], categories: state.numExperts)
+                let value = information(i, j)
                 var style = context.palette.heat(value / scale)
                 style.bold = i == j
                 let glyph = String(context.palette.heatGlyph(value / scale))

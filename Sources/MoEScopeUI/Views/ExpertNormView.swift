@@ -1,5 +1,6 @@
 import Foundation
 import MoEAnalysis
+import MoECore
 
 /// "Closer Look": for the current token at the selected layer, each expert's router probability
 /// beside the norm of its output (experts in display order, the list scrolling with the expert
@@ -19,16 +20,19 @@ enum ExpertNormView {
         guard let norms = routing.allExpertOutputNorms else {
             let chosen = zip(routing.experts, routing.expertOutputNorms).map { String(format: "E%d ‖y‖ %.3f", $0, $1) }
             TextLayout.paragraphs([
-                "This model is too large to run every expert on every token interactively, so only the chosen experts' norms are known:",
+                "This model is too large (over 2 GB, or more than \(ExplorerSession.everyExpertBudget) expert–layer pairs) to run every expert on every keypress, so only the chosen experts' norms are known:",
                 chosen.joined(separator: " · ") + ". `moescope analyze --model` measures all of them.",
             ], into: &grid, x: inner.x, y: inner.y + 1, width: inner.width, bottom: inner.maxY)
             return grid
         }
-        let preference = NormPreference(traces: Array(state.session.traces[0...state.cursor]))
+        // The selected layer only: a rank correlation over E experts per token and layer adds up.
+        let preference = NormPreference(traces: state.session.traces[0...state.cursor].map {
+            RoutingTrace(token: $0.token, position: $0.position, layers: [$0.layers[state.layer]])
+        })
         let paragraphs = [
             String(format: "Tokens 1–%d at %@: Spearman ρ(gate, norm) = %.2f; the top-1 gate is the largest-norm expert for %.0f%% of tokens (chance %.0f%%).",
-                   state.cursor + 1, state.layerName(state.layer), preference.meanRankCorrelation[state.layer],
-                   preference.topOneAgreement[state.layer] * 100, 100 / Double(state.numExperts)),
+                   state.cursor + 1, state.layerName(state.layer), preference.meanRankCorrelation[0],
+                   preference.topOneAgreement[0] * 100, 100 / Double(state.numExperts)),
             "How to read: ▸ marks the experts the router chose. Lo et al. (2024) found routers tend to choose the experts whose outputs are largest; ρ near 1 and a high top-1 rate say this model does the same, ρ near 0 that gate and norm are unrelated.",
         ]
         let noteRows = inner.height >= 20 ? 4 : inner.height >= 10 ? 2 : 1

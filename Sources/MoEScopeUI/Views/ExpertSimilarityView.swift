@@ -58,14 +58,14 @@ enum ExpertSimilarityView {
         let hidden = AxisDrawing.hiddenNote(axis)
         if !hidden.isEmpty { legend.append(hidden) }
         if axis.expertsPerColumn > 1 { legend.append("max of \(axis.expertsPerColumn)/column") }
-        legend.append(String(format: "mean at %@: %.2f", state.layerName(state.layer), similarity.meanByLayer[state.layer]))
+        legend.append(String(format: "mean at %@: %.2f", state.layerName(state.layer), state.session.expertSimilarityMeans[state.layer]))
         grid.put(legend.joined(separator: " · "), x: matrixArea.x, y: matrixArea.maxY - 1, style: CellStyle(dim: true), maxWidth: matrixArea.width)
         if meansWidth > 0 {
             let x = matrixArea.maxX + 1
             grid.put("Mean over expert pairs, by layer", x: x, y: inner.y, style: CellStyle(bold: true), maxWidth: meansWidth - 1)
             let layers = ListWindow(total: state.numLayers, visible: matrixArea.height - 1, selected: state.layer)
             for (row, l) in layers.range.enumerated() {
-                let mean = similarity.meanByLayer[l]
+                let mean = state.session.expertSimilarityMeans[l]
                 let selected = l == state.layer
                 let marker = selected ? "▸ " : row == 0 && layers.hiddenAbove > 0 ? "▲ " : row == layers.count - 1 && layers.hiddenBelow > 0 ? "▼ " : "  "
                 grid.put(marker + state.layerName(l).padding(toLength: 4, withPad: " ", startingAt: 0) + String(format: " %5.2f ", mean)
