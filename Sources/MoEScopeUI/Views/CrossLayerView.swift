@@ -11,23 +11,14 @@ enum CrossLayerView {
         grid.box(title: "Cross-layer dependence · tokens 1–\(state.cursor + 1)")
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard inner.width > 12, inner.height >= 4 else { return grid }
-        // Each layer's top-1 choices renamed 0, 1, 2… in order of appearance: MI is unchanged, and
-        // the marginals need as many slots as distinct experts, not E.
-        let topExperts = (0..<state.numLayers).map { l -> [Int] in
-            var names: [Int: Int] = [:]
-            return state.session.traces[0...state.cursor].map { trace in
-                let e = trace.layers[l].experts.first ?? 0
-                if let name = names[e] { return name }
-                names[e] = names.count
-                return names.count - 1
-            }
-        }
-        let categories = max(1, topExperts.map { ($0.max() ?? 0) + 1 }.max() ?? 1)
+        var pairs = PairwiseMutualInformation((0..<state.numLayers).map { l in
+            state.session.traces[0...state.cursor].map { $0.layers[l].experts.first ?? 0 }
+        })
         var computed: [Int: Double] = [:]   // MI is symmetric: each visible pair once
         func information(_ i: Int, _ j: Int) -> Double {
             let key = min(i, j) * state.numLayers + max(i, j)
             if let value = computed[key] { return value }
-            let value = mutualInformation(topExperts[i], topExperts[j], categories: categories)
+            let value = pairs(i, j)
             computed[key] = value
             return value
         }
