@@ -96,14 +96,6 @@ struct ExpertAxis {
         hiddenAfter = after
         width = x
     }
-
-    /// A short description for a panel's legend ("4 experts per column", "E12–E75 of 256").
-    func describe(total: Int) -> String {
-        var parts: [String] = []
-        if expertsPerColumn > 1 { parts.append("max of \(expertsPerColumn) experts per column") }
-        if hiddenBefore + hiddenAfter > 0 { parts.append("\(total - hiddenBefore - hiddenAfter) of \(total) experts shown") }
-        return parts.joined(separator: " · ")
-    }
 }
 
 /// The rows of a long list that fit, keeping `selected` in view (centred where possible).

@@ -32,9 +32,6 @@ struct ViewContext {
         ExpertAxis(order: order, groupSize: groupSize, width: width, zoom: state.expertZoom, cursor: state.expert,
                    numericWidth: numericWidth)
     }
-
-    /// "E17" in the style the expert cursor is drawn with.
-    func expertName(_ e: Int) -> String { "E\(e)" }
 }
 
 /// A rectangle of the screen and the view that fills it.
