@@ -154,8 +154,8 @@ public struct ExplorerState {
     /// Re-runs the same tokens through `router`'s checkpoint, keeping the cursor on the same token.
     public mutating func switchRouter(to router: RouterKind) throws {
         guard session.router != nil else {
-            message = "keys \(KeyBindings.routerDigits), r and R do nothing here: this model has its own router (\(session.model.routerName)); "
-                + "they switch between moescope's own trained models"
+            // Short enough for an 80-column footer; the status line names the router.
+            message = "This model has its own router; \(KeyBindings.routerDigits), r and R switch only moescope's own models"
             return
         }
         guard router != session.router else { return }

@@ -105,8 +105,8 @@ public enum KeyBindings {
     public static func helpLines(ownModel: Bool) -> [String] {
         let width = max(12, (table.map(\.label.count).max() ?? 8) + 2)
         return table.map { binding in
-            let note = binding.ownModelsOnly && !ownModel ? " (moescope's own models only; this one has its own router)" : ""
-            return binding.label.padding(toLength: width, withPad: " ", startingAt: 0) + binding.help + note
+            let note = binding.ownModelsOnly && !ownModel ? "(moescope's own models only: this one has its own router) " : ""
+            return binding.label.padding(toLength: width, withPad: " ", startingAt: 0) + note + binding.help
         }
     }
 

@@ -60,7 +60,14 @@ enum AxisDrawing {
                 var style = palette.heat(value)
                 var glyph = palette.heatGlyph(value)
                 if chosen && value.isFinite {
-                    if palette.mode == .monochrome { style.reverse = true } else { glyph = "•"; style.bold = true }
+                    // Without colour the glyph carries the probability: reversed, and "•" where it is blank.
+                    if palette.mode == .monochrome {
+                        style.reverse = true
+                        if glyph == " " { glyph = "•" }
+                    } else {
+                        glyph = "•"
+                        style.bold = true
+                    }
                 }
                 if column.experts.contains(context.state.expert), value.isFinite { style.underline = true }
                 grid.set(glyph, x: x + column.x, y: y, style: style)
