@@ -33,7 +33,7 @@ struct BenchCommand: ParsableCommand {
         var results: [Result]
     }
 
-    func validate() throws { guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") } }
+    func validate() throws { guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") } }
 
     /// The explorer at DeepSeek-V3's routing shape (256 experts, top-8, 61 layers; random
     /// weights at a small width, so the figures are the explorer's, not a 671B model's decode):
@@ -189,8 +189,7 @@ struct BenchCommand: ParsableCommand {
         }
 
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys])
             print(String(decoding: try encoder.encode(Report(results: results)), as: UTF8.self))
         }
     }
