@@ -116,7 +116,9 @@ public struct CellGrid: Sendable {
             set(g.vertical, x: rect.x, y: row, style: style)
             set(g.vertical, x: rect.maxX - 1, y: row, style: style)
         }
-        put(String(g.bottomLeft) + String(repeating: g.horizontal, count: w - 2) + String(g.bottomRight), x: rect.x, y: rect.maxY - 1, style: style)
+        put(
+            String(g.bottomLeft) + String(repeating: g.horizontal, count: w - 2) + String(g.bottomRight), x: rect.x, y: rect.maxY - 1,
+            style: style)
         if w > 6, !title.isEmpty { put(" \(title) ", x: rect.x + 2, y: rect.y, style: CellStyle(bold: true), maxWidth: w - 4) }
     }
 }

@@ -36,7 +36,10 @@ struct ExpertAxis {
             var units: [(cell: Int, experts: ArraySlice<Int>?)] = []
             var width = 0
             for g in 0..<groups {
-                if g > 0 { units.append((1, nil)); width += 1 }
+                if g > 0 {
+                    units.append((1, nil))
+                    width += 1
+                }
                 var start = g * size
                 while start < (g + 1) * size {
                     let end = min((g + 1) * size, start + per)
@@ -59,7 +62,8 @@ struct ExpertAxis {
         let cell = numeric ? numericWidth : 1
         let (units, total) = layout(per: per, cell: cell)
         // The window: all units if they fit, else the run around the cursor's unit.
-        var first = 0, last = units.count - 1
+        var first = 0
+        var last = units.count - 1
         if total > available {
             let target = units.firstIndex { $0.experts?.contains(cursor) == true } ?? 0
             first = target
@@ -71,19 +75,34 @@ struct ExpertAxis {
                 if last + 1 < units.count, used + units[last + 1].cell <= available,
                     last - target <= target - first || first == 0
                 {
-                    last += 1; used += units[last].cell; grew = true
+                    last += 1
+                    used += units[last].cell
+                    grew = true
                 } else if first > 0, used + units[first - 1].cell <= available {
-                    first -= 1; used += units[first].cell; grew = true
+                    first -= 1
+                    used += units[first].cell
+                    grew = true
                 } else if last + 1 < units.count, used + units[last + 1].cell <= available {
-                    last += 1; used += units[last].cell; grew = true
+                    last += 1
+                    used += units[last].cell
+                    grew = true
                 }
             }
         }
-        var columns: [Column] = [], separators: [Int] = []
-        var x = 0, before = 0, after = 0
+        var columns: [Column] = []
+        var separators: [Int] = []
+        var x = 0
+        var before = 0
+        var after = 0
         for (i, unit) in units.enumerated() {
-            if i < first { before += unit.experts?.count ?? 0; continue }
-            if i > last { after += unit.experts?.count ?? 0; continue }
+            if i < first {
+                before += unit.experts?.count ?? 0
+                continue
+            }
+            if i > last {
+                after += unit.experts?.count ?? 0
+                continue
+            }
             if let experts = unit.experts { columns.append(Column(x: x, experts: experts)) } else { separators.append(x) }
             x += unit.cell
         }

@@ -29,8 +29,9 @@ struct ViewContext {
     var palette: Palette { state.palette }
 
     func axis(width: Int, numericWidth: Int = 5) -> ExpertAxis {
-        ExpertAxis(order: order, groupSize: groupSize, width: width, zoom: state.expertZoom, cursor: state.expert,
-                   numericWidth: numericWidth)
+        ExpertAxis(
+            order: order, groupSize: groupSize, width: width, zoom: state.expertZoom, cursor: state.expert,
+            numericWidth: numericWidth)
     }
 }
 
@@ -82,7 +83,8 @@ public enum ExplorerRenderer {
         switch state.view {
         case .dashboard: placements += DashboardLayout.panels(state, body: body)
         case .expert: placements.append(PanelPlacement(name: "expert", rect: body, boxed: true) { ExpertView.draw($0, in: $1) })
-        case .crossLayer: placements.append(PanelPlacement(name: "cross-layer", rect: body, boxed: true) { CrossLayerView.draw($0, in: $1) })
+        case .crossLayer:
+            placements.append(PanelPlacement(name: "cross-layer", rect: body, boxed: true) { CrossLayerView.draw($0, in: $1) })
         case .expertNorms: placements.append(PanelPlacement(name: "norms", rect: body, boxed: true) { ExpertNormView.draw($0, in: $1) })
         case .expertSimilarity:
             placements.append(PanelPlacement(name: "similarity", rect: body, boxed: true) { ExpertSimilarityView.draw($0, in: $1) })
@@ -143,7 +145,8 @@ enum TextLayout {
     /// is cut with "…").
     static func wrap(_ text: String, width: Int) -> [String] {
         guard width > 0 else { return [] }
-        var lines: [String] = [], line = ""
+        var lines: [String] = []
+        var line = ""
         for word in text.split(separator: " ", omittingEmptySubsequences: true) {
             var word = String(word)
             if word.count > width { word = String(word.prefix(width - 1)) + "…" }
@@ -163,8 +166,10 @@ enum TextLayout {
     /// Writes `paragraphs` word-wrapped from row `y` down to (excluding) `bottom`; returns the
     /// next free row. A paragraph that does not fit ends with "…" on the last row.
     @discardableResult
-    static func paragraphs(_ paragraphs: [String], into grid: inout CellGrid, x: Int, y: Int, width: Int, bottom: Int,
-                           style: CellStyle = .plain) -> Int {
+    static func paragraphs(
+        _ paragraphs: [String], into grid: inout CellGrid, x: Int, y: Int, width: Int, bottom: Int,
+        style: CellStyle = .plain
+    ) -> Int {
         var row = y
         for paragraph in paragraphs {
             let lines = wrap(paragraph, width: width)

@@ -27,13 +27,19 @@ public struct ExplorerSession {
     public let expertSimilarityMeans: [Double]
 
     public init(model: any RoutingModel, tokenizer: any TextTokenizer, label: String, isRandomInit: Bool, tokens: [Int]) {
-        self.init(model: model, tokenizer: tokenizer, label: label, isRandomInit: isRandomInit, tokens: tokens,
-                  expertSimilarity: ExpertSimilarity(model: model))
+        self.init(
+            model: model, tokenizer: tokenizer, label: label, isRandomInit: isRandomInit, tokens: tokens,
+            expertSimilarity: ExpertSimilarity(model: model))
     }
 
-    private init(model: any RoutingModel, tokenizer: any TextTokenizer, label: String, isRandomInit: Bool, tokens: [Int],
-                 expertSimilarity: ExpertSimilarity?) {
-        self.model = model; self.tokenizer = tokenizer; self.label = label; self.isRandomInit = isRandomInit
+    private init(
+        model: any RoutingModel, tokenizer: any TextTokenizer, label: String, isRandomInit: Bool, tokens: [Int],
+        expertSimilarity: ExpertSimilarity?
+    ) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.label = label
+        self.isRandomInit = isRandomInit
         self.tokens = Array(tokens.prefix(model.contextLength))
         decoder = model.makeDecoder()
         self.expertSimilarity = expertSimilarity
@@ -44,8 +50,9 @@ public struct ExplorerSession {
     /// The same model on another text, from position 0: nothing is reloaded or recomputed but
     /// the decoding.
     public func restarted(with tokens: [Int]) -> ExplorerSession {
-        ExplorerSession(model: model, tokenizer: tokenizer, label: label, isRandomInit: isRandomInit, tokens: tokens,
-                        expertSimilarity: expertSimilarity)
+        ExplorerSession(
+            model: model, tokenizer: tokenizer, label: label, isRandomInit: isRandomInit, tokens: tokens,
+            expertSimilarity: expertSimilarity)
     }
 
     /// Whether each step also runs every expert, for the gate-vs-norm view: E/k times the expert
@@ -65,12 +72,13 @@ public struct ExplorerSession {
     public mutating func decode(through index: Int) throws {
         let target = min(index, tokens.count - 1)
         guard target >= traces.count else { return }
-        let chunk = Array(tokens[traces.count ... target])
+        let chunk = Array(tokens[traces.count...target])
         let result = try decoder.feed(chunk, allExpertNorms: runsEveryExpert)
         traces += result.routing
-        nonFiniteTokens += result.routing.filter { trace in
-            trace.layers.contains { layer in layer.probabilities.contains { !$0.isFinite } }
-        }.count
+        nonFiniteTokens +=
+            result.routing.filter { trace in
+                trace.layers.contains { layer in layer.probabilities.contains { !$0.isFinite } }
+            }.count
         lastLogits = result.lastLogits
     }
 
@@ -82,10 +90,14 @@ public struct ExplorerSession {
         var probabilities = lastLogits.map { $0 / 0.8 }
         probabilities.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: $0.count) }
         let draw = sampler.nextUniform()
-        var total: Float = 0, chosen = probabilities.count - 1
+        var total: Float = 0
+        var chosen = probabilities.count - 1
         for (id, p) in probabilities.enumerated() {
             total += p
-            if draw < total { chosen = id; break }
+            if draw < total {
+                chosen = id
+                break
+            }
         }
         tokens.append(chosen)
         try decode(through: tokens.count - 1)

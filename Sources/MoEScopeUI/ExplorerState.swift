@@ -111,7 +111,7 @@ public struct ExplorerState {
         case .previousRouter:
             let count = RouterKind.allCases.count
             try switchRouter(to: RouterKind.allCases[((session.router?.number ?? 1) + count - 2) % count])
-        case let .router(number): try switchRouter(to: RouterKind.allCases[number - 1])
+        case .router(let number): try switchRouter(to: RouterKind.allCases[number - 1])
         case .previousExpert, .nextExpert, .previousExpertPage, .nextExpertPage:
             // The cursor moves along the axis as it is shown (by load, by probability or by id).
             let order = ExpertOrdering.order(self)
@@ -141,7 +141,9 @@ public struct ExplorerState {
                 if cursor + 1 < tokenCount { try move(to: cursor + 1) } else { playing = false }
             }
         } catch {
-            message = "\(error)"; playing = false; pendingGeneration = 0
+            message = "\(error)"
+            playing = false
+            pendingGeneration = 0
         }
     }
 
@@ -175,11 +177,16 @@ public struct ExplorerState {
     private mutating func handleEditing(_ key: Key) {
         guard var field = editor else { return }
         switch key {
-        case .escape, .control("c"): editor = nil; return   // Ctrl-C abandons the line, as in readline
+        case .escape, .control("c"):
+            editor = nil
+            return  // Ctrl-C abandons the line, as in readline
         case .enter:
             editor = nil
             let tokens = session.tokenizer.encode(field.text)
-            guard !tokens.isEmpty else { message = "the text is empty — type at least one character"; return }
+            guard !tokens.isEmpty else {
+                message = "the text is empty — type at least one character"
+                return
+            }
             do {
                 session = session.restarted(with: tokens)
                 cursor = 0

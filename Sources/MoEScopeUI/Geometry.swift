@@ -7,7 +7,10 @@ public struct Rect: Equatable, Hashable, Sendable, CustomStringConvertible {
     public var height: Int
 
     public init(x: Int, y: Int, width: Int, height: Int) {
-        self.x = x; self.y = y; self.width = max(0, width); self.height = max(0, height)
+        self.x = x
+        self.y = y
+        self.width = max(0, width)
+        self.height = max(0, height)
     }
 
     public var maxX: Int { x + width }

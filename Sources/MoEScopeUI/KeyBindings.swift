@@ -17,7 +17,8 @@ public enum Key: Equatable, Sendable {
 /// What a key does outside text editing.
 public enum Action: Equatable, Sendable {
     case previousToken, nextToken, firstToken, lastToken, previousLayer, nextLayer, togglePlay
-    case router(Int), nextRouter, previousRouter
+    case router(Int)
+    case nextRouter, previousRouter
     case edit, generate, nextView, previousView
     case previousExpert, nextExpert, previousExpertPage, nextExpertPage, zoomIn, zoomOut, cycleOrder
     case help, quit
@@ -38,8 +39,10 @@ public struct KeyBinding: Sendable {
     /// Only for moescope's own models (they switch between its trained routers).
     public let ownModelsOnly: Bool
 
-    init(_ keys: [(Key, Action)], label: String, footerLabel: String? = nil, footer: String?, priority: Int = 9,
-         help: String, ownModelsOnly: Bool = false) {
+    init(
+        _ keys: [(Key, Action)], label: String, footerLabel: String? = nil, footer: String?, priority: Int = 9,
+        help: String, ownModelsOnly: Bool = false
+    ) {
         self.keys = keys.map { (key: $0.0, action: $0.1) }
         self.label = label
         self.footerLabel = footerLabel ?? label
@@ -58,37 +61,51 @@ public enum KeyBindings {
     public static let routerDigits = "1–\(routers.count)"
 
     public static let table: [KeyBinding] = [
-        KeyBinding([(.left, .previousToken), (.right, .nextToken)], label: "←  →", footerLabel: "←/→", footer: "token", priority: 0,
-                   help: "previous / next token (the model decodes as you go)"),
-        KeyBinding([(.up, .previousLayer), (.down, .nextLayer)], label: "↑  ↓", footerLabel: "↑/↓", footer: "layer", priority: 0,
-                   help: "previous / next layer (the layer axis scrolls to keep it in view)"),
-        KeyBinding([(.character("["), .previousExpert), (.character("]"), .nextExpert)], label: "[  ]", footerLabel: "[/]",
-                   footer: "expert", priority: 1, help: "previous / next expert on the expert axis (the expert cursor)"),
-        KeyBinding([(.character("{"), .previousExpertPage), (.character("}"), .nextExpertPage)], label: "{  }", footerLabel: "{/}",
-                   footer: nil, help: "expert cursor back / forward by a group (or 8 experts)"),
-        KeyBinding([(.character("-"), .zoomOut), (.character("+"), .zoomIn), (.character("="), .zoomIn)], label: "-  +",
-                   footerLabel: "-/+", footer: "zoom", priority: 4,
-                   help: "zoom the expert axis: fit every expert · one column each · numbers (panning with the cursor)"),
-        KeyBinding([(.character("o"), .cycleOrder)], label: "o", footer: "order", priority: 5,
-                   help: "order experts by id · by load · by the current token's probability"),
-        KeyBinding([(.home, .firstToken), (.end, .lastToken)], label: "Home  End", footerLabel: "Home/End", footer: nil,
-                   help: "first / last token"),
-        KeyBinding([(.character(" "), .togglePlay)], label: "space", footer: "play", priority: 6,
-                   help: "play / pause streaming through the text"),
-        KeyBinding(routers.map { (.character(Character(String($0.number))), .router($0.number)) }, label: "1 … \(routers.count)",
-                   footerLabel: "\(routerDigits)/r", footer: "router", priority: 3,
-                   help: "switch router: " + routers.map { "\($0.number) \($0.displayName)" }.joined(separator: ", "),
-                   ownModelsOnly: true),
-        KeyBinding([(.character("r"), .nextRouter), (.character("R"), .previousRouter)], label: "r  R", footer: nil,
-                   help: "next / previous router (same text, cursor stays on the token)", ownModelsOnly: true),
-        KeyBinding([(.character("e"), .edit)], label: "e", footer: "edit", priority: 5,
-                   help: "edit the text (readline keys, paste; Enter runs it, Esc cancels)"),
-        KeyBinding([(.character("g"), .generate)], label: "g", footer: "generate", priority: 7,
-                   help: "generate the next \(ExplorerState.generationLength) tokens"),
-        KeyBinding([(.tab, .nextView), (.backTab, .previousView)], label: "Tab ⇧Tab", footerLabel: "Tab", footer: "view", priority: 1,
-                   help: "next / previous view: " + ExplorerView.allCases.map(\.title).joined(separator: " · ")),
-        KeyBinding([(.character("?"), .help), (.character("h"), .help)], label: "?", footer: "help", priority: 0,
-                   help: "this help (any key closes it)"),
+        KeyBinding(
+            [(.left, .previousToken), (.right, .nextToken)], label: "←  →", footerLabel: "←/→", footer: "token", priority: 0,
+            help: "previous / next token (the model decodes as you go)"),
+        KeyBinding(
+            [(.up, .previousLayer), (.down, .nextLayer)], label: "↑  ↓", footerLabel: "↑/↓", footer: "layer", priority: 0,
+            help: "previous / next layer (the layer axis scrolls to keep it in view)"),
+        KeyBinding(
+            [(.character("["), .previousExpert), (.character("]"), .nextExpert)], label: "[  ]", footerLabel: "[/]",
+            footer: "expert", priority: 1, help: "previous / next expert on the expert axis (the expert cursor)"),
+        KeyBinding(
+            [(.character("{"), .previousExpertPage), (.character("}"), .nextExpertPage)], label: "{  }", footerLabel: "{/}",
+            footer: nil, help: "expert cursor back / forward by a group (or 8 experts)"),
+        KeyBinding(
+            [(.character("-"), .zoomOut), (.character("+"), .zoomIn), (.character("="), .zoomIn)], label: "-  +",
+            footerLabel: "-/+", footer: "zoom", priority: 4,
+            help: "zoom the expert axis: fit every expert · one column each · numbers (panning with the cursor)"),
+        KeyBinding(
+            [(.character("o"), .cycleOrder)], label: "o", footer: "order", priority: 5,
+            help: "order experts by id · by load · by the current token's probability"),
+        KeyBinding(
+            [(.home, .firstToken), (.end, .lastToken)], label: "Home  End", footerLabel: "Home/End", footer: nil,
+            help: "first / last token"),
+        KeyBinding(
+            [(.character(" "), .togglePlay)], label: "space", footer: "play", priority: 6,
+            help: "play / pause streaming through the text"),
+        KeyBinding(
+            routers.map { (.character(Character(String($0.number))), .router($0.number)) }, label: "1 … \(routers.count)",
+            footerLabel: "\(routerDigits)/r", footer: "router", priority: 3,
+            help: "switch router: " + routers.map { "\($0.number) \($0.displayName)" }.joined(separator: ", "),
+            ownModelsOnly: true),
+        KeyBinding(
+            [(.character("r"), .nextRouter), (.character("R"), .previousRouter)], label: "r  R", footer: nil,
+            help: "next / previous router (same text, cursor stays on the token)", ownModelsOnly: true),
+        KeyBinding(
+            [(.character("e"), .edit)], label: "e", footer: "edit", priority: 5,
+            help: "edit the text (readline keys, paste; Enter runs it, Esc cancels)"),
+        KeyBinding(
+            [(.character("g"), .generate)], label: "g", footer: "generate", priority: 7,
+            help: "generate the next \(ExplorerState.generationLength) tokens"),
+        KeyBinding(
+            [(.tab, .nextView), (.backTab, .previousView)], label: "Tab ⇧Tab", footerLabel: "Tab", footer: "view", priority: 1,
+            help: "next / previous view: " + ExplorerView.allCases.map(\.title).joined(separator: " · ")),
+        KeyBinding(
+            [(.character("?"), .help), (.character("h"), .help)], label: "?", footer: "help", priority: 0,
+            help: "this help (any key closes it)"),
         KeyBinding([(.character("q"), .quit), (.control("c"), .quit)], label: "q", footer: "quit", priority: 0, help: "quit"),
     ]
 

@@ -23,10 +23,13 @@ public struct LineEditor: Sendable, Equatable {
         case .home: cursor = 0
         case .end: cursor = characters.count
         case .backspace:
-            if cursor > 0 { characters.remove(at: cursor - 1); cursor -= 1 }
+            if cursor > 0 {
+                characters.remove(at: cursor - 1)
+                cursor -= 1
+            }
         case .delete:
             if cursor < characters.count { characters.remove(at: cursor) }
-        case let .paste(text): insert(text)
+        case .paste(let text): insert(text)
         case .character(let c):
             guard let scalar = c.unicodeScalars.first, c.unicodeScalars.count > 1 || scalar.value >= 0x20 && scalar.value != 0x7F else {
                 return control(c)
@@ -45,20 +48,22 @@ public struct LineEditor: Sendable, Equatable {
 
     private mutating func control(_ c: Character) -> Bool {
         switch c.unicodeScalars.first!.value {
-        case 0x01: cursor = 0                                          // Ctrl-A
-        case 0x05: cursor = characters.count                           // Ctrl-E
-        case 0x02: cursor = max(0, cursor - 1)                         // Ctrl-B
-        case 0x06: cursor = min(characters.count, cursor + 1)          // Ctrl-F
-        case 0x04: if cursor < characters.count { characters.remove(at: cursor) }   // Ctrl-D
-        case 0x15: characters.removeSubrange(0..<cursor); cursor = 0    // Ctrl-U
-        case 0x0B: characters.removeSubrange(cursor...)                 // Ctrl-K
-        case 0x17:                                                      // Ctrl-W: back over spaces, then the word
+        case 0x01: cursor = 0  // Ctrl-A
+        case 0x05: cursor = characters.count  // Ctrl-E
+        case 0x02: cursor = max(0, cursor - 1)  // Ctrl-B
+        case 0x06: cursor = min(characters.count, cursor + 1)  // Ctrl-F
+        case 0x04: if cursor < characters.count { characters.remove(at: cursor) }  // Ctrl-D
+        case 0x15:
+            characters.removeSubrange(0..<cursor)
+            cursor = 0  // Ctrl-U
+        case 0x0B: characters.removeSubrange(cursor...)  // Ctrl-K
+        case 0x17:  // Ctrl-W: back over spaces, then the word
             var start = cursor
             while start > 0, characters[start - 1].isWhitespace { start -= 1 }
             while start > 0, !characters[start - 1].isWhitespace { start -= 1 }
             characters.removeSubrange(start..<cursor)
             cursor = start
-        default: break                                                  // other control characters: ignored
+        default: break  // other control characters: ignored
         }
         return true
     }

@@ -81,15 +81,24 @@ struct PoisonedModel: RoutingModel {
 
     static func model(_ shape: Shape) throws -> any RoutingModel {
         var c = ModelConfig.tiny(router: shape.router)
-        c.hiddenSize = 8; c.numHeads = 2; c.expertHiddenSize = 4; c.routerHiddenSize = 4; c.gruHiddenSize = 6
-        c.numExperts = shape.experts; c.topK = shape.topK; c.numLayers = shape.layers
+        c.hiddenSize = 8
+        c.numHeads = 2
+        c.expertHiddenSize = 4
+        c.routerHiddenSize = 4
+        c.gruHiddenSize = 6
+        c.numExperts = shape.experts
+        c.topK = shape.topK
+        c.numLayers = shape.layers
         let base = try MoEModel(config: c, seed: UInt64(shape.experts))
         return ShapedModel(base: base, denseFirst: shape.denseFirst, groups: shape.groups)
     }
 
-    static func state(_ model: any RoutingModel, text: String = "Routers pick experts for every token of this text.") throws -> ExplorerState {
+    static func state(_ model: any RoutingModel, text: String = "Routers pick experts for every token of this text.") throws
+        -> ExplorerState
+    {
         let loader: SessionLoader = { _, tokens, text in
-            ExplorerSession(model: model, tokenizer: tokenizer, label: "shape", isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
+            ExplorerSession(
+                model: model, tokenizer: tokenizer, label: "shape", isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
         }
         return try ExplorerState(loader: loader, router: model.routerKind, text: text)
     }
@@ -101,8 +110,9 @@ struct PoisonedModel: RoutingModel {
         let panels = ExplorerRenderer.panels(state, width: width, height: height)
         let screen = Rect(x: 0, y: 0, width: width, height: height)
         for (i, panel) in panels.enumerated() {
-            #expect(screen.contains(x: panel.rect.x, y: panel.rect.y) && panel.rect.maxX <= width && panel.rect.maxY <= height,
-                    "\(context): \(panel.name) \(panel.rect) is off the screen")
+            #expect(
+                screen.contains(x: panel.rect.x, y: panel.rect.y) && panel.rect.maxX <= width && panel.rect.maxY <= height,
+                "\(context): \(panel.name) \(panel.rect) is off the screen")
             for other in panels[(i + 1)...] {
                 #expect(!panel.rect.intersects(other.rect), "\(context): \(panel.name) \(panel.rect) overlaps \(other.name) \(other.rect)")
             }
@@ -113,9 +123,13 @@ struct PoisonedModel: RoutingModel {
             if corners != ["┌", "┐", "└", "┘"] { broken.append("corners \(corners)") }
             for y in r.y + 1..<r.maxY - 1 {
                 if grid[r.x, y].character != "│" || grid[r.maxX - 1, y].character != "│" { broken.append("side at row \(y)") }
-                if grid[r.x + 1, y].character != " " || grid[r.maxX - 2, y].character != " " { broken.append("margin at row \(y): \(grid.line(y))") }
+                if grid[r.x + 1, y].character != " " || grid[r.maxX - 2, y].character != " " {
+                    broken.append("margin at row \(y): \(grid.line(y))")
+                }
             }
-            for x in r.x..<r.maxX where grid[x, r.maxY - 1].character != "─" && x != r.x && x != r.maxX - 1 { broken.append("bottom at \(x)") }
+            for x in r.x..<r.maxX where grid[x, r.maxY - 1].character != "─" && x != r.x && x != r.maxX - 1 {
+                broken.append("bottom at \(x)")
+            }
             // The top edge: the title sits on it, between two runs of the rule.
             let top = String((r.x..<r.maxX).map { grid[$0, r.y].character })
             if !top.hasPrefix("┌─") || !top.hasSuffix("─┐") { broken.append("top edge \(top)") }
@@ -168,7 +182,9 @@ struct PoisonedModel: RoutingModel {
             let text = ExplorerRenderer.render(state, width: width, height: height).text
             #expect(text.contains("▸ L\(shape.denseFirst)"), "\(shape) \(width)×\(height): first layer not selected")
             let rowsShown = text.split(separator: "\n").filter { $0.contains("│   L") || $0.contains("│ ▸ L") }.count
-            if rowsShown < shape.layers { #expect(text.contains("▼"), "\(shape) \(width)×\(height): hidden layers without a mark\n\(text)") }
+            if rowsShown < shape.layers {
+                #expect(text.contains("▼"), "\(shape) \(width)×\(height): hidden layers without a mark\n\(text)")
+            }
         }
         for _ in 0..<shape.layers { state.handle(.down) }
         for (width, height) in [(80, 24), (200, 60)] {
@@ -184,13 +200,14 @@ struct PoisonedModel: RoutingModel {
         for _ in 0..<20 { state.handle(.right) }
         for _ in 0..<200 { state.handle(.character("]")) }
         #expect(state.expert == 200)
-        state.handle(.character("+"))   // one column per expert: 256 do not fit at 80 columns
+        state.handle(.character("+"))  // one column per expert: 256 do not fit at 80 columns
         var text = ExplorerRenderer.render(state, width: 80, height: 24).text
         #expect(text.contains("▼E200"), "\(text)")
         #expect(text.contains("experts off-axis"))
         state.handle(.character("}"))
-        #expect(state.expert == 232)   // a group of 32
-        state.handle(.character("{")); state.handle(.character("{"))
+        #expect(state.expert == 232)  // a group of 32
+        state.handle(.character("{"))
+        state.handle(.character("{"))
         #expect(state.expert == 168)
         state.handle(.backTab)
         #expect(state.view == .expert)
@@ -258,7 +275,8 @@ struct PoisonedModel: RoutingModel {
         let tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
         #expect(model.numExperts == 64 && model.topK == 8)
         let loader: SessionLoader = { _, tokens, text in
-            ExplorerSession(model: model, tokenizer: tokenizer, label: folder, isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
+            ExplorerSession(
+                model: model, tokenizer: tokenizer, label: folder, isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
         }
         var state = try ExplorerState(loader: loader, router: nil, text: "the router routes tokens to experts")
         for _ in 0..<5 { state.handle(.right) }
@@ -339,7 +357,7 @@ struct PoisonedModel: RoutingModel {
         field.handle(.left)
         field.handle(.control("u"))
         #expect(field.text == "!" && field.cursor == 0)
-        field.handle(.character("\u{07}"))   // bell: ignored
+        field.handle(.character("\u{07}"))  // bell: ignored
         field.handle(.character("\u{1B}"))
         #expect(field.text == "!")
         field.handle(.paste("line one\nline two\u{1B}[A"))
@@ -353,11 +371,11 @@ struct PoisonedModel: RoutingModel {
         state.handle(.paste("q\nmore\u{1B}text"))
         #expect(!state.quitRequested)
         #expect(state.editBuffer == "Hello, routed world!Xq\nmore\u{1B}text")
-        let long = String(repeating: "pasted text ", count: 420)   // 5,040 characters
+        let long = String(repeating: "pasted text ", count: 420)  // 5,040 characters
         let began = Date()
         state.handle(.paste(long))
         _ = ExplorerRenderer.render(state, width: 80, height: 24)
-        #expect(Date().timeIntervalSince(began) < 5)   // generous: a debug build on a busy machine
+        #expect(Date().timeIntervalSince(began) < 5)  // generous: a debug build on a busy machine
         #expect(state.editBuffer!.hasSuffix(long))
         // A paste outside the text field opens it instead of being read as keys.
         state.handle(.escape)

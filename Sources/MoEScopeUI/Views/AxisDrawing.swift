@@ -6,15 +6,17 @@ enum AxisDrawing {
     /// Expert ids over the axis: every cell's id in numeric mode, else ids where they fit, with
     /// the expert cursor's id reversed over its column.
     static func header(_ axis: ExpertAxis, context: ViewContext, into grid: inout CellGrid, x: Int, y: Int, limit: Int) {
-        let palette = context.palette, cursor = context.state.expert
+        let palette = context.palette
+        let cursor = context.state.expert
         for separator in axis.separators { grid.set("│", x: x + separator, y: y, style: CellStyle(dim: true)) }
         if axis.isNumeric {
             for column in axis.columns {
                 let e = column.experts.first!
                 var style = palette.expert(e)
                 if e == cursor { style.reverse = true }
-                grid.put(" E\(e)".padding(toLength: axis.cellWidth, withPad: " ", startingAt: 0), x: x + column.x, y: y, style: style,
-                         maxWidth: min(axis.cellWidth, limit - column.x))
+                grid.put(
+                    " E\(e)".padding(toLength: axis.cellWidth, withPad: " ", startingAt: 0), x: x + column.x, y: y, style: style,
+                    maxWidth: min(axis.cellWidth, limit - column.x))
             }
             return
         }
@@ -45,10 +47,17 @@ enum AxisDrawing {
         for separator in axis.separators { grid.set("│", x: x + separator, y: y, style: CellStyle(dim: true)) }
         let probabilities = routing.probabilities
         for column in axis.columns {
-            var value = -Double.infinity, finite = true, chosen = false, nan = false
+            var value = -Double.infinity
+            var finite = true
+            var chosen = false
+            var nan = false
             for e in column.experts where e < probabilities.count {
                 let p = Double(probabilities[e])
-                if !p.isFinite { finite = false; nan = nan || p.isNaN; continue }
+                if !p.isFinite {
+                    finite = false
+                    nan = nan || p.isNaN
+                    continue
+                }
                 value = max(value, p)
             }
             for e in routing.experts where column.experts.contains(e) { chosen = true }

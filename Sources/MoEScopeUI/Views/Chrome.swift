@@ -4,9 +4,11 @@ import MoECore
 enum StatusBar {
     static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
         var grid = CellGrid(rect)
-        let state = context.state, session = state.session
+        let state = context.state
+        let session = state.session
         let routers = RouterKind.allCases.count
-        let router = session.router.map { ("router \($0.displayName) [\($0.number)/\(routers)]", $0.displayName) }
+        let router =
+            session.router.map { ("router \($0.displayName) [\($0.number)/\(routers)]", $0.displayName) }
             ?? ("router \(session.model.routerName)", session.model.routerName)
         let position = ("token \(state.cursor + 1)/\(state.tokenCount)", "t\(state.cursor + 1)/\(state.tokenCount)")
         let layer = ("layer \(state.layerName(state.layer)) of \(session.model.layerCount)", state.layerName(state.layer))
@@ -34,7 +36,8 @@ enum StatusBar {
 enum Footer {
     static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
         var grid = CellGrid(rect)
-        let state = context.state, width = rect.width
+        let state = context.state
+        let width = rect.width
         if let editor = state.editor {
             let hint = TextLayout.firstFitting([" Enter run · Esc cancel · ^U ^W ^A ^E", " Enter run · Esc cancel", ""], width: width / 3)
             let label = "Text: "
@@ -60,11 +63,12 @@ enum NonFiniteBanner {
     static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
         var grid = CellGrid(rect)
         let session = context.state.session
-        let text = TextLayout.firstFitting([
-            " ⚠ This model produces non-finite routing: \(session.nonFiniteTokens) of \(session.traces.count) tokens have NaN or ∞ router probabilities (shown as nan / !). Check its weights and config.",
-            " ⚠ Non-finite routing: \(session.nonFiniteTokens) of \(session.traces.count) tokens have NaN/∞ probabilities (nan, !).",
-            " ⚠ NaN/∞ routing in \(session.nonFiniteTokens) tokens",
-        ], width: rect.width)
+        let text = TextLayout.firstFitting(
+            [
+                " ⚠ This model produces non-finite routing: \(session.nonFiniteTokens) of \(session.traces.count) tokens have NaN or ∞ router probabilities (shown as nan / !). Check its weights and config.",
+                " ⚠ Non-finite routing: \(session.nonFiniteTokens) of \(session.traces.count) tokens have NaN/∞ probabilities (nan, !).",
+                " ⚠ NaN/∞ routing in \(session.nonFiniteTokens) tokens",
+            ], width: rect.width)
         grid.fill(rect.local, with: Cell(" ", style: context.palette.nonFinite))
         grid.put(text, x: 0, y: 0, style: context.palette.nonFinite)
         return grid

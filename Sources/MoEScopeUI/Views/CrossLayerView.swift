@@ -11,10 +11,11 @@ enum CrossLayerView {
         grid.box(title: "Cross-layer dependence · tokens 1–\(state.cursor + 1)")
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard inner.width > 12, inner.height >= 4 else { return grid }
-        var pairs = PairwiseMutualInformation((0..<state.numLayers).map { l in
-            state.session.traces[0...state.cursor].map { $0.layers[l].experts.first ?? 0 }
-        })
-        var computed: [Int: Double] = [:]   // MI is symmetric: each visible pair once
+        var pairs = PairwiseMutualInformation(
+            (0..<state.numLayers).map { l in
+                state.session.traces[0...state.cursor].map { $0.layers[l].experts.first ?? 0 }
+            })
+        var computed: [Int: Double] = [:]  // MI is symmetric: each visible pair once
         func information(_ i: Int, _ j: Int) -> Double {
             let key = min(i, j) * state.numLayers + max(i, j)
             if let value = computed[key] { return value }
@@ -35,36 +36,49 @@ enum CrossLayerView {
         let available = inner.width - labelWidth
         let cellWidth = max(1, min(7, available / max(1, state.numLayers)))
         let numeric = cellWidth >= 5
-        let axis = ExpertAxis(order: Array(0..<state.numLayers), groupSize: nil, width: available,
-                              zoom: numeric ? .numeric : .columns, cursor: state.layer, numericWidth: cellWidth)
+        let axis = ExpertAxis(
+            order: Array(0..<state.numLayers), groupSize: nil, width: available,
+            zoom: numeric ? .numeric : .columns, cursor: state.layer, numericWidth: cellWidth)
         for column in axis.columns {
             let j = column.experts.first!
             let name = state.layerName(j)
-            let label = numeric ? " " + name : j == state.layer ? "▼" : cellWidth > name.count ? name : j % 5 == 0 ? "\(state.session.model.routedLayers[j] % 10)" : "·"
+            let label =
+                numeric
+                ? " " + name
+                : j == state.layer ? "▼" : cellWidth > name.count ? name : j % 5 == 0 ? "\(state.session.model.routedLayers[j] % 10)" : "·"
             grid.put(label, x: inner.x + labelWidth + column.x, y: inner.y, style: CellStyle(bold: j == state.layer), maxWidth: cellWidth)
         }
         let window = ListWindow(total: state.numLayers, visible: matrixRows, selected: state.layer)
         for (row, i) in window.range.enumerated() {
             let y = inner.y + 1 + row
-            grid.put((i == state.layer ? "▸ " : "  ") + state.layerName(i), x: inner.x, y: y, style: CellStyle(bold: i == state.layer), maxWidth: labelWidth - 1)
+            grid.put(
+                (i == state.layer ? "▸ " : "  ") + state.layerName(i), x: inner.x, y: y, style: CellStyle(bold: i == state.layer),
+                maxWidth: labelWidth - 1)
             for column in axis.columns {
                 let j = column.experts.first!
                 let value = information(i, j)
                 var style = context.palette.heat(value / scale)
                 style.bold = i == j
                 let glyph = String(context.palette.heatGlyph(value / scale))
-                let text = numeric ? String(format: " %4.2f", value).padding(toLength: cellWidth, withPad: " ", startingAt: 0)
+                let text =
+                    numeric
+                    ? String(format: " %4.2f", value).padding(toLength: cellWidth, withPad: " ", startingAt: 0)
                     : String(repeating: glyph, count: cellWidth)
                 grid.put(text, x: inner.x + labelWidth + column.x, y: y, style: style, maxWidth: cellWidth)
             }
         }
         var legend: [String] = []
-        if window.hiddenAbove + window.hiddenBelow > 0 { legend.append("▲\(window.hiddenAbove) ▼\(window.hiddenBelow) layers (↑/↓ scrolls)") }
+        if window.hiddenAbove + window.hiddenBelow > 0 {
+            legend.append("▲\(window.hiddenAbove) ▼\(window.hiddenBelow) layers (↑/↓ scrolls)")
+        }
         if axis.hiddenBefore + axis.hiddenAfter > 0 { legend.append("◂\(axis.hiddenBefore) \(axis.hiddenAfter)▸ columns") }
         if !numeric { legend.append("colour = MI / ln E; digits need \(labelWidth + 5 * state.numLayers + 4) columns") }
-        grid.put(legend.joined(separator: " · "), x: inner.x, y: inner.y + 1 + matrixRows, style: CellStyle(dim: true), maxWidth: inner.width)
+        grid.put(
+            legend.joined(separator: " · "), x: inner.x, y: inner.y + 1 + matrixRows, style: CellStyle(dim: true), maxWidth: inner.width)
         if noteRows > 0 {
-            TextLayout.paragraphs(notes, into: &grid, x: inner.x, y: inner.maxY - noteRows, width: inner.width, bottom: inner.maxY, style: CellStyle(dim: true))
+            TextLayout.paragraphs(
+                notes, into: &grid, x: inner.x, y: inner.maxY - noteRows, width: inner.width, bottom: inner.maxY,
+                style: CellStyle(dim: true))
         }
         return grid
     }

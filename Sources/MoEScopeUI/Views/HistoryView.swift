@@ -3,9 +3,12 @@ enum HistoryView {
     static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
         var grid = CellGrid(rect)
         let state = context.state
-        grid.box(title: TextLayout.firstFitting([
-            "Token history · layer \(state.layerName(state.layer)) · tokens × experts", "History · \(state.layerName(state.layer))", "History",
-        ], width: rect.width - 6))
+        grid.box(
+            title: TextLayout.firstFitting(
+                [
+                    "Token history · layer \(state.layerName(state.layer)) · tokens × experts", "History · \(state.layerName(state.layer))",
+                    "History",
+                ], width: rect.width - 6))
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard inner.width > 12, inner.height >= 2 else { return grid }
         // Token labels get up to 10 columns, fewer where that lets the numeric cells fit.

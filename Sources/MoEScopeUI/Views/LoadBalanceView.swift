@@ -9,9 +9,12 @@ enum LoadBalanceView {
     static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
         var grid = CellGrid(rect)
         let state = context.state
-        grid.box(title: TextLayout.firstFitting([
-            "Load balance · layer \(state.layerName(state.layer)) · tokens 1–\(state.cursor + 1)", "Load · \(state.layerName(state.layer))", "Load",
-        ], width: rect.width - 6))
+        grid.box(
+            title: TextLayout.firstFitting(
+                [
+                    "Load balance · layer \(state.layerName(state.layer)) · tokens 1–\(state.cursor + 1)",
+                    "Load · \(state.layerName(state.layer))", "Load",
+                ], width: rect.width - 6))
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard inner.width > 6, inner.height >= 3 else { return grid }
         let counts = context.load[state.layer]
@@ -33,8 +36,9 @@ enum LoadBalanceView {
             let barWidth = axis.isNumeric ? axis.cellWidth - 1 : 1
             for row in 0..<barRows {
                 let glyph: Character = isDead && row == 0 ? "·" : Palette.columnBar(top > 0 ? share / top : 0, row: row, rows: barRows)
-                grid.put(String(repeating: glyph, count: barWidth), x: inner.x + column.x, y: inner.y + barRows - 1 - row,
-                         style: isDead ? CellStyle(dim: true) : style)
+                grid.put(
+                    String(repeating: glyph, count: barWidth), x: inner.x + column.x, y: inner.y + barRows - 1 - row,
+                    style: isDead ? CellStyle(dim: true) : style)
             }
         }
         for separator in axis.separators {
@@ -45,28 +49,38 @@ enum LoadBalanceView {
         row += 1
         guard row < inner.maxY else { return grid }
         let cursorShare = shares.indices.contains(state.expert) ? shares[state.expert] : 0
-        let summary = TextLayout.firstFitting([
-            String(format: "E%d %.1f%% · top %.1f%% · dead %d · hot %d (>2× mean) · CV %.2f · MaxVio %.2f · entropy %.2f",
-                   state.expert, cursorShare * 100, top * 100, dead, hot, stats.coefficientOfVariation, stats.maxViolation,
-                   stats.normalizedUsageEntropy),
-            String(format: "E%d %.1f%% · dead %d · hot %d · CV %.2f · MaxVio %.2f · H %.2f", state.expert, cursorShare * 100, dead, hot,
-                   stats.coefficientOfVariation, stats.maxViolation, stats.normalizedUsageEntropy),
-            String(format: "dead %d · hot %d · CV %.2f · MaxVio %.2f", dead, hot, stats.coefficientOfVariation, stats.maxViolation),
-            "dead \(dead) · hot \(hot)",
-        ], width: inner.width)
+        let summary = TextLayout.firstFitting(
+            [
+                String(
+                    format: "E%d %.1f%% · top %.1f%% · dead %d · hot %d (>2× mean) · CV %.2f · MaxVio %.2f · entropy %.2f",
+                    state.expert, cursorShare * 100, top * 100, dead, hot, stats.coefficientOfVariation, stats.maxViolation,
+                    stats.normalizedUsageEntropy),
+                String(
+                    format: "E%d %.1f%% · dead %d · hot %d · CV %.2f · MaxVio %.2f · H %.2f", state.expert, cursorShare * 100, dead, hot,
+                    stats.coefficientOfVariation, stats.maxViolation, stats.normalizedUsageEntropy),
+                String(format: "dead %d · hot %d · CV %.2f · MaxVio %.2f", dead, hot, stats.coefficientOfVariation, stats.maxViolation),
+                "dead \(dead) · hot \(hot)",
+            ], width: inner.width)
         grid.put(summary, x: inner.x, y: row, style: CellStyle(bold: true), maxWidth: inner.width)
         row += 1
         let window = ListWindow(total: state.numLayers, visible: inner.maxY - row, selected: state.layer)
         for (offset, i) in window.range.enumerated() {
             let layerStats = LoadBalanceStats(counts: context.load[i])
-            let marker = i == state.layer ? "▸ " : offset == 0 && window.hiddenAbove > 0 ? "▲ " : offset == window.count - 1 && window.hiddenBelow > 0 ? "▼ " : "  "
+            let marker =
+                i == state.layer
+                ? "▸ " : offset == 0 && window.hiddenAbove > 0 ? "▲ " : offset == window.count - 1 && window.hiddenBelow > 0 ? "▼ " : "  "
             let name = marker + state.layerName(i).padding(toLength: 4, withPad: " ", startingAt: 0)
-            let line = TextLayout.firstFitting([
-                name + String(format: " CV %.2f  MaxVio %.2f  entropy %.2f  dead %d", layerStats.coefficientOfVariation,
-                              layerStats.maxViolation, layerStats.normalizedUsageEntropy, context.load[i].filter { $0 == 0 }.count),
-                name + String(format: " CV %.2f MaxVio %.2f H %.2f", layerStats.coefficientOfVariation, layerStats.maxViolation,
-                              layerStats.normalizedUsageEntropy),
-            ], width: inner.width)
+            let line = TextLayout.firstFitting(
+                [
+                    name
+                        + String(
+                            format: " CV %.2f  MaxVio %.2f  entropy %.2f  dead %d", layerStats.coefficientOfVariation,
+                            layerStats.maxViolation, layerStats.normalizedUsageEntropy, context.load[i].filter { $0 == 0 }.count),
+                    name
+                        + String(
+                            format: " CV %.2f MaxVio %.2f H %.2f", layerStats.coefficientOfVariation, layerStats.maxViolation,
+                            layerStats.normalizedUsageEntropy),
+                ], width: inner.width)
             grid.put(line, x: inner.x, y: row + offset, style: CellStyle(dim: i != state.layer), maxWidth: inner.width)
         }
         return grid

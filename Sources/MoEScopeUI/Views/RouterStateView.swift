@@ -7,7 +7,8 @@ import MoECore
 enum RouterStateView {
     static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
         var grid = CellGrid(rect)
-        let state = context.state, router = state.session.router
+        let state = context.state
+        let router = state.session.router
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard router == .gru else {
             grid.box(title: "Router state")
@@ -33,23 +34,29 @@ enum RouterStateView {
         let room = max(1, inner.width - labelWidth - 11)
         let group = max(1, (size + room - 1) / room)  // dims per column when narrow
         let columns = (size + group - 1) / group
-        grid.box(title: TextLayout.firstFitting([
-            "GRU hidden state |h| · layers × \(size) dims\(group > 1 ? " (max of \(group)/column)" : "")", "GRU |h| · layers × dims", "GRU |h|",
-        ], width: rect.width - 6))
+        grid.box(
+            title: TextLayout.firstFitting(
+                [
+                    "GRU hidden state |h| · layers × \(size) dims\(group > 1 ? " (max of \(group)/column)" : "")",
+                    "GRU |h| · layers × dims", "GRU |h|",
+                ], width: rect.width - 6))
         guard inner.height >= 2, inner.width > labelWidth + 11 else { return grid }
         let window = ListWindow(total: state.numLayers, visible: inner.height - 1, selected: state.layer)
         for (row, i) in window.range.enumerated() {
             let hidden = trace.layers[i].gruHidden ?? []
             let selected = i == state.layer
             let y = inner.y + row
-            grid.put((selected ? "▸ " : "  ") + state.layerName(i), x: inner.x, y: y, style: CellStyle(bold: selected), maxWidth: labelWidth - 1)
+            grid.put(
+                (selected ? "▸ " : "  ") + state.layerName(i), x: inner.x, y: y, style: CellStyle(bold: selected), maxWidth: labelWidth - 1)
             for c in 0..<columns {
                 let slice = hidden[(c * group)..<min(hidden.count, (c + 1) * group)]
                 let magnitude = Double(slice.map { abs($0) }.max() ?? 0)  // |h| ≤ 1 for a GRU
                 grid.set(context.palette.heatGlyph(magnitude), x: inner.x + labelWidth + c, y: y, style: context.palette.heat(magnitude))
             }
             let norm = hidden.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
-            grid.put(String(format: " ‖h‖ %5.2f", norm), x: inner.x + labelWidth + columns, y: y, maxWidth: inner.maxX - inner.x - labelWidth - columns)
+            grid.put(
+                String(format: " ‖h‖ %5.2f", norm), x: inner.x + labelWidth + columns, y: y,
+                maxWidth: inner.maxX - inner.x - labelWidth - columns)
         }
         var legend = "colour/glyph = |h_d| from 0 to 1 · h flows from layer to layer"
         if window.hiddenAbove + window.hiddenBelow > 0 { legend = "▲\(window.hiddenAbove) ▼\(window.hiddenBelow) layers · " + legend }

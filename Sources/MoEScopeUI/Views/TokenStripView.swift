@@ -4,12 +4,15 @@
 enum TokenStripView {
     static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
         var grid = CellGrid(rect)
-        let state = context.state, session = state.session
-        grid.box(title: TextLayout.firstFitting([
-            "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)",
-            "Tokens · top-1 expert at \(state.layerName(state.layer))", "Tokens",
-        ], width: rect.width - 6))
-        let inner = rect.width - 5   // a column is kept for the ▲/▼ scroll marks
+        let state = context.state
+        let session = state.session
+        grid.box(
+            title: TextLayout.firstFitting(
+                [
+                    "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)",
+                    "Tokens · top-1 expert at \(state.layerName(state.layer))", "Tokens",
+                ], width: rect.width - 6))
+        let inner = rect.width - 5  // a column is kept for the ▲/▼ scroll marks
         guard inner > 0, rect.height > 3 else { return grid }
         var lines: [[(index: Int, column: Int, text: String, id: String)]] = [[]]
         var column = 0
@@ -19,7 +22,10 @@ enum TokenStripView {
             var text = ExplorerRenderer.visible(session.text(of: index))
             if text.count > inner { text = String(text.prefix(inner - 1)) + "…" }
             let cell = max(text.count, id.count)
-            if column > 0, column + cell > inner { lines.append([]); column = 0 }
+            if column > 0, column + cell > inner {
+                lines.append([])
+                column = 0
+            }
             lines[lines.count - 1].append((index, column, text, id))
             column += cell + 1
         }
