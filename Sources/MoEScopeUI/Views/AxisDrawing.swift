@@ -84,6 +84,11 @@ enum AxisDrawing {
         }
     }
 
+    /// " · ◂12 40▸" for a title when the axis is a window; "" when every expert shows.
+    static func offAxisMark(_ axis: ExpertAxis) -> String {
+        axis.hiddenBefore + axis.hiddenAfter > 0 ? " · ◂\(axis.hiddenBefore) \(axis.hiddenAfter)▸" : ""
+    }
+
     /// "◂ 12 · 40 ▸ experts" when the axis is a window; "" when every expert shows.
     static func hiddenNote(_ axis: ExpertAxis) -> String {
         guard axis.hiddenBefore + axis.hiddenAfter > 0 else { return "" }

@@ -49,18 +49,17 @@ enum LoadBalanceView {
         row += 1
         guard row < inner.maxY else { return grid }
         let cursorShare = shares.indices.contains(state.expert) ? shares[state.expert] : 0
-        let summary = TextLayout.firstFitting(
-            [
-                String(
-                    format: "E%d %.1f%% · top %.1f%% · dead %d · hot %d (>2× mean) · CV %.2f · MaxVio %.2f · entropy %.2f",
-                    state.expert, cursorShare * 100, top * 100, dead, hot, stats.coefficientOfVariation, stats.maxViolation,
-                    stats.normalizedUsageEntropy),
-                String(
-                    format: "E%d %.1f%% · dead %d · hot %d · CV %.2f · MaxVio %.2f · H %.2f", state.expert, cursorShare * 100, dead, hot,
-                    stats.coefficientOfVariation, stats.maxViolation, stats.normalizedUsageEntropy),
-                String(format: "dead %d · hot %d · CV %.2f · MaxVio %.2f", dead, hot, stats.coefficientOfVariation, stats.maxViolation),
-                "dead \(dead) · hot \(hot)",
-            ], width: inner.width)
+        // Experts off the axis (a panned window) are counted first; dead and hot count them all.
+        let prefix = axis.hiddenBefore + axis.hiddenAfter > 0 ? "◂\(axis.hiddenBefore) \(axis.hiddenAfter)▸ · " : ""
+        let full = String(
+            format: "E%d %.1f%% · top %.1f%% · dead %d · hot %d (>2× mean) · CV %.2f · MaxVio %.2f · entropy %.2f", state.expert,
+            cursorShare * 100, top * 100, dead, hot, stats.coefficientOfVariation, stats.maxViolation, stats.normalizedUsageEntropy)
+        let medium = String(
+            format: "E%d %.1f%% · dead %d · hot %d · CV %.2f · MaxVio %.2f · H %.2f", state.expert, cursorShare * 100, dead, hot,
+            stats.coefficientOfVariation, stats.maxViolation, stats.normalizedUsageEntropy)
+        let short = String(format: "dead %d · hot %d · CV %.2f · MaxVio %.2f", dead, hot, stats.coefficientOfVariation, stats.maxViolation)
+        let tiny = "dead \(dead) · hot \(hot)"
+        let summary = TextLayout.firstFitting([prefix + full, prefix + medium, prefix + short, prefix + tiny, tiny], width: inner.width)
         grid.put(summary, x: inner.x, y: row, style: CellStyle(bold: true), maxWidth: inner.width)
         row += 1
         let window = ListWindow(total: state.numLayers, visible: inner.maxY - row, selected: state.layer)

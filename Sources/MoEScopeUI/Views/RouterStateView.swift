@@ -17,8 +17,8 @@ enum RouterStateView {
                 "The \(router?.displayName ?? state.session.model.routerName) router has no recurrent state: it routes every layer independently from that layer's hidden state alone.",
                 "Equation: \(state.session.model.routerEquation)",
                 router == nil
-                    ? "moescope's GRU (RMoE) router is in its own models: run moescope without --model, press 7."
-                    : "Press 7 for the GRU (RMoE) router, whose state flows down the layers.",
+                    ? "moescope's GRU (RMoE) router is in its own models: run moescope without --model, press \(RouterKind.gru.number)."
+                    : "Press \(RouterKind.gru.number) for the GRU (RMoE) router, whose state flows down the layers.",
             ]
             if let hybrid = (state.session.model as? MoEModel)?.router as? HybridRouter {
                 // The Hybrid router's own state: how much of each layer's logits is the linear part.
