@@ -132,6 +132,29 @@ import Foundation
         #expect(abs(special[4] - expf(1)) <= expf(1).ulp)
     }
 
+    /// The vector tanh against libm's tanhf: within 3 ulp (or 1e-9 absolute near 0) from −12 to
+    /// 12, on both sides of the polynomial's 0.625 boundary; ±1 at ±∞, NaN kept, odd, and the
+    /// scalar form equal to the vector's lane.
+    @Test func vectorTanhMatchesLibm() {
+        var worstUlps: Float = 0
+        var x: Float = -12
+        while x < 12 {
+            let inputs = (0..<16).map { x + Float($0) * 0.0007 }
+            let lanes = Kernels.tanh(Kernels.Vector(inputs))
+            for (lane, input) in inputs.enumerated() {
+                let exact = tanhf(input)
+                if abs(lanes[lane] - exact) > 1e-9 { worstUlps = max(worstUlps, abs(lanes[lane] - exact) / exact.ulp) }
+                #expect(Kernels.tanh(input) == lanes[lane])
+                #expect(Kernels.tanh(-input) == -lanes[lane])
+            }
+            x += 0.0173
+        }
+        #expect(worstUlps <= 3, "worst error \(worstUlps) ulp")
+        let special = Kernels.tanh(Kernels.Vector([-.infinity, .infinity, .nan, 0, -0.0, 0.625, -0.625, 100, -100, 1e-20, 9, 10, 0.6249, 0.6251, 3, 4]))
+        #expect(special[0] == -1 && special[1] == 1 && special[2].isNaN && special[3] == 0 && special[7] == 1 && special[8] == -1)
+        #expect(special[9] == 1e-20)
+    }
+
     /// Rows long enough for the vector path (with a scalar tail), against the definition.
     @Test func longSoftmaxMatchesDefinition() {
         var g = SeededGenerator(seed: 21)

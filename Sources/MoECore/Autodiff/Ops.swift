@@ -112,7 +112,7 @@ extension Tape {
     }
 
     public func sigmoid(_ a: Variable) -> Variable { unary(a, Kernels.sigmoid) { _, y in y * (1 - y) } }
-    public func tanh(_ a: Variable) -> Variable { unary(a, tanhf) { _, y in 1 - y * y } }
+    public func tanh(_ a: Variable) -> Variable { unary(a, Kernels.tanh) { _, y in 1 - y * y } }
     public func gelu(_ a: Variable) -> Variable {
         unary(a, Kernels.gelu) { x, _ in
             0.5 * (1 + erff(x * 0.70710678118654752)) + x * expf(-0.5 * x * x) * 0.3989422804014327

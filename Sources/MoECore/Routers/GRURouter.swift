@@ -67,7 +67,7 @@ public struct GRURouter: Router {
 
     /// The cell on plain tensors, in one pass over the gates; `h` nil is the zero state, whose
     /// W_hh h is exactly 0 and is skipped. Each value is computed as the tape computes it:
-    /// the same products, sums and scalar σ and tanh.
+    /// the same products, sums, σ and tanh (the vector tanh, lane for lane the tape's).
     public func cell(input x: Tensor, hidden h: Tensor?, threads: Int) -> Tensor {
         let p = stateSize, rows = x.rows
         let gi = linear(x, parameter("\(Self.cellPrefix).weight_ih"), threads: threads)
@@ -78,16 +78,26 @@ public struct GRURouter: Router {
             bi.scalars.withUnsafeBufferPointer { bi in
                 bh.scalars.withUnsafeBufferPointer { bh in
                     out.scalars.withUnsafeMutableBufferPointer { out in
+                        let update = UnsafeMutablePointer<Float>.allocate(capacity: p)
+                        defer { update.deallocate() }
                         for r in 0..<rows {
                             let i = gi.baseAddress! + r * 3 * p, o = out.baseAddress! + r * p
                             // W_hh h + b_hh for this row (just b_hh from the zero state).
                             func hh(_ j: Int) -> Float { gh.map { $0.scalars[r * 3 * p + j] + bh[j] } ?? bh[j] }
                             for j in 0..<p {
                                 let reset = Kernels.sigmoid((i[j] + bi[j]) + hh(j))
-                                let update = Kernels.sigmoid((i[p + j] + bi[p + j]) + hh(p + j))
+                                update[j] = Kernels.sigmoid((i[p + j] + bi[p + j]) + hh(p + j))
                                 let gated = reset * hh(2 * p + j)
-                                let candidate = tanhf((i[2 * p + j] + bi[2 * p + j]) + gated)
-                                let (kept, carried) = ((1 - update) * candidate, update * (h?.scalars[r * p + j] ?? 0))
+                                o[j] = (i[2 * p + j] + bi[2 * p + j]) + gated   // n before its tanh
+                            }
+                            var j = 0
+                            while j + Kernels.width <= p {
+                                Kernels.store(Kernels.tanh(Kernels.load(o + j)), o + j)
+                                j += Kernels.width
+                            }
+                            while j < p { o[j] = Kernels.tanh(o[j]); j += 1 }
+                            for j in 0..<p {
+                                let (kept, carried) = ((1 - update[j]) * o[j], update[j] * (h?.scalars[r * p + j] ?? 0))
                                 o[j] = kept + carried
                             }
                         }
