@@ -65,7 +65,7 @@ struct AnalyzeCommand: ParsableCommand {
         var progress = ProgressLine("analyze: tokens", total: total, unit: "tok")
         var done = 0, normTokens = 0
         for (domain, ids) in inputs {
-            try route(ids, opened.model, normTokens: &normTokens) { traces in
+            try Self.route(ids, opened.model, normTokens: &normTokens) { traces in
                 accumulated.add(traces, domain: domain)
                 done += traces.count
                 progress.update(done)
@@ -93,13 +93,14 @@ struct AnalyzeCommand: ParsableCommand {
 
     /// Context windows run as one batch on each core: four 256-token windows give every
     /// expert about 256 rows a product (as a training shard does), where one window gave it 64.
-    static let windowsPerBatch = ProcessInfo.processInfo.environment["MOESCOPE_ANALYZE_BATCH"].flatMap(Int.init) ?? 4
+    static let windowsPerBatch = 4
 
     /// Routes `ids` in context-length windows, several windows a batch (`RoutingModel.route`),
     /// batches side by side on the cores; hands each window's traces to `consume` in order, so
     /// a long text's traces are summarised and dropped as it goes. Stops at the first NaN or ±∞.
-    private func route(_ ids: [Int], _ model: any RoutingModel, normTokens: inout Int,
-                       consume: ([RoutingTrace]) -> Void) throws {
+    /// `bench` times this same path.
+    static func route(_ ids: [Int], _ model: any RoutingModel, normTokens: inout Int,
+                      consume: ([RoutingTrace]) -> Void) throws {
         guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
         let windows = stride(from: 0, to: ids.count, by: model.contextLength).map { Array(ids[$0 ..< min(ids.count, $0 + model.contextLength)]) }
         let parallel = max(1, Kernels.threads)

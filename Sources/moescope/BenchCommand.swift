@@ -159,6 +159,24 @@ struct BenchCommand: ParsableCommand {
             }
         }
 
+        // analyze on a long text: 16,384 held-out tokens routed and summarised as `analyze`
+        // does it past its first 8,192 tokens (the every-expert norm sample), GRU router.
+        let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
+        var heldOut: [Int] = []
+        for document in corpus.documents(in: .heldout) where heldOut.count < 16_384 { heldOut += tokenizer.encode(document.text) }
+        heldOut = Array(heldOut.prefix(16_384))
+        let analyzed = try loadModel(.gru)
+        var analyzeTimes: [Double] = []
+        for _ in 0..<max(1, repeats / 2) {
+            var accumulated = AnalysisReport.Accumulator(model: analyzed, expectedTokens: heldOut.count)
+            var normTokens = AnalyzeCommand.normSampleTokens
+            let began = monotonicNanoseconds()
+            try AnalyzeCommand.route(heldOut, analyzed, normTokens: &normTokens) { accumulated.add($0, domain: "held-out") }
+            analyzeTimes.append(Double(monotonicNanoseconds() - began) / 1e9)
+        }
+        record("analyze tokens/s (gru, \(Kernels.threads) thread\(Kernels.threads == 1 ? "" : "s"))", Double(heldOut.count) / median(analyzeTimes),
+               "tok/s", "\(heldOut.count) held-out tokens, routed and summarised")
+
         // GEMM at the model's training shapes, against this core's FMA peak.
         let peak = measurePeak()
         // (m, k, n, Aᵀ?, Bᵀ?): the products a training step runs, at the size of one batch shard
