@@ -133,8 +133,10 @@ public struct MoEModel: Sendable {
 
     /// Runs independent sequences, each from position 0 (a long text's context windows), as
     /// one batch: every product sees the rows of all of them, so an expert's batch is several
-    /// windows deep. Each sequence's routing equals its own forward pass's; only the next-token
-    /// logits after each sequence's last token are computed (the LM head is the widest product).
+    /// windows deep. Each sequence's routing equals its own forward pass's to rounding (an
+    /// expert given fewer than six rows sums them in another order than a larger batch); only
+    /// the next-token logits after each sequence's last token are computed (the LM head is the
+    /// widest product).
     /// Large products split over `threads` cores (1 where the caller runs batches side by side).
     public func forward(sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false,
                         threads: Int = Kernels.threads) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
