@@ -104,12 +104,15 @@ def time_transformers(folder, threads, prompt, steps, repeats):
                 out = model(input_ids=token, past_key_values=past, use_cache=True)
                 decode.append((time.perf_counter() - began) * 1e3)
                 past = out.past_key_values
-    rss = 0
+    fields = {}
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
-                rss = int(line.split()[1]) * 1024
-    return dict(decode_ms=statistics.median(decode), prefill_tps=prompt / statistics.median(prefill), peak_rss=rss)
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "RssAnon", "RssFile"):
+                fields[name] = int(value.split()[0]) * 1024
+    # RssAnon: the model transformers holds; VmHWM also counts the file pages it read it from.
+    return dict(decode_ms=statistics.median(decode), prefill_tps=prompt / statistics.median(prefill),
+                peak_rss=fields.get("VmHWM", 0), anon_rss=fields.get("RssAnon", 0))
 
 
 def run_transformers(folder, threads, args):
@@ -149,18 +152,19 @@ def compare(family, args):
             rows.append(dict(dtype=dtype_name, layers=layers, threads=threads, theirs=theirs["decode_ms"], ours=ms,
                              limit=ours[f"bandwidth limit ms/token ({label})"], bandwidth=ours[f"read bandwidth ({label})"],
                              their_prefill=theirs["prefill_tps"], our_prefill=ours[f"prefill tokens/s ({label})"],
-                             their_rss=theirs["peak_rss"] / 1e6, our_rss=ours["peak RSS"],
+                             their_rss=theirs["peak_rss"] / 1e6, their_anon=theirs["anon_rss"] / 1e6, our_rss=ours["peak RSS"],
                              touched=ours["resident weights (mapped file pages)"], bytes=ours["weight bytes read per decoded token"],
                              weights=ours["weights"]))
     print(f"\n## {family}: published width, random weights (transformers {transformers_version()}, torch {torch_version()})\n")
     print("| dtype | layers | threads | weights GB | MB read/token | transformers ms/token | moescope ms/token | speed-up "
-          "| bandwidth GB/s | limit ms/token | moescope / limit | prefill tok/s (tf / moescope) | peak RSS MB (tf / moescope) |")
+          "| bandwidth GB/s | limit ms/token | moescope / limit | prefill tok/s (tf / moescope) "
+          "| RSS MB: tf peak (anon) / moescope peak (weights touched) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['dtype']} | {r['layers']} | {r['threads']} | {r['weights']:.2f} | {r['bytes']:.0f} | {r['theirs']:.1f} | "
               f"{r['ours']:.1f} | {r['theirs'] / r['ours']:.2f}x | {r['bandwidth']:.1f} | {r['limit']:.1f} | "
               f"{r['ours'] / r['limit']:.2f}x | {r['their_prefill']:.0f} / {r['our_prefill']:.0f} | "
-              f"{r['their_rss']:.0f} / {r['our_rss']:.0f} |")
+              f"{r['their_rss']:.0f} ({r['their_anon']:.0f}) / {r['our_rss']:.0f} ({r['touched']:.0f}) |")
     sys.stdout.flush()
 
 

@@ -25,15 +25,20 @@ extension BenchCommand {
         record("weights", Double(model.weightBytes) / 1e9, "GB", model.config.architecture.rawValue)
         record("weight bytes read per decoded token", bytesPerToken / 1e6, "MB", "attention + router + top-\(model.config.topK) experts + LM head")
 
-        var timings: [(threads: Int, prefill: [Double], decode: [Double])] = []
+        var peakResident = 0
         for threads in Set([1, Kernels.threads]).sorted() {
             model.threads = threads
+            let label = "\(threads) thread\(threads == 1 ? "" : "s")"
+            // The read bandwidth before and after the runs, the better kept: on a shared machine
+            // one measurement can land in a busy moment.
+            progress("measuring read bandwidth on \(label)")
+            var bandwidth = MachineLimits.readBandwidth(threads: threads)
             // Prefill: the prompt in one pass; decode: then one token at a time on the KV cache,
             // routing traces recorded for every token (what the explorer does per keypress).
             var prefill: [Double] = [], decode: [Double] = []
             _ = try model.forward(Array(tokens.prefix(4)))              // warm-up
             for repeat_ in 0..<repeats {
-                progress("\(threads) thread(s): run \(repeat_ + 1)/\(repeats)"
+                progress("\(label): run \(repeat_ + 1)/\(repeats)"
                          + (decode.isEmpty ? "" : String(format: ", %.1f ms/token so far", median(decode))))
                 var cache = model.makeCache()
                 var began = monotonicNanoseconds()
@@ -43,20 +48,15 @@ extension BenchCommand {
                     began = monotonicNanoseconds()
                     _ = try model.forward([tokens[promptLength + repeat_ * steps + step]], appendingTo: &cache)
                     decode.append(Double(monotonicNanoseconds() - began) / 1e6)
+                    let resident = MachineLimits.residentMemory()
+                    peakResident = max(peakResident, resident.anonymous + resident.file)
                 }
             }
-            progress(nil)
-            timings.append((threads, prefill, decode))
-        }
-        // Memory before the bandwidth runs, whose buffers would otherwise be the peak.
-        let memory = MachineLimits.residentMemory()
-        for (threads, prefill, decode) in timings {
-            let label = "\(threads) thread\(threads == 1 ? "" : "s")"
             progress("measuring read bandwidth on \(label)")
-            let bandwidth = MachineLimits.readBandwidth(threads: threads)
+            bandwidth = max(bandwidth, MachineLimits.readBandwidth(threads: threads))
             progress(nil)
             let perToken = median(decode), limit = bytesPerToken / bandwidth * 1e3
-            record("read bandwidth (\(label))", bandwidth / 1e9, "GB/s", "best of 5 passes over 512 MB")
+            record("read bandwidth (\(label))", bandwidth / 1e9, "GB/s", "best of 2 × 5 passes over 512 MB, before and after")
             record("decode ms/token (\(label))", perToken, "ms",
                    "median of \(decode.count) steps after a \(promptLength)-token prompt, KV cache, traces on")
             record("bandwidth limit ms/token (\(label))", limit, "ms", "bytes per token / read bandwidth")
@@ -64,9 +64,10 @@ extension BenchCommand {
                    String(format: "%.2fx the limit", perToken / limit))
             record("prefill tokens/s (\(label))", Double(promptLength) / median(prefill), "tok/s", "\(promptLength)-token prompt")
         }
-        record("peak RSS", Double(memory.peak) / 1e6, "MB", "VmHWM during the runs")
-        record("resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB", "RssFile: the weights touched")
-        record("resident other memory", Double(memory.anonymous) / 1e6, "MB", "RssAnon: KV cache, activations, buffers")
+        let memory = MachineLimits.residentMemory()
+        record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a decode step")
+        record("resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB", "RssFile at the end: the weights touched")
+        record("resident other memory", Double(memory.anonymous) / 1e6, "MB", "RssAnon at the end: KV cache, activations, buffers")
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
