@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The two physical limits the benchmarks compare against: the core's peak FP32 FMA rate and
@@ -18,7 +19,8 @@ public enum MachineLimits {
         var best = 0.0
         let operands = UnsafeMutablePointer<Float>.allocate(capacity: 2)
         defer { operands.deallocate() }
-        operands[0] = 0.999_999; operands[1] = 1e-7
+        operands[0] = 0.999_999
+        operands[1] = 1e-7
         for _ in 0..<max(1, repeats) {
             var began = DispatchTime.now().uptimeNanoseconds
             var sink = fma8x12(operands, iterations: iterations)
@@ -28,7 +30,7 @@ public enum MachineLimits {
             sink += fma16x16(operands, iterations: iterations)
             seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
             best = max(best, Double(iterations * 16 * 16 * 2) / seconds / 1e9)
-            if sink.isNaN { print("", terminator: "") }   // keeps the loops' results alive
+            if sink.isNaN { print("", terminator: "") }  // keeps the loops' results alive
         }
         return best
     }
@@ -36,13 +38,33 @@ public enum MachineLimits {
     @inline(never)
     static func fma8x12(_ operands: UnsafePointer<Float>, iterations: Int) -> Float {
         typealias V = SIMD8<Float>
-        let x = V(repeating: operands[0]), y = V(repeating: operands[1])
-        var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V()
-        var a6 = V(), a7 = V(), a8 = V(), a9 = V(), a10 = V(), a11 = V()
+        let x = V(repeating: operands[0])
+        let y = V(repeating: operands[1])
+        var a0 = V()
+        var a1 = V()
+        var a2 = V()
+        var a3 = V()
+        var a4 = V()
+        var a5 = V()
+        var a6 = V()
+        var a7 = V()
+        var a8 = V()
+        var a9 = V()
+        var a10 = V()
+        var a11 = V()
         for _ in 0..<iterations {
-            a0.addProduct(x, y); a1.addProduct(x, y); a2.addProduct(x, y); a3.addProduct(x, y)
-            a4.addProduct(x, y); a5.addProduct(x, y); a6.addProduct(x, y); a7.addProduct(x, y)
-            a8.addProduct(x, y); a9.addProduct(x, y); a10.addProduct(x, y); a11.addProduct(x, y)
+            a0.addProduct(x, y)
+            a1.addProduct(x, y)
+            a2.addProduct(x, y)
+            a3.addProduct(x, y)
+            a4.addProduct(x, y)
+            a5.addProduct(x, y)
+            a6.addProduct(x, y)
+            a7.addProduct(x, y)
+            a8.addProduct(x, y)
+            a9.addProduct(x, y)
+            a10.addProduct(x, y)
+            a11.addProduct(x, y)
         }
         return (a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11).sum()
     }
@@ -50,14 +72,41 @@ public enum MachineLimits {
     @inline(never)
     static func fma16x16(_ operands: UnsafePointer<Float>, iterations: Int) -> Float {
         typealias V = SIMD16<Float>
-        let x = V(repeating: operands[0]), y = V(repeating: operands[1])
-        var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
-        var a8 = V(), a9 = V(), a10 = V(), a11 = V(), a12 = V(), a13 = V(), a14 = V(), a15 = V()
+        let x = V(repeating: operands[0])
+        let y = V(repeating: operands[1])
+        var a0 = V()
+        var a1 = V()
+        var a2 = V()
+        var a3 = V()
+        var a4 = V()
+        var a5 = V()
+        var a6 = V()
+        var a7 = V()
+        var a8 = V()
+        var a9 = V()
+        var a10 = V()
+        var a11 = V()
+        var a12 = V()
+        var a13 = V()
+        var a14 = V()
+        var a15 = V()
         for _ in 0..<iterations {
-            a0.addProduct(x, y); a1.addProduct(x, y); a2.addProduct(x, y); a3.addProduct(x, y)
-            a4.addProduct(x, y); a5.addProduct(x, y); a6.addProduct(x, y); a7.addProduct(x, y)
-            a8.addProduct(x, y); a9.addProduct(x, y); a10.addProduct(x, y); a11.addProduct(x, y)
-            a12.addProduct(x, y); a13.addProduct(x, y); a14.addProduct(x, y); a15.addProduct(x, y)
+            a0.addProduct(x, y)
+            a1.addProduct(x, y)
+            a2.addProduct(x, y)
+            a3.addProduct(x, y)
+            a4.addProduct(x, y)
+            a5.addProduct(x, y)
+            a6.addProduct(x, y)
+            a7.addProduct(x, y)
+            a8.addProduct(x, y)
+            a9.addProduct(x, y)
+            a10.addProduct(x, y)
+            a11.addProduct(x, y)
+            a12.addProduct(x, y)
+            a13.addProduct(x, y)
+            a14.addProduct(x, y)
+            a15.addProduct(x, y)
         }
         return (a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11 + a12 + a13 + a14 + a15).sum()
     }
@@ -66,11 +115,12 @@ public enum MachineLimits {
     /// of a buffer of `megabytes` (far larger than any cache), best of `repeats` passes: the
     /// rate a memory-bound decode can at best stream its weights at.
     public static func readBandwidth(threads: Int, megabytes: Int = 512, repeats: Int = 5) -> Double {
-        let count = megabytes << 18                          // Floats
+        let count = megabytes << 18  // Floats
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { buffer.deallocate() }
-        buffer.initialize(repeating: 1, count: count)        // fault every page in first
-        let parts = max(1, threads), share = count / parts / 64 * 64
+        buffer.initialize(repeating: 1, count: count)  // fault every page in first
+        let parts = max(1, threads)
+        let share = count / parts / 64 * 64
         let address = UInt(bitPattern: buffer)
         var best = 0.0
         for _ in 0..<max(1, repeats) {
@@ -89,7 +139,10 @@ public enum MachineLimits {
     @inline(never)
     static func readSum(_ p: UnsafePointer<Float>, count: Int) -> Float {
         typealias V = SIMD16<Float>
-        var s0 = V(), s1 = V(), s2 = V(), s3 = V()
+        var s0 = V()
+        var s1 = V()
+        var s2 = V()
+        var s3 = V()
         let raw = UnsafeRawPointer(p)
         var offset = 0
         let end = count * 4
@@ -109,7 +162,8 @@ public enum MachineLimits {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0, 0) }
         func field(_ name: String) -> Int {
             guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }),
-                  let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
+                let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+            else { return 0 }
             return kb * 1024
         }
         return (field("VmHWM"), field("RssAnon"), field("RssFile"))

@@ -27,9 +27,9 @@ extension MappedTensor {
 /// y[n × rows] = x[n × columns] · Wᵀ: one product for `Kernels.multiply`.
 public struct WeightProduct: @unchecked Sendable {
     public var weight: StoredMatrix
-    public var input: UnsafePointer<Float>           // n × weight.columns, row-major
-    public var output: UnsafeMutablePointer<Float>   // n × weight.rows, row-major
-    public var count: Int                            // n
+    public var input: UnsafePointer<Float>  // n × weight.columns, row-major
+    public var output: UnsafeMutablePointer<Float>  // n × weight.rows, row-major
+    public var count: Int  // n
 
     public init(weight: StoredMatrix, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, count: Int) {
         (self.weight, self.input, self.output, self.count) = (weight, input, output, count)
@@ -57,13 +57,16 @@ extension Kernels {
     /// the inner loop is one load, two lane operations and two FMAs per 32 weights.
     /// `unitBytes` and `minimumBytesPerThread` set how finely the rows are split (tests make
     /// them small to split small matrices); results do not depend on them either.
-    public static func multiply(_ products: [WeightProduct], threads available: Int = threads,
-                                unitBytes: Int = 131_072, minimumBytesPerThread: Int = 524_288) {
+    public static func multiply(
+        _ products: [WeightProduct], threads available: Int = threads,
+        unitBytes: Int = 131_072, minimumBytesPerThread: Int = 524_288
+    ) {
         let work = products.filter { $0.count > 0 && $0.weight.rows > 0 }
         guard !work.isEmpty else { return }
         // Inputs in the pair layout their weights' loads produce.
         let inputs = work.map { product -> UnsafeMutablePointer<Float> in
-            let k = product.weight.columns, n = product.count
+            let k = product.weight.columns
+            let n = product.count
             let paired = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * k))
             for r in 0..<n { pairLayout(product.input + r * k, into: paired + r * k, columns: k, interleaved: product.weight.dtype != .f32) }
             return paired
@@ -76,7 +79,7 @@ extension Kernels {
             let w = product.weight
             let step = max(4, (unitBytes / max(1, w.rowBytes)) / 4 * 4)
             for first in stride(from: 0, to: w.rows, by: step) {
-                let rows = first ..< min(first + step, w.rows)
+                let rows = first..<min(first + step, w.rows)
                 units.append((i, rows, rows.count * w.rowBytes * max(1, product.count / fewInputRows)))
             }
         }
@@ -84,21 +87,27 @@ extension Kernels {
         // Below ~512 KB a thread's wake-up costs more than it saves.
         let parts = max(1, min(available, units.count, totalBytes / max(1, minimumBytesPerThread)))
         let runUnit = { (u: Int) in
-            let unit = units[u], product = work[unit.product]
+            let unit = units[u]
+            let product = work[unit.product]
             multiplyRows(product.weight, rows: unit.rows, input: inputs[unit.product], count: product.count, output: product.output)
         }
-        guard parts > 1 else { for u in units.indices { runUnit(u) }; return }
+        guard parts > 1 else {
+            for u in units.indices { runUnit(u) }
+            return
+        }
         // Contiguous runs of units of about equal bytes per thread.
-        var bounds = [0], running = 0
+        var bounds = [0]
+        var running = 0
         for (u, unit) in units.enumerated() {
             running += unit.bytes
             while bounds.count < parts, running * parts >= totalBytes * bounds.count { bounds.append(u + 1) }
         }
         while bounds.count <= parts { bounds.append(units.count) }
         bounds[parts] = units.count
-        let shared = UncheckedSendable(value: runUnit), splits = bounds
+        let shared = UncheckedSendable(value: runUnit)
+        let splits = bounds
         DispatchQueue.concurrentPerform(iterations: parts) { part in
-            for u in splits[part] ..< splits[part + 1] { shared.value(u) }
+            for u in splits[part]..<splits[part + 1] { shared.value(u) }
         }
     }
 
@@ -107,16 +116,22 @@ extension Kernels {
     static func pairLayout(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, columns k: Int, interleaved: Bool) {
         let chunks = interleaved ? k / pairChunk : 0
         for c in 0..<chunks {
-            let source = x + c * pairChunk, target = out + c * pairChunk
-            for i in 0..<pairChunk / 2 { target[i] = source[2 * i]; target[pairChunk / 2 + i] = source[2 * i + 1] }
+            let source = x + c * pairChunk
+            let target = out + c * pairChunk
+            for i in 0..<pairChunk / 2 {
+                target[i] = source[2 * i]
+                target[pairChunk / 2 + i] = source[2 * i + 1]
+            }
         }
         let done = chunks * pairChunk
         (out + done).update(from: x + done, count: k - done)
     }
 
     /// Rows `rows` of y = x·Wᵀ for `n` input rows already in the pair layout.
-    static func multiplyRows(_ w: StoredMatrix, rows: Range<Int>, input: UnsafePointer<Float>, count n: Int,
-                             output: UnsafeMutablePointer<Float>) {
+    static func multiplyRows(
+        _ w: StoredMatrix, rows: Range<Int>, input: UnsafePointer<Float>, count n: Int,
+        output: UnsafeMutablePointer<Float>
+    ) {
         if n <= fewInputRows {
             switch w.dtype {
             case .f32: dotRows(F32Weights.self, w, rows: rows, input: input, count: n, output: output)
@@ -128,25 +143,30 @@ extension Kernels {
         let k = w.columns
         if w.dtype == .f32 {
             let rowsBase = w.base.assumingMemoryBound(to: Float.self) + rows.lowerBound * k
-            gemm(m: n, n: rows.count, k: k, Operand(input, leadingDimension: k), Operand(rowsBase, leadingDimension: k).transposed,
-                 output + rows.lowerBound, ldc: w.rows, threads: 1)
+            gemm(
+                m: n, n: rows.count, k: k, Operand(input, leadingDimension: k), Operand(rowsBase, leadingDimension: k).transposed,
+                output + rows.lowerBound, ldc: w.rows, threads: 1)
             return
         }
         let block = UnsafeMutablePointer<Float>.allocate(capacity: rows.count * k)
         defer { block.deallocate() }
         for r in rows { widenRow(w, r, into: block + (r - rows.lowerBound) * k) }
-        gemm(m: n, n: rows.count, k: k, Operand(input, leadingDimension: k), Operand(UnsafePointer(block), leadingDimension: k).transposed,
-             output + rows.lowerBound, ldc: w.rows, threads: 1)
+        gemm(
+            m: n, n: rows.count, k: k, Operand(input, leadingDimension: k), Operand(UnsafePointer(block), leadingDimension: k).transposed,
+            output + rows.lowerBound, ldc: w.rows, threads: 1)
     }
 
     /// Row `r` of a 16-bit W as Floats, in the pair layout (for the packed GEMM).
     static func widenRow(_ w: StoredMatrix, _ r: Int, into out: UnsafeMutablePointer<Float>) {
-        let k = w.columns, chunks = k / pairChunk, row = w.base + r * w.rowBytes
+        let k = w.columns
+        let chunks = k / pairChunk
+        let row = w.base + r * w.rowBytes
         for c in 0..<chunks {
             let (even, odd) = w.dtype == .bf16 ? BF16Weights.pair(row + c * 64) : F16Weights.pair(row + c * 64)
-            store(even, out + c * pairChunk); store(odd, out + c * pairChunk + width)
+            store(even, out + c * pairChunk)
+            store(odd, out + c * pairChunk + width)
         }
-        for j in chunks * pairChunk ..< k { out[j] = w.dtype == .bf16 ? BF16Weights.scalar(row, j) : F16Weights.scalar(row, j) }
+        for j in chunks * pairChunk..<k { out[j] = w.dtype == .bf16 ? BF16Weights.scalar(row, j) : F16Weights.scalar(row, j) }
     }
 
     /// Every output as a dot product over the stored row, four rows at a time (four
@@ -154,31 +174,60 @@ extension Kernels {
     /// per row) and two inputs at a time. A row's result does not depend on which group it
     /// falls in, nor an input's on whether it was paired: each is the same chain of FMAs.
     @inline(__always)
-    static func dotRows<Format: WeightFormat>(_: Format.Type, _ w: StoredMatrix, rows: Range<Int>, input: UnsafePointer<Float>,
-                                              count n: Int, output: UnsafeMutablePointer<Float>) {
-        let k = w.columns, chunks = k / pairChunk, stride = w.rowBytes, ldo = w.rows
+    static func dotRows<Format: WeightFormat>(
+        _: Format.Type, _ w: StoredMatrix, rows: Range<Int>, input: UnsafePointer<Float>,
+        count n: Int, output: UnsafeMutablePointer<Float>
+    ) {
+        let k = w.columns
+        let chunks = k / pairChunk
+        let stride = w.rowBytes
+        let ldo = w.rows
         let tailStart = chunks * pairChunk
         var r = rows.lowerBound
         while r + 4 <= rows.upperBound {
-            let w0 = w.base + r * stride, w1 = w0 + stride, w2 = w1 + stride, w3 = w2 + stride
+            let w0 = w.base + r * stride
+            let w1 = w0 + stride
+            let w2 = w1 + stride
+            let w3 = w2 + stride
             var t = 0
             // Two inputs at a time share each widened chunk of W.
             while t + 2 <= n {
-                let x = input + t * k, z = x + k
-                var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector()
-                var b0 = Vector(), b1 = Vector(), b2 = Vector(), b3 = Vector()
+                let x = input + t * k
+                let z = x + k
+                var a0 = Vector()
+                var a1 = Vector()
+                var a2 = Vector()
+                var a3 = Vector()
+                var b0 = Vector()
+                var b1 = Vector()
+                var b2 = Vector()
+                var b3 = Vector()
                 for c in 0..<chunks {
-                    let xe = load(x + c * pairChunk), xo = load(x + c * pairChunk + width)
-                    let ze = load(z + c * pairChunk), zo = load(z + c * pairChunk + width)
+                    let xe = load(x + c * pairChunk)
+                    let xo = load(x + c * pairChunk + width)
+                    let ze = load(z + c * pairChunk)
+                    let zo = load(z + c * pairChunk + width)
                     let offset = c * Format.chunkBytes
                     let (e0, o0) = Format.pair(w0 + offset)
-                    a0.addProduct(e0, xe); a0.addProduct(o0, xo); b0.addProduct(e0, ze); b0.addProduct(o0, zo)
+                    a0.addProduct(e0, xe)
+                    a0.addProduct(o0, xo)
+                    b0.addProduct(e0, ze)
+                    b0.addProduct(o0, zo)
                     let (e1, o1) = Format.pair(w1 + offset)
-                    a1.addProduct(e1, xe); a1.addProduct(o1, xo); b1.addProduct(e1, ze); b1.addProduct(o1, zo)
+                    a1.addProduct(e1, xe)
+                    a1.addProduct(o1, xo)
+                    b1.addProduct(e1, ze)
+                    b1.addProduct(o1, zo)
                     let (e2, o2) = Format.pair(w2 + offset)
-                    a2.addProduct(e2, xe); a2.addProduct(o2, xo); b2.addProduct(e2, ze); b2.addProduct(o2, zo)
+                    a2.addProduct(e2, xe)
+                    a2.addProduct(o2, xo)
+                    b2.addProduct(e2, ze)
+                    b2.addProduct(o2, zo)
                     let (e3, o3) = Format.pair(w3 + offset)
-                    a3.addProduct(e3, xe); a3.addProduct(o3, xo); b3.addProduct(e3, ze); b3.addProduct(o3, zo)
+                    a3.addProduct(e3, xe)
+                    a3.addProduct(o3, xo)
+                    b3.addProduct(e3, ze)
+                    b3.addProduct(o3, zo)
                 }
                 finishRows(Format.self, (a0, a1, a2, a3), rows: (w0, w1, w2, w3), x: x, from: tailStart, to: k, output + t * ldo + r)
                 finishRows(Format.self, (b0, b1, b2, b3), rows: (w0, w1, w2, w3), x: z, from: tailStart, to: k, output + (t + 1) * ldo + r)
@@ -186,18 +235,26 @@ extension Kernels {
             }
             if t < n {
                 let x = input + t * k
-                var a0 = Vector(), a1 = Vector(), a2 = Vector(), a3 = Vector()
+                var a0 = Vector()
+                var a1 = Vector()
+                var a2 = Vector()
+                var a3 = Vector()
                 for c in 0..<chunks {
-                    let xe = load(x + c * pairChunk), xo = load(x + c * pairChunk + width)
+                    let xe = load(x + c * pairChunk)
+                    let xo = load(x + c * pairChunk + width)
                     let offset = c * Format.chunkBytes
                     let (e0, o0) = Format.pair(w0 + offset)
-                    a0.addProduct(e0, xe); a0.addProduct(o0, xo)
+                    a0.addProduct(e0, xe)
+                    a0.addProduct(o0, xo)
                     let (e1, o1) = Format.pair(w1 + offset)
-                    a1.addProduct(e1, xe); a1.addProduct(o1, xo)
+                    a1.addProduct(e1, xe)
+                    a1.addProduct(o1, xo)
                     let (e2, o2) = Format.pair(w2 + offset)
-                    a2.addProduct(e2, xe); a2.addProduct(o2, xo)
+                    a2.addProduct(e2, xe)
+                    a2.addProduct(o2, xo)
                     let (e3, o3) = Format.pair(w3 + offset)
-                    a3.addProduct(e3, xe); a3.addProduct(o3, xo)
+                    a3.addProduct(e3, xe)
+                    a3.addProduct(o3, xo)
                 }
                 finishRows(Format.self, (a0, a1, a2, a3), rows: (w0, w1, w2, w3), x: x, from: tailStart, to: k, output + t * ldo + r)
             }
@@ -210,7 +267,8 @@ extension Kernels {
                 var a0 = Vector()
                 for c in 0..<chunks {
                     let (e0, o0) = Format.pair(w0 + c * Format.chunkBytes)
-                    a0.addProduct(e0, load(x + c * pairChunk)); a0.addProduct(o0, load(x + c * pairChunk + width))
+                    a0.addProduct(e0, load(x + c * pairChunk))
+                    a0.addProduct(o0, load(x + c * pairChunk + width))
                 }
                 var s0 = a0.sum()
                 for j in tailStart..<k { s0 += Format.scalar(w0, j) * x[j] }
@@ -224,15 +282,25 @@ extension Kernels {
 extension Kernels {
     /// Four rows' sums: each accumulator's lanes, then the columns past the last full chunk.
     @inline(__always)
-    static func finishRows<Format: WeightFormat>(_: Format.Type, _ sums: (Vector, Vector, Vector, Vector),
-                                                 rows w: (UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer),
-                                                 x: UnsafePointer<Float>, from tailStart: Int, to k: Int, _ y: UnsafeMutablePointer<Float>) {
-        var s0 = sums.0.sum(), s1 = sums.1.sum(), s2 = sums.2.sum(), s3 = sums.3.sum()
+    static func finishRows<Format: WeightFormat>(
+        _: Format.Type, _ sums: (Vector, Vector, Vector, Vector),
+        rows w: (UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer),
+        x: UnsafePointer<Float>, from tailStart: Int, to k: Int, _ y: UnsafeMutablePointer<Float>
+    ) {
+        var s0 = sums.0.sum()
+        var s1 = sums.1.sum()
+        var s2 = sums.2.sum()
+        var s3 = sums.3.sum()
         for j in tailStart..<k {
-            s0 += Format.scalar(w.0, j) * x[j]; s1 += Format.scalar(w.1, j) * x[j]
-            s2 += Format.scalar(w.2, j) * x[j]; s3 += Format.scalar(w.3, j) * x[j]
+            s0 += Format.scalar(w.0, j) * x[j]
+            s1 += Format.scalar(w.1, j) * x[j]
+            s2 += Format.scalar(w.2, j) * x[j]
+            s3 += Format.scalar(w.3, j) * x[j]
         }
-        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3
+        y[0] = s0
+        y[1] = s1
+        y[2] = s2
+        y[3] = s3
     }
 }
 

@@ -11,8 +11,8 @@ extension HubModel {
             total += [layer.q, layer.k, layer.v, layer.o].compactMap { $0?.byteCount }.reduce(0, +)
             if let latent = layer.latent {
                 switch latent.query {
-                case let .full(projection): total += projection.byteCount
-                case let .lowRank(down, _, up): total += down.byteCount + up.byteCount
+                case .full(let projection): total += projection.byteCount
+                case .lowRank(let down, _, let up): total += down.byteCount + up.byteCount
                 }
                 total += latent.latentDown.byteCount + latent.latentUp.byteCount
             }

@@ -16,7 +16,9 @@ extension BenchCommand {
         var model = try HubModel(folder: path)
         let (promptLength, steps) = (promptTokens, decodeTokens)
         guard promptLength + steps * repeats <= model.config.contextLength else {
-            throw ValidationError("--prompt-tokens + --decode-tokens × --repeats (\(promptLength + steps * repeats)) exceeds the model's context of \(model.config.contextLength)")
+            throw ValidationError(
+                "--prompt-tokens + --decode-tokens × --repeats (\(promptLength + steps * repeats)) exceeds the model's context of \(model.config.contextLength)"
+            )
         }
         warmPageCache(folder: path)
         var generator = SeededGenerator(seed: 7)
@@ -35,11 +37,13 @@ extension BenchCommand {
             var bandwidth = MachineLimits.readBandwidth(threads: threads)
             // Prefill: the prompt in one pass; decode: then one token at a time on the KV cache,
             // routing traces recorded for every token (what the explorer does per keypress).
-            var prefill: [Double] = [], decode: [Double] = []
-            _ = try model.forward(Array(tokens.prefix(4)))              // warm-up
+            var prefill: [Double] = []
+            var decode: [Double] = []
+            _ = try model.forward(Array(tokens.prefix(4)))  // warm-up
             for repeat_ in 0..<repeats {
-                progress("\(label): run \(repeat_ + 1)/\(repeats)"
-                         + (decode.isEmpty ? "" : String(format: ", %.1f ms/token so far", median(decode))))
+                progress(
+                    "\(label): run \(repeat_ + 1)/\(repeats)"
+                        + (decode.isEmpty ? "" : String(format: ", %.1f ms/token so far", median(decode))))
                 var cache = model.makeCache()
                 var began = monotonicNanoseconds()
                 _ = try model.forward(Array(tokens.prefix(promptLength)), appendingTo: &cache)
@@ -55,13 +59,16 @@ extension BenchCommand {
             progress("measuring read bandwidth on \(label)")
             bandwidth = max(bandwidth, MachineLimits.readBandwidth(threads: threads))
             progress(nil)
-            let perToken = median(decode), limit = bytesPerToken / bandwidth * 1e3
+            let perToken = median(decode)
+            let limit = bytesPerToken / bandwidth * 1e3
             record("read bandwidth (\(label))", bandwidth / 1e9, "GB/s", "best of 2 × 5 passes over 512 MB, before and after")
-            record("decode ms/token (\(label))", perToken, "ms",
-                   "median of \(decode.count) steps after a \(promptLength)-token prompt, KV cache, traces on")
+            record(
+                "decode ms/token (\(label))", perToken, "ms",
+                "median of \(decode.count) steps after a \(promptLength)-token prompt, KV cache, traces on")
             record("bandwidth limit ms/token (\(label))", limit, "ms", "bytes per token / read bandwidth")
-            record("decode % of bandwidth limit (\(label))", limit / perToken * 100, "%",
-                   String(format: "%.2fx the limit", perToken / limit))
+            record(
+                "decode % of bandwidth limit (\(label))", limit / perToken * 100, "%",
+                String(format: "%.2fx the limit", perToken / limit))
             record("prefill tokens/s (\(label))", Double(promptLength) / median(prefill), "tok/s", "\(promptLength)-token prompt")
         }
         let memory = MachineLimits.residentMemory()

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoECore
 
 /// The stored-dtype products (`Kernels.multiply`) against a plain reference, and their thread
@@ -33,13 +34,19 @@ import Testing
     func multiply(_ products: [(Stored, [Float], Int)], threads: Int, minimumBytesPerThread: Int = 524_288) -> [[Float]] {
         var outputs = products.map { [Float](repeating: .nan, count: $0.2 * $0.0.matrix.rows) }
         let inputs = products.map { p in
-            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, p.1.count)); buffer.initialize(from: p.1, count: p.1.count); return buffer
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, p.1.count))
+            buffer.initialize(from: p.1, count: p.1.count)
+            return buffer
         }
         let results = products.indices.map { i in UnsafeMutablePointer<Float>.allocate(capacity: max(1, outputs[i].count)) }
-        defer { inputs.forEach { $0.deallocate() }; results.forEach { $0.deallocate() } }
-        Kernels.multiply(products.indices.map { i in
-            WeightProduct(weight: products[i].0.matrix, input: inputs[i], output: results[i], count: products[i].2)
-        }, threads: threads, unitBytes: minimumBytesPerThread == 0 ? 512 : 131_072, minimumBytesPerThread: minimumBytesPerThread)
+        defer {
+            inputs.forEach { $0.deallocate() }
+            results.forEach { $0.deallocate() }
+        }
+        Kernels.multiply(
+            products.indices.map { i in
+                WeightProduct(weight: products[i].0.matrix, input: inputs[i], output: results[i], count: products[i].2)
+            }, threads: threads, unitBytes: minimumBytesPerThread == 0 ? 512 : 131_072, minimumBytesPerThread: minimumBytesPerThread)
         for i in outputs.indices { for j in outputs[i].indices { outputs[i][j] = results[i][j] } }
         return outputs
     }
@@ -58,8 +65,9 @@ import Testing
                 for r in 0..<rows {
                     var s = 0.0
                     for j in 0..<columns { s += Double(x[t * columns + j]) * Double(w.exact[r * columns + j]) }
-                    #expect(abs(Double(y[t * rows + r]) - s) <= 1e-4 * Double(columns).squareRoot(),
-                            "\(dtype) \(rows)×\(columns), n \(n): y[\(t), \(r)] = \(y[t * rows + r]), expected \(s)")
+                    #expect(
+                        abs(Double(y[t * rows + r]) - s) <= 1e-4 * Double(columns).squareRoot(),
+                        "\(dtype) \(rows)×\(columns), n \(n): y[\(t), \(r)] = \(y[t * rows + r]), expected \(s)")
                 }
             }
         }
@@ -73,7 +81,8 @@ import Testing
         for i in 0..<65_536 { words[i] = UInt16(i) }
         for c in 0..<(65_536 / 32) {
             let p = UnsafeRawPointer(words + 32 * c)
-            let (he, ho) = F16Weights.pair(p), (be, bo) = BF16Weights.pair(p)
+            let (he, ho) = F16Weights.pair(p)
+            let (be, bo) = BF16Weights.pair(p)
             for lane in 0..<16 {
                 for (value, index) in [(he[lane], 2 * lane), (ho[lane], 2 * lane + 1)] {
                     let expected = Float(Float16(bitPattern: words[32 * c + index]))
@@ -98,7 +107,8 @@ import Testing
             let one = multiply(products, threads: 1, minimumBytesPerThread: 0)
             for threads in [2, 3] {
                 let split = multiply(products, threads: threads, minimumBytesPerThread: 0)
-                #expect(zip(one, split).allSatisfy { zip($0, $1).allSatisfy { $0.bitPattern == $1.bitPattern } }, "\(dtype) n \(n) threads \(threads)")
+                #expect(
+                    zip(one, split).allSatisfy { zip($0, $1).allSatisfy { $0.bitPattern == $1.bitPattern } }, "\(dtype) n \(n) threads \(threads)")
             }
         }
     }

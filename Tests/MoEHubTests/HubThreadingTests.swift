@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import MoECore
+import Testing
+
 @testable import MoEHub
 
 /// A Hugging Face model's forward pass on several threads equals one thread bit for bit, for
