@@ -62,7 +62,7 @@ struct MappedLinear: Sendable {
     var inFeatures: Int { weight.columns }
     var outFeatures: Int { weight.rows }
 
-    func callAsFunction(_ x: Tensor, threads: Int = 1) -> Tensor {
+    func callAsFunction(_ x: Tensor, threads: Int) -> Tensor {
         Self.apply([(self, x)], threads: threads)[0]
     }
 

@@ -40,10 +40,14 @@ extension BenchCommand {
             var prefill: [Double] = []
             var decode: [Double] = []
             _ = try model.forward(Array(tokens.prefix(4)))  // warm-up
+            let started = monotonicNanoseconds()
             for repeat_ in 0..<repeats {
+                let perRun = Double(monotonicNanoseconds() - started) / 1e9 / Double(max(1, repeat_))
                 progress(
                     "\(label): run \(repeat_ + 1)/\(repeats)"
-                        + (decode.isEmpty ? "" : String(format: ", %.1f ms/token so far", median(decode))))
+                        + (decode.isEmpty
+                            ? ""
+                            : String(format: ", %.1f ms/token so far, ETA %.0f s", median(decode), perRun * Double(repeats - repeat_))))
                 var cache = model.makeCache()
                 var began = monotonicNanoseconds()
                 _ = try model.forward(Array(tokens.prefix(promptLength)), appendingTo: &cache)
