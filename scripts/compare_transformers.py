@@ -163,7 +163,7 @@ def compare(family, args):
                              their_prefill=theirs[threads]["prefill_tps"], our_prefill=ours[f"prefill tokens/s ({label})"],
                              their_rss=theirs[threads]["peak_rss"] / 1e6, their_anon=theirs[threads]["anon_rss"] / 1e6, our_rss=ours["peak RSS"],
                              touched=ours["resident weights (mapped file pages)"], bytes=ours["weight bytes read per decoded token"],
-                             weights=ours["weights"]))
+                             weights=ours["weights"] / 1e3))
     print(f"\n## {family}: published width, random weights (transformers {transformers_version()}, torch {torch_version()})\n")
     print("| dtype | layers | threads | weights GB | MB read/token | transformers ms/token | moescope ms/token | speed-up "
           "| bandwidth GB/s | limit ms/token | moescope / limit | prefill tok/s (tf / moescope) "

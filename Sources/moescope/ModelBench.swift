@@ -24,7 +24,7 @@ extension BenchCommand {
         var generator = SeededGenerator(seed: 7)
         let tokens = (0..<(promptLength + steps * repeats)).map { _ in Int(generator.next() % UInt64(model.config.vocabSize)) }
         let bytesPerToken = Double(model.weightBytesPerToken)
-        record("weights", Double(model.weightBytes) / 1e9, "GB", model.config.architecture.rawValue)
+        record("weights", Double(model.weightBytes) / 1e6, "MB", model.config.architecture.rawValue)
         record("weight bytes read per decoded token", bytesPerToken / 1e6, "MB", "attention + router + top-\(model.config.topK) experts + LM head")
 
         var peakResident = 0
@@ -77,7 +77,7 @@ extension BenchCommand {
         }
         let memory = MachineLimits.residentMemory()
         record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a decode step")
-        record("resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB", "RssFile at the end: the weights touched")
+        record("resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB", "RssFile at the end: the weights touched, and ~20 MB of the program's own code")
         record("resident other memory", Double(memory.anonymous) / 1e6, "MB", "RssAnon at the end: KV cache, activations, buffers")
         if json {
             let encoder = JSONEncoder()
