@@ -30,6 +30,10 @@ public struct Evaluation: Sendable {
             let length = min(window, total - result.tokens)
             let input = Array(stream[start ..< start + length])
             let forward = try model.forward(input)
+            if let problem = InferenceError.firstNonFinite(in: forward.routing, routedLayers: Array(0..<model.config.numLayers),
+                                                           outputLogits: Array(forward.logits.scalars)) {
+                throw problem
+            }
             let vocab = forward.logits.cols
             forward.logits.scalars.withUnsafeBufferPointer { logits in
                 for t in 0..<length {

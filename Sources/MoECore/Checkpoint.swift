@@ -23,8 +23,11 @@ public struct Checkpoint: Sendable {
 
     public static func load(from directory: String) throws -> Checkpoint {
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw CheckpointError.unreadable(path: directory, reason: "not a checkpoint directory")
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) else {
+            throw CheckpointError.unreadable(path: directory, reason: "no such directory")
+        }
+        guard isDirectory.boolValue else {
+            throw CheckpointError.unreadable(path: directory, reason: "it is a file, not a checkpoint directory (config.json, model.safetensors, tokenizer.json)")
         }
         let config = try ModelConfig.load(path: "\(directory)/\(configFile)")
         let tokenizer = try Tokenizer.load(path: "\(directory)/\(tokenizerFile)")

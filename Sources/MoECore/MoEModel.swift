@@ -33,9 +33,14 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
     case contextFull(needed: Int, capacity: Int)
     case tokenOutOfRange(token: Int, vocabSize: Int)
     case emptyInput
+    /// NaN or ±∞ where the forward should have produced numbers: `location` names the layer
+    /// and the tensor ("layer L2, router logits, token 5").
+    case nonFinite(location: String, value: Float)
 
     public var description: String {
         switch self {
+        case let .nonFinite(location, value):
+            return "the model produced \(value.isNaN ? "NaN" : value > 0 ? "+inf" : "-inf") at \(location) — its weights hold NaN/inf or overflow there; check or replace the checkpoint"
         case .emptyInput:
             return "the text encodes to no tokens — give at least one character of text"
         case let .contextFull(needed, capacity):

@@ -2,7 +2,7 @@ import Foundation
 
 /// Shape of a moescope model. Saved as `config.json` beside the weights, with Mixtral's field
 /// names where one exists so the file reads like any Hugging Face config.
-public struct ModelConfig: Codable, Sendable, Equatable {
+public struct ModelConfig: Encodable, Sendable, Equatable {
     public var vocabSize = 1024
     public var hiddenSize = 128
     public var numLayers = 6
@@ -45,20 +45,62 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         return c
     }
 
-    /// Throws a `CheckpointError.badConfig` naming the first field that cannot work.
+    /// Throws a `CheckpointError.badConfig` naming the first field that cannot work, and
+    /// `CheckpointError.tooLarge` when the model would not fit in memory; nothing has been
+    /// allocated from the config yet when it does.
     public func validate(path: String = "config") throws {
         func fail(_ detail: String) -> CheckpointError { .badConfig(path: path, detail: detail) }
-        for (name, value) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("num_hidden_layers", numLayers),
-                              ("num_attention_heads", numHeads), ("intermediate_size", expertHiddenSize),
-                              ("num_local_experts", numExperts), ("num_experts_per_tok", topK),
-                              ("max_position_embeddings", contextLength), ("router_hidden_size", routerHiddenSize),
-                              ("gru_hidden_size", gruHiddenSize)] where value <= 0 {
-            throw fail("\(name) must be positive, got \(value)")
+        for (name, value, limit) in [("vocab_size", vocabSize, SizeLimits.vocabulary), ("hidden_size", hiddenSize, SizeLimits.width),
+                                     ("num_hidden_layers", numLayers, SizeLimits.layers), ("num_attention_heads", numHeads, SizeLimits.heads),
+                                     ("intermediate_size", expertHiddenSize, SizeLimits.width), ("num_local_experts", numExperts, SizeLimits.experts),
+                                     ("num_experts_per_tok", topK, SizeLimits.experts), ("max_position_embeddings", contextLength, SizeLimits.context),
+                                     ("router_hidden_size", routerHiddenSize, SizeLimits.width), ("gru_hidden_size", gruHiddenSize, SizeLimits.width)] {
+            guard value > 0 else { throw fail("\(name) must be positive, got \(value)") }
+            guard value <= limit else { throw fail("\(name) is \(value), above the limit of \(limit)") }
         }
         guard hiddenSize % numHeads == 0 else { throw fail("hidden_size \(hiddenSize) is not divisible by num_attention_heads \(numHeads)") }
         guard headDim % 2 == 0 else { throw fail("head dimension \(headDim) must be even for RoPE") }
         guard topK <= numExperts else { throw fail("num_experts_per_tok \(topK) exceeds num_local_experts \(numExperts)") }
         guard vocabSize > 256 else { throw fail("vocab_size \(vocabSize) must exceed the 256 byte tokens") }
+        for (name, value) in [("rope_theta", ropeTheta), ("rms_norm_eps", normEpsilon), ("initializer_range", initStd)] {
+            guard value.isFinite, value > 0 else { throw fail("\(name) must be a positive finite number, got \(value)") }
+        }
+        let available = MemoryBudget.availableBytes
+        guard let needed = inferenceBytes, needed <= available else {
+            throw CheckpointError.tooLarge(path: path, what: "the model", neededBytes: inferenceBytes, availableBytes: available)
+        }
+    }
+
+    /// Parameters of this shape (nil if the count overflows).
+    public var parameterCount: Int? {
+        let d = hiddenSize, e = numExperts, l = numLayers
+        let routerParameters: Int?
+        switch router {
+        case .linear: routerParameters = MemoryBudget.product([l, e, d])
+        case .mlp, .mlpHadamard, .hybrid, .attention:
+            routerParameters = MemoryBudget.sum([MemoryBudget.product([3, l, routerHiddenSize, d]), MemoryBudget.product([2, l, e, routerHiddenSize])])
+        case .hash: routerParameters = 0
+        case .gru:
+            routerParameters = MemoryBudget.sum([MemoryBudget.product([l, gruHiddenSize, d]), MemoryBudget.product([l, e, gruHiddenSize]),
+                                       MemoryBudget.product([6, gruHiddenSize, gruHiddenSize + 1])])
+        }
+        return MemoryBudget.sum([
+            MemoryBudget.product([tieEmbeddings ? 1 : 2, vocabSize, d]),
+            MemoryBudget.product([l, 4, d, d]),
+            MemoryBudget.product([l, e, 3, expertHiddenSize, d]),
+            MemoryBudget.product([2 * l + 1, d]),
+            routerParameters,
+        ])
+    }
+
+    /// Bytes a loaded model takes before it runs anything: F32 weights (twice while a
+    /// checkpoint's are converted), the KV cache of a full context and the RoPE tables.
+    public var inferenceBytes: Int? {
+        MemoryBudget.sum([
+            parameterCount.flatMap { MemoryBudget.product([$0, 8]) },
+            MemoryBudget.product([2, numLayers, contextLength, hiddenSize, 4]),
+            MemoryBudget.product([contextLength, headDim, 4]),
+        ])
     }
 
     public func encoded() throws -> Data {
@@ -67,45 +109,42 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         return try encoder.encode(self)
     }
 
+    /// Reads a config.json: a regular file holding a JSON object with the fields above.
     public static func load(path: String) throws -> ModelConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError.unreadable(path: path, reason: "no such file")
-        }
-        let config: ModelConfig
-        do {
-            config = try JSONDecoder().decode(ModelConfig.self, from: data)
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw CheckpointError.badConfig(path: path, detail: "missing field \(key.stringValue)")
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            throw CheckpointError.badConfig(path: path, detail: "field \(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type")
-        } catch let DecodingError.dataCorrupted(context) {
-            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw CheckpointError.badConfig(path: path, detail: field.isEmpty ? "not valid JSON" : "field \(field): \(context.debugDescription)")
-        }
+        let data = try RegularFile.read(path, what: "model config", limit: 16 << 20)
+        let config = try ModelConfig(json: data, path: path)
         try config.validate(path: path)
         return config
     }
-}
 
-extension ModelConfig {
-    // Decoding tolerates absent optional fields so configs stay readable as fields are added.
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
-        numLayers = try c.decode(Int.self, forKey: .numLayers)
-        numHeads = try c.decode(Int.self, forKey: .numHeads)
-        expertHiddenSize = try c.decode(Int.self, forKey: .expertHiddenSize)
-        numExperts = try c.decode(Int.self, forKey: .numExperts)
-        topK = try c.decode(Int.self, forKey: .topK)
-        contextLength = try c.decode(Int.self, forKey: .contextLength)
-        router = try c.decode(RouterKind.self, forKey: .router)
+    /// Parses config.json text; every field that is absent, ill-typed or out of range is named.
+    public init(json data: Data, path: String) throws {
+        let object = try ConfigFields.parseObject(data) { CheckpointError.badConfig(path: path, detail: "the file \($0)") }
+        let fields = ConfigFields(object: object, invalid: { CheckpointError.badConfig(path: path, detail: "field \($0) \($1)") },
+                                  missing: { CheckpointError.badConfig(path: path, detail: "missing field \($0)") })
         let defaults = ModelConfig()
-        routerHiddenSize = try c.decodeIfPresent(Int.self, forKey: .routerHiddenSize) ?? defaults.routerHiddenSize
-        gruHiddenSize = try c.decodeIfPresent(Int.self, forKey: .gruHiddenSize) ?? defaults.gruHiddenSize
-        ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? defaults.ropeTheta
-        normEpsilon = try c.decodeIfPresent(Float.self, forKey: .normEpsilon) ?? defaults.normEpsilon
-        tieEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieEmbeddings) ?? defaults.tieEmbeddings
-        initStd = try c.decodeIfPresent(Float.self, forKey: .initStd) ?? defaults.initStd
+        let any = 0...Int.max
+        vocabSize = try fields.int("vocab_size", in: any)
+        hiddenSize = try fields.int("hidden_size", in: any)
+        numLayers = try fields.int("num_hidden_layers", in: any)
+        numHeads = try fields.int("num_attention_heads", in: any)
+        expertHiddenSize = try fields.int("intermediate_size", in: any)
+        numExperts = try fields.int("num_local_experts", in: any)
+        topK = try fields.int("num_experts_per_tok", in: any)
+        contextLength = try fields.int("max_position_embeddings", in: any)
+        guard let routerName = try fields.optionalString("router_type") else {
+            throw CheckpointError.badConfig(path: path, detail: "missing field router_type")
+        }
+        guard let kind = RouterKind(rawValue: routerName) else {
+            throw CheckpointError.badConfig(path: path, detail: "router_type \"\(routerName)\" is not one of \(RouterKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        router = kind
+        routerHiddenSize = try fields.optionalInt("router_hidden_size", in: any) ?? defaults.routerHiddenSize
+        gruHiddenSize = try fields.optionalInt("gru_hidden_size", in: any) ?? defaults.gruHiddenSize
+        ropeTheta = try fields.optionalDouble("rope_theta").map(Float.init) ?? defaults.ropeTheta
+        normEpsilon = try fields.optionalDouble("rms_norm_eps").map(Float.init) ?? defaults.normEpsilon
+        tieEmbeddings = try fields.optionalBool("tie_word_embeddings") ?? defaults.tieEmbeddings
+        initStd = try fields.optionalDouble("initializer_range").map(Float.init) ?? defaults.initStd
     }
 }
+

@@ -61,3 +61,32 @@ extension LayerRouting: Encodable {
 }
 
 extension RoutingTrace: Encodable {}
+
+extension InferenceError {
+    /// The first NaN or ±∞ in a forward's results, layer by layer (so it names the layer where
+    /// the values first went bad), then the output logits; nil when all are numbers. The Hash
+    /// router's −∞ logits (experts outside its set) are by design and pass.
+    public static func firstNonFinite(in traces: [RoutingTrace], routedLayers: [Int], outputLogits: [Float] = []) -> InferenceError? {
+        func bad(_ values: [Float]?, allowNegativeInfinity: Bool = false) -> Float? {
+            values?.first { $0.isNaN || ($0.isInfinite && !(allowNegativeInfinity && $0 < 0)) }
+        }
+        let layerCount = traces.first?.layers.count ?? 0
+        for i in 0..<layerCount {
+            let name = i < routedLayers.count ? "L\(routedLayers[i])" : "L\(i)"
+            for trace in traces where i < trace.layers.count {
+                let routing = trace.layers[i]
+                let checks: [(String, Float?)] = [
+                    ("router logits", bad(routing.logits, allowNegativeInfinity: true)),
+                    ("router probabilities", bad(routing.probabilities)), ("expert weights", bad(routing.weights)),
+                    ("expert output norms", bad(routing.expertOutputNorms) ?? bad(routing.allExpertOutputNorms)),
+                    ("GRU router state", bad(routing.gruHidden)),
+                ]
+                if let (tensor, value) = checks.first(where: { $0.1 != nil }) {
+                    return .nonFinite(location: "layer \(name), \(tensor), token position \(trace.position)", value: value!)
+                }
+            }
+        }
+        if let value = bad(outputLogits) { return .nonFinite(location: "the output logits", value: value) }
+        return nil
+    }
+}

@@ -21,23 +21,31 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case missingTensor(path: String, tensor: String)
     case wrongShape(path: String, tensor: String, expected: [Int], found: [Int])
     case badConfig(path: String, detail: String)
+    case badTokenizer(path: String, detail: String)
+    /// `what` would take `neededBytes` (nil: more than can be counted) of memory.
+    case tooLarge(path: String, what: String, neededBytes: Int?, availableBytes: Int)
 
     public var description: String {
         switch self {
         case let .unreadable(path, reason):
             return "cannot read checkpoint \(path): \(reason) — check the path and permissions"
         case let .truncated(path, detail):
-            return "checkpoint \(path) is truncated (\(detail)) — the copy is incomplete; copy it again or retrain with `moescope train`"
+            return "\(path) is truncated (\(detail)) — the file is incomplete; copy or download it again"
         case let .badHeader(path, detail):
-            return "checkpoint \(path) is not a valid safetensors file (\(detail)) — replace it with a good copy"
+            return "\(path) is not a valid safetensors file: \(detail) — replace it with a good copy"
         case let .unsupportedDType(path, tensor, dtype):
-            return "checkpoint \(path): tensor \(tensor) has dtype \(dtype); moescope reads F32, F16 and BF16 — convert the file"
+            return "\(path): tensor \(tensor) has dtype \(dtype); moescope reads F32, F16 and BF16 — convert the file"
         case let .missingTensor(path, tensor):
             return "checkpoint \(path) has no tensor \(tensor) — it was saved for a different model or router; check config.json"
         case let .wrongShape(path, tensor, expected, found):
             return "checkpoint \(path): tensor \(tensor) has shape \(found) but the config needs \(expected) — config.json and weights disagree"
         case let .badConfig(path, detail):
             return "model config \(path) is invalid: \(detail) — fix the field or retrain"
+        case let .badTokenizer(path, detail):
+            return "tokenizer \(path) is invalid: \(detail) — replace it with the tokenizer.json the model was trained with"
+        case let .tooLarge(path, what, needed, available):
+            let amount = needed.map { "needs \(MemoryBudget.gigabytes($0))" } ?? "needs more memory than can be counted"
+            return "\(path): \(what) \(amount) of memory and \(MemoryBudget.gigabytes(available)) is available — use smaller sizes or a larger machine"
         }
     }
 }
@@ -61,15 +69,18 @@ public final class SafeTensorsFile: @unchecked Sendable {
     private let mappedLength: Int
     private let dataStart: Int
 
+    /// Largest header accepted (safetensors' own limit).
+    public static let maximumHeaderLength = 100_000_000
+
     // Reading is immutable after init, hence @unchecked Sendable.
+    /// Opens and validates `path`: a regular file (never a FIFO or device, which would block or
+    /// never end), a header length inside the file, a strict JSON header, and tensors whose
+    /// offsets exactly tile the data section. Every violation is one `CheckpointError` line
+    /// naming the file, the tensor and the rule.
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        let (fd, size) = try RegularFile.open(path, what: "safetensors file")
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw CheckpointError.unreadable(path: path, reason: String(cString: strerror(errno))) }
-        let size = Int(info.st_size)
         guard size >= 8 else { throw CheckpointError.truncated(path: path, detail: "\(size) bytes, shorter than the 8-byte header length") }
         guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
             throw CheckpointError.unreadable(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
@@ -79,16 +90,16 @@ public final class SafeTensorsFile: @unchecked Sendable {
         mappedLength = size
         do {
             let declaredLength = UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self))
-            guard declaredLength > 0, declaredLength <= 100_000_000 else {
-                throw CheckpointError.badHeader(path: path, detail: "header length \(declaredLength) is implausible")
+            guard declaredLength >= 2, declaredLength <= UInt64(Self.maximumHeaderLength) else {
+                throw CheckpointError.badHeader(path: path, detail: "header length \(declaredLength) is outside 2…\(Self.maximumHeaderLength) bytes")
             }
             let headerLength = Int(declaredLength)
             guard 8 + headerLength <= size else {
                 throw CheckpointError.truncated(path: path, detail: "header needs \(8 + headerLength) bytes, file has \(size)")
             }
             dataStart = 8 + headerLength
-            let headerData = Data(bytes: raw + 8, count: headerLength)
-            let parsed = try Self.parseHeader(headerData, path: path, dataLength: size - dataStart)
+            let header = UnsafeRawBufferPointer(start: raw + 8, count: headerLength)
+            let parsed = try Self.parseHeader(header, path: path, dataLength: size - dataStart)
             entries = parsed.entries
             metadata = parsed.metadata
         } catch {
@@ -99,52 +110,79 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: mapping), mappedLength) }
 
-    private static func parseHeader(_ data: Data, path: String, dataLength: Int) throws
+    /// The header's rules, as the safetensors format states them: a JSON object (first byte
+    /// `{`, trailing spaces allowed) of tensors `{dtype, shape, data_offsets}` and an optional
+    /// `__metadata__` of strings; names unique; shapes of whole non-negative numbers whose
+    /// product times the dtype size is the tensor's byte count without overflow; offsets whole,
+    /// in order, and together covering the data section exactly — no gaps, no overlap, nothing
+    /// after the last tensor (which is how a header length a few bytes short is caught).
+    static func parseHeader(_ bytes: UnsafeRawBufferPointer, path: String, dataLength: Int) throws
         -> (entries: [String: Entry], metadata: [String: String]) {
-        guard let object = try? JSONSerialization.jsonObject(with: data), let header = object as? [String: Any] else {
-            throw CheckpointError.badHeader(path: path, detail: "header is not a JSON object")
-        }
+        func bad(_ detail: String) -> CheckpointError { .badHeader(path: path, detail: detail) }
+        guard bytes.first == UInt8(ascii: "{") else { throw bad("the header does not start with '{'") }
+        let value: JSONValue
+        do { value = try JSONValue.parse(bytes) } catch { throw bad("the header is not valid JSON (\(error))") }
+        guard let header = value.objectValue else { throw bad("the header is not a JSON object") }
         var entries: [String: Entry] = [:]
         var metadata: [String: String] = [:]
-        for (name, value) in header {
+        for name in header.keys {
+            let value = header[name]!
             if name == "__metadata__" {
-                guard let dict = value as? [String: Any] else {
-                    throw CheckpointError.badHeader(path: path, detail: "__metadata__ is not an object")
+                guard let dict = value.objectValue else { throw bad("__metadata__ is \(value.kindDescription), not an object of strings") }
+                for key in dict.keys {
+                    guard let text = dict[key]!.stringValue else { throw bad("__metadata__.\(key) is \(dict[key]!.kindDescription), not a string") }
+                    metadata[key] = text
                 }
-                for (k, v) in dict { metadata[k] = "\(v)" }
                 continue
             }
-            guard let fields = value as? [String: Any],
-                  let dtypeName = fields["dtype"] as? String,
-                  let shapeValues = fields["shape"] as? [Any],
-                  let offsetValues = fields["data_offsets"] as? [Any], offsetValues.count == 2
-            else { throw CheckpointError.badHeader(path: path, detail: "entry \(name) lacks dtype, shape or data_offsets") }
+            guard let fields = value.objectValue else { throw bad("tensor \(name) is \(value.kindDescription), not an object") }
+            for key in fields.keys where !["dtype", "shape", "data_offsets"].contains(key) {
+                throw bad("tensor \(name) has an unknown field \"\(key)\"")
+            }
+            guard let dtypeName = fields["dtype"]?.stringValue, let shapeValues = fields["shape"]?.arrayValue,
+                  let offsetValues = fields["data_offsets"]?.arrayValue
+            else { throw bad("tensor \(name) lacks a dtype string, a shape list or a data_offsets list") }
             guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
                 throw CheckpointError.unsupportedDType(path: path, tensor: name, dtype: dtypeName)
             }
+            guard shapeValues.count <= 16 else { throw bad("tensor \(name) has \(shapeValues.count) dimensions; at most 16 are read") }
             let shape = try shapeValues.map { v -> Int in
-                guard let n = (v as? NSNumber)?.intValue, n >= 0 else {
-                    throw CheckpointError.badHeader(path: path, detail: "entry \(name) has a bad shape")
+                guard let n = v.numberValue?.exactInt, n >= 0 else {
+                    throw bad("tensor \(name) has shape entry \(v.kindDescription); shapes are whole numbers ≥ 0")
                 }
                 return n
             }
+            guard offsetValues.count == 2 else { throw bad("tensor \(name) has \(offsetValues.count) data_offsets; it needs [begin, end]") }
             let offsets = try offsetValues.map { v -> Int in
-                guard let n = (v as? NSNumber)?.intValue, n >= 0 else {
-                    throw CheckpointError.badHeader(path: path, detail: "entry \(name) has bad data_offsets")
+                guard let n = v.numberValue?.exactInt, n >= 0 else {
+                    throw bad("tensor \(name) has data_offsets entry \(v.kindDescription); offsets are whole numbers ≥ 0")
                 }
                 return n
             }
-            guard offsets[0] <= offsets[1] else {
-                throw CheckpointError.badHeader(path: path, detail: "entry \(name) has data_offsets out of order")
+            guard offsets[0] <= offsets[1] else { throw bad("tensor \(name) has data_offsets [\(offsets[0]), \(offsets[1])] out of order") }
+            guard let expectedBytes = MemoryBudget.product(shape + [dtype.byteSize]) else {
+                throw bad("tensor \(name) has shape \(shape), whose size overflows")
             }
-            let expectedBytes = shape.reduce(1, *) * dtype.byteSize
             guard offsets[1] - offsets[0] == expectedBytes else {
-                throw CheckpointError.badHeader(path: path, detail: "entry \(name) spans \(offsets[1] - offsets[0]) bytes, shape \(shape) needs \(expectedBytes)")
+                throw bad("tensor \(name) spans \(offsets[1] - offsets[0]) bytes, but shape \(shape) of \(dtype.rawValue) needs \(expectedBytes)")
             }
             guard offsets[1] <= dataLength else {
                 throw CheckpointError.truncated(path: path, detail: "tensor \(name) ends at byte \(offsets[1]) of a \(dataLength)-byte data section")
             }
             entries[name] = Entry(dtype: dtype, shape: shape, byteRange: offsets[0]..<offsets[1])
+        }
+        // The tensors must tile the data section.
+        var covered = 0
+        for (name, entry) in entries.sorted(by: { ($0.value.byteRange.lowerBound, $0.value.byteRange.upperBound, $0.key) < ($1.value.byteRange.lowerBound, $1.value.byteRange.upperBound, $1.key) }) {
+            guard entry.byteRange.lowerBound == covered else {
+                throw bad(entry.byteRange.lowerBound < covered
+                    ? "tensor \(name) at bytes \(entry.byteRange) overlaps the tensor before it (which ends at \(covered))"
+                    : "bytes \(covered)..<\(entry.byteRange.lowerBound) before tensor \(name) belong to no tensor")
+            }
+            covered = entry.byteRange.upperBound
+        }
+        guard covered == dataLength else {
+            throw bad("\(dataLength - covered) bytes after the last tensor belong to no tensor (is the header length wrong?)")
         }
         return (entries, metadata)
     }
@@ -244,6 +282,21 @@ public func writeAtomically(_ data: Data, to path: String) throws {
         try? FileManager.default.removeItem(at: temporary)
         throw error
     }
+}
+
+/// Removes the temporary files `writeAtomically` left in `directory` when its process was
+/// killed mid-write (`.NAME.PID.tmp` whose PID is no longer running); returns their names.
+@discardableResult
+public func removeStaleTemporaryFiles(in directory: String) -> [String] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    var removed: [String] = []
+    for name in names where name.hasPrefix(".") && name.hasSuffix(".tmp") {
+        let parts = name.dropLast(4).split(separator: ".")
+        guard let last = parts.last, let pid = Int32(last), pid != getpid() else { continue }
+        if kill(pid, 0) == 0 || errno == EPERM { continue }   // its writer is still running
+        if (try? FileManager.default.removeItem(atPath: "\(directory)/\(name)")) != nil { removed.append(name) }
+    }
+    return removed
 }
 
 /// A tensor inside a memory-mapped safetensors file (F32, F16 or BF16), converted to Float a

@@ -211,15 +211,13 @@ public struct Tokenizer: TextTokenizer, Equatable {
     }
 
     public static func load(path: String) throws -> Tokenizer {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError.unreadable(path: path, reason: "no such file")
-        }
+        let data = try RegularFile.read(path, what: "tokenizer", limit: 256 << 20)
         guard let file = try? JSONDecoder().decode(FileFormat.self, from: data), file.format == formatName else {
-            throw CheckpointError.badConfig(path: path, detail: "not a \(formatName) tokenizer file")
+            throw CheckpointError.badTokenizer(path: path, detail: "not a \(formatName) tokenizer file")
         }
         for (rank, merge) in file.merges.enumerated() {
             guard merge.count == 2, merge.allSatisfy({ $0 >= 0 && $0 < 256 + rank }) else {
-                throw CheckpointError.badConfig(path: path, detail: "merge \(rank) is malformed")
+                throw CheckpointError.badTokenizer(path: path, detail: "merge \(rank) is malformed")
             }
         }
         return Tokenizer(merges: file.merges.map { Pair($0[0], $0[1]) }, specialTokens: file.specialTokens)

@@ -1,4 +1,5 @@
 import Foundation
+import MoECore
 
 /// A Hugging Face model folder that moescope cannot open, said in one line that names the file
 /// or config field at fault and what would fix it.
@@ -169,54 +170,62 @@ public struct HubConfig: Sendable, Equatable {
     /// Reads `path/config.json`.
     public init(folder path: String) throws {
         let file = "\(path)/config.json"
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw HubError.notAModelFolder(path: path, detail: "no config.json")
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw HubError.notAModelFolder(path: path, detail: isDirectory.boolValue || !FileManager.default.fileExists(atPath: path) ? "no such folder" : "it is a file")
         }
-        guard let object = try? JSONSerialization.jsonObject(with: data), let json = object as? [String: Any] else {
-            throw HubError.notAModelFolder(path: path, detail: "config.json is not a JSON object")
-        }
-        try self.init(json: json, path: path)
+        guard FileManager.default.fileExists(atPath: file) else { throw HubError.notAModelFolder(path: path, detail: "no config.json") }
+        let data = try RegularFile.read(file, what: "model config", limit: 16 << 20)
+        let object = try ConfigFields.parseObject(data) { HubError.notAModelFolder(path: path, detail: "config.json \($0)") }
+        try self.init(json: object, path: path)
     }
 
-    public init(json: [String: Any], path: String) throws {
+    public init(json: JSONObject, path: String) throws {
         let fields = Fields(json: json, path: path)
         let modelType: String = try fields.required("model_type")
         guard let architecture = HubArchitecture(rawValue: modelType) else {
             throw HubError.unsupportedArchitecture(path: path, modelType: modelType)
         }
         self.architecture = architecture
-        vocabSize = try fields.positive("vocab_size")
-        hiddenSize = try fields.positive("hidden_size")
-        numLayers = try fields.positive("num_hidden_layers")
-        numHeads = try fields.positive("num_attention_heads")
-        numKeyValueHeads = try fields.optionalPositive("num_key_value_heads") ?? numHeads
+        vocabSize = try fields.positive("vocab_size", limit: SizeLimits.vocabulary)
+        hiddenSize = try fields.positive("hidden_size", limit: SizeLimits.width)
+        numLayers = try fields.positive("num_hidden_layers", limit: SizeLimits.layers)
+        numHeads = try fields.positive("num_attention_heads", limit: SizeLimits.heads)
+        numKeyValueHeads = try fields.optionalPositive("num_key_value_heads", limit: SizeLimits.heads) ?? numHeads
         guard numHeads % numKeyValueHeads == 0 else {
             throw HubError.badField(path: path, field: "num_key_value_heads", detail: "(\(numKeyValueHeads)) must divide num_attention_heads (\(numHeads))")
         }
-        headDim = try fields.optionalPositive("head_dim") ?? hiddenSize / numHeads
-        normEpsilon = Float(try fields.optional("rms_norm_eps") as Double? ?? 1e-6)
+        headDim = try fields.optionalPositive("head_dim", limit: SizeLimits.width) ?? hiddenSize / numHeads
+        normEpsilon = Float(try fields.fields.optionalDouble("rms_norm_eps", in: 0...1) ?? 1e-6)
         tieEmbeddings = try fields.optional("tie_word_embeddings") ?? false
-        contextLength = try fields.positive("max_position_embeddings")
+        contextLength = try fields.positive("max_position_embeddings", limit: SizeLimits.context)
 
         // RoPE: transformers 5 nests it in rope_parameters, earlier versions used rope_theta/rope_scaling.
-        let ropeField = json["rope_parameters"] != nil ? "rope_parameters" : "rope_scaling"
-        let ropeObject = json[ropeField] as? [String: Any]
-        let theta = try (ropeObject?["rope_theta"] as? NSNumber)?.doubleValue ?? fields.optional("rope_theta") ?? 10_000
-        switch (ropeObject?["rope_type"] ?? ropeObject?["type"]) as? String {
+        let parameters = try fields.fields.optionalObject("rope_parameters"), scaling = try fields.fields.optionalObject("rope_scaling")
+        func ropeType(_ object: JSONObject?) -> String? { object.flatMap { $0["rope_type"]?.stringValue ?? $0["type"]?.stringValue } }
+        if parameters != nil, let scalingType = ropeType(scaling), scalingType != (ropeType(parameters) ?? "default") {
+            throw HubError.badField(path: path, field: "rope_scaling", detail: "says \"\(scalingType)\" but rope_parameters says \"\(ropeType(parameters) ?? "default")\" — keep one of the two")
+        }
+        let ropeField = parameters != nil ? "rope_parameters" : "rope_scaling"
+        let ropeObject = parameters ?? scaling
+        let rope = ropeObject.map { fields.fields.nested(ropeField, $0) }
+        let theta = try rope?.optionalDouble("rope_theta", in: 1...1e12) ?? fields.fields.optionalDouble("rope_theta", in: 1...1e12) ?? 10_000
+        switch try rope?.optionalString("rope_type") ?? rope?.optionalString("type") {
         case nil, "default":
-            rope = RotaryParameters(theta: theta, yarn: nil)
+            self.rope = RotaryParameters(theta: theta, yarn: nil)
         case "yarn":
-            func number(_ key: String) -> Double? { (ropeObject?[key] as? NSNumber)?.doubleValue }
-            guard let factor = number("factor") else { throw HubError.missingField(path: path, field: "\(ropeField).factor") }
-            guard let original = number("original_max_position_embeddings") else {
+            let rope = rope!
+            guard let factor = try rope.optionalDouble("factor", in: 1...1e6) else { throw HubError.missingField(path: path, field: "\(ropeField).factor") }
+            guard let original = try rope.optionalInt("original_max_position_embeddings", in: 1...SizeLimits.context) else {
                 throw HubError.missingField(path: path, field: "\(ropeField).original_max_position_embeddings")
             }
-            let m = number("mscale") ?? 0, mAll = number("mscale_all_dim") ?? 0
-            let attention = number("attention_factor")
+            let m = try rope.optionalDouble("mscale", in: -1e3...1e3) ?? 0, mAll = try rope.optionalDouble("mscale_all_dim", in: -1e3...1e3) ?? 0
+            let attention = try rope.optionalDouble("attention_factor", in: 1e-6...1e6)
                 ?? (m != 0 && mAll != 0 ? RotaryParameters.mscale(factor, m) / RotaryParameters.mscale(factor, mAll) : RotaryParameters.mscale(factor))
-            rope = RotaryParameters(theta: theta, yarn: .init(
-                factor: factor, originalContext: Int(original), betaFast: number("beta_fast") ?? 32, betaSlow: number("beta_slow") ?? 1,
-                attentionFactor: attention, truncate: ropeObject?["truncate"] as? Bool ?? true, mscaleAllDim: mAll))
+            self.rope = RotaryParameters(theta: theta, yarn: .init(
+                factor: factor, originalContext: original, betaFast: try rope.optionalDouble("beta_fast", in: 1e-6...1e6) ?? 32,
+                betaSlow: try rope.optionalDouble("beta_slow", in: 1e-6...1e6) ?? 1,
+                attentionFactor: attention, truncate: try rope.optionalBool("truncate") ?? true, mscaleAllDim: mAll))
         case let other?:
             throw HubError.badField(path: path, field: "\(ropeField).rope_type", detail: "is \"\(other)\"; default and yarn rotary embeddings are supported")
         }
@@ -224,21 +233,21 @@ public struct HubConfig: Sendable, Equatable {
         latentAttention = nil
         switch architecture {
         case .mixtral:
-            numExperts = try fields.positive("num_local_experts")
+            numExperts = try fields.positive("num_local_experts", limit: SizeLimits.experts)
             expertHiddenSize = try fields.positive("intermediate_size")
             routing = .softmaxTopK(normalize: true)
         case .qwen2MoE, .qwen3MoE:
-            numExperts = try fields.optionalPositive("num_experts") ?? fields.positive("num_local_experts")
+            numExperts = try fields.optionalPositive("num_experts", limit: SizeLimits.experts) ?? fields.positive("num_local_experts", limit: SizeLimits.experts)
             expertHiddenSize = try fields.positive("moe_intermediate_size")
             routing = .softmaxTopK(normalize: try fields.optional("norm_topk_prob") ?? false)
         case .olmoe:
-            numExperts = try fields.optionalPositive("num_experts") ?? fields.positive("num_local_experts")
+            numExperts = try fields.optionalPositive("num_experts", limit: SizeLimits.experts) ?? fields.positive("num_local_experts", limit: SizeLimits.experts)
             expertHiddenSize = try fields.positive("intermediate_size")
             routing = .softmaxTopK(normalize: try fields.optional("norm_topk_prob") ?? false)
         case .deepseekV2, .deepseekV3:
-            numExperts = try fields.optionalPositive("n_routed_experts") ?? fields.positive("num_local_experts")
+            numExperts = try fields.optionalPositive("n_routed_experts", limit: SizeLimits.experts) ?? fields.positive("num_local_experts", limit: SizeLimits.experts)
             expertHiddenSize = try fields.positive("moe_intermediate_size")
-            let groups = try fields.optionalPositive("n_group") ?? 1, topGroups = try fields.optionalPositive("topk_group") ?? groups
+            let groups = try fields.optionalPositive("n_group", limit: SizeLimits.experts) ?? 1, topGroups = try fields.optionalPositive("topk_group", limit: SizeLimits.experts) ?? groups
             guard numExperts % groups == 0 else {
                 throw HubError.badField(path: path, field: "n_group", detail: "(\(groups)) must divide the \(numExperts) routed experts")
             }
@@ -263,16 +272,19 @@ public struct HubConfig: Sendable, Equatable {
                 interleaved: architecture == .deepseekV2 ? true : (try fields.optional("rope_interleave") ?? true))
             headDim = latentAttention!.rotaryDim   // the rotary table covers the rotary part only
         }
-        topK = try fields.positive("num_experts_per_tok")
+        topK = try fields.positive("num_experts_per_tok", limit: SizeLimits.experts)
         guard topK <= numExperts else {
             throw HubError.badField(path: path, field: "num_experts_per_tok", detail: "(\(topK)) exceeds the number of experts (\(numExperts))")
         }
         attentionBias = architecture == .qwen2MoE ? true : (try fields.optional("attention_bias") ?? false)
         queryKeyNorm = architecture == .qwen3MoE ? .perHead : architecture == .olmoe ? .wholeProjection : .none
-        clipQKV = (try fields.optional("clip_qkv") as Double?).map(Float.init)
+        clipQKV = try fields.fields.optionalDouble("clip_qkv").map { clip in
+            guard clip > 0 else { throw HubError.badField(path: path, field: "clip_qkv", detail: "must be positive (or null for no clipping), is \(clip)") }
+            return Float(clip)
+        }
         switch architecture {
         case .qwen2MoE: sharedExpertHiddenSize = try fields.optional("shared_expert_intermediate_size") ?? 0
-        case .deepseekV2, .deepseekV3: sharedExpertHiddenSize = (try fields.optional("n_shared_experts") ?? 0) * expertHiddenSize
+        case .deepseekV2, .deepseekV3: sharedExpertHiddenSize = (try fields.fields.optionalInt("n_shared_experts", in: 0...SizeLimits.experts) ?? 0) * expertHiddenSize
         default: sharedExpertHiddenSize = 0
         }
 
@@ -297,25 +309,24 @@ public struct HubConfig: Sendable, Equatable {
     }
 }
 
-/// Typed reads of config.json fields, each failure naming the field.
+/// Typed reads of config.json fields, each failure naming the field (see `ConfigFields`).
 struct Fields {
-    let json: [String: Any]
+    let fields: ConfigFields
     let path: String
 
+    init(json: JSONObject, path: String) {
+        self.path = path
+        fields = ConfigFields(object: json, invalid: { HubError.badField(path: path, field: $0, detail: $1) },
+                              missing: { HubError.missingField(path: path, field: $0) })
+    }
+
     func optional<T>(_ name: String) throws -> T? {
-        guard let value = json[name], !(value is NSNull) else { return nil }
-        if T.self == Int.self, let n = value as? NSNumber, !(value is Bool) {
-            guard n.doubleValue == n.doubleValue.rounded() else {
-                throw HubError.badField(path: path, field: name, detail: "must be a whole number, is \(n)")
-            }
-            return n.intValue as? T
-        }
-        if T.self == Double.self, let n = value as? NSNumber { return n.doubleValue as? T }
-        if T.self == [Int].self, let list = value as? [NSNumber] { return list.map(\.intValue) as? T }
-        guard let typed = value as? T else {
-            throw HubError.badField(path: path, field: name, detail: "has the wrong type (\(Swift.type(of: value)), expected \(T.self))")
-        }
-        return typed
+        if T.self == Int.self { return try fields.optionalInt(name, in: 0...SizeLimits.context) as? T }
+        if T.self == Double.self { return try fields.optionalDouble(name) as? T }
+        if T.self == Bool.self { return try fields.optionalBool(name) as? T }
+        if T.self == String.self { return try fields.optionalString(name) as? T }
+        if T.self == [Int].self { return try fields.optionalIntArray(name, in: 0...SizeLimits.layers) as? T }
+        fatalError("no reader for \(T.self)")
     }
 
     func required<T>(_ name: String) throws -> T {
@@ -323,14 +334,15 @@ struct Fields {
         return value
     }
 
-    func optionalPositive(_ name: String) throws -> Int? {
-        guard let value: Int = try optional(name) else { return nil }
+    func optionalPositive(_ name: String, limit: Int = SizeLimits.width) throws -> Int? {
+        guard let value = try fields.optionalInt(name, in: Int.min...Int.max) else { return nil }
         guard value > 0 else { throw HubError.badField(path: path, field: name, detail: "must be positive, is \(value)") }
+        guard value <= limit else { throw HubError.badField(path: path, field: name, detail: "is \(value), above the limit of \(limit)") }
         return value
     }
 
-    func positive(_ name: String) throws -> Int {
-        guard let value = try optionalPositive(name) else { throw HubError.missingField(path: path, field: name) }
+    func positive(_ name: String, limit: Int = SizeLimits.width) throws -> Int {
+        guard let value = try optionalPositive(name, limit: limit) else { throw HubError.missingField(path: path, field: name) }
         return value
     }
 }

@@ -53,18 +53,27 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
     public init(file path: String) throws {
         let folder = (path as NSString).deletingLastPathComponent
         func refuse(_ detail: String) -> HubError { .unsupportedTokenizer(path: folder, detail: detail) }
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard FileManager.default.fileExists(atPath: path) else {
             throw HubError.notAModelFolder(path: folder, detail: "no tokenizer.json, so text cannot be encoded")
         }
+        let data = try RegularFile.read(path, what: "tokenizer", limit: 512 << 20)
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
               let model = json["model"] as? [String: Any] else { throw refuse("not a JSON object with a \"model\"") }
         guard (model["type"] as? String) == "BPE" else { throw refuse("model.type is \"\(model["type"] ?? "missing")\", not BPE") }
-        guard let vocab = model["vocab"] as? [String: Int] else { throw refuse("model.vocab is missing") }
+        guard let vocab = model["vocab"] as? [String: Int] else { throw refuse("model.vocab is missing or not an object of whole numbers") }
+        if let (text, id) = vocab.first(where: { $0.value < 0 || $0.value >= SizeLimits.vocabulary }) {
+            throw refuse("model.vocab gives \"\(text)\" the id \(id), outside 0…\(SizeLimits.vocabulary - 1)")
+        }
         var ranks: [String: Int] = [:]
         for (rank, merge) in ((model["merges"] as? [Any]) ?? []).enumerated() {
-            if let text = merge as? String { ranks[text] = rank }
-            else if let pair = merge as? [String], pair.count == 2 { ranks[pair[0] + " " + pair[1]] = rank }
+            let pair: [String]
+            if let text = merge as? String { pair = text.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init) }
+            else if let list = merge as? [String] { pair = list }
             else { throw refuse("model.merges entry \(rank) is neither \"a b\" nor [a, b]") }
+            guard pair.count == 2, vocab[pair[0]] != nil, vocab[pair[1]] != nil, vocab[pair[0] + pair[1]] != nil else {
+                throw refuse("model.merges entry \(rank) (\(pair)) joins tokens that are not all in model.vocab")
+            }
+            ranks[pair[0] + " " + pair[1]] = rank
         }
         mergeRank = ranks
         ignoreMerges = model["ignore_merges"] as? Bool ?? false
@@ -142,10 +151,27 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         prefixIDs = before
         suffixIDs = after
 
+        // Every character text can hold must have a token, or encoding would silently drop it.
+        switch style {
+        case .byteLevel:
+            if let missing = Self.byteToCharacter.firstIndex(where: { vocab[String($0)] == nil }) {
+                throw refuse(String(format: "model.vocab lacks the byte-level token for byte 0x%02X, so text holding it could not be encoded", missing))
+            }
+        case let .sentencePiece(_, _, byteFallback, unknown):
+            let allBytes = (0..<256).allSatisfy { vocab[String(format: "<0x%02X>", $0)] != nil }
+            guard (byteFallback && allBytes) || unknown != nil else {
+                throw refuse(byteFallback ? "byte_fallback is on but model.vocab lacks some <0xXX> byte tokens, and there is no unk_token"
+                                          : "model has neither byte_fallback nor an unk_token, so characters outside its vocabulary would be lost")
+            }
+        }
+
         var special: [String: Int] = [:], texts: [Int: String] = [:]
         for (text, id) in vocab { texts[id] = text }
         for case let added as [String: Any] in (json["added_tokens"] as? [Any]) ?? [] {
             guard let id = added["id"] as? Int, let content = added["content"] as? String else { continue }
+            guard id >= 0, id < SizeLimits.vocabulary, !content.isEmpty else {
+                throw refuse("added_tokens has an entry with id \(id) and content \"\(content)\"; ids must be in 0…\(SizeLimits.vocabulary - 1) and contents non-empty")
+            }
             special[content] = id
             texts[id] = content
         }

@@ -23,9 +23,8 @@ public struct Corpus: Sendable {
     public init(documents: [CorpusDocument]) { self.documents = documents }
 
     public static func load(path: String) throws -> Corpus {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CorpusError("cannot read corpus \(path) — run from the repository root or pass --assets DIR")
-        }
+        let data = try RegularFile.read(path, what: "corpus", limit: 4 << 30,
+                                        remedy: "run from the repository root or pass --assets DIR")
         let decoder = JSONDecoder()
         var documents: [CorpusDocument] = []
         for (number, line) in data.split(separator: UInt8(ascii: "\n")).enumerated() where !line.isEmpty {

@@ -26,6 +26,19 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         case balanceCoefficient = "balance_coefficient", zLossCoefficient = "z_loss_coefficient"
     }
 
+    /// The first option that cannot work, worded as "steps must be at least 1, got -5".
+    public var problem: String? {
+        if steps < 1 { return "steps must be at least 1, got \(steps)" }
+        if !(1...4096).contains(batchSize) { return "batch_size must be between 1 and 4096, got \(batchSize)" }
+        if sequenceLength < 2 { return "sequence_length must be at least 2, got \(sequenceLength)" }
+        if !(learningRate.isFinite && learningRate > 0) { return "learning_rate must be a positive number, got \(learningRate)" }
+        if warmupSteps < 0 { return "warmup_steps must be at least 0, got \(warmupSteps)" }
+        for (name, value) in [("weight_decay", weightDecay), ("balance_coefficient", balanceCoefficient), ("z_loss_coefficient", zLossCoefficient)]
+        where !(value.isFinite && value >= 0) { return "\(name) must be a finite number ≥ 0, got \(value)" }
+        if !(clipNorm.isFinite && clipNorm > 0) { return "clip_norm must be a positive number, got \(clipNorm)" }
+        return nil
+    }
+
     public var schedule: LearningRateSchedule {
         LearningRateSchedule(peak: learningRate, warmupSteps: min(warmupSteps, steps), totalSteps: steps)
     }
@@ -93,6 +106,7 @@ public struct Trainer {
     /// A fresh run: the model initialised from `options.seed`.
     public init(config: ModelConfig, options: TrainingOptions, data: TokenStream) throws {
         _ = Self.allocatorTuned
+        try Self.checkMemory(config: config, options: options, path: "config")
         structure = try MoEModel(config: config, seed: options.seed)
         parameters = structure.namedParameters
         optimizer = AdamW(weightDecay: options.weightDecay)
@@ -234,29 +248,56 @@ public struct Trainer {
 
     /// The options a saved run was started with.
     public static func savedOptions(at path: String) throws -> TrainingOptions {
-        let file = try SafeTensorsFile(path: path)
+        try savedOptions(SafeTensorsFile(path: path))
+    }
+
+    static func savedOptions(_ file: SafeTensorsFile) throws -> TrainingOptions {
+        let path = file.path
         guard file.metadata["format"] == "moescope-training-state", let json = file.metadata["options"],
               let options = try? JSONDecoder().decode(TrainingOptions.self, from: Data(json.utf8)) else {
             throw TrainingError.stateMismatch(path: path, detail: "not a moescope training state")
         }
+        if let problem = options.problem { throw TrainingError.stateMismatch(path: path, detail: "its saved options are invalid (\(problem))") }
         return options
     }
 
-    /// Continues a run saved by `saveState`. `config` and `options` must be the saved ones.
-    public init(resumingFrom path: String, config: ModelConfig, options: TrainingOptions, data: TokenStream) throws {
-        _ = Self.allocatorTuned
-        let file = try SafeTensorsFile(path: path)
-        let saved = try Self.savedOptions(at: path)
+    /// Checks a saved state's metadata against the run about to continue it, before anything
+    /// is allocated or trained: the format, the options and config it was started with, and a
+    /// step counter inside the run (0 ≤ step < steps, AdamW updates ≤ step). Returns (step,
+    /// updates).
+    @discardableResult
+    public static func checkState(at path: String, config: ModelConfig, options: TrainingOptions) throws -> (step: Int, updates: Int) {
+        try checkState(SafeTensorsFile(path: path), config: config, options: options)
+    }
+
+    static func checkState(_ file: SafeTensorsFile, config: ModelConfig, options: TrainingOptions) throws -> (step: Int, updates: Int) {
+        let path = file.path
+        let saved = try savedOptions(file)
         guard saved == options else {
             throw TrainingError.stateMismatch(path: path, detail: "it was started with different \(Self.differences(saved, options))")
         }
         guard let configJSON = file.metadata["config"],
-              let savedConfig = try? JSONDecoder().decode(ModelConfig.self, from: Data(configJSON.utf8)), savedConfig == config else {
+              let savedConfig = try? ModelConfig(json: Data(configJSON.utf8), path: path), savedConfig == config else {
             throw TrainingError.stateMismatch(path: path, detail: "its model config differs")
         }
         guard let step = file.metadata["step"].flatMap(Int.init), let updates = file.metadata["adam_updates"].flatMap(Int.init) else {
             throw TrainingError.stateMismatch(path: path, detail: "the step counter is missing")
         }
+        guard step >= 0, step < options.steps else {
+            throw TrainingError.stateMismatch(path: path, detail: "its step \(step) is outside the run's 0…\(options.steps - 1)")
+        }
+        guard updates >= 0, updates <= step else {
+            throw TrainingError.stateMismatch(path: path, detail: "it records \(updates) optimiser updates after \(step) steps")
+        }
+        return (step, updates)
+    }
+
+    /// Continues a run saved by `saveState`. `config` and `options` must be the saved ones;
+    /// every tensor is checked for its shape as it is read.
+    public init(resumingFrom path: String, config: ModelConfig, options: TrainingOptions, data: TokenStream) throws {
+        _ = Self.allocatorTuned
+        let file = try SafeTensorsFile(path: path)
+        let (step, updates) = try Self.checkState(file, config: config, options: options)
         try self.init(config: config, options: options, data: data)
         for name in parameters.keys {
             let shape = parameters[name]!.shape
@@ -268,6 +309,32 @@ public struct Trainer {
         }
         optimizer.updates = updates
         self.step = step
+    }
+
+    /// Bytes a run takes (nil: more than can be counted): F32 parameters, one gradient set per
+    /// shard plus their sum, both AdamW moments, and the activations each shard's tape keeps —
+    /// per token and layer about 24 vectors of the model width, the experts' hidden rows, the
+    /// router outputs, and per head the attention scores over the sequence; per token the
+    /// logits and their gradient.
+    public static func trainingBytes(config c: ModelConfig, options o: TrainingOptions) -> Int? {
+        let p = MemoryBudget.product
+        let perTokenLayer = MemoryBudget.sum([p([24, c.hiddenSize]), p([c.topK, 6, c.expertHiddenSize]), p([4, c.numExperts]),
+                                              p([3, c.numHeads, o.sequenceLength]), p([3, max(c.routerHiddenSize, c.gruHiddenSize)])])
+        let perToken = MemoryBudget.sum([perTokenLayer.flatMap { p([$0, c.numLayers]) }, p([3, c.vocabSize])])
+        return MemoryBudget.sum([
+            c.parameterCount.flatMap { p([$0, 4, 4 + Self.shards]) },
+            perToken.flatMap { p([$0, o.batchSize, o.sequenceLength, 4]) },
+        ])
+    }
+
+    /// Refuses, with what it needs and what there is, a run that would not fit in memory.
+    public static func checkMemory(config: ModelConfig, options: TrainingOptions, path: String) throws {
+        let available = MemoryBudget.availableBytes
+        let needed = trainingBytes(config: config, options: options)
+        guard let needed, needed <= available else {
+            throw CheckpointError.tooLarge(path: path, what: "training (batch \(options.batchSize) × \(options.sequenceLength) tokens)",
+                                           neededBytes: needed, availableBytes: available)
+        }
     }
 }
 

@@ -11,7 +11,9 @@ struct AnalyzeCommand: ParsableCommand {
         discussion: """
         By default the held-out split of the corpus is analysed (--corpus-split), the same number
         of tokens from every domain; --text or --file analyse one text instead. Layers are L0…, experts E0….
-        --json writes the "moescope-analysis" format described in the README.
+        --json writes the "moescope-analysis" format described in the README. Texts are routed a
+        context window at a time, windows side by side on the cores, with a progress line; the
+        gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
         """)
 
     @OptionGroup var model: ModelOptions
@@ -21,9 +23,10 @@ struct AnalyzeCommand: ParsableCommand {
     @Option(help: "Corpus tokens to analyse, shared equally by the domains.") var maxTokens = 8192
     @Option(help: "Layer whose expert-similarity matrix and per-expert tokens are printed (default: the last routed one).") var layer: Int?
     @Flag(help: "Print the report as JSON.") var json = false
+    @Option(help: ArgumentHelp("Also write the figures as standalone SVG files into DIR.", valueName: "dir")) var figures: String?
 
     func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
         guard ["held-out", "heldout", "train"].contains(corpusSplit) else {
             throw ValidationError("--corpus-split must be held-out or train, not '\(corpusSplit)'")
         }
@@ -42,48 +45,86 @@ struct AnalyzeCommand: ParsableCommand {
             }
             return position
         } ?? routed.count - 1
-        var tracesByDomain: [(domain: String, traces: [RoutingTrace])] = []
+        var inputs: [(domain: String, ids: [Int])] = []
         if text != nil || file != nil {
-            let ids = opened.tokenizer.encode(try TextInput(text: text, file: file).read())
-            tracesByDomain = [("text", try route(ids, opened.model))]
+            inputs = [("text", opened.tokenizer.encode(try TextInput(text: text, file: file).read()))]
         } else {
             let locator = try AssetLocator(explicit: model.assets)
             let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
             let perDomain = max(1, maxTokens / max(1, corpus.domains.count))
-            var progress = ProgressLine("analyze: domains", total: corpus.domains.count, unit: "domains")
-            for (index, domain) in corpus.domains.enumerated() {
+            for domain in corpus.domains {
                 var ids: [Int] = []
                 for document in corpus.documents(in: corpusSplit == "train" ? .train : .heldout) where document.domain == domain && ids.count < perDomain {
                     ids += opened.tokenizer.encode(document.text)
                 }
-                tracesByDomain.append((domain, try route(Array(ids.prefix(perDomain)), opened.model)))
-                progress.update(index + 1)
+                inputs.append((domain, Array(ids.prefix(perDomain))))
             }
-            progress.finish()
         }
+        var accumulated = AnalysisReport.Accumulator(model: opened.model)
+        var progress = ProgressLine("analyze: tokens", total: inputs.reduce(0) { $0 + $1.ids.count }, unit: "tok")
+        var done = 0, normTokens = 0
+        for (domain, ids) in inputs {
+            try route(ids, opened.model, normTokens: &normTokens) { traces in
+                accumulated.add(traces, domain: domain)
+                done += traces.count
+                progress.update(done)
+            }
+        }
+        progress.finish()
         let report = AnalysisReport(model: opened.model, tokenizer: opened.tokenizer, checkpoint: opened.source,
-                                    randomInit: opened.isRandomInit, tracesByDomain: tracesByDomain)
+                                    randomInit: opened.isRandomInit, accumulated: accumulated)
+        if let figures {
+            let described = file.map { "file \($0)" } ?? (text != nil ? "--text" : "\(corpusSplit) corpus split, \(inputs.count) domains")
+            try AnalysisFigures(report: report, textDescription: described).writeForCommandLine(to: figures)
+        }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print(AnalysisMarkdown(report: report, detailLayer: detail).text)
+            print(AnalysisMarkdown(report: report, detailLayer: detail).text + "\n" + report.paperChecksMarkdown)
         }
     }
 
-    /// Routing of `ids` in context-length windows, every expert's output norm included.
-    private func route(_ ids: [Int], _ model: any RoutingModel) throws -> [RoutingTrace] {
+    /// Tokens whose every expert output norm is recorded (the "Closer Look" columns): running
+    /// all E experts costs E/k times the experts' work, so a long text measures them on its
+    /// first 8,192 tokens only; shorter inputs (the default corpus sample included) on every token.
+    static let normSampleTokens = 8_192
+
+    /// Routes `ids` in context-length windows, full-sequence forward per window, windows side
+    /// by side on the cores; hands each batch of traces to `consume` in order, so a long text's
+    /// traces are summarised and dropped as it goes. Stops at the first NaN or ±∞.
+    private func route(_ ids: [Int], _ model: any RoutingModel, normTokens: inout Int,
+                       consume: ([RoutingTrace]) -> Void) throws {
         guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
-        var traces: [RoutingTrace] = []
-        var start = 0
-        while start < ids.count {
-            let window = Array(ids[start ..< min(ids.count, start + model.contextLength)])
-            var decoder = model.makeDecoder()
-            traces += try decoder.feed(window, allExpertNorms: true).routing
-            start += window.count
+        let windows = stride(from: 0, to: ids.count, by: model.contextLength).map { Array(ids[$0 ..< min(ids.count, $0 + model.contextLength)]) }
+        let parallel = max(1, Kernels.threads)
+        var next = 0
+        while next < windows.count {
+            let batch = Array(windows[next ..< min(windows.count, next + parallel)])
+            var withNorms: [Bool] = []
+            for window in batch {
+                withNorms.append(normTokens < Self.normSampleTokens)
+                if withNorms.last! { normTokens += window.count }
+            }
+            var results = [Result<(routing: [RoutingTrace], lastLogits: [Float]), Error>?](repeating: nil, count: batch.count)
+            results.withUnsafeMutableBufferPointer { slots in
+                Kernels.parallelFor(batch.count, threads: parallel) { index in
+                    var decoder = model.makeDecoder()
+                    slots[index] = Result { try decoder.feed(batch[index], allExpertNorms: withNorms[index]) }
+                }
+            }
+            for result in results {
+                var (routing, lastLogits) = try result!.get()
+                if let problem = InferenceError.firstNonFinite(in: routing, routedLayers: model.routedLayers, outputLogits: lastLogits) {
+                    throw problem
+                }
+                // The norm sample's traces are kept whole until the report; it never reads
+                // their GRU state, the largest part of them.
+                for t in routing.indices { for l in routing[t].layers.indices { routing[t].layers[l].gruHidden = nil } }
+                consume(routing)
+            }
+            next += batch.count
         }
-        return traces
     }
 }
 

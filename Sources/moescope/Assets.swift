@@ -52,7 +52,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Assets directory (default: ./assets or the one beside the executable).", valueName: "dir"))
     var assets: String?
 
-    @Option(help: "Seed of the random-init model used when no trained checkpoint exists.")
+    @Option(help: "Seed of the random-init model used when no trained checkpoint exists.", transform: parseSeed)
     var seed: UInt64 = 1
 
     @Option(name: .customLong("model"), help: ArgumentHelp(
@@ -121,6 +121,24 @@ extension AssetLocator {
     }
 }
 
+extension JSONEncoder {
+    /// The encoder of every JSON output: a non-finite number (a statistic of an empty or
+    /// constant sample, a measurement that failed) is written as the string "nan", "inf" or
+    /// "-inf" instead of failing the whole output.
+    static func output(_ formatting: OutputFormatting) -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = formatting
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return encoder
+    }
+}
+
+/// A `--seed` value: a whole number from 0 to 2⁶⁴ − 1, refused with the rule otherwise.
+func parseSeed(_ text: String) throws -> UInt64 {
+    guard let value = UInt64(text) else { throw CLIError("--seed must be a whole number from 0 to \(UInt64.max), got \(text)") }
+    return value
+}
+
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
@@ -133,20 +151,27 @@ struct TextInput: ParsableArguments {
     @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path"))
     var file: String?
 
+    /// The longest text read (1 GiB): far beyond any context, within any machine's memory.
+    static let maximumBytes = 1 << 30
+
     func read() throws -> String {
         let value: String
         switch (text, file) {
         case let (text?, nil):
             value = text
         case let (nil, path?):
-            let data: Data
+            var data = Data()
             if path == "-" {
-                data = FileHandle.standardInput.readDataToEndOfFile()
-            } else {
-                guard let contents = FileManager.default.contents(atPath: path) else {
-                    throw CLIError("cannot read \(path) — check the path")
+                // Read in pieces, so an endless input (/dev/zero) is refused, not held.
+                while case let piece = FileHandle.standardInput.readData(ofLength: 1 << 20), !piece.isEmpty {
+                    data.append(piece)
+                    guard data.count <= Self.maximumBytes else {
+                        throw CLIError("standard input holds more than \(Self.maximumBytes) bytes — pass a shorter text")
+                    }
                 }
-                data = contents
+            } else {
+                data = try RegularFile.read(path, what: "text file", limit: Self.maximumBytes,
+                                            remedy: "pass a regular UTF-8 text file, or '-' to read standard input")
             }
             guard let decoded = String(validating: data, as: UTF8.self) else {
                 throw CLIError("\(path == "-" ? "standard input" : path) is not valid UTF-8 text — convert it (e.g. iconv -t UTF-8)")

@@ -38,7 +38,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func validate() throws {
-        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") }
         guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
     }
 
@@ -157,8 +157,7 @@ struct BenchCommand: ParsableCommand {
         }
 
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys])
             print(String(decoding: try encoder.encode(Report(results: results)), as: UTF8.self))
         }
     }

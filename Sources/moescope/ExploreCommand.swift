@@ -46,6 +46,10 @@ struct ExploreCommand: ParsableCommand {
             }
             let ids = tokens ?? opened.tokenizer.encode(text ?? "")
             guard !ids.isEmpty else { throw CLIError("the text is empty — type at least one character") }
+            // As `trace` does: a text longer than the context is refused, never silently cut.
+            guard ids.count <= opened.model.contextLength else {
+                throw InferenceError.contextFull(needed: ids.count, capacity: opened.model.contextLength)
+            }
             return ExplorerSession(model: opened.model, tokenizer: opened.tokenizer, label: opened.source,
                                    isRandomInit: opened.isRandomInit, tokens: ids)
         }

@@ -13,7 +13,9 @@ struct TokenizerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write the tokenizer.", valueName: "path")) var output = "assets/tokenizer.json"
 
     func validate() throws {
-        guard vocabSize > 257 else { throw ValidationError("--vocab-size must exceed 257 (256 bytes and one special token)") }
+        guard (258...SizeLimits.vocabulary).contains(vocabSize) else {
+            throw ValidationError("--vocab-size must be between 258 (256 bytes and one special token) and \(SizeLimits.vocabulary), got \(vocabSize)")
+        }
     }
 
     func run() throws {

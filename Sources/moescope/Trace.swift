@@ -27,7 +27,11 @@ struct Trace: ParsableCommand {
         let opened = try model.open()
         let tokens = opened.tokenizer.encode(text)
         var decoder = opened.model.makeDecoder()
-        let report = TraceReport(opened: opened, routing: try decoder.feed(tokens, allExpertNorms: false).routing)
+        let result = try decoder.feed(tokens, allExpertNorms: false)
+        if let problem = InferenceError.firstNonFinite(in: result.routing, routedLayers: opened.model.routedLayers, outputLogits: result.lastLogits) {
+            throw problem
+        }
+        let report = TraceReport(opened: opened, routing: result.routing)
         if json { print(try report.json()) } else if csv { print(report.csv(), terminator: "") } else { print(report.table(), terminator: "") }
     }
 }
@@ -112,8 +116,7 @@ struct TraceReport {
                                  config: (model as? MoEModel)?.config, routedLayers: model.routedLayers, tokens: routing.map {
             JSONTrace.Token(position: $0.position, id: $0.token, text: tokenText($0.token), layers: $0.layers)
         })
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        let encoder = JSONEncoder.output([.sortedKeys])
         return String(decoding: try encoder.encode(document), as: UTF8.self)
     }
 }

@@ -22,7 +22,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Peak learning rate (after warm-up; cosine decay to 10%).") var learningRate: Float?
     @Option(help: "Linear warm-up steps.") var warmup: Int?
     @Option(help: "Router z-loss coefficient (0 = off; ST-MoE uses 0.001).") var zLoss: Float?
-    @Option(help: "Seed for initialisation and batch sampling.") var seed: UInt64?
+    @Option(help: "Seed for initialisation and batch sampling.", transform: parseSeed) var seed: UInt64?
     @Option(help: ArgumentHelp("Output checkpoint directory (default: runs/<router>).", valueName: "dir")) var out: String?
     @Flag(help: "Continue the interrupted run saved in --out.") var resume = false
     @Option(help: "Save the training state every N steps.") var saveEvery = 100
@@ -30,24 +30,45 @@ struct TrainCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Model shape as a config.json (default: the standard shape).", valueName: "path")) var config: String?
     @Option(help: ArgumentHelp("Assets directory (corpus and tokenizer).", valueName: "dir")) var assets: String?
 
+    @Flag(help: "Replace a finished checkpoint already in --out.") var force = false
+
     func validate() throws {
-        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
-        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
-        if let sequenceLength, sequenceLength < 2 { throw ValidationError("--sequence-length must be at least 2") }
-        if let learningRate, !(learningRate > 0) { throw ValidationError("--learning-rate must be positive") }
-        guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, got \(steps)") }
+        if let steps, steps > 1_000_000_000 { throw ValidationError("--steps must be at most 1000000000, got \(steps)") }
+        if let batchSize, !(1...4096).contains(batchSize) { throw ValidationError("--batch-size must be between 1 and 4096, got \(batchSize)") }
+        if let sequenceLength, sequenceLength < 2 { throw ValidationError("--sequence-length must be at least 2, got \(sequenceLength)") }
+        if let learningRate, !(learningRate.isFinite && learningRate > 0 && learningRate <= 10) {
+            throw ValidationError("--learning-rate must be a number above 0 and at most 10, got \(learningRate)")
+        }
+        if let warmup, warmup < 0 { throw ValidationError("--warmup must be at least 0, got \(warmup)") }
+        if let zLoss, !(zLoss.isFinite && zLoss >= 0) { throw ValidationError("--z-loss must be a finite number ≥ 0, got \(zLoss)") }
+        guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1, got \(saveEvery)") }
+        if resume && force { throw ValidationError("--resume and --force both given — --force starts over, --resume continues; pass one") }
     }
 
     func run() throws {
         let directory = out ?? "runs/\(router.rawValue)"
         let statePath = "\(directory)/training-state.safetensors"
+        // Where the run will write, checked before anything slow happens.
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw CLIError("--out \(directory) is a file; training writes a checkpoint directory — choose another path")
+            }
+            let stale = removeStaleTemporaryFiles(in: directory)
+            if !stale.isEmpty { printError("note: removed \(stale.count) temporary file(s) left by an interrupted save in \(directory): \(stale.joined(separator: ", "))") }
+            if !resume, !force, FileManager.default.fileExists(atPath: "\(directory)/\(Checkpoint.weightsFile)"),
+               !FileManager.default.fileExists(atPath: statePath) {
+                throw CLIError("\(directory) already holds a trained checkpoint (\(Checkpoint.weightsFile)) — pass --force to replace it, or choose another --out")
+            }
+        }
         let locator = try AssetLocator(explicit: assets)
         let tokenizer = try Tokenizer.load(path: locator.tokenizerPath)
 
         var modelConfig = try config.map { try ModelConfig.load(path: $0) } ?? ModelConfig()
         modelConfig.router = router
         modelConfig.vocabSize = tokenizer.vocabSize
-        try modelConfig.validate()
+        try modelConfig.validate(path: config ?? "the default config")
 
         // Options: the saved run's when resuming, with any flag given on the command line on top
         // (a flag that contradicts the saved run is refused by the trainer).
@@ -70,6 +91,8 @@ struct TrainCommand: ParsableCommand {
         guard options.sequenceLength <= modelConfig.contextLength else {
             throw CLIError("--sequence-length \(options.sequenceLength) exceeds the model's context of \(modelConfig.contextLength)")
         }
+        try Trainer.checkMemory(config: modelConfig, options: options, path: config ?? "the default config")
+        if resume { try Trainer.checkState(at: statePath, config: modelConfig, options: options) }
 
         let corpusPath = "\(locator.root)/corpus/corpus.jsonl"
         printError("tokenising the training split of \(corpusPath)…")
