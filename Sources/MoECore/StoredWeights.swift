@@ -44,9 +44,10 @@ extension Kernels {
     /// and run the packed GEMM, where the conversion is repaid many times over.
     public static let fewInputRows = 8
 
-    /// Runs every product, their rows split over `threads` cores in contiguous runs of about
-    /// equal bytes. Each output is computed by the same instructions in the same order whatever
-    /// the split, so the result is bit-identical for any thread count (a test holds it).
+    /// Runs every product, their rows split into units of about `unitBytes` that `threads`
+    /// cores take in turn. Each output is computed by the same instructions in the same order
+    /// whichever thread runs its unit, so the result is bit-identical for any thread count (a
+    /// test holds it).
     ///
     /// 16-bit weights are read as 32-bit words of two neighbours: the even column is the low
     /// half, the odd one the high half. A BF16 value is the top half of a Float, so the even
@@ -95,19 +96,29 @@ extension Kernels {
             for u in units.indices { runUnit(u) }
             return
         }
-        // Contiguous runs of units of about equal bytes per thread.
-        var bounds = [0]
-        var running = 0
-        for (u, unit) in units.enumerated() {
-            running += unit.bytes
-            while bounds.count < parts, running * parts >= totalBytes * bounds.count { bounds.append(u + 1) }
-        }
-        while bounds.count <= parts { bounds.append(units.count) }
-        bounds[parts] = units.count
+        // Each thread takes the next unit until none is left, so a thread whose core is busy
+        // with another process does less of the work instead of holding the others up.
+        let queue = UnitQueue(count: units.count)
         let shared = UncheckedSendable(value: runUnit)
-        let splits = bounds
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
-            for u in splits[part]..<splits[part + 1] { shared.value(u) }
+        DispatchQueue.concurrentPerform(iterations: parts) { _ in
+            while let u = queue.take() { shared.value(u) }
+        }
+    }
+
+    /// Hands out 0, 1, 2, … to whichever thread asks next.
+    final class UnitQueue: @unchecked Sendable {
+        private let lock = NSLock()
+        private var next = 0
+        private let count: Int
+
+        init(count: Int) { self.count = count }
+
+        func take() -> Int? {
+            lock.lock()
+            defer { lock.unlock() }
+            guard next < count else { return nil }
+            next += 1
+            return next - 1
         }
     }
 
