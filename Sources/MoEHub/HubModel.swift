@@ -470,6 +470,15 @@ extension HubModel: CachedRoutingModel {
     public var routerKind: RouterKind? { nil }
     public var layerCount: Int { config.numLayers }
     public var routedLayers: [Int] { config.moeLayers }
+    /// DeepSeek's expert groups (consecutive runs of experts the routing ranks as a whole).
+    public var expertGroups: Int {
+        switch config.routing {
+        case .softmaxTopK: 1
+        case let .deepseekV2(groupLimited, groups, _, _): groupLimited ? groups : 1
+        case let .deepseekV3(groups, _, _, _): groups
+        }
+    }
+
     public var routerEquation: String {
         switch config.routing {
         case let .softmaxTopK(normalize):

@@ -42,6 +42,45 @@ struct BenchCommand: ParsableCommand {
         guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
     }
 
+    /// The explorer at DeepSeek-V3's routing shape (256 experts, top-8, 61 layers; random
+    /// weights at a small width, so the figures are the explorer's, not a 671B model's decode):
+    /// a frame of each view at 200 × 60, and a keypress (decode one token + render) on the
+    /// dashboard and on the Expert view, 120 tokens in.
+    func benchLargestShape(text: String, tokenizer: Tokenizer, record: (String, Double, String, String) -> Void) throws {
+        var config = ModelConfig()
+        config.hiddenSize = 32; config.numHeads = 2; config.expertHiddenSize = 16; config.routerHiddenSize = 16
+        config.numExperts = 256; config.topK = 8; config.numLayers = 61; config.router = .linear
+        let model = try MoEModel(config: config, seed: 7)
+        let ids = Array(tokenizer.encode(text).prefix(200))
+        let loader: SessionLoader = { _, tokens, _ in
+            ExplorerSession(model: model, tokenizer: tokenizer, label: "256e/61L", isRandomInit: true, tokens: tokens ?? ids)
+        }
+        var state = try ExplorerState(loader: loader, router: .linear, text: text)
+        for _ in 0..<120 { state.handle(.right) }
+        let shape = "256 experts, 61 layers, \(state.cursor + 1) tokens decoded"
+        for _ in ExplorerView.allCases {
+            var frames: [Double] = []
+            for _ in 0..<(4 * repeats) {
+                let began = monotonicNanoseconds()
+                _ = ExplorerRenderer.render(state, width: 200, height: 60)
+                frames.append(Double(monotonicNanoseconds() - began) / 1e6)
+            }
+            record("TUI frame 200×60 256e/61L (\(state.view.title))", median(frames), "ms", shape)
+            state.handle(.tab)
+        }
+        for view in [ExplorerView.dashboard, .expert] {
+            while state.view != view { state.handle(.tab) }
+            var keyTimes: [Double] = []
+            for step in 0..<(8 * repeats) {
+                let began = monotonicNanoseconds()
+                state.handle(step % 2 == 0 ? .right : .down)
+                _ = ExplorerRenderer.render(state, width: 200, height: 60)
+                keyTimes.append(Double(monotonicNanoseconds() - began) / 1e6)
+            }
+            record("keypress → frame 256e/61L (\(view.title))", median(keyTimes), "ms", "→ and ↓ alternately: decode + render")
+        }
+    }
+
     func run() throws {
         if let model { return try benchModel(path: model) }
         var results: [Result] = []
@@ -104,6 +143,7 @@ struct BenchCommand: ParsableCommand {
         record("keypress → frame (step one token)", median(keyTimes), "ms", "decode + render")
         for router in RouterKind.allCases { try state.switchRouter(to: router) }   // a user trying every router
         record("peak RSS (explorer, every router visited)", peakResidentMegabytes(), "MB", "VmHWM before training runs")
+        try benchLargestShape(text: text, tokenizer: tokenizer, record: record)
 
         // Training: forward + backward + AdamW on batch 16 × 128.
         var options = TrainingOptions()
