@@ -111,7 +111,9 @@ import Testing
         }
         let whole = try checks { _ in .max }
         for sizes in [{ (_: Int) in 1 }, { 1 + ($0 * 37) % 64 }] {
-            for (check, (batched, all)) in zip(["repetition", "co-activation", "vocabulary", "domain", "mutual information"], zip(try checks(batch: sizes), whole)) {
+            for (check, (batched, all)) in zip(
+                ["repetition", "co-activation", "vocabulary", "domain", "mutual information"], zip(try checks(batch: sizes), whole))
+            {
                 #expect(batched == all, "\(check)")
             }
         }

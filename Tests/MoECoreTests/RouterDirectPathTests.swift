@@ -9,10 +9,14 @@ import Testing
 @Suite struct RouterDirectPathTests {
     static func config(_ kind: RouterKind, wide: Bool) -> ModelConfig {
         var config = ModelConfig.tiny(router: kind)
-        config.initStd = 0.3   // large enough that every nonlinearity is exercised
+        config.initStd = 0.3  // large enough that every nonlinearity is exercised
         if wide {
-            config.numExperts = 64; config.topK = 8; config.numLayers = 5; config.hiddenSize = 96
-            config.routerHiddenSize = 40; config.gruHiddenSize = 48
+            config.numExperts = 64
+            config.topK = 8
+            config.numLayers = 5
+            config.hiddenSize = 96
+            config.routerHiddenSize = 40
+            config.gruHiddenSize = 48
         }
         return config
     }
@@ -24,7 +28,8 @@ import Testing
         let router = try makeRouter(config, from: &source)
         for count in [1, 5, 37] {
             let tokens = (0..<count).map { $0 * 7 % config.vocabSize }
-            var direct = RouterDepthState(), taped = RouterDepthState()
+            var direct = RouterDepthState()
+            var taped = RouterDepthState()
             for layer in 0..<config.numLayers {
                 let u = GradientTests.random([count, config.hiddenSize], seed: UInt64(100 * count + layer))
                 let a = router.logits(u, tokens: tokens, layer: layer, state: &direct, threads: 1)
@@ -43,7 +48,8 @@ import Testing
         var source = RandomWeights(seed: 9)
         let router = try makeRouter(config, from: &source)
         let u = GradientTests.random([600, config.hiddenSize], seed: 3)
-        var one = RouterDepthState(), two = RouterDepthState()
+        var one = RouterDepthState()
+        var two = RouterDepthState()
         for layer in 0..<config.numLayers {
             let a = router.logits(u, tokens: Array(repeating: 1, count: 600), layer: layer, state: &one, threads: 1)
             let b = router.logits(u, tokens: Array(repeating: 1, count: 600), layer: layer, state: &two, threads: 2)
