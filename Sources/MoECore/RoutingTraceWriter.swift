@@ -146,3 +146,90 @@ extension RoutingTraceFile {
         try writer.finish()
     }
 }
+
+/// A routing trace with the shapes of a large capture, written without holding it: skewed
+/// expert load (expert ≈ E·u² for uniform u, so low ids are busy), top-1 choices that depend on
+/// the previous layer's (so cross-layer information is non-zero), two domains that prefer
+/// different experts. For benchmarks and tests of the streaming readers, not a model's routing.
+public enum SyntheticRoutingTrace {
+    public static func write(to path: String, tokens: Int, layers: Int, experts: Int, topK: Int, documents: Int = 4,
+                             seed: UInt64 = 1, withLogits: Bool = false) throws {
+        precondition(tokens >= documents && documents >= 1 && topK <= experts)
+        var tensors: [(name: String, dtype: SafeTensorsDType, shape: [Int])] = [
+            ("token_ids", .i32, [tokens]), ("document_offsets", .i64, [documents + 1]),
+            ("topk_ids", .i32, [tokens, layers, topK]), ("topk_weights", .f16, [tokens, layers, topK]),
+        ]
+        if withLogits { tensors.append(("router_logits", .f16, [tokens, layers, experts])) }
+        let description = RoutingTraceDescription(
+            family: "synthetic", numExperts: experts, topK: topK, routedLayers: Array(max(0, 61 - layers)..<max(61, layers)),
+            layerCount: max(61, layers), routingRule: "synthetic skewed top-\(topK)", source: ["engine": "moescope synthetic", "seed": String(seed)])
+        let domains = (0..<documents).map { $0 % 2 == 0 ? "code" : "prose" }
+        let writer = try SafeTensorsStreamWriter(path: path, tensors: tensors, metadata: try description.metadata(domains: domains))
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        func next() -> UInt64 {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return state
+        }
+        let block = max(1, (1 << 20) / max(1, layers * topK))
+        var ids32 = [Int32](); ids32.reserveCapacity(block * layers * topK)
+        for start in stride(from: 0, to: tokens, by: block) {
+            ids32.removeAll(keepingCapacity: true)
+            for _ in start..<min(tokens, start + block) { ids32.append(Int32(next() % 50_000).littleEndian) }
+            writer.append(ids32)
+        }
+        writer.append((0...documents).map { Int64($0 * tokens / documents).littleEndian })
+        // A stride coprime to E makes base, base + s, base + 2s, … k different experts.
+        var step = 7
+        while gcd(step, experts) != 1 { step += 1 }
+        func topExpert(token t: Int, previous: Int, domain: Int) -> Int {
+            let u = Double(next() >> 11) / Double(1 << 53)
+            let skewed = Int(Double(experts) * u * u)
+            // Half the time follow the previous layer's choice (shifted), else a skewed draw.
+            let base = previous >= 0 && next() % 2 == 0 ? (previous * 3 + 1) % experts : skewed
+            return (base + domain * (experts / 2)) % experts
+        }
+        for start in stride(from: 0, to: tokens, by: block) {
+            ids32.removeAll(keepingCapacity: true)
+            for t in start..<min(tokens, start + block) {
+                let domain = (t * documents / tokens) % 2
+                var previous = -1
+                for _ in 0..<layers {
+                    let top = topExpert(token: t, previous: previous, domain: domain)
+                    for j in 0..<topK { ids32.append(Int32((top + j * step) % experts).littleEndian) }
+                    previous = top
+                }
+            }
+            writer.append(ids32)
+        }
+        let total = Float(topK * (topK + 1) / 2)
+        let weightRow = (0..<topK).map { Float16(Float(topK - $0) / total).bitPattern.littleEndian }
+        let weightBlock = Array([[UInt16]](repeating: weightRow, count: block * layers).joined())
+        for start in stride(from: 0, to: tokens, by: block) {
+            writer.append(Array(weightBlock.prefix(min(block, tokens - start) * layers * topK)))
+        }
+        if withLogits {
+            // Logits consistent with the ids: the chosen experts high, in order.
+            state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+            for _ in 0..<tokens { _ = next() }
+            var row = [UInt16](); row.reserveCapacity(block * layers * experts)
+            for start in stride(from: 0, to: tokens, by: block) {
+                row.removeAll(keepingCapacity: true)
+                for t in start..<min(tokens, start + block) {
+                    let domain = (t * documents / tokens) % 2
+                    var previous = -1
+                    for _ in 0..<layers {
+                        let top = topExpert(token: t, previous: previous, domain: domain)
+                        var logits = [Float](repeating: -2, count: experts)
+                        for j in 0..<topK { logits[(top + j * step) % experts] = Float(topK - j) }
+                        row += logits.map { Float16($0).bitPattern.littleEndian }
+                        previous = top
+                    }
+                }
+                writer.append(row)
+            }
+        }
+        try writer.finish()
+    }
+
+    static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+}
