@@ -12,14 +12,14 @@ public struct TraceAnalysis: Sendable {
     public let topK: Int
     public let routedLayers: [Int]
     public private(set) var tokens = 0
-    /// [L][E]: routed slots per expert.
-    public private(set) var load: [[Int]]
-    /// [L][E × E]: tokens that chose both i and j (symmetric; the diagonal is the load).
-    public private(set) var coactivation: [[Int32]]
-    /// [L − 1][E × E]: joint counts of layer l's and layer l+1's top-1 experts.
-    private var adjacentJoint: [[Int32]]
-    /// Domain → [L][E] slots.
-    public private(set) var domainLoad: [String: [[Int]]] = [:]
+    /// [L × E]: routed slots per expert.
+    private var loadTable: [Int]
+    /// [L × E × E]: tokens that chose both i and j, stored once at [min(i, j) · E + max(i, j)].
+    private var pairTable: [Int32]
+    /// [(L − 1) × E × E]: joint counts of layer l's and layer l+1's top-1 experts.
+    private var adjacentJoint: [Int32]
+    /// Domain → [L × E] slots.
+    private var domainTables: [String: [Int]] = [:]
     public private(set) var domainOrder: [String] = []
     /// Per layer: histogram of routing entropy (nats) in `entropyBins` bins over [0, ln E], and
     /// of selection margins over [−1, 1]; empty without scores.
@@ -33,9 +33,9 @@ public struct TraceAnalysis: Sendable {
         self.topK = topK
         self.routedLayers = routedLayers
         let l = routedLayers.count
-        load = Array(repeating: Array(repeating: 0, count: numExperts), count: l)
-        coactivation = Array(repeating: Array(repeating: 0, count: numExperts * numExperts), count: l)
-        adjacentJoint = Array(repeating: Array(repeating: 0, count: numExperts * numExperts), count: max(0, l - 1))
+        loadTable = Array(repeating: 0, count: l * numExperts)
+        pairTable = Array(repeating: 0, count: l * numExperts * numExperts)
+        adjacentJoint = Array(repeating: 0, count: max(0, l - 1) * numExperts * numExperts)
         if withScores {
             entropyHistogram = Array(repeating: Array(repeating: 0, count: Self.entropyBins), count: l)
             marginHistogram = entropyHistogram
@@ -49,43 +49,54 @@ public struct TraceAnalysis: Sendable {
     }
 
     /// Adds `count` tokens' expert ids (count × L × k, layer-major per token), all of `domain`.
-    /// Ids are checked; the first bad one throws with its token and layer.
+    /// Layers are independent (a layer's link to the one before reads that layer's ids), so
+    /// they are shared out over the cores. Ids are checked; the first bad one throws with its
+    /// token and layer.
     public mutating func add(ids: UnsafeBufferPointer<Int32>, count: Int, firstToken: Int, domain: String, path: String) throws {
         let l = routedLayers.count, k = topK, e = numExperts
-        if domainLoad[domain] == nil {
-            domainLoad[domain] = Array(repeating: Array(repeating: 0, count: e), count: l)
+        if domainTables[domain] == nil {
+            domainTables[domain] = Array(repeating: 0, count: l * e)
             domainOrder.append(domain)
         }
-        var domainCounts = domainLoad.removeValue(forKey: domain)!
-        defer { domainLoad[domain] = domainCounts }
-        var chosen = [Int](repeating: 0, count: k)
-        for t in 0..<count {
-            var previousTop = -1
-            for layer in 0..<l {
-                let base = (t * l + layer) * k
-                for s in 0..<k {
-                    let id = Int(Int32(littleEndian: ids[base + s]))
-                    guard id >= 0, id < e else {
-                        throw TraceDataError(path: path, token: firstToken + t, layer: routedLayers[layer], detail: "topk_ids holds expert \(id), outside 0…\(e - 1)")
-                    }
-                    chosen[s] = id
-                }
-                load[layer].withUnsafeMutableBufferPointer { counts in
-                    domainCounts[layer].withUnsafeMutableBufferPointer { domainCounts in
-                        for s in 0..<k {
-                            counts[chosen[s]] += 1
-                            domainCounts[chosen[s]] += 1
+        var domainCounts = domainTables.removeValue(forKey: domain)!
+        defer { domainTables[domain] = domainCounts }
+        // A bad id is looked for first, in one pass, so the counting below never indexes with one.
+        for (index, id) in ids.enumerated() where UInt32(bitPattern: Int32(littleEndian: id)) >= UInt32(e) {
+            let token = index / (l * k), layer = index / k % l
+            throw TraceDataError(path: path, token: firstToken + token, layer: routedLayers[layer],
+                                 detail: "topk_ids holds expert \(Int32(littleEndian: id)), outside 0…\(e - 1)")
+        }
+        let base = ids.baseAddress!
+        loadTable.withUnsafeMutableBufferPointer { loads in
+            domainCounts.withUnsafeMutableBufferPointer { domains in
+                pairTable.withUnsafeMutableBufferPointer { pairs in
+                    adjacentJoint.withUnsafeMutableBufferPointer { joints in
+                        // Threads take whole layers: no two write the same entry.
+                        Kernels.parallelFor(l) { layer in
+                            let counts = loads.baseAddress! + layer * e, domainCounts = domains.baseAddress! + layer * e
+                            let together = pairs.baseAddress! + layer * e * e
+                            let joint = layer > 0 ? joints.baseAddress! + (layer - 1) * e * e : nil
+                            let stride = l * k
+                            for t in 0..<count {
+                                let chosen = base + t * stride + layer * k
+                                for a in 0..<k {
+                                    let i = Int(Int32(littleEndian: chosen[a]))
+                                    counts[i] += 1
+                                    domainCounts[i] += 1
+                                    // Each unordered pair once, in the upper triangle.
+                                    for b in (a + 1)..<max(a + 1, k) {
+                                        let j = Int(Int32(littleEndian: chosen[b]))
+                                        together[i < j ? i * e + j : j * e + i] &+= 1
+                                    }
+                                }
+                                if let joint {
+                                    let previous = Int(Int32(littleEndian: (chosen - k)[0]))
+                                    joint[previous * e + Int(Int32(littleEndian: chosen[0]))] &+= 1
+                                }
+                            }
                         }
                     }
                 }
-                coactivation[layer].withUnsafeMutableBufferPointer { pairs in
-                    for a in 0..<k {
-                        let row = chosen[a] * e
-                        for b in 0..<k where b != a { pairs[row + chosen[b]] &+= 1 }
-                    }
-                }
-                if previousTop >= 0 { adjacentJoint[layer - 1][previousTop * e + chosen[0]] &+= 1 }
-                previousTop = chosen[0]
             }
         }
         tokens += count
@@ -123,7 +134,17 @@ public struct TraceAnalysis: Sendable {
 
     public var hasScores: Bool { !entropySum.isEmpty }
 
-    public func loadStats(layer: Int) -> LoadBalanceStats { LoadBalanceStats(counts: load[layer]) }
+    /// [L][E]: routed slots per expert.
+    public var load: [[Int]] { (0..<routedLayers.count).map { Array(loadTable[$0 * numExperts..<($0 + 1) * numExperts]) } }
+
+    /// Domain → [L][E] slots.
+    public var domainLoad: [String: [[Int]]] {
+        domainTables.mapValues { table in (0..<routedLayers.count).map { Array(table[$0 * numExperts..<($0 + 1) * numExperts]) } }
+    }
+
+    public func loadStats(layer: Int) -> LoadBalanceStats {
+        LoadBalanceStats(counts: Array(loadTable[layer * numExperts..<(layer + 1) * numExperts]))
+    }
 
     /// Mean entropy (nats) of a layer; nil without scores.
     public func meanEntropy(layer: Int) -> Double? { hasScores && tokens > 0 ? entropySum[layer] / Double(tokens) : nil }
@@ -149,7 +170,7 @@ public struct TraceAnalysis: Sendable {
     /// I(top-1 at layer l; top-1 at layer l+1) in nats.
     public func adjacentMutualInformation(_ l: Int) -> Double {
         let e = numExperts
-        let joint = adjacentJoint[l]
+        let joint = adjacentJoint[l * e * e..<(l + 1) * e * e].map { $0 }
         var rows = [Double](repeating: 0, count: e), columns = rows
         var total = 0.0
         for i in 0..<e { for j in 0..<e { let c = Double(joint[i * e + j]); rows[i] += c; columns[j] += c; total += c } }
@@ -164,9 +185,15 @@ public struct TraceAnalysis: Sendable {
         return mi
     }
 
+    /// Tokens that chose both i and j (i ≠ j) at `layer`.
+    public func pairCount(layer: Int, _ i: Int, _ j: Int) -> Int {
+        Int(pairTable[(layer * numExperts + min(i, j)) * numExperts + max(i, j)])
+    }
+
     /// P(j chosen | i chosen) at `layer`: the pair count over i's load.
     public func coactivationProbability(layer: Int, _ i: Int, _ j: Int) -> Double {
-        load[layer][i] == 0 ? 0 : Double(coactivation[layer][i * numExperts + j]) / Double(load[layer][i])
+        let slots = loadTable[layer * numExperts + i]
+        return slots == 0 ? 0 : Double(pairCount(layer: layer, i, j)) / Double(slots)
     }
 
     /// The expert pair chosen together most often relative to chance: the lift of P(j | i) over
@@ -175,8 +202,8 @@ public struct TraceAnalysis: Sendable {
         guard tokens > 0, topK > 1 else { return nil }
         var best: (Int, Int, Double)?
         for i in 0..<numExperts {
-            for j in (i + 1)..<max(i + 1, numExperts) where coactivation[layer][i * numExperts + j] >= 16 {
-                let expected = Double(load[layer][j]) / Double(tokens)
+            for j in (i + 1)..<max(i + 1, numExperts) where pairCount(layer: layer, i, j) >= 16 {
+                let expected = Double(loadTable[layer * numExperts + j]) / Double(tokens)
                 let lift = coactivationProbability(layer: layer, i, j) / max(expected, 1e-12)
                 if best == nil || lift > best!.2 { best = (i, j, lift) }
             }

@@ -15,7 +15,7 @@ public struct RecordedRoutingModel: RoutingModel, @unchecked Sendable {
     }
 
     public var recording: RoutingTraceFile? { trace }
-    public var routerName: String { "\(trace.family) \(trace.routingRule) top-\(trace.topK) (recorded)" }
+    public var routerName: String { "\(trace.family) · \(trace.routingRule) (recorded)" }
     public var routerKind: RouterKind? { nil }
     public var routerEquation: String { "recorded routing: \(trace.routingRule); source \(trace.source)" }
     public var layerCount: Int { trace.layerCount }

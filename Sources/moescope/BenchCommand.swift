@@ -23,6 +23,7 @@ struct BenchCommand: ParsableCommand {
     var traceTokens = 1_000_000
     @Option(help: ArgumentHelp("Keep the synthetic trace at PATH (for `moescope --trace PATH`) instead of deleting it.", valueName: "path"))
     var keepTrace: String?
+    @Flag(help: "Run only the routing-trace rows.") var traceOnly = false
 
     struct Result: Codable {
         var name: String
@@ -112,6 +113,11 @@ struct BenchCommand: ParsableCommand {
         func record(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
             results.append(Result(name: name, value: value, unit: unit, note: note))
             if !json { printError(String(format: "%-34@ %10.3f %@ %@", name as NSString, value, unit, note)) }
+        }
+        if traceOnly {
+            try benchRecordedTrace(record: record)
+            if json { print(String(decoding: try JSONEncoder.output([.prettyPrinted, .sortedKeys]).encode(Report(results: results)), as: UTF8.self)) }
+            return
         }
         let locator = try AssetLocator(explicit: assets)
         let tokenizer = try Tokenizer.load(path: locator.tokenizerPath)
