@@ -53,7 +53,9 @@ public struct TraceAnalysis: Sendable {
     /// they are shared out over the cores. Ids are checked; the first bad one throws with its
     /// token and layer.
     public mutating func add(ids: UnsafeBufferPointer<Int32>, count: Int, firstToken: Int, domain: String, path: String) throws {
-        let l = routedLayers.count, k = topK, e = numExperts
+        let l = routedLayers.count
+        let k = topK
+        let e = numExperts
         if domainTables[domain] == nil {
             domainTables[domain] = Array(repeating: 0, count: l * e)
             domainOrder.append(domain)
@@ -62,9 +64,11 @@ public struct TraceAnalysis: Sendable {
         defer { domainTables[domain] = domainCounts }
         // A bad id is looked for first, in one pass, so the counting below never indexes with one.
         for (index, id) in ids.enumerated() where UInt32(bitPattern: Int32(littleEndian: id)) >= UInt32(e) {
-            let token = index / (l * k), layer = index / k % l
-            throw TraceDataError(path: path, token: firstToken + token, layer: routedLayers[layer],
-                                 detail: "topk_ids holds expert \(Int32(littleEndian: id)), outside 0…\(e - 1)")
+            let token = index / (l * k)
+            let layer = index / k % l
+            throw TraceDataError(
+                path: path, token: firstToken + token, layer: routedLayers[layer],
+                detail: "topk_ids holds expert \(Int32(littleEndian: id)), outside 0…\(e - 1)")
         }
         let base = ids.baseAddress!
         loadTable.withUnsafeMutableBufferPointer { loads in
@@ -73,7 +77,8 @@ public struct TraceAnalysis: Sendable {
                     adjacentJoint.withUnsafeMutableBufferPointer { joints in
                         // Threads take whole layers: no two write the same entry.
                         Kernels.parallelFor(l) { layer in
-                            let counts = loads.baseAddress! + layer * e, domainCounts = domains.baseAddress! + layer * e
+                            let counts = loads.baseAddress! + layer * e
+                            let domainCounts = domains.baseAddress! + layer * e
                             let together = pairs.baseAddress! + layer * e * e
                             let joint = layer > 0 ? joints.baseAddress! + (layer - 1) * e * e : nil
                             let stride = l * k
@@ -104,8 +109,12 @@ public struct TraceAnalysis: Sendable {
 
     /// Adds the scores of `count` tokens (count × L × E, logits or probabilities) for entropy
     /// and margins; `ids` are the same tokens' expert ids.
-    public mutating func add(scores: UnsafeMutablePointer<Float>, kind: RoutingTraceFile.ScoreKind, ids: UnsafeBufferPointer<Int32>, count: Int) {
-        let l = routedLayers.count, e = numExperts, k = topK
+    public mutating func add(
+        scores: UnsafeMutablePointer<Float>, kind: RoutingTraceFile.ScoreKind, ids: UnsafeBufferPointer<Int32>, count: Int
+    ) {
+        let l = routedLayers.count
+        let e = numExperts
+        let k = topK
         let lnE = max(log(Double(e)), 1e-9)
         for t in 0..<count {
             for layer in 0..<l {
@@ -115,7 +124,8 @@ public struct TraceAnalysis: Sendable {
                 for i in 0..<e where p[i] > 0 { h -= Double(p[i]) * log(Double(p[i])) }
                 entropySum[layer] += h
                 entropyHistogram[layer][min(Self.entropyBins - 1, max(0, Int(h / lnE * Double(Self.entropyBins))))] += 1
-                var weakest = Float.infinity, unchosen = -Float.infinity
+                var weakest = Float.infinity
+                var unchosen = -Float.infinity
                 let base = (t * l + layer) * k
                 var isChosen = [Bool](repeating: false, count: e)
                 for s in 0..<k {
@@ -171,9 +181,17 @@ public struct TraceAnalysis: Sendable {
     public func adjacentMutualInformation(_ l: Int) -> Double {
         let e = numExperts
         let joint = adjacentJoint[l * e * e..<(l + 1) * e * e].map { $0 }
-        var rows = [Double](repeating: 0, count: e), columns = rows
+        var rows = [Double](repeating: 0, count: e)
+        var columns = rows
         var total = 0.0
-        for i in 0..<e { for j in 0..<e { let c = Double(joint[i * e + j]); rows[i] += c; columns[j] += c; total += c } }
+        for i in 0..<e {
+            for j in 0..<e {
+                let c = Double(joint[i * e + j])
+                rows[i] += c
+                columns[j] += c
+                total += c
+            }
+        }
         guard total > 0 else { return 0 }
         var mi = 0.0
         for i in 0..<e where rows[i] > 0 {
@@ -230,7 +248,8 @@ public struct ExpertPlacement: Sendable, Equatable {
         let perDevice = e / devices
         self.devices = devices
         contiguousLoads = (0..<devices).map { g in load[(g * perDevice)..<((g + 1) * perDevice)].reduce(0, +) }
-        var loads = [Int](repeating: 0, count: devices), slots = [Int](repeating: 0, count: devices)
+        var loads = [Int](repeating: 0, count: devices)
+        var slots = [Int](repeating: 0, count: devices)
         var assignment = [Int](repeating: 0, count: e)
         for expert in (0..<e).sorted(by: { load[$0] != load[$1] ? load[$0] > load[$1] : $0 < $1 }) {
             var best = -1
@@ -261,12 +280,14 @@ extension TraceAnalysis {
     /// Streams `trace` through a `TraceAnalysis` in blocks of tokens; `progress` gets the
     /// tokens done after each block. Memory: the accumulators and one block.
     public static func run(_ trace: RoutingTraceFile, progress: (Int) -> Void = { _ in }) throws -> TraceAnalysis {
-        let l = trace.routedLayerCount, e = trace.numExperts
+        let l = trace.routedLayerCount
+        let e = trace.numExperts
         let scoreBlockBytes = MemoryBudget.product([l, e, 4]) ?? Int.max
         let needed = MemoryBudget.sum([workingBytes(numExperts: e, layers: l), scoreBlockBytes])
         let available = MemoryBudget.availableBytes
         guard let needed, needed < available / 2 else {
-            throw CheckpointError.tooLarge(path: trace.path, what: "analysing \(l) layers × \(e) experts", neededBytes: needed, availableBytes: available)
+            throw CheckpointError.tooLarge(
+                path: trace.path, what: "analysing \(l) layers × \(e) experts", neededBytes: needed, availableBytes: available)
         }
         var analysis = TraceAnalysis(numExperts: e, topK: trace.topK, routedLayers: trace.routedLayers, withScores: trace.scoreKind != nil)
         // Blocks of about 4 MB of ids; score blocks are E/k times larger, so fewer tokens.

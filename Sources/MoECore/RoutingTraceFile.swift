@@ -88,7 +88,9 @@ public final class RoutingTraceFile: @unchecked Sendable {
         }
         let routedLayers = try layerValues.map { v in
             guard let n = v.numberValue?.exactInt, (0..<SizeLimits.layers).contains(n) else {
-                throw bad("__metadata__.routed_layers holds \(v.kindDescription) \(v.numberValue?.text ?? ""); layer numbers are whole, 0…\(SizeLimits.layers - 1)")
+                throw bad(
+                    "__metadata__.routed_layers holds \(v.kindDescription) \(v.numberValue?.text ?? ""); layer numbers are whole, 0…\(SizeLimits.layers - 1)"
+                )
             }
             return n
         }
@@ -96,14 +98,17 @@ public final class RoutingTraceFile: @unchecked Sendable {
             throw bad("__metadata__.routed_layers must rise strictly")
         }
         self.routedLayers = routedLayers
-        layerCount = meta["num_layers"] == nil ? routedLayers.last! + 1 : try int("num_layers", (routedLayers.last! + 1)...SizeLimits.layers)
+        layerCount =
+            meta["num_layers"] == nil ? routedLayers.last! + 1 : try int("num_layers", (routedLayers.last! + 1)...SizeLimits.layers)
         family = meta["family"] ?? "unknown"
         routingRule = meta["routing_rule"] ?? "unknown"
         source = meta["source"] ?? "{}"
         if meta["source"] != nil, try json("source")?.objectValue == nil { throw bad("__metadata__.source must be a JSON object") }
 
         // token_ids [T]
-        guard let (tokenEntry, tokenBytes) = file.rawBytes("token_ids") else { throw CheckpointError.missingTensor(path: path, tensor: "token_ids") }
+        guard let (tokenEntry, tokenBytes) = file.rawBytes("token_ids") else {
+            throw CheckpointError.missingTensor(path: path, tensor: "token_ids")
+        }
         guard tokenEntry.dtype == .i32, tokenEntry.shape.count == 1, tokenEntry.shape[0] >= 1 else {
             throw bad("token_ids must be I32 of shape [T ≥ 1], found \(tokenEntry.dtype.rawValue) \(tokenEntry.shape)")
         }
@@ -112,9 +117,13 @@ public final class RoutingTraceFile: @unchecked Sendable {
         tokenIDs = tokenBytes
         let layers = routedLayers.count
         // topk_ids [T, L, k]
-        guard let (idsEntry, idsBytes) = file.rawBytes("topk_ids") else { throw CheckpointError.missingTensor(path: path, tensor: "topk_ids") }
+        guard let (idsEntry, idsBytes) = file.rawBytes("topk_ids") else {
+            throw CheckpointError.missingTensor(path: path, tensor: "topk_ids")
+        }
         guard idsEntry.dtype == .i32, idsEntry.shape == [tokenCount, layers, topK] else {
-            throw bad("topk_ids must be I32 of shape [T, L, k] = \([tokenCount, layers, topK]), found \(idsEntry.dtype.rawValue) \(idsEntry.shape)")
+            throw bad(
+                "topk_ids must be I32 of shape [T, L, k] = \([tokenCount, layers, topK]), found \(idsEntry.dtype.rawValue) \(idsEntry.shape)"
+            )
         }
         topkIDs = idsBytes
         func floatTensor(_ name: String, lastDimension: Int?) throws -> MappedTensor? {
@@ -123,7 +132,9 @@ public final class RoutingTraceFile: @unchecked Sendable {
                 lastDimension.map({ entry.shape[2] == $0 }) ?? (entry.shape[2] >= 1)
             else {
                 let want = lastDimension.map(String.init) ?? "p"
-                throw bad("\(name) must be F32, F16 or BF16 of shape [\(tokenCount), \(layers), \(want)], found \(entry.dtype.rawValue) \(entry.shape)")
+                throw bad(
+                    "\(name) must be F32, F16 or BF16 of shape [\(tokenCount), \(layers), \(want)], found \(entry.dtype.rawValue) \(entry.shape)"
+                )
             }
             return try file.mapped(name)
         }
@@ -194,7 +205,8 @@ public final class RoutingTraceFile: @unchecked Sendable {
     /// Pointer to the expert ids of tokens [range): range.count × L × k little-endian I32.
     public func topkIDBytes(tokens range: Range<Int>) -> UnsafeBufferPointer<Int32> {
         let stride = routedLayers.count * topK
-        return UnsafeBufferPointer(start: (topkIDs + 4 * range.lowerBound * stride).assumingMemoryBound(to: Int32.self), count: range.count * stride)
+        return UnsafeBufferPointer(
+            start: (topkIDs + 4 * range.lowerBound * stride).assumingMemoryBound(to: Int32.self), count: range.count * stride)
     }
 
     /// Weights of tokens [range) decoded into `out` (range.count × L × k floats).
@@ -208,7 +220,8 @@ public final class RoutingTraceFile: @unchecked Sendable {
     }
 
     public func document(of token: Int) -> Int {
-        var low = 0, high = documentOffsets.count - 1
+        var low = 0
+        var high = documentOffsets.count - 1
         while high - low > 1 {
             let mid = (low + high) / 2
             if documentOffsets[mid] <= token { low = mid } else { high = mid }
@@ -221,7 +234,9 @@ public final class RoutingTraceFile: @unchecked Sendable {
         let base = topkIDs(token: t) + 4 * l * topK
         let ids = (0..<topK).map { Int(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
         guard ids.allSatisfy({ (0..<numExperts).contains($0) }), Set(ids).count == ids.count else {
-            throw TraceDataError(path: path, token: t, layer: routedLayers[l], detail: "topk_ids \(ids) must be \(topK) different experts in 0…\(numExperts - 1)")
+            throw TraceDataError(
+                path: path, token: t, layer: routedLayers[l],
+                detail: "topk_ids \(ids) must be \(topK) different experts in 0…\(numExperts - 1)")
         }
         return ids
     }
@@ -247,7 +262,8 @@ public final class RoutingTraceFile: @unchecked Sendable {
         for l in 0..<layers {
             let experts = try self.experts(token: t, layer: l)
             let w = Array(weightRows[l * topK..<(l + 1) * topK])
-            var logits: [Float], probabilities: [Float]
+            var logits: [Float]
+            var probabilities: [Float]
             switch scoreKind {
             case .logits:
                 logits = Array(scoreRows[l * numExperts..<(l + 1) * numExperts])
@@ -263,10 +279,11 @@ public final class RoutingTraceFile: @unchecked Sendable {
                 logits = probabilities.map { log($0) }
             }
             let p = gruHidden?.columns ?? 0
-            result.append(LayerRouting(
-                logits: logits, probabilities: probabilities, experts: experts, weights: w,
-                expertOutputNorms: Array(normRows[l * topK..<(l + 1) * topK]),
-                gruHidden: gruHidden == nil ? nil : Array(hiddenRows[l * p..<(l + 1) * p]), routerNanoseconds: 0))
+            result.append(
+                LayerRouting(
+                    logits: logits, probabilities: probabilities, experts: experts, weights: w,
+                    expertOutputNorms: Array(normRows[l * topK..<(l + 1) * topK]),
+                    gruHidden: gruHidden == nil ? nil : Array(hiddenRows[l * p..<(l + 1) * p]), routerNanoseconds: 0))
         }
         return RoutingTrace(token: tokenID(t), position: t - documentOffsets[document(of: t)], layers: result)
     }
@@ -279,7 +296,10 @@ public struct TraceDataError: Error, CustomStringConvertible, Equatable {
     public let layer: Int
     public let detail: String
     public init(path: String, token: Int, layer: Int, detail: String) {
-        self.path = path; self.token = token; self.layer = layer; self.detail = detail
+        self.path = path
+        self.token = token
+        self.layer = layer
+        self.detail = detail
     }
     public var description: String {
         "\(path): token \(token), layer L\(layer): \(detail) — the trace is damaged or was written for another model; record it again"

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Writes a safetensors file whose tensors are known by shape up front and whose bytes arrive
@@ -94,14 +94,24 @@ public struct RoutingTraceDescription: Sendable {
     /// A tokenizer.json beside the trace (relative), if any.
     public var tokenizerPath: String?
 
-    public init(family: String, numExperts: Int, topK: Int, routedLayers: [Int], layerCount: Int, routingRule: String,
-                source: [String: String], tokenizerPath: String? = nil) {
-        self.family = family; self.numExperts = numExperts; self.topK = topK; self.routedLayers = routedLayers
-        self.layerCount = layerCount; self.routingRule = routingRule; self.source = source; self.tokenizerPath = tokenizerPath
+    public init(
+        family: String, numExperts: Int, topK: Int, routedLayers: [Int], layerCount: Int, routingRule: String,
+        source: [String: String], tokenizerPath: String? = nil
+    ) {
+        self.family = family
+        self.numExperts = numExperts
+        self.topK = topK
+        self.routedLayers = routedLayers
+        self.layerCount = layerCount
+        self.routingRule = routingRule
+        self.source = source
+        self.tokenizerPath = tokenizerPath
     }
 
     func metadata(domains: [String]) throws -> [String: String] {
-        func json(_ value: Any) throws -> String { String(decoding: try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]), as: UTF8.self) }
+        func json(_ value: Any) throws -> String {
+            String(decoding: try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]), as: UTF8.self)
+        }
         var out: [String: String] = [
             "format": RoutingTraceFile.formatName, "version": String(RoutingTraceFile.formatVersion), "family": family,
             "num_experts": String(numExperts), "top_k": String(topK), "routed_layers": try json(routedLayers),
@@ -116,10 +126,15 @@ extension RoutingTraceFile {
     /// Writes routed documents as a trace file: ids, top-k ids and weights (F32), the full
     /// router logits when `scores` (F16: E values a token-layer are the bulk of the file),
     /// expert output norms and, where the router has one, its GRU state.
-    public static func write(documents: [(domain: String, routing: [RoutingTrace])], description: RoutingTraceDescription,
-                             scores: Bool, to path: String) throws {
+    public static func write(
+        documents: [(domain: String, routing: [RoutingTrace])], description: RoutingTraceDescription,
+        scores: Bool, to path: String
+    ) throws {
         let all = documents.flatMap(\.routing)
-        let t = all.count, l = description.routedLayers.count, k = description.topK, e = description.numExperts
+        let t = all.count
+        let l = description.routedLayers.count
+        let k = description.topK
+        let e = description.numExperts
         guard t > 0 else { throw CheckpointError.badHeader(path: path, detail: "a trace needs at least one token") }
         let p = all[0].layers.first?.gruHidden?.count
         var tensors: [(name: String, dtype: SafeTensorsDType, shape: [Int])] = [
@@ -128,7 +143,8 @@ extension RoutingTraceFile {
         ]
         if scores { tensors.append(("router_logits", .f16, [t, l, e])) }
         if let p { tensors.append(("gru_hidden", .f16, [t, l, p])) }
-        let writer = try SafeTensorsStreamWriter(path: path, tensors: tensors, metadata: try description.metadata(domains: documents.map(\.domain)))
+        let writer = try SafeTensorsStreamWriter(
+            path: path, tensors: tensors, metadata: try description.metadata(domains: documents.map(\.domain)))
         writer.append(all.map { Int32($0.token).littleEndian })
         var offsets: [Int64] = [0]
         for d in documents { offsets.append(offsets.last! + Int64(d.routing.count)) }
@@ -152,8 +168,10 @@ extension RoutingTraceFile {
 /// the previous layer's (so cross-layer information is non-zero), two domains that prefer
 /// different experts. For benchmarks and tests of the streaming readers, not a model's routing.
 public enum SyntheticRoutingTrace {
-    public static func write(to path: String, tokens: Int, layers: Int, experts: Int, topK: Int, documents: Int = 4,
-                             seed: UInt64 = 1, withLogits: Bool = false) throws {
+    public static func write(
+        to path: String, tokens: Int, layers: Int, experts: Int, topK: Int, documents: Int = 4,
+        seed: UInt64 = 1, withLogits: Bool = false
+    ) throws {
         precondition(tokens >= documents && documents >= 1 && topK <= experts)
         var tensors: [(name: String, dtype: SafeTensorsDType, shape: [Int])] = [
             ("token_ids", .i32, [tokens]), ("document_offsets", .i64, [documents + 1]),
@@ -162,16 +180,20 @@ public enum SyntheticRoutingTrace {
         if withLogits { tensors.append(("router_logits", .f16, [tokens, layers, experts])) }
         let description = RoutingTraceDescription(
             family: "synthetic", numExperts: experts, topK: topK, routedLayers: Array(max(0, 61 - layers)..<max(61, layers)),
-            layerCount: max(61, layers), routingRule: "synthetic skewed top-\(topK)", source: ["engine": "moescope synthetic", "seed": String(seed)])
+            layerCount: max(61, layers), routingRule: "synthetic skewed top-\(topK)",
+            source: ["engine": "moescope synthetic", "seed": String(seed)])
         let domains = (0..<documents).map { $0 % 2 == 0 ? "code" : "prose" }
         let writer = try SafeTensorsStreamWriter(path: path, tensors: tensors, metadata: try description.metadata(domains: domains))
         var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
         func next() -> UInt64 {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
             return state
         }
         let block = max(1, (1 << 20) / max(1, layers * topK))
-        var ids32 = [Int32](); ids32.reserveCapacity(block * layers * topK)
+        var ids32 = [Int32]()
+        ids32.reserveCapacity(block * layers * topK)
         for start in stride(from: 0, to: tokens, by: block) {
             ids32.removeAll(keepingCapacity: true)
             for _ in start..<min(tokens, start + block) { ids32.append(Int32(next() % 50_000).littleEndian) }
@@ -211,7 +233,8 @@ public enum SyntheticRoutingTrace {
             // Logits consistent with the ids: the chosen experts high, in order.
             state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
             for _ in 0..<tokens { _ = next() }
-            var row = [UInt16](); row.reserveCapacity(block * layers * experts)
+            var row = [UInt16]()
+            row.reserveCapacity(block * layers * experts)
             for start in stride(from: 0, to: tokens, by: block) {
                 row.removeAll(keepingCapacity: true)
                 for t in start..<min(tokens, start + block) {

@@ -10,7 +10,8 @@ import Testing
 /// streamed analysis counts what a plain recount of the file counts; hostile traces are refused
 /// with one line.
 @Suite struct RoutingTraceTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .path
     static let traces = "\(root)/Tests/Fixtures/traces"
     let scratch: String = {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-trace-\(UUID())").path
@@ -30,7 +31,8 @@ import Testing
         #expect(trace.scoreKind == .logits)
         #expect(trace.documentCount == 3)
         let tokenizer = try HubTokenizer(file: try #require(trace.tokenizerPath))
-        var compared = 0, tied = 0
+        var compared = 0
+        var tied = 0
         for d in 0..<trace.documentCount {
             let range = trace.documentOffsets[d]..<trace.documentOffsets[d + 1]
             let ids = range.map(trace.tokenID)
@@ -39,7 +41,8 @@ import Testing
             for (i, t) in range.enumerated() {
                 let recorded = try trace.routing(token: t)
                 for l in 0..<trace.routedLayerCount {
-                    let mine = ours[i].layers[l], theirs = recorded.layers[l]
+                    let mine = ours[i].layers[l]
+                    let theirs = recorded.layers[l]
                     let worst = zip(mine.logits, theirs.logits).map { abs($0 - $1) }.max()!
                     #expect(worst <= 1e-4 * max(1, theirs.logits.map(abs).max()!), "\(family) t\(t) L\(l): logits differ by \(worst)")
                     // Near-ties of the selection scores may legitimately go either way.
@@ -64,7 +67,8 @@ import Testing
     /// A trace written by moescope reads back token for token.
     @Test func writtenTraceReadsBack() throws {
         let model = try HubModel(folder: "\(Self.root)/Tests/Fixtures/hf/olmoe_64e")
-        let first = try model.forward([5, 9, 13, 200, 17]).routing, second = try model.forward([40, 41]).routing
+        let first = try model.forward([5, 9, 13, 200, 17]).routing
+        let second = try model.forward([40, 41]).routing
         let path = "\(scratch)/own.safetensors"
         let description = RoutingTraceDescription(
             family: "olmoe", numExperts: 64, topK: 8, routedLayers: model.routedLayers, layerCount: model.layerCount,
@@ -108,7 +112,8 @@ import Testing
             }
         }
         #expect(analysis.tokens == 600 && analysis.load == load)
-        #expect((0..<256).allSatisfy { i in (0..<256).allSatisfy { j in i == j || analysis.pairCount(layer: 10, i, j) == pairs[i * 256 + j] } })
+        #expect(
+            (0..<256).allSatisfy { i in (0..<256).allSatisfy { j in i == j || analysis.pairCount(layer: 10, i, j) == pairs[i * 256 + j] } })
         #expect(analysis.domainLoad["code"]![0] == codeLoad)
         for l in [0, 20, 56] {
             #expect(abs(analysis.adjacentMutualInformation(l) - mutualInformation(tops[l], tops[l + 1])) < 1e-9)
@@ -161,16 +166,18 @@ import Testing
         // A link out of the folder is refused too.
         let folder = "\(scratch)/linked"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: "\(folder)/tok.json", withDestinationPath: "\(Self.root)/Tests/Fixtures/hf/mixtral/tokenizer.json")
+        try FileManager.default.createSymbolicLink(
+            atPath: "\(folder)/tok.json", withDestinationPath: "\(Self.root)/Tests/Fixtures/hf/mixtral/tokenizer.json")
         let linked = "\(folder)/t.safetensors"
-        FileManager.default.createFile(atPath: linked, contents: Data(try FuzzTests.mutatedMetadataSetting([UInt8](good), key: "tokenizer_path", value: "tok.json")))
+        FileManager.default.createFile(
+            atPath: linked, contents: Data(try FuzzTests.mutatedMetadataSetting([UInt8](good), key: "tokenizer_path", value: "tok.json")))
         #expect { try RoutingTraceFile(path: linked) } throws: { "\($0)".contains("leads out of the trace's folder") }
         // An expert id out of range is found when read, naming token and layer.
         var bytes = [UInt8](good)
         let trace = try RoutingTraceFile(path: "\(Self.traces)/mixtral.safetensors")
         let (entry, _) = try #require(trace.file.rawBytes("topk_ids"))
         let headerLength = Int(bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
-        let at = 8 + headerLength + entry.byteRange.lowerBound + 4 * (5 * 2 * 2 + 2)   // token 5, layer 1, slot 0
+        let at = 8 + headerLength + entry.byteRange.lowerBound + 4 * (5 * 2 * 2 + 2)  // token 5, layer 1, slot 0
         bytes.replaceSubrange(at..<at + 4, with: [0x63, 0, 0, 0])
         let damaged = "\(scratch)/damaged.safetensors"
         FileManager.default.createFile(atPath: damaged, contents: Data(bytes))
