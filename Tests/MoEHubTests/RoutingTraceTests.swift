@@ -148,7 +148,7 @@ import Testing
             var bytes = [UInt8](good)
             bytes = try FuzzTests.mutatedMetadataSetting(bytes, key: key, value: value)
             let path = "\(scratch)/bad-\(key).safetensors"
-            FileManager.default.createFile(atPath: path, contents: Data(bytes))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
             return path
         }
         for (key, value, words) in [
@@ -169,7 +169,7 @@ import Testing
         try FileManager.default.createSymbolicLink(
             atPath: "\(folder)/tok.json", withDestinationPath: "\(Self.root)/Tests/Fixtures/hf/mixtral/tokenizer.json")
         let linked = "\(folder)/t.safetensors"
-        FileManager.default.createFile(
+        _ = FileManager.default.createFile(
             atPath: linked, contents: Data(try FuzzTests.mutatedMetadataSetting([UInt8](good), key: "tokenizer_path", value: "tok.json")))
         #expect { try RoutingTraceFile(path: linked) } throws: { "\($0)".contains("leads out of the trace's folder") }
         // An expert id out of range is found when read, naming token and layer.
@@ -180,7 +180,7 @@ import Testing
         let at = 8 + headerLength + entry.byteRange.lowerBound + 4 * (5 * 2 * 2 + 2)  // token 5, layer 1, slot 0
         bytes.replaceSubrange(at..<at + 4, with: [0x63, 0, 0, 0])
         let damaged = "\(scratch)/damaged.safetensors"
-        FileManager.default.createFile(atPath: damaged, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: damaged, contents: Data(bytes))
         let opened = try RoutingTraceFile(path: damaged)
         #expect { try opened.routing(token: 5) } throws: { "\($0)".contains("token 5, layer L1") }
         #expect { try TraceAnalysis.run(opened) } throws: { "\($0)".contains("token 5, layer L1") && "\($0)".contains("expert 99") }
