@@ -32,11 +32,15 @@ public protocol RoutingModel: Sendable {
     /// The experts' (gate, up, down) weights at one routed layer, as Floats, for the weight
     /// similarity analysis; nil where reading them all would be too costly.
     func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]?
+    /// The routing file it replays, when it is a recording rather than a model that runs: it
+    /// cannot take new text or generate, and has only what the file holds.
+    var recording: RoutingTraceFile? { get }
 }
 
 extension RoutingModel {
     public var routedLayerCount: Int { routedLayers.count }
     public var expertGroups: Int { 1 }
+    public var recording: RoutingTraceFile? { nil }
     /// Experts per group where the model groups them; nil otherwise.
     public var expertGroupSize: Int? {
         expertGroups > 1 && numExperts % expertGroups == 0 ? numExperts / expertGroups : nil
