@@ -2,11 +2,12 @@ import MoECore
 
 /// The explorer's views, cycled with Tab.
 public enum ExplorerView: CaseIterable, Sendable {
-    case dashboard, crossLayer, expertNorms, expertSimilarity, expert
+    case dashboard, crossLayer, expertNorms, expertSimilarity, expert, ab
 
     public var title: String {
         switch self {
         case .dashboard: "Routing"
+        case .ab: "A/B"
         case .expert: "Expert"
         case .crossLayer: "Cross-layer dependence"
         case .expertNorms: "Gate vs expert norm"
@@ -40,6 +41,9 @@ public struct ExplorerState {
     /// A one-line message for the status bar (errors, notes).
     public private(set) var message: String?
     public private(set) var quitRequested = false
+    /// Side B of the A/B view, while that view is open (or was, and the tokens still match).
+    public private(set) var ab: ABState?
+    public private(set) var lens: FragilityLens
     let loader: SessionLoader
     /// Tokens generated per `g`.
     public static let generationLength = 16
@@ -47,6 +51,7 @@ public struct ExplorerState {
     public init(loader: @escaping SessionLoader, router: RouterKind?, text: String) throws {
         self.loader = loader
         session = try loader(router, nil, text)
+        lens = FragilityLens(experts: session.model.numExperts)
         try session.decode(through: 0)
         if session.isRandomInit, let router { message = "no trained \(router.rawValue) checkpoint: random weights, routing is noise" }
     }
@@ -82,6 +87,32 @@ public struct ExplorerState {
         guard let action = KeyBindings.action(for: key) else { return }
         message = nil
         do { try perform(action) } catch { message = "\(error)" }
+        followSideB()
+    }
+
+    /// In the A/B view, side B follows side A: the same tokens, decoded as far as the cursor.
+    mutating func followSideB() {
+        guard view == .ab else { return }
+        do {
+            if ab == nil {
+                ab = try ABState(a: session, choice: nil, cursor: cursor, loader: loader)
+            } else {
+                var side = ab!
+                try side.follow(session, cursor: cursor, loader: loader)
+                ab = side
+            }
+        } catch {
+            ab = nil
+            message = "\(error)"
+        }
+    }
+
+    /// This state with side B's session in place of side A's: every view draws side B this way.
+    public var sideB: ExplorerState? {
+        guard let ab else { return nil }
+        var copy = self
+        copy.session = ab.session
+        return copy
     }
 
     mutating func perform(_ action: Action) throws {
@@ -120,6 +151,23 @@ public struct ExplorerState {
             expert = order[max(0, min(experts - 1, position + step))]
         case .zoomIn: expertZoom = ExpertZoom(rawValue: min(ExpertZoom.allCases.count - 1, expertZoom.rawValue + 1))!
         case .zoomOut: expertZoom = ExpertZoom(rawValue: max(0, expertZoom.rawValue - 1))!
+        case .abView:
+            view = view == .ab ? .dashboard : .ab
+        case .nextSideB, .previousSideB:
+            guard view == .ab else {
+                message = "b and B choose side B of the A/B view — press c to open it"
+                return
+            }
+            followSideB()
+            guard var side = ab else { return }
+            try side.cycle(by: action == .nextSideB ? 1 : -1, a: session, cursor: cursor, loader: loader)
+            ab = side
+        case .toggleFragility:
+            lens.isOn.toggle()
+            message = lens.isOn ? "fragility lens on: ! near-tie (selection margin < \(lens.thresholdText)), ? the expert it would let in" : nil
+        case .lowerNearTie, .raiseNearTie:
+            lens.threshold = max(1e-6, min(0.5, lens.threshold * (action == .raiseNearTie ? 2 : 0.5)))
+            message = "near-tie threshold \(lens.thresholdText) (selection margin)"
         case .cycleOrder:
             expertOrder = ExpertOrder.allCases[(ExpertOrder.allCases.firstIndex(of: expertOrder)! + 1) % ExpertOrder.allCases.count]
             message = "experts ordered \(expertOrder.name)"
@@ -145,6 +193,7 @@ public struct ExplorerState {
             playing = false
             pendingGeneration = 0
         }
+        followSideB()
     }
 
     mutating func move(to index: Int) throws {
@@ -195,6 +244,7 @@ public struct ExplorerState {
                     message = "the text was cut to the model's context of \(session.capacity) tokens"
                 }
             } catch { message = "\(error)" }
+            followSideB()
             return
         default: field.handle(key)
         }

@@ -21,6 +21,7 @@ public enum Action: Equatable, Sendable {
     case nextRouter, previousRouter
     case edit, generate, nextView, previousView
     case previousExpert, nextExpert, previousExpertPage, nextExpertPage, zoomIn, zoomOut, cycleOrder
+    case abView, nextSideB, previousSideB, toggleFragility, lowerNearTie, raiseNearTie
     case help, quit
 }
 
@@ -94,6 +95,18 @@ public enum KeyBindings {
         KeyBinding(
             [(.character("r"), .nextRouter), (.character("R"), .previousRouter)], label: "r  R", footer: nil,
             help: "next / previous router (same text, cursor stays on the token)", ownModelsOnly: true),
+        KeyBinding(
+            [(.character("c"), .abView)], label: "c", footer: "A/B", priority: 2,
+            help: "A/B view: two routings of the same tokens side by side, their agreement per layer (c again: back)"),
+        KeyBinding(
+            [(.character("b"), .nextSideB), (.character("B"), .previousSideB)], label: "b  B", footer: nil,
+            help: "A/B side B: next / previous router, rule variant (bias off, renormalisation, top-(k+1)) or perturbation"),
+        KeyBinding(
+            [(.character("f"), .toggleFragility)], label: "f", footer: "fragile", priority: 6,
+            help: "fragility lens: shade by the selection margin (k-th minus (k+1)-th), ! marks near-ties, ? the runner-up"),
+        KeyBinding(
+            [(.character("<"), .lowerNearTie), (.character(">"), .raiseNearTie)], label: "<  >", footer: nil,
+            help: "halve / double the near-tie threshold of the lens and the A/B view"),
         KeyBinding(
             [(.character("e"), .edit)], label: "e", footer: "edit", priority: 5,
             help: "edit the text (readline keys, paste; Enter runs it, Esc cancels)"),
