@@ -84,9 +84,9 @@ public enum ExplorerRenderer {
             placements.append(PanelPlacement(name: "banner", rect: banner, boxed: false) { NonFiniteBanner.draw($0, in: $1) })
             body = below
         }
+        if state.isComparing { return placements + ABLayout.panels(state, body: body) }
         switch state.view {
         case .dashboard: placements += DashboardLayout.panels(state, body: body)
-        case .ab: placements += ABLayout.panels(state, body: body)
         case .expert: placements.append(PanelPlacement(name: "expert", rect: body, boxed: true) { ExpertView.draw($0, in: $1) })
         case .crossLayer:
             placements.append(PanelPlacement(name: "cross-layer", rect: body, boxed: true) { CrossLayerView.draw($0, in: $1) })

@@ -2,12 +2,11 @@ import MoECore
 
 /// The explorer's views, cycled with Tab.
 public enum ExplorerView: CaseIterable, Sendable {
-    case dashboard, crossLayer, expertNorms, expertSimilarity, expert, ab
+    case dashboard, crossLayer, expertNorms, expertSimilarity, expert
 
     public var title: String {
         switch self {
         case .dashboard: "Routing"
-        case .ab: "A/B"
         case .expert: "Expert"
         case .crossLayer: "Cross-layer dependence"
         case .expertNorms: "Gate vs expert norm"
@@ -41,6 +40,8 @@ public struct ExplorerState {
     /// A one-line message for the status bar (errors, notes).
     public private(set) var message: String?
     public private(set) var quitRequested = false
+    /// Whether the A/B view is open (`c`): over whichever view was showing, which it returns to.
+    public private(set) var isComparing = false
     /// Side B of the A/B view, while that view is open (or was, and the tokens still match).
     public private(set) var ab: ABState?
     public private(set) var lens: FragilityLens
@@ -92,7 +93,7 @@ public struct ExplorerState {
 
     /// In the A/B view, side B follows side A: the same tokens, decoded as far as the cursor.
     mutating func followSideB() {
-        guard view == .ab else { return }
+        guard isComparing else { return }
         do {
             if ab == nil {
                 ab = try ABState(a: session, choice: nil, cursor: cursor, loader: loader)
@@ -125,8 +126,11 @@ public struct ExplorerState {
         case .lastToken: try move(to: tokenCount - 1)
         case .previousLayer: layer = max(0, layer - 1)
         case .nextLayer: layer = min(numLayers - 1, layer + 1)
-        case .nextView: view = ExplorerView.allCases[(ExplorerView.allCases.firstIndex(of: view)! + 1) % ExplorerView.allCases.count]
+        case .nextView:
+            isComparing = false
+            view = ExplorerView.allCases[(ExplorerView.allCases.firstIndex(of: view)! + 1) % ExplorerView.allCases.count]
         case .previousView:
+            isComparing = false
             let all = ExplorerView.allCases
             view = all[(all.firstIndex(of: view)! + all.count - 1) % all.count]
         case .togglePlay:
@@ -151,10 +155,9 @@ public struct ExplorerState {
             expert = order[max(0, min(experts - 1, position + step))]
         case .zoomIn: expertZoom = ExpertZoom(rawValue: min(ExpertZoom.allCases.count - 1, expertZoom.rawValue + 1))!
         case .zoomOut: expertZoom = ExpertZoom(rawValue: max(0, expertZoom.rawValue - 1))!
-        case .abView:
-            view = view == .ab ? .dashboard : .ab
+        case .abView: isComparing.toggle()
         case .nextSideB, .previousSideB:
-            guard view == .ab else {
+            guard isComparing else {
                 message = "b and B choose side B of the A/B view — press c to open it"
                 return
             }

@@ -96,17 +96,13 @@ public enum KeyBindings {
             [(.character("r"), .nextRouter), (.character("R"), .previousRouter)], label: "r  R", footer: nil,
             help: "next / previous router (same text, cursor stays on the token)", ownModelsOnly: true),
         KeyBinding(
-            [(.character("c"), .abView)], label: "c", footer: "A/B", priority: 2,
-            help: "A/B view: two routings of the same tokens side by side, their agreement per layer (c again: back)"),
+            [(.character("c"), .abView), (.character("b"), .nextSideB), (.character("B"), .previousSideB)], label: "c  b B",
+            footerLabel: "c", footer: "A/B", priority: 2,
+            help: "A/B view: two routings of the same tokens and their agreement (c again: back); b / B: side B's router, rule variant or perturbation"),
         KeyBinding(
-            [(.character("b"), .nextSideB), (.character("B"), .previousSideB)], label: "b  B", footer: nil,
-            help: "A/B side B: next / previous router, rule variant (bias off, renormalisation, top-(k+1)) or perturbation"),
-        KeyBinding(
-            [(.character("f"), .toggleFragility)], label: "f", footer: "fragile", priority: 6,
-            help: "fragility lens: shade by the selection margin (k-th minus (k+1)-th), ! marks near-ties, ? the runner-up"),
-        KeyBinding(
-            [(.character("<"), .lowerNearTie), (.character(">"), .raiseNearTie)], label: "<  >", footer: nil,
-            help: "halve / double the near-tie threshold of the lens and the A/B view"),
+            [(.character("f"), .toggleFragility), (.character("<"), .lowerNearTie), (.character(">"), .raiseNearTie)], label: "f  < >",
+            footerLabel: "f", footer: "fragile", priority: 6,
+            help: "fragility lens: shade by the selection margin, ! near-tie, ? runner-up; < / > halve / double the near-tie threshold"),
         KeyBinding(
             [(.character("e"), .edit)], label: "e", footer: "edit", priority: 5,
             help: "edit the text (readline keys, paste; Enter runs it, Esc cancels)"),

@@ -30,7 +30,7 @@ import Testing
     @Test func twoRoutersMoveTogether() throws {
         var state = try Self.ownState()
         state.handle(.character("c"))
-        #expect(state.view == .ab)
+        #expect(state.isComparing)
         let ab = try #require(state.ab)
         #expect(ab.choice == .router(.gru))  // Linear against GRU first
         for _ in 0..<7 { state.handle(.right) }
@@ -66,9 +66,12 @@ import Testing
         let bRouter: RouterKind = { if case .router(let r) = state.ab!.choice { return r } else { return .gru } }()
         state.handle(.character(Character(String(bRouter.number))))
         #expect(state.session.router == bRouter && state.ab!.choice != .router(bRouter))
-        // c again: back to the dashboard.
+        // c again: back to the view it opened over; Tab leaves it for the next view.
         state.handle(.character("c"))
-        #expect(state.view == .dashboard)
+        #expect(!state.isComparing && state.view == .dashboard)
+        state.handle(.character("c"))
+        state.handle(.tab)
+        #expect(!state.isComparing && state.view == .crossLayer)
     }
 
     @Test func identicalSidesAgreeFully() throws {

@@ -8,7 +8,7 @@ enum TokenStripView {
         let session = state.session
         // In the A/B view a token whose two top-k sets differ at this layer shows "a≠b" (the
         // two top-1 experts; "a≠" when only lower choices differ).
-        let ab = state.view == .ab ? state.ab : nil
+        let ab = state.isComparing ? state.ab : nil
         func idText(_ index: Int) -> (String, Bool) {
             guard index < session.traces.count else { return ("·", false) }
             let a = session.traces[index].layers[state.layer].experts.first.map(String.init) ?? "·"
