@@ -3,8 +3,8 @@ import MoEAnalysis
 import MoECore
 
 /// The A/B view: the token strip (tokens whose top-k sets differ at the selected layer marked
-/// ≠), side A's and side B's layers × experts heatmaps on one expert axis — side by side from
-/// 120 columns, stacked below — and their agreement per layer.
+/// ≠), side A's and side B's layers × experts heatmaps side by side on one expert axis, and
+/// their agreement per layer.
 enum ABLayout {
     static func panels(_ state: ExplorerState, body: Rect) -> [PanelPlacement] {
         let stripRows = body.height >= 40 ? 6 : 4
@@ -22,31 +22,23 @@ enum ABLayout {
             }
             return ExpertHeatmapView.draw(ViewContext(b, order: context.order, side: "B " + choice.name), in: rect)
         }
+        // Side by side at every width, so a layer's two rows sit on one line; the agreement
+        // table takes what the heatmaps leave (at least its header and a few layers).
         let wanted = state.numLayers + 4
-        if body.width >= 120 {
-            let upper = min(wanted, max(8, rest.height * 3 / 5))
-            let (maps, table) = rest.splitTop(upper)
-            let (left, right) = maps.splitLeft(maps.width / 2)
-            placements += [
-                a.init(name: "side A", rect: left, boxed: true, draw: sideA),
-                a.init(name: "side B", rect: right, boxed: true, draw: sideB),
-                a.init(name: "agreement", rect: table, boxed: true) { ABAgreementView.draw($0, in: $1) },
-            ]
-        } else {
-            let each = min(wanted, max(6, rest.height / 3))
-            let (top, below) = rest.splitTop(each)
-            let (middle, table) = below.splitTop(each)
-            placements += [
-                a.init(name: "side A", rect: top, boxed: true, draw: sideA),
-                a.init(name: "side B", rect: middle, boxed: true, draw: sideB),
-                a.init(name: "agreement", rect: table, boxed: true) { ABAgreementView.draw($0, in: $1) },
-            ]
-        }
+        let upper = min(wanted, max(8, rest.height * 3 / 5))
+        let (maps, table) = rest.splitTop(upper)
+        let (left, right) = maps.splitLeft(maps.width / 2)
+        placements += [
+            a.init(name: "side A", rect: left, boxed: true, draw: sideA),
+            a.init(name: "side B", rect: right, boxed: true, draw: sideB),
+            a.init(name: "agreement", rect: table, boxed: true) { ABAgreementView.draw($0, in: $1) },
+        ]
         return placements
     }
 
     /// A session's routing as the panel titles name it.
-    static func name(of session: ExplorerSession) -> String { session.router?.displayName ?? session.model.routerName }
+    /// A Hugging Face model set against itself: side A is the rule as released.
+    static func name(of session: ExplorerSession) -> String { session.router?.displayName ?? "as released" }
 }
 
 /// Per layer, how far side A and side B agree: for the current token (top-1 the same?, Jaccard
@@ -74,7 +66,7 @@ enum ABAgreementView {
             let agreement = layers[l]
             let near = agreement.disagreements == 0 ? "–" : "\(agreement.nearTieDisagreements)"
             return [
-                (same ? "✓" : "✗").padding(toLength: 5, withPad: " ", startingAt: 0),
+                same ? "✓" : "✗",
                 String(format: "%5.2f", RoutingAgreement.jaccard(x.experts, y.experts)),
                 String(format: "%7.4f", RoutingAgreement.jensenShannon(x.probabilities, y.probabilities)),
                 "│ " + DiffPercent.text(agreement.top1Agreement).leftPadded(5), String(format: "%5.2f", agreement.jaccard),
@@ -83,35 +75,45 @@ enum ABAgreementView {
                 "│ " + "\(agreement.disagreements)".leftPadded(4), near.leftPadded(5),
             ]
         }
-        let header = ["top-1", "    J", "     JS", "│ top-1", "    J", "     JS", "│ tie A", "   B", "│ ≠ n", " ties"]
-        let titles = ["now", "", "", "│ avg", "", "", "│ near-ties", "", "│ sets differ", ""]
+        let header = ["top-1", "J", "JS", "│ top-1", "J", "JS", "│ A %", "B %", "│ sets≠", "ties"]
+        let titles = ["now", "", "", "│ avg", "", "", "│ ties", "", "│ tokens", ""]
         let labelWidth = 3 + "\(a.model.layerCount - 1)".count + 2
-        // As many columns as fit, whole sections first.
-        func width(_ count: Int) -> Int { labelWidth + zip(header, cells(0)).prefix(count).map { max($0.count, $1.count) + 1 }.reduce(0, +) }
+        // Each column as wide as its widest row; as many columns as fit, whole sections first.
+        let sample = cells(min(state.layer, state.numLayers - 1))
+        let widths = (0..<header.count).map { max(titles[$0].count, header[$0].count, sample[$0].count) }
+        func width(_ count: Int) -> Int { labelWidth + widths.prefix(count).map { $0 + 1 }.reduce(0, +) }
         let columns = [10, 8, 6, 3].first { width($0) <= inner.width } ?? 3
-        func line(_ items: [String], _ reference: [String]) -> String {
-            zip(items, reference).prefix(columns).map { $0.padding(toLength: max($0.count, $1.count), withPad: " ", startingAt: 0) }
-                .joined(separator: " ")
+        func line(_ items: [String]) -> String {
+            items.indices.prefix(columns).map { i in
+                // Text left-aligned; figures (and their headers) right-aligned under the section's bar.
+                let item = items[i]
+                return item.hasPrefix("│") || i == 0 ? item.padding(toLength: widths[i], withPad: " ", startingAt: 0) : item.leftPadded(widths[i])
+            }.joined(separator: " ")
         }
-        let sample = cells(0)
-        let rows = inner.height - 3
-        if rows >= 1 {
-            grid.put(String(repeating: " ", count: labelWidth) + line(titles, zip(header, sample).map { $0.count >= $1.count ? $0 : $1 }),
-                x: inner.x, y: inner.y, style: CellStyle(dim: true), maxWidth: inner.width)
+        let titled = inner.height >= 6
+        let rows = inner.height - (titled ? 3 : 2)
+        if titled {
+            grid.put(
+                String(repeating: " ", count: labelWidth) + line(titles), x: inner.x, y: inner.y, style: CellStyle(dim: true),
+                maxWidth: inner.width)
         }
-        grid.put(String(repeating: " ", count: labelWidth) + line(header, sample), x: inner.x, y: inner.y + min(1, inner.height - 1), style: CellStyle(bold: true), maxWidth: inner.width)
+        grid.put(
+            String(repeating: " ", count: labelWidth) + line(header), x: inner.x, y: inner.y + (titled ? 1 : 0),
+            style: CellStyle(bold: true), maxWidth: inner.width)
         let window = ListWindow(total: state.numLayers, visible: max(0, rows), selected: state.layer)
         for (row, l) in window.range.enumerated() {
             let selected = l == state.layer
             let label = ((selected ? "▸ " : "  ") + state.layerName(l)).padding(toLength: labelWidth, withPad: " ", startingAt: 0)
             var style = CellStyle(bold: selected)
             if current.layers[l].experts.first != other.layers[l].experts.first { style = context.palette.nonFinite; style.bold = selected }
-            grid.put(label + line(cells(l), header), x: inner.x, y: inner.y + 2 + row, style: style, maxWidth: inner.width)
+            grid.put(label + line(cells(l)), x: inner.x, y: inner.y + (titled ? 2 : 1) + row, style: style, maxWidth: inner.width)
         }
         var legend: [String] = []
         if window.hiddenAbove > 0 { legend.append("▲\(window.hiddenAbove)") }
         if window.hiddenBelow > 0 { legend.append("▼\(window.hiddenBelow) more layers") }
-        legend.append("J = Jaccard of the top-\(a.model.topK) sets, JS in nats (≤ ln 2) · near-tie: margin < \(state.lens.thresholdText) (< >) · b/B: side B")
+        legend.append(
+            "J = Jaccard of the top-\(a.model.topK) sets, JS in nats (≤ ln 2) · ties: share of near-ties (margin < \(state.lens.thresholdText), < >) · sets≠: tokens whose sets differ, ties: of them near-ties · b/B: side B"
+        )
         grid.put(legend.joined(separator: " · "), x: inner.x, y: inner.maxY - 1, style: CellStyle(dim: true), maxWidth: inner.width)
         return grid
     }
