@@ -6,7 +6,8 @@ import MoECore
 public enum RoutingAgreement {
     /// |A ∩ B| / |A ∪ B| of two chosen sets: 1 when equal, 0 when disjoint.
     public static func jaccard(_ a: [Int], _ b: [Int]) -> Double {
-        let a = Set(a), b = Set(b)
+        let a = Set(a)
+        let b = Set(b)
         let union = a.union(b).count
         return union == 0 ? 1 : Double(a.intersection(b).count) / Double(union)
     }
@@ -52,8 +53,14 @@ public struct LayerAgreement: Codable, Sendable, Equatable {
     public var fragileShareB: Double
 
     enum CodingKeys: String, CodingKey {
-        case layer, tokens, top1Agreement = "top1_agreement", jaccard, jensenShannon = "js_divergence", disagreements
-        case nearTieDisagreements = "near_tie_disagreements", fragileShareA = "fragile_share_a", fragileShareB = "fragile_share_b"
+        case layer, tokens
+        case top1Agreement = "top1_agreement"
+        case jaccard
+        case jensenShannon = "js_divergence"
+        case disagreements
+        case nearTieDisagreements = "near_tie_disagreements"
+        case fragileShareA = "fragile_share_a"
+        case fragileShareB = "fragile_share_b"
     }
 }
 

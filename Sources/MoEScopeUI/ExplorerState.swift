@@ -167,7 +167,8 @@ public struct ExplorerState {
             ab = side
         case .toggleFragility:
             lens.isOn.toggle()
-            message = lens.isOn ? "fragility lens on: ! near-tie (selection margin < \(lens.thresholdText)), ? the expert it would let in" : nil
+            message =
+                lens.isOn ? "fragility lens on: ! near-tie (selection margin < \(lens.thresholdText)), ? the expert it would let in" : nil
         case .lowerNearTie, .raiseNearTie:
             lens.threshold = max(1e-6, min(0.5, lens.threshold * (action == .raiseNearTie ? 2 : 0.5)))
             message = "near-tie threshold \(lens.thresholdText) (selection margin)"

@@ -98,7 +98,9 @@ public enum KeyBindings {
         KeyBinding(
             [(.character("c"), .abView), (.character("b"), .nextSideB), (.character("B"), .previousSideB)], label: "c  b B",
             footerLabel: "c", footer: "A/B", priority: 2,
-            help: "A/B view: two routings of the same tokens and their agreement (c again: back); b / B: side B's router, rule variant or perturbation"),
+            help:
+                "A/B view: two routings of the same tokens and their agreement (c again: back); b / B: side B's router, rule variant or perturbation"
+        ),
         KeyBinding(
             [(.character("f"), .toggleFragility), (.character("<"), .lowerNearTie), (.character(">"), .raiseNearTie)], label: "f  < >",
             footerLabel: "f", footer: "fragile", priority: 6,

@@ -12,15 +12,15 @@ struct DiffCommand: ParsableCommand {
         commandName: "diff",
         abstract: "Agreement of two routings of the same text: top-1 agreement, Jaccard of the top-k sets, Jensen–Shannon divergence.",
         discussion: """
-        Side A and side B route the same tokens. --routers A,B compares two of moescope's routers'
-        checkpoints; --variant V compares one model (--router, --checkpoint or --model) with itself
-        routed by V: \(RoutingVariant.argumentForms). --probe adds the perturbation probe: how many
-        top-k sets change, per layer, when the router's weights are rounded to F16 / BF16 or its
-        input gets 1 % / 10 % Gaussian noise.
-        A decision is a near-tie when its selection margin (the k-th minus the (k+1)-th
-        probability) is below --near-tie (default: a tenth of 1/E); "near-tie" disagreements are
-        those where either side's decision is one. --json writes the "moescope-diff" format.
-        """)
+            Side A and side B route the same tokens. --routers A,B compares two of moescope's routers'
+            checkpoints; --variant V compares one model (--router, --checkpoint or --model) with itself
+            routed by V: \(RoutingVariant.argumentForms). --probe adds the perturbation probe: how many
+            top-k sets change, per layer, when the router's weights are rounded to F16 / BF16 or its
+            input gets 1 % / 10 % Gaussian noise.
+            A decision is a near-tie when its selection margin (the k-th minus the (k+1)-th
+            probability) is below --near-tie (default: a tenth of 1/E); "near-tie" disagreements are
+            those where either side's decision is one. --json writes the "moescope-diff" format.
+            """)
 
     @OptionGroup var model: ModelOptions
     @Option(help: ArgumentHelp("Two of moescope's routers, A,B (e.g. linear,gru).", valueName: "a,b")) var routers: String?
@@ -75,7 +75,8 @@ struct DiffCommand: ParsableCommand {
 
     func run() throws {
         let opened: ModelOptions.Opened
-        let a: Side, b: Side
+        let a: Side
+        let b: Side
         if let routers {
             let kinds = routers.split(separator: ",").map { RouterKind(rawValue: $0.trimmingCharacters(in: .whitespaces))! }
             var options = model
@@ -86,7 +87,9 @@ struct DiffCommand: ParsableCommand {
             a = Side(model: opened.model, name: kinds[0].rawValue)
             b = Side(model: other.model, name: kinds[1].rawValue)
             guard other.model.numExperts == a.model.numExperts, other.model.routedLayers == a.model.routedLayers else {
-                throw CLIError("the \(kinds[0].rawValue) and \(kinds[1].rawValue) checkpoints have different shapes — diff needs the same experts and layers")
+                throw CLIError(
+                    "the \(kinds[0].rawValue) and \(kinds[1].rawValue) checkpoints have different shapes — diff needs the same experts and layers"
+                )
             }
         } else {
             opened = try model.open()
@@ -94,7 +97,8 @@ struct DiffCommand: ParsableCommand {
             guard let changed = opened.model.applying(chosen) else {
                 let offered = opened.model.routingVariants.map(\.argument)
                 throw CLIError(
-                    "--variant \(chosen.argument) does not apply to \(opened.model.routerName) — it takes \(offered.isEmpty ? "none" : offered.joined(separator: ", "))")
+                    "--variant \(chosen.argument) does not apply to \(opened.model.routerName) — it takes \(offered.isEmpty ? "none" : offered.joined(separator: ", "))"
+                )
             }
             a = Side(model: opened.model, name: opened.model.routerName)
             b = Side(model: changed, name: changed.routerName)
@@ -209,8 +213,12 @@ struct DiffReport: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case format, version, a, b, nearTie = "near_tie_threshold", routedLayers = "routed_layers", numExperts = "num_experts"
-        case topK = "top_k", tokens, layers, domains, probe
+        case format, version, a, b
+        case nearTie = "near_tie_threshold"
+        case routedLayers = "routed_layers"
+        case numExperts = "num_experts"
+        case topK = "top_k"
+        case tokens, layers, domains, probe
     }
 
     static func percent(_ x: Double) -> String { x.isFinite ? String(format: "%.1f", x * 100) : "nan" }
@@ -230,10 +238,15 @@ struct DiffReport: Encodable {
         out.append(
             "\(tokens) tokens · top-\(topK) of \(numExperts) experts · near-tie: selection margin < \(String(format: "%.4g", nearTie)) · JS in nats (≤ ln 2 = 0.693)"
         )
-        out += ["", "## Per layer", "", "| Layer | Top-1 agree % | Jaccard | JS | Top-k sets differ | of which near-ties | Fragile A % | Fragile B % |"]
+        out += [
+            "", "## Per layer", "",
+            "| Layer | Top-1 agree % | Jaccard | JS | Top-k sets differ | of which near-ties | Fragile A % | Fragile B % |",
+        ]
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for l in layers {
-            let share = l.disagreements == 0 ? "–" : "\(l.nearTieDisagreements) (\(Self.percent(Double(l.nearTieDisagreements) / Double(l.disagreements))) %)"
+            let share =
+                l.disagreements == 0
+                ? "–" : "\(l.nearTieDisagreements) (\(Self.percent(Double(l.nearTieDisagreements) / Double(l.disagreements))) %)"
             out.append(
                 "| L\(l.layer) | \(Self.percent(l.top1Agreement)) | \(String(format: "%.3f", l.jaccard)) | \(String(format: "%.4f", l.jensenShannon)) | \(l.disagreements) | \(share) | \(Self.percent(l.fragileShareA)) | \(Self.percent(l.fragileShareB)) |"
             )
@@ -241,7 +254,10 @@ struct DiffReport: Encodable {
         if let least = layers.min(by: { $0.jaccard < $1.jaccard }) {
             out += ["", "Least agreement: L\(least.layer) (Jaccard \(String(format: "%.3f", least.jaccard)))."]
         }
-        out += ["", "## Per domain (means over layers)", "", "| Domain | Tokens | Top-1 agree % | Jaccard | JS | Sets differ | of which near-ties |"]
+        out += [
+            "", "## Per domain (means over layers)", "",
+            "| Domain | Tokens | Top-1 agree % | Jaccard | JS | Sets differ | of which near-ties |",
+        ]
         out.append("|---|---:|---:|---:|---:|---:|---:|")
         for domain in domains {
             let o = Self.overall(domain.layers)
@@ -264,7 +280,9 @@ struct DiffReport: Encodable {
     }
 
     var csv: String {
-        var rows = ["scope,layer,tokens,top1_agreement,jaccard,js_divergence,disagreements,near_tie_disagreements,fragile_share_a,fragile_share_b"]
+        var rows = [
+            "scope,layer,tokens,top1_agreement,jaccard,js_divergence,disagreements,near_tie_disagreements,fragile_share_a,fragile_share_b"
+        ]
         func add(_ scope: String, _ layers: [LayerAgreement]) {
             for l in layers {
                 rows.append(

@@ -41,14 +41,16 @@ import Testing
     }
 
     @Test func identicalRoutingsAgreeFullyAndDisjointOnesNotAtAll() {
-        let a = RoutingTrace(token: 1, position: 0, layers: [Self.routing([0, 1], [0.5, 0.3, 0.1, 0.1]), Self.routing([2, 3], [0.1, 0.1, 0.4, 0.4])])
+        let a = RoutingTrace(
+            token: 1, position: 0, layers: [Self.routing([0, 1], [0.5, 0.3, 0.1, 0.1]), Self.routing([2, 3], [0.1, 0.1, 0.4, 0.4])])
         var same = AgreementAccumulator(layers: 2, nearTie: 0.01)
         same.add([a, a], [a, a])
         for layer in same.layers(routedLayers: [0, 1]) {
             #expect(layer.top1Agreement == 1 && layer.jaccard == 1 && layer.jensenShannon == 0 && layer.disagreements == 0)
             #expect(layer.tokens == 2)
         }
-        let b = RoutingTrace(token: 1, position: 0, layers: [Self.routing([2, 3], [0, 0, 0.5, 0.5]), Self.routing([0, 1], [0.5, 0.5, 0, 0])])
+        let b = RoutingTrace(
+            token: 1, position: 0, layers: [Self.routing([2, 3], [0, 0, 0.5, 0.5]), Self.routing([0, 1], [0.5, 0.5, 0, 0])])
         var disjoint = AgreementAccumulator(layers: 2, nearTie: 0.01)
         disjoint.add([a], [b])
         let layers = disjoint.layers(routedLayers: [3, 4])

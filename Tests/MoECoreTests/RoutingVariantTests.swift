@@ -65,10 +65,14 @@ import Testing
             for token in tokens { stepped += try noisy.forward([token], cache: &cache).routing }
             #expect(zip(stepped, once).allSatisfy { s, o in zip(s.layers, o.layers).allSatisfy { $0.experts == $1.experts } })
             // 1 % noise moves probabilities a little, not wholesale.
-            let drift = zip(base, once).flatMap { zip($0.layers, $1.layers).map { zip($0.probabilities, $1.probabilities).map { abs($0 - $1) }.max()! } }
+            let drift = zip(base, once).flatMap {
+                zip($0.layers, $1.layers).map { zip($0.probabilities, $1.probabilities).map { abs($0 - $1) }.max()! }
+            }
             #expect(drift.max()! > 0 && drift.max()! < 0.05)
             let rounded = try (model.applying(.routerWeightsRounded(.bf16)) as! MoEModel).forward(tokens).routing
-            let change = zip(base, rounded).flatMap { zip($0.layers, $1.layers).map { zip($0.probabilities, $1.probabilities).map { abs($0 - $1) }.max()! } }
+            let change = zip(base, rounded).flatMap {
+                zip($0.layers, $1.layers).map { zip($0.probabilities, $1.probabilities).map { abs($0 - $1) }.max()! }
+            }
             #expect(change.max()! < 0.02, "\(router)")
         }
         #expect(try Self.model(.hash).routingVariants.isEmpty)

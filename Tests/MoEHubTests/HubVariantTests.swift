@@ -7,8 +7,9 @@ import Testing
 /// A Hugging Face model against itself under a changed rule (the A/B view's and `diff`'s side B).
 @Suite struct HubVariantTests {
     static func fixture(_ name: String) throws -> HubModel {
-        try HubModel(folder: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/hf/\(name)").path)
+        try HubModel(
+            folder: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("Fixtures/hf/\(name)").path)
     }
 
     @Test func deepSeekV3WithoutTheSelectionBiasChoosesByTheScoresAlone() throws {
@@ -22,7 +23,8 @@ import Testing
         for trace in routing {
             for layer in trace.layers {
                 let weakest = layer.experts.map { layer.probabilities[$0] }.min()!
-                let groups = model.expertGroups, size = model.numExperts / groups
+                let groups = model.expertGroups
+                let size = model.numExperts / groups
                 let eligible = Set(layer.experts.map { $0 / size })
                 for e in 0..<model.numExperts where eligible.contains(e / size) && !layer.experts.contains(e) {
                     #expect(layer.probabilities[e] <= weakest)
@@ -46,6 +48,9 @@ import Testing
         #expect(wider[0].layers[0].experts.count == model.topK + 1)
         #expect(model.applying(.topKPlusOne)!.topK == model.topK + 1)
         let rounded = try (model.applying(.routerWeightsRounded(.f16)) as! HubModel).forward(tokens).routing
-        #expect(zip(base, rounded).allSatisfy { zip($0.layers, $1.layers).allSatisfy { zip($0.probabilities, $1.probabilities).allSatisfy { abs($0 - $1) < 1e-3 } } })
+        #expect(
+            zip(base, rounded).allSatisfy {
+                zip($0.layers, $1.layers).allSatisfy { zip($0.probabilities, $1.probabilities).allSatisfy { abs($0 - $1) < 1e-3 } }
+            })
     }
 }

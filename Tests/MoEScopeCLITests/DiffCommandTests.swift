@@ -15,13 +15,16 @@ import Testing
         let layers = try #require(value as? [[String: Any]], "\(context): layers")
         #expect(layers.count == count, "\(context)")
         for layer in layers {
-            for key in ["layer", "tokens", "top1_agreement", "jaccard", "js_divergence", "disagreements", "near_tie_disagreements",
-                "fragile_share_a", "fragile_share_b"]
-            {
+            for key in [
+                "layer", "tokens", "top1_agreement", "jaccard", "js_divergence", "disagreements", "near_tie_disagreements",
+                "fragile_share_a", "fragile_share_b",
+            ] {
                 #expect(layer[key] is NSNumber, "\(context): \(key) missing in \(layer)")
             }
             let number = { (key: String) in (layer[key] as? NSNumber)?.doubleValue ?? .nan }
-            for key in ["top1_agreement", "jaccard", "fragile_share_a", "fragile_share_b"] { #expect((0...1).contains(number(key)), "\(key)") }
+            for key in ["top1_agreement", "jaccard", "fragile_share_a", "fragile_share_b"] {
+                #expect((0...1).contains(number(key)), "\(key)")
+            }
             #expect(number("js_divergence") >= 0 && number("js_divergence") <= log(2) + 1e-9)
             #expect(number("near_tie_disagreements") <= number("disagreements") && number("disagreements") <= number("tokens"))
         }
@@ -65,7 +68,10 @@ import Testing
         let csv = try runner.run(["diff", "--model", folder, "--variant", "top-k+1", "--text", Self.text, "--csv"], seconds: 120)
         #expect(csv.status == 0, "\(csv.stderr)")
         let rows = csv.stdout.split(separator: "\n")
-        #expect(rows.first == "scope,layer,tokens,top1_agreement,jaccard,js_divergence,disagreements,near_tie_disagreements,fragile_share_a,fragile_share_b")
+        #expect(
+            rows.first
+                == "scope,layer,tokens,top1_agreement,jaccard,js_divergence,disagreements,near_tie_disagreements,fragile_share_a,fragile_share_b"
+        )
         #expect(rows.dropFirst().allSatisfy { $0.hasPrefix("all,") || $0.hasPrefix("domain:text,") })
     }
 

@@ -22,7 +22,8 @@ import Testing
             c.numLayers = layers
             let model = try MoEModel(config: c, seed: UInt64(router.number))
             return ExplorerSession(
-                model: model, tokenizer: tokenizer, label: router.rawValue, isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
+                model: model, tokenizer: tokenizer, label: router.rawValue, isRandomInit: false,
+                tokens: tokens ?? tokenizer.encode(text ?? ""))
         }
         return try ExplorerState(loader: loader, router: .linear, text: text)
     }
@@ -130,7 +131,8 @@ import Testing
         let model = try HubModel(folder: folder)
         let tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
         let loader: SessionLoader = { _, tokens, text in
-            ExplorerSession(model: model, tokenizer: tokenizer, label: "v3", isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
+            ExplorerSession(
+                model: model, tokenizer: tokenizer, label: "v3", isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
         }
         var state = try ExplorerState(loader: loader, router: nil, text: "the router routes tokens to experts")
         state.handle(.character("c"))

@@ -59,7 +59,8 @@ enum ABAgreementView {
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard inner.width > 8, inner.height >= 2 else { return grid }
         let layers = ab.agreement(with: a, through: state.cursor, nearTie: state.lens.threshold)
-        let current = a.traces[state.cursor], other = ab.session.traces[state.cursor]
+        let current = a.traces[state.cursor]
+        let other = ab.session.traces[state.cursor]
         func cells(_ l: Int) -> [String] {
             let (x, y) = (current.layers[l], other.layers[l])
             let same = x.experts.first == y.experts.first
@@ -87,7 +88,8 @@ enum ABAgreementView {
             items.indices.prefix(columns).map { i in
                 // Text left-aligned; figures (and their headers) right-aligned under the section's bar.
                 let item = items[i]
-                return item.hasPrefix("│") || i == 0 ? item.padding(toLength: widths[i], withPad: " ", startingAt: 0) : item.leftPadded(widths[i])
+                return item.hasPrefix("│") || i == 0
+                    ? item.padding(toLength: widths[i], withPad: " ", startingAt: 0) : item.leftPadded(widths[i])
             }.joined(separator: " ")
         }
         let titled = inner.height >= 6
@@ -105,7 +107,10 @@ enum ABAgreementView {
             let selected = l == state.layer
             let label = ((selected ? "▸ " : "  ") + state.layerName(l)).padding(toLength: labelWidth, withPad: " ", startingAt: 0)
             var style = CellStyle(bold: selected)
-            if current.layers[l].experts.first != other.layers[l].experts.first { style = context.palette.nonFinite; style.bold = selected }
+            if current.layers[l].experts.first != other.layers[l].experts.first {
+                style = context.palette.nonFinite
+                style.bold = selected
+            }
             grid.put(label + line(cells(l)), x: inner.x, y: inner.y + (titled ? 2 : 1) + row, style: style, maxWidth: inner.width)
         }
         var legend: [String] = []

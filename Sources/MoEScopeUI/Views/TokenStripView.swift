@@ -18,13 +18,15 @@ enum TokenStripView {
         }
         grid.box(
             title: TextLayout.firstFitting(
-                (ab == nil ? [] : [
-                    "Tokens · A's top-1 expert at \(state.layerName(state.layer)) · a≠b: A and B choose different top-k (B's top-1 after ≠)",
-                    "Tokens · ≠: A and B differ at \(state.layerName(state.layer))",
-                ]) + [
-                    "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)",
-                    "Tokens · top-1 expert at \(state.layerName(state.layer))", "Tokens",
-                ], width: rect.width - 6))
+                (ab == nil
+                    ? []
+                    : [
+                        "Tokens · A's top-1 expert at \(state.layerName(state.layer)) · a≠b: A and B choose different top-k (B's top-1 after ≠)",
+                        "Tokens · ≠: A and B differ at \(state.layerName(state.layer))",
+                    ]) + [
+                        "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)",
+                        "Tokens · top-1 expert at \(state.layerName(state.layer))", "Tokens",
+                    ], width: rect.width - 6))
         let inner = rect.width - 5  // a column is kept for the ▲/▼ scroll marks
         guard inner > 0, rect.height > 3 else { return grid }
         var lines: [[(index: Int, column: Int, text: String, id: String)]] = [[]]
