@@ -19,6 +19,10 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Repetitions per measurement (the median is reported).") var repeats = 5
     @Option(help: ArgumentHelp("Assets directory (checkpoints and tokenizer).", valueName: "dir")) var assets: String?
     @Flag(help: "Print the results as JSON.") var json = false
+    @Option(help: ArgumentHelp("Benchmark this Hugging Face model folder instead: decode, prefill and memory bandwidth.", valueName: "dir"))
+    var model: String?
+    @Option(help: "With --model: prompt length for the prefill timing.") var promptTokens = 32
+    @Option(help: "With --model: tokens decoded one at a time after each prompt.") var decodeTokens = 16
 
     struct Result: Codable {
         var name: String
@@ -33,7 +37,10 @@ struct BenchCommand: ParsableCommand {
         var results: [Result]
     }
 
-    func validate() throws { guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") } }
+    func validate() throws {
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") }
+        guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
+    }
 
     /// The explorer at DeepSeek-V3's routing shape (256 experts, top-8, 61 layers; random
     /// weights at a small width, so the figures are the explorer's, not a 671B model's decode):
@@ -75,6 +82,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let model { return try benchModel(path: model) }
         var results: [Result] = []
         func record(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
             results.append(Result(name: name, value: value, unit: unit, note: note))
@@ -210,30 +218,8 @@ struct BenchCommand: ParsableCommand {
         return 2 * Double(m * k * n) / median(Array(times.dropFirst()))
     }
 
-    /// Peak FP32 rate of one core: twelve independent SIMD16 FMA chains, no memory traffic.
-    func measurePeak() -> Double {
-        var best = 0.0
-        for _ in 0..<repeats {
-            var acc = (0..<12).map { Kernels.Vector(repeating: Float($0) * 1e-3) }
-            let x = Kernels.Vector(repeating: 0.999_999), y = Kernels.Vector(repeating: 1e-7)
-            let iterations = 2_000_000
-            let began = monotonicNanoseconds()
-            acc.withUnsafeMutableBufferPointer { a in
-                var (a0, a1, a2, a3, a4, a5) = (a[0], a[1], a[2], a[3], a[4], a[5])
-                var (a6, a7, a8, a9, a10, a11) = (a[6], a[7], a[8], a[9], a[10], a[11])
-                for _ in 0..<iterations {
-                    a0.addProduct(x, y); a1.addProduct(x, y); a2.addProduct(x, y); a3.addProduct(x, y)
-                    a4.addProduct(x, y); a5.addProduct(x, y); a6.addProduct(x, y); a7.addProduct(x, y)
-                    a8.addProduct(x, y); a9.addProduct(x, y); a10.addProduct(x, y); a11.addProduct(x, y)
-                }
-                a[0] = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11
-            }
-            let seconds = Double(monotonicNanoseconds() - began) / 1e9
-            if acc[0].sum().isNaN { print("") }   // keep the result alive
-            best = max(best, Double(iterations * 12 * Kernels.Vector.scalarCount * 2) / seconds / 1e9)
-        }
-        return best
-    }
+    /// Peak FP32 rate of one core at the machine's own vector width (see `MachineLimits.fmaPeak`).
+    func measurePeak() -> Double { MachineLimits.fmaPeak(repeats: repeats) }
 
     func peakResidentMegabytes() -> Double {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
