@@ -20,6 +20,8 @@ public enum ABChoice: Equatable, Sendable {
 public struct ABState {
     public private(set) var choice: ABChoice
     public private(set) var session: ExplorerSession
+    /// Side A's model when side B was made (a variant of it must follow when side A changes).
+    private var sideA: String
 
     /// What side B can be for side A's session: the other routers of moescope's models, then
     /// the variants side A's model runs.
@@ -36,9 +38,12 @@ public struct ABState {
             throw ExplorerMessage("this model has no second routing to set beside it")
         }
         self.choice = chosen
+        sideA = Self.identity(of: a)
         session = try Self.session(for: chosen, a: a, loader: loader)
         try session.decode(through: cursor)
     }
+
+    static func identity(of a: ExplorerSession) -> String { "\(a.label)\u{0}\(a.model.routerName)" }
 
     static func session(for choice: ABChoice, a: ExplorerSession, loader: SessionLoader) throws -> ExplorerSession {
         switch choice {
@@ -58,7 +63,7 @@ public struct ABState {
             self = try ABState(a: a, choice: nil, cursor: cursor, loader: loader)
             return
         }
-        if session.tokens != a.tokens || session.model.numExperts != a.model.numExperts {
+        if session.tokens != a.tokens || sideA != Self.identity(of: a) {
             let all = Self.choices(for: a)
             self = try ABState(a: a, choice: all.contains(choice) ? choice : nil, cursor: cursor, loader: loader)
             return

@@ -67,6 +67,10 @@ import Testing
         let bRouter: RouterKind = { if case .router(let r) = state.ab!.choice { return r } else { return .gru } }()
         state.handle(.character(Character(String(bRouter.number))))
         #expect(state.session.router == bRouter && state.ab!.choice != .router(bRouter))
+        // A variant of side A follows side A to another router.
+        while state.ab?.choice != .variant(.routerWeightsRounded(.bf16)) { state.handle(.character("b")) }
+        state.handle(.character("2"))
+        #expect(state.ab!.session.model.routerName == "MLP · router weights in BF16", "\(state.ab!.session.model.routerName)")
         // c again: back to the view it opened over; Tab leaves it for the next view.
         state.handle(.character("c"))
         #expect(!state.isComparing && state.view == .dashboard)
