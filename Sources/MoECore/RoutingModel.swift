@@ -31,11 +31,15 @@ public protocol RoutingModel: Sendable {
     var routingVariants: [RoutingVariant] { get }
     /// The same model routing by `variant` (the same weights, shared); nil where it does not apply.
     func applying(_ variant: RoutingVariant) -> (any RoutingModel)?
+    /// The routing file it replays, when it is a recording rather than a model that runs: it
+    /// cannot take new text or generate, and has only what the file holds.
+    var recording: RoutingTraceFile? { get }
 }
 
 extension RoutingModel {
     public var routedLayerCount: Int { routedLayers.count }
     public var expertGroups: Int { 1 }
+    public var recording: RoutingTraceFile? { nil }
     /// Experts per group where the model groups them; nil otherwise.
     public var expertGroupSize: Int? {
         expertGroups > 1 && numExperts % expertGroups == 0 ? numExperts / expertGroups : nil

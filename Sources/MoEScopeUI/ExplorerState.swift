@@ -140,6 +140,10 @@ public struct ExplorerState {
         case .help: showingHelp = true
         case .edit: startEditing()
         case .generate:
+            guard session.model.recording == nil else {
+                message = "A recorded trace replays its own tokens: it cannot generate"
+                return
+            }
             pendingGeneration = Self.generationLength
             playing = false
         case .nextRouter: try switchRouter(to: RouterKind.allCases[(session.router?.number ?? 0) % RouterKind.allCases.count])
@@ -208,6 +212,10 @@ public struct ExplorerState {
 
     /// Re-runs the same tokens through `router`'s checkpoint, keeping the cursor on the same token.
     public mutating func switchRouter(to router: RouterKind) throws {
+        if session.model.recording != nil {
+            message = "A recorded trace has one router, the one that recorded it"
+            return
+        }
         guard session.router != nil else {
             // Short enough for an 80-column footer; the status line names the router.
             message = "This model has its own router; \(KeyBindings.routerDigits), r and R switch only moescope's own models"
@@ -222,6 +230,10 @@ public struct ExplorerState {
 
     /// Opens the text field on the current text, cursor at its end.
     mutating func startEditing() {
+        guard session.model.recording == nil else {
+            message = "A recorded trace replays its own tokens: it takes no new text"
+            return
+        }
         editor = LineEditor(session.tokenizer.decode(session.tokens))
         playing = false
         message = nil

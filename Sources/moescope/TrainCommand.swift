@@ -146,5 +146,8 @@ struct TrainCommand: ParsableCommand {
 }
 
 extension SafeTensorsDType: ExpressibleByArgument {
-    public init?(argument: String) { self.init(rawValue: argument.uppercased()) }
+    public init?(argument: String) {
+        guard let dtype = SafeTensorsDType(rawValue: argument.uppercased()), dtype.isFloat else { return nil }
+        self = dtype
+    }
 }
