@@ -35,7 +35,10 @@ public struct ABState {
     init(a: ExplorerSession, choice: ABChoice?, cursor: Int, loader: SessionLoader) throws {
         let all = Self.choices(for: a)
         guard let chosen = choice ?? all.first(where: { $0 == .router(.gru) }) ?? all.first else {
-            throw ExplorerMessage("this model has no second routing to set beside it")
+            throw ExplorerMessage(
+                a.model.recording != nil
+                    ? "A recorded trace holds only the routing it recorded: the A/B view needs a model that runs"
+                    : "this model has no second routing to set beside it")
         }
         self.choice = chosen
         sideA = Self.identity(of: a)
