@@ -56,8 +56,11 @@ def documents_from_request_outputs(outputs, where="request outputs"):
 
 def documents_from_responses(path):
     """The same from saved OpenAI-server responses: a JSON object or list, or JSONL, one response a line."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as error:
+        sys.exit(f"{path}: cannot read ({error.__class__.__name__}) — pass the saved vLLM responses")
     try:
         parsed = json.loads(text)
         responses = parsed if isinstance(parsed, list) else [parsed]
@@ -86,9 +89,12 @@ def documents_from_responses(path):
 def _document(prompt_ids, output_ids, routed, where):
     tokens = np.asarray(list(prompt_ids) + list(output_ids), dtype=np.int64)
     try:
-        ids = np.asarray(routed, dtype=np.int64)
+        ids = np.asarray(routed)
     except (ValueError, TypeError):
+        ids = None
+    if ids is None or (ids.size and ids.dtype.kind not in "iu"):
         sys.exit(f"{where}: routed_experts is not a [tokens, layers, top-k] array of whole numbers")
+    ids = ids.astype(np.int64)
     if ids.ndim != 3 or ids.shape[0] != max(len(tokens) - 1, 0):
         sys.exit(f"{where}: routed_experts {ids.shape} should be [{len(tokens) - 1} (prompt + generated − 1), layers, top-k]")
     if (ids < 0).any() or (tokens < 0).any():
