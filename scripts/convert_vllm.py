@@ -11,9 +11,10 @@
 
 Written against vLLM's own source (vllm-project/vllm; the files as stored at these commits):
 vllm/model_executor/layers/fused_moe/routed_experts_capturer.py at 00bd1493b3e82d6c13c68ee8a0e1c5a96707e190,
-vllm/outputs.py at 003d3ee22261b7937258b7531aee00e10393f1d6, vllm/v1/core/sched/scheduler.py
-(`_get_routed_experts`) and vllm/model_executor/layers/fused_moe/router/base_router.py at
-03919875d63dee772b22935326c8ad468683e43e. What they say:
+vllm/outputs.py at 003d3ee22261b7937258b7531aee00e10393f1d6 and
+vllm/model_executor/layers/fused_moe/router/base_router.py at
+03919875d63dee772b22935326c8ad468683e43e; vllm/v1/core/sched/scheduler.py (`_get_routed_experts`)
+was read only in search excerpts, at no single commit. What they say:
 
 - The capturer fills an int32 buffer [tokens, hf num_hidden_layers, num_experts_per_tok], zeroed
   before every forward; each MoE layer writes its row `layer_id`, so dense layers stay all 0.
