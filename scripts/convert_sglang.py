@@ -25,11 +25,12 @@ concatenate ranks (under data-parallel attention each rank sees different reques
 
 Needs torch, numpy and safetensors; not part of moescope's build.
 """
-import argparse, json, os, shutil, sys
+import argparse, os, sys
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
+
+from routing_trace import write_trace
 
 EXTEND, DECODE = 1, 2   # sglang ForwardMode values for EXTEND and DECODE
 
@@ -78,26 +79,11 @@ def convert(paths, out, family, tokenizer=None, decode=False, top_k=None):
     k = top_k or len(columns)
     if not routed or k == 0 or columns != list(range(k)):
         sys.exit(f"cannot tell the routed layers or top-k: {len(routed)} routed layers, complete slots {columns}")
-    topk = np.ascontiguousarray(all_ids[:, routed, :k]).astype(np.int32)
-    experts = int(physical_to_logical.max()) + 1
-    offsets = np.concatenate([[0], np.cumsum([len(d[0]) for d in documents])]).astype(np.int64)
-    metadata = {
-        "format": "moescope-routing-trace", "version": "1", "family": family,
-        "num_experts": str(experts), "top_k": str(k), "routed_layers": json.dumps(routed), "num_layers": str(layer_count),
-        "routing_rule": "as served by SGLang (weights not recorded: topk_weights are 1/k)",
-        "source": json.dumps({"engine": "sglang", "recorder": "expert_distribution per_token", "files": [os.path.basename(p) for p in paths],
-                              "decode_passes": "included" if decode else "left out"}),
-        "domains": json.dumps([d[2] for d in documents]),
-    }
-    if tokenizer:
-        name = os.path.basename(out)[:-len(".safetensors")] + ".tokenizer.json"
-        shutil.copyfile(tokenizer, os.path.join(os.path.dirname(os.path.abspath(out)), name))
-        metadata["tokenizer_path"] = name
-    save_file({"token_ids": np.concatenate([d[0] for d in documents]).astype(np.int32), "document_offsets": offsets,
-               "topk_ids": topk, "topk_weights": np.full(topk.shape, 1.0 / k, dtype=np.float32)}, out, metadata=metadata)
-    print(f"wrote {out}: {len(topk)} tokens × {len(routed)} layers × top-{k} of {experts} experts, {len(documents)} documents",
-          file=sys.stderr)
-
+    write_trace([(d[0], d[1][:, routed, :k], d[2]) for d in documents], out, family=family, engine="SGLang",
+                num_experts=int(physical_to_logical.max()) + 1, top_k=k, routed_layers=routed, num_layers=layer_count,
+                source={"engine": "sglang", "recorder": "expert_distribution per_token",
+                        "files": [os.path.basename(p) for p in paths], "decode_passes": "included" if decode else "left out"},
+                tokenizer=tokenizer)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
