@@ -15,15 +15,18 @@ public struct AnalysisReport: Codable, Sendable {
     /// L × L mutual information (nats) between the layers' top-1 choices.
     public var crossLayerMutualInformation: [[Double]]
     public var domains: [DomainReport]
+    /// Mixtral's, OLMoE's and RMoE's own routing measurements, with their published numbers.
+    public var paperChecks: PaperChecks
 
     public struct Distribution: Codable, Sendable {
-        public var mean, p10, median, p90: Double
+        public var mean, p10, p25, median, p75, p90: Double
         init(_ values: [Double]) {
             let sorted = values.sorted()
             func quantile(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(q * Double(sorted.count - 1) + 0.5))] }
             mean = values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
-            p10 = quantile(0.1); median = quantile(0.5); p90 = quantile(0.9)
+            p10 = quantile(0.1); p25 = quantile(0.25); median = quantile(0.5); p75 = quantile(0.75); p90 = quantile(0.9)
         }
+        public var box: BoxSummary { BoxSummary(p10: p10, p25: p25, median: median, p75: p75, p90: p90, mean: mean) }
     }
 
     public struct TokenCount: Codable, Sendable {
@@ -38,6 +41,8 @@ public struct AnalysisReport: Codable, Sendable {
         public var layer: Int
         /// Routing entropy per token (nats; ln E is the most).
         public var entropy: Distribution
+        /// Per token: the smallest chosen score minus the largest unchosen one (probability units).
+        public var selectionMargin: Distribution
         public var expertShares: [Double]
         public var loadCV: Double
         public var maxViolation: Double
@@ -49,6 +54,8 @@ public struct AnalysisReport: Codable, Sendable {
         public var gateNormRankCorrelation: Double
         /// How often the top-1 gate is the expert with the largest output norm.
         public var topOneNormAgreement: Double
+        /// P(norm rank | gate rank), ranks grouped into at most 32 bins (empty without expert norms).
+        public var gateNormRankHistogram: [[Double]]
         /// RMoE's expert similarity (normalised means concatenated). Nil for a model whose
         /// expert weights were too large to read (a large Hugging Face model).
         public var expertSimilarity: [[Double]]?
@@ -62,7 +69,8 @@ public struct AnalysisReport: Codable, Sendable {
         public var topTokens: [[TokenCount]]
 
         enum CodingKeys: String, CodingKey {
-            case layer, entropy
+            case layer, entropy, selectionMargin = "selection_margin"
+            case gateNormRankHistogram = "gate_norm_rank_histogram"
             case expertShares = "expert_shares", loadCV = "load_cv", maxViolation = "max_vio", usageEntropy = "usage_entropy"
             case innerBalance = "inner_balance", outerBalance = "outer_balance"
             case gateNormRankCorrelation = "gate_norm_rank_correlation", topOneNormAgreement = "top1_norm_agreement"
@@ -89,7 +97,7 @@ public struct AnalysisReport: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case format, version, router, checkpoint, tokens, layers, domains
         case randomInit = "random_init", numExperts = "num_experts", topK = "top_k"
-        case crossLayerMutualInformation = "cross_layer_mutual_information"
+        case crossLayerMutualInformation = "cross_layer_mutual_information", paperChecks = "paper_checks"
     }
 
     /// What the report is computed from, gathered a batch of traces at a time so that a long
@@ -99,6 +107,8 @@ public struct AnalysisReport: Codable, Sendable {
         public private(set) var summary: RoutingSummary
         public private(set) var specialisation: Specialisation
         public private(set) var normTraces: [RoutingTrace] = []
+        /// The paper checks read whole traces per domain.
+        public private(set) var tracesByDomain: [(domain: String, traces: [RoutingTrace])] = []
 
         public init(model: any RoutingModel) {
             summary = RoutingSummary(numLayers: model.routedLayerCount, numExperts: model.numExperts)
@@ -109,6 +119,11 @@ public struct AnalysisReport: Codable, Sendable {
             summary.add(traces)
             specialisation.add(traces, domain: domain)
             normTraces += traces.filter { $0.layers.first?.allExpertOutputNorms != nil }
+            if let last = tracesByDomain.indices.last, tracesByDomain[last].domain == domain {
+                tracesByDomain[last].traces += traces
+            } else {
+                tracesByDomain.append((domain, traces))
+            }
         }
     }
 
@@ -137,12 +152,14 @@ public struct AnalysisReport: Codable, Sendable {
         crossLayerMutualInformation = summary.crossLayerMutualInformation
         layers = (0..<layerCount).map { i in
             LayerReport(
-                layer: model.routedLayers[i], entropy: Distribution(summary.entropies[i]), expertShares: summary.load[i].shares,
+                layer: model.routedLayers[i], entropy: Distribution(summary.entropies[i]),
+                selectionMargin: Distribution(summary.selectionMargins[i]), expertShares: summary.load[i].shares,
                 loadCV: summary.load[i].coefficientOfVariation, maxViolation: summary.load[i].maxViolation,
                 usageEntropy: summary.load[i].normalizedUsageEntropy,
                 innerBalance: median(summary.topRatios[i]), outerBalance: median(summary.topKMass[i]),
                 gateNormRankCorrelation: norms.meanRankCorrelation.indices.contains(i) ? norms.meanRankCorrelation[i] : 0,
                 topOneNormAgreement: norms.topOneAgreement.indices.contains(i) ? norms.topOneAgreement[i] : 0,
+                gateNormRankHistogram: norms.rankHistogram.indices.contains(i) ? norms.rankHistogram[i] : [],
                 expertSimilarity: similarity?.matrices[i], meanExpertSimilarity: similarity?.meanByLayer[i],
                 meanGateSimilarity: perMatrix?.meanGateByLayer[i], meanUpSimilarity: perMatrix?.meanUpByLayer[i],
                 meanDownSimilarity: perMatrix?.meanDownByLayer[i],
@@ -160,5 +177,8 @@ public struct AnalysisReport: Codable, Sendable {
                              return SpecificExpert(expert: best.expert, lift: best.lift)
                          })
         }
+        paperChecks = PaperChecks(tracesByDomain: accumulated.tracesByDomain, numExperts: model.numExperts, topK: model.topK,
+                                  routedLayers: model.routedLayers, innerBalance: layers.map(\.innerBalance),
+                                  outerBalance: layers.map(\.outerBalance), topOneMutualInformation: crossLayerMutualInformation)
     }
 }

@@ -8,6 +8,11 @@ public struct NormPreference: Codable, Sendable, Equatable {
     public var meanRankCorrelation: [Double]
     public var topOneAgreement: [Double]
     public var tokens: Int
+    /// Per layer, P(norm rank | gate rank): rows are the gate-score rank (0 = highest), columns
+    /// the output-norm rank, each in at most `rankBins` equal groups of ranks. A router that
+    /// follows norms puts its mass on the diagonal; independence gives a flat 1/bins.
+    public var rankHistogram: [[[Double]]] = []
+    public static let rankBins = 32
 
     enum CodingKeys: String, CodingKey {
         case meanRankCorrelation = "mean_rank_correlation", topOneAgreement = "top1_agreement", tokens
@@ -17,19 +22,41 @@ public struct NormPreference: Codable, Sendable, Equatable {
         let layers = traces.first?.layers.count ?? 0
         var correlation = [Double](repeating: 0, count: layers), agreement = correlation
         var counted = [Int](repeating: 0, count: layers)
+        let experts = traces.first?.layers.first?.probabilities.count ?? 0
+        let bins = min(experts, Self.rankBins)
+        var histogram = [[[Double]]](repeating: [[Double]](repeating: [Double](repeating: 0, count: bins), count: bins), count: layers)
         for trace in traces {
             for (i, routing) in trace.layers.enumerated() {
                 guard let norms = routing.allExpertOutputNorms else { continue }
                 let scores = routing.probabilities.map(Double.init), sizes = norms.map(Double.init)
                 correlation[i] += spearman(scores, sizes)
                 agreement[i] += argmax(sizes) == routing.topExpert ? 1 : 0
+                let gateRank = descendingRanks(scores), normRank = descendingRanks(sizes)
+                for e in 0..<min(experts, scores.count) {
+                    histogram[i][gateRank[e] * bins / experts][normRank[e] * bins / experts] += 1
+                }
                 counted[i] += 1
             }
         }
         meanRankCorrelation = zip(correlation, counted).map { $1 > 0 ? $0 / Double($1) : 0 }
         topOneAgreement = zip(agreement, counted).map { $1 > 0 ? $0 / Double($1) : 0 }
         tokens = counted.first ?? 0
+        rankHistogram = zip(histogram, counted).map { rows, tokens in
+            tokens == 0 ? [] : rows.map { row in
+                let total = row.reduce(0, +)
+                return total > 0 ? row.map { $0 / total } : row
+            }
+        }
     }
+}
+
+/// Ordinal ranks from the top: 0 for the largest value, ties to the lower index.
+func descendingRanks(_ values: [Double]) -> [Int] {
+    var out = [Int](repeating: 0, count: values.count)
+    for (rank, index) in values.indices.sorted(by: { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }).enumerated() {
+        out[index] = rank
+    }
+    return out
 }
 
 func argmax(_ values: [Double]) -> Int { values.indices.max { values[$0] < values[$1] } ?? 0 }

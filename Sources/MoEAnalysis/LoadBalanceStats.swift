@@ -60,14 +60,18 @@ public func median(_ values: [Double]) -> Double {
 public func mutualInformation(_ a: [Int], _ b: [Int], categories: Int) -> Double {
     precondition(a.count == b.count)
     guard !a.isEmpty else { return 0 }
-    var joint = [Double](repeating: 0, count: categories * categories)
     var pa = [Double](repeating: 0, count: categories), pb = pa
     let n = Double(a.count)
-    for (x, y) in zip(a, b) { joint[x * categories + y] += 1 / n; pa[x] += 1 / n; pb[y] += 1 / n }
+    for (x, y) in zip(a, b) { pa[x] += 1 / n; pb[y] += 1 / n }
+    // The joint table is sparse when there are many experts (256² cells, a few thousand tokens):
+    // count only the pairs that occur.
+    var joint: [Int: Double] = [:]
+    joint.reserveCapacity(min(a.count, categories * categories))
+    for (x, y) in zip(a, b) { joint[x * categories + y, default: 0] += 1 / n }
     var total = 0.0
-    for x in 0..<categories { for y in 0..<categories where joint[x * categories + y] > 0 {
-        let p = joint[x * categories + y]
-        total += p * log(p / (pa[x] * pb[y]))
-    } }
+    for cell in joint.keys.sorted() {   // a fixed order: the same routing gives the same bits
+        let p = joint[cell]!
+        total += p * log(p / (pa[cell / categories] * pb[cell % categories]))
+    }
     return max(0, total)
 }

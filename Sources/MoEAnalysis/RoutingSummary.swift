@@ -13,6 +13,10 @@ public struct RoutingSummary: Sendable {
     public private(set) var topRatios: [[Double]]
     /// Per layer: the summed top-k scores of every token (Outer Balance is the median).
     public private(set) var topKMass: [[Double]]
+    /// Per layer: the selection margin of every token — the k-th chosen expert's score minus the
+    /// best unchosen one's (how close the routing came to choosing differently; negative where a
+    /// rule other than the score, e.g. DeepSeek's group limit, decided).
+    public private(set) var selectionMargins: [[Double]]
     /// Per layer: every token's top-1 expert, for cross-layer dependence.
     public private(set) var topExperts: [[Int]]
     /// Router wall time per token summed over layers (ns).
@@ -25,6 +29,7 @@ public struct RoutingSummary: Sendable {
         entropies = Array(repeating: [], count: numLayers)
         topRatios = entropies
         topKMass = entropies
+        selectionMargins = entropies
         topExperts = Array(repeating: [], count: numLayers)
     }
 
@@ -35,6 +40,7 @@ public struct RoutingSummary: Sendable {
             let scores = layer.experts.map { Double(layer.probabilities[$0]) }
             if scores.count >= 2, scores[1] > 0 { topRatios[i].append(scores[0] / scores[1]) }
             topKMass[i].append(scores.reduce(0, +))
+            if let margin = selectionMargin(layer) { selectionMargins[i].append(margin) }
             topExperts[i].append(layer.topExpert)
         }
         routerNanoseconds.append(trace.layers.reduce(0) { $0 + $1.routerNanoseconds })
@@ -69,4 +75,13 @@ public struct RoutingSummary: Sendable {
     }
 
     private func mean(_ values: [Double]) -> Double { values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count) }
+}
+
+/// The smallest chosen expert's probability minus the largest unchosen probability (the k-th
+/// minus the (k+1)-th score when the choice is plain top-k); nil when every expert is chosen.
+public func selectionMargin(_ routing: LayerRouting) -> Double? {
+    guard let weakest = routing.experts.map({ Double(routing.probabilities[$0]) }).min() else { return nil }
+    var unchosen = -Double.infinity
+    for (e, p) in routing.probabilities.enumerated() where !routing.experts.contains(e) { unchosen = max(unchosen, Double(p)) }
+    return unchosen.isFinite ? weakest - unchosen : nil
 }

@@ -23,6 +23,7 @@ struct AnalyzeCommand: ParsableCommand {
     @Option(help: "Corpus tokens to analyse, shared equally by the domains.") var maxTokens = 8192
     @Option(help: "Layer whose expert-similarity matrix and per-expert tokens are printed (default: the last routed one).") var layer: Int?
     @Flag(help: "Print the report as JSON.") var json = false
+    @Option(help: ArgumentHelp("Also write the figures as standalone SVG files into DIR.", valueName: "dir")) var figures: String?
 
     func validate() throws {
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
@@ -72,11 +73,15 @@ struct AnalyzeCommand: ParsableCommand {
         progress.finish()
         let report = AnalysisReport(model: opened.model, tokenizer: opened.tokenizer, checkpoint: opened.source,
                                     randomInit: opened.isRandomInit, accumulated: accumulated)
+        if let figures {
+            let described = file.map { "file \($0)" } ?? (text != nil ? "--text" : "\(corpusSplit) corpus split, \(inputs.count) domains")
+            try AnalysisFigures(report: report, textDescription: described).writeForCommandLine(to: figures)
+        }
         if json {
             let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print(AnalysisMarkdown(report: report, detailLayer: detail).text)
+            print(AnalysisMarkdown(report: report, detailLayer: detail).text + "\n" + report.paperChecksMarkdown)
         }
     }
 
