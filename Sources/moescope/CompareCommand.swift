@@ -45,6 +45,7 @@ struct CompareCommand: ParsableCommand {
     var runs: [String] = []
     @Option(help: "Bootstrap resamples.") var resamples = 2000
     @Flag(help: "Print the comparison as JSON (format moescope-compare).") var json = false
+    @Option(help: ArgumentHelp("Also write the JSON to FILE (the Markdown is still printed).", valueName: "file")) var jsonFile: String?
     @Option(help: ArgumentHelp("Also write the comparison as bar charts with their 95 % intervals, DIR/comparison.svg.", valueName: "dir"))
     var figures: String?
 
@@ -145,8 +146,13 @@ struct CompareCommand: ParsableCommand {
             try writeFigure(comparison, to: figures, caption: "moescope compare · checkpoints \(checkpoints ?? "\(locator.root)/checkpoints") · "
                             + "text: held-out corpus split, \(comparison.domains.count) domains · \(comparison.tokens) tokens per checkpoint")
         }
+        let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        if let jsonFile {
+            do { try encoder.encode(comparison).write(to: URL(fileURLWithPath: jsonFile), options: .atomic) } catch {
+                throw CLIError("cannot write --json-file \(jsonFile): \(error.localizedDescription) — pass a path in a folder you can write to")
+            }
+        }
         if json {
-            let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: try encoder.encode(comparison), as: UTF8.self))
         } else {
             print(comparison.markdown)
