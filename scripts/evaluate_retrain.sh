@@ -5,6 +5,7 @@
 #                               ablations), whole held-out split, bootstrap intervals
 #   analyze/<router>-seed-N.json  `moescope analyze --json` of each checkpoint (Closer Look's checks)
 #   claims.md                   the "What held and what did not" table (scripts/claims_table.py)
+# and splices compare.md and claims.md into README.md between their markers.
 # Runs that are still training are skipped; re-run when more have finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,5 +31,7 @@ for model in "$ROOT"/*/seed-*/model.safetensors; do
     [[ -f $OUT/analyze/$name.json && $OUT/analyze/$name.json -nt $model ]] && continue
     "$BIN" analyze --checkpoint "$dir" --json > "$OUT/analyze/$name.json.tmp" && mv "$OUT/analyze/$name.json.tmp" "$OUT/analyze/$name.json"
 done
-/work/venv/bin/python scripts/claims_table.py "$OUT" > "$OUT/claims.md"
-echo "wrote $OUT/compare.md, $OUT/compare.json, $OUT/analyze/*.json, $OUT/claims.md"
+PYTHON=${PYTHON:-/work/venv/bin/python}
+"$PYTHON" scripts/claims_table.py "$OUT" > "$OUT/claims.md"
+"$PYTHON" scripts/splice_results.py "$OUT" README.md
+echo "wrote $OUT/compare.md, $OUT/compare.json, $OUT/analyze/*.json, $OUT/claims.md and spliced the tables into README.md"
