@@ -129,12 +129,14 @@ def main():
                        f"{len(vals)} checkpoints | {verdict(d, (iv[0], iv[1]) if iv and len(vals) > 1 else None, +1)} |")
         for key, form in (("mean_expert_similarity", "RMoE's form"), ("mean_gate_similarity", "Closer Look's, gate"),
                           ("mean_up_similarity", "Closer Look's, up"), ("mean_down_similarity", "Closer Look's, down")):
-            slopes, lasts = [], []
+            slopes, lasts, firsts, finals = [], [], [], []
             for r in routers:
                 for a in analyses[r]:
                     sims = [l.get(key) for l in a["layers"]]
                     if any(s is None for s in sims):
                         continue
+                    firsts.append(sims[0])
+                    finals.append(sims[-1])
                     xs = list(range(len(sims)))
                     mx, my = mean(xs), mean(sims)
                     slopes.append(sum((x - mx) * (y - my) for x, y in zip(xs, sims)) / sum((x - mx) ** 2 for x in xs))
@@ -144,7 +146,8 @@ def main():
             d, iv = t_diff(slopes, [0.0, 0.0])
             iv = iv if len(slopes) > 1 else None
             out.append(f"| Closer Look · expert diversity grows with depth ({form}) | similarity falls with depth | "
-                       f"similarity slope per layer {fmt(d, iv, 4)} | {len(slopes)} checkpoints | {verdict(d, iv, -1)} |")
+                       f"mean similarity {mean(firsts):.3f} at the first layer, {mean(finals):.3f} at the last; slope per layer {fmt(d, iv, 4)} | "
+                       f"{len(slopes)} checkpoints | {verdict(d, iv, -1)} |")
             d, iv = t_diff(lasts, [0.0, 0.0])
             iv = iv if len(lasts) > 1 else None
             out.append(f"| Closer Look · the last layer is an outlier ({form}) | last layer breaks the trend | "

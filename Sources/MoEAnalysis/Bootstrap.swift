@@ -149,15 +149,14 @@ public func quantile(_ sorted: [Double], _ q: Double) -> Double {
     return sorted[below] + (position - Double(below)) * (sorted[above] - sorted[below])
 }
 
-/// Mean of per-seed values with a Student-t interval over seeds (nil interval for one seed):
-/// for routing statistics, whose variation between seeds dwarfs that between windows.
-public func seedInterval(_ values: [Double], confidence: Double = 0.95) -> Interval {
+/// Mean of per-seed values with a Student-t 95 % interval over seeds (nan bounds for one seed),
+/// used for the routing statistics: it holds the seeds' variation, not the held-out windows'.
+public func seedInterval(_ values: [Double]) -> Interval {
     let n = values.count
     let mean = values.reduce(0, +) / Double(max(n, 1))
     guard n >= 2 else { return Interval(estimate: mean, lower: .nan, upper: .nan) }
     let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(n - 1)
     let half = studentT975(degreesOfFreedom: n - 1) * (variance / Double(n)).squareRoot()
-    precondition(abs(confidence - 0.95) < 1e-9, "only 95 % t-intervals are tabulated")
     return Interval(estimate: mean, lower: mean - half, upper: mean + half)
 }
 
