@@ -14,9 +14,9 @@ root, readme = sys.argv[1], sys.argv[2]
 text = open(readme).read()
 for name in ("compare", "claims"):
     body = open(os.path.join(root, f"{name}.md")).read().strip()
-    pattern = re.compile(rf"(<!-- results:{name}:begin -->\n).*?(\n<!-- results:{name}:end -->)", re.S)
+    pattern = re.compile(rf"(<!-- results:{name}:begin -->\n).*?(<!-- results:{name}:end -->)", re.S)
     if not pattern.search(text):
         sys.exit(f"{readme}: no <!-- results:{name}:begin/end --> markers — add them where the table goes")
-    text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 open(readme, "w").write(text)
 print(f"spliced compare.md and claims.md into {readme}")
