@@ -9,7 +9,15 @@ family gets config.json, weights, tokenizer.json and reference.safetensors holdi
 ids, the logits, and every layer's router logits and top-k choices as transformers computes
 them. The families vary what the loader must handle: fused expert tensors (mixtral), a
 sharded index with a shared expert (qwen2_moe), f16 weights with per-head q/k norm
-(qwen3_moe), bf16 weights with whole-projection q/k norm (olmoe).
+(qwen3_moe), bf16 weights with whole-projection q/k norm (olmoe), and an OLMoE with 64 experts
+(olmoe_64e) so the explorer's tests open a Hub model at a real expert count.
+
+    .venv/bin/python scripts/make_hf_fixtures.py --only olmoe_64e     # one family
+    .venv/bin/python scripts/make_hf_fixtures.py --shapes /work/models  # real-shape folders
+
+`--shapes DIR` writes tiny-width random models with the expert and layer counts of OLMoE,
+Qwen1.5-MoE, Qwen3-MoE and DeepSeek-V3 (no references; for opening in the explorer by hand,
+not committed).
 """
 import json, os, shutil, sys
 import torch
@@ -45,8 +53,28 @@ FAMILIES = {
                         n_shared_experts=2, first_k_dense_replace=1, n_group=3, topk_group=2, topk_method="group_limited_greedy",
                         routed_scaling_factor=1.5, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=4,
                         qk_nope_head_dim=8, v_head_dim=8, num_hidden_layers=3, num_key_value_heads=4),
+    # OLMoE-1B-7B's expert count and top-k at a tiny width: the explorer's Hub-path shape test.
+    "olmoe_64e": dict(num_experts=64, num_experts_per_tok=8, intermediate_size=8, hidden_size=16, num_attention_heads=2,
+                      num_key_value_heads=2, num_hidden_layers=4, norm_topk_prob=False),
 }
-DTYPES = {"deepseek_v3": torch.bfloat16, "deepseek_v2": torch.float32, "mixtral": torch.float32, "qwen2_moe": torch.float32, "qwen3_moe": torch.float16, "olmoe": torch.bfloat16}
+# Folder name → transformers model type, where they differ.
+MODEL_TYPES = {"olmoe_64e": "olmoe"}
+# Real models' expert and layer counts at a tiny width (see --shapes).
+TINY = dict(hidden_size=16, num_attention_heads=2, num_key_value_heads=2, intermediate_size=8)
+SHAPES = {
+    "olmoe-64e-16L": ("olmoe", dict(TINY, num_experts=64, num_experts_per_tok=8, num_hidden_layers=16, norm_topk_prob=False)),
+    "qwen2moe-60e-24L": ("qwen2_moe", dict(TINY, num_experts=60, num_experts_per_tok=4, moe_intermediate_size=8,
+                                           shared_expert_intermediate_size=16, num_hidden_layers=24, norm_topk_prob=False,
+                                           decoder_sparse_step=1, mlp_only_layers=[])),
+    "qwen3moe-128e-48L": ("qwen3_moe", dict(TINY, num_experts=128, num_experts_per_tok=8, moe_intermediate_size=8, head_dim=8,
+                                            num_hidden_layers=48, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[])),
+    "deepseekv3-256e-61L": ("deepseek_v3", dict(TINY, n_routed_experts=256, num_experts_per_tok=8, moe_intermediate_size=8,
+                                                n_shared_experts=1, first_k_dense_replace=3, n_group=8, topk_group=4,
+                                                norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=16, kv_lora_rank=8,
+                                                qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=4, num_hidden_layers=61,
+                                                rope_interleave=True)),
+}
+DTYPES = {"olmoe_64e": torch.bfloat16, "deepseek_v3": torch.bfloat16, "deepseek_v2": torch.float32, "mixtral": torch.float32, "qwen2_moe": torch.float32, "qwen3_moe": torch.float16, "olmoe": torch.bfloat16}
 
 
 # Qwen2's pre-tokenizer: its own split regex, then byte-level without GPT-2's regex, after NFC.
@@ -92,12 +120,34 @@ def tokenizer(style):
     return tok
 
 
+def write_shapes(folder):
+    """Tiny-width random models of real expert/layer counts, bf16, for opening by hand."""
+    for name, (model_type, extra) in SHAPES.items():
+        torch.manual_seed(sum(map(ord, name)))
+        config = AutoConfig.for_model(model_type, **{**COMMON, **extra})
+        model = AutoModelForCausalLM.from_config(config).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.3) if p.dim() > 1 else p.uniform_(0.5, 1.5)
+        out = os.path.join(folder, name)
+        shutil.rmtree(out, ignore_errors=True)
+        model.to(torch.bfloat16).save_pretrained(out)
+        tokenizer("qwen" if model_type.startswith("qwen") else "gpt2").save(os.path.join(out, "tokenizer.json"))
+        print(name, "->", out)
+
+
 def main():
+    args = sys.argv[1:]
+    if args[:1] == ["--shapes"] and len(args) == 2:
+        return write_shapes(args[1])
+    only = set(args[1:]) if args[:1] == ["--only"] else None
     for family, extra in FAMILIES.items():
+        if only is not None and family not in only:
+            continue
         tok = tokenizer("qwen" if family.startswith("qwen") else "sentencepiece" if family == "mixtral" else "gpt2")
         ids = tok.encode(TEXT).ids
         torch.manual_seed(sum(map(ord, family)))
-        config = AutoConfig.for_model(family, **{**COMMON, **extra})
+        config = AutoConfig.for_model(MODEL_TYPES.get(family, family), **{**COMMON, **extra})
         model = AutoModelForCausalLM.from_config(config).eval()
         with torch.no_grad():   # larger weights than the 0.02 init, so routing and logits are not near-ties
             for p in model.parameters():

@@ -57,21 +57,57 @@ public func median(_ values: [Double]) -> Double {
 
 /// Mutual information (nats) between two paired categorical sequences, from their empirical
 /// joint distribution: I(A;B) = Σ p(a,b) ln(p(a,b) / (p(a) p(b))). Equals H(A) when B = A.
-public func mutualInformation(_ a: [Int], _ b: [Int], categories: Int) -> Double {
+public func mutualInformation(_ a: [Int], _ b: [Int]) -> Double {
     precondition(a.count == b.count)
-    guard !a.isEmpty else { return 0 }
-    var pa = [Double](repeating: 0, count: categories), pb = pa
-    let n = Double(a.count)
-    for (x, y) in zip(a, b) { pa[x] += 1 / n; pb[y] += 1 / n }
-    // The joint table is sparse when there are many experts (256² cells, a few thousand tokens):
-    // count only the pairs that occur.
-    var joint: [Int: Double] = [:]
-    joint.reserveCapacity(min(a.count, categories * categories))
-    for (x, y) in zip(a, b) { joint[x * categories + y, default: 0] += 1 / n }
-    var total = 0.0
-    for cell in joint.keys.sorted() {   // a fixed order: the same routing gives the same bits
-        let p = joint[cell]!
-        total += p * log(p / (pa[cell / categories] * pb[cell % categories]))
+    var pairs = PairwiseMutualInformation([a, b])
+    return pairs(0, 1)
+}
+
+/// Mutual information between any two of several paired categorical sequences (the top-1
+/// choices of every layer over the same tokens), each pair in O(tokens) with no allocation: the
+/// sequences are renamed 0, 1, 2… in order of appearance (MI does not depend on the names), and
+/// the joint counts go into one scratch table, cleared behind them.
+public struct PairwiseMutualInformation {
+    let sequences: [[Int]]
+    let marginals: [[Int]]
+    let width: Int
+    var scratch: [Int]
+
+    public init(_ sequences: [[Int]]) {
+        var renamed: [[Int]] = [], marginals: [[Int]] = []
+        for sequence in sequences {
+            var names: [Int: Int] = [:]
+            var counts: [Int] = []
+            renamed.append(sequence.map { value in
+                if let name = names[value] { counts[name] += 1; return name }
+                names[value] = counts.count
+                counts.append(1)
+                return counts.count - 1
+            })
+            marginals.append(counts)
+        }
+        self.sequences = renamed
+        self.marginals = marginals
+        width = max(1, marginals.map(\.count).max() ?? 1)
+        scratch = [Int](repeating: 0, count: width * width)
     }
-    return max(0, total)
+
+    /// I(i; j) in nats.
+    public mutating func callAsFunction(_ i: Int, _ j: Int) -> Double {
+        let a = sequences[i], b = sequences[j]
+        precondition(a.count == b.count)
+        guard !a.isEmpty else { return 0 }
+        let n = Double(a.count)
+        for t in a.indices { scratch[a[t] * width + b[t]] += 1 }
+        var total = 0.0
+        for t in a.indices {
+            let cell = a[t] * width + b[t]
+            let count = scratch[cell]
+            guard count > 0 else { continue }   // already summed
+            let p = Double(count) / n
+            total += p * log(p * n * n / (Double(marginals[i][a[t]]) * Double(marginals[j][b[t]])))
+            scratch[cell] = 0
+        }
+        return max(0, total)
+    }
 }

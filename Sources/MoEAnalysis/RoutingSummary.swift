@@ -61,9 +61,8 @@ public struct RoutingSummary: Sendable {
 
     /// L × L mutual information (nats) between the top-1 choices of layers i and j.
     public var crossLayerMutualInformation: [[Double]] {
-        (0..<numLayers).map { i in (0..<numLayers).map { j in
-            mutualInformation(topExperts[i], topExperts[j], categories: numExperts)
-        } }
+        var pairs = PairwiseMutualInformation(topExperts)
+        return (0..<numLayers).map { i in (0..<numLayers).map { j in pairs(i, j) } }
     }
 
     /// Mean mutual information over all pairs of distinct layers.

@@ -23,8 +23,10 @@ public enum Kernels {
 
     /// Cores to use: `MOESCOPE_THREADS`, else every core the process may run on. Training
     /// runs its two batch shards side by side (1.5–1.9× on this 2-core machine); a long prompt's
-    /// large products (the LM head over hundreds of tokens) split too, while decoding a token
-    /// never reaches that size and stays on one core. Results are the same for any value.
+    /// large products (the LM head over hundreds of tokens) split too, while decoding a token of
+    /// moescope's own small model never reaches that size and stays on one core. A Hugging Face
+    /// model's decoding splits the rows of every layer's weights (`multiply`). Results are the
+    /// same for any value.
     public static let threads: Int = {
         max(1, ProcessInfo.processInfo.environment["MOESCOPE_THREADS"].flatMap(Int.init)
             ?? ProcessInfo.processInfo.activeProcessorCount)

@@ -15,6 +15,8 @@ public protocol RoutingModel: Sendable {
     var routedLayers: [Int] { get }
     var numExperts: Int { get }
     var topK: Int { get }
+    /// Groups the experts are ranked in before the top-k (DeepSeek's `n_group`); 1 for none.
+    var expertGroups: Int { get }
     var vocabSize: Int { get }
     /// Longest token sequence it runs.
     var contextLength: Int { get }
@@ -29,6 +31,11 @@ public protocol RoutingModel: Sendable {
 
 extension RoutingModel {
     public var routedLayerCount: Int { routedLayers.count }
+    public var expertGroups: Int { 1 }
+    /// Experts per group where the model groups them; nil otherwise.
+    public var expertGroupSize: Int? {
+        expertGroups > 1 && numExperts % expertGroups == 0 ? numExperts / expertGroups : nil
+    }
     /// The router as exports name it: moescope's `--router` value, else `routerName`.
     public var routerID: String { routerKind?.rawValue ?? routerName }
 

@@ -14,6 +14,9 @@ public struct HubModel: Sendable {
     let lmHead: MappedLinear
     /// Bytes of all the weights (what mapping them whole would take).
     public let weightBytes: Int
+    /// Cores a forward pass splits its products over (the rows of every layer's weights);
+    /// results are bit-identical for any value.
+    public var threads = Kernels.threads
 
     /// Opens `folder`. Fails, before any weight is read, if the weights are larger than
     /// `memoryLimit` (default: the machine's physical memory), rather than letting the
@@ -75,15 +78,18 @@ public struct HubModel: Sendable {
                                    scale: config.rope.tableScale)
         var perLayer: [[LayerRouting]] = []
         for (i, layer) in layers.enumerated() {
-            x = layer.attentionBlock(x, rope: rope, offset: offset, keys: &cache.keys[i], values: &cache.values[i], config: config)
-            if let routing = layer.feedForwardBlock(&x, config: config, allExpertNorms: allExpertNorms) { perLayer.append(routing) }
+            x = layer.attentionBlock(x, rope: rope, offset: offset, keys: &cache.keys[i], values: &cache.values[i], config: config,
+                                     threads: threads)
+            if let routing = layer.feedForwardBlock(&x, config: config, allExpertNorms: allExpertNorms, threads: threads) {
+                perLayer.append(routing)
+            }
         }
         cache.advance(by: t)
         let normed = finalNorm(x)
         let routing = tokens.enumerated().map { i, token in
             RoutingTrace(token: token, position: offset + i, layers: perLayer.map { $0[i] })
         }
-        return ForwardResult(logits: lmHead(normed), routing: routing)
+        return ForwardResult(logits: lmHead(normed, threads: threads), routing: routing)
     }
 }
 
@@ -91,8 +97,9 @@ public struct HubModel: Sendable {
 struct HubMLP: Sendable {
     let gate: MappedLinear, up: MappedLinear, down: MappedLinear
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        down(Kernels.swiglu(gate: gate(x), up: up(x)))
+    func callAsFunction(_ x: Tensor, threads: Int) -> Tensor {
+        let projected = MappedLinear.apply([(gate, x), (up, x)], threads: threads)
+        return down(Kernels.swiglu(gate: projected[0], up: projected[1]), threads: threads)
     }
 }
 
@@ -158,13 +165,6 @@ struct LatentAttentionWeights: Sendable {
     enum Query: Sendable {
         case full(MappedLinear)
         case lowRank(down: MappedLinear, norm: RMSNorm, up: MappedLinear)
-
-        func callAsFunction(_ h: Tensor) -> Tensor {
-            switch self {
-            case let .full(projection): return projection(h)
-            case let .lowRank(down, norm, up): return up(norm(down(h)))
-            }
-        }
     }
     let latentDown: MappedLinear               // kv_a_proj_with_mqa: latent and the shared rotary key
     let latentNorm: RMSNorm
@@ -275,10 +275,11 @@ struct HubLayer: Sendable {
     /// x + o(attention(norm(x))), causal: grouped-query, or DeepSeek's latent attention. The
     /// new rows sit at positions `offset…`; their keys and values are appended to the cache's.
     func attentionBlock(_ x: Tensor, rope: RotaryEmbedding, offset: Int, keys: inout [Float], values: inout [Float],
-                        config c: HubConfig) -> Tensor {
+                        config c: HubConfig, threads: Int) -> Tensor {
         let h = inputNorm(x)
-        var out = latent.map { latentAttention(h, weights: $0, rope: rope, offset: offset, keyCache: &keys, valueCache: &values, config: c) }
-            ?? groupedQueryAttention(h, rope: rope, offset: offset, keyCache: &keys, valueCache: &values, config: c)
+        var out = latent.map {
+            latentAttention(h, weights: $0, rope: rope, offset: offset, keyCache: &keys, valueCache: &values, config: c, threads: threads)
+        } ?? groupedQueryAttention(h, rope: rope, offset: offset, keyCache: &keys, valueCache: &values, config: c, threads: threads)
         out.scalars.withUnsafeMutableBufferPointer { op in x.scalars.withUnsafeBufferPointer { xp in
             Kernels.axpy(1, xp.baseAddress!, op.baseAddress!, count: op.count)
         } }
@@ -288,17 +289,25 @@ struct HubLayer: Sendable {
     /// DeepSeek MLA: q (full or low rank), a shared latent expanded to per-head keys (without
     /// position) and values, and a rotary key shared by every head.
     func latentAttention(_ h: Tensor, weights w: LatentAttentionWeights, rope: RotaryEmbedding, offset: Int,
-                         keyCache: inout [Float], valueCache: inout [Float], config c: HubConfig) -> Tensor {
+                         keyCache: inout [Float], valueCache: inout [Float], config c: HubConfig, threads: Int) -> Tensor {
         let mla = c.latentAttention!, t = h.rows, heads = c.numHeads
         let (nope, rot, vDim, qk, rank) = (mla.noPositionDim, mla.rotaryDim, mla.valueDim, mla.queryKeyDim, mla.latentRank)
-        var queries = w.query(h)
-        let compressed = w.latentDown(h)                          // [T × (rank + rot)]
+        var queries: Tensor
+        let compressed: Tensor                                    // [T × (rank + rot)]
+        switch w.query {
+        case let .full(projection):
+            let projected = MappedLinear.apply([(projection, h), (w.latentDown, h)], threads: threads)
+            (queries, compressed) = (projected[0], projected[1])
+        case let .lowRank(down, norm, up):
+            let projected = MappedLinear.apply([(down, h), (w.latentDown, h)], threads: threads)
+            (queries, compressed) = (up(norm(projected[0]), threads: threads), projected[1])
+        }
         var latentRows = Tensor(uninitialized: [t, rank]), sharedKey = Tensor(uninitialized: [t, rot])
         for r in 0..<t {
             latentRows.scalars.replaceSubrange(r * rank ..< (r + 1) * rank, with: compressed.scalars[r * (rank + rot) ..< r * (rank + rot) + rank])
             sharedKey.scalars.replaceSubrange(r * rot ..< (r + 1) * rot, with: compressed.scalars[r * (rank + rot) + rank ..< (r + 1) * (rank + rot)])
         }
-        let expanded = w.latentUp(w.latentNorm(latentRows))   // [T × H·(nope + v)]
+        let expanded = w.latentUp(w.latentNorm(latentRows), threads: threads)   // [T × H·(nope + v)]
         func rotate(_ p: UnsafeMutablePointer<Float>, _ position: Int) {
             if mla.interleaved { rope.applyInterleaved(p, position: position) } else { rope.apply(p, numHeads: 1, position: position) }
         }
@@ -331,14 +340,15 @@ struct HubLayer: Sendable {
                 }
             }
         } } }
-        return o(attended)
+        return o(attended, threads: threads)
     }
 
     /// Grouped-query attention with the family's q/k norm and clipping.
     func groupedQueryAttention(_ h: Tensor, rope: RotaryEmbedding, offset: Int, keyCache: inout [Float], valueCache: inout [Float],
-                               config c: HubConfig) -> Tensor {
+                               config c: HubConfig, threads: Int) -> Tensor {
         let t = h.rows, hd = c.headDim, heads = c.numHeads, kvHeads = c.numKeyValueHeads
-        var qv = q!(h), kv = k!(h), vv = v!(h)
+        let projected = MappedLinear.apply([(q!, h), (k!, h), (v!, h)], threads: threads)
+        var qv = projected[0], kv = projected[1], vv = projected[2]
         if let qNorm, let kNorm { qv = qNorm(qv); kv = kNorm(kv) }
         if let clip = c.clipQKV {
             for i in qv.scalars.indices { qv.scalars[i] = min(max(qv.scalars[i], -clip), clip) }
@@ -366,17 +376,17 @@ struct HubLayer: Sendable {
                 }
             }
         } } }
-        return o(attended)
+        return o(attended, threads: threads)
     }
 
     /// x += MLP(norm(x)); returns the routing of every token when this is an MoE layer.
-    func feedForwardBlock(_ x: inout Tensor, config c: HubConfig, allExpertNorms: Bool) -> [LayerRouting]? {
+    func feedForwardBlock(_ x: inout Tensor, config c: HubConfig, allExpertNorms: Bool, threads: Int) -> [LayerRouting]? {
         let t = x.rows, d = c.hiddenSize
         let u = postNorm(x)
         var y: Tensor
         var routing: [LayerRouting]? = nil
         if let dense {
-            y = dense(u)
+            y = dense(u, threads: threads)
         } else {
             let moe = moe!, e = c.numExperts
             let began = DispatchTime.now().uptimeNanoseconds
@@ -388,19 +398,30 @@ struct HubLayer: Sendable {
                 choices.append(routed.experts); weights.append(routed.weights); probabilities.append(routed.probabilities)
             }
             let routerNanoseconds = Double(DispatchTime.now().uptimeNanoseconds - began) / Double(t)
-            y = Tensor(zeros: [t, d])
-            var norms = [[Float]](repeating: [Float](repeating: 0, count: c.topK), count: t)
-            var allNorms = [[Float]](repeating: [Float](repeating: 0, count: e), count: allExpertNorms ? t : 0)
+            // The chosen experts' tokens, gathered per expert (every token of every expert when
+            // all norms are wanted; the routed ones are then read from the same output).
+            var assigned: [(expert: Int, slots: [(row: Int, slot: Int)], input: Tensor)] = []
             for expert in 0..<e {
                 let slots = (0..<t).flatMap { r in choices[r].indices.filter { choices[r][$0] == expert }.map { (row: r, slot: $0) } }
                 guard !slots.isEmpty || allExpertNorms else { continue }
-                // Only the routed rows, or every row when all norms are wanted (then the
-                // routed ones are read from the same output).
                 let rows = allExpertNorms ? Array(0..<t) : slots.map(\.row)
                 var input = Tensor(uninitialized: [rows.count, d])
                 for (i, r) in rows.enumerated() { input.scalars.replaceSubrange(i * d ..< (i + 1) * d, with: u.row(r)) }
-                let out = moe.experts[expert](input)
-                y.scalars.withUnsafeMutableBufferPointer { yp in out.scalars.withUnsafeBufferPointer { op in
+                assigned.append((expert, slots, input))
+            }
+            // Every chosen expert's (and the shared expert's) gate and up projections in one
+            // split over the threads, then every down projection in another.
+            let mlps = assigned.map { moe.experts[$0.expert] } + (moe.shared.map { [$0] } ?? [])
+            let inputs = assigned.map(\.input) + (moe.shared == nil ? [] : [u])
+            let projected = MappedLinear.apply(zip(mlps, inputs).flatMap { [($0.gate, $1), ($0.up, $1)] }, threads: threads)
+            let outputs = MappedLinear.apply(mlps.indices.map { i in
+                (mlps[i].down, Kernels.swiglu(gate: projected[2 * i], up: projected[2 * i + 1]))
+            }, threads: threads)
+            y = Tensor(zeros: [t, d])
+            var norms = [[Float]](repeating: [Float](repeating: 0, count: c.topK), count: t)
+            var allNorms = [[Float]](repeating: [Float](repeating: 0, count: e), count: allExpertNorms ? t : 0)
+            for (index, (expert, slots, _)) in assigned.enumerated() {
+                y.scalars.withUnsafeMutableBufferPointer { yp in outputs[index].scalars.withUnsafeBufferPointer { op in
                     if allExpertNorms {
                         for r in 0..<t { allNorms[r][expert] = Kernels.sumOfSquares(op.baseAddress! + r * d, count: d).squareRoot() }
                     }
@@ -411,8 +432,8 @@ struct HubLayer: Sendable {
                     }
                 } }
             }
-            if let shared = moe.shared {
-                let out = shared(u)
+            if moe.shared != nil {
+                let out = outputs[assigned.count]
                 var gates = Tensor(repeating: 1, shape: [t, 1])   // DeepSeek's shared experts are always on
                 if let gate = moe.sharedGate {
                     Tensor.product(u, transposed: false, gate, transposed: true, into: &gates, accumulate: false, threads: 1)
@@ -449,6 +470,15 @@ extension HubModel: CachedRoutingModel {
     public var routerKind: RouterKind? { nil }
     public var layerCount: Int { config.numLayers }
     public var routedLayers: [Int] { config.moeLayers }
+    /// DeepSeek's expert groups (consecutive runs of experts the routing ranks as a whole).
+    public var expertGroups: Int {
+        switch config.routing {
+        case .softmaxTopK: 1
+        case let .deepseekV2(groupLimited, groups, _, _): groupLimited ? groups : 1
+        case let .deepseekV3(groups, _, _, _): groups
+        }
+    }
+
     public var routerEquation: String {
         switch config.routing {
         case let .softmaxTopK(normalize):

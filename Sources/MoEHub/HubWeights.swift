@@ -76,9 +76,9 @@ public struct HubWeights: Sendable {
     }
 }
 
-/// y = x Wᵀ (+ b) with W [out × in] left in its mapped file: W is decoded a block of rows at a
-/// time into a small Float buffer and multiplied on the packed kernel, so no layer is ever held
-/// whole as Floats.
+/// y = x Wᵀ (+ b) with W [out × in] left in its mapped file, read in its stored dtype by
+/// `Kernels.multiply` (a decoded token's products convert in registers; long prompts decode
+/// blocks of rows for the packed GEMM), so no layer is ever held whole as Floats.
 struct MappedLinear: Sendable {
     let weight: MappedTensor
     let bias: Tensor?
@@ -86,27 +86,42 @@ struct MappedLinear: Sendable {
     var inFeatures: Int { weight.columns }
     var outFeatures: Int { weight.rows }
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        let (n, k, outputs) = (x.rows, inFeatures, outFeatures)
-        precondition(x.cols == k, "\(weight.name) expects \(k) inputs, got \(x.cols)")
-        var y = Tensor(uninitialized: [n, outputs])
-        let block = max(16, 16_384 / max(1, k))   // ~64 KB of decoded rows
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * k)
-        defer { scratch.deallocate() }
-        x.scalars.withUnsafeBufferPointer { xp in y.scalars.withUnsafeMutableBufferPointer { yp in
-            var first = 0
-            while first < outputs {
-                let rows = min(block, outputs - first)
-                weight.decodeRows(first..<first + rows, into: scratch)
-                Kernels.gemm(m: n, n: rows, k: k, .init(xp.baseAddress!, leadingDimension: k),
-                             Kernels.Operand(UnsafePointer(scratch), leadingDimension: k).transposed,
-                             yp.baseAddress! + first, ldc: outputs, threads: 1)
-                first += rows
-            }
-            if let bias {
-                for r in 0..<n { for j in 0..<outputs { yp[r * outputs + j] += bias.scalars[j] } }
-            }
-        } }
-        return y
+    func callAsFunction(_ x: Tensor, threads: Int) -> Tensor {
+        Self.apply([(self, x)], threads: threads)[0]
     }
+
+    /// Several products at once, their rows split over `threads` cores together (the gate and
+    /// up projections of every chosen expert, or q, k and v), so one wake-up of the threads
+    /// serves them all. Bit-identical for any thread count.
+    static func apply(_ products: [(linear: MappedLinear, input: Tensor)], threads: Int) -> [Tensor] {
+        var outputs = products.map { Tensor(uninitialized: [$0.input.rows, $0.linear.outFeatures]) }
+        let inputCount = products.reduce(0) { $0 + $1.input.count }, outputCount = outputs.reduce(0) { $0 + $1.count }
+        // One buffer holds every input and output while the threads run, so their addresses
+        // stay valid for the whole call.
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, inputCount + outputCount))
+        defer { buffer.deallocate() }
+        var jobs: [WeightProduct] = []
+        var inputAt = 0, outputAt = inputCount
+        for (linear, input) in products {
+            precondition(input.cols == linear.inFeatures, "\(linear.weight.name) expects \(linear.inFeatures) inputs, got \(input.cols)")
+            input.scalars.withUnsafeBufferPointer { (buffer + inputAt).update(from: $0.baseAddress!, count: $0.count) }
+            jobs.append(WeightProduct(weight: linear.weight.stored, input: buffer + inputAt, output: buffer + outputAt, count: input.rows))
+            inputAt += input.count
+            outputAt += input.rows * linear.outFeatures
+        }
+        Kernels.multiply(jobs, threads: threads)
+        for (i, (linear, _)) in products.enumerated() {
+            outputs[i].scalars.withUnsafeMutableBufferPointer { op in
+                op.baseAddress!.update(from: jobs[i].output, count: op.count)
+                if let bias = linear.bias {
+                    let n = linear.outFeatures
+                    for r in 0..<op.count / max(1, n) { for j in 0..<n { op[r * n + j] += bias.scalars[j] } }
+                }
+            }
+        }
+        return outputs
+    }
+
+    /// Bytes of weights one input row reads.
+    var byteCount: Int { weight.stored.byteCount }
 }

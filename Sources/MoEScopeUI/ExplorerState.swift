@@ -1,18 +1,13 @@
 import MoECore
 
-/// A key press, as the explorer understands it (the backend translates ncurses codes).
-public enum Key: Equatable, Sendable {
-    case left, right, up, down, home, end, tab, backTab, enter, escape, backspace, resize
-    case character(Character)
-}
-
 /// The explorer's views, cycled with Tab.
 public enum ExplorerView: CaseIterable, Sendable {
-    case dashboard, crossLayer, expertNorms, expertSimilarity
+    case dashboard, crossLayer, expertNorms, expertSimilarity, expert
 
     public var title: String {
         switch self {
         case .dashboard: "Routing"
+        case .expert: "Expert"
         case .crossLayer: "Cross-layer dependence"
         case .expertNorms: "Gate vs expert norm"
         case .expertSimilarity: "Expert similarity"
@@ -31,11 +26,15 @@ public struct ExplorerState {
     public private(set) var session: ExplorerSession
     public private(set) var cursor = 0
     public private(set) var layer = 0
+    /// The expert cursor: the expert the Expert view describes and the axes highlight.
+    public private(set) var expert = 0
+    public private(set) var expertZoom: ExpertZoom = .fit
+    public private(set) var expertOrder: ExpertOrder = .id
     public private(set) var view: ExplorerView = .dashboard
     public private(set) var playing = false
     public private(set) var showingHelp = false
-    /// Text being typed after `e`; nil when not editing.
-    public private(set) var editBuffer: String?
+    /// The text field after `e`; nil when not editing.
+    public private(set) var editor: LineEditor?
     /// Tokens still to generate after `g`, one per tick.
     public private(set) var pendingGeneration = 0
     /// A one-line message for the status bar (errors, notes).
@@ -60,45 +59,70 @@ public struct ExplorerState {
     public var currentTrace: RoutingTrace { session.traces[cursor] }
     public var currentRouting: LayerRouting { currentTrace.layers[layer] }
     public var palette = Palette(mode: .full256)
+    /// The text being typed, while editing.
+    public var editBuffer: String? { editor?.text }
+    /// Whether this is one of moescope's own models (router keys apply).
+    public var isOwnModel: Bool { session.router != nil }
 
     /// Whether ticks should keep coming quickly (streaming or generating).
     public var isAnimating: Bool { playing || pendingGeneration > 0 }
 
     public mutating func handle(_ key: Key) {
-        if editBuffer != nil { return handleEditing(key) }
+        if editor != nil { return handleEditing(key) }
         if showingHelp {
             if key == .character("q") { quitRequested = true }
             if key != .resize { showingHelp = false }
             return
         }
+        if case .paste = key {
+            // A paste outside the text field opens it, so nothing pasted is taken as keys.
+            startEditing()
+            return handleEditing(key)
+        }
+        guard let action = KeyBindings.action(for: key) else { return }
         message = nil
-        do {
-            switch key {
-            case .right: try move(to: cursor + 1)
-            case .left: try move(to: cursor - 1)
-            case .home: try move(to: 0)
-            case .end: try move(to: tokenCount - 1)
-            case .up: layer = max(0, layer - 1)
-            case .down: layer = min(numLayers - 1, layer + 1)
-            case .tab: view = ExplorerView.allCases[(ExplorerView.allCases.firstIndex(of: view)! + 1) % ExplorerView.allCases.count]
-            case .backTab: view = ExplorerView.allCases[(ExplorerView.allCases.firstIndex(of: view)! + ExplorerView.allCases.count - 1) % ExplorerView.allCases.count]
-            case .character(" "):
-                if cursor == tokenCount - 1 && !playing { try move(to: 0) }
-                playing.toggle()
-            case .character("q"), .character("\u{03}"): quitRequested = true
-            case .character("?"), .character("h"): showingHelp = true
-            case .character("e"): editBuffer = ""; playing = false
-            case .character("g"):
-                pendingGeneration = Self.generationLength
-                playing = false
-            case .character("r"): try switchRouter(to: RouterKind.allCases[(session.router?.number ?? 0) % RouterKind.allCases.count])
-            case .character("R"): try switchRouter(to: RouterKind.allCases[((session.router?.number ?? 1) + RouterKind.allCases.count - 2) % RouterKind.allCases.count])
-            case let .character(c) where c.wholeNumberValue.map({ (1...RouterKind.allCases.count).contains($0) }) == true:
-                try switchRouter(to: RouterKind.allCases[c.wholeNumberValue! - 1])
-            default: break
-            }
-        } catch {
-            message = "\(error)"
+        do { try perform(action) } catch { message = "\(error)" }
+    }
+
+    mutating func perform(_ action: Action) throws {
+        let experts = numExperts
+        let page = session.model.expertGroupSize.map { $0 < experts ? $0 : 8 } ?? 8
+        switch action {
+        case .nextToken: try move(to: cursor + 1)
+        case .previousToken: try move(to: cursor - 1)
+        case .firstToken: try move(to: 0)
+        case .lastToken: try move(to: tokenCount - 1)
+        case .previousLayer: layer = max(0, layer - 1)
+        case .nextLayer: layer = min(numLayers - 1, layer + 1)
+        case .nextView: view = ExplorerView.allCases[(ExplorerView.allCases.firstIndex(of: view)! + 1) % ExplorerView.allCases.count]
+        case .previousView:
+            let all = ExplorerView.allCases
+            view = all[(all.firstIndex(of: view)! + all.count - 1) % all.count]
+        case .togglePlay:
+            if cursor == tokenCount - 1 && !playing { try move(to: 0) }
+            playing.toggle()
+        case .quit: quitRequested = true
+        case .help: showingHelp = true
+        case .edit: startEditing()
+        case .generate:
+            pendingGeneration = Self.generationLength
+            playing = false
+        case .nextRouter: try switchRouter(to: RouterKind.allCases[(session.router?.number ?? 0) % RouterKind.allCases.count])
+        case .previousRouter:
+            let count = RouterKind.allCases.count
+            try switchRouter(to: RouterKind.allCases[((session.router?.number ?? 1) + count - 2) % count])
+        case .router(let number): try switchRouter(to: RouterKind.allCases[number - 1])
+        case .previousExpert, .nextExpert, .previousExpertPage, .nextExpertPage:
+            // The cursor moves along the axis as it is shown (by load, by probability or by id).
+            let order = ExpertOrdering.order(self)
+            let position = order.firstIndex(of: expert) ?? 0
+            let step = action == .previousExpert ? -1 : action == .nextExpert ? 1 : action == .previousExpertPage ? -page : page
+            expert = order[max(0, min(experts - 1, position + step))]
+        case .zoomIn: expertZoom = ExpertZoom(rawValue: min(ExpertZoom.allCases.count - 1, expertZoom.rawValue + 1))!
+        case .zoomOut: expertZoom = ExpertZoom(rawValue: max(0, expertZoom.rawValue - 1))!
+        case .cycleOrder:
+            expertOrder = ExpertOrder.allCases[(ExpertOrder.allCases.firstIndex(of: expertOrder)! + 1) % ExpertOrder.allCases.count]
+            message = "experts ordered \(expertOrder.name)"
         }
     }
 
@@ -117,7 +141,9 @@ public struct ExplorerState {
                 if cursor + 1 < tokenCount { try move(to: cursor + 1) } else { playing = false }
             }
         } catch {
-            message = "\(error)"; playing = false; pendingGeneration = 0
+            message = "\(error)"
+            playing = false
+            pendingGeneration = 0
         }
     }
 
@@ -130,7 +156,8 @@ public struct ExplorerState {
     /// Re-runs the same tokens through `router`'s checkpoint, keeping the cursor on the same token.
     public mutating func switchRouter(to router: RouterKind) throws {
         guard session.router != nil else {
-            message = "this model routes with its own \(session.model.routerName) router — 1–7 switch moescope's trained models"
+            // Short enough for an 80-column footer; the status line names the router.
+            message = "This model has its own router; \(KeyBindings.routerDigits), r and R switch only moescope's own models"
             return
         }
         guard router != session.router else { return }
@@ -140,14 +167,26 @@ public struct ExplorerState {
         message = next.isRandomInit ? "no trained \(router.rawValue) checkpoint: random weights, routing is noise" : nil
     }
 
+    /// Opens the text field on the current text, cursor at its end.
+    mutating func startEditing() {
+        editor = LineEditor(session.tokenizer.decode(session.tokens))
+        playing = false
+        message = nil
+    }
+
     private mutating func handleEditing(_ key: Key) {
-        guard var buffer = editBuffer else { return }
+        guard var field = editor else { return }
         switch key {
-        case .escape: editBuffer = nil; return
+        case .escape, .control("c"):
+            editor = nil
+            return  // Ctrl-C abandons the line, as in readline
         case .enter:
-            editBuffer = nil
-            let tokens = session.tokenizer.encode(buffer)
-            guard !tokens.isEmpty else { message = "the text is empty — type at least one character"; return }
+            editor = nil
+            let tokens = session.tokenizer.encode(field.text)
+            guard !tokens.isEmpty else {
+                message = "the text is empty — type at least one character"
+                return
+            }
             do {
                 session = session.restarted(with: tokens)
                 cursor = 0
@@ -157,10 +196,36 @@ public struct ExplorerState {
                 }
             } catch { message = "\(error)" }
             return
-        case .backspace: if !buffer.isEmpty { buffer.removeLast() }
-        case let .character(c) where !c.isNewline: buffer.append(c)
-        default: break
+        default: field.handle(key)
         }
-        editBuffer = buffer
+        editor = field
+    }
+}
+
+/// The display order of the expert axis for a state.
+enum ExpertOrdering {
+    static func order(_ state: ExplorerState, load: [Int]? = nil) -> [Int] {
+        let ids = Array(0..<state.numExperts)
+        switch state.expertOrder {
+        case .id: return ids
+        case .load:
+            let counts = load ?? LoadSoFar.counts(state, layer: state.layer)
+            return ids.sorted { counts[$0] != counts[$1] ? counts[$0] > counts[$1] : $0 < $1 }
+        case .probability:
+            let p = state.currentRouting.probabilities
+            func key(_ e: Int) -> Float { p[e].isFinite ? p[e] : -.infinity }
+            return ids.sorted { key($0) != key($1) ? key($0) > key($1) : $0 < $1 }
+        }
+    }
+}
+
+/// Routed slots per expert over tokens 1…cursor.
+enum LoadSoFar {
+    static func counts(_ state: ExplorerState, layer: Int) -> [Int] {
+        var counts = [Int](repeating: 0, count: state.numExperts)
+        for trace in state.session.traces[0...state.cursor] {
+            for e in trace.layers[layer].experts where e >= 0 && e < counts.count { counts[e] += 1 }
+        }
+        return counts
     }
 }

@@ -9,9 +9,18 @@ final class NcursesTerminal {
     private var pairs: [Int: Int16] = [:]
     private let colors: Int32
 
-    init(noColor: Bool) {
+    /// The terminal cannot show UTF-8 (a non-UTF-8 locale such as LANG=C): draw in ASCII.
+    let asciiOnly: Bool
+
+    /// Starts curses on the terminal `TERM` names; throws (without touching the screen) when
+    /// there is none, it is `dumb`, or terminfo does not know it.
+    init(noColor: Bool, environment: [String: String]) throws {
+        try ExplorerApp.checkTerminal(environment)
         setlocale(LC_ALL, "")
-        initscr()
+        asciiOnly = String(cString: moescope_codeset()).uppercased().replacingOccurrences(of: "-", with: "") != "UTF8"
+        guard moescope_newterm() != nil else {
+            throw TerminalError("the terminal type \"\(environment["TERM"] ?? "")\" is not in this system's terminfo database — set TERM to one it knows, e.g. TERM=xterm-256color")
+        }
         raw()
         noecho()
         keypad(moescope_stdscr(), true)
@@ -26,12 +35,20 @@ final class NcursesTerminal {
             colors = 0
             colorMode = .monochrome
         }
+        // Bracketed paste: the terminal wraps pasted text in ESC[200~ … ESC[201~, so a pasted
+        // newline or escape is text, never a key.
+        moescope_write_raw(Self.bracketedPasteOn)
     }
 
     /// Leaves the screen as it was. Safe to call more than once.
     func restore() {
-        if isendwin() == false { endwin() }
+        if isendwin() == false {
+            moescope_write_raw(Self.bracketedPasteOff)
+            endwin()
+        }
     }
+
+    static let bracketedPasteOn = "\u{1B}[?2004h", bracketedPasteOff = "\u{1B}[?2004l"
 
     var size: (width: Int, height: Int) { (Int(moescope_cols()), Int(moescope_lines())) }
 
@@ -101,12 +118,13 @@ final class NcursesTerminal {
             case KEY_BTAB: return .backTab
             case KEY_ENTER: return .enter
             case KEY_BACKSPACE: return .backspace
+            case KEY_DC: return .delete
             case KEY_RESIZE: return .resize
             default: return nil
             }
         }
         switch code {
-        case 27: return .escape
+        case 27: return readEscapeSequence()
         case 9: return .tab
         case 10, 13: return .enter
         case 8, 127: return .backspace
@@ -115,6 +133,44 @@ final class NcursesTerminal {
             return .character(Character(scalar))
         }
     }
+
+    /// After ESC: a bracketed paste (ESC[200~ text ESC[201~) becomes one `.paste`; a lone ESC is
+    /// Escape; any other sequence (an Alt-key, an unknown function key) is dropped whole.
+    private func readEscapeSequence() -> Key? {
+        func next(_ milliseconds: Int32) -> Character? {
+            timeout(milliseconds)
+            var code: wint_t = 0
+            let result = get_wch(&code)
+            guard result != ERR else { return nil }
+            if result == moescope_key_code_yes() { return "\u{FFFD}" }
+            return Unicode.Scalar(UInt32(code)).map(Character.init) ?? "\u{FFFD}"
+        }
+        var sequence = ""
+        while sequence.count < 8, let c = next(0) {
+            sequence.append(c)
+            if c.isLetter || c == "~" { break }
+        }
+        if sequence.isEmpty { return .escape }
+        guard sequence == "[200~" else { return nil }
+        // The paste body, up to the end marker (or a pause: a terminal that lost the marker).
+        var text: [Character] = []
+        let end: [Character] = ["\u{1B}", "[", "2", "0", "1", "~"]
+        while text.count < 1_000_000, let c = next(200) {
+            text.append(c)
+            if text.count >= end.count, Array(text.suffix(end.count)) == end {
+                text.removeLast(end.count)
+                break
+            }
+        }
+        // Terminals send Enter in a paste as CR; keep line breaks as "\n".
+        return .paste(String(text).replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n"))
+    }
+}
+
+/// Why the explorer cannot start on this terminal (one line, for the command to print).
+public struct TerminalError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Runs the explorer until `q`, a signal, or an error; the terminal is restored in every case.
@@ -123,14 +179,25 @@ public enum ExplorerApp {
 
     public enum Outcome: Equatable { case quit, signal(Int32) }
 
-    public static func run(_ initial: ExplorerState, noColor: Bool) -> Outcome {
+    /// Throws when `TERM` cannot run a full-screen program: unset, empty, or `dumb`.
+    public static func checkTerminal(_ environment: [String: String]) throws {
+        let term = environment["TERM"] ?? ""
+        if term.isEmpty {
+            throw TerminalError("TERM is not set, so the explorer cannot drive this terminal — run it in a terminal emulator, or set TERM (e.g. TERM=xterm-256color); `moescope trace` prints routing without one")
+        }
+        if term == "dumb" {
+            throw TerminalError("TERM=dumb cannot move the cursor, which the explorer needs — run it in a full terminal (e.g. TERM=xterm-256color), or use `moescope trace`")
+        }
+    }
+
+    public static func run(_ initial: ExplorerState, noColor: Bool, environment: [String: String]) throws -> Outcome {
         for number in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
             signal(number) { ExplorerApp.signalReceived.store($0, ordering: .relaxed) }
         }
         var state = initial
-        let terminal = NcursesTerminal(noColor: noColor)
+        let terminal = try NcursesTerminal(noColor: noColor, environment: environment)
         defer { terminal.restore() }
-        state.palette = Palette(mode: terminal.colorMode)
+        state.palette = Palette(mode: terminal.colorMode, asciiOnly: terminal.asciiOnly)
         var lastTick = Date()
         var failedReads = 0
         while true {

@@ -19,6 +19,10 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Repetitions per measurement (the median is reported).") var repeats = 5
     @Option(help: ArgumentHelp("Assets directory (checkpoints and tokenizer).", valueName: "dir")) var assets: String?
     @Flag(help: "Print the results as JSON.") var json = false
+    @Option(help: ArgumentHelp("Benchmark this Hugging Face model folder instead: decode, prefill and memory bandwidth.", valueName: "dir"))
+    var model: String?
+    @Option(help: "With --model: prompt length for the prefill timing.") var promptTokens = 32
+    @Option(help: "With --model: tokens decoded one at a time after each prompt.") var decodeTokens = 16
 
     struct Result: Codable {
         var name: String
@@ -33,9 +37,52 @@ struct BenchCommand: ParsableCommand {
         var results: [Result]
     }
 
-    func validate() throws { guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") } }
+    func validate() throws {
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") }
+        guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
+    }
+
+    /// The explorer at DeepSeek-V3's routing shape (256 experts, top-8, 61 layers; random
+    /// weights at a small width, so the figures are the explorer's, not a 671B model's decode):
+    /// a frame of each view at 200 × 60, and a keypress (decode one token + render) on the
+    /// dashboard and on the Expert view, 120 tokens in.
+    func benchLargestShape(text: String, tokenizer: Tokenizer, record: (String, Double, String, String) -> Void) throws {
+        var config = ModelConfig()
+        config.hiddenSize = 32; config.numHeads = 2; config.expertHiddenSize = 16; config.routerHiddenSize = 16
+        config.numExperts = 256; config.topK = 8; config.numLayers = 61; config.router = .linear
+        let model = try MoEModel(config: config, seed: 7)
+        let ids = Array(tokenizer.encode(text).prefix(200))
+        let loader: SessionLoader = { _, tokens, _ in
+            ExplorerSession(model: model, tokenizer: tokenizer, label: "256e/61L", isRandomInit: true, tokens: tokens ?? ids)
+        }
+        var state = try ExplorerState(loader: loader, router: .linear, text: text)
+        for _ in 0..<120 { state.handle(.right) }
+        let shape = "256 experts, 61 layers, \(state.cursor + 1) tokens decoded"
+        for _ in ExplorerView.allCases {
+            var frames: [Double] = []
+            for _ in 0..<(4 * repeats) {
+                let began = monotonicNanoseconds()
+                _ = ExplorerRenderer.render(state, width: 200, height: 60)
+                frames.append(Double(monotonicNanoseconds() - began) / 1e6)
+            }
+            record("TUI frame 200×60 256e/61L (\(state.view.title))", median(frames), "ms", shape)
+            state.handle(.tab)
+        }
+        for view in [ExplorerView.dashboard, .expert] {
+            while state.view != view { state.handle(.tab) }
+            var keyTimes: [Double] = []
+            for step in 0..<(8 * repeats) {
+                let began = monotonicNanoseconds()
+                state.handle(step % 2 == 0 ? .right : .down)
+                _ = ExplorerRenderer.render(state, width: 200, height: 60)
+                keyTimes.append(Double(monotonicNanoseconds() - began) / 1e6)
+            }
+            record("keypress → frame 256e/61L (\(view.title))", median(keyTimes), "ms", "→ and ↓ alternately: decode + render")
+        }
+    }
 
     func run() throws {
+        if let model { return try benchModel(path: model) }
         var results: [Result] = []
         func record(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
             results.append(Result(name: name, value: value, unit: unit, note: note))
@@ -96,6 +143,7 @@ struct BenchCommand: ParsableCommand {
         record("keypress → frame (step one token)", median(keyTimes), "ms", "decode + render")
         for router in RouterKind.allCases { try state.switchRouter(to: router) }   // a user trying every router
         record("peak RSS (explorer, every router visited)", peakResidentMegabytes(), "MB", "VmHWM before training runs")
+        try benchLargestShape(text: text, tokenizer: tokenizer, record: record)
 
         // Training: forward + backward + AdamW on batch 16 × 128.
         var options = TrainingOptions()
@@ -170,30 +218,8 @@ struct BenchCommand: ParsableCommand {
         return 2 * Double(m * k * n) / median(Array(times.dropFirst()))
     }
 
-    /// Peak FP32 rate of one core: twelve independent SIMD16 FMA chains, no memory traffic.
-    func measurePeak() -> Double {
-        var best = 0.0
-        for _ in 0..<repeats {
-            var acc = (0..<12).map { Kernels.Vector(repeating: Float($0) * 1e-3) }
-            let x = Kernels.Vector(repeating: 0.999_999), y = Kernels.Vector(repeating: 1e-7)
-            let iterations = 2_000_000
-            let began = monotonicNanoseconds()
-            acc.withUnsafeMutableBufferPointer { a in
-                var (a0, a1, a2, a3, a4, a5) = (a[0], a[1], a[2], a[3], a[4], a[5])
-                var (a6, a7, a8, a9, a10, a11) = (a[6], a[7], a[8], a[9], a[10], a[11])
-                for _ in 0..<iterations {
-                    a0.addProduct(x, y); a1.addProduct(x, y); a2.addProduct(x, y); a3.addProduct(x, y)
-                    a4.addProduct(x, y); a5.addProduct(x, y); a6.addProduct(x, y); a7.addProduct(x, y)
-                    a8.addProduct(x, y); a9.addProduct(x, y); a10.addProduct(x, y); a11.addProduct(x, y)
-                }
-                a[0] = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11
-            }
-            let seconds = Double(monotonicNanoseconds() - began) / 1e9
-            if acc[0].sum().isNaN { print("") }   // keep the result alive
-            best = max(best, Double(iterations * 12 * Kernels.Vector.scalarCount * 2) / seconds / 1e9)
-        }
-        return best
-    }
+    /// Peak FP32 rate of one core at the machine's own vector width (see `MachineLimits.fmaPeak`).
+    func measurePeak() -> Double { MachineLimits.fmaPeak(repeats: repeats) }
 
     func peakResidentMegabytes() -> Double {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),

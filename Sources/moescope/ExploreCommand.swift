@@ -8,7 +8,7 @@ struct ExploreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "explore",
         abstract: "Watch the model route a text, token by token (the default command).",
-        discussion: "Keys: ←/→ token, ↑/↓ layer, space play, 1-7 or r router, e edit, g generate, Tab view, ? help, q quit.")
+        discussion: KeyBindings.commandHelp)
 
     static let sampleText = """
     The router sends every token to two of eight experts.
@@ -24,6 +24,9 @@ struct ExploreCommand: ParsableCommand {
     func run() throws {
         guard isatty(STDOUT_FILENO) != 0 else {
             throw CLIError("the explorer needs a terminal, and standard output is not one — use `moescope trace` to print routing for scripts")
+        }
+        do { try ExplorerApp.checkTerminal(ProcessInfo.processInfo.environment) } catch let error as TerminalError {
+            throw CLIError(error.description)
         }
         guard file != "-" else {
             throw CLIError("the explorer reads keys from the terminal, so it cannot take its text from standard input — pass --file PATH or --text")
@@ -54,8 +57,13 @@ struct ExploreCommand: ParsableCommand {
                                    isRandomInit: opened.isRandomInit, tokens: ids)
         }
         let state = try ExplorerState(loader: loader, router: hub == nil ? model.router : nil, text: input)
-        let noColor = !(ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
-        switch ExplorerApp.run(state, noColor: noColor) {
+        let environment = ProcessInfo.processInfo.environment
+        let noColor = !(environment["NO_COLOR"] ?? "").isEmpty
+        let outcome: ExplorerApp.Outcome
+        do { outcome = try ExplorerApp.run(state, noColor: noColor, environment: environment) } catch let error as TerminalError {
+            throw CLIError(error.description)
+        }
+        switch outcome {
         case .quit: return
         case let .signal(number): throw ExitCode(128 + number)
         }

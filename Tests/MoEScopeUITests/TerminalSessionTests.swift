@@ -98,4 +98,35 @@ import Testing
         #expect(screen.contains("MOESCOPE-EXITED 0"), "q did not exit cleanly:\n\(screen)")
         #expect(!screen.contains("Expert assignment"), "the terminal was not restored:\n\(screen)")
     }
+
+    /// At 80 × 24 (the default size of most terminals): the explorer draws, and a bracketed
+    /// paste with a newline and a 'q' in it lands in the text field instead of running or quitting.
+    @Test func pasteAtEightyByTwentyFour() throws {
+        guard Self.hasTmux else {
+            if Self.required { Issue.record("tmux is not installed — run .ci/setup") }
+            return
+        }
+        let session = "moescope-paste-\(getpid())"
+        try Self.tmux("new-session", "-d", "-x", "80", "-y", "24", "-s", session,
+                      "cd '\(Self.repositoryRoot)' && '\(Self.binary)' --text 'one two'; echo MOESCOPE-EXITED $?; sleep 60")
+        defer { _ = try? Self.tmux("kill-session", "-t", session) }
+        var screen = try Self.waitForScreen(session) { $0.contains("Expert assignment") || $0.contains("Experts") }
+        #expect(!screen.contains("too small"), "80×24 refused:\n\(screen)")
+        #expect(screen.contains("┌─ Tokens"), "the explorer did not start at 80×24:\n\(screen)")
+        try Self.tmux("send-keys", "-t", session, "e")
+        screen = try Self.waitForScreen(session) { $0.contains("Text: one two") }
+        #expect(screen.contains("Text: one two"), "e did not start from the current text:\n\(screen)")
+        try Self.tmux("send-keys", "-t", session, "C-u")
+        try Self.tmux("set-buffer", "-b", session, "q\npasted text")
+        try Self.tmux("paste-buffer", "-p", "-b", session, "-t", session)
+        screen = try Self.waitForScreen(session) { $0.contains("Text: q⏎pasted text") }
+        #expect(screen.contains("Text: q⏎pasted text"), "the paste did not land in the field:\n\(screen)")
+        #expect(!screen.contains("MOESCOPE-EXITED"))
+        try Self.tmux("send-keys", "-t", session, "Enter")
+        screen = try Self.waitForScreen(session) { !$0.contains("Text: ") }
+        #expect(!screen.contains("Text: ") && screen.contains("q ⏎ "), "Enter did not run the pasted text:\n\(screen)")
+        try Self.tmux("send-keys", "-t", session, "q")
+        screen = try Self.waitForScreen(session) { $0.contains("MOESCOPE-EXITED") }
+        #expect(screen.contains("MOESCOPE-EXITED 0"), "q did not exit cleanly:\n\(screen)")
+    }
 }

@@ -1,0 +1,171 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The two physical limits the benchmarks compare against: the core's peak FP32 FMA rate and
+/// the rate memory can be read at.
+public enum MachineLimits {
+    /// Peak FP32 rate of one core in GFLOP/s, best of `repeats` timed loops. The loop is run at
+    /// two vector widths — 8 lanes (one AVX2 register) × 12 chains and 16 lanes (one AVX-512
+    /// register) × 16 chains — and the faster is the machine's: each keeps more independent FMA
+    /// chains than latency × FMA ports (4 × 2 on current x86), so the loop is throughput-bound,
+    /// and neither exceeds its register file (16 ymm on AVX2, 32 zmm on AVX-512), so nothing
+    /// spills. On an AVX2-only build the 16-lane loop splits into 32 ymm chains and spills;
+    /// it then loses to the 8-lane one, which is the real peak there.
+    public static func fmaPeak(repeats: Int = 5) -> Double {
+        let iterations = 1_000_000
+        var best = 0.0
+        let operands = UnsafeMutablePointer<Float>.allocate(capacity: 2)
+        defer { operands.deallocate() }
+        operands[0] = 0.999_999
+        operands[1] = 1e-7
+        for _ in 0..<max(1, repeats) {
+            var began = DispatchTime.now().uptimeNanoseconds
+            var sink = fma8x12(operands, iterations: iterations)
+            var seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
+            best = max(best, Double(iterations * 12 * 8 * 2) / seconds / 1e9)
+            began = DispatchTime.now().uptimeNanoseconds
+            sink += fma16x16(operands, iterations: iterations)
+            seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
+            best = max(best, Double(iterations * 16 * 16 * 2) / seconds / 1e9)
+            if sink.isNaN { print("", terminator: "") }  // keeps the loops' results alive
+        }
+        return best
+    }
+
+    @inline(never)
+    static func fma8x12(_ operands: UnsafePointer<Float>, iterations: Int) -> Float {
+        typealias V = SIMD8<Float>
+        let x = V(repeating: operands[0])
+        let y = V(repeating: operands[1])
+        var a0 = V()
+        var a1 = V()
+        var a2 = V()
+        var a3 = V()
+        var a4 = V()
+        var a5 = V()
+        var a6 = V()
+        var a7 = V()
+        var a8 = V()
+        var a9 = V()
+        var a10 = V()
+        var a11 = V()
+        for _ in 0..<iterations {
+            a0.addProduct(x, y)
+            a1.addProduct(x, y)
+            a2.addProduct(x, y)
+            a3.addProduct(x, y)
+            a4.addProduct(x, y)
+            a5.addProduct(x, y)
+            a6.addProduct(x, y)
+            a7.addProduct(x, y)
+            a8.addProduct(x, y)
+            a9.addProduct(x, y)
+            a10.addProduct(x, y)
+            a11.addProduct(x, y)
+        }
+        return (a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11).sum()
+    }
+
+    @inline(never)
+    static func fma16x16(_ operands: UnsafePointer<Float>, iterations: Int) -> Float {
+        typealias V = SIMD16<Float>
+        let x = V(repeating: operands[0])
+        let y = V(repeating: operands[1])
+        var a0 = V()
+        var a1 = V()
+        var a2 = V()
+        var a3 = V()
+        var a4 = V()
+        var a5 = V()
+        var a6 = V()
+        var a7 = V()
+        var a8 = V()
+        var a9 = V()
+        var a10 = V()
+        var a11 = V()
+        var a12 = V()
+        var a13 = V()
+        var a14 = V()
+        var a15 = V()
+        for _ in 0..<iterations {
+            a0.addProduct(x, y)
+            a1.addProduct(x, y)
+            a2.addProduct(x, y)
+            a3.addProduct(x, y)
+            a4.addProduct(x, y)
+            a5.addProduct(x, y)
+            a6.addProduct(x, y)
+            a7.addProduct(x, y)
+            a8.addProduct(x, y)
+            a9.addProduct(x, y)
+            a10.addProduct(x, y)
+            a11.addProduct(x, y)
+            a12.addProduct(x, y)
+            a13.addProduct(x, y)
+            a14.addProduct(x, y)
+            a15.addProduct(x, y)
+        }
+        return (a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11 + a12 + a13 + a14 + a15).sum()
+    }
+
+    /// Memory read bandwidth in bytes/s with `threads` cores reading disjoint halves (thirds…)
+    /// of a buffer of `megabytes` (far larger than any cache), best of `repeats` passes: the
+    /// rate a memory-bound decode can at best stream its weights at.
+    public static func readBandwidth(threads: Int, megabytes: Int = 512, repeats: Int = 5) -> Double {
+        let count = megabytes << 18  // Floats
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 1, count: count)  // fault every page in first
+        let parts = max(1, threads)
+        let share = count / parts / 64 * 64
+        let address = UInt(bitPattern: buffer)
+        var best = 0.0
+        for _ in 0..<max(1, repeats) {
+            let began = DispatchTime.now().uptimeNanoseconds
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                let base = UnsafePointer<Float>(bitPattern: address)! + part * share
+                if readSum(base, count: share).isNaN { print("", terminator: "") }
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
+            best = max(best, Double(parts * share * 4) / seconds)
+        }
+        return best
+    }
+
+    /// Sum of `count` floats (a multiple of 64), four independent vector chains.
+    @inline(never)
+    static func readSum(_ p: UnsafePointer<Float>, count: Int) -> Float {
+        typealias V = SIMD16<Float>
+        var s0 = V()
+        var s1 = V()
+        var s2 = V()
+        var s3 = V()
+        let raw = UnsafeRawPointer(p)
+        var offset = 0
+        let end = count * 4
+        while offset < end {
+            s0 += raw.loadUnaligned(fromByteOffset: offset, as: V.self)
+            s1 += raw.loadUnaligned(fromByteOffset: offset + 64, as: V.self)
+            s2 += raw.loadUnaligned(fromByteOffset: offset + 128, as: V.self)
+            s3 += raw.loadUnaligned(fromByteOffset: offset + 192, as: V.self)
+            offset += 256
+        }
+        return (s0 + s1 + s2 + s3).sum()
+    }
+
+    /// The process's peak resident memory (VmHWM) and what is resident now, split into
+    /// anonymous memory and mapped files (weights touched), in bytes, from /proc/self/status.
+    public static func residentMemory() -> (peak: Int, anonymous: Int, file: Int) {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0, 0) }
+        func field(_ name: String) -> Int {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }),
+                let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+            else { return 0 }
+            return kb * 1024
+        }
+        return (field("VmHWM"), field("RssAnon"), field("RssFile"))
+    }
+}

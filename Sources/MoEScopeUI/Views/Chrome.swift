@@ -1,0 +1,76 @@
+import MoECore
+
+/// The top line: model, router, position, view; parts shorten, then drop, to fit.
+enum StatusBar {
+    static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
+        var grid = CellGrid(rect)
+        let state = context.state
+        let session = state.session
+        let routers = RouterKind.allCases.count
+        let router =
+            session.router.map { ("router \($0.displayName) [\($0.number)/\(routers)]", $0.displayName) }
+            ?? ("router \(session.model.routerName)", session.model.routerName)
+        let position = ("token \(state.cursor + 1)/\(state.tokenCount)", "t\(state.cursor + 1)/\(state.tokenCount)")
+        let layer = ("layer \(state.layerName(state.layer)) of \(session.model.layerCount)", state.layerName(state.layer))
+        let expert = ("expert E\(state.expert) of \(state.numExperts)", "E\(state.expert)")
+        let playback = state.pendingGeneration > 0 ? ("generating…", "gen") : state.playing ? ("▶ playing", "▶") : ("❚❚ paused", "❚❚")
+        let source = session.label.split(separator: "/").last.map(String.init) ?? session.label
+        let candidates: [[String]] = [
+            ["moescope", router.0, session.label, position.0, layer.0, expert.0, state.view.title, playback.0],
+            ["moescope", router.0, source, position.0, layer.0, expert.0, state.view.title, playback.0],
+            ["moescope", router.1, position.0, layer.0, expert.0, state.view.title, playback.1],
+            [router.1, position.0, layer.0, expert.1, state.view.title, playback.1],
+            [router.1, position.1, layer.1, expert.1, state.view.title, playback.1],
+            [position.0, layer.0, expert.0, state.view.title, playback.1],
+            [position.1, layer.1, expert.1, state.view.title, playback.1],
+            [position.1, layer.1, expert.1, playback.1],
+        ]
+        let line = TextLayout.firstFitting(candidates.map { " " + $0.joined(separator: " │ ") }, width: rect.width)
+        grid.fill(rect.local, with: Cell(" ", style: CellStyle(reverse: true)))
+        grid.put(line, x: 0, y: 0, style: CellStyle(bold: true, reverse: true))
+        return grid
+    }
+}
+
+/// The last line: the message of the moment, the text field while editing, else the keys.
+enum Footer {
+    static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
+        var grid = CellGrid(rect)
+        let state = context.state
+        let width = rect.width
+        if let editor = state.editor {
+            let hint = TextLayout.firstFitting([" Enter run · Esc cancel · ^U ^W ^A ^E", " Enter run · Esc cancel", ""], width: width / 3)
+            let label = "Text: "
+            let room = width - label.count - hint.count
+            let (shown, column) = editor.window(width: room)
+            grid.put(label, x: 0, y: 0, style: CellStyle(bold: true))
+            grid.put(shown, x: label.count, y: 0)
+            let under = label.count + column
+            let character = under < label.count + shown.count ? grid[under, 0].character : " "
+            grid.set(character, x: under, y: 0, style: CellStyle(reverse: true))
+            grid.put(hint, x: width - hint.count, y: 0, style: CellStyle(dim: true))
+        } else if let message = state.message {
+            grid.put(" " + message, x: 0, y: 0, style: CellStyle(bold: true))
+        } else {
+            grid.put(" " + KeyBindings.footer(width: width - 1, ownModel: state.isOwnModel), x: 0, y: 0, style: CellStyle(dim: true))
+        }
+        return grid
+    }
+}
+
+/// One warning line while the model has produced non-finite routing.
+enum NonFiniteBanner {
+    static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
+        var grid = CellGrid(rect)
+        let session = context.state.session
+        let text = TextLayout.firstFitting(
+            [
+                " ⚠ This model produces non-finite routing: \(session.nonFiniteTokens) of \(session.traces.count) tokens have NaN or ∞ router probabilities (shown as nan / !). Check its weights and config.",
+                " ⚠ Non-finite routing: \(session.nonFiniteTokens) of \(session.traces.count) tokens have NaN/∞ probabilities (nan, !).",
+                " ⚠ NaN/∞ routing in \(session.nonFiniteTokens) tokens",
+            ], width: rect.width)
+        grid.fill(rect.local, with: Cell(" ", style: context.palette.nonFinite))
+        grid.put(text, x: 0, y: 0, style: context.palette.nonFinite)
+        return grid
+    }
+}

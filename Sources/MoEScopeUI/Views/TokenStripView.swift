@@ -1,0 +1,53 @@
+/// The text as tokens, wrapped, each coloured by its top-1 expert at the selected layer with
+/// that expert's id under it; the current token reversed. A token takes the width of its text
+/// or of its id, whichever is wider, so ids never run together.
+enum TokenStripView {
+    static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
+        var grid = CellGrid(rect)
+        let state = context.state
+        let session = state.session
+        grid.box(
+            title: TextLayout.firstFitting(
+                [
+                    "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)",
+                    "Tokens · top-1 expert at \(state.layerName(state.layer))", "Tokens",
+                ], width: rect.width - 6))
+        let inner = rect.width - 5  // a column is kept for the ▲/▼ scroll marks
+        guard inner > 0, rect.height > 3 else { return grid }
+        var lines: [[(index: Int, column: Int, text: String, id: String)]] = [[]]
+        var column = 0
+        for index in 0..<state.tokenCount {
+            let expert = index < session.traces.count ? session.traces[index].layers[state.layer].experts.first : nil
+            let id = expert.map(String.init) ?? "·"
+            var text = ExplorerRenderer.visible(session.text(of: index))
+            if text.count > inner { text = String(text.prefix(inner - 1)) + "…" }
+            let cell = max(text.count, id.count)
+            if column > 0, column + cell > inner {
+                lines.append([])
+                column = 0
+            }
+            lines[lines.count - 1].append((index, column, text, id))
+            column += cell + 1
+        }
+        let visibleLines = (rect.height - 2) / 2
+        let cursorLine = lines.firstIndex { $0.contains { $0.index == state.cursor } } ?? 0
+        let firstLine = max(0, min(cursorLine - visibleLines / 2, lines.count - visibleLines))
+        for (row, line) in lines[firstLine..<min(lines.count, firstLine + visibleLines)].enumerated() {
+            for item in line {
+                let expert = item.index < session.traces.count ? session.traces[item.index].layers[state.layer].experts.first : nil
+                var style = expert.map { context.palette.expert($0) } ?? CellStyle(dim: true)
+                let idStyle = style
+                if item.index == state.cursor {
+                    style.reverse = true
+                    style.bold = true
+                }
+                if expert == state.expert { style.underline = true }
+                grid.put(item.text, x: 2 + item.column, y: 1 + 2 * row, style: style, maxWidth: inner - item.column)
+                grid.put(item.id, x: 2 + item.column, y: 2 + 2 * row, style: idStyle, maxWidth: inner - item.column)
+            }
+        }
+        if firstLine > 0 { grid.put("▲", x: rect.width - 3, y: 1, style: CellStyle(dim: true)) }
+        if firstLine + visibleLines < lines.count { grid.put("▼", x: rect.width - 3, y: rect.height - 2, style: CellStyle(dim: true)) }
+        return grid
+    }
+}

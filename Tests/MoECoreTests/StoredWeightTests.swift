@@ -1,0 +1,115 @@
+import Foundation
+import Testing
+
+@testable import MoECore
+
+/// The stored-dtype products (`Kernels.multiply`) against a plain reference, and their thread
+/// split against one thread.
+@Suite struct StoredWeightTests {
+    /// W [rows × columns] of normal values, stored in `dtype`, and the Floats it stores exactly.
+    struct Stored {
+        let bytes: UnsafeMutableRawPointer
+        let exact: [Float]
+        let matrix: StoredMatrix
+
+        init(rows: Int, columns: Int, dtype: SafeTensorsDType, seed: UInt64) {
+            var g = SeededGenerator(seed: seed)
+            let values = (0..<(rows * columns)).map { _ in g.nextNormal() }
+            let bytes = UnsafeMutableRawPointer.allocate(byteCount: max(1, values.count * dtype.byteSize), alignment: 64)
+            for (i, v) in values.enumerated() {
+                switch dtype {
+                case .f32: bytes.storeBytes(of: v, toByteOffset: 4 * i, as: Float.self)
+                case .f16: bytes.storeBytes(of: Float16(v).bitPattern, toByteOffset: 2 * i, as: UInt16.self)
+                case .bf16: bytes.storeBytes(of: SafeTensorsFile.bfloat16Bits(v), toByteOffset: 2 * i, as: UInt16.self)
+                }
+            }
+            var exact = [Float](repeating: 0, count: values.count)
+            exact.withUnsafeMutableBufferPointer { SafeTensorsFile.decode(bytes, dtype: dtype, into: $0.baseAddress!, count: values.count) }
+            self.exact = exact
+            self.bytes = bytes
+            matrix = StoredMatrix(base: bytes, dtype: dtype, rows: rows, columns: columns)
+        }
+    }
+
+    func multiply(_ products: [(Stored, [Float], Int)], threads: Int, minimumBytesPerThread: Int = 524_288) -> [[Float]] {
+        var outputs = products.map { [Float](repeating: .nan, count: $0.2 * $0.0.matrix.rows) }
+        let inputs = products.map { p in
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, p.1.count))
+            buffer.initialize(from: p.1, count: p.1.count)
+            return buffer
+        }
+        let results = products.indices.map { i in UnsafeMutablePointer<Float>.allocate(capacity: max(1, outputs[i].count)) }
+        defer {
+            inputs.forEach { $0.deallocate() }
+            results.forEach { $0.deallocate() }
+        }
+        Kernels.multiply(
+            products.indices.map { i in
+                WeightProduct(weight: products[i].0.matrix, input: inputs[i], output: results[i], count: products[i].2)
+            }, threads: threads, unitBytes: minimumBytesPerThread == 0 ? 512 : 131_072, minimumBytesPerThread: minimumBytesPerThread)
+        for i in outputs.indices { for j in outputs[i].indices { outputs[i][j] = results[i][j] } }
+        return outputs
+    }
+
+    /// Rows and columns that exercise full 32-column chunks, a ragged tail, fewer than four
+    /// rows, a ragged row group, and both the dot path (≤ 4 inputs) and the GEMM path.
+    @Test(arguments: [SafeTensorsDType.f32, .f16, .bf16])
+    func productsMatchThePlainReference(dtype: SafeTensorsDType) {
+        for (rows, columns, n) in [(1, 1, 1), (3, 31, 1), (7, 32, 2), (13, 100, 4), (9, 96, 5), (70, 257, 9), (66, 2048, 1), (5, 64, 17)] {
+            let w = Stored(rows: rows, columns: columns, dtype: dtype, seed: UInt64(rows * 7 + columns))
+            defer { w.bytes.deallocate() }
+            var g = SeededGenerator(seed: 99)
+            let x = (0..<(n * columns)).map { _ in g.nextNormal() }
+            let y = multiply([(w, x, n)], threads: 1)[0]
+            for t in 0..<n {
+                for r in 0..<rows {
+                    var s = 0.0
+                    for j in 0..<columns { s += Double(x[t * columns + j]) * Double(w.exact[r * columns + j]) }
+                    #expect(
+                        abs(Double(y[t * rows + r]) - s) <= 1e-4 * Double(columns).squareRoot(),
+                        "\(dtype) \(rows)×\(columns), n \(n): y[\(t), \(r)] = \(y[t * rows + r]), expected \(s)")
+                }
+            }
+        }
+    }
+
+    /// The in-register widening equals the scalar conversion for every 16-bit pattern
+    /// (subnormals, ±0, ±∞ and NaNs included).
+    @Test func everyHalfAndBFloat16PatternWidensExactly() {
+        let words = UnsafeMutablePointer<UInt16>.allocate(capacity: 65_536)
+        defer { words.deallocate() }
+        for i in 0..<65_536 { words[i] = UInt16(i) }
+        for c in 0..<(65_536 / 32) {
+            let p = UnsafeRawPointer(words + 32 * c)
+            let (he, ho) = F16Weights.pair(p)
+            let (be, bo) = BF16Weights.pair(p)
+            for lane in 0..<16 {
+                for (value, index) in [(he[lane], 2 * lane), (ho[lane], 2 * lane + 1)] {
+                    let expected = Float(Float16(bitPattern: words[32 * c + index]))
+                    #expect(value.bitPattern == expected.bitPattern || (value.isNaN && expected.isNaN), "f16 \(32 * c + index)")
+                }
+                for (value, index) in [(be[lane], 2 * lane), (bo[lane], 2 * lane + 1)] {
+                    #expect(value.bitPattern == UInt32(words[32 * c + index]) << 16, "bf16 \(32 * c + index)")
+                }
+            }
+        }
+    }
+
+    /// Several products split over 1, 2 and 3 threads give bit-identical outputs, on both paths.
+    @Test(arguments: [SafeTensorsDType.f32, .f16, .bf16])
+    func threadSplitIsBitIdentical(dtype: SafeTensorsDType) {
+        let shapes = [(130, 200), (64, 96), (300, 64), (9, 1000)]
+        let weights = shapes.enumerated().map { Stored(rows: $1.0, columns: $1.1, dtype: dtype, seed: UInt64($0 + 5)) }
+        defer { weights.forEach { $0.bytes.deallocate() } }
+        var g = SeededGenerator(seed: 4)
+        for n in [1, 3, 6] {
+            let products = weights.map { w in (w, (0..<(n * w.matrix.columns)).map { _ in g.nextNormal() }, n) }
+            let one = multiply(products, threads: 1, minimumBytesPerThread: 0)
+            for threads in [2, 3] {
+                let split = multiply(products, threads: threads, minimumBytesPerThread: 0)
+                #expect(
+                    zip(one, split).allSatisfy { zip($0, $1).allSatisfy { $0.bitPattern == $1.bitPattern } }, "\(dtype) n \(n) threads \(threads)")
+            }
+        }
+    }
+}
