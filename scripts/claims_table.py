@@ -124,12 +124,18 @@ def main():
     if analyses:
         routers = sorted(analyses)
         # Large-norm preference: top-1 gate = largest-norm expert, vs chance 1/E.
+        # Learned routers only: Hash picks its experts by token id, not by a score.
+        scored = [r for r in routers if r != "hash"]
         for span, pick in (("L0", lambda ls: ls[:1]), ("L1–L5", lambda ls: ls[1:])):
-            vals = [mean([l["top1_norm_agreement"] for l in pick(a["layers"])]) for r in routers for a in analyses[r]]
-            chance = 1 / analyses[routers[0]][0]["num_experts"]
+            if not scored:
+                break
+            vals = [mean([l["top1_norm_agreement"] for l in pick(a["layers"])]) for r in scored for a in analyses[r]]
+            chance = 1 / analyses[scored[0]][0]["num_experts"]
             d, iv = t_diff(vals, [chance, chance])
+            hashed = [mean([l["top1_norm_agreement"] for l in pick(a["layers"])]) for a in analyses.get("hash", [])]
+            note = f"; Hash, which never looks at scores: {100 * mean(hashed):.0f} %" if hashed else ""
             out.append(f"| Closer Look · routers pick the expert with the largest output norm ({span}) | usually (numbers not found in the sources we could search) | "
-                       f"top-1 gate = top-1 norm for {100 * mean(vals):.0f} % of tokens (chance {100 * chance:.1f} %; range {100 * min(vals):.0f}–{100 * max(vals):.0f} % over routers and seeds) | "
+                       f"top-1 gate = top-1 norm for {100 * mean(vals):.0f} % of tokens (chance {100 * chance:.1f} %; range {100 * min(vals):.0f}–{100 * max(vals):.0f} % over learned routers and seeds{note}) | "
                        f"{len(vals)} checkpoints | {verdict(d, (iv[0], iv[1]) if iv and len(vals) > 1 else None, +1)} |")
         for key, form in (("mean_expert_similarity", "RMoE's form"), ("mean_gate_similarity", "Closer Look's, gate"),
                           ("mean_up_similarity", "Closer Look's, up"), ("mean_down_similarity", "Closer Look's, down")):
