@@ -85,6 +85,8 @@ def main():
         iv = (r["lower"], r["upper"])
         sig = iv[0] > 0 or iv[1] < 0
         v = ("held" if iv[1] < 0 else "did not hold (significant, opposite)") if sig else "not significant"
+        if n(gru) < 2 or n(lin) < 2:
+            v += " — over held-out windows only; one seed cannot show the training seed's variation"
         out.append(f"| RMoE · GRU router lowers perplexity | lower; their depth ablation: BPC 1.213 vs 1.214 at 6 layers, 1.112 vs 1.128 at 24 | "
                    f"held-out PPL {rows[gru]['perplexity']['estimate']:.2f} vs {rows[lin]['perplexity']['estimate']:.2f}: "
                    f"{fmt(r['estimate'], iv, pct=True)} | {n(gru)} / {n(lin)} | {v} |")
@@ -111,6 +113,8 @@ def main():
             r = rows[label]["relative_difference_to_baseline"]
             iv = (r["lower"], r["upper"])
             v = "held" if iv[1] < 0 else ("did not hold (significant, opposite)" if iv[0] > 0 else "not significant")
+            if n(label) < 2 or n(lin) < 2:
+                v += " — over held-out windows only; one seed cannot show the training seed's variation"
             out.append(f"| Harvey et al. · {label} router more expressive (lower perplexity than Linear) | better than linear (numbers not found in the sources we could search) | "
                        f"{fmt(r['estimate'], iv, pct=True)} | {n(label)} / {n(lin)} | {v} |")
     if "MLP-Hadamard" in rows:
