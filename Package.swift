@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "MoETrainingTests", dependencies: ["MoETraining"], swiftSettings: simdSettings),
         .testTarget(name: "MoEAnalysisTests", dependencies: ["MoEAnalysis"], swiftSettings: simdSettings),
         .target(name: "FuzzSupport", dependencies: ["MoECore"], path: "Tests/FuzzSupport"),
-        .testTarget(name: "MoEHubTests", dependencies: ["MoEHub", "FuzzSupport"], swiftSettings: simdSettings),
+        .testTarget(name: "MoEHubTests", dependencies: ["MoEHub", "MoEAnalysis", "FuzzSupport"], swiftSettings: simdSettings),
         .testTarget(name: "MoEScopeUITests", dependencies: ["MoEScopeUI", "MoEHub"], swiftSettings: simdSettings),
         .testTarget(name: "MoEScopeCLITests", dependencies: ["MoECore", "MoETraining", "FuzzSupport"], swiftSettings: simdSettings),
     ],

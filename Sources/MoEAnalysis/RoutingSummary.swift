@@ -40,7 +40,7 @@ public struct RoutingSummary: Sendable {
             let scores = layer.experts.map { Double(layer.probabilities[$0]) }
             if scores.count >= 2, scores[1] > 0 { topRatios[i].append(scores[0] / scores[1]) }
             topKMass[i].append(scores.reduce(0, +))
-            if let margin = selectionMargin(layer) { selectionMargins[i].append(margin) }
+            if let margin = layer.selectionMargin { selectionMargins[i].append(margin) }
             topExperts[i].append(layer.topExpert)
         }
         routerNanoseconds.append(trace.layers.reduce(0) { $0 + $1.routerNanoseconds })
@@ -74,13 +74,4 @@ public struct RoutingSummary: Sendable {
     }
 
     private func mean(_ values: [Double]) -> Double { values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count) }
-}
-
-/// The smallest chosen expert's probability minus the largest unchosen probability (the k-th
-/// minus the (k+1)-th score when the choice is plain top-k); nil when every expert is chosen.
-public func selectionMargin(_ routing: LayerRouting) -> Double? {
-    guard let weakest = routing.experts.map({ Double(routing.probabilities[$0]) }).min() else { return nil }
-    var unchosen = -Double.infinity
-    for (e, p) in routing.probabilities.enumerated() where !routing.experts.contains(e) { unchosen = max(unchosen, Double(p)) }
-    return unchosen.isFinite ? weakest - unchosen : nil
 }

@@ -201,7 +201,9 @@ public func topK(_ probabilities: ArraySlice<Float>, k: Int) -> [Int] {
 /// every expert takes all the tokens routed to it, as one batched product).
 public struct MoEBlock: Sendable {
     public var experts: [SwiGLUExpert]
-    let topK: Int
+    var topK: Int
+    /// Mixture weights renormalised over the k (Mixtral); off, they are the raw probabilities.
+    var renormalises = true
 
     public init(layer: Int, config: ModelConfig, from source: inout some WeightSource) throws {
         experts = try (0..<config.numExperts).map {
@@ -225,7 +227,7 @@ public struct MoEBlock: Sendable {
         for t in 0..<count {
             let row = probabilities.scalars[t * numExperts ..< (t + 1) * numExperts]
             let chosen = MoECore.topK(row, k: topK)
-            let total = chosen.reduce(Float(0)) { $0 + row[row.startIndex + $1] }
+            let total = renormalises ? chosen.reduce(Float(0)) { $0 + row[row.startIndex + $1] } : 1
             for (slot, e) in chosen.enumerated() { assigned[e].append((t, slot)) }
             routing.append(LayerRouting(
                 logits: Array(logits.row(t)), probabilities: Array(row), experts: chosen,

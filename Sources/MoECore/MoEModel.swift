@@ -62,6 +62,10 @@ public struct MoEModel: Sendable {
     public var lmHead: Linear             // the embedding matrix itself when tied
     public var router: any Router
     let rope: RotaryEmbedding
+    /// How this copy routes differently from its checkpoint (`applying(_:)`); nil: as trained.
+    public internal(set) var routingVariant: RoutingVariant?
+    /// Noise on the router's input, for the perturbation probe.
+    var routerInputNoise: RouterInputNoise?
 
     public init(config: ModelConfig, from source: inout some WeightSource) throws {
         try config.validate()
@@ -136,7 +140,8 @@ public struct MoEModel: Sendable {
             add(attended, into: &x)
             let u = layer.moeNorm(x)
             let began = monotonicNanoseconds()
-            let logits = router.logits(u, tokens: tokens, layer: i, state: &routerState)
+            let routerInput = routerInputNoise?.applied(to: u, start: start, layer: i) ?? u
+            let logits = router.logits(routerInput, tokens: tokens, layer: i, state: &routerState)
             let routerTime = Double(monotonicNanoseconds() - began) / Double(count)
             let (moeOut, routing) = layer.moe(u, logits: logits, allExpertNorms: allExpertNorms)
             add(moeOut, into: &x)

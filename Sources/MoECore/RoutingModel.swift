@@ -27,11 +27,19 @@ public protocol RoutingModel: Sendable {
     /// The experts' (gate, up, down) weights at one routed layer, as Floats, for the weight
     /// similarity analysis; nil where reading them all would be too costly.
     func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]?
+    /// The variants of its routing this model can run (`applying(_:)` gives each).
+    var routingVariants: [RoutingVariant] { get }
+    /// The same model routing by `variant` (the same weights, shared); nil where it does not apply.
+    func applying(_ variant: RoutingVariant) -> (any RoutingModel)?
+    /// The routing file it replays, when it is a recording rather than a model that runs: it
+    /// cannot take new text or generate, and has only what the file holds.
+    var recording: RoutingTraceFile? { get }
 }
 
 extension RoutingModel {
     public var routedLayerCount: Int { routedLayers.count }
     public var expertGroups: Int { 1 }
+    public var recording: RoutingTraceFile? { nil }
     /// Experts per group where the model groups them; nil otherwise.
     public var expertGroupSize: Int? {
         expertGroups > 1 && numExperts % expertGroups == 0 ? numExperts / expertGroups : nil
@@ -43,6 +51,8 @@ extension RoutingModel {
     /// explorer: the weight-similarity view and the all-experts norms of the "Closer Look" view
     /// need that, and a multi-gigabyte model would take seconds a keypress.
     public var isSmallEnoughToReadWhole: Bool { weightBytes <= 2_000_000_000 }
+    public var routingVariants: [RoutingVariant] { [] }
+    public func applying(_ variant: RoutingVariant) -> (any RoutingModel)? { nil }
 }
 
 /// Runs a model forward through a growing token sequence.
@@ -78,13 +88,13 @@ struct CachedDecoder<Model: CachedRoutingModel>: RoutingDecoder {
 }
 
 extension MoEModel: CachedRoutingModel {
-    public var routerName: String { config.router.displayName }
+    public var routerName: String { config.router.displayName + (routingVariant.map { " · \($0)" } ?? "") }
     public var routerKind: RouterKind? { config.router }
     public var routerEquation: String { config.router.equation }
     public var layerCount: Int { config.numLayers }
     public var routedLayers: [Int] { Array(0..<config.numLayers) }
     public var numExperts: Int { config.numExperts }
-    public var topK: Int { config.topK }
+    public var topK: Int { layers.first?.moe.topK ?? config.topK }
     public var vocabSize: Int { config.vocabSize }
     public var contextLength: Int { config.contextLength }
     public var weightBytes: Int { namedParameters.values.reduce(0) { $0 + $1.count } * MemoryLayout<Float>.size }
@@ -95,5 +105,28 @@ extension MoEModel: CachedRoutingModel {
 
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {
         layers[routedLayer].moe.experts.map { ($0.gate.weight, $0.up.weight, $0.down.weight) }
+    }
+
+    /// The rule variants (renormalisation, top-(k+1)) and the perturbations; the Hash router
+    /// has no weights or input to perturb, and picks its k by hashing.
+    public var routingVariants: [RoutingVariant] {
+        guard routingVariant == nil, config.router != .hash else { return [] }
+        return (config.topK < config.numExperts ? [.renormalisationFlipped, .topKPlusOne] : [.renormalisationFlipped])
+            + RoutingVariant.perturbations
+    }
+
+    public func applying(_ variant: RoutingVariant) -> (any RoutingModel)? {
+        guard routingVariants.contains(variant) else { return nil }
+        var model = self
+        model.routingVariant = variant
+        switch variant {
+        case .withoutSelectionBias: return nil
+        case .renormalisationFlipped: for i in model.layers.indices { model.layers[i].moe.renormalises.toggle() }
+        case .topKPlusOne: for i in model.layers.indices { model.layers[i].moe.topK += 1 }
+        case .routerWeightsRounded(let precision):
+            model.router.namedParameters = model.router.namedParameters.mapValues { precision.round($0) }
+        case .routerInputNoise(let relative): model.routerInputNoise = RouterInputNoise(relative: relative)
+        }
+        return model
     }
 }

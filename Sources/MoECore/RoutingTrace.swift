@@ -43,7 +43,7 @@ extension LayerRouting: Encodable {
     enum CodingKeys: String, CodingKey {
         case logits, probabilities, experts, weights
         case expertOutputNorms = "expert_output_norms", gruHidden = "gru_hidden", routerNanoseconds = "router_ns"
-        case allExpertOutputNorms = "all_expert_output_norms"
+        case allExpertOutputNorms = "all_expert_output_norms", selectionMargin = "selection_margin"
     }
 
     /// Non-finite logits (the Hash router's −∞) are written as JSON null.
@@ -57,6 +57,7 @@ extension LayerRouting: Encodable {
         try c.encodeIfPresent(gruHidden, forKey: .gruHidden)
         try c.encodeIfPresent(allExpertOutputNorms, forKey: .allExpertOutputNorms)
         try c.encode(routerNanoseconds, forKey: .routerNanoseconds)
+        try c.encodeIfPresent(selectionMargin.flatMap { $0.isFinite ? $0 : nil }, forKey: .selectionMargin)
     }
 }
 

@@ -8,7 +8,16 @@ import Darwin
 /// Element types moescope reads and writes in safetensors files.
 public enum SafeTensorsDType: String, Sendable, CaseIterable {
     case f32 = "F32", f16 = "F16", bf16 = "BF16"
-    public var byteSize: Int { self == .f32 ? 4 : 2 }
+    /// Integers: routing traces' token and expert ids, document offsets.
+    case i32 = "I32", i64 = "I64"
+    public var byteSize: Int {
+        switch self {
+        case .f16, .bf16: 2
+        case .f32, .i32: 4
+        case .i64: 8
+        }
+    }
+    public var isFloat: Bool { self == .f32 || self == .f16 || self == .bf16 }
 }
 
 /// Everything that can be wrong with a checkpoint on disk. Each description is one line that
@@ -190,6 +199,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// The tensor called `name`, converted to Float, checked against `shape` when given.
     public func tensor(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {
         guard let entry = entries[name] else { throw CheckpointError.missingTensor(path: path, tensor: name) }
+        guard entry.dtype.isFloat else { throw CheckpointError.unsupportedDType(path: path, tensor: name, dtype: entry.dtype.rawValue) }
         if let expected, expected != entry.shape {
             throw CheckpointError.wrongShape(path: path, tensor: name, expected: expected, found: entry.shape)
         }
@@ -206,8 +216,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// until rows are asked for, so a model far larger than its working set can be opened.
     public func mapped(_ name: String) throws -> MappedTensor {
         guard let entry = entries[name] else { throw CheckpointError.missingTensor(path: path, tensor: name) }
+        guard entry.dtype.isFloat else { throw CheckpointError.unsupportedDType(path: path, tensor: name, dtype: entry.dtype.rawValue) }
         return MappedTensor(file: self, name: name, dtype: entry.dtype, shape: entry.shape,
                             bytes: mapping + dataStart + entry.byteRange.lowerBound)
+    }
+
+    /// Where tensor `name`'s bytes lie in the mapping (any dtype; the caller reads them).
+    func rawBytes(_ name: String) -> (entry: Entry, bytes: UnsafeRawPointer)? {
+        entries[name].map { ($0, mapping + dataStart + $0.byteRange.lowerBound) }
     }
 
     public static func decode(_ bytes: UnsafeRawPointer, dtype: SafeTensorsDType, into out: UnsafeMutablePointer<Float>, count: Int) {
@@ -218,6 +234,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
             for i in 0..<count { out[i] = Float(Float16(bitPattern: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
         case .bf16:
             for i in 0..<count { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+        case .i32:
+            for i in 0..<count { out[i] = Float(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))) }
+        case .i64:
+            for i in 0..<count { out[i] = Float(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))) }
         }
     }
 
@@ -253,6 +273,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             case .bf16:
                 let halves = scalars.map { bfloat16Bits($0).littleEndian }
                 halves.withUnsafeBytes { file.append(contentsOf: $0) }
+            case .i32, .i64:
+                preconditionFailure("weights are written as floats")
             }
         }
         try writeAtomically(file, to: path)

@@ -148,6 +148,7 @@ extension Kernels {
             case .f32: dotRows(F32Weights.self, w, rows: rows, input: input, count: n, output: output)
             case .bf16: dotRows(BF16Weights.self, w, rows: rows, input: input, count: n, output: output)
             case .f16: dotRows(F16Weights.self, w, rows: rows, input: input, count: n, output: output)
+            case .i32, .i64: preconditionFailure("SafeTensorsFile.mapped maps float tensors only")
             }
             return
         }

@@ -6,14 +6,18 @@ import MoECore
 /// transformers code: RMSNorm before attention and MLP, RoPE, grouped-query or latent
 /// attention, and routing by the family's `RoutingRule`.
 public struct HubModel: Sendable {
-    public let config: HubConfig
+    public internal(set) var config: HubConfig
     public let path: String
     let embedding: MappedTensor
-    let layers: [HubLayer]
+    var layers: [HubLayer]
     let finalNorm: RMSNorm
     let lmHead: MappedLinear
     /// Bytes of all the weights (what mapping them whole would take).
     public let weightBytes: Int
+    /// How this copy routes differently from the checkpoint (`applying(_:)`); nil: as released.
+    public internal(set) var routingVariant: RoutingVariant?
+    /// Noise on the router's input, for the perturbation probe.
+    var routerInputNoise: RouterInputNoise?
     /// Cores a forward pass splits its products over (the rows of every layer's weights);
     /// results are bit-identical for any value.
     public var threads = Kernels.threads
@@ -80,7 +84,10 @@ public struct HubModel: Sendable {
         for (i, layer) in layers.enumerated() {
             x = layer.attentionBlock(x, rope: rope, offset: offset, keys: &cache.keys[i], values: &cache.values[i], config: config,
                                      threads: threads)
-            if let routing = layer.feedForwardBlock(&x, config: config, allExpertNorms: allExpertNorms, threads: threads) {
+            if let routing = layer.feedForwardBlock(
+                &x, config: config, allExpertNorms: allExpertNorms, threads: threads, routerNoise: routerInputNoise, layer: i,
+                start: offset)
+            {
                 perLayer.append(routing)
             }
         }
@@ -105,9 +112,9 @@ struct HubMLP: Sendable {
 
 /// The router and experts of one MoE layer.
 struct HubMoE: Sendable {
-    let router: Tensor            // [E × d]
+    var router: Tensor            // [E × d]
     /// DeepSeek-V3's selection bias, added to the scores only to choose experts.
-    let selectionBias: Tensor?
+    var selectionBias: Tensor?
     let experts: [HubMLP]
     let shared: HubMLP?
     let sharedGate: Tensor?       // [1 × d], Qwen2-MoE
@@ -179,7 +186,7 @@ struct HubLayer: Sendable {
     /// q/k RMSNorm: over each head ([head_dim] gain) or the whole projection.
     let qNorm: RMSNorm?, kNorm: RMSNorm?
     let latent: LatentAttentionWeights?
-    let moe: HubMoE?
+    var moe: HubMoE?
     let dense: HubMLP?
 
     init(index: Int, config c: HubConfig, weights: HubWeights) throws {
@@ -380,7 +387,11 @@ struct HubLayer: Sendable {
     }
 
     /// x += MLP(norm(x)); returns the routing of every token when this is an MoE layer.
-    func feedForwardBlock(_ x: inout Tensor, config c: HubConfig, allExpertNorms: Bool, threads: Int) -> [LayerRouting]? {
+    /// `routerNoise` perturbs the router's input only (seeded by `layer` and the positions from `start`).
+    func feedForwardBlock(
+        _ x: inout Tensor, config c: HubConfig, allExpertNorms: Bool, threads: Int, routerNoise: RouterInputNoise? = nil,
+        layer: Int = 0, start: Int = 0
+    ) -> [LayerRouting]? {
         let t = x.rows, d = c.hiddenSize
         let u = postNorm(x)
         var y: Tensor
@@ -391,7 +402,8 @@ struct HubLayer: Sendable {
             let moe = moe!, e = c.numExperts
             let began = DispatchTime.now().uptimeNanoseconds
             var logits = Tensor(uninitialized: [t, e])
-            Tensor.product(u, transposed: false, moe.router, transposed: true, into: &logits, accumulate: false, threads: 1)
+            let routerInput = routerNoise?.applied(to: u, start: start, layer: layer) ?? u
+            Tensor.product(routerInput, transposed: false, moe.router, transposed: true, into: &logits, accumulate: false, threads: 1)
             var choices: [[Int]] = [], weights: [[Float]] = [], probabilities: [[Float]] = []
             for r in 0..<t {
                 let routed = moe.route(Array(logits.row(r)), rule: c.routing, k: c.topK)
@@ -465,7 +477,55 @@ extension HubModel: CachedRoutingModel {
         case let .deepseekV2(groupLimited, _, _, _): scoring = groupLimited ? "softmax group-limited" : "softmax"
         case .deepseekV3: scoring = "sigmoid+bias group-limited"
         }
-        return "\(config.architecture.rawValue) \(scoring) top-\(config.topK)"
+        return "\(config.architecture.rawValue) \(scoring) top-\(config.topK)" + (routingVariant.map { " · \($0)" } ?? "")
+    }
+
+    /// The rule variants its family has (selection bias off for DeepSeek-V3, renormalisation
+    /// flipped where the rule has the switch, top-(k+1)) and the perturbations.
+    public var routingVariants: [RoutingVariant] {
+        guard routingVariant == nil else { return [] }
+        var variants: [RoutingVariant] = []
+        switch config.routing {
+        case .softmaxTopK: variants.append(.renormalisationFlipped)
+        case .deepseekV2: break
+        case .deepseekV3: variants += [.withoutSelectionBias, .renormalisationFlipped]
+        }
+        if config.topK < eligibleExperts { variants.append(.topKPlusOne) }
+        return variants + RoutingVariant.perturbations
+    }
+
+    /// Experts a token can be routed to (the group limit leaves only the best groups' experts).
+    private var eligibleExperts: Int {
+        switch config.routing {
+        case .softmaxTopK: config.numExperts
+        case let .deepseekV2(groupLimited, groups, topGroups, _): groupLimited ? config.numExperts / groups * topGroups : config.numExperts
+        case let .deepseekV3(groups, topGroups, _, _): config.numExperts / groups * topGroups
+        }
+    }
+
+    /// The same weights (shared, not copied; only a rounded router is new) routing by `variant`.
+    public func applying(_ variant: RoutingVariant) -> (any RoutingModel)? {
+        guard routingVariants.contains(variant) else { return nil }
+        var model = self
+        model.routingVariant = variant
+        switch variant {
+        case .withoutSelectionBias: model.forEachMoE { $0.selectionBias = nil }
+        case .renormalisationFlipped:
+            switch config.routing {
+            case let .softmaxTopK(normalize): model.config.routing = .softmaxTopK(normalize: !normalize)
+            case let .deepseekV3(groups, topGroups, normalize, scale):
+                model.config.routing = .deepseekV3(groups: groups, topGroups: topGroups, normalize: !normalize, scale: scale)
+            case .deepseekV2: return nil
+            }
+        case .topKPlusOne: model.config.topK += 1
+        case .routerWeightsRounded(let precision): model.forEachMoE { $0.router = precision.round($0.router) }
+        case .routerInputNoise(let relative): model.routerInputNoise = RouterInputNoise(relative: relative)
+        }
+        return model
+    }
+
+    private mutating func forEachMoE(_ change: (inout HubMoE) -> Void) {
+        for i in layers.indices where layers[i].moe != nil { change(&layers[i].moe!) }
     }
     public var routerKind: RouterKind? { nil }
     public var layerCount: Int { config.numLayers }

@@ -12,8 +12,12 @@ struct ViewContext {
     let order: [Int]
     /// Experts per group, where separators apply (id order of a grouped model).
     let groupSize: Int?
+    /// Which side of the A/B view this is ("A linear"), for panel titles; nil elsewhere.
+    var side: String?
 
-    init(_ state: ExplorerState) {
+    /// `order` overrides the axis order (side B of the A/B view is drawn in side A's order).
+    init(_ state: ExplorerState, order: [Int]? = nil, side: String? = nil) {
+        self.side = side
         self.state = state
         var load = [[Int]](repeating: [Int](repeating: 0, count: state.numExperts), count: state.numLayers)
         for trace in state.session.traces[0...state.cursor] {
@@ -22,7 +26,7 @@ struct ViewContext {
             }
         }
         self.load = load
-        order = ExpertOrdering.order(state, load: load[state.layer])
+        self.order = order ?? ExpertOrdering.order(state, load: load[state.layer])
         groupSize = state.expertOrder == .id ? state.session.model.expertGroupSize : nil
     }
 
@@ -80,6 +84,7 @@ public enum ExplorerRenderer {
             placements.append(PanelPlacement(name: "banner", rect: banner, boxed: false) { NonFiniteBanner.draw($0, in: $1) })
             body = below
         }
+        if state.isComparing { return placements + ABLayout.panels(state, body: body) }
         switch state.view {
         case .dashboard: placements += DashboardLayout.panels(state, body: body)
         case .expert: placements.append(PanelPlacement(name: "expert", rect: body, boxed: true) { ExpertView.draw($0, in: $1) })

@@ -40,6 +40,11 @@ public struct ExplorerState {
     /// A one-line message for the status bar (errors, notes).
     public private(set) var message: String?
     public private(set) var quitRequested = false
+    /// Whether the A/B view is open (`c`): over whichever view was showing, which it returns to.
+    public private(set) var isComparing = false
+    /// Side B of the A/B view, while that view is open (or was, and the tokens still match).
+    public private(set) var ab: ABState?
+    public private(set) var lens: FragilityLens
     let loader: SessionLoader
     /// Tokens generated per `g`.
     public static let generationLength = 16
@@ -47,6 +52,7 @@ public struct ExplorerState {
     public init(loader: @escaping SessionLoader, router: RouterKind?, text: String) throws {
         self.loader = loader
         session = try loader(router, nil, text)
+        lens = FragilityLens(experts: session.model.numExperts)
         try session.decode(through: 0)
         if session.isRandomInit, let router { message = "no trained \(router.rawValue) checkpoint: random weights, routing is noise" }
     }
@@ -82,6 +88,32 @@ public struct ExplorerState {
         guard let action = KeyBindings.action(for: key) else { return }
         message = nil
         do { try perform(action) } catch { message = "\(error)" }
+        followSideB()
+    }
+
+    /// In the A/B view, side B follows side A: the same tokens, decoded as far as the cursor.
+    mutating func followSideB() {
+        guard isComparing else { return }
+        do {
+            if ab == nil {
+                ab = try ABState(a: session, choice: nil, cursor: cursor, loader: loader)
+            } else {
+                var side = ab!
+                try side.follow(session, cursor: cursor, loader: loader)
+                ab = side
+            }
+        } catch {
+            ab = nil
+            message = "\(error)"
+        }
+    }
+
+    /// This state with side B's session in place of side A's: every view draws side B this way.
+    public var sideB: ExplorerState? {
+        guard let ab else { return nil }
+        var copy = self
+        copy.session = ab.session
+        return copy
     }
 
     mutating func perform(_ action: Action) throws {
@@ -94,8 +126,11 @@ public struct ExplorerState {
         case .lastToken: try move(to: tokenCount - 1)
         case .previousLayer: layer = max(0, layer - 1)
         case .nextLayer: layer = min(numLayers - 1, layer + 1)
-        case .nextView: view = ExplorerView.allCases[(ExplorerView.allCases.firstIndex(of: view)! + 1) % ExplorerView.allCases.count]
+        case .nextView:
+            isComparing = false
+            view = ExplorerView.allCases[(ExplorerView.allCases.firstIndex(of: view)! + 1) % ExplorerView.allCases.count]
         case .previousView:
+            isComparing = false
             let all = ExplorerView.allCases
             view = all[(all.firstIndex(of: view)! + all.count - 1) % all.count]
         case .togglePlay:
@@ -105,6 +140,10 @@ public struct ExplorerState {
         case .help: showingHelp = true
         case .edit: startEditing()
         case .generate:
+            guard session.model.recording == nil else {
+                message = "A recorded trace replays its own tokens: it cannot generate"
+                return
+            }
             pendingGeneration = Self.generationLength
             playing = false
         case .nextRouter: try switchRouter(to: RouterKind.allCases[(session.router?.number ?? 0) % RouterKind.allCases.count])
@@ -120,6 +159,23 @@ public struct ExplorerState {
             expert = order[max(0, min(experts - 1, position + step))]
         case .zoomIn: expertZoom = ExpertZoom(rawValue: min(ExpertZoom.allCases.count - 1, expertZoom.rawValue + 1))!
         case .zoomOut: expertZoom = ExpertZoom(rawValue: max(0, expertZoom.rawValue - 1))!
+        case .abView: isComparing.toggle()
+        case .nextSideB, .previousSideB:
+            guard isComparing else {
+                message = "b and B choose side B of the A/B view — press c to open it"
+                return
+            }
+            followSideB()
+            guard var side = ab else { return }
+            try side.cycle(by: action == .nextSideB ? 1 : -1, a: session, cursor: cursor, loader: loader)
+            ab = side
+        case .toggleFragility:
+            lens.isOn.toggle()
+            message =
+                lens.isOn ? "fragility lens on: ! near-tie (selection margin < \(lens.thresholdText)), ? the expert it would let in" : nil
+        case .lowerNearTie, .raiseNearTie:
+            lens.threshold = max(1e-6, min(0.5, lens.threshold * (action == .raiseNearTie ? 2 : 0.5)))
+            message = "near-tie threshold \(lens.thresholdText) (selection margin)"
         case .cycleOrder:
             expertOrder = ExpertOrder.allCases[(ExpertOrder.allCases.firstIndex(of: expertOrder)! + 1) % ExpertOrder.allCases.count]
             message = "experts ordered \(expertOrder.name)"
@@ -145,6 +201,7 @@ public struct ExplorerState {
             playing = false
             pendingGeneration = 0
         }
+        followSideB()
     }
 
     mutating func move(to index: Int) throws {
@@ -155,6 +212,10 @@ public struct ExplorerState {
 
     /// Re-runs the same tokens through `router`'s checkpoint, keeping the cursor on the same token.
     public mutating func switchRouter(to router: RouterKind) throws {
+        if session.model.recording != nil {
+            message = "A recorded trace has one router, the one that recorded it"
+            return
+        }
         guard session.router != nil else {
             // Short enough for an 80-column footer; the status line names the router.
             message = "This model has its own router; \(KeyBindings.routerDigits), r and R switch only moescope's own models"
@@ -169,6 +230,10 @@ public struct ExplorerState {
 
     /// Opens the text field on the current text, cursor at its end.
     mutating func startEditing() {
+        guard session.model.recording == nil else {
+            message = "A recorded trace replays its own tokens: it takes no new text"
+            return
+        }
         editor = LineEditor(session.tokenizer.decode(session.tokens))
         playing = false
         message = nil
@@ -195,6 +260,7 @@ public struct ExplorerState {
                     message = "the text was cut to the model's context of \(session.capacity) tokens"
                 }
             } catch { message = "\(error)" }
+            followSideB()
             return
         default: field.handle(key)
         }

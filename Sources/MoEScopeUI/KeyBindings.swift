@@ -21,6 +21,7 @@ public enum Action: Equatable, Sendable {
     case nextRouter, previousRouter
     case edit, generate, nextView, previousView
     case previousExpert, nextExpert, previousExpertPage, nextExpertPage, zoomIn, zoomOut, cycleOrder
+    case abView, nextSideB, previousSideB, toggleFragility, lowerNearTie, raiseNearTie
     case help, quit
 }
 
@@ -94,6 +95,16 @@ public enum KeyBindings {
         KeyBinding(
             [(.character("r"), .nextRouter), (.character("R"), .previousRouter)], label: "r  R", footer: nil,
             help: "next / previous router (same text, cursor stays on the token)", ownModelsOnly: true),
+        KeyBinding(
+            [(.character("c"), .abView), (.character("b"), .nextSideB), (.character("B"), .previousSideB)], label: "c  b B",
+            footerLabel: "c", footer: "A/B", priority: 2,
+            help:
+                "A/B view: two routings of the same tokens and their agreement (c again: back); b / B: side B's router, rule variant or perturbation"
+        ),
+        KeyBinding(
+            [(.character("f"), .toggleFragility), (.character("<"), .lowerNearTie), (.character(">"), .raiseNearTie)], label: "f  < >",
+            footerLabel: "f", footer: "fragile", priority: 6,
+            help: "fragility lens: shade by the selection margin, ! near-tie, ? runner-up; < / > halve / double the near-tie threshold"),
         KeyBinding(
             [(.character("e"), .edit)], label: "e", footer: "edit", priority: 5,
             help: "edit the text (readline keys, paste; Enter runs it, Esc cancels)"),

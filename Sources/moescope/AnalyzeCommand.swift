@@ -14,6 +14,9 @@ struct AnalyzeCommand: ParsableCommand {
         --json writes the "moescope-analysis" format described in the README. Texts are routed a
         context window at a time, windows side by side on the cores, with a progress line; the
         gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
+        --trace FILE analyses a recorded routing trace instead of running a model: streamed over
+        the file, everything its data allows (entropy and margins only where it holds logits or
+        probabilities), plus the expert-placement view for 4, 8 and 16 devices.
         """)
 
     @OptionGroup var model: ModelOptions
@@ -24,11 +27,15 @@ struct AnalyzeCommand: ParsableCommand {
     @Option(help: "Layer whose expert-similarity matrix and per-expert tokens are printed (default: the last routed one).") var layer: Int?
     @Flag(help: "Print the report as JSON.") var json = false
     @Option(help: ArgumentHelp("Also write the figures as standalone SVG files into DIR.", valueName: "dir")) var figures: String?
+    @Option(help: ArgumentHelp("Analyse a recorded routing trace (moescope-routing-trace safetensors) instead of a model.", valueName: "file")) var trace: String?
 
     func validate() throws {
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
         guard ["held-out", "heldout", "train"].contains(corpusSplit) else {
             throw ValidationError("--corpus-split must be held-out or train, not '\(corpusSplit)'")
+        }
+        if trace != nil, text != nil || file != nil || model.hubModel != nil || model.checkpoint != nil || figures != nil {
+            throw ValidationError("--trace analyses a recorded trace — drop --text, --file, --model, --checkpoint and --figures")
         }
         if (text != nil || file != nil) && corpusSplit != "held-out" {
             throw ValidationError("--corpus-split and --text/--file both given — pass one")
@@ -36,6 +43,7 @@ struct AnalyzeCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let trace { return try analyzeTrace(trace) }
         let opened = try model.open()
         let routed = opened.model.routedLayers
         // --layer names a model layer; the report indexes routed layers.
@@ -125,6 +133,33 @@ struct AnalyzeCommand: ParsableCommand {
             }
             next += batch.count
         }
+    }
+}
+
+extension AnalyzeCommand {
+    func analyzeTrace(_ path: String) throws {
+        let recorded = try RecordedTrace(path: path)
+        let trace = recorded.file
+        var progress = ProgressLine("analyze: tokens", total: trace.tokenCount, unit: "tok")
+        let began = Date()
+        let analysis = try TraceAnalysis.run(trace) { progress.update($0) }
+        progress.finish()
+        let seconds = Date().timeIntervalSince(began)
+        let rate = Double(trace.tokenCount * trace.routedLayerCount) / max(seconds, 1e-9)
+        let layer = try layer.map { layer -> Int in
+            guard let position = trace.routedLayers.firstIndex(of: layer) else {
+                throw CLIError("--layer \(layer) is not a routed layer of this trace — pick one of \(trace.routedLayers.map(String.init).joined(separator: ", "))")
+            }
+            return position
+        } ?? trace.routedLayerCount - 1
+        let report = TraceAnalysisReport(trace: trace, analysis: analysis, detailLayer: layer, seconds: seconds)
+        if json {
+            let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(report.markdown)
+        }
+        printError(String(format: "analysed %d tokens × %d layers in %.2f s: %.1f M token-layers/s", trace.tokenCount, trace.routedLayerCount, seconds, rate / 1e6))
     }
 }
 

@@ -19,6 +19,11 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Repetitions per measurement (the median is reported).") var repeats = 5
     @Option(help: ArgumentHelp("Assets directory (checkpoints and tokenizer).", valueName: "dir")) var assets: String?
     @Flag(help: "Print the results as JSON.") var json = false
+    @Option(help: "Tokens of the synthetic routing trace (× 58 layers × top-8 of 256) analysed by the analyze --trace row; 0 skips it.")
+    var traceTokens = 1_000_000
+    @Option(help: ArgumentHelp("Keep the synthetic trace at PATH (for `moescope --trace PATH`) instead of deleting it.", valueName: "path"))
+    var keepTrace: String?
+    @Flag(help: "Run only the routing-trace rows.") var traceOnly = false
     @Option(help: ArgumentHelp("Benchmark this Hugging Face model folder instead: decode, prefill and memory bandwidth.", valueName: "dir"))
     var model: String?
     @Option(help: "With --model: prompt length for the prefill timing.") var promptTokens = 32
@@ -40,6 +45,35 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") }
         guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
+    }
+
+    /// `analyze --trace` on a synthetic trace of DeepSeek-V3's routed shape (58 layers, top-8 of
+    /// 256): opening it, and the streaming analysis in token-layers per second and in GB/s of
+    /// expert ids read (against the memory bandwidth that bounds it).
+    func benchRecordedTrace(record: (String, Double, String, String) -> Void) throws {
+        guard traceTokens > 0 else { return }
+        let path = keepTrace ?? NSTemporaryDirectory() + "/moescope-bench-\(getpid()).safetensors"
+        let began = monotonicNanoseconds()
+        try SyntheticRoutingTrace.write(to: path, tokens: traceTokens, layers: 58, experts: 256, topK: 8)
+        let written = Double(monotonicNanoseconds() - began) / 1e9
+        defer { if keepTrace == nil { try? FileManager.default.removeItem(atPath: path) } }
+        var opens: [Double] = [], rates: [Double] = []
+        var trace: RoutingTraceFile?
+        for _ in 0..<max(1, min(repeats, 3)) {
+            let start = monotonicNanoseconds()
+            trace = try RoutingTraceFile(path: path)
+            opens.append(Double(monotonicNanoseconds() - start) / 1e6)
+        }
+        for _ in 0..<max(1, min(repeats, 3)) {
+            let start = monotonicNanoseconds()
+            _ = try TraceAnalysis.run(trace!)
+            rates.append(Double(traceTokens * 58) / (Double(monotonicNanoseconds() - start) / 1e9))
+        }
+        func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+        let shape = "\(traceTokens) tokens × 58 layers × top-8 of 256 (written in \(String(format: "%.1f", written)) s)"
+        record("open routing trace", median(opens), "ms", shape)
+        record("analyze --trace", median(rates) / 1e6, "M tok-layer/s", "≥ 5 wanted; one core")
+        record("analyze --trace ids read", median(rates) * 8 * 4 / 1e9, "GB/s", "expert ids (I32); memory bandwidth ~18 GB/s per core")
     }
 
     /// The explorer at DeepSeek-V3's routing shape (256 experts, top-8, 61 layers; random
@@ -87,6 +121,11 @@ struct BenchCommand: ParsableCommand {
         func record(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
             results.append(Result(name: name, value: value, unit: unit, note: note))
             if !json { printError(String(format: "%-34@ %10.3f %@ %@", name as NSString, value, unit, note)) }
+        }
+        if traceOnly {
+            try benchRecordedTrace(record: record)
+            if json { print(String(decoding: try JSONEncoder.output([.prettyPrinted, .sortedKeys]).encode(Report(results: results)), as: UTF8.self)) }
+            return
         }
         let locator = try AssetLocator(explicit: assets)
         let tokenizer = try Tokenizer.load(path: locator.tokenizerPath)
@@ -144,6 +183,7 @@ struct BenchCommand: ParsableCommand {
         for router in RouterKind.allCases { try state.switchRouter(to: router) }   // a user trying every router
         record("peak RSS (explorer, every router visited)", peakResidentMegabytes(), "MB", "VmHWM before training runs")
         try benchLargestShape(text: text, tokenizer: tokenizer, record: record)
+        try benchRecordedTrace(record: record)
 
         // Training: forward + backward + AdamW on batch 16 × 128.
         var options = TrainingOptions()

@@ -20,6 +20,20 @@ struct ExploreCommand: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @Option(help: "Text to explore (default: a short multi-domain sample).") var text: String?
     @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path")) var file: String?
+    @Option(help: ArgumentHelp("Open a recorded routing trace (moescope-routing-trace safetensors) instead of running a model.", valueName: "file"))
+    var trace: String?
+    @Option(help: "With --trace: the first token shown (the explorer steps through \(Self.traceWindow) tokens from there).") var start = 0
+
+    /// Tokens of a recorded trace one explorer session steps through: the explorer keeps the
+    /// routing of every token it has shown, so a million-token trace is opened a window at a time.
+    static let traceWindow = 8192
+
+    func validate() throws {
+        if trace != nil, text != nil || file != nil || model.hubModel != nil || model.checkpoint != nil || model.chosenRouter != nil {
+            throw ValidationError("--trace opens a recorded trace — drop --text, --file, --model, --checkpoint and --router")
+        }
+        guard start >= 0 else { throw ValidationError("--start must be 0 or more, got \(start)") }
+    }
 
     func run() throws {
         guard isatty(STDOUT_FILENO) != 0 else {
@@ -34,6 +48,17 @@ struct ExploreCommand: ParsableCommand {
         let input = (text == nil && file == nil) ? Self.sampleText : try TextInput(text: text, file: file).read()
         guard isatty(STDIN_FILENO) != 0 else {
             throw CLIError("the explorer needs a terminal on standard input — run it interactively, or use `moescope trace`")
+        }
+        if let trace {
+            let recorded = try RecordedTrace(path: trace)
+            guard start < recorded.file.tokenCount else {
+                throw CLIError("--start \(start) is past the end of \(trace), which holds \(recorded.file.tokenCount) tokens")
+            }
+            let recording = RecordedRoutingModel(trace: recorded.file, window: start..<start + Self.traceWindow)
+            let loader: SessionLoader = { _, _, _ in
+                ExplorerSession(model: recording, tokenizer: recorded.tokenizer, label: trace, isRandomInit: false, tokens: recording.tokens)
+            }
+            return try runExplorer(try ExplorerState(loader: loader, router: nil, text: ""))
         }
         let base = model
         let hub = try model.hubModel.map { _ in try base.open(quiet: true) }   // opened once: its router is fixed
@@ -56,7 +81,10 @@ struct ExploreCommand: ParsableCommand {
             return ExplorerSession(model: opened.model, tokenizer: opened.tokenizer, label: opened.source,
                                    isRandomInit: opened.isRandomInit, tokens: ids)
         }
-        let state = try ExplorerState(loader: loader, router: hub == nil ? model.router : nil, text: input)
+        try runExplorer(try ExplorerState(loader: loader, router: hub == nil ? model.router : nil, text: input))
+    }
+
+    private func runExplorer(_ state: ExplorerState) throws {
         let environment = ProcessInfo.processInfo.environment
         let noColor = !(environment["NO_COLOR"] ?? "").isEmpty
         let outcome: ExplorerApp.Outcome

@@ -15,7 +15,7 @@ struct MoEScope: ParsableCommand {
         Yilmaz 2025), whose exact formulas are not public; the forms above are moescope's reading.
         Hash follows Roller et al. 2021; GRU is RMoE (Qiu et al. 2024).
         """,
-        subcommands: [ExploreCommand.self, Trace.self, AnalyzeCommand.self, TrainCommand.self, CompareCommand.self, BenchCommand.self, TokenizerCommand.self],
+        subcommands: [ExploreCommand.self, Trace.self, AnalyzeCommand.self, DiffCommand.self, TrainCommand.self, CompareCommand.self, BenchCommand.self, TokenizerCommand.self],
         defaultSubcommand: ExploreCommand.self
     )
 

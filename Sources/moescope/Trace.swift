@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MoECore
+import MoEHub
 
 struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -8,7 +9,9 @@ struct Trace: ParsableCommand {
         discussion: """
         Default output is a table: for each token, the top-k experts and weights at every layer.
         --json writes the full trace (schema in README.md, "Trace format"); --csv writes one row
-        per token, layer and expert, ready for pandas or R.
+        per token, layer and expert, ready for pandas or R. --out FILE.safetensors writes the
+        routing-trace file that `moescope --trace` and `analyze --trace` read (README, "Routing
+        from bigger machines"), with the model's tokenizer copied beside it.
         """
     )
 
@@ -17,9 +20,15 @@ struct Trace: ParsableCommand {
 
     @Flag(help: "Write the full trace as JSON.") var json = false
     @Flag(help: "Write one CSV row per token, layer and expert.") var csv = false
+    @Option(help: ArgumentHelp("Write a routing-trace file (safetensors) instead of printing.", valueName: "file.safetensors")) var out: String?
+    @Option(help: "Domain label of the text, stored in the trace file.") var domain = ""
 
     func validate() throws {
         if json && csv { throw ValidationError("--json and --csv are exclusive — pick one") }
+        if let out {
+            if json || csv { throw ValidationError("--out writes a trace file; --json and --csv print — pick one") }
+            guard out.hasSuffix(".safetensors") else { throw ValidationError("--out must name a .safetensors file, got '\(out)'") }
+        }
     }
 
     func run() throws {
@@ -31,8 +40,35 @@ struct Trace: ParsableCommand {
         if let problem = InferenceError.firstNonFinite(in: result.routing, routedLayers: opened.model.routedLayers, outputLogits: result.lastLogits) {
             throw problem
         }
+        if let out { return try write(result.routing, opened: opened, to: out) }
         let report = TraceReport(opened: opened, routing: result.routing)
         if json { print(try report.json()) } else if csv { print(report.csv(), terminator: "") } else { print(report.table(), terminator: "") }
+    }
+}
+
+extension Trace {
+    /// The routing as a trace file, with full logits, and the tokenizer copied beside it
+    /// (FILE.tokenizer.json) so the trace reads as text wherever it is opened.
+    func write(_ routing: [RoutingTrace], opened: ModelOptions.Opened, to out: String) throws {
+        let model = opened.model
+        let tokenizerSource = try self.model.hubModel.map { "\($0)/tokenizer.json" } ?? (opened.isRandomInit ? try AssetLocator(explicit: self.model.assets).tokenizerPath : "\(opened.source)/tokenizer.json")
+        let url = URL(fileURLWithPath: out)
+        let tokenizerName = url.deletingPathExtension().lastPathComponent + ".tokenizer.json"
+        let tokenizerTarget = url.deletingLastPathComponent().appendingPathComponent(tokenizerName).path
+        var copied: String?
+        if FileManager.default.isReadableFile(atPath: tokenizerSource) {
+            try? FileManager.default.removeItem(atPath: tokenizerTarget)
+            try FileManager.default.copyItem(atPath: tokenizerSource, toPath: tokenizerTarget)
+            copied = tokenizerName
+        }
+        let family = (model as? MoEModel).map { "moescope-\($0.config.router.rawValue)" } ?? (model as? HubModel)?.config.architecture.rawValue ?? model.routerName
+        let description = RoutingTraceDescription(
+            family: family, numExperts: model.numExperts, topK: model.topK, routedLayers: model.routedLayers, layerCount: model.layerCount,
+            routingRule: model.routerName,
+            source: ["engine": "moescope", "model": opened.isRandomInit ? "random init" : opened.source],
+            tokenizerPath: copied)
+        try RoutingTraceFile.write(documents: [(domain, routing)], description: description, scores: true, to: out)
+        printError("wrote \(out): \(routing.count) tokens × \(model.routedLayerCount) layers × top-\(model.topK) of \(model.numExperts) experts")
     }
 }
 

@@ -169,5 +169,8 @@ enum BalanceLossForm: String, ExpressibleByArgument, CaseIterable {
 }
 
 extension SafeTensorsDType: ExpressibleByArgument {
-    public init?(argument: String) { self.init(rawValue: argument.uppercased()) }
+    public init?(argument: String) {
+        guard let dtype = SafeTensorsDType(rawValue: argument.uppercased()), dtype.isFloat else { return nil }
+        self = dtype
+    }
 }

@@ -128,11 +128,11 @@ import Testing
     }
 
     @Test func selectionMarginIsKthMinusNextScore() {
-        #expect(abs(selectionMargin(Self.layer([0, 1], of: 4, probabilities: [0.4, 0.3, 0.2, 0.1]))! - 0.1) < 1e-6)
-        #expect(selectionMargin(Self.layer([1, 3], of: 4, probabilities: [0, 0.5, 0, 0.5])) == 0.5)  // Hash: 1/k vs 0
-        #expect(selectionMargin(Self.layer([0, 1], of: 2, probabilities: [0.6, 0.4])) == nil)  // every expert chosen
+        #expect(abs(Self.layer([0, 1], of: 4, probabilities: [0.4, 0.3, 0.2, 0.1]).selectionMargin! - 0.1) < 1e-6)
+        #expect(Self.layer([1, 3], of: 4, probabilities: [0, 0.5, 0, 0.5]).selectionMargin == 0.5)  // Hash: 1/k vs 0
+        #expect(Self.layer([0, 1], of: 2, probabilities: [0.6, 0.4]).selectionMargin == nil)  // every expert chosen
         // A rule other than the score chose (e.g. a group limit): negative margin.
-        #expect(selectionMargin(Self.layer([0, 3], of: 4, probabilities: [0.4, 0.3, 0.2, 0.1]))! < 0)
+        #expect(Self.layer([0, 3], of: 4, probabilities: [0.4, 0.3, 0.2, 0.1]).selectionMargin! < 0)
     }
 
     @Test func rankHistogramIsDiagonalWhenTheGateFollowsNorms() {

@@ -18,7 +18,7 @@ import Testing
         "empty": Tensor(shape: [0, 5], scalars: []),
     ]
 
-    @Test(arguments: SafeTensorsDType.allCases)
+    @Test(arguments: SafeTensorsDType.allCases.filter(\.isFloat))
     func roundTrips(dtype: SafeTensorsDType) throws {
         let file = path("rt-\(dtype.rawValue).safetensors")
         try SafeTensorsFile.write(Self.sample, dtype: dtype, metadata: ["k": "v"], to: file)
@@ -33,6 +33,7 @@ import Testing
                 case .f32: #expect(x == y)
                 case .f16: #expect(x == Float(Float16(y)))
                 case .bf16: #expect(abs(x - y) <= abs(y) / 128)   // 8 significant bits
+                case .i32, .i64: Issue.record("weights are floats")
                 }
             }
         }
@@ -95,9 +96,9 @@ import Testing
     }
 
     @Test func unsupportedDTypeIsNamed() {
-        #expect { try open(header(#"{"t":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, data: 8)) } throws: { error in
+        #expect { try open(header(#"{"t":{"dtype":"I8","shape":[1],"data_offsets":[0,1]}}"#, data: 1)) } throws: { error in
             guard case let .unsupportedDType(_, tensor, dtype) = error as? CheckpointError else { return false }
-            return tensor == "t" && dtype == "I64"
+            return tensor == "t" && dtype == "I8"
         }
     }
 

@@ -21,6 +21,7 @@ import Testing
                 case .f32: bytes.storeBytes(of: v, toByteOffset: 4 * i, as: Float.self)
                 case .f16: bytes.storeBytes(of: Float16(v).bitPattern, toByteOffset: 2 * i, as: UInt16.self)
                 case .bf16: bytes.storeBytes(of: SafeTensorsFile.bfloat16Bits(v), toByteOffset: 2 * i, as: UInt16.self)
+                case .i32, .i64: preconditionFailure("weights are floats")
                 }
             }
             var exact = [Float](repeating: 0, count: values.count)

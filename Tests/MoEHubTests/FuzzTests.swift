@@ -4,6 +4,7 @@ import FuzzSupport
 
 @testable import MoECore
 @testable import MoEHub
+import MoEAnalysis
 
 /// Seeded random mutations of the real files moescope reads — safetensors headers (the
 /// committed Hugging Face fixtures and a moescope checkpoint), config.json (moescope's and
@@ -23,7 +24,7 @@ import FuzzSupport
     static func expectOneLine(_ error: Error, _ label: String) {
         let text = "\(error)"
         #expect(
-            error is CheckpointError || error is HubError || error is FileError || error is InferenceError,
+            error is CheckpointError || error is HubError || error is FileError || error is InferenceError || error is TraceDataError,
             "\(label): \(type(of: error)) is not a moescope error: \(text)")
         #expect(!text.isEmpty && !text.contains("\n"), "\(label): not one line: \(text)")
     }
@@ -156,5 +157,49 @@ import FuzzSupport
                 }
             }
         }
+    }
+
+    /// Routing traces (the captured fixtures): mutated bytes and header, and mutated
+    /// `__metadata__` values (the trace's own fields: counts, layer lists, offsets, paths).
+    /// A trace that opens is then read whole — every token's routing and the streamed
+    /// analysis — which must succeed or fail with one line.
+    @Test(.timeLimit(.minutes(3))) func routingTraces() throws {
+        let folder = "\(Self.root)/Tests/Fixtures/traces"
+        var g = SeededGenerator(seed: 18)
+        var opened = 0, refused = 0
+        for name in ["deepseek_v3.safetensors", "olmoe_64e.safetensors", "mixtral.safetensors"] {
+            let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(name)")))
+            for case_ in 0..<160 {
+                let bytes = case_ % 2 == 0 ? Mutator.mutateSafeTensors(original, using: &g) : try Self.mutatedMetadata(original, using: &g)
+                let path = write(bytes, "trace.safetensors")
+                do {
+                    let trace = try RoutingTraceFile(path: path)
+                    for t in 0..<trace.tokenCount { _ = try trace.routing(token: t) }
+                    _ = try TraceAnalysis.run(trace)
+                    opened += 1
+                } catch {
+                    Self.expectOneLine(error, "\(name) case \(case_)")
+                    refused += 1
+                }
+            }
+        }
+        #expect(opened > 0 && refused > opened)
+    }
+
+    /// The file with one `__metadata__` value mutated (or replaced by a hostile one).
+    static func mutatedMetadata(_ file: [UInt8], using g: inout SeededGenerator) throws -> [UInt8] {
+        let length = Int(file.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        var header = try JSONSerialization.jsonObject(with: Data(file[8..<8 + length])) as! [String: Any]
+        var metadata = header["__metadata__"] as! [String: String]
+        let keys = metadata.keys.sorted()
+        let key = keys[Int(g.next() % UInt64(keys.count))]
+        let hostile = ["../../etc/passwd", "/etc/passwd", "[3,2]", "[]", "-1", "99999999999", "[1e400]", "{\"a\":", "", "nan", "[\"x\"]"]
+        metadata[key] = g.next() % 2 == 0
+            ? hostile[Int(g.next() % UInt64(hostile.count))]
+            : String(decoding: Mutator.mutate(Array(metadata[key]!.utf8), using: &g), as: UTF8.self)
+        header["__metadata__"] = metadata
+        var newHeader = [UInt8](try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
+        while (8 + newHeader.count) % 8 != 0 { newHeader.append(0x20) }
+        return withUnsafeBytes(of: UInt64(newHeader.count).littleEndian) { Array($0) } + newHeader + Array(file[(8 + length)...])
     }
 }

@@ -29,6 +29,10 @@ struct ShapedModel: RoutingModel {
     func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {
         isSmallEnoughToReadWhole ? base.expertWeights(routedLayer: routedLayer) : nil
     }
+    var routingVariants: [RoutingVariant] { base.routingVariants }
+    func applying(_ variant: RoutingVariant) -> (any RoutingModel)? {
+        (base.applying(variant) as? MoEModel).map { ShapedModel(base: $0, denseFirst: denseFirst, groups: groups) }
+    }
 }
 
 /// A decoder whose router probabilities turn NaN at one layer (and +∞ at another), as a model

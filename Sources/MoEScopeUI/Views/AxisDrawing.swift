@@ -46,6 +46,12 @@ enum AxisDrawing {
         let palette = context.palette
         for separator in axis.separators { grid.set("│", x: x + separator, y: y, style: CellStyle(dim: true)) }
         let probabilities = routing.probabilities
+        // The fragility lens: the chosen experts and the runner-up coloured by how near the
+        // decision is to a tie, the rest blank; near-ties marked ! (chosen) and ? (runner-up).
+        let lens = context.state.lens
+        let fragility = lens.isOn ? lens.fragility(routing) : nil
+        let nearTie = lens.isOn && lens.isNearTie(routing)
+        let runnerUp = lens.isOn ? FragilityLens.runnerUp(routing) : nil
         for column in axis.columns {
             var value = -Double.infinity
             var finite = true
@@ -62,6 +68,24 @@ enum AxisDrawing {
             }
             for e in routing.experts where column.experts.contains(e) { chosen = true }
             if !finite { value = nan ? .nan : .infinity }
+            let isRunnerUp = runnerUp.map { column.experts.contains($0) } ?? false
+            if lens.isOn && finite {
+                let shade = (chosen || isRunnerUp) ? fragility ?? 0 : 0
+                var style = palette.heat(shade)
+                style.bold = chosen
+                if column.experts.contains(context.state.expert) { style.underline = true }
+                let mark: Character = chosen ? (nearTie ? "!" : "•") : isRunnerUp ? (nearTie ? "?" : "·") : " "
+                if axis.isNumeric {
+                    let (text, _) = ExplorerRenderer.heatCell(value, chosen: chosen, palette: palette)
+                    var cells = Array(text)
+                    if mark != " " && mark != "•" && cells.count > 1 { cells[1] = mark }
+                    grid.put(String(cells), x: x + column.x, y: y, style: style)
+                } else {
+                    if palette.mode == .monochrome && shade > 0 { style.reverse = true }
+                    grid.set(mark == " " ? palette.heatGlyph(0) : mark, x: x + column.x, y: y, style: style)
+                }
+                continue
+            }
             if axis.isNumeric {
                 let (text, style) = ExplorerRenderer.heatCell(value, chosen: chosen, palette: palette)
                 grid.put(text, x: x + column.x, y: y, style: style)

@@ -14,15 +14,16 @@ enum StatusBar {
         let layer = ("layer \(state.layerName(state.layer)) of \(session.model.layerCount)", state.layerName(state.layer))
         let expert = ("expert E\(state.expert) of \(state.numExperts)", "E\(state.expert)")
         let playback = state.pendingGeneration > 0 ? ("generating…", "gen") : state.playing ? ("▶ playing", "▶") : ("❚❚ paused", "❚❚")
+        let viewTitle = state.isComparing ? "A/B" : state.view.title
         let source = session.label.split(separator: "/").last.map(String.init) ?? session.label
         let candidates: [[String]] = [
-            ["moescope", router.0, session.label, position.0, layer.0, expert.0, state.view.title, playback.0],
-            ["moescope", router.0, source, position.0, layer.0, expert.0, state.view.title, playback.0],
-            ["moescope", router.1, position.0, layer.0, expert.0, state.view.title, playback.1],
-            [router.1, position.0, layer.0, expert.1, state.view.title, playback.1],
-            [router.1, position.1, layer.1, expert.1, state.view.title, playback.1],
-            [position.0, layer.0, expert.0, state.view.title, playback.1],
-            [position.1, layer.1, expert.1, state.view.title, playback.1],
+            ["moescope", router.0, session.label, position.0, layer.0, expert.0, viewTitle, playback.0],
+            ["moescope", router.0, source, position.0, layer.0, expert.0, viewTitle, playback.0],
+            ["moescope", router.1, position.0, layer.0, expert.0, viewTitle, playback.1],
+            [router.1, position.0, layer.0, expert.1, viewTitle, playback.1],
+            [router.1, position.1, layer.1, expert.1, viewTitle, playback.1],
+            [position.0, layer.0, expert.0, viewTitle, playback.1],
+            [position.1, layer.1, expert.1, viewTitle, playback.1],
             [position.1, layer.1, expert.1, playback.1],
         ]
         let line = TextLayout.firstFitting(candidates.map { " " + $0.joined(separator: " │ ") }, width: rect.width)

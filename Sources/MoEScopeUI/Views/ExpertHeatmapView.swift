@@ -6,11 +6,11 @@ enum ExpertHeatmapView {
         var grid = CellGrid(rect)
         let state = context.state
         let token = ExplorerRenderer.visible(state.session.text(of: state.cursor))
-        grid.box(
-            title: TextLayout.firstFitting(
-                [
-                    "Expert assignment · «\(token.prefix(12))» · layers × experts", "Experts · «\(token.prefix(8))»", "Experts",
-                ], width: rect.width - 6))
+        let titles =
+            context.side.map { side in
+                ["\(side) · «\(token.prefix(12))» · layers × experts", "\(side) · «\(token.prefix(8))»", side, String(side.prefix(1))]
+            } ?? ["Expert assignment · «\(token.prefix(12))» · layers × experts", "Experts · «\(token.prefix(8))»", "Experts"]
+        grid.box(title: TextLayout.firstFitting(titles, width: rect.width - 6))
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard inner.width > 8, inner.height >= 3 else { return grid }
         let labelWidth = 3 + "\(state.session.model.layerCount - 1)".count + 2
@@ -31,6 +31,12 @@ enum ExpertHeatmapView {
         if window.hiddenBelow > 0 { legend.append("▼\(window.hiddenBelow) more layers (↑/↓)") }
         let hidden = AxisDrawing.hiddenNote(axis)
         if !hidden.isEmpty { legend.append(hidden) }
+        if state.lens.isOn {
+            let share = state.lens.fragileShare(state.session.traces[0...state.cursor], layer: state.layer)
+            legend.append(
+                "\(DiffPercent.text(share)) fragile at \(state.layerName(state.layer)) · ! near-tie (margin < \(state.lens.thresholdText)) · ? runner-up · colour = fragility"
+            )
+        }
         legend.append(
             axis.isNumeric
                 ? "[nn] chosen top-\(state.session.model.topK), nn = probability %"

@@ -20,6 +20,15 @@ enum ExpertNormView {
         guard inner.width > 20, inner.height >= 4 else { return grid }
         let routing = state.currentRouting
         guard let norms = routing.allExpertOutputNorms else {
+            if let recording = state.session.model.recording {
+                let known = recording.hasExpertOutputNorms
+                    ? "; the chosen experts': " + zip(routing.experts, routing.expertOutputNorms).map { String(format: "E%d %.3f", $0, $1) }.joined(separator: " · ")
+                    : " (expert_output_norms)"
+                TextLayout.paragraphs(
+                    ["This recorded trace holds no norms of every expert\(known)."],
+                    into: &grid, x: inner.x, y: inner.y + 1, width: inner.width, bottom: inner.maxY)
+                return grid
+            }
             let chosen = zip(routing.experts, routing.expertOutputNorms).map { String(format: "E%d ‖y‖ %.3f", $0, $1) }
             TextLayout.paragraphs(
                 [

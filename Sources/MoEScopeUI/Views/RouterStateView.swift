@@ -10,9 +10,16 @@ enum RouterStateView {
         let state = context.state
         let router = state.session.router
         let inner = rect.local.inset(dx: 2, dy: 1)
-        guard router == .gru else {
+        let recordedState = state.currentTrace.layers.first?.gruHidden != nil
+        guard router == .gru || recordedState else {
             grid.box(title: "Router state")
             guard inner.width > 4 else { return grid }
+            if let recording = state.session.model.recording {
+                TextLayout.paragraphs(
+                    ["This recorded trace holds no router state (gru_hidden); it was routed by \(recording.routingRule)."],
+                    into: &grid, x: inner.x, y: inner.y, width: inner.width, bottom: inner.maxY)
+                return grid
+            }
             var paragraphs = [
                 "The \(router?.displayName ?? state.session.model.routerName) router has no recurrent state: it routes every layer independently from that layer's hidden state alone.",
                 "Equation: \(state.session.model.routerEquation)",

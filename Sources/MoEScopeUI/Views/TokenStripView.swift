@@ -6,19 +6,33 @@ enum TokenStripView {
         var grid = CellGrid(rect)
         let state = context.state
         let session = state.session
+        // In the A/B view a token whose two top-k sets differ at this layer shows "a≠b" (the
+        // two top-1 experts; "a≠" when only lower choices differ).
+        let ab = state.isComparing ? state.ab : nil
+        func idText(_ index: Int) -> (String, Bool) {
+            guard index < session.traces.count else { return ("·", false) }
+            let a = session.traces[index].layers[state.layer].experts.first.map(String.init) ?? "·"
+            guard let ab, ab.disagrees(with: session, token: index, layer: state.layer) == true else { return (a, false) }
+            let b = ab.session.traces[index].layers[state.layer].experts.first
+            return (b.map { $0 == session.traces[index].layers[state.layer].experts.first ? "\(a)≠" : "\(a)≠\($0)" } ?? a, true)
+        }
         grid.box(
             title: TextLayout.firstFitting(
-                [
-                    "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)",
-                    "Tokens · top-1 expert at \(state.layerName(state.layer))", "Tokens",
-                ], width: rect.width - 6))
+                (ab == nil
+                    ? []
+                    : [
+                        "Tokens · A's top-1 expert at \(state.layerName(state.layer)) · a≠b: A and B choose different top-k (B's top-1 after ≠)",
+                        "Tokens · ≠: A and B differ at \(state.layerName(state.layer))",
+                    ]) + [
+                        "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)",
+                        "Tokens · top-1 expert at \(state.layerName(state.layer))", "Tokens",
+                    ], width: rect.width - 6))
         let inner = rect.width - 5  // a column is kept for the ▲/▼ scroll marks
         guard inner > 0, rect.height > 3 else { return grid }
         var lines: [[(index: Int, column: Int, text: String, id: String)]] = [[]]
         var column = 0
         for index in 0..<state.tokenCount {
-            let expert = index < session.traces.count ? session.traces[index].layers[state.layer].experts.first : nil
-            let id = expert.map(String.init) ?? "·"
+            let id = idText(index).0
             var text = ExplorerRenderer.visible(session.text(of: index))
             if text.count > inner { text = String(text.prefix(inner - 1)) + "…" }
             let cell = max(text.count, id.count)
@@ -36,7 +50,11 @@ enum TokenStripView {
             for item in line {
                 let expert = item.index < session.traces.count ? session.traces[item.index].layers[state.layer].experts.first : nil
                 var style = expert.map { context.palette.expert($0) } ?? CellStyle(dim: true)
-                let idStyle = style
+                var idStyle = style
+                if idText(item.index).1 {
+                    idStyle = context.palette.nonFinite
+                    idStyle.bold = true
+                }
                 if item.index == state.cursor {
                     style.reverse = true
                     style.bold = true
