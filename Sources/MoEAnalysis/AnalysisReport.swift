@@ -56,9 +56,15 @@ public struct AnalysisReport: Codable, Sendable {
         public var topOneNormAgreement: Double
         /// P(norm rank | gate rank), ranks grouped into at most 32 bins (empty without expert norms).
         public var gateNormRankHistogram: [[Double]]
-        /// Nil for a model whose expert weights were too large to read (a large Hugging Face model).
+        /// RMoE's expert similarity (normalised means concatenated). Nil for a model whose
+        /// expert weights were too large to read (a large Hugging Face model).
         public var expertSimilarity: [[Double]]?
         public var meanExpertSimilarity: Double?
+        /// Closer Look's per-matrix similarity: mean over expert pairs of the flattened gate, up
+        /// and down matrices' cosine similarity.
+        public var meanGateSimilarity: Double?
+        public var meanUpSimilarity: Double?
+        public var meanDownSimilarity: Double?
         /// The tokens each expert receives most often (top-k slots).
         public var topTokens: [[TokenCount]]
 
@@ -69,6 +75,8 @@ public struct AnalysisReport: Codable, Sendable {
             case innerBalance = "inner_balance", outerBalance = "outer_balance"
             case gateNormRankCorrelation = "gate_norm_rank_correlation", topOneNormAgreement = "top1_norm_agreement"
             case expertSimilarity = "expert_similarity", meanExpertSimilarity = "mean_expert_similarity", topTokens = "top_tokens"
+            case meanGateSimilarity = "mean_gate_similarity", meanUpSimilarity = "mean_up_similarity"
+            case meanDownSimilarity = "mean_down_similarity"
         }
     }
 
@@ -136,6 +144,7 @@ public struct AnalysisReport: Codable, Sendable {
         let (summary, specialisation) = (accumulated.summary, accumulated.specialisation)
         let norms = NormPreference(traces: accumulated.normTraces)
         let similarity = ExpertSimilarity(model: model)
+        let perMatrix = model.isSmallEnoughToReadWhole ? ExpertSimilarity.PerMatrix(model: model) : nil
         router = model.routerID
         self.checkpoint = checkpoint
         self.randomInit = randomInit
@@ -154,6 +163,8 @@ public struct AnalysisReport: Codable, Sendable {
                 topOneNormAgreement: norms.topOneAgreement.indices.contains(i) ? norms.topOneAgreement[i] : 0,
                 gateNormRankHistogram: norms.rankHistogram.indices.contains(i) ? norms.rankHistogram[i] : [],
                 expertSimilarity: similarity?.matrices[i], meanExpertSimilarity: similarity?.meanByLayer[i],
+                meanGateSimilarity: perMatrix?.meanGateByLayer[i], meanUpSimilarity: perMatrix?.meanUpByLayer[i],
+                meanDownSimilarity: perMatrix?.meanDownByLayer[i],
                 topTokens: (0..<model.numExperts).map { e in
                     specialisation.topTokens(layer: i, expert: e, count: topTokenCount).map {
                         TokenCount(tokenID: $0.token, text: tokenizer.displayText(of: $0.token), count: $0.count)

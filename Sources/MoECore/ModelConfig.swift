@@ -17,6 +17,9 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
     public var routerHiddenSize = 64
     /// p, the GRU router's state width (the RMoE paper uses 128 with much wider models).
     public var gruHiddenSize = 64
+    /// False cuts the GRU router's recurrence over depth (h_{i−1} = 0 at every layer), RMoE's
+    /// ablation: the same parameters, each layer routing on its own.
+    public var gruRecurrence = true
     public var ropeTheta: Float = 10_000
     public var normEpsilon: Float = 1e-5
     public var tieEmbeddings = true
@@ -31,7 +34,7 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
         case numHeads = "num_attention_heads", expertHiddenSize = "intermediate_size"
         case numExperts = "num_local_experts", topK = "num_experts_per_tok"
         case contextLength = "max_position_embeddings", router = "router_type"
-        case routerHiddenSize = "router_hidden_size", gruHiddenSize = "gru_hidden_size"
+        case routerHiddenSize = "router_hidden_size", gruHiddenSize = "gru_hidden_size", gruRecurrence = "gru_recurrence"
         case ropeTheta = "rope_theta", normEpsilon = "rms_norm_eps", tieEmbeddings = "tie_word_embeddings"
         case initStd = "initializer_range"
     }
@@ -141,6 +144,7 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
         router = kind
         routerHiddenSize = try fields.optionalInt("router_hidden_size", in: any) ?? defaults.routerHiddenSize
         gruHiddenSize = try fields.optionalInt("gru_hidden_size", in: any) ?? defaults.gruHiddenSize
+        gruRecurrence = try fields.optionalBool("gru_recurrence") ?? defaults.gruRecurrence
         ropeTheta = try fields.optionalDouble("rope_theta").map(Float.init) ?? defaults.ropeTheta
         normEpsilon = try fields.optionalDouble("rms_norm_eps").map(Float.init) ?? defaults.normEpsilon
         tieEmbeddings = try fields.optionalBool("tie_word_embeddings") ?? defaults.tieEmbeddings

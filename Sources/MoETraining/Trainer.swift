@@ -11,8 +11,12 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var warmupSteps = 50
     public var weightDecay: Float = 0.1
     public var clipNorm: Float = 1
-    /// Coefficient of the load-balance loss (RMoE's value).
+    /// Coefficient of the load-balance loss (Switch/Mixtral practice; RMoE's released code
+    /// uses 0.001 on the pooled loss).
     public var balanceCoefficient: Float = 0.01
+    /// True: one balance loss over every layer's tokens pooled (RMoE's released code); false: a
+    /// loss per layer, averaged over layers.
+    public var balancePooled = false
     /// Coefficient of the router z-loss; 0 turns it off.
     public var zLossCoefficient: Float = 0
     public var seed: UInt64 = 1
@@ -24,6 +28,23 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         case batchSize = "batch_size", sequenceLength = "sequence_length", learningRate = "learning_rate"
         case warmupSteps = "warmup_steps", weightDecay = "weight_decay", clipNorm = "clip_norm"
         case balanceCoefficient = "balance_coefficient", zLossCoefficient = "z_loss_coefficient"
+        case balancePooled = "balance_pooled"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        steps = try c.decode(Int.self, forKey: .steps)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        batchSize = try c.decode(Int.self, forKey: .batchSize)
+        sequenceLength = try c.decode(Int.self, forKey: .sequenceLength)
+        learningRate = try c.decode(Float.self, forKey: .learningRate)
+        warmupSteps = try c.decode(Int.self, forKey: .warmupSteps)
+        weightDecay = try c.decode(Float.self, forKey: .weightDecay)
+        clipNorm = try c.decode(Float.self, forKey: .clipNorm)
+        balanceCoefficient = try c.decode(Float.self, forKey: .balanceCoefficient)
+        zLossCoefficient = try c.decode(Float.self, forKey: .zLossCoefficient)
+        // States saved before the option existed trained per layer.
+        balancePooled = try c.decodeIfPresent(Bool.self, forKey: .balancePooled) ?? false
     }
 
     /// The first option that cannot work, worded as "steps must be at least 1, got -5".
@@ -192,10 +213,17 @@ public struct Trainer {
         var balance: Float = 0, zLoss: Float = 0
         // The hash router has nothing to learn, so the auxiliary losses would only add constants.
         if config.router != .hash {
+            if options.balancePooled {
+                let b = tape.loadBalanceLoss(pooling: forward.routing.map { ($0.probabilities, $0.choices) })
+                balance = tape.value(b).scalars[0]
+                objective = tape.add(objective, tape.scale(b, by: options.balanceCoefficient))
+            }
             for layer in forward.routing {
-                let b = tape.loadBalanceLoss(probabilities: layer.probabilities, choices: layer.choices)
-                balance += tape.value(b).scalars[0] / layers
-                objective = tape.add(objective, tape.scale(b, by: options.balanceCoefficient / layers))
+                if !options.balancePooled {
+                    let b = tape.loadBalanceLoss(probabilities: layer.probabilities, choices: layer.choices)
+                    balance += tape.value(b).scalars[0] / layers
+                    objective = tape.add(objective, tape.scale(b, by: options.balanceCoefficient / layers))
+                }
                 if options.zLossCoefficient > 0 {
                     let z = tape.zLoss(layer.logits)
                     zLoss += tape.value(z).scalars[0] / layers

@@ -225,11 +225,15 @@ struct AnalysisMarkdown {
 
         out.append("\n## Do routers pick large-norm experts? (Closer Look into MoE)\n")
         out.append("Spearman ρ between gate score and ‖expert output‖ over all experts (mean over tokens), and how often the top-1 gate is the largest-norm expert (chance = 1/\(report.numExperts) = \(f(1 / Double(report.numExperts), 3))).\n")
-        out.append("| Layer | ρ(gate, norm) | top-1 gate = top-1 norm | Mean expert similarity |")
-        out.append("|---|---:|---:|---:|")
-        for l in report.layers { out.append("| L\(l.layer) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | \(l.meanExpertSimilarity.map { f($0, 3) } ?? "—") |") }
+        out.append("Expert similarity, mean over expert pairs: RMoE's form (each expert's normalised mean gate row, up row and down column, concatenated) and Closer Look's (each flattened matrix on its own).\n")
+        out.append("| Layer | ρ(gate, norm) | top-1 gate = top-1 norm | Expert similarity (RMoE) | gate (Closer Look) | up | down |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        for l in report.layers {
+            let cells = [l.meanExpertSimilarity, l.meanGateSimilarity, l.meanUpSimilarity, l.meanDownSimilarity].map { $0.map { f($0, 3) } ?? "—" }
+            out.append("| L\(l.layer) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | " + cells.joined(separator: " | ") + " |")
+        }
 
-        out.append("\n## Expert weight similarity at L\(report.layers[detailLayer].layer) (cosine; 1 = identical experts)\n")
+        out.append("\n## Expert weight similarity at L\(report.layers[detailLayer].layer) (RMoE's form; cosine; 1 = identical experts)\n")
         out.append("| | " + experts.joined(separator: " | ") + " |")
         out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
         for (e, row) in (report.layers[detailLayer].expertSimilarity ?? []).enumerated() { out.append("| E\(e) | " + row.map { f($0) }.joined(separator: " | ") + " |") }

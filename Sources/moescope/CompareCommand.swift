@@ -7,74 +7,174 @@ import MoETraining
 struct CompareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compare",
-        abstract: "Measure every router's checkpoint on the held-out split, as a Markdown table.",
+        abstract:
+            "Measure every router's checkpoints on the whole held-out split, with bootstrap intervals, as Markdown or JSON.",
         discussion: """
-        Columns: held-out perplexity; router parameters; median router time per decoded token
-        (all layers); mean routing entropy (nats, full softmax); load CV and MaxVio (mean over
-        layers); Inner Balance = median top-1/top-2 score and Outer Balance = median top-k score
-        sum (RMoE); cross-layer MI = mean mutual information (nats) between the top-1 experts
-        of every pair of layers. Use a release build for the latency column.
-        """)
+            Every held-out document of every domain is scored, each domain's token stream cut into
+            windows of the model's context; perplexity is token-weighted over all of them, and given
+            per domain. A router may have several checkpoints, one per training seed: DIR/<router> is
+            either a checkpoint or a folder of seed-N checkpoints. Intervals are 95 % paired bootstrap
+            intervals: windows are resampled within their domain, the same resample for every router,
+            so the difference to Linear is paired; over seeds the seeds are resampled too. Routing
+            statistics are means over seeds with a Student-t interval.
+
+            Columns: held-out perplexity; its relative difference to Linear; router parameters;
+            router FLOPs per token (2 per multiply-add of its products, all layers); median router
+            time per decoded token (all layers; use a release build); mean routing entropy (nats,
+            full softmax); load CV and MaxVio (mean over layers); Inner Balance = median top-1/top-2
+            score and Outer Balance = median top-k score sum (RMoE); cross-layer MI = mean mutual
+            information (nats) between the top-1 experts of every pair of layers.
+            """)
 
     @Option(parsing: .upToNextOption, help: "Routers to compare (default: all with a checkpoint).")
     var routers: [RouterKind] = RouterKind.allCases
-    @Option(help: "Held-out tokens to evaluate per router.") var maxTokens = 32768
-    @Option(help: ArgumentHelp("Assets directory (corpus and checkpoints).", valueName: "dir")) var assets: String?
-    @Option(help: ArgumentHelp("Read checkpoints from DIR/<router> instead of the assets.", valueName: "dir")) var checkpoints: String?
-    @Option(help: ArgumentHelp("Also write the comparison as a bar chart, DIR/comparison.svg.", valueName: "dir")) var figures: String?
+    @Option(help: "Held-out predictions to score per domain (default: all of them).")
+    var maxTokensPerDomain: Int?
+    @Option(help: ArgumentHelp("Assets directory (corpus and checkpoints).", valueName: "dir"))
+    var assets: String?
+    @Option(
+        help: ArgumentHelp(
+            "Read checkpoints from DIR/<router> (a checkpoint, or seed-N checkpoints) instead of the assets.",
+            valueName: "dir"))
+    var checkpoints: String?
+    @Option(
+        name: .customLong("run"),
+        help: ArgumentHelp(
+            "An extra row, LABEL=DIR (DIR a checkpoint or a folder of seed-N checkpoints), e.g. an ablation; repeatable.",
+            valueName: "label=dir"))
+    var runs: [String] = []
+    @Option(help: "Bootstrap resamples.") var resamples = 2000
+    @Flag(help: "Print the comparison as JSON (format moescope-compare).") var json = false
+    @Option(help: ArgumentHelp("Also write the JSON to FILE (the Markdown is still printed).", valueName: "file")) var jsonFile: String?
+    @Option(help: ArgumentHelp("Also write the comparison as bar charts with their 95 % intervals, DIR/comparison.svg.", valueName: "dir"))
+    var figures: String?
 
     func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+        if let maxTokensPerDomain, maxTokensPerDomain < 1 {
+            throw ValidationError("--max-tokens-per-domain must be at least 1, got \(maxTokensPerDomain)")
+        }
+        guard (1...100_000).contains(resamples) else {
+            throw ValidationError("--resamples must be between 1 and 100000, got \(resamples)")
+        }
+        for item in runs where !item.contains("=") || item.hasPrefix("=") || item.hasSuffix("=") {
+            throw ValidationError(
+                "--run \(item) must be LABEL=DIR, e.g. \"GRU no recurrence=runs/retrain/ablations/gru-no-recurrence\""
+            )
+        }
+    }
+
+    /// The checkpoints of one row: DIR itself, or its seed-N subfolders in seed order.
+    static func seedCheckpoints(in directory: String) -> [(name: String, path: String)] {
+        if Checkpoint.exists(at: directory) {
+            return [(URL(fileURLWithPath: directory).lastPathComponent, directory)]
+        }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return entries.compactMap { name -> (Int, String)? in
+            guard name.hasPrefix("seed-"), let n = Int(name.dropFirst(5)),
+                Checkpoint.exists(at: "\(directory)/\(name)")
+            else { return nil }
+            return (n, name)
+        }.sorted { $0.0 < $1.0 }.map { (name: $0.1, path: "\(directory)/\($0.1)") }
     }
 
     func run() throws {
         let locator = try AssetLocator(explicit: assets)
-        let heldOut = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl").documents(in: .heldout)
-        var rows: [String] = []
-        var streams: [String: [Int]] = [:]   // by tokenizer file, in case checkpoints differ
-        var measured: [(router: RouterKind, result: Evaluation)] = []
-        for router in routers {
-            let directory = checkpoints.map { "\($0)/\(router.rawValue)" } ?? locator.checkpointDirectory(for: router)
-            guard Checkpoint.exists(at: directory) else {
-                printError("note: no \(router.rawValue) checkpoint in \(directory) — skipped (train one with `moescope train --router \(router.rawValue)`)")
+        let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
+        let domains = corpus.domains
+        let heldOut = corpus.documents(in: .heldout)
+        var planned: [(label: String, folder: String)] = routers.map { router in
+            (
+                router.displayName,
+                checkpoints.map { "\($0)/\(router.rawValue)" } ?? locator.checkpointDirectory(for: router)
+            )
+        }
+        for item in runs {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            planned.append((parts[0], parts[1]))
+        }
+        var segmentsByTokenizer: [String: [[Int]]] = [:]
+        var groups: [ComparisonGroup] = []
+        for (label, folder) in planned {
+            let found = Self.seedCheckpoints(in: folder)
+            guard !found.isEmpty else {
+                printError(
+                    "note: no checkpoint for \(label) in \(folder) (nor seed-N checkpoints in it) — skipped")
                 continue
             }
-            let checkpoint = try Checkpoint.load(from: directory)
-            let key = "\(directory)/\(Checkpoint.tokenizerFile)"
-            let stream = streams[key] ?? TokenStream(documents: heldOut, tokenizer: checkpoint.tokenizer).tokens
-            streams[key] = stream
-            var progress = ProgressLine("compare \(router.rawValue): tokens", total: min(maxTokens, stream.count - 1), unit: "tok")
-            let result = try Evaluation.run(checkpoint.model, on: stream, maxTokens: maxTokens) { done, _ in progress.update(done) }
-            progress.finish()
-            measured.append((router, result))
-            let r = result.routing
-            rows.append("| \(router.displayName) | \(f(result.perplexity, 2)) | \(result.routerParameters) | "
-                        + "\(f(result.routerNanosecondsPerToken / 1000, 1)) | \(f(r.meanEntropy, 3)) | \(f(r.meanLoadCV, 3)) | "
-                        + "\(f(r.meanMaxViolation, 3)) | \(f(r.innerBalance, 2)) | \(f(r.outerBalance, 3)) | \(f(r.meanCrossLayerMutualInformation, 3)) |")
+            var seeds: [(name: String, evaluation: Evaluation)] = []
+            var config: ModelConfig?
+            for (name, path) in found {
+                let checkpoint = try Checkpoint.load(from: path)
+                config = checkpoint.model.config
+                let key = String(
+                    decoding: try Data(
+                        contentsOf: URL(fileURLWithPath: "\(path)/\(Checkpoint.tokenizerFile)")), as: UTF8.self)
+                let segments =
+                    segmentsByTokenizer[key]
+                    ?? domains.map { domain in
+                        TokenStream(
+                            documents: heldOut.filter { $0.domain == domain }, tokenizer: checkpoint.tokenizer
+                        ).tokens
+                    }
+                segmentsByTokenizer[key] = segments
+                let total = segments.reduce(0) {
+                    $0 + min(maxTokensPerDomain ?? Int.max, max(0, $1.count - 1))
+                }
+                var progress = ProgressLine("compare \(label) \(name): tokens", total: total, unit: "tok")
+                let evaluation = try Evaluation.run(
+                    checkpoint.model, segments: segments, maxTokensPerSegment: maxTokensPerDomain
+                ) { done, _ in
+                    progress.update(done)
+                }
+                progress.finish()
+                seeds.append((name, evaluation))
+            }
+            groups.append(ComparisonGroup(label: label, config: config!, seeds: seeds))
         }
-        guard !rows.isEmpty else { throw CLIError("no router checkpoints found — train them with `moescope train --router R --out DIR` and pass --checkpoints") }
-        print("| Router | Held-out PPL | Router params | Router µs/token | Entropy | Load CV | MaxVio | Inner | Outer | Cross-layer MI |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        rows.forEach { print($0) }
+        guard !groups.isEmpty else {
+            throw CLIError(
+                "no router checkpoints found — train them with `moescope train --router R --out DIR` and pass --checkpoints"
+            )
+        }
+        let comparison: RouterComparison
+        do {
+            comparison = try RouterComparison(
+                groups: groups, domainNames: domains, baseline: RouterKind.linear.displayName,
+                resamples: resamples)
+        } catch let error as ComparisonError { throw CLIError("\(error)") }
         if let figures {
-            let tokens = measured.map(\.result.tokens).max() ?? 0
-            try writeFigure(measured, to: figures, caption: "moescope compare · checkpoints \(checkpoints ?? "\(locator.root)/checkpoints") · "
-                            + "text: held-out corpus split · \(tokens) tokens per router")
+            try writeFigure(comparison, to: figures, caption: "moescope compare · checkpoints \(checkpoints ?? "\(locator.root)/checkpoints") · "
+                            + "text: held-out corpus split, \(comparison.domains.count) domains · \(comparison.tokens) tokens per checkpoint")
+        }
+        let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        if let jsonFile {
+            do { try encoder.encode(comparison).write(to: URL(fileURLWithPath: jsonFile), options: .atomic) } catch {
+                throw CLIError("cannot write --json-file \(jsonFile): \(error.localizedDescription) — pass a path in a folder you can write to")
+            }
+        }
+        if json {
+            print(String(decoding: try encoder.encode(comparison), as: UTF8.self))
+        } else {
+            print(comparison.markdown)
         }
     }
 
-    /// The table's columns as bar panels; `Evaluation` has no intervals yet, so none are drawn.
-    private func writeFigure(_ measured: [(router: RouterKind, result: Evaluation)], to directory: String, caption: String) throws {
-        func metric(_ name: String, _ unit: String, _ value: (Evaluation) -> Double) -> ComparisonFigure.Metric {
-            .init(name: name, unit: unit, values: measured.map { value($0.result) })
+    /// The table's columns as bar panels, perplexity and the routing statistics with their
+    /// intervals as error bars (none where a router has one seed).
+    private func writeFigure(_ comparison: RouterComparison, to directory: String, caption: String) throws {
+        func metric(_ name: String, _ unit: String, _ value: (RouterComparison.Row) -> Interval) -> ComparisonFigure.Metric {
+            let intervals = comparison.rows.map(value)
+            return .init(name: name, unit: unit, values: intervals.map(\.estimate),
+                         intervals: intervals.map { $0.lower.isFinite && $0.upper.isFinite ? $0.lower...$0.upper : nil })
         }
-        let figure = ComparisonFigure(routers: measured.map(\.router.displayName), metrics: [
+        func plain(_ v: Double) -> Interval { Interval(estimate: v, lower: .nan, upper: .nan) }
+        let figure = ComparisonFigure(routers: comparison.rows.map(\.label), metrics: [
             metric("held-out perplexity", "perplexity", \.perplexity),
-            metric("router time per token", "µs", { $0.routerNanosecondsPerToken / 1000 }),
-            metric("router parameters", "parameters", { Double($0.routerParameters) }),
-            metric("routing entropy", "nats", \.routing.meanEntropy),
-            metric("load CV", "CV", \.routing.meanLoadCV),
-            metric("cross-layer MI (top-1)", "nats", \.routing.meanCrossLayerMutualInformation),
+            metric("router time per token", "µs", { plain($0.routerMicrosecondsPerToken) }),
+            metric("router FLOPs per token", "FLOPs", { plain(Double($0.routerFLOPsPerToken)) }),
+            metric("routing entropy", "nats", \.entropy),
+            metric("load CV", "CV", \.loadCV),
+            metric("cross-layer MI (top-1)", "nats", \.crossLayerMI),
         ], caption: caption)
         do {
             printError("compare: wrote \(try figure.write(to: directory))")
@@ -82,6 +182,4 @@ struct CompareCommand: ParsableCommand {
             throw CLIError("cannot write figures to \(directory): \(error.localizedDescription) — pass a folder you can write to")
         }
     }
-
-    private func f(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
 }

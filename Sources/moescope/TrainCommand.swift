@@ -22,6 +22,12 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Peak learning rate (after warm-up; cosine decay to 10%).") var learningRate: Float?
     @Option(help: "Linear warm-up steps.") var warmup: Int?
     @Option(help: "Router z-loss coefficient (0 = off; ST-MoE uses 0.001).") var zLoss: Float?
+    @Option(help: "Load-balance loss: per-layer (one per layer, averaged; Switch/Mixtral) or pooled (one over every layer's tokens; RMoE's released code).")
+    var balanceLoss: BalanceLossForm?
+    @Option(help: "Load-balance loss coefficient (default 0.01; RMoE's released code uses 0.001 with --balance-loss pooled).")
+    var balanceCoefficient: Float?
+    @Option(help: "GRU router state width p (default 64; RMoE uses 128).") var gruHiddenSize: Int?
+    @Flag(help: "Cut the GRU router's recurrence over depth (h_{i−1} = 0 at every layer): RMoE's ablation.") var noGruRecurrence = false
     @Option(help: "Seed for initialisation and batch sampling.", transform: parseSeed) var seed: UInt64?
     @Option(help: ArgumentHelp("Output checkpoint directory (default: runs/<router>).", valueName: "dir")) var out: String?
     @Flag(help: "Continue the interrupted run saved in --out.") var resume = false
@@ -42,6 +48,13 @@ struct TrainCommand: ParsableCommand {
         }
         if let warmup, warmup < 0 { throw ValidationError("--warmup must be at least 0, got \(warmup)") }
         if let zLoss, !(zLoss.isFinite && zLoss >= 0) { throw ValidationError("--z-loss must be a finite number ≥ 0, got \(zLoss)") }
+        if let balanceCoefficient, !(balanceCoefficient.isFinite && balanceCoefficient >= 0) {
+            throw ValidationError("--balance-coefficient must be a finite number ≥ 0, got \(balanceCoefficient)")
+        }
+        if let gruHiddenSize, !(1...4096).contains(gruHiddenSize) { throw ValidationError("--gru-hidden-size must be between 1 and 4096, got \(gruHiddenSize)") }
+        if (gruHiddenSize != nil || noGruRecurrence) && router != .gru {
+            throw ValidationError("--gru-hidden-size and --no-gru-recurrence apply to --router gru only")
+        }
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1, got \(saveEvery)") }
         if resume && force { throw ValidationError("--resume and --force both given — --force starts over, --resume continues; pass one") }
     }
@@ -67,6 +80,8 @@ struct TrainCommand: ParsableCommand {
 
         var modelConfig = try config.map { try ModelConfig.load(path: $0) } ?? ModelConfig()
         modelConfig.router = router
+        if let gruHiddenSize { modelConfig.gruHiddenSize = gruHiddenSize }
+        if noGruRecurrence { modelConfig.gruRecurrence = false }
         modelConfig.vocabSize = tokenizer.vocabSize
         try modelConfig.validate(path: config ?? "the default config")
 
@@ -87,6 +102,8 @@ struct TrainCommand: ParsableCommand {
         if let learningRate { options.learningRate = learningRate }
         if let warmup { options.warmupSteps = warmup }
         if let zLoss { options.zLossCoefficient = zLoss }
+        if let balanceLoss { options.balancePooled = balanceLoss == .pooled }
+        if let balanceCoefficient { options.balanceCoefficient = balanceCoefficient }
         if let seed { options.seed = seed }
         guard options.sequenceLength <= modelConfig.contextLength else {
             throw CLIError("--sequence-length \(options.sequenceLength) exceeds the model's context of \(modelConfig.contextLength)")
@@ -137,12 +154,18 @@ struct TrainCommand: ParsableCommand {
         try checkpoint.save(to: directory, dtype: dtype, metadata: [
             "steps": String(options.steps), "seed": String(options.seed),
             "tokens_seen": String(options.steps * trainer.tokensPerStep),
+            "balance_loss": options.balancePooled ? "pooled" : "per-layer", "balance_coefficient": String(options.balanceCoefficient),
             "final_train_loss": String(format: "%.4f", meanLoss),
         ])
         try? FileManager.default.removeItem(atPath: statePath)
         print("trained \(router.rawValue) in \(ProgressLine.format(seconds: Date().timeIntervalSince(began))): "
               + "train loss \(String(format: "%.3f", meanLoss)) (mean of the last \(recentLoss.count) steps); checkpoint written to \(directory)")
     }
+}
+
+/// How `train` takes the load-balance loss over layers.
+enum BalanceLossForm: String, ExpressibleByArgument, CaseIterable {
+    case perLayer = "per-layer", pooled
 }
 
 extension SafeTensorsDType: ExpressibleByArgument {

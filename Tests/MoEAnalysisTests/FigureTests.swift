@@ -236,6 +236,7 @@ final class SVGInspector: NSObject, XMLParserDelegate {
         "layer", "entropy", "selection_margin", "expert_shares", "load_cv", "max_vio", "usage_entropy",
         "inner_balance", "outer_balance", "gate_norm_rank_correlation", "top1_norm_agreement",
         "gate_norm_rank_histogram", "expert_similarity", "mean_expert_similarity", "top_tokens",
+        "mean_gate_similarity", "mean_up_similarity", "mean_down_similarity",
     ]
     static let distribution: Set = ["mean", "p10", "p25", "median", "p75", "p90"]
     static let checks: [String: Set<String>] = [

@@ -120,6 +120,39 @@ import Testing
         let high = tape.value(tape.loadBalanceLoss(probabilities: collapsed, choices: Array(repeating: [0, 1], count: n))).scalars[0]
         #expect(high > Float(k) * 3)
     }
+
+    /// RMoE's released code takes one balance loss over every layer's tokens pooled.
+    @Test func pooledBalanceLossIsKAtUniformRoutingAndDiffersFromThePerLayerMean() {
+        let (n, e, k, layers) = (12, 8, 2, 5)
+        let tape = Tape()
+        let uniform = (0..<layers).map { layer in
+            (tape.leaf(Tensor(repeating: 1 / Float(e), shape: [n, e])), (0..<n).map { [(2 * $0 + layer) % e, (2 * $0 + layer + 1) % e] })
+        }
+        #expect(abs(tape.value(tape.loadBalanceLoss(pooling: uniform)).scalars[0] - Float(k)) < 1e-5)
+        // One layer pooled is the per-layer loss.
+        let p = tape.leaf(tape.value(tape.softmaxRows(tape.leaf(Self.random([n, e], seed: 8)))))
+        let choices = (0..<n).map { [$0 % 3, 3 + $0 % 2] }
+        #expect(tape.value(tape.loadBalanceLoss(pooling: [(p, choices)])).scalars[0]
+                == tape.value(tape.loadBalanceLoss(probabilities: p, choices: choices)).scalars[0])
+        // Two layers that each collapse onto a different expert pair: each alone scores E = 8
+        // (4k), but pooled over the stack four experts share the load, which scores 4.
+        let a = tape.leaf(Tensor(shape: [n, e], scalars: (0..<(n * e)).map { $0 % e < 2 ? 0.5 : 0 }))
+        let b = tape.leaf(Tensor(shape: [n, e], scalars: (0..<(n * e)).map { (2..<4).contains($0 % e) ? 0.5 : 0 }))
+        let ca = Array(repeating: [0, 1], count: n), cb = Array(repeating: [2, 3], count: n)
+        let perLayerMean = (tape.value(tape.loadBalanceLoss(probabilities: a, choices: ca)).scalars[0]
+                            + tape.value(tape.loadBalanceLoss(probabilities: b, choices: cb)).scalars[0]) / 2
+        let pooled = tape.value(tape.loadBalanceLoss(pooling: [(a, ca), (b, cb)])).scalars[0]
+        #expect(abs(perLayerMean - 8) < 1e-5)
+        #expect(abs(pooled - 4) < 1e-5)
+    }
+
+    @Test func pooledBalanceLossGradient() {
+        let n = 6, e = 4
+        let choices = [(0..<n).map { [$0 % e, ($0 + 1) % e] }, (0..<n).map { [($0 * 3) % e, ($0 * 3 + 2) % e] }]
+        check([Self.random([n, e], seed: 21), Self.random([n, e], seed: 22)]) { tape, v in
+            tape.loadBalanceLoss(pooling: [(tape.softmaxRows(v[0]), choices[0]), (tape.softmaxRows(v[1]), choices[1])])
+        }
+    }
 }
 
 /// Every router's gradients — with respect to its input and every parameter — against finite
@@ -164,6 +197,75 @@ import Testing
         let layer0 = tape.gradient(parameters["model.layers.0.block_sparse_moe.gate.projector.weight"]!)
         #expect(layer0.scalars.contains { abs($0) > 1e-7 })
         #expect(tape.gradient(parameters["model.layers.0.block_sparse_moe.gate.output.weight"]!).scalars.allSatisfy { $0 == 0 })
+    }
+
+    @Test func gruWithoutRecurrenceGradientsMatchFiniteDifferences() throws {
+        var config = ModelConfig.tiny(router: .gru)
+        config.initStd = 0.3
+        config.gruRecurrence = false
+        var source = RandomWeights(seed: 4)
+        let router = try GRURouter(config, from: &source)
+        let names = router.namedParameters.keys.sorted().filter { !$0.hasSuffix("weight_hh") }   // W_hh multiplies 0
+        let u = GradientTests.random([3, config.hiddenSize], seed: 17)
+        GradientTests().check([u] + names.map { router.namedParameters[$0]! }, samples: 6) { tape, variables in
+            let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0 + 1) })
+            var state: Variable?
+            var total: Variable?
+            for layer in 0..<config.numLayers {
+                let logits = router.logits(variables[0], tokens: [1, 2, 3], layer: layer, state: &state, on: tape) {
+                    index[$0].map { variables[$0] } ?? tape.leaf(router.namedParameters[$0]!)
+                }
+                let weighted = tape.scale(logits, by: Float(layer + 1))
+                total = total.map { tape.add($0, weighted) } ?? weighted
+            }
+            return total!
+        }
+    }
+
+    /// Cutting the recurrence is the GRU cell run from h = 0 at every layer: layer by layer it
+    /// equals the recurrent GRU given no state, ignores W_hh (zeroed or not), and so differs
+    /// from the recurrent router below the first layer. (A GRU with W_hh = 0 alone is not the
+    /// same router: its update gate still carries z ⊙ h_{i−1} down the stack.)
+    @Test func gruWithoutRecurrenceIsTheCellFromZeroStateAtEveryLayer() throws {
+        var config = ModelConfig.tiny(router: .gru)
+        config.numLayers = 4
+        config.initStd = 0.3
+        var source = RandomWeights(seed: 9)
+        let recurrent = try GRURouter(config, from: &source)
+        config.gruRecurrence = false
+        var same = NamedTensors(recurrent.namedParameters)
+        let cut = try GRURouter(config, from: &same)
+        var zeroed = cut
+        zeroed.namedParameters["model.router_gru.weight_hh"] = Tensor(zeros: [3 * config.gruHiddenSize, config.gruHiddenSize])
+        let u = GradientTests.random([5, config.hiddenSize], seed: 2)
+        let tokens = [1, 2, 3, 4, 5]
+        var cutState = RouterDepthState(), zeroedState = RouterDepthState(), recurrentState = RouterDepthState()
+        for layer in 0..<config.numLayers {
+            let fromCut = cut.logits(u, tokens: tokens, layer: layer, state: &cutState)
+            var fresh = RouterDepthState()
+            let fromZeroState = recurrent.logits(u, tokens: tokens, layer: layer, state: &fresh)
+            #expect(fromCut.scalars == fromZeroState.scalars, "layer \(layer)")
+            #expect(zeroed.logits(u, tokens: tokens, layer: layer, state: &zeroedState).scalars == fromCut.scalars)
+            let fromRecurrent = recurrent.logits(u, tokens: tokens, layer: layer, state: &recurrentState)
+            if layer == 0 {
+                #expect(fromRecurrent.scalars == fromCut.scalars)
+            } else {
+                #expect(zip(fromRecurrent.scalars, fromCut.scalars).contains { abs($0 - $1) > 1e-4 }, "layer \(layer)")
+            }
+        }
+    }
+
+    @Test func routerFLOPsCountEachProduct() {
+        var config = ModelConfig()
+        config.router = .linear
+        #expect(config.routerFLOPsPerToken == 2 * 6 * 8 * 128)
+        config.router = .gru
+        let p = config.gruHiddenSize
+        #expect(config.routerFLOPsPerToken == 2 * 6 * (p * 128 + 6 * p * p + 8 * p))
+        config.gruRecurrence = false
+        #expect(config.routerFLOPsPerToken == 2 * 6 * (p * 128 + 3 * p * p + 8 * p))
+        config.router = .hash
+        #expect(config.routerFLOPsPerToken == 0)
     }
 
     @Test func hashRouterIsAConstant() throws {

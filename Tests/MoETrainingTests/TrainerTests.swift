@@ -35,6 +35,25 @@ import Testing
         #expect(last < first - 1.5, "loss went from \(first) to \(last)")
     }
 
+    /// RMoE's setup: one balance loss pooled over layers at 0.001 — it trains, reports the pooled
+    /// loss (≈ k), and changes the run; a state saved before the option existed reads as per-layer.
+    @Test func pooledBalanceLossTrainsAndOldStatesReadAsPerLayer() throws {
+        var options = Self.options(steps: 3)
+        options.balancePooled = true
+        options.balanceCoefficient = 0.001
+        var pooled = try Trainer(config: .tiny(router: .gru), options: options, data: Self.stream)
+        var perLayer = try Trainer(config: .tiny(router: .gru), options: Self.options(steps: 3), data: Self.stream)
+        let report = try pooled.trainStep()
+        _ = try perLayer.trainStep()
+        #expect(report.balance > 1.5 && report.balance < 8, "pooled balance near k = 2 at initialisation: \(report.balance)")
+        #expect(pooled.parameters != perLayer.parameters)
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(options)) as! [String: Any]
+        #expect(json["balance_pooled"] as? Bool == true)
+        json.removeValue(forKey: "balance_pooled")
+        let old = try JSONDecoder().decode(TrainingOptions.self, from: JSONSerialization.data(withJSONObject: json))
+        #expect(old.balancePooled == false && old.balanceCoefficient == 0.001)
+    }
+
     /// Shards run side by side on two cores or one after another on one: same bits either way.
     @Test func threadCountDoesNotChangeTheRun() throws {
         var one = try Trainer(config: .tiny(router: .gru), options: Self.options(steps: 4), data: Self.stream)

@@ -290,17 +290,28 @@ extension Tape {
     /// routed slots that chose e (a constant) and P_e the mean router probability of e.
     /// Equals k when routing is uniform.
     public func loadBalanceLoss(probabilities: Variable, choices: [[Int]]) -> Variable {
-        let pv = value(probabilities), e = pv.cols, n = pv.rows
+        loadBalanceLoss(pooling: [(probabilities, choices)])
+    }
+
+    /// The same loss with f_e and P_e taken over the tokens of every layer given at once, as
+    /// RMoE's released code (Hugging Face's `load_balancing_loss_func` on the concatenated
+    /// router logits of all layers) computes it: one loss for the stack, not a mean of per-layer
+    /// losses. Also k at uniform routing.
+    public func loadBalanceLoss(pooling layers: [(probabilities: Variable, choices: [[Int]])]) -> Variable {
+        let values = layers.map { value($0.probabilities) }
+        let e = values[0].cols, n = values.reduce(0) { $0 + $1.rows }
         var fraction = [Float](repeating: 0, count: e)
-        for row in choices { for x in row { fraction[x] += 1 } }
+        for layer in layers { for row in layer.choices { for x in row { fraction[x] += 1 } } }
         fraction = fraction.map { $0 / Float(n) }     // Σ f = k: each token fills k slots
         var meanP = [Float](repeating: 0, count: e)
-        for r in 0..<n { for j in 0..<e { meanP[j] += pv.scalars[r * e + j] / Float(n) } }
+        for pv in values { for r in 0..<pv.rows { for j in 0..<e { meanP[j] += pv.scalars[r * e + j] / Float(n) } } }
         let loss = Float(e) * zip(fraction, meanP).reduce(0) { $0 + $1.0 * $1.1 }
         return record(Tensor(shape: [1], scalars: [loss])) { g, tape in
-            var d = Tensor(zeros: pv.shape)
-            for r in 0..<n { for j in 0..<e { d.scalars[r * e + j] = g.scalars[0] * Float(e) * fraction[j] / Float(n) } }
-            tape.accumulate(probabilities, d)
+            for (layer, pv) in zip(layers, values) {
+                var d = Tensor(zeros: pv.shape)
+                for r in 0..<pv.rows { for j in 0..<e { d.scalars[r * e + j] = g.scalars[0] * Float(e) * fraction[j] / Float(n) } }
+                tape.accumulate(layer.probabilities, d)
+            }
         }
     }
 }

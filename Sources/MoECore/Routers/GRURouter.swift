@@ -17,16 +17,28 @@ import Darwin
 ///
 /// The GRU cell follows PyTorch's `GRUCell` layout: `weight_ih` stacks [W_ir; W_iz; W_in].
 /// Gradients flow through h across layers (the paper finds detaching it hurts).
+///
+/// With the recurrence cut (`gru_recurrence: false`, RMoE's ablation of the recurrence) every
+/// layer starts from zero state, so the cell is a per-layer gated MLP of the same size:
+///
+///     h_i = (1 − z_i) ⊙ n_i,   z_i = σ(W_iz x_i + b_iz + b_hz),
+///     n_i = tanh(W_in x_i + b_in + r_i ⊙ b_hn),   r_i = σ(W_ir x_i + b_ir + b_hr)
+///
+/// (W_hh multiplies h_{i−1} = 0 and drops out; it stays in the checkpoint so both variants
+/// share one layout.)
 public struct GRURouter: Router {
     public var kind: RouterKind { .gru }
     public var namedParameters: [String: Tensor]
     public let stateSize: Int
+    /// False cuts the recurrence: h_{i−1} = 0 at every layer.
+    public let recurrent: Bool
 
     static let cellPrefix = "model.router_gru"
 
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         let p = config.gruHiddenSize
         stateSize = p
+        recurrent = config.gruRecurrence
         // PyTorch initialises GRU weights U(−1/√p, 1/√p); a normal with the same variance.
         let cellInit = Initializer.normal(std: 1 / (3 * Float(p)).squareRoot())
         namedParameters = try loadParameters([
@@ -51,7 +63,7 @@ public struct GRURouter: Router {
 
     public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
                        on tape: Tape, parameter: (String) -> Variable) -> Variable {
-        let previous = state ?? tape.leaf(Tensor(zeros: [tokens.count, stateSize]))
+        let previous = (recurrent ? state : nil) ?? tape.leaf(Tensor(zeros: [tokens.count, stateSize]))
         let x = tape.linear(u, parameter("\(routerPrefix(layer)).projector.weight"))
         let hidden = cell(input: x, hidden: previous, on: tape, parameter: parameter)
         state = hidden

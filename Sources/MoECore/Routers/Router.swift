@@ -137,3 +137,23 @@ public func makeRouter(_ config: ModelConfig, from source: inout some WeightSour
     case .gru: try GRURouter(config, from: &source)
     }
 }
+
+extension ModelConfig {
+    /// Floating-point operations the router spends per token, all layers together: 2 per
+    /// multiply-add of its matrix products (element-wise activations and the softmax, shared by
+    /// all routers, are not counted). The cut-recurrence GRU skips W_hh h, which multiplies 0.
+    public var routerFLOPsPerToken: Int {
+        let d = hiddenSize, e = numExperts, h = routerHiddenSize, p = gruHiddenSize
+        let perLayer: Int
+        switch router {
+        case .linear: perLayer = e * d
+        case .mlp: perLayer = h * d + e * h
+        case .attention: perLayer = h * d + e * h      // Wq u, then one score per expert key
+        case .hybrid: perLayer = e * d + h * d + e * h
+        case .hash: perLayer = 0
+        case .mlpHadamard: perLayer = 2 * h * d + e * h
+        case .gru: perLayer = p * d + 3 * p * p * (gruRecurrence ? 2 : 1) + e * p
+        }
+        return 2 * perLayer * numLayers
+    }
+}
