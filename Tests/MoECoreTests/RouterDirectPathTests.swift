@@ -42,6 +42,31 @@ import Testing
         }
     }
 
+    /// RMoE's ablation with the recurrence cut (h_{i−1} = 0 at every layer): the direct path
+    /// must ignore the carried state exactly as the tape does, and differ from the recurrent GRU.
+    @Test func directGRUWithTheRecurrenceCutEqualsTheTape() throws {
+        var config = Self.config(.gru, wide: true)
+        config.gruRecurrence = false
+        var source = RandomWeights(seed: 9)
+        let router = try makeRouter(config, from: &source)
+        var recurrentConfig = config
+        recurrentConfig.gruRecurrence = true
+        var recurrentSource = RandomWeights(seed: 9)
+        let recurrentRouter = try makeRouter(recurrentConfig, from: &recurrentSource)
+        let tokens = [3, 1, 4, 1, 5]
+        var direct = RouterDepthState()
+        var taped = RouterDepthState()
+        var recurrent = RouterDepthState()
+        for layer in 0..<config.numLayers {
+            let u = GradientTests.random([tokens.count, config.hiddenSize], seed: UInt64(200 + layer))
+            let a = router.logits(u, tokens: tokens, layer: layer, state: &direct, threads: 1)
+            let b = router.tapeLogits(u, tokens: tokens, layer: layer, state: &taped, threads: 1)
+            let c = recurrentRouter.logits(u, tokens: tokens, layer: layer, state: &recurrent, threads: 1)
+            #expect(a.scalars == b.scalars, "layer \(layer)")
+            if layer > 0 { #expect(a.scalars != c.scalars, "layer \(layer) should not see the carried state") }
+        }
+    }
+
     /// A router's products may split over threads without changing a bit.
     @Test func directGRULogitsDoNotDependOnTheThreadCount() throws {
         let config = Self.config(.gru, wide: true)

@@ -72,7 +72,7 @@ public struct GRURouter: Router {
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
         let x = linear(u, parameter("\(routerPrefix(layer)).projector.weight"), threads: threads)
-        let hidden = cell(input: x, hidden: state.hidden, threads: threads)
+        let hidden = cell(input: x, hidden: recurrent ? state.hidden : nil, threads: threads)
         state.hidden = hidden
         return linear(hidden, parameter("\(routerPrefix(layer)).output.weight"), threads: threads)
     }
