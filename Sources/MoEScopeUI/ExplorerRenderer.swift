@@ -93,6 +93,8 @@ public enum ExplorerRenderer {
         case .expertNorms: placements.append(PanelPlacement(name: "norms", rect: body, boxed: true) { ExpertNormView.draw($0, in: $1) })
         case .expertSimilarity:
             placements.append(PanelPlacement(name: "similarity", rect: body, boxed: true) { ExpertSimilarityView.draw($0, in: $1) })
+        case .coActivation:
+            placements.append(PanelPlacement(name: "co-activation", rect: body, boxed: true) { CoActivationView.draw($0, in: $1) })
         }
         return placements
     }

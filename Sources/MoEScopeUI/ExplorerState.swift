@@ -2,7 +2,7 @@ import MoECore
 
 /// The explorer's views, cycled with Tab.
 public enum ExplorerView: CaseIterable, Sendable {
-    case dashboard, crossLayer, expertNorms, expertSimilarity, expert
+    case dashboard, crossLayer, expertNorms, expertSimilarity, coActivation, expert
 
     public var title: String {
         switch self {
@@ -11,6 +11,7 @@ public enum ExplorerView: CaseIterable, Sendable {
         case .crossLayer: "Cross-layer dependence"
         case .expertNorms: "Gate vs expert norm"
         case .expertSimilarity: "Expert similarity"
+        case .coActivation: "Co-activation"
         }
     }
 }

@@ -193,6 +193,9 @@ import MoECore
         #expect(text.contains("Expert weight similarity") && text.contains("cosine"))
         #expect(text.contains(" 1.00"))   // every expert is identical to itself
         state.handle(.tab)
+        text = Self.screen(state)
+        #expect(text.contains("Expert co-activation") && text.contains("also holds expert j"))
+        state.handle(.tab)
         #expect(state.view == .expert)
         state.handle(.tab)
         #expect(state.view == .dashboard)

@@ -119,3 +119,54 @@ enum AxisDrawing {
         return "◂\(axis.hiddenBefore) · \(axis.hiddenAfter)▸ experts off-axis"
     }
 }
+
+extension AxisDrawing {
+    /// An E × E matrix (values in [0, 1]) with the expert axis across and expert rows down,
+    /// the rows scrolling to keep the expert cursor in view; a column holding several experts
+    /// shows their maximum. Returns the notes for the legend line (hidden rows and columns).
+    static func expertMatrix(_ matrix: [[Double]], context: ViewContext, into grid: inout CellGrid, area: Rect) -> [String] {
+        let state = context.state
+        let labelWidth = "\(state.numExperts - 1)".count + 4
+        let axis = context.axis(width: area.width - labelWidth - 1, numericWidth: 7)
+        for separator in axis.separators {
+            grid.set("│", x: area.x + labelWidth + separator, y: area.y, style: CellStyle(dim: true))
+        }
+        if axis.isNumeric {
+            for column in axis.columns {
+                let e = column.experts.first!
+                var style = context.palette.expert(e)
+                if e == state.expert { style.reverse = true }
+                grid.put("  E\(e)", x: area.x + labelWidth + column.x, y: area.y, style: style, maxWidth: axis.cellWidth)
+            }
+        } else {
+            header(axis, context: context, into: &grid, x: area.x + labelWidth, y: area.y, limit: axis.width)
+        }
+        let position = context.order.firstIndex(of: state.expert) ?? 0
+        let window = ListWindow(total: state.numExperts, visible: area.height - 2, selected: position)
+        for (row, index) in window.range.enumerated() {
+            let i = context.order[index]
+            let y = area.y + 1 + row
+            var style = context.palette.expert(i)
+            if i == state.expert { style.reverse = true }
+            grid.put("E\(i)", x: area.x + 1, y: y, style: style, maxWidth: labelWidth - 1)
+            for separator in axis.separators { grid.set("│", x: area.x + labelWidth + separator, y: y, style: CellStyle(dim: true)) }
+            for column in axis.columns {
+                let value = column.experts.map { matrix[i][$0] }.max() ?? 0
+                let shade = max(0, value)
+                if axis.isNumeric {
+                    grid.put(
+                        String(format: " %@%5.2f", String(context.palette.heatGlyph(shade)), value),
+                        x: area.x + labelWidth + column.x, y: y, style: context.palette.heat(shade))
+                } else {
+                    grid.set(context.palette.heatGlyph(shade), x: area.x + labelWidth + column.x, y: y, style: context.palette.heat(shade))
+                }
+            }
+        }
+        var notes: [String] = []
+        if window.hiddenAbove + window.hiddenBelow > 0 { notes.append("▲\(window.hiddenAbove) ▼\(window.hiddenBelow) rows ([ ] moves)") }
+        let hidden = hiddenNote(axis)
+        if !hidden.isEmpty { notes.append(hidden) }
+        if axis.expertsPerColumn > 1 { notes.append("max of \(axis.expertsPerColumn)/column") }
+        return notes
+    }
+}

@@ -23,54 +23,11 @@ enum ExpertSimilarityView {
                     "Similarity · \(state.layerName(state.layer))", "Similarity",
                 ], width: rect.width - 6))
         guard inner.width > 20, inner.height >= 5 else { return grid }
-        let matrix = similarity.matrices[state.layer]
         let meansWidth = inner.width >= 100 ? 36 : 0
         let noteRows = inner.height >= 24 ? 3 : inner.height >= 14 ? 2 : 0
-        let labelWidth = "\(state.numExperts - 1)".count + 4
         let matrixArea = Rect(x: inner.x, y: inner.y, width: inner.width - meansWidth, height: inner.height - noteRows)
-        let axis = context.axis(width: matrixArea.width - labelWidth - 1, numericWidth: 7)
-        for separator in axis.separators {
-            grid.set("│", x: matrixArea.x + labelWidth + separator, y: matrixArea.y, style: CellStyle(dim: true))
-        }
-        for column in axis.columns {
-            let e = column.experts.first!
-            if axis.isNumeric {
-                var style = context.palette.expert(e)
-                if e == state.expert { style.reverse = true }
-                grid.put("  E\(e)", x: matrixArea.x + labelWidth + column.x, y: matrixArea.y, style: style, maxWidth: axis.cellWidth)
-            }
-        }
-        if !axis.isNumeric {
-            AxisDrawing.header(axis, context: context, into: &grid, x: matrixArea.x + labelWidth, y: matrixArea.y, limit: axis.width)
-        }
-        let position = context.order.firstIndex(of: state.expert) ?? 0
-        let window = ListWindow(total: state.numExperts, visible: matrixArea.height - 2, selected: position)
-        for (row, index) in window.range.enumerated() {
-            let i = context.order[index]
-            let y = matrixArea.y + 1 + row
-            var style = context.palette.expert(i)
-            if i == state.expert { style.reverse = true }
-            grid.put("E\(i)", x: matrixArea.x + 1, y: y, style: style, maxWidth: labelWidth - 1)
-            for separator in axis.separators { grid.set("│", x: matrixArea.x + labelWidth + separator, y: y, style: CellStyle(dim: true)) }
-            for column in axis.columns {
-                let value = column.experts.map { Double(matrix[i][$0]) }.max() ?? 0
-                let shade = max(0, value)
-                if axis.isNumeric {
-                    grid.put(
-                        String(format: " %@%5.2f", String(context.palette.heatGlyph(shade)), value),
-                        x: matrixArea.x + labelWidth + column.x, y: y,
-                        style: context.palette.heat(shade))
-                } else {
-                    grid.set(
-                        context.palette.heatGlyph(shade), x: matrixArea.x + labelWidth + column.x, y: y, style: context.palette.heat(shade))
-                }
-            }
-        }
-        var legend: [String] = []
-        if window.hiddenAbove + window.hiddenBelow > 0 { legend.append("▲\(window.hiddenAbove) ▼\(window.hiddenBelow) rows ([ ] moves)") }
-        let hidden = AxisDrawing.hiddenNote(axis)
-        if !hidden.isEmpty { legend.append(hidden) }
-        if axis.expertsPerColumn > 1 { legend.append("max of \(axis.expertsPerColumn)/column") }
+        var legend = AxisDrawing.expertMatrix(
+            similarity.matrices[state.layer], context: context, into: &grid, area: matrixArea)
         legend.append(String(format: "mean at %@: %.2f", state.layerName(state.layer), state.session.expertSimilarityMeans[state.layer]))
         grid.put(
             legend.joined(separator: " · "), x: matrixArea.x, y: matrixArea.maxY - 1, style: CellStyle(dim: true),

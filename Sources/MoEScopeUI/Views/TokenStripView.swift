@@ -1,7 +1,21 @@
+import MoEAnalysis
+
 /// The text as tokens, wrapped, each coloured by its top-1 expert at the selected layer with
 /// that expert's id under it; the current token reversed. A token takes the width of its text
-/// or of its id, whichever is wider, so ids never run together.
+/// or of its id, whichever is wider, so ids never run together. A token whose top-1 expert is
+/// the previous token's is marked ↺ before its id (Mixtral's consecutive-token repetition), and
+/// the title gives the share of such tokens up to the cursor.
 enum TokenStripView {
+    static let repetitionMark = "↺"
+
+    /// Whether token `index` has the same top-1 expert at `layer` as the token before it.
+    static func repeatsPrevious(_ session: ExplorerSession, token index: Int, layer: Int) -> Bool {
+        guard index > 0, index < session.traces.count else { return false }
+        return ConsecutiveRepetitionCheck.repeats(
+            previous: session.traces[index - 1].layers[layer], current: session.traces[index].layers[layer]
+        ).firstChoice
+    }
+
     static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
         var grid = CellGrid(rect)
         let state = context.state
@@ -12,10 +26,14 @@ enum TokenStripView {
         func idText(_ index: Int) -> (String, Bool) {
             guard index < session.traces.count else { return ("·", false) }
             let a = session.traces[index].layers[state.layer].experts.first.map(String.init) ?? "·"
-            guard let ab, ab.disagrees(with: session, token: index, layer: state.layer) == true else { return (a, false) }
+            let mark = repeatsPrevious(session, token: index, layer: state.layer) ? repetitionMark : ""
+            guard let ab, ab.disagrees(with: session, token: index, layer: state.layer) == true else { return (mark + a, false) }
             let b = ab.session.traces[index].layers[state.layer].experts.first
             return (b.map { $0 == session.traces[index].layers[state.layer].experts.first ? "\(a)≠" : "\(a)≠\($0)" } ?? a, true)
         }
+        let pairs = min(state.cursor, session.traces.count - 1)
+        let repeated = pairs > 0 ? (1...pairs).filter { repeatsPrevious(session, token: $0, layer: state.layer) }.count : 0
+        let share = pairs > 0 ? " · \(repetitionMark) same top-1 as previous: \(Int((100 * Double(repeated) / Double(pairs)).rounded()))%" : ""
         grid.box(
             title: TextLayout.firstFitting(
                 (ab == nil
@@ -24,8 +42,8 @@ enum TokenStripView {
                         "Tokens · A's top-1 expert at \(state.layerName(state.layer)) · a≠b: A and B choose different top-k (B's top-1 after ≠)",
                         "Tokens · ≠: A and B differ at \(state.layerName(state.layer))",
                     ]) + [
-                        "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)",
-                        "Tokens · top-1 expert at \(state.layerName(state.layer))", "Tokens",
+                        "Tokens · coloured by top-1 expert at layer \(state.layerName(state.layer)) (expert id below)" + share,
+                        "Tokens · top-1 expert at \(state.layerName(state.layer))" + share, "Tokens" + share, "Tokens",
                     ], width: rect.width - 6))
         let inner = rect.width - 5  // a column is kept for the ▲/▼ scroll marks
         guard inner > 0, rect.height > 3 else { return grid }
