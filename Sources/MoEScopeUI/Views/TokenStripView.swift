@@ -33,7 +33,8 @@ enum TokenStripView {
         }
         let pairs = min(state.cursor, session.traces.count - 1)
         let repeated = pairs > 0 ? (1...pairs).filter { repeatsPrevious(session, token: $0, layer: state.layer) }.count : 0
-        let share = pairs > 0 ? " · \(repetitionMark) same top-1 as previous: \(Int((100 * Double(repeated) / Double(pairs)).rounded()))%" : ""
+        let share =
+            pairs > 0 ? " · \(repetitionMark) same top-1 as previous: \(Int((100 * Double(repeated) / Double(pairs)).rounded()))%" : ""
         grid.box(
             title: TextLayout.firstFitting(
                 (ab == nil
