@@ -332,17 +332,19 @@ public struct CoActivationCheck: Codable, Sendable {
         }
 
         public mutating func add(_ traces: [RoutingTrace]) {
-            let n = numExperts
             for trace in traces {
-                for layer in 0..<min(layerCount, trace.layers.count) {
-                    let chosen = trace.layers[layer].experts
-                    for e in chosen { single[layer][e] += 1 }
-                    for a in chosen { for b in chosen where a != b { allPairs[layer][a * n + b] += 1 } }
-                    for (a, b) in zip(chosen, chosen.dropFirst()) where a != b {
-                        adjacentPairs[layer][a * n + b] += 1
-                        adjacentPairs[layer][b * n + a] += 1
-                    }
-                }
+                for layer in 0..<min(layerCount, trace.layers.count) { add(trace.layers[layer].experts, at: layer) }
+            }
+        }
+
+        /// One token's top-k set, counted at slot `layer` of these counts.
+        mutating func add(_ chosen: [Int], at layer: Int) {
+            let n = numExperts
+            for e in chosen { single[layer][e] += 1 }
+            for a in chosen { for b in chosen where a != b { allPairs[layer][a * n + b] += 1 } }
+            for (a, b) in zip(chosen, chosen.dropFirst()) where a != b {
+                adjacentPairs[layer][a * n + b] += 1
+                adjacentPairs[layer][b * n + a] += 1
             }
         }
 
@@ -362,9 +364,11 @@ public struct CoActivationCheck: Codable, Sendable {
     /// E × E matrix of P(j | i) at routed layer `layer` (row i, column j; diagonal 0). The
     /// explorer's co-activation view draws this for the selected layer.
     public static func matrix(_ traces: [RoutingTrace], layer: Int, numExperts: Int, form: Form) -> [[Double]] {
-        var counts = Counts(numExperts: numExperts, layerCount: layer + 1)
-        counts.add(traces)
-        return counts.matrix(layer: layer, form: form)
+        // Counts for that one layer only: the explorer calls this every frame, and counting
+        // every layer up to it would cost L · E² per frame at 256 experts.
+        var counts = Counts(numExperts: numExperts, layerCount: 1)
+        for trace in traces where layer < trace.layers.count { counts.add(trace.layers[layer].experts, at: 0) }
+        return counts.matrix(layer: 0, form: form)
     }
 
     static func meanRowMaximum(_ m: [[Double]], rows used: [Bool]) -> Double {

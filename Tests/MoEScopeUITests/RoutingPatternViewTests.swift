@@ -74,6 +74,10 @@ struct HandRoutedModel: RoutingModel {
         #expect(Self.coActivationRow(text, expert: 2) == [0, 0.5, 0, 0.5, 0, 0, 0, 0])
         #expect(Self.coActivationRow(text, expert: 3) == [0, 0, 1, 0, 0, 0, 0, 0])
         #expect(Self.coActivationRow(text, expert: 0) == [0, 0, 0, 0, 0, 0, 0, 0])
+        state.handle(.down)  // the same routing at every layer: a deeper layer reads the same
+        #expect(state.layer == 1)
+        #expect(
+            Self.coActivationRow(ExplorerRenderer.render(state, width: 140, height: 45).text, expert: 2) == [0, 0.5, 0, 0.5, 0, 0, 0, 0])
     }
 
     /// Top-1 experts 1, 1, 2 repeating: tokens 1, 4, 7, … repeat their predecessor's first choice.
