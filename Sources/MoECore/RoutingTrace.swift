@@ -17,6 +17,11 @@ public struct LayerRouting: Sendable, Equatable {
     public var gruHidden: [Float]?
     /// Wall time the router took for this token (amortised when tokens ran as a batch).
     public var routerNanoseconds: Double
+    /// The selection margin measured on the scores the routing rule actually ranked, recorded by
+    /// rules that choose by something other than `probabilities` (DeepSeek-V3's biased sigmoid
+    /// scores, group-limited routing); `selectionMargin` prefers it. nil: the rule ranks the
+    /// probabilities themselves.
+    public var rankedScoreMargin: Double?
 
     public var topExpert: Int { experts[0] }
 
@@ -25,6 +30,7 @@ public struct LayerRouting: Sendable, Equatable {
         self.logits = logits; self.probabilities = probabilities; self.experts = experts; self.weights = weights
         self.expertOutputNorms = expertOutputNorms; self.gruHidden = gruHidden; self.routerNanoseconds = routerNanoseconds
         self.allExpertOutputNorms = nil
+        self.rankedScoreMargin = nil
     }
 }
 

@@ -116,11 +116,13 @@ public struct RouterInputNoise: Sendable, Equatable {
 }
 
 extension LayerRouting {
-    /// The selection margin: the smallest chosen expert's probability minus the largest
-    /// unchosen one (the k-th minus the (k+1)-th score when the choice is plain top-k). Near 0
-    /// the decision is fragile: a rounding or a tiny perturbation flips it. nil when every
-    /// expert is chosen.
+    /// The selection margin: how far the decision is from a tie of the scores the rule ranked.
+    /// The margin the rule recorded (`rankedScoreMargin`) when there is one; otherwise the
+    /// smallest chosen expert's probability minus the largest unchosen one (the k-th minus the
+    /// (k+1)-th score under plain top-k). Near 0 the decision is fragile: a rounding or a tiny
+    /// perturbation flips it. nil when every expert is chosen.
     public var selectionMargin: Double? {
+        if let rankedScoreMargin { return rankedScoreMargin }
         guard let weakest = experts.map({ Double(probabilities[$0]) }).min() else { return nil }
         var unchosen = -Double.infinity
         for (e, p) in probabilities.enumerated() where !experts.contains(e) { unchosen = max(unchosen, Double(p)) }

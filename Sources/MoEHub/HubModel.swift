@@ -121,19 +121,23 @@ struct HubMoE: Sendable {
 
     /// One token's routing from its router logits, by the family's rule: the k experts (best
     /// first), their mixture weights, the distribution shown as "probabilities" (for the
-    /// sigmoid rule, the scores normalised to sum to 1), and the scores the choice ranked.
-    func route(_ logits: [Float], rule: RoutingRule, k: Int) -> (experts: [Int], weights: [Float], probabilities: [Float], selection: [Float]) {
+    /// sigmoid rule, the scores normalised to sum to 1), the scores the choice ranked, and —
+    /// for group-limited rules, whose ranking the probabilities do not show — the selection
+    /// margin on those scores (see `rankedScoreMargin`).
+    func route(_ logits: [Float], rule: RoutingRule, k: Int)
+        -> (experts: [Int], weights: [Float], probabilities: [Float], selection: [Float], margin: Double?)
+    {
         let e = logits.count
         func softmaxed() -> [Float] {
             var p = logits
             p.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: e) }
             return p
         }
-        /// The `top` groups (consecutive runs of e/groups experts) by `groupScore`.
-        func eligibleGroups(_ scores: [Float], groups: Int, top: Int, groupScore: ([Float]) -> Float) -> Set<Int> {
+        /// Each group's score (groups are consecutive runs of e/groups experts) and the `top` best.
+        func rankGroups(_ scores: [Float], groups: Int, top: Int, groupScore: ([Float]) -> Float) -> (scores: [Float], kept: Set<Int>) {
             let size = e / groups
             let ranked = (0..<groups).map { g in groupScore(Array(scores[g * size ..< (g + 1) * size])) }
-            return Set(MoECore.topK(ranked[...], k: top))
+            return (ranked, Set(MoECore.topK(ranked[...], k: top)))
         }
         switch rule {
         case let .softmaxTopK(normalize):
@@ -141,27 +145,54 @@ struct HubMoE: Sendable {
             let chosen = MoECore.topK(p[...], k: k)
             var w = chosen.map { p[$0] }
             if normalize { let total = w.reduce(0, +); w = w.map { $0 / total } }
-            return (chosen, w, p, p)
+            return (chosen, w, p, p, nil)
         case let .deepseekV2(groupLimited, groups, topGroups, scale):
             let p = softmaxed()
-            var selection = p
-            if groupLimited {
-                let keep = eligibleGroups(p, groups: groups, top: topGroups) { $0.max()! }
-                for i in 0..<e where !keep.contains(i / (e / groups)) { selection[i] = 0 }
+            guard groupLimited else {
+                let chosen = MoECore.topK(p[...], k: k)
+                return (chosen, chosen.map { p[$0] * scale }, p, p, nil)
             }
+            var selection = p
+            let ranked = rankGroups(p, groups: groups, top: topGroups) { $0.max()! }
+            for i in 0..<e where !ranked.kept.contains(i / (e / groups)) { selection[i] = 0 }
             let chosen = MoECore.topK(selection[...], k: k)
-            return (chosen, chosen.map { p[$0] * scale }, p, selection)
+            let margin = Self.rankedScoreMargin(scores: p, chosen: chosen, groupScores: ranked.scores, keptGroups: ranked.kept)
+            return (chosen, chosen.map { p[$0] * scale }, p, selection, margin)
         case let .deepseekV3(groups, topGroups, normalize, scale):
             let scores = logits.map(Kernels.sigmoid)
-            var selection = zip(scores, selectionBias?.scalars ?? [Float](repeating: 0, count: e)).map(+)
-            let keep = eligibleGroups(selection, groups: groups, top: topGroups) { $0.sorted(by: >).prefix(2).reduce(0, +) }
-            for i in 0..<e where !keep.contains(i / (e / groups)) { selection[i] = -.infinity }
+            let biased = zip(scores, selectionBias?.scalars ?? [Float](repeating: 0, count: e)).map(+)
+            var selection = biased
+            let ranked = rankGroups(biased, groups: groups, top: topGroups) { $0.sorted(by: >).prefix(2).reduce(0, +) }
+            for i in 0..<e where !ranked.kept.contains(i / (e / groups)) { selection[i] = -.infinity }
             let chosen = MoECore.topK(selection[...], k: k)
             var w = chosen.map { scores[$0] }
             if normalize { let total = w.reduce(0, +) + 1e-20; w = w.map { $0 / total } }
             let total = scores.reduce(0, +)
-            return (chosen, w.map { $0 * scale }, scores.map { $0 / total }, selection)
+            let margin = Self.rankedScoreMargin(scores: biased, chosen: chosen, groupScores: ranked.scores, keptGroups: ranked.kept)
+            return (chosen, w.map { $0 * scale }, scores.map { $0 / total }, selection, margin)
         }
+    }
+
+    /// The selection margin of a group-limited choice, on the scores it ranked (DeepSeek-V3: the
+    /// sigmoid scores plus the selection bias; V2: the softmax probabilities): the smaller of
+    ///   expert gap  min_{i chosen} s_i − max_{j unchosen, j in a kept group} s_j,
+    ///   group gap   min_{g kept} G_g − max_{h not kept} G_h   (G: the rule's group score),
+    /// each left out where it has no second term. Each is the smallest change of the ranked
+    /// scores that reorders that stage, so the minimum is where the rule's decision comes
+    /// nearest to a tie (a group swap need not change the experts: it is a lower bound). Never
+    /// negative for a choice this rule made; nil when nothing could have been chosen instead.
+    static func rankedScoreMargin(scores: [Float], chosen: [Int], groupScores: [Float], keptGroups: Set<Int>) -> Double? {
+        let size = scores.count / groupScores.count
+        let weakestChosen = chosen.map { Double(scores[$0]) }.min() ?? .infinity
+        var bestUnchosen = -Double.infinity
+        for (i, s) in scores.enumerated() where keptGroups.contains(i / size) && !chosen.contains(i) {
+            bestUnchosen = max(bestUnchosen, Double(s))
+        }
+        let weakestKept = keptGroups.map { Double(groupScores[$0]) }.min() ?? .infinity
+        var bestDropped = -Double.infinity
+        for (g, s) in groupScores.enumerated() where !keptGroups.contains(g) { bestDropped = max(bestDropped, Double(s)) }
+        let margin = min(weakestChosen - bestUnchosen, weakestKept - bestDropped)
+        return margin.isFinite ? margin : nil
     }
 }
 
@@ -404,10 +435,11 @@ struct HubLayer: Sendable {
             var logits = Tensor(uninitialized: [t, e])
             let routerInput = routerNoise?.applied(to: u, start: start, layer: layer) ?? u
             Tensor.product(routerInput, transposed: false, moe.router, transposed: true, into: &logits, accumulate: false, threads: 1)
-            var choices: [[Int]] = [], weights: [[Float]] = [], probabilities: [[Float]] = []
+            var choices: [[Int]] = [], weights: [[Float]] = [], probabilities: [[Float]] = [], margins: [Double?] = []
             for r in 0..<t {
                 let routed = moe.route(Array(logits.row(r)), rule: c.routing, k: c.topK)
                 choices.append(routed.experts); weights.append(routed.weights); probabilities.append(routed.probabilities)
+                margins.append(routed.margin)
             }
             let routerNanoseconds = Double(DispatchTime.now().uptimeNanoseconds - began) / Double(t)
             // The chosen experts' tokens, gathered per expert (every token of every expert when
@@ -459,6 +491,7 @@ struct HubLayer: Sendable {
                 var layer = LayerRouting(logits: Array(logits.row(r)), probabilities: probabilities[r], experts: choices[r],
                                          weights: weights[r], expertOutputNorms: norms[r], gruHidden: nil, routerNanoseconds: routerNanoseconds)
                 if allExpertNorms { layer.allExpertOutputNorms = allNorms[r] }
+                layer.rankedScoreMargin = margins[r]
                 return layer
             }
         }
