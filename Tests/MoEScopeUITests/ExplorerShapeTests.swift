@@ -49,8 +49,10 @@ struct PoisonedDecoder: RoutingDecoder {
     }
 }
 
-struct PoisonedModel: RoutingModel {
+/// moescope's own model with its decoder wrapped, so a test can hand the views any routing.
+struct DecoderWrappedModel: RoutingModel {
     let base: MoEModel
+    let wrap: @Sendable (any RoutingDecoder) -> any RoutingDecoder
     var routerName: String { base.routerName }
     var routerKind: RouterKind? { nil }
     var routerEquation: String { base.routerEquation }
@@ -61,7 +63,7 @@ struct PoisonedModel: RoutingModel {
     var vocabSize: Int { base.vocabSize }
     var contextLength: Int { base.contextLength }
     var weightBytes: Int { base.weightBytes }
-    func makeDecoder() -> any RoutingDecoder { PoisonedDecoder(inner: base.makeDecoder()) }
+    func makeDecoder() -> any RoutingDecoder { wrap(base.makeDecoder()) }
     func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? { nil }
 }
 
@@ -252,7 +254,7 @@ struct PoisonedModel: RoutingModel {
     @Test func nonFiniteRoutingIsShownNotFatal() throws {
         var c = ModelConfig.tiny(router: .linear)
         c.numExperts = 8
-        let model = PoisonedModel(base: try MoEModel(config: c, seed: 3))
+        let model = DecoderWrappedModel(base: try MoEModel(config: c, seed: 3)) { PoisonedDecoder(inner: $0) }
         var state = try Self.state(model)
         for _ in 0..<3 { state.handle(.right) }
         for view in ExplorerView.allCases {

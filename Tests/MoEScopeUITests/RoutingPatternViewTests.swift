@@ -23,31 +23,12 @@ struct HandRoutedDecoder: RoutingDecoder {
     }
 }
 
-struct HandRoutedModel: RoutingModel {
-    let base: MoEModel
-    let pattern: [[Int]]
-    var routerName: String { base.routerName }
-    var routerKind: RouterKind? { nil }
-    var routerEquation: String { base.routerEquation }
-    var layerCount: Int { base.layerCount }
-    var routedLayers: [Int] { base.routedLayers }
-    var numExperts: Int { base.numExperts }
-    var topK: Int { base.topK }
-    var vocabSize: Int { base.vocabSize }
-    var contextLength: Int { base.contextLength }
-    var weightBytes: Int { base.weightBytes }
-    func makeDecoder() -> any RoutingDecoder {
-        HandRoutedDecoder(inner: base.makeDecoder(), pattern: pattern)
-    }
-    func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? { nil }
-}
-
 @Suite struct RoutingPatternViewTests {
     static func state(_ pattern: [[Int]]) throws -> ExplorerState {
         var c = ModelConfig.tiny(router: .linear)
         c.numExperts = 8
         var state = try ExplorerShapeTests.state(
-            HandRoutedModel(base: try MoEModel(config: c, seed: 5), pattern: pattern))
+            DecoderWrappedModel(base: try MoEModel(config: c, seed: 5)) { HandRoutedDecoder(inner: $0, pattern: pattern) })
         state.handle(.end)
         return state
     }
