@@ -6,8 +6,8 @@
 #
 #   nohup bash scripts/retrain_all.sh > runs/retrain/log.txt 2>&1 &
 #
-# Order: seed 1 of all seven routers (the shipped checkpoints), seeds 2 and 3, Linear and GRU
-# first throughout, then the RMoE ablations (6 layers, 800 steps, seed 1). Same recipe as the shipped checkpoints: 800 steps,
+# Order: seed 1 of all seven routers (the shipped checkpoints), seeds 2 and 3 of Linear and GRU,
+# the RMoE ablations (6 layers, 800 steps, seed 1), then seeds 2 and 3 of the others. Same recipe as the shipped checkpoints: 800 steps,
 # the default shape and optimiser. Each run's log is runs/retrain/<run>/train.log, the commit it
 # was built from is in runs/retrain/<run>/commit.txt.
 #
@@ -57,13 +57,15 @@ for router in "${ORDER[@]}"; do run "$router/seed-1" --router "$router" --seed 1
 for seed in 2 3; do
     for router in linear gru; do run "$router/seed-$seed" --router "$router" --seed "$seed"; done
 done
-for seed in 2 3; do
-    for router in hash hybrid mlp attention mlp-hadamard; do run "$router/seed-$seed" --router "$router" --seed "$seed"; done
-done
 
-# RMoE ablations, 6 layers, 800 steps, seed 1.
+# RMoE ablations, 6 layers, 800 steps, seed 1: before the other routers' seeds 2 and 3, because
+# the RMoE claims rest on them and a session may end before every run is done.
 run ablations/gru-no-recurrence/seed-1 --router gru --no-gru-recurrence --seed 1
 run ablations/gru-state-128/seed-1 --router gru --gru-hidden-size 128 --seed 1
 run ablations/linear-pooled-balance/seed-1 --router linear --balance-loss pooled --balance-coefficient 0.001 --seed 1
 run ablations/gru-pooled-balance/seed-1 --router gru --balance-loss pooled --balance-coefficient 0.001 --seed 1
+
+for seed in 2 3; do
+    for router in hash hybrid mlp attention mlp-hadamard; do run "$router/seed-$seed" --router "$router" --seed "$seed"; done
+done
 echo "$(date -u +%FT%TZ) retrain_all: every run finished"
