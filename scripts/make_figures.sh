@@ -2,11 +2,15 @@
 # Regenerates assets/figures/ (the figures the README shows): `analyze --figures` for the
 # shipped GRU and Linear checkpoints on the held-out split (8 192 tokens, 1 024 per domain),
 # with the Markdown report beside them, and `compare --figures` for all seven routers.
-# About a minute after the release build on this 2-core machine.
+# About a minute after the release build on this 2-core machine. MOESCOPE_BIN=path uses that
+# binary instead of building (e.g. the one scripts/retrain_all.sh copied to runs/bin/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product moescope
-moescope=.build/release/moescope
+moescope=${MOESCOPE_BIN:-}
+if [[ -z $moescope ]]; then
+    swift build -c release --product moescope
+    moescope=.build/release/moescope
+fi
 for router in gru linear; do
     mkdir -p "assets/figures/$router"
     "$moescope" analyze --router "$router" --assets assets --figures "assets/figures/$router" > "assets/figures/$router/analysis.md"

@@ -21,6 +21,30 @@ public struct Checkpoint: Sendable {
         FileManager.default.fileExists(atPath: "\(directory)/\(configFile)")
     }
 
+    /// The checkpoints of one training recipe, one per seed, in seed order: `directory` itself
+    /// when it is a checkpoint, and its `seed-N` subfolders that are. The shipped layout is both
+    /// at once — `assets/checkpoints/<router>` is seed 1 (what the explorer and every command
+    /// open), `assets/checkpoints/<router>/seed-2`, `seed-3` the other seeds — so `compare`
+    /// finds every seed without the shipped path moving. `directory` itself is named by the seed
+    /// its weights record (`seed` in the safetensors metadata, as `train` writes it), or by its
+    /// folder name when they record none; a `seed-N` subfolder with that same seed is left out
+    /// (it would count one training run twice).
+    public static func seedCheckpoints(in directory: String) -> [(name: String, path: String)] {
+        var found: [(seed: UInt64?, name: String, path: String)] = []
+        if exists(at: directory) {
+            let seed = (try? SafeTensorsFile(path: "\(directory)/\(weightsFile)"))?.metadata["seed"].flatMap { UInt64($0) }
+            found.append((seed, seed.map { "seed-\($0)" } ?? URL(fileURLWithPath: directory).lastPathComponent, directory))
+        }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in entries {
+            guard name.hasPrefix("seed-"), let seed = UInt64(name.dropFirst(5)), "seed-\(seed)" == name,
+                seed != found.first?.seed, exists(at: "\(directory)/\(name)")
+            else { continue }
+            found.append((seed, name, "\(directory)/\(name)"))
+        }
+        return found.sorted { ($0.seed ?? 0, $0.name) < ($1.seed ?? 0, $1.name) }.map { ($0.name, $0.path) }
+    }
+
     public static func load(from directory: String) throws -> Checkpoint {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) else {

@@ -13,7 +13,8 @@ struct CompareCommand: ParsableCommand {
             Every held-out document of every domain is scored, each domain's token stream cut into
             windows of the model's context; perplexity is token-weighted over all of them, and given
             per domain. A router may have several checkpoints, one per training seed: DIR/<router> is
-            either a checkpoint or a folder of seed-N checkpoints. Intervals are 95 % paired bootstrap
+            a checkpoint, a folder of seed-N checkpoints, or both (the shipped layout: the checkpoint
+            is seed 1, its seed-N subfolders the other seeds). Intervals are 95 % paired bootstrap
             intervals: windows are resampled within their domain, the same resample for every router,
             so the difference to Linear is paired; over seeds the seeds are resampled too. Routing
             statistics are means over seeds with a Student-t interval.
@@ -34,13 +35,13 @@ struct CompareCommand: ParsableCommand {
     var assets: String?
     @Option(
         help: ArgumentHelp(
-            "Read checkpoints from DIR/<router> (a checkpoint, or seed-N checkpoints) instead of the assets.",
+            "Read checkpoints from DIR/<router> (a checkpoint and/or seed-N checkpoints) instead of the assets.",
             valueName: "dir"))
     var checkpoints: String?
     @Option(
         name: .customLong("run"),
         help: ArgumentHelp(
-            "An extra row, LABEL=DIR (DIR a checkpoint or a folder of seed-N checkpoints), e.g. an ablation; repeatable.",
+            "An extra row, LABEL=DIR (DIR a checkpoint and/or a folder of seed-N checkpoints), e.g. an ablation; repeatable.",
             valueName: "label=dir"))
     var runs: [String] = []
     @Option(help: "Bootstrap resamples.") var resamples = 2000
@@ -63,20 +64,6 @@ struct CompareCommand: ParsableCommand {
         }
     }
 
-    /// The checkpoints of one row: DIR itself, or its seed-N subfolders in seed order.
-    static func seedCheckpoints(in directory: String) -> [(name: String, path: String)] {
-        if Checkpoint.exists(at: directory) {
-            return [(URL(fileURLWithPath: directory).lastPathComponent, directory)]
-        }
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return entries.compactMap { name -> (Int, String)? in
-            guard name.hasPrefix("seed-"), let n = Int(name.dropFirst(5)),
-                Checkpoint.exists(at: "\(directory)/\(name)")
-            else { return nil }
-            return (n, name)
-        }.sorted { $0.0 < $1.0 }.map { (name: $0.1, path: "\(directory)/\($0.1)") }
-    }
-
     func run() throws {
         let locator = try AssetLocator(explicit: assets)
         let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
@@ -95,7 +82,7 @@ struct CompareCommand: ParsableCommand {
         var segmentsByTokenizer: [String: [[Int]]] = [:]
         var groups: [ComparisonGroup] = []
         for (label, folder) in planned {
-            let found = Self.seedCheckpoints(in: folder)
+            let found = Checkpoint.seedCheckpoints(in: folder)
             guard !found.isEmpty else {
                 printError(
                     "note: no checkpoint for \(label) in \(folder) (nor seed-N checkpoints in it) — skipped")

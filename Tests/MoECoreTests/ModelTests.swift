@@ -225,6 +225,41 @@ import Testing
         #expect(try loaded.model.forward([1, 2, 3]).logits == model.forward([1, 2, 3]).logits)
     }
 
+    /// The shipped layout: `<router>/` is seed 1 and `<router>/seed-N/` the other seeds; `compare`
+    /// must find all of them in seed order, once each, and ignore folders that are not seeds.
+    @Test func seedCheckpointsFindTheShippedSeedAndItsSeedFolders() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-seeds-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let model = try MoEModel(config: .tiny(router: .linear), seed: 1)
+        func save(_ path: String, seed: String?) throws {
+            try Checkpoint(model: model, tokenizer: Tokenizer(merges: [])).save(to: path, metadata: seed.map { ["seed": $0] } ?? [:])
+        }
+        let shipped = "\(root)/linear"
+        try save(shipped, seed: "1")
+        try save("\(shipped)/seed-3", seed: "3")
+        try save("\(shipped)/seed-2", seed: "2")
+        try save("\(shipped)/seed-1", seed: "1")  // the shipped seed again: counted once
+        try save("\(shipped)/seed-02", seed: "2")  // not a seed folder's name
+        try save("\(shipped)/seed-x", seed: nil)
+        try FileManager.default.createDirectory(atPath: "\(shipped)/seed-4", withIntermediateDirectories: true)  // no checkpoint
+        let found = Checkpoint.seedCheckpoints(in: shipped)
+        #expect(found.map(\.name) == ["seed-1", "seed-2", "seed-3"])
+        #expect(found.map(\.path) == [shipped, "\(shipped)/seed-2", "\(shipped)/seed-3"])
+
+        // Only seed folders (runs/retrain/<router>): the folder itself is no checkpoint.
+        let runs = "\(root)/runs"
+        try save("\(runs)/seed-2", seed: "2")
+        try save("\(runs)/seed-1", seed: "1")
+        #expect(Checkpoint.seedCheckpoints(in: runs).map(\.name) == ["seed-1", "seed-2"])
+
+        // A checkpoint whose weights record no seed keeps its folder name and comes first.
+        let plain = "\(root)/plain"
+        try save(plain, seed: nil)
+        try save("\(plain)/seed-1", seed: "1")
+        #expect(Checkpoint.seedCheckpoints(in: plain).map(\.name) == ["plain", "seed-1"])
+        #expect(Checkpoint.seedCheckpoints(in: "\(root)/missing").isEmpty)
+    }
+
     @Test func checkpointWithAnotherRoutersWeightsNamesTheMissingTensor() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-ckpt-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
