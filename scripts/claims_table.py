@@ -98,6 +98,30 @@ def main():
             a, b = seeds(gru, key), seeds(lin, key)
             d, iv = t_diff(a, b)
             out.append(f"| RMoE · {claim} | {paper} | GRU {mean(a):.3f} vs Linear {mean(b):.3f}: {fmt(d, iv)} | {n(gru)} / {n(lin)} | {verdict(d, iv, sign)} |")
+    # The RMoE ablations (`compare --run NAME=DIR` rows): each against Linear with its paired
+    # interval, and against the run it changes one thing of (a ratio of perplexities: the two rows
+    # share no paired interval in compare.json).
+    def ppl(label):
+        return rows[label]["perplexity"]["estimate"]
+
+    for label, change, paper, reference in [
+        ("gru-no-recurrence", "GRU router with the recurrence cut (h_{i−1} = 0: a per-layer router of the same size)",
+         "the gain comes from the cross-layer recurrence", gru),
+        ("gru-state-128", "GRU router with state width 128 (moescope's default 64)", "state 128–256 in their runs", gru),
+        ("linear-pooled-balance", "Linear with the balance loss pooled over layers at 0.001", "their released code's balance loss", lin),
+        ("gru-pooled-balance", "GRU with the balance loss pooled over layers at 0.001", "their released code's balance loss", "linear-pooled-balance"),
+    ]:
+        if label not in rows or lin not in rows:
+            continue
+        r = rows[label]["relative_difference_to_baseline"]
+        iv = (r["lower"], r["upper"])
+        v = "lower than Linear" if iv[1] < 0 else ("higher than Linear" if iv[0] > 0 else "not significant vs Linear")
+        v += " (held-out windows only)" if n(label) < 2 else ""
+        against = ""
+        if reference in rows and reference != lin:
+            against = f"; against {reference}: {100 * (ppl(label) / ppl(reference) - 1):+.1f} % (ratio, no interval)"
+        out.append(f"| RMoE ablation · {change} | {paper} | held-out PPL {ppl(label):.2f}; vs Linear "
+                   f"{fmt(r['estimate'], iv, pct=True)}{against} | {n(label)} | {v} |")
     learned = [l for l in rows if l not in (lin, "Hash") and rows[l]["router"] != "hash" and l in
                ("MLP", "Attention", "Hybrid", "MLP-Hadamard", gru)]
     if lin in rows and learned:
