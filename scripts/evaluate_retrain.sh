@@ -6,7 +6,8 @@
 #                               whole held-out split, bootstrap intervals; assets/figures/comparison.svg
 #   analyze/<router>-seed-N.json  `moescope analyze --json` of each checkpoint (Closer Look's checks)
 #   claims.md                   the "What held and what did not" table (scripts/claims_table.py)
-# and splices compare.md and claims.md into README.md between their markers.
+#   routers.md                  the "What the seven routers do here" table (scripts/routers_table.py)
+# and splices the three tables into README.md between their markers.
 # ROOT=runs/retrain measures the runs in place instead (a run still training is skipped); either way
 # a router folder's own checkpoint is its seed 1 (as ship_checkpoints.sh lays them out) and its
 # seed-N subfolders the other seeds. MOESCOPE_BIN=path uses that binary instead of building.
@@ -43,5 +44,6 @@ for model in "$ROOT"/*/model.safetensors "$ROOT"/*/seed-*/model.safetensors; do
 done
 PYTHON=${PYTHON:-/work/venv/bin/python}
 "$PYTHON" scripts/claims_table.py "$OUT" > "$OUT/claims.md"
+"$PYTHON" scripts/routers_table.py "$OUT" > "$OUT/routers.md"
 "$PYTHON" scripts/splice_results.py "$OUT" README.md
-echo "wrote $OUT/compare.md, $OUT/compare.json, $OUT/analyze/*.json, $OUT/claims.md and spliced the tables into README.md"
+echo "wrote $OUT/compare.md, $OUT/compare.json, $OUT/analyze/*.json, $OUT/claims.md, $OUT/routers.md and spliced the tables into README.md"
