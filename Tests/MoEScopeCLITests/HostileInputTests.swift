@@ -94,10 +94,13 @@ import Testing
 
     // MARK: Fixtures
 
-    /// A copy of the shipped GRU checkpoint.
+    /// A copy of the shipped GRU checkpoint (its three files only, not the other seeds' subfolders).
     func checkpoint(_ name: String) throws -> String {
         let folder = "\(scratch)/\(name)"
-        try FileManager.default.copyItem(atPath: "\(Self.root)/assets/checkpoints/gru", toPath: folder)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            try FileManager.default.copyItem(atPath: "\(Self.root)/assets/checkpoints/gru/\(file)", toPath: "\(folder)/\(file)")
+        }
         return folder
     }
 
