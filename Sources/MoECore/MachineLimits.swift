@@ -155,7 +155,10 @@ public enum MachineLimits {
         }
         let input = UnsafeMutablePointer<Float>.allocate(capacity: columns)
         let output = UnsafeMutablePointer<Float>.allocate(capacity: rows)
-        defer { input.deallocate(); output.deallocate() }
+        defer {
+            input.deallocate()
+            output.deallocate()
+        }
         input.initialize(repeating: 1, count: columns)
         let product = WeightProduct(
             weight: StoredMatrix(base: UnsafeRawPointer(weights), dtype: dtype, rows: rows, columns: columns),

@@ -76,7 +76,9 @@ extension Kernels {
             let k = product.weight.columns
             let n = product.count
             let paired = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * k))
-            for r in 0..<n { pairLayout(product.input + r * k, into: paired + r * k, columns: k, interleaved: product.weight.dtype != .f32) }
+            for r in 0..<n {
+                pairLayout(product.input + r * k, into: paired + r * k, columns: k, interleaved: product.weight.dtype != .f32)
+            }
             return paired
         }
         defer { for p in inputs { p.deallocate() } }

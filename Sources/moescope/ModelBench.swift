@@ -11,7 +11,9 @@ extension BenchCommand {
         var results: [Result] = []
         func record(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
             results.append(Result(name: name, value: value, unit: unit, note: note))
-            if !json { printError(name.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: " %10.3f %@ %@", value, unit, note)) }
+            if !json {
+                printError(name.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: " %10.3f %@ %@", value, unit, note))
+            }
         }
         var model = try HubModel(folder: path)
         let (promptLength, steps) = (promptTokens, decodeTokens)
@@ -25,7 +27,9 @@ extension BenchCommand {
         let tokens = (0..<(promptLength + steps * repeats)).map { _ in Int(generator.next() % UInt64(model.config.vocabSize)) }
         let bytesPerToken = Double(model.weightBytesPerToken)
         record("weights", Double(model.weightBytes) / 1e6, "MB", model.config.architecture.rawValue)
-        record("weight bytes read per decoded token", bytesPerToken / 1e6, "MB", "attention + router + top-\(model.config.topK) experts + LM head")
+        record(
+            "weight bytes read per decoded token", bytesPerToken / 1e6, "MB",
+            "attention + router + top-\(model.config.topK) experts + LM head")
 
         var peakResident = 0
         func sampleResident() {
@@ -89,7 +93,8 @@ extension BenchCommand {
                     + String(format: "%.0f %% of the best plain read", kernelRate / bestBandwidth * 100))
             record(
                 "matrix-vector kernel in cache (\(label))", cachedRate / 1e9, "GB/s",
-                "1 MB of \(model.weightDType.rawValue) weights: " + String(format: "%.1fx the memory's read rate", cachedRate / bestBandwidth))
+                "1 MB of \(model.weightDType.rawValue) weights: "
+                    + String(format: "%.1fx the memory's read rate", cachedRate / bestBandwidth))
             record(
                 "decode ms/token (\(label))", perToken, "ms",
                 "median of \(decode.count) steps after a \(promptLength)-token prompt, KV cache, traces on")
@@ -105,7 +110,9 @@ extension BenchCommand {
         record("load average at the end", loadAverage(), "", "")
         let memory = MachineLimits.residentMemory()
         record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a prefill or decode step")
-        record("resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB", "RssFile at the end: the weights touched, and ~20 MB of the program's own code")
+        record(
+            "resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB",
+            "RssFile at the end: the weights touched, and ~20 MB of the program's own code")
         record("resident other memory", Double(memory.anonymous) / 1e6, "MB", "RssAnon at the end: KV cache, activations, buffers")
         if json {
             let encoder = JSONEncoder()
