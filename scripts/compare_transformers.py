@@ -11,8 +11,9 @@ it fits the disk and memory — and an F32 copy with fewer layers still (an F32 
 BF16 one's size would need twice its memory). It then times transformers' decode (KV cache,
 one token at a time after a prompt, torch.inference_mode) in BF16 and F32 on 1 and 2 threads,
 each in its own process so memory is returned between steps, runs
-`moescope bench --model` on the same folders, and prints both with the memory-bandwidth
-limit that `moescope bench` measures. Build moescope first: `swift build -c release`.
+`moescope bench --model` on the same folders, the two taking turns `--rounds` times, and prints
+the medians of the rounds (the speed-up taken round by round), every round's pair, and the
+memory-bandwidth limit that `moescope bench` measures. Build moescope first: `swift build -c release`.
 Qwen-MoE and Mixtral shapes are not included: at their published widths even one or two layers
 exceed the memory this shared machine allows one process.
 """
