@@ -9,19 +9,20 @@ struct AnalyzeCommand: ParsableCommand {
         commandName: "analyze",
         abstract: "Routing analyses of one model: entropy, load, balance, cross-layer dependence, specialisation, norms, expert similarity.",
         discussion: """
-        By default the held-out split of the corpus is analysed (--corpus-split), the same number
-        of tokens from every domain; --text or --file analyse one text instead. Layers are L0…, experts E0….
-        --json writes the "moescope-analysis" format described in the README. Texts are routed a
-        batch of context windows at a time, batches side by side on the cores, with a progress line; the
-        gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
-        --trace FILE analyses a recorded routing trace instead of running a model: streamed over
-        the file, everything its data allows (entropy and margins only where it holds logits or
-        probabilities), plus the expert-placement view for 4, 8 and 16 devices.
-        """)
+            By default the held-out split of the corpus is analysed (--corpus-split), the same number of tokens from every domain; \
+            --text or --file analyse one text instead. Layers are L0…, experts E0…. --json writes the "moescope-analysis" format \
+            described in the README.
+
+            Texts are routed a batch of context windows at a time, batches side by side on the cores, with a progress line; the \
+            gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
+
+            --trace FILE analyses a recorded routing trace instead of running a model: streamed over the file, everything its data \
+            allows (entropy and margins only where it holds logits or probabilities), plus the expert-placement view for 4, 8 and 16 \
+            devices.
+            """)
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Text to analyse (instead of the held-out split).") var text: String?
-    @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path")) var file: String?
+    @OptionGroup var input: TextInput<AnalyzeCommand>
     @Option(help: "Corpus split to analyse when no text is given: held-out (default) or train.") var corpusSplit = "held-out"
     @Option(help: "Corpus tokens to analyse, shared equally by the domains.") var maxTokens = 8192
     @Option(help: "Layer whose expert-similarity matrix and per-expert tokens are printed (default: the last routed one).") var layer: Int?
@@ -34,10 +35,10 @@ struct AnalyzeCommand: ParsableCommand {
         guard ["held-out", "heldout", "train"].contains(corpusSplit) else {
             throw ValidationError("--corpus-split must be held-out or train, not '\(corpusSplit)'")
         }
-        if trace != nil, text != nil || file != nil || model.hubModel != nil || model.checkpoint != nil || figures != nil {
+        if trace != nil, input.isGiven || model.hub.folder != nil || model.checkpoint != nil || figures != nil {
             throw ValidationError("--trace analyses a recorded trace — drop --text, --file, --model, --checkpoint and --figures")
         }
-        if (text != nil || file != nil) && corpusSplit != "held-out" {
+        if input.isGiven && corpusSplit != "held-out" {
             throw ValidationError("--corpus-split and --text/--file both given — pass one")
         }
     }
@@ -54,10 +55,10 @@ struct AnalyzeCommand: ParsableCommand {
             return position
         } ?? routed.count - 1
         var inputs: [(domain: String, ids: [Int])] = []
-        if text != nil || file != nil {
-            inputs = [("text", opened.tokenizer.encode(try TextInput(text: text, file: file).read()))]
+        if input.isGiven {
+            inputs = [("text", opened.tokenizer.encode(try input.read()))]
         } else {
-            let locator = try AssetLocator(explicit: model.assets)
+            let locator = try model.assets.locate()
             let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
             let perDomain = max(1, maxTokens / max(1, corpus.domains.count))
             for domain in corpus.domains {
@@ -83,7 +84,7 @@ struct AnalyzeCommand: ParsableCommand {
         let report = AnalysisReport(model: opened.model, tokenizer: opened.tokenizer, checkpoint: opened.source,
                                     randomInit: opened.isRandomInit, accumulated: accumulated)
         if let figures {
-            let described = file.map { "file \($0)" } ?? (text != nil ? "--text" : "\(corpusSplit) corpus split, \(inputs.count) domains")
+            let described = input.file.map { "file \($0)" } ?? (input.text != nil ? "--text" : "\(corpusSplit) corpus split, \(inputs.count) domains")
             try AnalysisFigures(report: report, textDescription: described).writeForCommandLine(to: figures)
         }
         if json {
@@ -143,6 +144,10 @@ struct AnalyzeCommand: ParsableCommand {
             }
         }
     }
+}
+
+extension AnalyzeCommand: TakesText {
+    static let textHelp = "Text to analyse (instead of the held-out split)."
 }
 
 extension AnalyzeCommand {

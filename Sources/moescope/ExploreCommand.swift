@@ -18,8 +18,7 @@ struct ExploreCommand: ParsableCommand {
     """
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Text to explore (default: a short multi-domain sample).") var text: String?
-    @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path")) var file: String?
+    @OptionGroup var input: TextInput<ExploreCommand>
     @Option(help: ArgumentHelp("Open a recorded routing trace (moescope-routing-trace safetensors) instead of running a model.", valueName: "file"))
     var trace: String?
     @Option(help: "With --trace: the first token shown (the explorer steps through \(Self.traceWindow) tokens from there).") var start = 0
@@ -29,7 +28,7 @@ struct ExploreCommand: ParsableCommand {
     static let traceWindow = 8192
 
     func validate() throws {
-        if trace != nil, text != nil || file != nil || model.hubModel != nil || model.checkpoint != nil || model.chosenRouter != nil {
+        if trace != nil, input.isGiven || model.hub.folder != nil || model.checkpoint != nil || model.chosenRouter != nil {
             throw ValidationError("--trace opens a recorded trace — drop --text, --file, --model, --checkpoint and --router")
         }
         guard start >= 0 else { throw ValidationError("--start must be 0 or more, got \(start)") }
@@ -42,10 +41,10 @@ struct ExploreCommand: ParsableCommand {
         do { try ExplorerApp.checkTerminal(ProcessInfo.processInfo.environment) } catch let error as TerminalError {
             throw CLIError(error.description)
         }
-        guard file != "-" else {
+        guard input.file != "-" else {
             throw CLIError("the explorer reads keys from the terminal, so it cannot take its text from standard input — pass --file PATH or --text")
         }
-        let input = (text == nil && file == nil) ? Self.sampleText : try TextInput(text: text, file: file).read()
+        let text = input.isGiven ? try input.read() : Self.sampleText
         guard isatty(STDIN_FILENO) != 0 else {
             throw CLIError("the explorer needs a terminal on standard input — run it interactively, or use `moescope trace`")
         }
@@ -61,7 +60,7 @@ struct ExploreCommand: ParsableCommand {
             return try runExplorer(try ExplorerState(loader: loader, router: nil, text: ""))
         }
         let base = model
-        let hub = try model.hubModel.map { _ in try base.open(quiet: true) }   // opened once: its router is fixed
+        let hub = try model.hub.folder.map { _ in try base.open(quiet: true) }   // opened once: its router is fixed
         let loader: SessionLoader = { router, tokens, text in
             let opened: ModelOptions.Opened
             if let hub {
@@ -81,7 +80,7 @@ struct ExploreCommand: ParsableCommand {
             return ExplorerSession(model: opened.model, tokenizer: opened.tokenizer, label: opened.source,
                                    isRandomInit: opened.isRandomInit, tokens: ids)
         }
-        try runExplorer(try ExplorerState(loader: loader, router: hub == nil ? model.router : nil, text: input))
+        try runExplorer(try ExplorerState(loader: loader, router: hub == nil ? model.router : nil, text: text))
     }
 
     private func runExplorer(_ state: ExplorerState) throws {
@@ -98,10 +97,6 @@ struct ExploreCommand: ParsableCommand {
     }
 }
 
-extension TextInput {
-    init(text: String?, file: String?) {
-        self.init()
-        self.text = text
-        self.file = file
-    }
+extension ExploreCommand: TakesText {
+    static let textHelp = "Text to explore (default: a short multi-domain sample)."
 }

@@ -4,18 +4,24 @@ import MoECore
 
 @main
 struct MoEScope: ParsableCommand {
+    /// The one place the version is written: `moescope --version` prints it.
+    static let version = "0.1.0"
+
     static let configuration = CommandConfiguration(
         commandName: "moescope",
         abstract: "Watch a Mixture-of-Experts language model route its tokens.",
         discussion: """
-        Routers (--router):
-        \(RouterKind.allCases.map { "  \($0.rawValue.padding(toLength: 13, withPad: " ", startingAt: 0)) \($0.equation)\($0.isOurInterpretation ? "  [our interpretation]" : "")" }.joined(separator: "\n"))
+            Routers (--router):
+            \(RouterKind.allCases.map { "  \($0.rawValue)\($0.isOurInterpretation ? " *" : "")\n      \($0.equation)" }.joined(separator: "\n"))
 
-        Routers marked [our interpretation] come from "Optimizing MoE Routers" (Harvey, Weale,
-        Yilmaz 2025), whose exact formulas are not public; the forms above are moescope's reading.
-        Hash follows Roller et al. 2021; GRU is RMoE (Qiu et al. 2024).
-        """,
-        subcommands: [ExploreCommand.self, Trace.self, AnalyzeCommand.self, DiffCommand.self, TrainCommand.self, CompareCommand.self, BenchCommand.self, TokenizerCommand.self],
+            Routers marked * come from "Optimizing MoE Routers" (Harvey, Weale, Yilmaz 2025), whose exact formulas are not public; \
+            the forms above are moescope's reading. Hash follows Roller et al. 2021; GRU is RMoE (Qiu et al. 2024).
+            """,
+        version: version,
+        subcommands: [
+            ExploreCommand.self, Trace.self, AnalyzeCommand.self, DiffCommand.self, TrainCommand.self, CompareCommand.self, BenchCommand.self,
+            TokenizerCommand.self,
+        ],
         defaultSubcommand: ExploreCommand.self
     )
 
@@ -72,5 +78,3 @@ struct MoEScope: ParsableCommand {
         return text
     }
 }
-
-extension RouterKind: ExpressibleByArgument {}

@@ -7,16 +7,16 @@ struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print how each token of a text is routed, layer by layer.",
         discussion: """
-        Default output is a table: for each token, the top-k experts and weights at every layer.
-        --json writes the full trace (schema in README.md, "Trace format"); --csv writes one row
-        per token, layer and expert, ready for pandas or R. --out FILE.safetensors writes the
-        routing-trace file that `moescope --trace` and `analyze --trace` read (README, "Routing
-        from bigger machines"), with the model's tokenizer copied beside it.
-        """
+            Default output is a table: for each token, the top-k experts and weights at every layer. --json writes the full trace \
+            (schema in README.md, "Trace format"); --csv writes one row per token, layer and expert, ready for pandas or R.
+
+            --out FILE.safetensors writes the routing-trace file that `moescope --trace` and `analyze --trace` read (README, \
+            "Routing from bigger machines"), with the model's tokenizer copied beside it.
+            """
     )
 
     @OptionGroup var model: ModelOptions
-    @OptionGroup var input: TextInput
+    @OptionGroup var input: TextInput<Trace>
 
     @Flag(help: "Write the full trace as JSON.") var json = false
     @Flag(help: "Write one CSV row per token, layer and expert.") var csv = false
@@ -51,7 +51,9 @@ extension Trace {
     /// (FILE.tokenizer.json) so the trace reads as text wherever it is opened.
     func write(_ routing: [RoutingTrace], opened: ModelOptions.Opened, to out: String) throws {
         let model = opened.model
-        let tokenizerSource = try self.model.hubModel.map { "\($0)/tokenizer.json" } ?? (opened.isRandomInit ? try AssetLocator(explicit: self.model.assets).tokenizerPath : "\(opened.source)/tokenizer.json")
+        let tokenizerSource =
+            try self.model.hub.folder.map { "\($0)/tokenizer.json" }
+            ?? (opened.isRandomInit ? try self.model.assets.locate().tokenizerPath : "\(opened.source)/tokenizer.json")
         let url = URL(fileURLWithPath: out)
         let tokenizerName = url.deletingPathExtension().lastPathComponent + ".tokenizer.json"
         let tokenizerTarget = url.deletingLastPathComponent().appendingPathComponent(tokenizerName).path
@@ -70,6 +72,10 @@ extension Trace {
         try RoutingTraceFile.write(documents: [(domain, routing)], description: description, scores: true, to: out)
         printError("wrote \(out): \(routing.count) tokens × \(model.routedLayerCount) layers × top-\(model.topK) of \(model.numExperts) experts")
     }
+}
+
+extension Trace: TakesText {
+    static let textHelp = "Text to run through the model."
 }
 
 /// The routing of one text, rendered in the three output formats.

@@ -8,13 +8,12 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train the MoE model with one router on the corpus's training split.",
         discussion: """
-        Writes a checkpoint directory (config.json, model.safetensors, tokenizer.json). While it
-        runs, the full training state (F32 weights and AdamW moments) is saved atomically to
-        DIR/training-state.safetensors every --save-every steps and on Ctrl-C; --resume continues
-        from it and gives the same weights as an uninterrupted run.
-        """)
+            Writes a checkpoint directory (config.json, model.safetensors, tokenizer.json). While it runs, the full training state \
+            (F32 weights and AdamW moments) is saved atomically to DIR/training-state.safetensors every --save-every steps and on \
+            Ctrl-C; --resume continues from it and gives the same weights as an uninterrupted run.
+            """)
 
-    @Option(help: "Router to train: \(RouterKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "Router to train.")
     var router: RouterKind = .gru
     @Option(help: "Optimisation steps.") var steps: Int?
     @Option(help: "Sequences per step.") var batchSize: Int?
@@ -32,9 +31,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Output checkpoint directory (default: runs/<router>).", valueName: "dir")) var out: String?
     @Flag(help: "Continue the interrupted run saved in --out.") var resume = false
     @Option(help: "Save the training state every N steps.") var saveEvery = 100
-    @Option(help: "Weight precision of the final checkpoint: f32, f16 or bf16.") var dtype: SafeTensorsDType = .f16
+    @Option(help: "Weight precision of the final checkpoint.") var dtype: SafeTensorsDType = .f16
     @Option(help: ArgumentHelp("Model shape as a config.json (default: the standard shape).", valueName: "path")) var config: String?
-    @Option(help: ArgumentHelp("Assets directory (corpus and tokenizer).", valueName: "dir")) var assets: String?
+    @OptionGroup var assets: AssetOptions
 
     @Flag(help: "Replace a finished checkpoint already in --out.") var force = false
 
@@ -75,7 +74,7 @@ struct TrainCommand: ParsableCommand {
                 throw CLIError("\(directory) already holds a trained checkpoint (\(Checkpoint.weightsFile)) — pass --force to replace it, or choose another --out")
             }
         }
-        let locator = try AssetLocator(explicit: assets)
+        let locator = try assets.locate()
         let tokenizer = try Tokenizer.load(path: locator.tokenizerPath)
 
         var modelConfig = try config.map { try ModelConfig.load(path: $0) } ?? ModelConfig()
@@ -168,9 +167,14 @@ enum BalanceLossForm: String, ExpressibleByArgument, CaseIterable {
     case perLayer = "per-layer", pooled
 }
 
+/// `--dtype f32|f16|bf16`: the float types, in lower case (the integer types hold no weights).
 extension SafeTensorsDType: ExpressibleByArgument {
     public init?(argument: String) {
         guard let dtype = SafeTensorsDType(rawValue: argument.uppercased()), dtype.isFloat else { return nil }
         self = dtype
     }
+
+    public static var allValueStrings: [String] { allCases.filter(\.isFloat).map { $0.rawValue.lowercased() } }
+
+    public var defaultValueDescription: String { rawValue.lowercased() }
 }
