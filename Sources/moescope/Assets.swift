@@ -19,7 +19,9 @@ struct AssetLocator {
             }
         }
         guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: "\($0)/tokenizer.json") }) else {
-            throw CLIError("no moescope assets found (looked in \(candidates.first ?? "./assets")) — run from the repository root or pass --assets DIR")
+            throw CLIError(
+                "no moescope assets found (looked in \(candidates.first ?? "./assets")) — run from the repository root or pass --assets DIR"
+            )
         }
         root = found
     }
@@ -47,7 +49,11 @@ extension AssetLocator {
         config.router = router
         config.vocabSize = tokenizer.vocabSize
         let model = try MoEModel(config: config, seed: seed)
-        if !quiet { printError("note: no trained \(router.rawValue) checkpoint in \(directory); using a random-init model (seed \(seed)) — its routing is noise") }
+        if !quiet {
+            printError(
+                "note: no trained \(router.rawValue) checkpoint in \(directory); using a random-init model (seed \(seed)) — its routing is noise"
+            )
+        }
         return ModelOptions.Loaded(checkpoint: Checkpoint(model: model, tokenizer: tokenizer), isRandomInit: true)
     }
 }

@@ -125,7 +125,8 @@ extension BenchCommand {
         let ids = shipped.ids
         for router in RouterKind.allCases {
             let model = try shipped.model(router)
-            var perToken: [Double] = [], routerTimes: [Double] = []
+            var perToken: [Double] = []
+            var routerTimes: [Double] = []
             for _ in 0..<repeats {
                 var cache = model.makeCache()
                 let began = monotonicNanoseconds()
@@ -136,7 +137,8 @@ extension BenchCommand {
                 perToken.append(Double(monotonicNanoseconds() - began) / Double(ids.count))
             }
             if router == .gru || router == .linear {
-                table.record("decode ms/token (\(router.rawValue), traces on)", median(perToken) / 1e6, "ms", "\(ids.count) tokens, KV cache")
+                table.record(
+                    "decode ms/token (\(router.rawValue), traces on)", median(perToken) / 1e6, "ms", "\(ids.count) tokens, KV cache")
             }
             table.record("router µs/token (\(router.rawValue))", median(routerTimes) / 1e3, "µs", "all \(model.config.numLayers) layers")
         }
@@ -233,7 +235,8 @@ extension BenchCommand {
         try SyntheticRoutingTrace.write(to: path, tokens: traceTokens, layers: 58, experts: 256, topK: 8)
         let written = Double(monotonicNanoseconds() - began) / 1e9
         defer { if keepTrace == nil { try? FileManager.default.removeItem(atPath: path) } }
-        var opens: [Double] = [], rates: [Double] = []
+        var opens: [Double] = []
+        var rates: [Double] = []
         var trace: RoutingTraceFile?
         for _ in 0..<max(1, min(repeats, 3)) {
             let start = monotonicNanoseconds()
@@ -248,7 +251,8 @@ extension BenchCommand {
         let shape = "\(traceTokens) tokens × 58 layers × top-8 of 256 (written in \(String(format: "%.1f", written)) s)"
         table.record("open routing trace", median(opens), "ms", shape)
         table.record("analyze --trace", median(rates) / 1e6, "M tok-layer/s", "≥ 5 wanted; one core")
-        table.record("analyze --trace ids read", median(rates) * 8 * 4 / 1e9, "GB/s", "expert ids (I32); memory bandwidth ~18 GB/s per core")
+        table.record(
+            "analyze --trace ids read", median(rates) * 8 * 4 / 1e9, "GB/s", "expert ids (I32); memory bandwidth ~18 GB/s per core")
     }
 
     /// Training: forward + backward + AdamW on batch 16 × 128 random tokens, Linear and GRU,
@@ -275,7 +279,8 @@ extension BenchCommand {
                 }
                 let label = "\(threads) thread\(threads == 1 ? "" : "s")"
                 table.record(
-                    "training tokens/s (\(router.rawValue), \(label))", Double(trainer.tokensPerStep) / median(times), "tok/s", "batch 16×128")
+                    "training tokens/s (\(router.rawValue), \(label))", Double(trainer.tokensPerStep) / median(times), "tok/s",
+                    "batch 16×128")
             }
         }
     }
@@ -297,7 +302,8 @@ extension BenchCommand {
             analyzeTimes.append(Double(monotonicNanoseconds() - began) / 1e9)
         }
         table.record(
-            "analyze tokens/s (gru, \(Kernels.threads) thread\(Kernels.threads == 1 ? "" : "s"))", Double(heldOut.count) / median(analyzeTimes),
+            "analyze tokens/s (gru, \(Kernels.threads) thread\(Kernels.threads == 1 ? "" : "s"))",
+            Double(heldOut.count) / median(analyzeTimes),
             "tok/s", "\(heldOut.count) held-out tokens, routed and summarised")
     }
 
@@ -343,7 +349,9 @@ extension BenchCommand {
         let inner = max(1, 200_000_000 / (2 * m * k * n))
         for _ in 0..<(repeats + 1) {
             let began = monotonicNanoseconds()
-            for _ in 0..<inner { Tensor.product(a, transposed: transposeA, b, transposed: transposeB, into: &c, accumulate: false, threads: 1) }
+            for _ in 0..<inner {
+                Tensor.product(a, transposed: transposeA, b, transposed: transposeB, into: &c, accumulate: false, threads: 1)
+            }
             times.append(Double(monotonicNanoseconds() - began) / Double(inner))
         }
         return 2 * Double(m * k * n) / median(Array(times.dropFirst()))

@@ -140,13 +140,16 @@ struct CompareCommand: ParsableCommand {
                 resamples: resamples)
         } catch let error as ComparisonError { throw CLIError("\(error)") }
         if let figures {
-            try writeFigure(comparison, to: figures, caption: "moescope compare · checkpoints \(checkpoints ?? "\(locator.root)/checkpoints") · "
-                            + "text: held-out corpus split, \(comparison.domains.count) domains · \(comparison.tokens) tokens per checkpoint")
+            try writeFigure(
+                comparison, to: figures,
+                caption: "moescope compare · checkpoints \(checkpoints ?? "\(locator.root)/checkpoints") · "
+                    + "text: held-out corpus split, \(comparison.domains.count) domains · \(comparison.tokens) tokens per checkpoint")
         }
         let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         if let jsonFile {
             do { try encoder.encode(comparison).write(to: URL(fileURLWithPath: jsonFile), options: .atomic) } catch {
-                throw CLIError("cannot write --json-file \(jsonFile): \(error.localizedDescription) — pass a path in a folder you can write to")
+                throw CLIError(
+                    "cannot write --json-file \(jsonFile): \(error.localizedDescription) — pass a path in a folder you can write to")
             }
         }
         if json {
@@ -161,18 +164,21 @@ struct CompareCommand: ParsableCommand {
     private func writeFigure(_ comparison: RouterComparison, to directory: String, caption: String) throws {
         func metric(_ name: String, _ unit: String, _ value: (RouterComparison.Row) -> Interval) -> ComparisonFigure.Metric {
             let intervals = comparison.rows.map(value)
-            return .init(name: name, unit: unit, values: intervals.map(\.estimate),
-                         intervals: intervals.map { $0.lower.isFinite && $0.upper.isFinite ? $0.lower...$0.upper : nil })
+            return .init(
+                name: name, unit: unit, values: intervals.map(\.estimate),
+                intervals: intervals.map { $0.lower.isFinite && $0.upper.isFinite ? $0.lower...$0.upper : nil })
         }
         func plain(_ v: Double) -> Interval { Interval(estimate: v, lower: .nan, upper: .nan) }
-        let figure = ComparisonFigure(routers: comparison.rows.map(\.label), metrics: [
-            metric("held-out perplexity", "perplexity", \.perplexity),
-            metric("router time per token", "µs", { plain($0.routerMicrosecondsPerToken) }),
-            metric("router FLOPs per token", "FLOPs", { plain(Double($0.routerFLOPsPerToken)) }),
-            metric("routing entropy", "nats", \.entropy),
-            metric("load CV", "CV", \.loadCV),
-            metric("cross-layer MI (top-1)", "nats", \.crossLayerMI),
-        ], caption: caption)
+        let figure = ComparisonFigure(
+            routers: comparison.rows.map(\.label),
+            metrics: [
+                metric("held-out perplexity", "perplexity", \.perplexity),
+                metric("router time per token", "µs", { plain($0.routerMicrosecondsPerToken) }),
+                metric("router FLOPs per token", "FLOPs", { plain(Double($0.routerFLOPsPerToken)) }),
+                metric("routing entropy", "nats", \.entropy),
+                metric("load CV", "CV", \.loadCV),
+                metric("cross-layer MI (top-1)", "nats", \.crossLayerMI),
+            ], caption: caption)
         do {
             printError("compare: wrote \(try figure.write(to: directory))")
         } catch {

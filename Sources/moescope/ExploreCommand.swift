@@ -11,15 +11,17 @@ struct ExploreCommand: ParsableCommand {
         discussion: KeyBindings.commandHelp)
 
     static let sampleText = """
-    The router sends every token to two of eight experts.
-    def route(tokens):
-        return [expert(t) for t in tokens]
-    Der Hund schläft im Garten, el gato duerme en la casa.
-    """
+        The router sends every token to two of eight experts.
+        def route(tokens):
+            return [expert(t) for t in tokens]
+        Der Hund schläft im Garten, el gato duerme en la casa.
+        """
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var input: TextInput<ExploreCommand>
-    @Option(help: ArgumentHelp("Open a recorded routing trace (moescope-routing-trace safetensors) instead of running a model.", valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "Open a recorded routing trace (moescope-routing-trace safetensors) instead of running a model.", valueName: "file"))
     var trace: String?
     @Option(help: "With --trace: the first token shown (the explorer steps through \(Self.traceWindow) tokens from there).") var start = 0
 
@@ -36,13 +38,15 @@ struct ExploreCommand: ParsableCommand {
 
     func run() throws {
         guard isatty(STDOUT_FILENO) != 0 else {
-            throw CLIError("the explorer needs a terminal, and standard output is not one — use `moescope trace` to print routing for scripts")
+            throw CLIError(
+                "the explorer needs a terminal, and standard output is not one — use `moescope trace` to print routing for scripts")
         }
         do { try ExplorerApp.checkTerminal(ProcessInfo.processInfo.environment) } catch let error as TerminalError {
             throw CLIError(error.description)
         }
         guard input.file != "-" else {
-            throw CLIError("the explorer reads keys from the terminal, so it cannot take its text from standard input — pass --file PATH or --text")
+            throw CLIError(
+                "the explorer reads keys from the terminal, so it cannot take its text from standard input — pass --file PATH or --text")
         }
         let text = input.isGiven ? try input.read() : Self.sampleText
         guard isatty(STDIN_FILENO) != 0 else {
@@ -55,19 +59,20 @@ struct ExploreCommand: ParsableCommand {
             }
             let recording = RecordedRoutingModel(trace: recorded.file, window: start..<start + Self.traceWindow)
             let loader: SessionLoader = { _, _, _ in
-                ExplorerSession(model: recording, tokenizer: recorded.tokenizer, label: trace, isRandomInit: false, tokens: recording.tokens)
+                ExplorerSession(
+                    model: recording, tokenizer: recorded.tokenizer, label: trace, isRandomInit: false, tokens: recording.tokens)
             }
             return try runExplorer(try ExplorerState(loader: loader, router: nil, text: ""))
         }
         let base = model
-        let hub = try model.hub.folder.map { _ in try base.open(quiet: true) }   // opened once: its router is fixed
+        let hub = try model.hub.folder.map { _ in try base.open(quiet: true) }  // opened once: its router is fixed
         let loader: SessionLoader = { router, tokens, text in
             let opened: ModelOptions.Opened
             if let hub {
                 opened = hub
             } else {
                 var options = base
-                if let router, router != base.router { options.checkpoint = nil }   // another router: its shipped checkpoint
+                if let router, router != base.router { options.checkpoint = nil }  // another router: its shipped checkpoint
                 options.router = router ?? base.router
                 opened = try options.open(quiet: true)
             }
@@ -77,8 +82,9 @@ struct ExploreCommand: ParsableCommand {
             guard ids.count <= opened.model.contextLength else {
                 throw InferenceError.contextFull(needed: ids.count, capacity: opened.model.contextLength)
             }
-            return ExplorerSession(model: opened.model, tokenizer: opened.tokenizer, label: opened.source,
-                                   isRandomInit: opened.isRandomInit, tokens: ids)
+            return ExplorerSession(
+                model: opened.model, tokenizer: opened.tokenizer, label: opened.source,
+                isRandomInit: opened.isRandomInit, tokens: ids)
         }
         try runExplorer(try ExplorerState(loader: loader, router: hub == nil ? model.router : nil, text: text))
     }
@@ -92,7 +98,7 @@ struct ExploreCommand: ParsableCommand {
         }
         switch outcome {
         case .quit: return
-        case let .signal(number): throw ExitCode(128 + number)
+        case .signal(let number): throw ExitCode(128 + number)
         }
     }
 }

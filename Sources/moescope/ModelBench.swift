@@ -23,7 +23,9 @@ extension BenchCommand {
         let tokens = (0..<(promptLength + steps * repeats)).map { _ in Int(generator.next() % UInt64(model.config.vocabSize)) }
         let bytesPerToken = Double(model.weightBytesPerToken)
         table.record("weights", Double(model.weightBytes) / 1e6, "MB", model.config.architecture.rawValue)
-        table.record("weight bytes read per decoded token", bytesPerToken / 1e6, "MB", "attention + router + top-\(model.config.topK) experts + LM head")
+        table.record(
+            "weight bytes read per decoded token", bytesPerToken / 1e6, "MB",
+            "attention + router + top-\(model.config.topK) experts + LM head")
 
         var peakResident = 0
         for threads in Set([1, Kernels.threads]).sorted() {
@@ -75,7 +77,9 @@ extension BenchCommand {
         }
         let memory = MachineLimits.residentMemory()
         table.record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a decode step")
-        table.record("resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB", "RssFile at the end: the weights touched, and ~20 MB of the program's own code")
+        table.record(
+            "resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB",
+            "RssFile at the end: the weights touched, and ~20 MB of the program's own code")
         table.record("resident other memory", Double(memory.anonymous) / 1e6, "MB", "RssAnon at the end: KV cache, activations, buffers")
         if json { try table.printJSON() }
     }

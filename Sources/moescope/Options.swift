@@ -41,7 +41,8 @@ struct ModelOptions: ParsableArguments {
         set { chosenRouter = newValue }
     }
 
-    @Option(help: ArgumentHelp("Checkpoint directory (config.json, model.safetensors, tokenizer.json); overrides --router.", valueName: "dir"))
+    @Option(
+        help: ArgumentHelp("Checkpoint directory (config.json, model.safetensors, tokenizer.json); overrides --router.", valueName: "dir"))
     var checkpoint: String?
 
     @OptionGroup var assets: AssetOptions
@@ -59,7 +60,8 @@ struct ModelOptions: ParsableArguments {
 
     func validate() throws {
         if hub.folder != nil, chosenRouter != nil || checkpoint != nil {
-            throw ValidationError("--model opens a Hugging Face model with its own router — drop --\(checkpoint != nil ? "checkpoint" : "router")")
+            throw ValidationError(
+                "--model opens a Hugging Face model with its own router — drop --\(checkpoint != nil ? "checkpoint" : "router")")
         }
     }
 
@@ -123,9 +125,9 @@ struct TextInput<Command: TakesText>: ParsableArguments {
     func read() throws -> String {
         let value: String
         switch (text, file) {
-        case let (text?, nil):
+        case (let text?, nil):
             value = text
-        case let (nil, path?):
+        case (nil, let path?):
             var data = Data()
             if path == "-" {
                 // Read in pieces, so an endless input (/dev/zero) is refused, not held.

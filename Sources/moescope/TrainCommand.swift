@@ -21,7 +21,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Peak learning rate (after warm-up; cosine decay to 10%).") var learningRate: Float?
     @Option(help: "Linear warm-up steps.") var warmup: Int?
     @Option(help: "Router z-loss coefficient (0 = off; ST-MoE uses 0.001).") var zLoss: Float?
-    @Option(help: "Load-balance loss: per-layer (one per layer, averaged; Switch/Mixtral) or pooled (one over every layer's tokens; RMoE's released code).")
+    @Option(
+        help:
+            "Load-balance loss: per-layer (one per layer, averaged; Switch/Mixtral) or pooled (one over every layer's tokens; RMoE's released code)."
+    )
     var balanceLoss: BalanceLossForm?
     @Option(help: "Load-balance loss coefficient (default 0.01; RMoE's released code uses 0.001 with --balance-loss pooled).")
     var balanceCoefficient: Float?
@@ -40,7 +43,9 @@ struct TrainCommand: ParsableCommand {
     func validate() throws {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, got \(steps)") }
         if let steps, steps > 1_000_000_000 { throw ValidationError("--steps must be at most 1000000000, got \(steps)") }
-        if let batchSize, !(1...4096).contains(batchSize) { throw ValidationError("--batch-size must be between 1 and 4096, got \(batchSize)") }
+        if let batchSize, !(1...4096).contains(batchSize) {
+            throw ValidationError("--batch-size must be between 1 and 4096, got \(batchSize)")
+        }
         if let sequenceLength, sequenceLength < 2 { throw ValidationError("--sequence-length must be at least 2, got \(sequenceLength)") }
         if let learningRate, !(learningRate.isFinite && learningRate > 0 && learningRate <= 10) {
             throw ValidationError("--learning-rate must be a number above 0 and at most 10, got \(learningRate)")
@@ -50,7 +55,9 @@ struct TrainCommand: ParsableCommand {
         if let balanceCoefficient, !(balanceCoefficient.isFinite && balanceCoefficient >= 0) {
             throw ValidationError("--balance-coefficient must be a finite number ≥ 0, got \(balanceCoefficient)")
         }
-        if let gruHiddenSize, !(1...4096).contains(gruHiddenSize) { throw ValidationError("--gru-hidden-size must be between 1 and 4096, got \(gruHiddenSize)") }
+        if let gruHiddenSize, !(1...4096).contains(gruHiddenSize) {
+            throw ValidationError("--gru-hidden-size must be between 1 and 4096, got \(gruHiddenSize)")
+        }
         if (gruHiddenSize != nil || noGruRecurrence) && router != .gru {
             throw ValidationError("--gru-hidden-size and --no-gru-recurrence apply to --router gru only")
         }
@@ -68,10 +75,17 @@ struct TrainCommand: ParsableCommand {
                 throw CLIError("--out \(directory) is a file; training writes a checkpoint directory — choose another path")
             }
             let stale = removeStaleTemporaryFiles(in: directory)
-            if !stale.isEmpty { printError("note: removed \(stale.count) temporary file(s) left by an interrupted save in \(directory): \(stale.joined(separator: ", "))") }
+            if !stale.isEmpty {
+                printError(
+                    "note: removed \(stale.count) temporary file(s) left by an interrupted save in \(directory): \(stale.joined(separator: ", "))"
+                )
+            }
             if !resume, !force, FileManager.default.fileExists(atPath: "\(directory)/\(Checkpoint.weightsFile)"),
-               !FileManager.default.fileExists(atPath: statePath) {
-                throw CLIError("\(directory) already holds a trained checkpoint (\(Checkpoint.weightsFile)) — pass --force to replace it, or choose another --out")
+                !FileManager.default.fileExists(atPath: statePath)
+            {
+                throw CLIError(
+                    "\(directory) already holds a trained checkpoint (\(Checkpoint.weightsFile)) — pass --force to replace it, or choose another --out"
+                )
             }
         }
         let locator = try assets.locate()
@@ -118,15 +132,18 @@ struct TrainCommand: ParsableCommand {
         }
 
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        var trainer = resume
+        var trainer =
+            resume
             ? try Trainer(resumingFrom: statePath, config: modelConfig, options: options, data: stream)
             : try Trainer(config: modelConfig, options: options, data: stream)
-        printError("training \(router.rawValue): \(trainer.structure.parameterCount) parameters, \(stream.tokens.count) training tokens, "
-                   + "\(options.steps) steps of \(trainer.tokensPerStep) tokens\(resume ? ", resuming at step \(trainer.step)" : "")")
+        printError(
+            "training \(router.rawValue): \(trainer.structure.parameterCount) parameters, \(stream.tokens.count) training tokens, "
+                + "\(options.steps) steps of \(trainer.tokensPerStep) tokens\(resume ? ", resuming at step \(trainer.step)" : "")")
 
         StopSignal.install()
-        var progress = ProgressLine("train \(router.rawValue): step", total: options.steps, unit: "tok",
-                                    unitsPerItem: trainer.tokensPerStep, startingAt: trainer.step)
+        var progress = ProgressLine(
+            "train \(router.rawValue): step", total: options.steps, unit: "tok",
+            unitsPerItem: trainer.tokensPerStep, startingAt: trainer.step)
         var recentLoss: [Float] = []
         let began = Date()
         while !trainer.isFinished {
@@ -143,28 +160,34 @@ struct TrainCommand: ParsableCommand {
             }
             recentLoss = Array((recentLoss + [report.crossEntropy]).suffix(20))
             let mean = recentLoss.reduce(0, +) / Float(recentLoss.count)
-            progress.update(trainer.step, detail: String(format: "loss %.3f · balance %.3f · lr %.2e", mean, report.balance, report.learningRate))
+            progress.update(
+                trainer.step, detail: String(format: "loss %.3f · balance %.3f · lr %.2e", mean, report.balance, report.learningRate))
             if trainer.step % saveEvery == 0 && !trainer.isFinished { try trainer.saveState(to: statePath) }
         }
         progress.finish()
 
         let meanLoss = recentLoss.reduce(0, +) / Float(max(1, recentLoss.count))
         let checkpoint = Checkpoint(model: try trainer.model(), tokenizer: tokenizer)
-        try checkpoint.save(to: directory, dtype: dtype, metadata: [
-            "steps": String(options.steps), "seed": String(options.seed),
-            "tokens_seen": String(options.steps * trainer.tokensPerStep),
-            "balance_loss": options.balancePooled ? "pooled" : "per-layer", "balance_coefficient": String(options.balanceCoefficient),
-            "final_train_loss": String(format: "%.4f", meanLoss),
-        ])
+        try checkpoint.save(
+            to: directory, dtype: dtype,
+            metadata: [
+                "steps": String(options.steps), "seed": String(options.seed),
+                "tokens_seen": String(options.steps * trainer.tokensPerStep),
+                "balance_loss": options.balancePooled ? "pooled" : "per-layer", "balance_coefficient": String(options.balanceCoefficient),
+                "final_train_loss": String(format: "%.4f", meanLoss),
+            ])
         try? FileManager.default.removeItem(atPath: statePath)
-        print("trained \(router.rawValue) in \(ProgressLine.format(seconds: Date().timeIntervalSince(began))): "
-              + "train loss \(String(format: "%.3f", meanLoss)) (mean of the last \(recentLoss.count) steps); checkpoint written to \(directory)")
+        print(
+            "trained \(router.rawValue) in \(ProgressLine.format(seconds: Date().timeIntervalSince(began))): "
+                + "train loss \(String(format: "%.3f", meanLoss)) (mean of the last \(recentLoss.count) steps); checkpoint written to \(directory)"
+        )
     }
 }
 
 /// How `train` takes the load-balance loss over layers.
 enum BalanceLossForm: String, ExpressibleByArgument, CaseIterable {
-    case perLayer = "per-layer", pooled
+    case perLayer = "per-layer"
+    case pooled
 }
 
 /// `--dtype f32|f16|bf16`: the float types, in lower case (the integer types hold no weights).

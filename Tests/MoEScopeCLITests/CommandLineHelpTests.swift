@@ -148,7 +148,8 @@ import Testing
             process.executableURL = URL(fileURLWithPath: "/bin/bash")
             process.arguments = ["-c", complete, "complete", "\(folder)/moescope.bash"] + words
             var environment = ProcessInfo.processInfo.environment
-            environment["PATH"] = URL(fileURLWithPath: HostileInputTests.binary).deletingLastPathComponent().path + ":" + (environment["PATH"] ?? "")
+            environment["PATH"] =
+                URL(fileURLWithPath: HostileInputTests.binary).deletingLastPathComponent().path + ":" + (environment["PATH"] ?? "")
             process.environment = environment
             let pipe = Pipe()
             process.standardOutput = pipe
