@@ -122,7 +122,7 @@ import Testing
     }
 
     /// The bash completion script argument-parser generates, sourced into bash: it completes
-    /// subcommand names and a command's options.
+    /// subcommand names, a command's options and an option's values.
     @Test func bashCompletionCompletesCommandsAndOptions() throws {
         let script = try Self.run(["--generate-completion-script", "bash"])
         #expect(script.status == 0, "\(script.stderr)")
@@ -163,5 +163,7 @@ import Testing
         #expect(commands.isSuperset(of: ["trace", "train"]), "\(commands)")
         let options = try completions(["moescope", "trace", "--ro"])
         #expect(options.contains("--router"), "\(options)")
+        let routers = try completions(["moescope", "trace", "--router", "g"])
+        #expect(routers == ["gru"], "\(routers)")
     }
 }
