@@ -8,12 +8,8 @@ import MoEHub
 /// the memory-bandwidth limit, on one thread and on all.
 extension BenchCommand {
     func benchModel(path: String) throws {
-        var results: [Result] = []
-        func record(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
-            results.append(Result(name: name, value: value, unit: unit, note: note))
-            if !json {
-                printError(name.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: " %10.3f %@ %@", value, unit, note))
-            }
+        var table = BenchTable(printsRows: !json) {
+            $0.name.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: " %10.3f %@ %@", $0.value, $0.unit, $0.note)
         }
         var model = try HubModel(folder: path)
         let (promptLength, steps) = (promptTokens, decodeTokens)
@@ -26,8 +22,8 @@ extension BenchCommand {
         var generator = SeededGenerator(seed: 7)
         let tokens = (0..<(promptLength + steps * repeats)).map { _ in Int(generator.next() % UInt64(model.config.vocabSize)) }
         let bytesPerToken = Double(model.weightBytesPerToken)
-        record("weights", Double(model.weightBytes) / 1e6, "MB", model.config.architecture.rawValue)
-        record(
+        table.record("weights", Double(model.weightBytes) / 1e6, "MB", model.config.architecture.rawValue)
+        table.record(
             "weight bytes read per decoded token", bytesPerToken / 1e6, "MB",
             "attention + router + top-\(model.config.topK) experts + LM head")
 
@@ -36,7 +32,7 @@ extension BenchCommand {
             let resident = MachineLimits.residentMemory()
             peakResident = max(peakResident, resident.anonymous + resident.file)
         }
-        record("load average at start", loadAverage(), "", "runnable processes, 1-minute average (the machine is shared)")
+        table.record("load average at start", loadAverage(), "", "runnable processes, 1-minute average (the machine is shared)")
         for threads in Set([1, Kernels.threads]).sorted() {
             model.threads = threads
             let label = "\(threads) thread\(threads == 1 ? "" : "s")"
@@ -85,40 +81,36 @@ extension BenchCommand {
             progress(nil)
             let perToken = median(decode)
             let limit = bytesPerToken / bestBandwidth * 1e3
-            record("read bandwidth (\(label))", bestBandwidth / 1e9, "GB/s", "best pass over 512 MB, before each run and after all")
-            record("read bandwidth, median of runs (\(label))", median(bandwidths) / 1e9, "GB/s", "measured just before each run")
-            record(
+            table.record("read bandwidth (\(label))", bestBandwidth / 1e9, "GB/s", "best pass over 512 MB, before each run and after all")
+            table.record("read bandwidth, median of runs (\(label))", median(bandwidths) / 1e9, "GB/s", "measured just before each run")
+            table.record(
                 "matrix-vector kernel read rate (\(label))", kernelRate / 1e9, "GB/s",
                 "\(model.weightDType.rawValue) weights, 512 MB, 1 input row: "
                     + String(format: "%.0f %% of the best plain read", kernelRate / bestBandwidth * 100))
-            record(
+            table.record(
                 "matrix-vector kernel in cache (\(label))", cachedRate / 1e9, "GB/s",
                 "1 MB of \(model.weightDType.rawValue) weights: "
                     + String(format: "%.1fx the memory's read rate", cachedRate / bestBandwidth))
-            record(
+            table.record(
                 "decode ms/token (\(label))", perToken, "ms",
                 "median of \(decode.count) steps after a \(promptLength)-token prompt, KV cache, traces on")
-            record("bandwidth limit ms/token (\(label))", limit, "ms", "bytes per token / best read bandwidth")
-            record(
+            table.record("bandwidth limit ms/token (\(label))", limit, "ms", "bytes per token / best read bandwidth")
+            table.record(
                 "decode % of bandwidth limit (\(label))", limit / perToken * 100, "%",
                 String(format: "%.2fx the limit at the best bandwidth", perToken / limit))
-            record(
+            table.record(
                 "decode / bandwidth limit, paired (\(label))", median(pairedRatios), "x",
                 "median over runs of (run's median ms/token) / (limit at the bandwidth measured just before it)")
-            record("prefill tokens/s (\(label))", Double(promptLength) / median(prefill), "tok/s", "\(promptLength)-token prompt")
+            table.record("prefill tokens/s (\(label))", Double(promptLength) / median(prefill), "tok/s", "\(promptLength)-token prompt")
         }
-        record("load average at the end", loadAverage(), "", "")
+        table.record("load average at the end", loadAverage(), "", "")
         let memory = MachineLimits.residentMemory()
-        record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a prefill or decode step")
-        record(
+        table.record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a prefill or decode step")
+        table.record(
             "resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB",
             "RssFile at the end: the weights touched, and ~20 MB of the program's own code")
-        record("resident other memory", Double(memory.anonymous) / 1e6, "MB", "RssAnon at the end: KV cache, activations, buffers")
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(Report(results: results)), as: UTF8.self))
-        }
+        table.record("resident other memory", Double(memory.anonymous) / 1e6, "MB", "RssAnon at the end: KV cache, activations, buffers")
+        if json { try table.printJSON() }
     }
 
     /// Reads every weight file once through a small buffer, so the timed runs measure memory,
