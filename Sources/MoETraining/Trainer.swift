@@ -102,9 +102,10 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
 /// The loop itself is the caller's (the `train` command draws progress and writes checkpoints).
 public struct Trainer {
     public let options: TrainingOptions
-    /// The model's structure (config, router, RoPE tables); its weights are `parameters`.
+    /// The model's structure (config, router, RoPE tables, parameter names); its weights are
+    /// `parameterList`.
     public let structure: MoEModel
-    public private(set) var parameters: [String: Tensor]
+    public private(set) var parameterList: ParameterList
     public private(set) var optimizer: AdamW
     /// Steps completed.
     public private(set) var step = 0
@@ -118,8 +119,9 @@ public struct Trainer {
     /// them from the heap, and not trimming it, reuses the memory instead.
     static let allocatorTuned: Bool = {
         #if os(Linux)
-        if ProcessInfo.processInfo.environment["XX"] == nil { _ = glibcMallopt(-3, 32 << 20) }
-        if ProcessInfo.processInfo.environment["XX"] == nil { _ = glibcMallopt(-1, 512 << 20) }
+        let (mmapThreshold, trimThreshold): (Int32, Int32) = (-3, -1)  // M_MMAP_THRESHOLD, M_TRIM_THRESHOLD (malloc.h)
+        _ = glibcMallopt(mmapThreshold, 32 << 20)
+        _ = glibcMallopt(trimThreshold, 512 << 20)
         #endif
         return true
     }()
@@ -129,13 +131,15 @@ public struct Trainer {
         _ = Self.allocatorTuned
         try Self.checkMemory(config: config, options: options, path: "config")
         structure = try MoEModel(config: config, seed: options.seed)
-        parameters = structure.namedParameters
+        parameterList = ParameterList(structure.namedParameters)
         optimizer = AdamW(weightDecay: options.weightDecay)
         self.options = options
         self.data = data
     }
 
     public var config: ModelConfig { structure.config }
+    /// The current parameters by checkpoint name.
+    public var parameters: [String: Tensor] { parameterList.named }
     public var isFinished: Bool { step >= options.steps }
     public var tokensPerStep: Int { options.batchSize * options.sequenceLength }
 
@@ -152,8 +156,14 @@ public struct Trainer {
     /// is fixed, not taken from the thread count, the run is the same on one core or two.
     public static let shards = 2
 
-    /// Loss and gradients of one batch; nothing changes.
+    /// Loss and gradients (by checkpoint name) of one batch; nothing changes.
     public func lossAndGradients(inputs: [Int], targets: [Int]) -> (StepReport, [String: Tensor]) {
+        let (report, gradients) = lossAndGradientList(inputs: inputs, targets: targets)
+        return (report, Dictionary(uniqueKeysWithValues: zip(parameterList.names, gradients)))
+    }
+
+    /// Loss and gradients of one batch, the gradients in `parameterList` order.
+    func lossAndGradientList(inputs: [Int], targets: [Int]) -> (StepReport, [Tensor]) {
         let t = options.sequenceLength, sequences = inputs.count / t
         let shardCount = max(1, min(Self.shards, sequences))
         let bounds = (0...shardCount).map { $0 * sequences / shardCount * t }
@@ -173,23 +183,20 @@ public struct Trainer {
             total.zLoss += result.zLoss; total.objective += result.objective
         }
         // Summed parameter by parameter (in parallel), shard by shard (in order).
-        let names = total.gradients.keys.sorted()
-        var sums = names.map { total.gradients.removeValue(forKey: $0)! }
-        sums.withUnsafeMutableBufferPointer { slots in
-            Kernels.parallelFor(names.count, threads: threads) { index in
-                var sum = slots[index]
-                slots[index] = Tensor(zeros: [])
+        total.gradients.withUnsafeMutableBufferPointer { sums in
+            Kernels.parallelFor(sums.count, threads: threads) { index in
+                var sum = sums[index]
+                sums[index] = Tensor(zeros: [])  // keep the sum uniquely referenced
                 sum.scalars.withUnsafeMutableBufferPointer { sp in
                     for result in rest {
-                        result.gradients[names[index]]!.scalars.withUnsafeBufferPointer { gp in
+                        result.gradients[index].scalars.withUnsafeBufferPointer { gp in
                             Kernels.axpy(1, gp.baseAddress!, sp.baseAddress!, count: sp.count)
                         }
                     }
                 }
-                slots[index] = sum
+                sums[index] = sum
             }
         }
-        for (name, sum) in zip(names, sums) { total.gradients[name] = sum }
         let report = StepReport(step: step, crossEntropy: total.crossEntropy, balance: total.balance, zLoss: total.zLoss,
                                 loss: total.objective, gradientNorm: globalNorm(total.gradients),
                                 learningRate: options.schedule.rate(at: step))
@@ -199,14 +206,16 @@ public struct Trainer {
     /// One shard's losses and gradients, all already multiplied by its share of the batch's tokens.
     struct ShardResult {
         var crossEntropy: Float, balance: Float, zLoss: Float, objective: Float
-        var gradients: [String: Tensor]
+        /// In `parameterList` order.
+        var gradients: [Tensor]
     }
 
     func shard(inputs: [Int], targets: [Int], weight: Float, threads: Int) -> ShardResult {
         let tape = Tape(threads: threads)
-        var leaves: [String: Variable] = [:]
-        for name in parameters.keys.sorted() { leaves[name] = tape.leaf(parameters[name]!) }
-        let forward = structure.forward(batch: inputs, sequenceLength: options.sequenceLength, on: tape) { leaves[$0]! }
+        let leaves = parameterList.tensors.map { tape.leaf($0) }
+        let forward = structure.forward(batch: inputs, sequenceLength: options.sequenceLength, on: tape) {
+            leaves[parameterList.position(of: $0)]
+        }
         let crossEntropy = tape.crossEntropy(forward.logits, targets: targets)
         var objective = crossEntropy
         let layers = Float(forward.routing.count)
@@ -233,8 +242,7 @@ public struct Trainer {
         }
         let weighted = tape.scale(objective, by: weight)
         tape.backward(from: weighted)
-        var gradients: [String: Tensor] = [:]
-        for (name, leaf) in leaves { gradients[name] = tape.gradient(leaf) }
+        let gradients = leaves.map { tape.gradient($0) }
         return ShardResult(crossEntropy: tape.value(crossEntropy).scalars[0] * weight, balance: balance * weight,
                            zLoss: zLoss * weight, objective: tape.value(weighted).scalars[0], gradients: gradients)
     }
@@ -244,11 +252,11 @@ public struct Trainer {
     @discardableResult
     public mutating func trainStep() throws -> StepReport {
         let batch = data.batch(step: step, seed: options.seed, batchSize: options.batchSize, sequenceLength: options.sequenceLength)
-        let (report, gradients) = lossAndGradients(inputs: batch.inputs, targets: batch.targets)
+        let (report, gradients) = lossAndGradientList(inputs: batch.inputs, targets: batch.targets)
         guard report.loss.isFinite else { throw TrainingError.nonFinite(step: step, what: "loss") }
         guard report.gradientNorm.isFinite else { throw TrainingError.nonFinite(step: step, what: "gradient norm") }
         let clip = report.gradientNorm > options.clipNorm ? options.clipNorm / report.gradientNorm : 1
-        optimizer.update(&parameters, gradients: gradients, learningRate: report.learningRate, gradientScale: clip, threads: threads)
+        optimizer.update(&parameterList.tensors, gradients: gradients, learningRate: report.learningRate, gradientScale: clip, threads: threads)
         step += 1
         return report
     }
@@ -259,9 +267,9 @@ public struct Trainer {
     /// step, the options and the config, in one safetensors file written atomically.
     public func saveState(to path: String) throws {
         var tensors: [String: Tensor] = [:]
-        for (name, value) in parameters { tensors["param/\(name)"] = value }
-        for (name, value) in optimizer.firstMoment { tensors["adam_m/\(name)"] = value }
-        for (name, value) in optimizer.secondMoment { tensors["adam_v/\(name)"] = value }
+        for (name, value) in zip(parameterList.names, parameterList.tensors) { tensors["param/\(name)"] = value }
+        for (name, value) in zip(parameterList.names, optimizer.firstMoment) { tensors["adam_m/\(name)"] = value }
+        for (name, value) in zip(parameterList.names, optimizer.secondMoment) { tensors["adam_v/\(name)"] = value }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let metadata = [
@@ -327,12 +335,12 @@ public struct Trainer {
         let file = try SafeTensorsFile(path: path)
         let (step, updates) = try Self.checkState(file, config: config, options: options)
         try self.init(config: config, options: options, data: data)
-        for name in parameters.keys {
-            let shape = parameters[name]!.shape
-            parameters[name] = try file.tensor("param/\(name)", shape: shape)
+        for (index, name) in parameterList.names.enumerated() {
+            let shape = parameterList.tensors[index].shape
+            parameterList.tensors[index] = try file.tensor("param/\(name)", shape: shape)
             if updates > 0 {
-                optimizer.firstMoment[name] = try file.tensor("adam_m/\(name)", shape: shape)
-                optimizer.secondMoment[name] = try file.tensor("adam_v/\(name)", shape: shape)
+                optimizer.firstMoment.append(try file.tensor("adam_m/\(name)", shape: shape))
+                optimizer.secondMoment.append(try file.tensor("adam_v/\(name)", shape: shape))
             }
         }
         optimizer.updates = updates

@@ -30,15 +30,6 @@ public enum RouterKind: String, Codable, CaseIterable, Sendable {
         }
     }
 
-    public var source: String {
-        switch self {
-        case .linear: "Switch Transformer / Mixtral baseline"
-        case .hash: "Roller et al. 2021, Hash Layers (as listed by Harvey et al. 2025)"
-        case .mlp, .attention, .hybrid, .mlpHadamard: "Harvey, Weale, Yilmaz 2025, Optimizing MoE Routers"
-        case .gru: "Qiu et al. 2024, Layerwise Recurrent Router (RMoE)"
-        }
-    }
-
     /// The 2025 router paper does not publish its formulas: these forms are moescope's reading.
     public var isOurInterpretation: Bool {
         switch self {
