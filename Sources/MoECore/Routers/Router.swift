@@ -97,23 +97,37 @@ extension Router {
     }
 }
 
-extension Router {
-    /// A parameter by name, for the direct path (every name a router asks for is its own).
-    func parameter(_ name: String) -> Tensor { namedParameters[name]! }
-}
-
 /// x Wᵀ for the direct path: the product `Tape.linear` computes, on the same kernel.
 func linear(_ x: Tensor, _ weight: Tensor, threads: Int) -> Tensor { Linear(weight: weight)(x, threads: threads) }
 
 /// Name prefix of layer `i`'s router parameters (Mixtral calls the router `gate`).
 @Sendable public func routerPrefix(_ layer: Int) -> String { "model.layers.\(layer).block_sparse_moe.gate" }
 
-/// Draws the named parameters a router needs from `source`.
-func loadParameters(_ shapes: [(name: String, shape: [Int], initializer: Initializer)],
-                    from source: inout some WeightSource) throws -> [String: Tensor] {
-    var out: [String: Tensor] = [:]
-    for item in shapes { out[item.name] = try source.tensor(item.name, shape: item.shape, initializer: item.initializer) }
-    return out
+/// One parameter of a router, declared with its checkpoint name: the direct path reads `value`
+/// where the router keeps it (by layer), the tape asks for its variable by `name`.
+struct NamedWeight: Sendable {
+    let name: String
+    var value: Tensor
+
+    /// Draws `shapes` from `source` in the order given (which fixes a seeded model's weights).
+    static func draw(_ shapes: [(name: String, shape: [Int], initializer: Initializer)],
+                     from source: inout some WeightSource) throws -> [NamedWeight] {
+        try shapes.map { NamedWeight(name: $0.name, value: try source.tensor($0.name, shape: $0.shape, initializer: $0.initializer)) }
+    }
+
+    /// Every `stride`-th weight from `start`: one kind of a per-layer list drawn interleaved.
+    static func every(_ stride: Int, from start: Int, of weights: [NamedWeight]) -> [NamedWeight] {
+        Swift.stride(from: start, to: weights.count, by: stride).map { weights[$0] }
+    }
+}
+
+extension [NamedWeight] {
+    var named: [String: Tensor] { Dictionary(uniqueKeysWithValues: map { ($0.name, $0.value) }) }
+
+    /// Replaces each weight that `named` holds under its name.
+    mutating func assign(_ named: [String: Tensor]) {
+        for i in indices { if let value = named[self[i].name] { self[i].value = value } }
+    }
 }
 
 /// Builds the router named in `config`, its parameters drawn from `source`.
