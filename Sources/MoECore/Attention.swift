@@ -44,8 +44,10 @@ public protocol Attention: Sendable {
     /// The projections run on all rows at once, attention within each sequence. Appends each
     /// sequence's keys and values to `layer` of its cache (the caller advances the lengths once
     /// per pass) and returns the output projection of the attended rows.
-    func callAsFunction(_ h: Tensor, layer: Int, caches: UnsafeMutableBufferPointer<KVCache>, lengths: [Int],
-                        rope: RotaryEmbedding, threads: Int) -> Tensor
+    func callAsFunction(
+        _ h: Tensor, layer: Int, caches: UnsafeMutableBufferPointer<KVCache>, lengths: [Int],
+        rope: RotaryEmbedding, threads: Int
+    ) -> Tensor
 }
 
 /// Grouped-query attention (Ainslie et al. 2023) with RoPE: query head i reads key/value head
@@ -57,17 +59,23 @@ public struct GroupedQueryAttention<P: Projection>: Attention {
     public var clip: Float?
     public let heads, keyValueHeads, headDim: Int
 
-    public init(query: P, key: P, value: P, output: P, heads: Int, keyValueHeads: Int, headDim: Int,
-                queryNorm: RMSNorm? = nil, keyNorm: RMSNorm? = nil, clip: Float? = nil) {
+    public init(
+        query: P, key: P, value: P, output: P, heads: Int, keyValueHeads: Int, headDim: Int,
+        queryNorm: RMSNorm? = nil, keyNorm: RMSNorm? = nil, clip: Float? = nil
+    ) {
         (self.query, self.key, self.value, self.output) = (query, key, value, output)
         (self.heads, self.keyValueHeads, self.headDim) = (heads, keyValueHeads, headDim)
         (self.queryNorm, self.keyNorm, self.clip) = (queryNorm, keyNorm, clip)
     }
 
-    public func callAsFunction(_ h: Tensor, layer: Int, caches: UnsafeMutableBufferPointer<KVCache>, lengths: [Int],
-                               rope: RotaryEmbedding, threads: Int) -> Tensor {
+    public func callAsFunction(
+        _ h: Tensor, layer: Int, caches: UnsafeMutableBufferPointer<KVCache>, lengths: [Int],
+        rope: RotaryEmbedding, threads: Int
+    ) -> Tensor {
         let projected = P.apply([(query, h), (key, h), (value, h)], threads: threads)
-        var q = projected[0], k = projected[1], v = projected[2]
+        var q = projected[0]
+        var k = projected[1]
+        var v = projected[2]
         if let queryNorm, let keyNorm { (q, k) = (queryNorm(q), keyNorm(k)) }
         if let clip {
             for i in q.scalars.indices { q.scalars[i] = min(max(q.scalars[i], -clip), clip) }
@@ -87,7 +95,7 @@ public struct GroupedQueryAttention<P: Projection>: Attention {
                     }
                 }
             }
-            let rows = first * kvWidth ..< (first + count) * kvWidth
+            let rows = first * kvWidth..<(first + count) * kvWidth
             caches[s].append(layer: layer, keys: k.scalars[rows], values: v.scalars[rows])
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: count * (start + count))
             defer { scores.deallocate() }
@@ -120,12 +128,14 @@ extension GroupedQueryAttention where P == Linear {
     /// The output projection starts scaled by depth (GPT-2), so the residual stream does not
     /// grow with the layer count.
     public init(_ prefix: String, config: ModelConfig, from source: inout some WeightSource) throws {
-        let d = config.hiddenSize, std = config.initStd
+        let d = config.hiddenSize
+        let std = config.initStd
         self.init(
             query: try Linear("\(prefix).q_proj.weight", in: d, out: d, std: std, from: &source),
             key: try Linear("\(prefix).k_proj.weight", in: d, out: d, std: std, from: &source),
             value: try Linear("\(prefix).v_proj.weight", in: d, out: d, std: std, from: &source),
-            output: try Linear("\(prefix).o_proj.weight", in: d, out: d, std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source),
+            output: try Linear(
+                "\(prefix).o_proj.weight", in: d, out: d, std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source),
             heads: config.numHeads, keyValueHeads: config.numHeads, headDim: config.headDim)
     }
 
@@ -134,8 +144,10 @@ extension GroupedQueryAttention where P == Linear {
 
     /// The same attention on the tape, for training: h [B·T × d], B sequences of T tokens from
     /// position 0. `parameter` gives the tape variable of a weight by its checkpoint name.
-    public func callAsFunction(_ h: Variable, sequenceLength: Int, rope: RotaryEmbedding, on tape: Tape,
-                               parameter: (String) -> Variable) -> Variable {
+    public func callAsFunction(
+        _ h: Variable, sequenceLength: Int, rope: RotaryEmbedding, on tape: Tape,
+        parameter: (String) -> Variable
+    ) -> Variable {
         precondition(keyValueHeads == heads && queryNorm == nil && clip == nil, "the tape runs moescope's own attention")
         let q = tape.rope(tape.linear(h, parameter(query.name)), rope, numHeads: heads, sequenceLength: sequenceLength)
         let k = tape.rope(tape.linear(h, parameter(key.name)), rope, numHeads: heads, sequenceLength: sequenceLength)
@@ -168,30 +180,41 @@ public struct MultiHeadLatentAttention<P: Projection>: Attention {
     /// The softmax scale (YaRN's correction included).
     public let scale: Float
 
-    public init(query: Query, latentDown: P, latentNorm: RMSNorm, latentUp: P, output: P, heads: Int, noPositionDim: Int,
-                rotaryDim: Int, valueDim: Int, latentRank: Int, interleaved: Bool, scale: Float) {
+    public init(
+        query: Query, latentDown: P, latentNorm: RMSNorm, latentUp: P, output: P, heads: Int, noPositionDim: Int,
+        rotaryDim: Int, valueDim: Int, latentRank: Int, interleaved: Bool, scale: Float
+    ) {
         (self.query, self.latentDown, self.latentNorm, self.latentUp, self.output) = (query, latentDown, latentNorm, latentUp, output)
-        (self.heads, self.noPositionDim, self.rotaryDim, self.valueDim, self.latentRank) = (heads, noPositionDim, rotaryDim, valueDim, latentRank)
+        (self.heads, self.noPositionDim, self.rotaryDim, self.valueDim, self.latentRank) = (
+            heads, noPositionDim, rotaryDim, valueDim, latentRank
+        )
         (self.interleaved, self.scale) = (interleaved, scale)
     }
 
-    public func callAsFunction(_ h: Tensor, layer: Int, caches: UnsafeMutableBufferPointer<KVCache>, lengths: [Int],
-                               rope: RotaryEmbedding, threads: Int) -> Tensor {
-        let t = h.rows, (nope, rot, vDim, rank) = (noPositionDim, rotaryDim, valueDim, latentRank), qk = nope + rot
+    public func callAsFunction(
+        _ h: Tensor, layer: Int, caches: UnsafeMutableBufferPointer<KVCache>, lengths: [Int],
+        rope: RotaryEmbedding, threads: Int
+    ) -> Tensor {
+        let t = h.rows
+        let (nope, rot, vDim, rank) = (noPositionDim, rotaryDim, valueDim, latentRank)
+        let qk = nope + rot
         var queries: Tensor
         let compressed: Tensor  // [T × (rank + rot)]
         switch query {
-        case let .full(projection):
+        case .full(let projection):
             let projected = P.apply([(projection, h), (latentDown, h)], threads: threads)
             (queries, compressed) = (projected[0], projected[1])
-        case let .lowRank(down, norm, up):
+        case .lowRank(let down, let norm, let up):
             let projected = P.apply([(down, h), (latentDown, h)], threads: threads)
             (queries, compressed) = (P.apply([(up, norm(projected[0]))], threads: threads)[0], projected[1])
         }
-        var latentRows = Tensor(uninitialized: [t, rank]), sharedKey = Tensor(uninitialized: [t, rot])
+        var latentRows = Tensor(uninitialized: [t, rank])
+        var sharedKey = Tensor(uninitialized: [t, rot])
         for r in 0..<t {
-            latentRows.scalars.replaceSubrange(r * rank ..< (r + 1) * rank, with: compressed.scalars[r * (rank + rot) ..< r * (rank + rot) + rank])
-            sharedKey.scalars.replaceSubrange(r * rot ..< (r + 1) * rot, with: compressed.scalars[r * (rank + rot) + rank ..< (r + 1) * (rank + rot)])
+            latentRows.scalars.replaceSubrange(
+                r * rank..<(r + 1) * rank, with: compressed.scalars[r * (rank + rot)..<r * (rank + rot) + rank])
+            sharedKey.scalars.replaceSubrange(
+                r * rot..<(r + 1) * rot, with: compressed.scalars[r * (rank + rot) + rank..<(r + 1) * (rank + rot)])
         }
         let expanded = P.apply([(latentUp, latentNorm(latentRows))], threads: threads)[0]  // [T × H·(nope + v)]
         func rotate(_ p: UnsafeMutablePointer<Float>, _ position: Int) {
@@ -213,13 +236,14 @@ public struct MultiHeadLatentAttention<P: Projection>: Attention {
             var keys = [Float](repeating: 0, count: count * heads * qk)
             for r in 0..<count {
                 for head in 0..<heads {
-                    let base = r * heads * qk + head * qk, source = (first + r) * heads * (nope + vDim) + head * (nope + vDim)
-                    keys.replaceSubrange(base ..< base + nope, with: expanded.scalars[source ..< source + nope])
-                    keys.replaceSubrange(base + nope ..< base + qk, with: sharedKey.scalars[(first + r) * rot ..< (first + r + 1) * rot])
+                    let base = r * heads * qk + head * qk
+                    let source = (first + r) * heads * (nope + vDim) + head * (nope + vDim)
+                    keys.replaceSubrange(base..<base + nope, with: expanded.scalars[source..<source + nope])
+                    keys.replaceSubrange(base + nope..<base + qk, with: sharedKey.scalars[(first + r) * rot..<(first + r + 1) * rot])
                 }
             }
             // Values are read per head from the expanded rows.
-            let valueRows = first * heads * (nope + vDim) ..< (first + count) * heads * (nope + vDim)
+            let valueRows = first * heads * (nope + vDim)..<(first + count) * heads * (nope + vDim)
             caches[s].append(layer: layer, keys: keys[...], values: expanded.scalars[valueRows])
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: count * (start + count))
             defer { scores.deallocate() }

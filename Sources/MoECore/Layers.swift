@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// RMSNorm: y = x / √(mean(x²) + ε) ⊙ g.
@@ -24,8 +24,9 @@ public struct RMSNorm: Sendable {
         x.scalars.withUnsafeBufferPointer { xp in
             gain.scalars.withUnsafeBufferPointer { gp in
                 y.scalars.withUnsafeMutableBufferPointer { yp in
-                    Kernels.rmsNorm(xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!,
-                                    rows: x.count / gain.count, cols: gain.count, eps: epsilon)
+                    Kernels.rmsNorm(
+                        xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!,
+                        rows: x.count / gain.count, cols: gain.count, eps: epsilon)
                 }
             }
         }
@@ -41,7 +42,7 @@ public struct RMSNorm: Sendable {
 /// Rotary position embedding (RoPE), in the "rotate half" layout of Llama and Mixtral:
 /// dimension i pairs with i + D/2, rotated by angle pos · θ^(−2i/D).
 public struct RotaryEmbedding: Sendable {
-    let cosines: [Float]   // [context × D/2]
+    let cosines: [Float]  // [context × D/2]
     let sines: [Float]
     let halfDim: Int
 
@@ -53,15 +54,19 @@ public struct RotaryEmbedding: Sendable {
     /// with cos and sin multiplied by `scale` (YaRN's attention factor).
     public init(inverseFrequencies: [Double], context: Int, scale: Double = 1) {
         halfDim = inverseFrequencies.count
-        var c = [Float](), s = [Float]()
-        c.reserveCapacity(context * halfDim); s.reserveCapacity(context * halfDim)
+        var c = [Float]()
+        var s = [Float]()
+        c.reserveCapacity(context * halfDim)
+        s.reserveCapacity(context * halfDim)
         for position in 0..<context {
             for frequency in inverseFrequencies {
                 let angle = Double(position) * frequency
-                c.append(Float(cos(angle) * scale)); s.append(Float(sin(angle) * scale))
+                c.append(Float(cos(angle) * scale))
+                s.append(Float(sin(angle) * scale))
             }
         }
-        cosines = c; sines = s
+        cosines = c
+        sines = s
     }
 
     /// Rotates `x` (one head's rotary part, 2 × halfDim values laid out in interleaved pairs
@@ -70,8 +75,10 @@ public struct RotaryEmbedding: Sendable {
     public func applyInterleaved(_ x: UnsafeMutablePointer<Float>, position: Int) {
         let base = position * halfDim
         for i in 0..<halfDim {
-            let a = x[2 * i], b = x[2 * i + 1]
-            let c = cosines[base + i], s = sines[base + i]
+            let a = x[2 * i]
+            let b = x[2 * i + 1]
+            let c = cosines[base + i]
+            let s = sines[base + i]
             x[2 * i] = a * c - b * s
             x[2 * i + 1] = b * c + a * s
         }
@@ -84,8 +91,10 @@ public struct RotaryEmbedding: Sendable {
         for h in 0..<numHeads {
             let head = x + h * 2 * halfDim
             for i in 0..<halfDim {
-                let a = head[i], b = head[i + halfDim]
-                let c = cosines[base + i], s = inverse ? -sines[base + i] : sines[base + i]
+                let a = head[i]
+                let b = head[i + halfDim]
+                let c = cosines[base + i]
+                let s = inverse ? -sines[base + i] : sines[base + i]
                 head[i] = a * c - b * s
                 head[i + halfDim] = b * c + a * s
             }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// One pre-norm decoder layer: x += Attention(RMSNorm(x)); x += MoE(RMSNorm(x)).
@@ -15,7 +15,8 @@ public struct DecoderLayer: Sendable {
         let prefix = "model.layers.\(index)"
         attentionNorm = try RMSNorm("\(prefix).input_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
         attention = try GroupedQueryAttention("\(prefix).self_attn", config: config, from: &source)
-        moeNorm = try RMSNorm("\(prefix).post_attention_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
+        moeNorm = try RMSNorm(
+            "\(prefix).post_attention_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
         moe = try SparseMoE(layer: index, config: config, from: &source)
     }
 
@@ -32,7 +33,10 @@ public struct ForwardResult: Sendable {
     public var logits: Tensor
     public var routing: [RoutingTrace]
 
-    public init(logits: Tensor, routing: [RoutingTrace]) { self.logits = logits; self.routing = routing }
+    public init(logits: Tensor, routing: [RoutingTrace]) {
+        self.logits = logits
+        self.routing = routing
+    }
 }
 
 public enum InferenceError: Error, CustomStringConvertible, Equatable {
@@ -45,13 +49,14 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .nonFinite(location, value):
-            return "the model produced \(value.isNaN ? "NaN" : value > 0 ? "+inf" : "-inf") at \(location) — its weights hold NaN/inf or overflow there; check or replace the checkpoint"
+        case .nonFinite(let location, let value):
+            return
+                "the model produced \(value.isNaN ? "NaN" : value > 0 ? "+inf" : "-inf") at \(location) — its weights hold NaN/inf or overflow there; check or replace the checkpoint"
         case .emptyInput:
             return "the text encodes to no tokens — give at least one character of text"
-        case let .contextFull(needed, capacity):
+        case .contextFull(let needed, let capacity):
             return "the text needs \(needed) token positions but the model's context is \(capacity) — shorten the text"
-        case let .tokenOutOfRange(token, vocabSize):
+        case .tokenOutOfRange(let token, let vocabSize):
             return "token id \(token) is outside the vocabulary (0..<\(vocabSize)) — was the text encoded with this model's tokenizer?"
         }
     }
@@ -62,10 +67,10 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
 /// Tensor names follow Mixtral's.
 public struct MoEModel: Sendable {
     public let config: ModelConfig
-    public var embedding: Tensor          // [vocab × d]
+    public var embedding: Tensor  // [vocab × d]
     public var layers: [DecoderLayer]
     public var finalNorm: RMSNorm
-    public var lmHead: Linear             // the embedding matrix itself when tied
+    public var lmHead: Linear  // the embedding matrix itself when tied
     public var router: any Router
     let rope: RotaryEmbedding
     /// How this copy routes differently from its checkpoint (`applying(_:)`); nil: as trained.
@@ -76,11 +81,13 @@ public struct MoEModel: Sendable {
     public init(config: ModelConfig, from source: inout some WeightSource) throws {
         try config.validate()
         self.config = config
-        embedding = try source.tensor("model.embed_tokens.weight", shape: [config.vocabSize, config.hiddenSize],
-                                      initializer: .normal(std: config.initStd))
+        embedding = try source.tensor(
+            "model.embed_tokens.weight", shape: [config.vocabSize, config.hiddenSize],
+            initializer: .normal(std: config.initStd))
         layers = try (0..<config.numLayers).map { try DecoderLayer($0, config: config, from: &source) }
         finalNorm = try RMSNorm("model.norm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
-        lmHead = config.tieEmbeddings
+        lmHead =
+            config.tieEmbeddings
             ? Linear(weight: embedding, name: "model.embed_tokens.weight")
             : try Linear("lm_head.weight", in: config.hiddenSize, out: config.vocabSize, std: config.initStd, from: &source)
         router = try makeRouter(config, from: &source)
@@ -116,11 +123,14 @@ public struct MoEModel: Sendable {
     /// token-by-token decoding is this with one token at a time.
     /// `allExpertNorms` also runs the experts a token was not routed to, to record every
     /// expert's output norm (E/k times the expert cost; for the analyses only).
-    public func forward(_ tokens: [Int], cache: inout KVCache, recordGRUState: Bool = true,
-                        allExpertNorms: Bool = false) throws -> ForwardResult {
+    public func forward(
+        _ tokens: [Int], cache: inout KVCache, recordGRUState: Bool = true,
+        allExpertNorms: Bool = false
+    ) throws -> ForwardResult {
         let (logits, routing) = try withUnsafeMutablePointer(to: &cache) { cache in
-            try forward([tokens], caches: UnsafeMutableBufferPointer(start: cache, count: 1), recordGRUState: recordGRUState,
-                        allExpertNorms: allExpertNorms, logitRows: .everyToken, threads: Kernels.threads)
+            try forward(
+                [tokens], caches: UnsafeMutableBufferPointer(start: cache, count: 1), recordGRUState: recordGRUState,
+                allExpertNorms: allExpertNorms, logitRows: .everyToken, threads: Kernels.threads)
         }
         return ForwardResult(logits: logits, routing: routing[0])
     }
@@ -138,12 +148,15 @@ public struct MoEModel: Sendable {
     /// the next-token logits after each sequence's last token are computed (the LM head is the
     /// widest product).
     /// Large products split over `threads` cores (1 where the caller runs batches side by side).
-    public func forward(sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false,
-                        threads: Int = Kernels.threads) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+    public func forward(
+        sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false,
+        threads: Int = Kernels.threads
+    ) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
         var caches = sequences.map { _ in makeCache() }
         let (logits, routing) = try caches.withUnsafeMutableBufferPointer { caches in
-            try forward(sequences, caches: caches, recordGRUState: recordGRUState, allExpertNorms: allExpertNorms,
-                        logitRows: .lastOfEachSequence, threads: threads)
+            try forward(
+                sequences, caches: caches, recordGRUState: recordGRUState, allExpertNorms: allExpertNorms,
+                logitRows: .lastOfEachSequence, threads: threads)
         }
         return routing.indices.map { (routing[$0], Array(logits.row($0))) }
     }
@@ -153,14 +166,18 @@ public struct MoEModel: Sendable {
     /// The forward pass: sequence s runs at the positions following what caches[s] holds and
     /// is appended to it. Every operation but attention is row by row, so it runs on the rows
     /// of all sequences at once; attention runs within each sequence.
-    func forward(_ sequences: [[Int]], caches: UnsafeMutableBufferPointer<KVCache>, recordGRUState: Bool,
-                 allExpertNorms: Bool, logitRows: LogitRows, threads: Int) throws -> (logits: Tensor, routing: [[RoutingTrace]]) {
+    func forward(
+        _ sequences: [[Int]], caches: UnsafeMutableBufferPointer<KVCache>, recordGRUState: Bool,
+        allExpertNorms: Bool, logitRows: LogitRows, threads: Int
+    ) throws -> (logits: Tensor, routing: [[RoutingTrace]]) {
         for (s, tokens) in sequences.enumerated() { try caches[s].check(tokens, vocabSize: config.vocabSize) }
-        let d = config.hiddenSize, lengths = sequences.map(\.count)
-        let tokens = Array(sequences.joined()), count = tokens.count
+        let d = config.hiddenSize
+        let lengths = sequences.map(\.count)
+        let tokens = Array(sequences.joined())
+        let count = tokens.count
         var x = Tensor(zeros: [count, d])
         for (t, token) in tokens.enumerated() {
-            x.scalars.replaceSubrange(t * d ..< (t + 1) * d, with: embedding.row(token))
+            x.scalars.replaceSubrange(t * d..<(t + 1) * d, with: embedding.row(token))
         }
         var traces: [RoutingTrace] = []
         traces.reserveCapacity(count)
@@ -172,8 +189,9 @@ public struct MoEModel: Sendable {
         }
         var routerState = RouterDepthState()
         for (i, layer) in layers.enumerated() {
-            let attended = layer.attention(layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
-                                           threads: threads)
+            let attended = layer.attention(
+                layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
+                threads: threads)
             add(attended, into: &x)
             let u = layer.moeNorm(x)
             let began = monotonicNanoseconds()
@@ -204,7 +222,7 @@ public struct MoEModel: Sendable {
         var routing: [[RoutingTrace]] = []
         var first = 0
         for length in lengths {
-            routing.append(Array(traces[first ..< first + length]))
+            routing.append(Array(traces[first..<first + length]))
             first += length
         }
         return (lmHead(finalNorm(outputRows), threads: threads), routing)
@@ -234,8 +252,10 @@ extension MoEModel {
     /// `tokens`: B·T ids, `sequenceLength` (T) per sequence. `parameter` gives the tape variable
     /// of each parameter by checkpoint name; the model supplies only its structure (config,
     /// router kind, RoPE tables, names), so the trainer can keep its parameters wherever it likes.
-    public func forward(batch tokens: [Int], sequenceLength: Int, on tape: Tape,
-                        parameter: (String) -> Variable) -> TapeForward {
+    public func forward(
+        batch tokens: [Int], sequenceLength: Int, on tape: Tape,
+        parameter: (String) -> Variable
+    ) -> TapeForward {
         precondition(tokens.count % sequenceLength == 0 && sequenceLength <= config.contextLength)
         var x = tape.gatherRows(parameter("model.embed_tokens.weight"), tokens)
         var routerState: Variable?

@@ -37,13 +37,15 @@ public struct MappedLinear: Projection {
     /// One wake-up of the threads serves every product. Bit-identical for any thread count.
     public static func apply(_ products: [(projection: MappedLinear, input: Tensor)], threads: Int) -> [Tensor] {
         var outputs = products.map { Tensor(uninitialized: [$0.input.rows, $0.projection.outFeatures]) }
-        let inputCount = products.reduce(0) { $0 + $1.input.count }, outputCount = outputs.reduce(0) { $0 + $1.count }
+        let inputCount = products.reduce(0) { $0 + $1.input.count }
+        let outputCount = outputs.reduce(0) { $0 + $1.count }
         // One buffer holds every input and output while the threads run, so their addresses
         // stay valid for the whole call.
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, inputCount + outputCount))
         defer { buffer.deallocate() }
         var jobs: [WeightProduct] = []
-        var inputAt = 0, outputAt = inputCount
+        var inputAt = 0
+        var outputAt = inputCount
         for (linear, input) in products {
             precondition(input.cols == linear.inFeatures, "\(linear.weight.name) expects \(linear.inFeatures) inputs, got \(input.cols)")
             input.scalars.withUnsafeBufferPointer { (buffer + inputAt).update(from: $0.baseAddress!, count: $0.count) }

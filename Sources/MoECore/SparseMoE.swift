@@ -14,7 +14,9 @@ public struct SwiGLU<P: Projection>: Sendable {
 extension SwiGLU where P == Linear {
     /// moescope's expert, `prefix`.w1/w3/w2; the down projection starts scaled by depth.
     public init(_ prefix: String, config: ModelConfig, from source: inout some WeightSource) throws {
-        let d = config.hiddenSize, h = config.expertHiddenSize, std = config.initStd
+        let d = config.hiddenSize
+        let h = config.expertHiddenSize
+        let std = config.initStd
         let gate = try Linear("\(prefix).w1.weight", in: d, out: h, std: std, from: &source)
         let down = try Linear("\(prefix).w2.weight", in: h, out: d, std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source)
         self.init(gate: gate, up: try Linear("\(prefix).w3.weight", in: d, out: h, std: std, from: &source), down: down)
@@ -65,8 +67,10 @@ public struct SparseMoE<P: Projection>: Sendable {
     /// [1 × d]: Qwen2-MoE's gate on the shared expert.
     public var sharedGate: Tensor?
 
-    public init(experts: [SwiGLU<P>], topK: Int, rule: RoutingRule, selectionBias: Tensor? = nil, shared: SwiGLU<P>? = nil,
-                sharedGate: Tensor? = nil) {
+    public init(
+        experts: [SwiGLU<P>], topK: Int, rule: RoutingRule, selectionBias: Tensor? = nil, shared: SwiGLU<P>? = nil,
+        sharedGate: Tensor? = nil
+    ) {
         (self.experts, self.topK, self.rule) = (experts, topK, rule)
         (self.selectionBias, self.shared, self.sharedGate) = (selectionBias, shared, sharedGate)
     }
@@ -88,17 +92,20 @@ public struct SparseMoE<P: Projection>: Sendable {
         /// Each group's score (groups are consecutive runs of e/groups experts) and the `top` best.
         func rankGroups(_ scores: [Float], groups: Int, top: Int, groupScore: ([Float]) -> Float) -> (scores: [Float], kept: Set<Int>) {
             let size = e / groups
-            let ranked = (0..<groups).map { g in groupScore(Array(scores[g * size ..< (g + 1) * size])) }
+            let ranked = (0..<groups).map { g in groupScore(Array(scores[g * size..<(g + 1) * size])) }
             return (ranked, Set(MoECore.topK(ranked[...], k: top)))
         }
         switch rule {
-        case let .softmaxTopK(normalize):
+        case .softmaxTopK(let normalize):
             let p = softmaxed()
             let chosen = MoECore.topK(p[...], k: k)
             var w = chosen.map { p[$0] }
-            if normalize { let total = w.reduce(0, +); w = w.map { $0 / total } }
+            if normalize {
+                let total = w.reduce(0, +)
+                w = w.map { $0 / total }
+            }
             return (chosen, w, p, p, nil)
-        case let .deepseekV2(groupLimited, groups, topGroups, scale):
+        case .deepseekV2(let groupLimited, let groups, let topGroups, let scale):
             let p = softmaxed()
             guard groupLimited else {
                 let chosen = MoECore.topK(p[...], k: k)
@@ -110,7 +117,7 @@ public struct SparseMoE<P: Projection>: Sendable {
             let chosen = MoECore.topK(selection[...], k: k)
             let margin = Self.rankedScoreMargin(scores: p, chosen: chosen, groupScores: ranked.scores, keptGroups: ranked.kept)
             return (chosen, chosen.map { p[$0] * scale }, p, selection, margin)
-        case let .deepseekV3(groups, topGroups, normalize, scale):
+        case .deepseekV3(let groups, let topGroups, let normalize, let scale):
             let scores = logits.map(Kernels.sigmoid)
             let biased = zip(scores, selectionBias?.scalars ?? [Float](repeating: 0, count: e)).map(+)
             var selection = biased
@@ -118,7 +125,10 @@ public struct SparseMoE<P: Projection>: Sendable {
             for i in 0..<e where !ranked.kept.contains(i / (e / groups)) { selection[i] = -.infinity }
             let chosen = MoECore.topK(selection[...], k: k)
             var w = chosen.map { scores[$0] }
-            if normalize { let total = w.reduce(0, +) + 1e-20; w = w.map { $0 / total } }
+            if normalize {
+                let total = w.reduce(0, +) + 1e-20
+                w = w.map { $0 / total }
+            }
             let total = scores.reduce(0, +)
             let margin = Self.rankedScoreMargin(scores: biased, chosen: chosen, groupScores: ranked.scores, keptGroups: ranked.kept)
             return (chosen, w.map { $0 * scale }, scores.map { $0 / total }, selection, margin)
@@ -151,9 +161,13 @@ public struct SparseMoE<P: Projection>: Sendable {
     /// each token was routed (router-specific fields — timing, GRU state — the caller fills in).
     /// With `allExpertNorms`, every expert also runs on every token to record ‖SwiGLU_e(u)‖; the
     /// routed outputs are computed on the routed rows alone either way, so they do not depend on it.
-    public func callAsFunction(_ u: Tensor, logits: Tensor, allExpertNorms: Bool = false,
-                               threads: Int = Kernels.threads) -> (output: Tensor, routing: [LayerRouting]) {
-        let t = u.rows, d = u.cols, e = experts.count
+    public func callAsFunction(
+        _ u: Tensor, logits: Tensor, allExpertNorms: Bool = false,
+        threads: Int = Kernels.threads
+    ) -> (output: Tensor, routing: [LayerRouting]) {
+        let t = u.rows
+        let d = u.cols
+        let e = experts.count
         var routing: [LayerRouting] = []
         routing.reserveCapacity(t)
         var slotsOfExpert = [[(row: Int, slot: Int)]](repeating: [], count: e)
@@ -161,8 +175,9 @@ public struct SparseMoE<P: Projection>: Sendable {
             let row = Array(logits.row(r))
             let routed = route(row, rule: rule, k: topK)
             for (slot, expert) in routed.experts.enumerated() { slotsOfExpert[expert].append((r, slot)) }
-            var entry = LayerRouting(logits: row, probabilities: routed.probabilities, experts: routed.experts, weights: routed.weights,
-                                     expertOutputNorms: [Float](repeating: 0, count: topK), gruHidden: nil, routerNanoseconds: 0)
+            var entry = LayerRouting(
+                logits: row, probabilities: routed.probabilities, experts: routed.experts, weights: routed.weights,
+                expertOutputNorms: [Float](repeating: 0, count: topK), gruHidden: nil, routerNanoseconds: 0)
             entry.rankedScoreMargin = routed.margin
             routing.append(entry)
         }
@@ -171,7 +186,9 @@ public struct SparseMoE<P: Projection>: Sendable {
             for r in 0..<t { routing[r].allExpertOutputNorms = [Float](repeating: 0, count: e) }
             for (expert, y) in outputs.enumerated() {
                 y.scalars.withUnsafeBufferPointer { yp in
-                    for r in 0..<t { routing[r].allExpertOutputNorms![expert] = Kernels.sumOfSquares(yp.baseAddress! + r * d, count: d).squareRoot() }
+                    for r in 0..<t {
+                        routing[r].allExpertOutputNorms![expert] = Kernels.sumOfSquares(yp.baseAddress! + r * d, count: d).squareRoot()
+                    }
                 }
             }
         }
@@ -179,10 +196,11 @@ public struct SparseMoE<P: Projection>: Sendable {
         let chosen = slotsOfExpert.indices.filter { !slotsOfExpert[$0].isEmpty }
         let inputs = chosen.map { expert in
             var input = Tensor(uninitialized: [slotsOfExpert[expert].count, d])
-            for (i, s) in slotsOfExpert[expert].enumerated() { input.scalars.replaceSubrange(i * d ..< (i + 1) * d, with: u.row(s.row)) }
+            for (i, s) in slotsOfExpert[expert].enumerated() { input.scalars.replaceSubrange(i * d..<(i + 1) * d, with: u.row(s.row)) }
             return input
         }
-        let outputs = run(chosen.map { experts[$0] } + (shared.map { [$0] } ?? []), on: inputs + (shared == nil ? [] : [u]), threads: threads)
+        let outputs = run(
+            chosen.map { experts[$0] } + (shared.map { [$0] } ?? []), on: inputs + (shared == nil ? [] : [u]), threads: threads)
         var y = Tensor(zeros: [t, d])
         for (index, expert) in chosen.enumerated() {
             y.scalars.withUnsafeMutableBufferPointer { yp in
@@ -214,8 +232,9 @@ public struct SparseMoE<P: Projection>: Sendable {
     /// then all the down projections in another.
     private func run(_ mlps: [SwiGLU<P>], on inputs: [Tensor], threads: Int) -> [Tensor] {
         let projected = P.apply(zip(mlps, inputs).flatMap { [($0.gate, $1), ($0.up, $1)] }, threads: threads)
-        return P.apply(mlps.indices.map { i in (mlps[i].down, Kernels.swiglu(gate: projected[2 * i], up: projected[2 * i + 1])) },
-                       threads: threads)
+        return P.apply(
+            mlps.indices.map { i in (mlps[i].down, Kernels.swiglu(gate: projected[2 * i], up: projected[2 * i + 1])) },
+            threads: threads)
     }
 }
 
@@ -233,19 +252,23 @@ extension SparseMoE where P == Linear {
     /// moescope's block: E experts named `model.layers.i.block_sparse_moe.experts.e`, softmax
     /// top-k renormalised (Mixtral).
     public init(layer: Int, config: ModelConfig, from source: inout some WeightSource) throws {
-        self.init(experts: try (0..<config.numExperts).map {
-                      try SwiGLU("model.layers.\(layer).block_sparse_moe.experts.\($0)", config: config, from: &source)
-                  },
-                  topK: config.topK, rule: .softmaxTopK(normalize: true))
+        self.init(
+            experts: try (0..<config.numExperts).map {
+                try SwiGLU("model.layers.\(layer).block_sparse_moe.experts.\($0)", config: config, from: &source)
+            },
+            topK: config.topK, rule: .softmaxTopK(normalize: true))
     }
 
     /// The same block on the tape, for training: p = softmax(logits), top-k, renormalised
     /// weights, and y_t = Σ_e w_te · SwiGLU_e(u_t), each expert run once on the rows routed to
     /// it (dropless).
-    public func callAsFunction(_ u: Variable, logits: Variable, on tape: Tape,
-                               parameter: (String) -> Variable) -> (Variable, TapeRouting) {
-        guard case let .softmaxTopK(normalize) = rule, shared == nil else { preconditionFailure("the tape runs moescope's own block") }
-        let k = topK, rows = tape.value(u).rows
+    public func callAsFunction(
+        _ u: Variable, logits: Variable, on tape: Tape,
+        parameter: (String) -> Variable
+    ) -> (Variable, TapeRouting) {
+        guard case .softmaxTopK(let normalize) = rule, shared == nil else { preconditionFailure("the tape runs moescope's own block") }
+        let k = topK
+        let rows = tape.value(u).rows
         let probabilities = tape.softmaxRows(logits)
         let probabilityValues = tape.value(probabilities)
         let choices = (0..<rows).map { MoECore.topK(probabilityValues.row($0), k: k) }
@@ -260,7 +283,8 @@ extension SparseMoE where P == Linear {
             let expert = experts[e]
             let tokenRows = slots.map { $0 / k }
             let input = tape.gatherRows(u, tokenRows)
-            let hidden = tape.swiglu(gate: tape.linear(input, parameter(expert.gate.name)), up: tape.linear(input, parameter(expert.up.name)))
+            let hidden = tape.swiglu(
+                gate: tape.linear(input, parameter(expert.gate.name)), up: tape.linear(input, parameter(expert.up.name)))
             let expertOut = tape.linear(hidden, parameter(expert.down.name))
             let slotWeights = tape.gatherEntries(weights, slots.map { (row: 0, column: $0) })
             let contribution = tape.weightedScatterRows(expertOut, weights: slotWeights, rows: tokenRows, count: rows)

@@ -18,8 +18,8 @@ public struct RandomWeights: WeightSource {
 
     public mutating func tensor(_ name: String, shape: [Int], initializer: Initializer) throws -> Tensor {
         switch initializer {
-        case let .normal(std): return Tensor(randomNormal: shape, std: std, using: &generator)
-        case let .constant(value): return Tensor(repeating: value, shape: shape)
+        case .normal(let std): return Tensor(randomNormal: shape, std: std, using: &generator)
+        case .constant(let value): return Tensor(repeating: value, shape: shape)
         }
     }
 }
@@ -47,8 +47,10 @@ public struct Linear: Sendable {
         self.name = name
     }
 
-    public init(_ name: String, in inFeatures: Int, out outFeatures: Int, std: Float,
-                from source: inout some WeightSource) throws {
+    public init(
+        _ name: String, in inFeatures: Int, out outFeatures: Int, std: Float,
+        from source: inout some WeightSource
+    ) throws {
         self.init(weight: try source.tensor(name, shape: [outFeatures, inFeatures], initializer: .normal(std: std)), name: name)
     }
 

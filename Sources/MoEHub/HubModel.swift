@@ -36,7 +36,9 @@ public struct HubModel: Sendable {
         let (d, c) = (config.hiddenSize, config)
         embedding = try weights.tensor("model.embed_tokens.weight", shape: [c.vocabSize, d])
         finalNorm = RMSNorm(gain: try weights.tensor("model.norm.weight", shape: [d]).decoded(), epsilon: c.normEpsilon)
-        let head = c.tieEmbeddings && !weights.contains("lm_head.weight") ? embedding : try weights.tensor("lm_head.weight", shape: [c.vocabSize, d])
+        let head =
+            c.tieEmbeddings && !weights.contains("lm_head.weight")
+            ? embedding : try weights.tensor("lm_head.weight", shape: [c.vocabSize, d])
         lmHead = MappedLinear(weight: head, bias: nil)
         layers = try (0..<c.numLayers).map { try HubLayer(index: $0, config: c, weights: weights) }
     }
@@ -57,13 +59,15 @@ public struct HubModel: Sendable {
     public func forward(_ tokens: [Int], appendingTo cache: inout KVCache, allExpertNorms: Bool = false) throws -> ForwardResult {
         try cache.check(tokens, vocabSize: config.vocabSize)
         let offset = cache.length
-        let d = config.hiddenSize, t = tokens.count
+        let d = config.hiddenSize
+        let t = tokens.count
         var x = Tensor(uninitialized: [t, d])
         x.scalars.withUnsafeMutableBufferPointer { xp in
             for (i, token) in tokens.enumerated() { embedding.decodeRows(token..<token + 1, into: xp.baseAddress! + i * d) }
         }
-        let rope = RotaryEmbedding(inverseFrequencies: config.rope.inverseFrequencies(dim: config.headDim), context: offset + t,
-                                   scale: config.rope.tableScale)
+        let rope = RotaryEmbedding(
+            inverseFrequencies: config.rope.inverseFrequencies(dim: config.headDim), context: offset + t,
+            scale: config.rope.tableScale)
         var perLayer: [[LayerRouting]] = []
         withUnsafeMutablePointer(to: &cache) { cache in
             let caches = UnsafeMutableBufferPointer(start: cache, count: 1)
@@ -71,8 +75,8 @@ public struct HubModel: Sendable {
                 add(layer.attention(layer.inputNorm(x), layer: i, caches: caches, lengths: [t], rope: rope, threads: threads), into: &x)
                 let u = layer.postNorm(x)
                 switch layer.feedForward {
-                case let .dense(mlp): add(mlp(u, threads: threads), into: &x)
-                case let .sparse(router, moe):
+                case .dense(let mlp): add(mlp(u, threads: threads), into: &x)
+                case .sparse(let router, let moe):
                     let began = monotonicNanoseconds()
                     var logits = Tensor(uninitialized: [t, config.numExperts])
                     let routerInput = routerInputNoise?.applied(to: u, start: offset, layer: i) ?? u
@@ -118,46 +122,53 @@ struct HubLayer: Sendable {
 
     var attention: any Attention {
         switch attentionKind {
-        case let .groupedQuery(attention): attention
-        case let .latent(attention): attention
+        case .groupedQuery(let attention): attention
+        case .latent(let attention): attention
         }
     }
 
     /// The experts of an MoE layer; nil for a dense one.
     var moe: SparseMoE<MappedLinear>? {
-        guard case let .sparse(_, moe) = feedForward else { return nil }
+        guard case .sparse(_, let moe) = feedForward else { return nil }
         return moe
     }
 
     init(index: Int, config c: HubConfig, weights: HubWeights) throws {
-        let p = "model.layers.\(index)", d = c.hiddenSize
+        let p = "model.layers.\(index)"
+        let d = c.hiddenSize
         let (qWidth, kvWidth) = (c.numHeads * c.headDim, c.numKeyValueHeads * c.headDim)
         func linear(_ name: String, _ out: Int, _ input: Int, bias: Bool = false) throws -> MappedLinear {
-            MappedLinear(weight: try weights.tensor("\(name).weight", shape: [out, input]),
-                         bias: bias ? try weights.tensor("\(name).bias", shape: [out]).decoded() : nil)
+            MappedLinear(
+                weight: try weights.tensor("\(name).weight", shape: [out, input]),
+                bias: bias ? try weights.tensor("\(name).bias", shape: [out]).decoded() : nil)
         }
         func norm(_ name: String, _ size: Int, epsilon: Float = c.normEpsilon) throws -> RMSNorm {
             RMSNorm(gain: try weights.tensor("\(name).weight", shape: [size]).decoded(), epsilon: epsilon, name: "\(name).weight")
         }
         inputNorm = try norm("\(p).input_layernorm", d)
         postNorm = try norm("\(p).post_attention_layernorm", d)
-        let a = "\(p).self_attn", heads = c.numHeads
+        let a = "\(p).self_attn"
+        let heads = c.numHeads
         if let mla = c.latentAttention {
             let queryWidth = heads * mla.queryKeyDim
             // transformers builds MLA's two norms with RMSNorm's default ε (1e-6), not rms_norm_eps.
-            let query: MultiHeadLatentAttention<MappedLinear>.Query = try mla.queryRank.map { rank in
-                .lowRank(down: try linear("\(a).q_a_proj", rank, d, bias: c.attentionBias), norm: try norm("\(a).q_a_layernorm", rank, epsilon: 1e-6),
-                         up: try linear("\(a).q_b_proj", queryWidth, rank))
-            } ?? .full(try linear("\(a).q_proj", queryWidth, d))
-            attentionKind = .latent(MultiHeadLatentAttention(
-                query: query,
-                latentDown: try linear("\(a).kv_a_proj_with_mqa", mla.latentRank + mla.rotaryDim, d, bias: c.attentionBias),
-                latentNorm: try norm("\(a).kv_a_layernorm", mla.latentRank, epsilon: 1e-6),
-                latentUp: try linear("\(a).kv_b_proj", heads * (mla.noPositionDim + mla.valueDim), mla.latentRank),
-                output: try linear("\(a).o_proj", d, heads * mla.valueDim, bias: c.attentionBias),
-                heads: heads, noPositionDim: mla.noPositionDim, rotaryDim: mla.rotaryDim, valueDim: mla.valueDim,
-                latentRank: mla.latentRank, interleaved: mla.interleaved,
-                scale: Float(c.rope.softmaxScale / Double(mla.queryKeyDim).squareRoot())))
+            let query: MultiHeadLatentAttention<MappedLinear>.Query =
+                try mla.queryRank.map { rank in
+                    .lowRank(
+                        down: try linear("\(a).q_a_proj", rank, d, bias: c.attentionBias),
+                        norm: try norm("\(a).q_a_layernorm", rank, epsilon: 1e-6),
+                        up: try linear("\(a).q_b_proj", queryWidth, rank))
+                } ?? .full(try linear("\(a).q_proj", queryWidth, d))
+            attentionKind = .latent(
+                MultiHeadLatentAttention(
+                    query: query,
+                    latentDown: try linear("\(a).kv_a_proj_with_mqa", mla.latentRank + mla.rotaryDim, d, bias: c.attentionBias),
+                    latentNorm: try norm("\(a).kv_a_layernorm", mla.latentRank, epsilon: 1e-6),
+                    latentUp: try linear("\(a).kv_b_proj", heads * (mla.noPositionDim + mla.valueDim), mla.latentRank),
+                    output: try linear("\(a).o_proj", d, heads * mla.valueDim, bias: c.attentionBias),
+                    heads: heads, noPositionDim: mla.noPositionDim, rotaryDim: mla.rotaryDim, valueDim: mla.valueDim,
+                    latentRank: mla.latentRank, interleaved: mla.interleaved,
+                    scale: Float(c.rope.softmaxScale / Double(mla.queryKeyDim).squareRoot())))
         } else {
             let (queryNorm, keyNorm): (RMSNorm?, RMSNorm?)
             switch c.queryKeyNorm {
@@ -165,10 +176,13 @@ struct HubLayer: Sendable {
             case .perHead: (queryNorm, keyNorm) = (try norm("\(a).q_norm", c.headDim), try norm("\(a).k_norm", c.headDim))
             case .wholeProjection: (queryNorm, keyNorm) = (try norm("\(a).q_norm", qWidth), try norm("\(a).k_norm", kvWidth))
             }
-            attentionKind = .groupedQuery(GroupedQueryAttention(
-                query: try linear("\(a).q_proj", qWidth, d, bias: c.attentionBias), key: try linear("\(a).k_proj", kvWidth, d, bias: c.attentionBias),
-                value: try linear("\(a).v_proj", kvWidth, d, bias: c.attentionBias), output: try linear("\(a).o_proj", d, qWidth),
-                heads: heads, keyValueHeads: c.numKeyValueHeads, headDim: c.headDim, queryNorm: queryNorm, keyNorm: keyNorm, clip: c.clipQKV))
+            attentionKind = .groupedQuery(
+                GroupedQueryAttention(
+                    query: try linear("\(a).q_proj", qWidth, d, bias: c.attentionBias),
+                    key: try linear("\(a).k_proj", kvWidth, d, bias: c.attentionBias),
+                    value: try linear("\(a).v_proj", kvWidth, d, bias: c.attentionBias), output: try linear("\(a).o_proj", d, qWidth),
+                    heads: heads, keyValueHeads: c.numKeyValueHeads, headDim: c.headDim, queryNorm: queryNorm, keyNorm: keyNorm,
+                    clip: c.clipQKV))
         }
         func mlp(_ x: String, _ h: Int) throws -> SwiGLU<MappedLinear> {
             SwiGLU(gate: try linear("\(x).gate_proj", h, d), up: try linear("\(x).up_proj", h, d), down: try linear("\(x).down_proj", d, h))
@@ -193,22 +207,27 @@ struct HubLayer: Sendable {
             let down = try weights.tensor("\(block).experts.down_proj", shape: [e, d, h])
             experts = (0..<e).map { i in
                 let both = gateUp.slice(i)
-                return SwiGLU(gate: MappedLinear(weight: both.rowSlice(0..<h), bias: nil),
-                              up: MappedLinear(weight: both.rowSlice(h..<2 * h), bias: nil),
-                              down: MappedLinear(weight: down.slice(i), bias: nil))
+                return SwiGLU(
+                    gate: MappedLinear(weight: both.rowSlice(0..<h), bias: nil),
+                    up: MappedLinear(weight: both.rowSlice(h..<2 * h), bias: nil),
+                    down: MappedLinear(weight: down.slice(i), bias: nil))
             }
         } else {  // gate_proj / up_proj / down_proj per expert
             experts = try (0..<e).map { try mlp("\(block).experts.\($0)", h) }
         }
-        var shared: SwiGLU<MappedLinear>?, sharedGate: Tensor?
+        var shared: SwiGLU<MappedLinear>?
+        var sharedGate: Tensor?
         if c.sharedExpertHiddenSize > 0 {
             // Qwen2-MoE: one gated shared_expert; DeepSeek: shared_experts, always on.
             let gated = c.architecture == .qwen2MoE
             shared = try mlp(gated ? "\(block).shared_expert" : "\(block).shared_experts", c.sharedExpertHiddenSize)
             sharedGate = gated ? try weights.tensor("\(block).shared_expert_gate.weight", shape: [1, d]).decoded() : nil
         }
-        feedForward = .sparse(router: router, SparseMoE(experts: experts, topK: c.topK, rule: c.routing, selectionBias: bias,
-                                                        shared: shared, sharedGate: sharedGate))
+        feedForward = .sparse(
+            router: router,
+            SparseMoE(
+                experts: experts, topK: c.topK, rule: c.routing, selectionBias: bias,
+                shared: shared, sharedGate: sharedGate))
     }
 }
 
@@ -217,7 +236,7 @@ extension HubModel: CachedRoutingModel {
         let scoring: String
         switch config.routing {
         case .softmaxTopK: scoring = "softmax"
-        case let .deepseekV2(groupLimited, _, _, _): scoring = groupLimited ? "softmax group-limited" : "softmax"
+        case .deepseekV2(let groupLimited, _, _, _): scoring = groupLimited ? "softmax group-limited" : "softmax"
         case .deepseekV3: scoring = "sigmoid+bias group-limited"
         }
         return "\(config.architecture.rawValue) \(scoring) top-\(config.topK)" + (routingVariant.map { " · \($0)" } ?? "")
@@ -241,8 +260,9 @@ extension HubModel: CachedRoutingModel {
     private var eligibleExperts: Int {
         switch config.routing {
         case .softmaxTopK: config.numExperts
-        case let .deepseekV2(groupLimited, groups, topGroups, _): groupLimited ? config.numExperts / groups * topGroups : config.numExperts
-        case let .deepseekV3(groups, topGroups, _, _): config.numExperts / groups * topGroups
+        case .deepseekV2(let groupLimited, let groups, let topGroups, _):
+            groupLimited ? config.numExperts / groups * topGroups : config.numExperts
+        case .deepseekV3(let groups, let topGroups, _, _): config.numExperts / groups * topGroups
         }
     }
 
@@ -255,8 +275,8 @@ extension HubModel: CachedRoutingModel {
         case .withoutSelectionBias: model.forEachMoE { _, moe in moe.selectionBias = nil }
         case .renormalisationFlipped:
             switch config.routing {
-            case let .softmaxTopK(normalize): model.config.routing = .softmaxTopK(normalize: !normalize)
-            case let .deepseekV3(groups, topGroups, normalize, scale):
+            case .softmaxTopK(let normalize): model.config.routing = .softmaxTopK(normalize: !normalize)
+            case .deepseekV3(let groups, let topGroups, let normalize, let scale):
                 model.config.routing = .deepseekV3(groups: groups, topGroups: topGroups, normalize: !normalize, scale: scale)
             case .deepseekV2: return nil
             }
@@ -284,19 +304,21 @@ extension HubModel: CachedRoutingModel {
     public var expertGroups: Int {
         switch config.routing {
         case .softmaxTopK: 1
-        case let .deepseekV2(groupLimited, groups, _, _): groupLimited ? groups : 1
-        case let .deepseekV3(groups, _, _, _): groups
+        case .deepseekV2(let groupLimited, let groups, _, _): groupLimited ? groups : 1
+        case .deepseekV3(let groups, _, _, _): groups
         }
     }
 
     public var routerEquation: String {
         switch config.routing {
-        case let .softmaxTopK(normalize):
+        case .softmaxTopK(let normalize):
             return "p = softmax(x·Gᵀ); top-\(config.topK) of p; weights p\(normalize ? " renormalised over the k" : "")"
-        case let .deepseekV2(groupLimited, groups, topGroups, scale):
-            return "p = softmax(x·Gᵀ); top-\(config.topK)\(groupLimited ? " within the best \(topGroups) of \(groups) groups" : ""); weights p × \(scale)"
-        case let .deepseekV3(groups, topGroups, normalize, scale):
-            return "s = σ(x·Gᵀ); top-\(config.topK) of s + b within the best \(topGroups) of \(groups) groups; weights s\(normalize ? " renormalised" : "") × \(scale)"
+        case .deepseekV2(let groupLimited, let groups, let topGroups, let scale):
+            return
+                "p = softmax(x·Gᵀ); top-\(config.topK)\(groupLimited ? " within the best \(topGroups) of \(groups) groups" : ""); weights p × \(scale)"
+        case .deepseekV3(let groups, let topGroups, let normalize, let scale):
+            return
+                "s = σ(x·Gᵀ); top-\(config.topK) of s + b within the best \(topGroups) of \(groups) groups; weights s\(normalize ? " renormalised" : "") × \(scale)"
         }
     }
     public var numExperts: Int { config.numExperts }

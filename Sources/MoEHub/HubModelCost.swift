@@ -9,9 +9,9 @@ extension HubModel {
         var total = lmHead.byteCount + embedding.columns * embedding.dtype.byteSize
         for layer in layers {
             switch layer.attentionKind {
-            case let .groupedQuery(attention):
+            case .groupedQuery(let attention):
                 total += [attention.query, attention.key, attention.value, attention.output].map(\.byteCount).reduce(0, +)
-            case let .latent(attention):
+            case .latent(let attention):
                 switch attention.query {
                 case .full(let projection): total += projection.byteCount
                 case .lowRank(let down, _, let up): total += down.byteCount + up.byteCount
@@ -19,8 +19,8 @@ extension HubModel {
                 total += attention.latentDown.byteCount + attention.latentUp.byteCount + attention.output.byteCount
             }
             switch layer.feedForward {
-            case let .dense(mlp): total += mlp.byteCount
-            case let .sparse(router, moe):
+            case .dense(let mlp): total += mlp.byteCount
+            case .sparse(let router, let moe):
                 total += router.count * 4 + (moe.sharedGate?.count ?? 0) * 4
                 total += config.topK * (moe.experts.first?.byteCount ?? 0) + (moe.shared?.byteCount ?? 0)
             }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import MoECore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Learning rate: linear warm-up to `peak`, then a cosine decay to `peak · floorRatio` at the
 /// last step (the schedule of most small-LM recipes, llm.c's included).
@@ -14,7 +15,10 @@ public struct LearningRateSchedule: Sendable, Equatable {
     public var floorRatio: Float
 
     public init(peak: Float, warmupSteps: Int, totalSteps: Int, floorRatio: Float = 0.1) {
-        self.peak = peak; self.warmupSteps = warmupSteps; self.totalSteps = totalSteps; self.floorRatio = floorRatio
+        self.peak = peak
+        self.warmupSteps = warmupSteps
+        self.totalSteps = totalSteps
+        self.floorRatio = floorRatio
     }
 
     /// The rate for 0-based `step`.
@@ -71,15 +75,18 @@ public struct AdamW: Sendable {
     /// One update of every parameter from its gradient (same positions), each gradient
     /// multiplied by `gradientScale` first (clipping). Parameters are independent, so they are
     /// spread over `threads` cores; each is updated exactly as on one.
-    public mutating func update(_ parameters: inout [Tensor], gradients: [Tensor], learningRate lr: Float,
-                                gradientScale: Float = 1, threads: Int = Kernels.threads) {
+    public mutating func update(
+        _ parameters: inout [Tensor], gradients: [Tensor], learningRate lr: Float,
+        gradientScale: Float = 1, threads: Int = Kernels.threads
+    ) {
         precondition(gradients.count == parameters.count)
         updates += 1
         if firstMoment.isEmpty {
             firstMoment = parameters.map { Tensor(zeros: $0.shape) }
             secondMoment = firstMoment
         }
-        let correction1 = 1 - powf(beta1, Float(updates)), correction2 = 1 - powf(beta2, Float(updates))
+        let correction1 = 1 - powf(beta1, Float(updates))
+        let correction2 = 1 - powf(beta2, Float(updates))
         let (b1, b2, eps, decayRate) = (beta1, beta2, epsilon, weightDecay)
         parameters.withUnsafeMutableBufferPointer { ps in
             firstMoment.withUnsafeMutableBufferPointer { ms in
@@ -90,17 +97,21 @@ public struct AdamW: Sendable {
                         var (p, m, v) = (ps[index], ms[index], vs[index])
                         (ps[index], ms[index], vs[index]) = (Tensor(zeros: []), Tensor(zeros: []), Tensor(zeros: []))
                         let decay = p.shape.count >= 2 ? 1 - lr * decayRate : 1
-                        p.scalars.withUnsafeMutableBufferPointer { pp in m.scalars.withUnsafeMutableBufferPointer { mp in
-                            v.scalars.withUnsafeMutableBufferPointer { vp in g.scalars.withUnsafeBufferPointer { gp in
-                                for i in 0..<pp.count {
-                                    let gi = gp[i] * gradientScale
-                                    mp[i] = b1 * mp[i] + (1 - b1) * gi
-                                    vp[i] = b2 * vp[i] + (1 - b2) * gi * gi
-                                    let step = (mp[i] / correction1) / ((vp[i] / correction2).squareRoot() + eps)
-                                    pp[i] = pp[i] * decay - lr * step
+                        p.scalars.withUnsafeMutableBufferPointer { pp in
+                            m.scalars.withUnsafeMutableBufferPointer { mp in
+                                v.scalars.withUnsafeMutableBufferPointer { vp in
+                                    g.scalars.withUnsafeBufferPointer { gp in
+                                        for i in 0..<pp.count {
+                                            let gi = gp[i] * gradientScale
+                                            mp[i] = b1 * mp[i] + (1 - b1) * gi
+                                            vp[i] = b2 * vp[i] + (1 - b2) * gi * gi
+                                            let step = (mp[i] / correction1) / ((vp[i] / correction2).squareRoot() + eps)
+                                            pp[i] = pp[i] * decay - lr * step
+                                        }
+                                    }
                                 }
-                            } }
-                        } }
+                            }
+                        }
                         (ps[index], ms[index], vs[index]) = (p, m, v)
                     }
                 }
@@ -109,10 +120,13 @@ public struct AdamW: Sendable {
     }
 
     /// The same update on parameters and gradients by name (each name in both).
-    public mutating func update(_ parameters: inout [String: Tensor], gradients: [String: Tensor], learningRate lr: Float,
-                                gradientScale: Float = 1, threads: Int = Kernels.threads) {
+    public mutating func update(
+        _ parameters: inout [String: Tensor], gradients: [String: Tensor], learningRate lr: Float,
+        gradientScale: Float = 1, threads: Int = Kernels.threads
+    ) {
         var list = ParameterList(parameters)
-        update(&list.tensors, gradients: list.names.map { gradients[$0]! }, learningRate: lr, gradientScale: gradientScale, threads: threads)
+        update(
+            &list.tensors, gradients: list.names.map { gradients[$0]! }, learningRate: lr, gradientScale: gradientScale, threads: threads)
         parameters = list.named
     }
 }

@@ -8,22 +8,30 @@ public struct AttentionRouter: Router {
     var queries, expertKeys: [NamedWeight]
     public var namedParameters: [String: Tensor] {
         get { (queries + expertKeys).named }
-        set { queries.assign(newValue); expertKeys.assign(newValue) }
+        set {
+            queries.assign(newValue)
+            expertKeys.assign(newValue)
+        }
     }
     let keyWidth: Int
 
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         let a = config.routerHiddenSize
         keyWidth = a
-        let drawn = try NamedWeight.draw((0..<config.numLayers).flatMap { layer in [
-            ("\(routerPrefix(layer)).query.weight", [a, config.hiddenSize], .normal(std: config.initStd)),
-            ("\(routerPrefix(layer)).expert_keys", [config.numExperts, a], .normal(std: 1)),
-        ] }, from: &source)
+        let drawn = try NamedWeight.draw(
+            (0..<config.numLayers).flatMap { layer in
+                [
+                    ("\(routerPrefix(layer)).query.weight", [a, config.hiddenSize], .normal(std: config.initStd)),
+                    ("\(routerPrefix(layer)).expert_keys", [config.numExperts, a], .normal(std: 1)),
+                ]
+            }, from: &source)
         (queries, expertKeys) = (NamedWeight.every(2, from: 0, of: drawn), NamedWeight.every(2, from: 1, of: drawn))
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
         let query = tape.linear(u, parameter(queries[layer].name))
         // (Wq u) Kᵀ is a linear layer whose weight is K.
         let scores = tape.linear(query, parameter(expertKeys[layer].name))

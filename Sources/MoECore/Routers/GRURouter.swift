@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Layerwise Recurrent Router (RMoE; Qiu et al. 2024). A GRU carries routing state down the
@@ -34,7 +34,11 @@ public struct GRURouter: Router {
     var projectors, outputs: [NamedWeight]
     public var namedParameters: [String: Tensor] {
         get { (cellWeights + projectors + outputs).named }
-        set { cellWeights.assign(newValue); projectors.assign(newValue); outputs.assign(newValue) }
+        set {
+            cellWeights.assign(newValue)
+            projectors.assign(newValue)
+            outputs.assign(newValue)
+        }
     }
     public let stateSize: Int
     /// False cuts the recurrence: h_{i−1} = 0 at every layer.
@@ -52,14 +56,18 @@ public struct GRURouter: Router {
         recurrent = config.gruRecurrence
         // PyTorch initialises GRU weights U(−1/√p, 1/√p); a normal with the same variance.
         let cellInit = Initializer.normal(std: 1 / (3 * Float(p)).squareRoot())
-        cellWeights = try NamedWeight.draw([
-            ("\(Self.cellPrefix).weight_ih", [3 * p, p], cellInit), ("\(Self.cellPrefix).weight_hh", [3 * p, p], cellInit),
-            ("\(Self.cellPrefix).bias_ih", [3 * p], cellInit), ("\(Self.cellPrefix).bias_hh", [3 * p], cellInit),
-        ], from: &source)
-        let drawn = try NamedWeight.draw((0..<config.numLayers).flatMap { layer in [
-            ("\(routerPrefix(layer)).projector.weight", [p, config.hiddenSize], .normal(std: config.initStd)),
-            ("\(routerPrefix(layer)).output.weight", [config.numExperts, p], .normal(std: config.initStd)),
-        ] }, from: &source)
+        cellWeights = try NamedWeight.draw(
+            [
+                ("\(Self.cellPrefix).weight_ih", [3 * p, p], cellInit), ("\(Self.cellPrefix).weight_hh", [3 * p, p], cellInit),
+                ("\(Self.cellPrefix).bias_ih", [3 * p], cellInit), ("\(Self.cellPrefix).bias_hh", [3 * p], cellInit),
+            ], from: &source)
+        let drawn = try NamedWeight.draw(
+            (0..<config.numLayers).flatMap { layer in
+                [
+                    ("\(routerPrefix(layer)).projector.weight", [p, config.hiddenSize], .normal(std: config.initStd)),
+                    ("\(routerPrefix(layer)).output.weight", [config.numExperts, p], .normal(std: config.initStd)),
+                ]
+            }, from: &source)
         (projectors, outputs) = (NamedWeight.every(2, from: 0, of: drawn), NamedWeight.every(2, from: 1, of: drawn))
     }
 
@@ -74,8 +82,10 @@ public struct GRURouter: Router {
         return tape.add(tape.multiply(tape.oneMinus(z), n), tape.multiply(z, h))
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
         let previous = (recurrent ? state : nil) ?? tape.leaf(Tensor(zeros: [tokens.count, stateSize]))
         let x = tape.linear(u, parameter(projectors[layer].name))
         let hidden = cell(input: x, hidden: previous, on: tape, parameter: parameter)
@@ -94,7 +104,8 @@ public struct GRURouter: Router {
     /// W_hh h is exactly 0 and is skipped. Each value is computed as the tape computes it:
     /// the same products, sums, σ and tanh (the vector tanh, lane for lane the tape's).
     public func cell(input x: Tensor, hidden h: Tensor?, threads: Int) -> Tensor {
-        let p = stateSize, rows = x.rows
+        let p = stateSize
+        let rows = x.rows
         let gi = linear(x, weightIH.value, threads: threads)
         let gh = h.map { linear($0, weightHH.value, threads: threads) }
         let (bi, bh) = (biasIH.value, biasHH.value)
@@ -106,21 +117,25 @@ public struct GRURouter: Router {
                         let update = UnsafeMutablePointer<Float>.allocate(capacity: p)
                         defer { update.deallocate() }
                         for r in 0..<rows {
-                            let i = gi.baseAddress! + r * 3 * p, o = out.baseAddress! + r * p
+                            let i = gi.baseAddress! + r * 3 * p
+                            let o = out.baseAddress! + r * p
                             // W_hh h + b_hh for this row (just b_hh from the zero state).
                             func hh(_ j: Int) -> Float { gh.map { $0.scalars[r * 3 * p + j] + bh[j] } ?? bh[j] }
                             for j in 0..<p {
                                 let reset = Kernels.sigmoid((i[j] + bi[j]) + hh(j))
                                 update[j] = Kernels.sigmoid((i[p + j] + bi[p + j]) + hh(p + j))
                                 let gated = reset * hh(2 * p + j)
-                                o[j] = (i[2 * p + j] + bi[2 * p + j]) + gated   // n before its tanh
+                                o[j] = (i[2 * p + j] + bi[2 * p + j]) + gated  // n before its tanh
                             }
                             var j = 0
                             while j + Kernels.width <= p {
                                 Kernels.store(Kernels.tanh(Kernels.load(o + j)), o + j)
                                 j += Kernels.width
                             }
-                            while j < p { o[j] = Kernels.tanh(o[j]); j += 1 }
+                            while j < p {
+                                o[j] = Kernels.tanh(o[j])
+                                j += 1
+                            }
                             for j in 0..<p {
                                 let (kept, carried) = ((1 - update[j]) * o[j], update[j] * (h?.scalars[r * p + j] ?? 0))
                                 o[j] = kept + carried

@@ -10,23 +10,30 @@ public struct HybridRouter: Router {
     var mixLogits: [NamedWeight]
     public var namedParameters: [String: Tensor] {
         get { linear.namedParameters.merging(mlp.namedParameters) { a, _ in a }.merging(mixLogits.named) { a, _ in a } }
-        set { linear.namedParameters = newValue; mlp.namedParameters = newValue; mixLogits.assign(newValue) }
+        set {
+            linear.namedParameters = newValue
+            mlp.namedParameters = newValue
+            mixLogits.assign(newValue)
+        }
     }
 
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         linear = try LinearRouter(config, from: &source, prefix: { "\(routerPrefix($0)).linear" })
         mlp = try MLPRouter(config, from: &source, prefix: { "\(routerPrefix($0)).mlp" })
         // s starts at 0: α = 0.5, an even blend.
-        mixLogits = try NamedWeight.draw((0..<config.numLayers).map {
-            ("\(routerPrefix($0)).mix_logit", [1], .constant(0))
-        }, from: &source)
+        mixLogits = try NamedWeight.draw(
+            (0..<config.numLayers).map {
+                ("\(routerPrefix($0)).mix_logit", [1], .constant(0))
+            }, from: &source)
     }
 
     /// α of `layer`.
     public func mix(layer: Int) -> Float { Kernels.sigmoid(mixLogits[layer].value.scalars[0]) }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
         let alpha = tape.sigmoid(parameter(mixLogits[layer].name))
         let a = linear.logits(u, tokens: tokens, layer: layer, state: &state, on: tape, parameter: parameter)
         let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state, on: tape, parameter: parameter)
@@ -34,11 +41,12 @@ public struct HybridRouter: Router {
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let alpha = mix(layer: layer), beta = 1 - alpha
+        let alpha = mix(layer: layer)
+        let beta = 1 - alpha
         let a = linear.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
         let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
         return a.zipped(b) { x, y in
-            let (weightedLinear, weightedMLP) = (x * alpha, y * beta)   // each rounded, then summed, as on the tape
+            let (weightedLinear, weightedMLP) = (x * alpha, y * beta)  // each rounded, then summed, as on the tape
             return weightedLinear + weightedMLP
         }
     }

@@ -12,15 +12,20 @@ public struct LinearRouter: Router {
         set { gates.assign(newValue) }
     }
 
-    public init(_ config: ModelConfig, from source: inout some WeightSource,
-                prefix: @escaping @Sendable (Int) -> String = routerPrefix) throws {
-        gates = try NamedWeight.draw((0..<config.numLayers).map {
-            ("\(prefix($0)).weight", [config.numExperts, config.hiddenSize], .normal(std: config.initStd))
-        }, from: &source)
+    public init(
+        _ config: ModelConfig, from source: inout some WeightSource,
+        prefix: @escaping @Sendable (Int) -> String = routerPrefix
+    ) throws {
+        gates = try NamedWeight.draw(
+            (0..<config.numLayers).map {
+                ("\(prefix($0)).weight", [config.numExperts, config.hiddenSize], .normal(std: config.initStd))
+            }, from: &source)
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
         tape.linear(u, parameter(gates[layer].name))
     }
 

@@ -9,22 +9,33 @@ public struct MLPHadamardRouter: Router {
     var gated, linear, output: [NamedWeight]
     public var namedParameters: [String: Tensor] {
         get { (gated + linear + output).named }
-        set { gated.assign(newValue); linear.assign(newValue); output.assign(newValue) }
+        set {
+            gated.assign(newValue)
+            linear.assign(newValue)
+            output.assign(newValue)
+        }
     }
 
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         let (d, h, e, std) = (config.hiddenSize, config.routerHiddenSize, config.numExperts, config.initStd)
-        let drawn = try NamedWeight.draw((0..<config.numLayers).flatMap { layer in [
-            ("\(routerPrefix(layer)).proj_a.weight", [h, d], .normal(std: std)),
-            ("\(routerPrefix(layer)).proj_b.weight", [h, d], .normal(std: std)),
-            ("\(routerPrefix(layer)).out.weight", [e, h], .normal(std: std)),
-        ] }, from: &source)
-        (gated, linear, output) = (NamedWeight.every(3, from: 0, of: drawn), NamedWeight.every(3, from: 1, of: drawn),
-                                   NamedWeight.every(3, from: 2, of: drawn))
+        let drawn = try NamedWeight.draw(
+            (0..<config.numLayers).flatMap { layer in
+                [
+                    ("\(routerPrefix(layer)).proj_a.weight", [h, d], .normal(std: std)),
+                    ("\(routerPrefix(layer)).proj_b.weight", [h, d], .normal(std: std)),
+                    ("\(routerPrefix(layer)).out.weight", [e, h], .normal(std: std)),
+                ]
+            }, from: &source)
+        (gated, linear, output) = (
+            NamedWeight.every(3, from: 0, of: drawn), NamedWeight.every(3, from: 1, of: drawn),
+            NamedWeight.every(3, from: 2, of: drawn)
+        )
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
         let a = tape.gelu(tape.linear(u, parameter(gated[layer].name)))
         let b = tape.linear(u, parameter(linear[layer].name))
         return tape.linear(tape.multiply(a, b), parameter(output[layer].name))

@@ -8,21 +8,31 @@ public struct MLPRouter: Router {
     var hidden, output: [NamedWeight]
     public var namedParameters: [String: Tensor] {
         get { (hidden + output).named }
-        set { hidden.assign(newValue); output.assign(newValue) }
+        set {
+            hidden.assign(newValue)
+            output.assign(newValue)
+        }
     }
 
-    public init(_ config: ModelConfig, from source: inout some WeightSource,
-                prefix: @escaping @Sendable (Int) -> String = routerPrefix) throws {
+    public init(
+        _ config: ModelConfig, from source: inout some WeightSource,
+        prefix: @escaping @Sendable (Int) -> String = routerPrefix
+    ) throws {
         let (d, h, e, std) = (config.hiddenSize, config.routerHiddenSize, config.numExperts, config.initStd)
-        let drawn = try NamedWeight.draw((0..<config.numLayers).flatMap { layer in [
-            ("\(prefix(layer)).fc1.weight", [h, d], .normal(std: std)),
-            ("\(prefix(layer)).fc2.weight", [e, h], .normal(std: std)),
-        ] }, from: &source)
+        let drawn = try NamedWeight.draw(
+            (0..<config.numLayers).flatMap { layer in
+                [
+                    ("\(prefix(layer)).fc1.weight", [h, d], .normal(std: std)),
+                    ("\(prefix(layer)).fc2.weight", [e, h], .normal(std: std)),
+                ]
+            }, from: &source)
         (hidden, output) = (NamedWeight.every(2, from: 0, of: drawn), NamedWeight.every(2, from: 1, of: drawn))
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
         let activated = tape.gelu(tape.linear(u, parameter(hidden[layer].name)))
         return tape.linear(activated, parameter(output[layer].name))
     }

@@ -67,8 +67,10 @@ public protocol Router: Sendable {
     /// u: [T × d] for the T tokens `tokens` at layer `layer`; returns logits [T × E].
     /// `state` carries what the router passes to the next layer (the GRU's h; nil at layer 0).
     /// `parameter` yields the tape variable of a parameter by name.
-    func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                on tape: Tape, parameter: (String) -> Variable) -> Variable
+    func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable
     /// Inference, without a tape: logits for u [T × d], threading the depth state; products
     /// split over `threads` cores.
     func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor
@@ -84,8 +86,10 @@ extension Router {
 
     /// The tape's forward on plain tensors, no gradients asked for: what the direct path is
     /// tested against.
-    public func tapeLogits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState,
-                           threads: Int = Kernels.threads) -> Tensor {
+    public func tapeLogits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState,
+        threads: Int = Kernels.threads
+    ) -> Tensor {
         let tape = Tape(threads: threads)
         let parameters = namedParameters
         var hidden = state.hidden.map { tape.leaf($0) }
@@ -110,8 +114,10 @@ struct NamedWeight: Sendable {
     var value: Tensor
 
     /// Draws `shapes` from `source` in the order given (which fixes a seeded model's weights).
-    static func draw(_ shapes: [(name: String, shape: [Int], initializer: Initializer)],
-                     from source: inout some WeightSource) throws -> [NamedWeight] {
+    static func draw(
+        _ shapes: [(name: String, shape: [Int], initializer: Initializer)],
+        from source: inout some WeightSource
+    ) throws -> [NamedWeight] {
         try shapes.map { NamedWeight(name: $0.name, value: try source.tensor($0.name, shape: $0.shape, initializer: $0.initializer)) }
     }
 
@@ -148,12 +154,15 @@ extension ModelConfig {
     /// multiply-add of its matrix products (element-wise activations and the softmax, shared by
     /// all routers, are not counted). The cut-recurrence GRU skips W_hh h, which multiplies 0.
     public var routerFLOPsPerToken: Int {
-        let d = hiddenSize, e = numExperts, h = routerHiddenSize, p = gruHiddenSize
+        let d = hiddenSize
+        let e = numExperts
+        let h = routerHiddenSize
+        let p = gruHiddenSize
         let perLayer: Int
         switch router {
         case .linear: perLayer = e * d
         case .mlp: perLayer = h * d + e * h
-        case .attention: perLayer = h * d + e * h      // Wq u, then one score per expert key
+        case .attention: perLayer = h * d + e * h  // Wq u, then one score per expert key
         case .hybrid: perLayer = e * d + h * d + e * h
         case .hash: perLayer = 0
         case .mlpHadamard: perLayer = 2 * h * d + e * h
