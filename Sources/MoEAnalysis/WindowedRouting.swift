@@ -16,7 +16,7 @@ public enum WindowedRouting {
 
     /// Context windows run as one batch: four 256-token windows give every expert about 256
     /// rows a product (as a training shard does), where one window gave it 64.
-    public static let windowsPerBatch = 8
+    public static let windowsPerBatch = 4
 
     /// Batches routed or waiting to be summarised, per worker: bounds the traces held at once.
     static let batchesInFlightPerWorker = 2

@@ -98,11 +98,16 @@ import Testing
     }
 
     @Test func normSampleSpansTextsAndBatchesNeverMixIt() {
+        let perBatch = WindowedRouting.windowsPerBatch
         var normTokens = WindowedRouting.normSampleTokens - 300
-        let batches = WindowedRouting.batches(Array(repeating: 1, count: 2000), contextLength: 256, normTokens: &normTokens)
+        // Two windows of norms, then 2·perBatch − 1 windows, the last one short.
+        let ids = Array(repeating: 1, count: (2 * perBatch + 1) * 256 - 10)
+        let batches = WindowedRouting.batches(ids, contextLength: 256, normTokens: &normTokens)
         // 300 sample tokens left: the first two windows (512 tokens) record norms, alone in their batch.
-        #expect(batches.map(\.windows.count) == [2, 4, 2])
+        #expect(batches.map(\.windows.count) == [2, perBatch, perBatch - 1])
         #expect(batches.map(\.allExpertNorms) == [true, false, false])
+        #expect(Array(batches.map(\.windows).joined().joined()) == ids)
+        #expect(batches.last?.windows.last?.count == 246)
         #expect(normTokens == WindowedRouting.normSampleTokens - 300 + 512)
     }
 
