@@ -31,7 +31,7 @@ public enum WindowedRouting {
     /// or none do, and the first windows up to `normSampleTokens` (counting those of earlier
     /// texts, `normTokens`) do.
     static func batches(_ ids: [Int], contextLength: Int, normTokens: inout Int) -> [Batch] {
-        let windows = stride(from: 0, to: ids.count, by: contextLength).map { Array(ids[$0 ..< min(ids.count, $0 + contextLength)]) }
+        let windows = stride(from: 0, to: ids.count, by: contextLength).map { Array(ids[$0..<min(ids.count, $0 + contextLength)]) }
         var batches: [Batch] = []
         var next = 0
         while next < windows.count {
@@ -52,8 +52,10 @@ public enum WindowedRouting {
     /// first NaN or ±∞ (`InferenceError.nonFinite`), or at the first error `consume` throws;
     /// no worker is left running either way. `threads`: worker threads (1 runs all on the
     /// calling thread; a text of one batch splits its products over the threads instead).
-    public static func route(_ ids: [Int], _ model: any RoutingModel, normTokens: inout Int, threads: Int = Kernels.threads,
-                             consume: ([RoutingTrace]) throws -> Void) throws {
+    public static func route(
+        _ ids: [Int], _ model: any RoutingModel, normTokens: inout Int, threads: Int = Kernels.threads,
+        consume: ([RoutingTrace]) throws -> Void
+    ) throws {
         guard !ids.isEmpty else { throw InferenceError.emptyInput }
         let batches = batches(ids, contextLength: model.contextLength, normTokens: &normTokens)
         func summarise(_ routed: [(routing: [RoutingTrace], lastLogits: [Float])]) throws {

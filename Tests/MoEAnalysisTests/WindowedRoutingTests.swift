@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEAnalysis
 @testable import MoECore
 
@@ -23,8 +24,9 @@ import Testing
     }()
 
     static func report(_ model: MoEModel, _ tracesByDomain: [(domain: String, traces: [RoutingTrace])]) throws -> Any {
-        let report = AnalysisReport(model: model, tokenizer: Tokenizer(merges: []), checkpoint: "test", randomInit: true,
-                                    tracesByDomain: tracesByDomain)
+        let report = AnalysisReport(
+            model: model, tokenizer: Tokenizer(merges: []), checkpoint: "test", randomInit: true,
+            tracesByDomain: tracesByDomain)
         return try JSONSerialization.jsonObject(with: JSONEncoder().encode(report))
     }
 
@@ -32,17 +34,21 @@ import Testing
     /// `tolerance` (absolute or relative, whichever is larger).
     static func agree(_ a: Any, _ b: Any, tolerance: Double, path: String = "") -> String? {
         switch (a, b) {
-        case let (x as [String: Any], y as [String: Any]):
+        case (let x as [String: Any], let y as [String: Any]):
             guard Set(x.keys) == Set(y.keys) else { return "\(path): keys \(x.keys.sorted()) vs \(y.keys.sorted())" }
-            for key in x.keys.sorted() { if let problem = agree(x[key]!, y[key]!, tolerance: tolerance, path: path + "." + key) { return problem } }
+            for key in x.keys.sorted() {
+                if let problem = agree(x[key]!, y[key]!, tolerance: tolerance, path: path + "." + key) { return problem }
+            }
             return nil
-        case let (x as [Any], y as [Any]):
+        case (let x as [Any], let y as [Any]):
             guard x.count == y.count else { return "\(path): \(x.count) vs \(y.count) entries" }
-            for (i, (p, q)) in zip(x, y).enumerated() { if let problem = agree(p, q, tolerance: tolerance, path: path + "[\(i)]") { return problem } }
+            for (i, (p, q)) in zip(x, y).enumerated() {
+                if let problem = agree(p, q, tolerance: tolerance, path: path + "[\(i)]") { return problem }
+            }
             return nil
-        case let (x as String, y as String):
+        case (let x as String, let y as String):
             return x == y ? nil : "\(path): \(x) vs \(y)"
-        case let (x as NSNumber, y as NSNumber):
+        case (let x as NSNumber, let y as NSNumber):
             let (p, q) = (x.doubleValue, y.doubleValue)
             return abs(p - q) <= tolerance * max(1, abs(p), abs(q)) ? nil : "\(path): \(p) vs \(q)"
         default:
@@ -58,7 +64,7 @@ import Testing
         var decoded: [RoutingTrace] = []
         for start in stride(from: 0, to: ids.count, by: model.contextLength) {
             var decoder = model.makeDecoder()
-            for token in ids[start ..< min(ids.count, start + model.contextLength)] {
+            for token in ids[start..<min(ids.count, start + model.contextLength)] {
                 decoded += try decoder.feed([token], allExpertNorms: true).routing
             }
         }
@@ -67,8 +73,11 @@ import Testing
             var normTokens = 0
             var traces: [RoutingTrace] = []
             var calls = 0
-            try WindowedRouting.route(ids, model, normTokens: &normTokens, threads: threads) { traces += $0; calls += 1 }
-            #expect(calls == (ids.count + model.contextLength - 1) / model.contextLength)   // one call per window, in order
+            try WindowedRouting.route(ids, model, normTokens: &normTokens, threads: threads) {
+                traces += $0
+                calls += 1
+            }
+            #expect(calls == (ids.count + model.contextLength - 1) / model.contextLength)  // one call per window, in order
             #expect(normTokens == ids.count)
             batchedByThreads[threads] = traces
         }
@@ -91,7 +100,8 @@ import Testing
         // another order than one row at a time).
         let fromDecoded = try Self.report(model, [("text", decoded)])
         let fromBatched = try Self.report(model, [("text", batched)])
-        #expect(Self.agree(fromDecoded, fromBatched, tolerance: 1e-4) == nil, "\(Self.agree(fromDecoded, fromBatched, tolerance: 1e-4) ?? "")")
+        #expect(
+            Self.agree(fromDecoded, fromBatched, tolerance: 1e-4) == nil, "\(Self.agree(fromDecoded, fromBatched, tolerance: 1e-4) ?? "")")
         // …and the check can fail: a report of another text does not agree.
         let other = try Self.report(model, [("text", Array(batched.reversed()))])
         #expect(Self.agree(fromBatched, other, tolerance: 1e-4) != nil)
