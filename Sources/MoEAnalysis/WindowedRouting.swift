@@ -18,8 +18,10 @@ public enum WindowedRouting {
     /// rows a product (as a training shard does), where one window gave it 64.
     public static let windowsPerBatch = 4
 
-    /// Batches routed or waiting to be summarised, per worker: bounds the traces held at once.
-    static let batchesInFlightPerWorker = 2
+    /// Batches started and not yet summarised: one a worker plus the one being summarised,
+    /// which bounds the traces held at once (a large model's windows are long) to one batch
+    /// more than the two side-by-side batches this replaced held.
+    static func batchesInFlight(workers: Int) -> Int { workers + 1 }
 
     /// One batch: its windows, and whether they record every expert's output norm.
     struct Batch: Sendable {
@@ -73,7 +75,7 @@ public enum WindowedRouting {
             }
             return
         }
-        let queue = BatchQueue(batches: batches, model: model, workers: workers, inFlight: workers * batchesInFlightPerWorker)
+        let queue = BatchQueue(batches: batches, model: model, workers: workers, inFlight: batchesInFlight(workers: workers))
         for _ in 0..<workers {
             let worker = Thread { queue.work() }
             worker.stackSize = 8 << 20
@@ -86,7 +88,7 @@ public enum WindowedRouting {
 
 /// The batches of one `WindowedRouting.route` call and their results, shared by its worker
 /// threads and the summarising thread under one lock. Workers take the next batch while
-/// fewer than `inFlight` are routed and not yet taken; the summariser takes results in order.
+/// fewer than `inFlight` are started and not yet taken; the summariser takes results in order.
 private final class BatchQueue: @unchecked Sendable {
     typealias Routed = [(routing: [RoutingTrace], lastLogits: [Float])]
     let batches: [WindowedRouting.Batch]
