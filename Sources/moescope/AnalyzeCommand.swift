@@ -7,38 +7,41 @@ import MoETraining
 struct AnalyzeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "analyze",
-        abstract: "Routing analyses of one model: entropy, load, balance, cross-layer dependence, specialisation, norms, expert similarity.",
+        abstract:
+            "Routing analyses of one model: entropy, load, balance, cross-layer dependence, specialisation, norms, expert similarity.",
         discussion: """
-        By default the held-out split of the corpus is analysed (--corpus-split), the same number
-        of tokens from every domain; --text or --file analyse one text instead. Layers are L0…, experts E0….
-        --json writes the "moescope-analysis" format described in the README. Texts are routed four
-        context windows a batch, one batch per core at a time while the finished ones are
-        summarised, with a progress line; the gate-vs-norm columns run every expert, so they use
-        the first 8,192 tokens.
-        --trace FILE analyses a recorded routing trace instead of running a model: streamed over
-        the file, everything its data allows (entropy and margins only where it holds logits or
-        probabilities), plus the expert-placement view for 4, 8 and 16 devices.
-        """)
+            By default the held-out split of the corpus is analysed (--corpus-split), the same number of tokens from every domain; \
+            --text or --file analyse one text instead. Layers are L0…, experts E0…. --json writes the "moescope-analysis" format \
+            described in the README.
+
+            Texts are routed four context windows a batch, one batch per core at a time while the finished ones are summarised, \
+            with a progress line; the gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
+
+            --trace FILE analyses a recorded routing trace instead of running a model: streamed over the file, everything its data \
+            allows (entropy and margins only where it holds logits or probabilities), plus the expert-placement view for 4, 8 and 16 \
+            devices.
+            """)
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Text to analyse (instead of the held-out split).") var text: String?
-    @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path")) var file: String?
+    @OptionGroup var input: TextInput<AnalyzeCommand>
     @Option(help: "Corpus split to analyse when no text is given: held-out (default) or train.") var corpusSplit = "held-out"
     @Option(help: "Corpus tokens to analyse, shared equally by the domains.") var maxTokens = 8192
     @Option(help: "Layer whose expert-similarity matrix and per-expert tokens are printed (default: the last routed one).") var layer: Int?
     @Flag(help: "Print the report as JSON.") var json = false
     @Option(help: ArgumentHelp("Also write the figures as standalone SVG files into DIR.", valueName: "dir")) var figures: String?
-    @Option(help: ArgumentHelp("Analyse a recorded routing trace (moescope-routing-trace safetensors) instead of a model.", valueName: "file")) var trace: String?
+    @Option(
+        help: ArgumentHelp("Analyse a recorded routing trace (moescope-routing-trace safetensors) instead of a model.", valueName: "file"))
+    var trace: String?
 
     func validate() throws {
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
         guard ["held-out", "heldout", "train"].contains(corpusSplit) else {
             throw ValidationError("--corpus-split must be held-out or train, not '\(corpusSplit)'")
         }
-        if trace != nil, text != nil || file != nil || model.hubModel != nil || model.checkpoint != nil || figures != nil {
+        if trace != nil, input.isGiven || model.hub.folder != nil || model.checkpoint != nil || figures != nil {
             throw ValidationError("--trace analyses a recorded trace — drop --text, --file, --model, --checkpoint and --figures")
         }
-        if (text != nil || file != nil) && corpusSplit != "held-out" {
+        if input.isGiven && corpusSplit != "held-out" {
             throw ValidationError("--corpus-split and --text/--file both given — pass one")
         }
     }
@@ -48,22 +51,26 @@ struct AnalyzeCommand: ParsableCommand {
         let opened = try model.open()
         let routed = opened.model.routedLayers
         // --layer names a model layer; the report indexes routed layers.
-        let detail = try layer.map { layer -> Int in
-            guard let position = routed.firstIndex(of: layer) else {
-                throw CLIError("--layer \(layer) is not a routed layer of this model — pick one of \(routed.map(String.init).joined(separator: ", "))")
-            }
-            return position
-        } ?? routed.count - 1
+        let detail =
+            try layer.map { layer -> Int in
+                guard let position = routed.firstIndex(of: layer) else {
+                    throw CLIError(
+                        "--layer \(layer) is not a routed layer of this model — pick one of \(routed.map(String.init).joined(separator: ", "))"
+                    )
+                }
+                return position
+            } ?? routed.count - 1
         var inputs: [(domain: String, ids: [Int])] = []
-        if text != nil || file != nil {
-            inputs = [("text", opened.tokenizer.encode(try TextInput(text: text, file: file).read()))]
+        if input.isGiven {
+            inputs = [("text", opened.tokenizer.encode(try input.read()))]
         } else {
-            let locator = try AssetLocator(explicit: model.assets)
+            let locator = try model.assets.locate()
             let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
             let perDomain = max(1, maxTokens / max(1, corpus.domains.count))
             for domain in corpus.domains {
                 var ids: [Int] = []
-                for document in corpus.documents(in: corpusSplit == "train" ? .train : .heldout) where document.domain == domain && ids.count < perDomain {
+                for document in corpus.documents(in: corpusSplit == "train" ? .train : .heldout)
+                where document.domain == domain && ids.count < perDomain {
                     ids += opened.tokenizer.encode(document.text)
                 }
                 inputs.append((domain, Array(ids.prefix(perDomain))))
@@ -72,7 +79,8 @@ struct AnalyzeCommand: ParsableCommand {
         let total = inputs.reduce(0) { $0 + $1.ids.count }
         var accumulated = AnalysisReport.Accumulator(model: opened.model, expectedTokens: total)
         var progress = ProgressLine("analyze: tokens", total: total, unit: "tok")
-        var done = 0, normTokens = 0
+        var done = 0
+        var normTokens = 0
         for (domain, ids) in inputs {
             guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
             try WindowedRouting.route(ids, opened.model, normTokens: &normTokens) { traces in
@@ -82,10 +90,12 @@ struct AnalyzeCommand: ParsableCommand {
             }
         }
         progress.finish()
-        let report = AnalysisReport(model: opened.model, tokenizer: opened.tokenizer, checkpoint: opened.source,
-                                    randomInit: opened.isRandomInit, accumulated: accumulated)
+        let report = AnalysisReport(
+            model: opened.model, tokenizer: opened.tokenizer, checkpoint: opened.source,
+            randomInit: opened.isRandomInit, accumulated: accumulated)
         if let figures {
-            let described = file.map { "file \($0)" } ?? (text != nil ? "--text" : "\(corpusSplit) corpus split, \(inputs.count) domains")
+            let described =
+                input.file.map { "file \($0)" } ?? (input.text != nil ? "--text" : "\(corpusSplit) corpus split, \(inputs.count) domains")
             try AnalysisFigures(report: report, textDescription: described).writeForCommandLine(to: figures)
         }
         if json {
@@ -95,6 +105,10 @@ struct AnalyzeCommand: ParsableCommand {
             print(AnalysisMarkdown(report: report, detailLayer: detail).text + "\n" + report.paperChecksMarkdown)
         }
     }
+}
+
+extension AnalyzeCommand: TakesText {
+    static let textHelp = "Text to analyse (instead of the held-out split)."
 }
 
 extension AnalyzeCommand {
@@ -107,12 +121,15 @@ extension AnalyzeCommand {
         progress.finish()
         let seconds = Date().timeIntervalSince(began)
         let rate = Double(trace.tokenCount * trace.routedLayerCount) / max(seconds, 1e-9)
-        let layer = try layer.map { layer -> Int in
-            guard let position = trace.routedLayers.firstIndex(of: layer) else {
-                throw CLIError("--layer \(layer) is not a routed layer of this trace — pick one of \(trace.routedLayers.map(String.init).joined(separator: ", "))")
-            }
-            return position
-        } ?? trace.routedLayerCount - 1
+        let layer =
+            try layer.map { layer -> Int in
+                guard let position = trace.routedLayers.firstIndex(of: layer) else {
+                    throw CLIError(
+                        "--layer \(layer) is not a routed layer of this trace — pick one of \(trace.routedLayers.map(String.init).joined(separator: ", "))"
+                    )
+                }
+                return position
+            } ?? trace.routedLayerCount - 1
         let report = TraceAnalysisReport(trace: trace, analysis: analysis, detailLayer: layer, seconds: seconds)
         if json {
             let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
@@ -120,7 +137,10 @@ extension AnalyzeCommand {
         } else {
             print(report.markdown)
         }
-        printError(String(format: "analysed %d tokens × %d layers in %.2f s: %.1f M token-layers/s", trace.tokenCount, trace.routedLayerCount, seconds, rate / 1e6))
+        printError(
+            String(
+                format: "analysed %d tokens × %d layers in %.2f s: %.1f M token-layers/s", trace.tokenCount, trace.routedLayerCount,
+                seconds, rate / 1e6))
     }
 }
 
@@ -133,14 +153,19 @@ struct AnalysisMarkdown {
         var out: [String] = []
         func f(_ v: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", v) }
         let experts = (0..<report.numExperts).map { "E\($0)" }
-        out.append("# Routing analysis · \(report.router) · \(report.checkpoint)\(report.randomInit ? " (random init: routing is noise)" : "")")
-        out.append("\n\(report.tokens) tokens · top-\(report.topK) of \(report.numExperts) experts · entropies in nats (ln \(report.numExperts) = \(f(log(Double(report.numExperts)))) is uniform)\n")
+        out.append(
+            "# Routing analysis · \(report.router) · \(report.checkpoint)\(report.randomInit ? " (random init: routing is noise)" : "")")
+        out.append(
+            "\n\(report.tokens) tokens · top-\(report.topK) of \(report.numExperts) experts · entropies in nats (ln \(report.numExperts) = \(f(log(Double(report.numExperts)))) is uniform)\n"
+        )
 
         out.append("## Routing entropy, load and balance per layer\n")
         out.append("| Layer | Entropy mean | p10 | median | p90 | Load CV | MaxVio | Usage entropy | Inner | Outer |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for l in report.layers {
-            out.append("| L\(l.layer) | \(f(l.entropy.mean, 3)) | \(f(l.entropy.p10, 3)) | \(f(l.entropy.median, 3)) | \(f(l.entropy.p90, 3)) | \(f(l.loadCV, 3)) | \(f(l.maxViolation, 3)) | \(f(l.usageEntropy, 3)) | \(f(l.innerBalance)) | \(f(l.outerBalance, 3)) |")
+            out.append(
+                "| L\(l.layer) | \(f(l.entropy.mean, 3)) | \(f(l.entropy.p10, 3)) | \(f(l.entropy.median, 3)) | \(f(l.entropy.p90, 3)) | \(f(l.loadCV, 3)) | \(f(l.maxViolation, 3)) | \(f(l.usageEntropy, 3)) | \(f(l.innerBalance)) | \(f(l.outerBalance, 3)) |"
+            )
         }
 
         out.append("\n## Expert utilisation (share of routed slots, %)\n")
@@ -152,7 +177,9 @@ struct AnalysisMarkdown {
         let n = report.crossLayerMutualInformation.count
         out.append("| | " + report.layers.map { "L\($0.layer)" }.joined(separator: " | ") + " |")
         out.append("|---|" + String(repeating: "---:|", count: n))
-        for (i, row) in report.crossLayerMutualInformation.enumerated() { out.append("| L\(report.layers[i].layer) | " + row.map { f($0, 3) }.joined(separator: " | ") + " |") }
+        for (i, row) in report.crossLayerMutualInformation.enumerated() {
+            out.append("| L\(report.layers[i].layer) | " + row.map { f($0, 3) }.joined(separator: " | ") + " |")
+        }
 
         if report.domains.count > 1 {
             out.append("\n## Domain specialisation: most over-represented expert per layer (lift = domain share / overall share)\n")
@@ -164,7 +191,9 @@ struct AnalysisMarkdown {
             out.append("\n### Domain × expert shares at L\(report.layers[detailLayer].layer) (%)\n")
             out.append("| Domain | " + experts.joined(separator: " | ") + " |")
             out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
-            for d in report.domains { out.append("| \(d.domain) | " + d.sharesByLayer[detailLayer].map { f($0 * 100, 1) }.joined(separator: " | ") + " |") }
+            for d in report.domains {
+                out.append("| \(d.domain) | " + d.sharesByLayer[detailLayer].map { f($0 * 100, 1) }.joined(separator: " | ") + " |")
+            }
         }
 
         out.append("\n## Vocabulary: tokens each expert receives most often at L\(report.layers[detailLayer].layer)\n")
@@ -176,19 +205,29 @@ struct AnalysisMarkdown {
         }
 
         out.append("\n## Do routers pick large-norm experts? (Closer Look into MoE)\n")
-        out.append("Spearman ρ between gate score and ‖expert output‖ over all experts (mean over tokens), and how often the top-1 gate is the largest-norm expert (chance = 1/\(report.numExperts) = \(f(1 / Double(report.numExperts), 3))).\n")
-        out.append("Expert similarity, mean over expert pairs: RMoE's form (each expert's normalised mean gate row, up row and down column, concatenated) and Closer Look's (each flattened matrix on its own).\n")
+        out.append(
+            "Spearman ρ between gate score and ‖expert output‖ over all experts (mean over tokens), and how often the top-1 gate is the largest-norm expert (chance = 1/\(report.numExperts) = \(f(1 / Double(report.numExperts), 3))).\n"
+        )
+        out.append(
+            "Expert similarity, mean over expert pairs: RMoE's form (each expert's normalised mean gate row, up row and down column, concatenated) and Closer Look's (each flattened matrix on its own).\n"
+        )
         out.append("| Layer | ρ(gate, norm) | top-1 gate = top-1 norm | Expert similarity (RMoE) | gate (Closer Look) | up | down |")
         out.append("|---|---:|---:|---:|---:|---:|---:|")
         for l in report.layers {
-            let cells = [l.meanExpertSimilarity, l.meanGateSimilarity, l.meanUpSimilarity, l.meanDownSimilarity].map { $0.map { f($0, 3) } ?? "—" }
-            out.append("| L\(l.layer) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | " + cells.joined(separator: " | ") + " |")
+            let cells = [l.meanExpertSimilarity, l.meanGateSimilarity, l.meanUpSimilarity, l.meanDownSimilarity].map {
+                $0.map { f($0, 3) } ?? "—"
+            }
+            out.append(
+                "| L\(l.layer) | \(f(l.gateNormRankCorrelation, 3)) | \(f(l.topOneNormAgreement, 3)) | " + cells.joined(separator: " | ")
+                    + " |")
         }
 
         out.append("\n## Expert weight similarity at L\(report.layers[detailLayer].layer) (RMoE's form; cosine; 1 = identical experts)\n")
         out.append("| | " + experts.joined(separator: " | ") + " |")
         out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
-        for (e, row) in (report.layers[detailLayer].expertSimilarity ?? []).enumerated() { out.append("| E\(e) | " + row.map { f($0) }.joined(separator: " | ") + " |") }
+        for (e, row) in (report.layers[detailLayer].expertSimilarity ?? []).enumerated() {
+            out.append("| E\(e) | " + row.map { f($0) }.joined(separator: " | ") + " |")
+        }
         return out.joined(separator: "\n")
     }
 
