@@ -43,8 +43,10 @@ EOF
 
 if [ -z "${BASELINE_BIN:-}" ]; then
     git worktree add --detach "$work/base" "$baseline" >/dev/null
+    trap 'git worktree remove --force "$work/base"' EXIT
     (cd "$work/base" && swift build -c release --product moescope >/dev/null)
-    BASELINE_BIN="$work/base/.build/release/moescope"
+    cp "$work/base/.build/release/moescope" "$work/baseline-moescope"
+    BASELINE_BIN="$work/baseline-moescope"
 fi
 if [ -z "${NEW_BIN:-}" ]; then
     swift build -c release --product moescope >/dev/null
