@@ -636,6 +636,7 @@ public struct RMoEMutualInformationCheck: Codable, Sendable {
 
         public mutating func add(_ traces: [RoutingTrace]) {
             var joint = [Int](repeating: 0, count: bins * bins)
+            var binned: [Int] = [], marginal: [Int] = []   // reused from token to token
             for trace in traces {
                 defer { seen += 1 }
                 guard seen % stride == 0 else { continue }
@@ -644,8 +645,10 @@ public struct RMoEMutualInformationCheck: Codable, Sendable {
                 let experts = trace.layers.first?.probabilities.count ?? 0
                 guard experts > 0 else { continue }
                 // Bin indices and the per-layer bin histograms (the marginals) once per token.
-                var binned = [Int](repeating: 0, count: layers * experts)
-                var marginal = [Int](repeating: 0, count: layers * bins)
+                binned.removeAll(keepingCapacity: true)
+                binned.append(contentsOf: repeatElement(0, count: layers * experts))
+                marginal.removeAll(keepingCapacity: true)
+                marginal.append(contentsOf: repeatElement(0, count: layers * bins))
                 for i in 0..<layers {
                     for (e, p) in trace.layers[i].probabilities.enumerated() {
                         let b = min(bins - 1, max(0, Int(Double(p) * Double(bins))))

@@ -17,18 +17,18 @@ public struct Specialisation: Sendable {
     }
 
     public mutating func add(_ traces: [RoutingTrace], domain: String) {
-        if domainLoad[domain] == nil {
-            domainLoad[domain] = Array(repeating: Array(repeating: 0, count: numExperts), count: numLayers)
-            domains.append(domain)
-        }
+        if domainLoad[domain] == nil { domains.append(domain) }
+        // Taken out of the dictionary for the call, so the domain's name is hashed once, not per slot.
+        var load = domainLoad.removeValue(forKey: domain) ?? Array(repeating: Array(repeating: 0, count: numExperts), count: numLayers)
         for trace in traces {
             for (i, routing) in trace.layers.enumerated() {
                 for e in routing.experts {
-                    domainLoad[domain]![i][e] += 1
+                    load[i][e] += 1
                     tokenCounts[i][e][trace.token, default: 0] += 1
                 }
             }
         }
+        domainLoad[domain] = load
     }
 
     /// A domain's share of slots per expert at a layer.

@@ -297,9 +297,9 @@ extension BenchCommand {
         var analyzeTimes: [Double] = []
         for _ in 0..<max(1, repeats / 2) {
             var accumulated = AnalysisReport.Accumulator(model: analyzed, expectedTokens: heldOut.count)
-            var normTokens = AnalyzeCommand.normSampleTokens
+            var normTokens = WindowedRouting.normSampleTokens
             let began = monotonicNanoseconds()
-            try AnalyzeCommand.route(heldOut, analyzed, normTokens: &normTokens) { accumulated.add($0, domain: "held-out") }
+            try WindowedRouting.route(heldOut, analyzed, normTokens: &normTokens) { accumulated.add($0, domain: "held-out") }
             analyzeTimes.append(Double(monotonicNanoseconds() - began) / 1e9)
         }
         table.record(
