@@ -66,7 +66,7 @@ struct BenchCommand: ParsableCommand {
         }
         for _ in 0..<max(1, min(repeats, 3)) {
             let start = monotonicNanoseconds()
-            _ = try TraceAnalysis.run(trace!)
+            _ = try AnalysisReport.Accumulator.reading(trace!)
             rates.append(Double(traceTokens * 58) / (Double(monotonicNanoseconds() - start) / 1e9))
         }
         func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
