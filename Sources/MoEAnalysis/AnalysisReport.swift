@@ -210,7 +210,8 @@ public struct AnalysisReport: Codable, Sendable {
                   perMatrix: nil, missing: missing, recordedBy: trace.source, topTokenCount: topTokenCount)
     }
 
-    private init(router: String, checkpoint: String, randomInit: Bool, routedLayers: [Int], tokenizer: any TextTokenizer,
+    /// The report of any source: the public initialisers name what their source lacks in `missing`.
+    init(router: String, checkpoint: String, randomInit: Bool, routedLayers: [Int], tokenizer: any TextTokenizer,
                  accumulated: Accumulator, similarity: ExpertSimilarity?, perMatrix: ExpertSimilarity.PerMatrix?,
                  missing: [String], recordedBy: String?, topTokenCount: Int) {
         let counts = accumulated.counts
