@@ -282,10 +282,10 @@ public struct AnalysisReport: Codable, Sendable {
             notAvailable.append(
                 "expert placement on \(skipped.map(String.init).joined(separator: ", ")) devices: \(e) experts do not divide evenly")
         }
-        let uncounted = counts.tokenExperts.uncountedOccurrences
-        if uncounted > 0 {
+        let vocabulary = counts.tokenExperts
+        if vocabulary.isPartial {
             notAvailable.append(
-                "top tokens and vocabulary specialisation over the first \(counts.tokenExperts.maxDistinctTokens) distinct token ids only: \(uncounted) later occurrences of new ids exceed the memory budget for token × expert counts")
+                "top tokens and vocabulary specialisation count \(counts.tokens - vocabulary.uncountedOccurrences) of \(counts.tokens) tokens (one token in \(vocabulary.stride), and at most \(vocabulary.maxDistinctTokens) distinct ids: the work and memory budgets of token × expert counts)")
         }
         self.notAvailable = notAvailable
     }

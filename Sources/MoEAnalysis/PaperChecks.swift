@@ -322,9 +322,9 @@ public struct VocabularySpecialisationCheck: Codable, Sendable {
     public var randomTopK: Double
     public var frequentMinimum = 10
     public var layers: [VocabularyLayer]
-    /// Occurrences of token ids left uncounted: the token × expert tables hold at most
-    /// `TokenExpertCounts.maxDistinctTokens` ids (a memory budget), so on a very large trace
-    /// the ids first seen after that are left out. 0 on every text that fits.
+    /// Tokens left uncounted: on a very large trace the token × expert counts take an even
+    /// subsample (a work budget) and at most `TokenExpertCounts.maxDistinctTokens` ids (a
+    /// memory budget). 0 on every text within both.
     public var uncountedOccurrences = 0
     public var publishedNote =
         "OLMoE publishes vocabulary specialisation as per-layer and per-expert plots (figures), not as a table; we found no numbers to set beside ours."

@@ -67,7 +67,9 @@ public struct RoutingCounts: Sendable {
         load = Array(repeating: 0, count: layerCount * numExperts)
         allPairs = Array(repeating: 0, count: layerCount * numExperts * numExperts)
         adjacentPairs = allPairs
-        tokenExperts = TokenExpertCounts(layerCount: layerCount, numExperts: numExperts)
+        tokenExperts = TokenExpertCounts(layerCount: layerCount, numExperts: numExperts, expectedTokens: expectedTokens)
+        // The top-1 sequences grow by L entries a token: room for the expected tokens at once.
+        topOne.reserveCapacity(min(expectedTokens, MemoryBudget.availableBytes / 8 / max(1, 2 * layerCount)) * layerCount)
         perTokenMutualInformation = RMoEMutualInformationCheck.Sums(
             layerCount: layerCount, numExperts: numExperts, expectedTokens: expectedTokens)
     }
@@ -105,9 +107,8 @@ public struct RoutingCounts: Sendable {
         // The tables move out of `self` while the layer threads write them through pointers.
         var (layerLoads, all, adjacent, sequences) = (load, allPairs, adjacentPairs, topOne)
         (load, allPairs, adjacentPairs, topOne) = ([], [], [], [])
-        var counts = domains[d]
-        var domainLoads = counts.load
-        counts.load = []
+        var domainLoads = domains[d].load
+        domains[d].load = []
         var repeats = [Int](repeating: 0, count: 3 * l)
         let positions = block.positions
         func countLayers(_ tables: LayerTables) {
@@ -140,7 +141,12 @@ public struct RoutingCounts: Sendable {
                             guard let previous else { continue }
                             pairs += 1
                             if previous[0] == row[0] { sameFirst += 1 }
-                            if (0..<k).contains(where: { a in (0..<k).contains { previous[$0] == row[a] } }) { overlapping += 1 }
+                            overlap: for a in 0..<k {
+                                for b in 0..<k where previous[b] == row[a] {
+                                    overlapping += 1
+                                    break overlap
+                                }
+                            }
                         }
                         tables.repeats[3 * layer] += pairs
                         tables.repeats[3 * layer + 1] += sameFirst
@@ -168,6 +174,8 @@ public struct RoutingCounts: Sendable {
             }
         }
         (load, allPairs, adjacentPairs, topOne) = (layerLoads, all, adjacent, sequences)
+        var counts = domains[d]
+        domains[d] = DomainCounts(domain: "", layers: 0, experts: 0, topK: 0)  // `counts` is the only copy
         counts.load = domainLoads
         for layer in 0..<l {
             counts.pairs[layer] += repeats[3 * layer]
@@ -351,13 +359,18 @@ public struct QuantileSketch: Sendable {
 
 /// Per token id: occurrences, and at each layer how often each expert was its first choice
 /// and in its top-k set — the counts behind the experts' top tokens and OLMoE's vocabulary
-/// specialisation. Token ids are numbered densely as first seen; the [token × L × E] tables
-/// grow by L · E entries per new id, so at most `maxDistinctTokens` ids (from the memory
-/// budget) are counted, and later new ids are left out and counted in `uncountedOccurrences`.
+/// specialisation. Token ids are numbered densely as first seen, into [token × L × E] tables.
+/// Two budgets keep a trace of millions of tokens in bounds: work — above `workBudget` token-layers
+/// every `stride`-th token is counted (an even subsample, as RMoE's per-token estimator takes) —
+/// and memory — at most `maxDistinctTokens` ids get a row, later new ids are left out. Tokens
+/// not counted either way are in `uncountedOccurrences`.
 public struct TokenExpertCounts: Sendable {
     public let layerCount: Int
     public let numExperts: Int
     public let maxDistinctTokens: Int
+    /// Every `stride`-th token (counted over everything added) is counted.
+    public let stride: Int
+    private var seen = 0
     private var denseIndex: [Int: Int32] = [:]
     /// Dense number → token id, and its occurrences.
     public private(set) var tokenIDs: [Int] = []
@@ -366,18 +379,34 @@ public struct TokenExpertCounts: Sendable {
     private var inTopK: [UInt32] = []
     public private(set) var uncountedOccurrences = 0
 
-    /// The tables take at most a quarter of the memory budget, and never more than 2 GiB.
-    public init(layerCount: Int, numExperts: Int) {
+    /// The tables take at most an eighth of the memory budget and 512 MiB; the work at most
+    /// `workBudget` token-layers of the `expectedTokens`.
+    public init(layerCount: Int, numExperts: Int, expectedTokens: Int, workBudget: Int = 16 << 20) {
         self.layerCount = layerCount
         self.numExperts = numExperts
-        let budget = min(MemoryBudget.availableBytes / 4, 2 << 30)
-        maxDistinctTokens = max(0, budget / max(1, layerCount * numExperts * 8))
+        let row = max(1, layerCount * numExperts)
+        let budget = min(MemoryBudget.availableBytes / 8, 512 << 20)
+        maxDistinctTokens = max(0, budget / (row * 8))
+        let work = max(1, expectedTokens * layerCount)
+        stride = max(1, (work + workBudget - 1) / workBudget)
+        // Rows for the distinct ids to expect, at once: growing by doubling would copy the tables.
+        let rows = min(maxDistinctTokens, (expectedTokens + stride - 1) / stride)
+        firstChoice.reserveCapacity(rows * row)
+        inTopK.reserveCapacity(rows * row)
     }
+
+    /// Whether any token was left out (subsampled, or over the memory budget).
+    public var isPartial: Bool { uncountedOccurrences > 0 }
 
     /// Numbers `tokens` (−1 for an id over the limit), counts their occurrences and grows the tables.
     mutating func register(_ tokens: [Int]) -> [Int32] {
         let row = layerCount * numExperts
         return tokens.map { token in
+            defer { seen += 1 }
+            guard seen % stride == 0 else {
+                uncountedOccurrences += 1
+                return -1
+            }
             if let index = denseIndex[token] {
                 occurrences[Int(index)] += 1
                 return index
