@@ -136,7 +136,8 @@ public struct RoutingCounts: Sendable {
                             if t > 0 {
                                 previous = positions[t] == positions[t - 1] + 1 ? row - l * k : nil
                             } else {
-                                previous = previousPosition.map { $0 + 1 == positions[0] } == true ? lastBuffer.baseAddress! + layer * k : nil
+                                previous =
+                                    previousPosition.map { $0 + 1 == positions[0] } == true ? lastBuffer.baseAddress! + layer * k : nil
                             }
                             guard let previous else { continue }
                             pairs += 1
@@ -162,10 +163,12 @@ public struct RoutingCounts: Sendable {
                         sequences.withUnsafeMutableBufferPointer { topOneBuffer in
                             domainLoads.withUnsafeMutableBufferPointer { domainLoadBuffer in
                                 repeats.withUnsafeMutableBufferPointer { repeatBuffer in
-                                    countLayers(LayerTables(
-                                        load: loadBuffer.baseAddress!, all: allBuffer.baseAddress!, adjacent: adjacentBuffer.baseAddress!,
-                                        topOne: topOneBuffer.baseAddress!, domainLoad: domainLoadBuffer.baseAddress!,
-                                        repeats: repeatBuffer.baseAddress!, firstChoice: firstChoice, inTopK: inTopK))
+                                    countLayers(
+                                        LayerTables(
+                                            load: loadBuffer.baseAddress!, all: allBuffer.baseAddress!,
+                                            adjacent: adjacentBuffer.baseAddress!,
+                                            topOne: topOneBuffer.baseAddress!, domainLoad: domainLoadBuffer.baseAddress!,
+                                            repeats: repeatBuffer.baseAddress!, firstChoice: firstChoice, inTopK: inTopK))
                                 }
                             }
                         }
@@ -187,7 +190,9 @@ public struct RoutingCounts: Sendable {
         for i in 0..<(l * k) { counts.lastExperts[i] = block.experts[(n - 1) * l * k + i] }
         domains[d] = counts
         tokens += n
-        if let probabilities = block.probabilities { addScores(probabilities, margins: block.selectionMargins, experts: block.experts, count: n) }
+        if let probabilities = block.probabilities {
+            addScores(probabilities, margins: block.selectionMargins, experts: block.experts, count: n)
+        }
         perTokenMutualInformation.add(block)
     }
 
@@ -444,7 +449,9 @@ public struct TokenExpertCounts: Sendable {
             let n = Int(inTopK[(d * layerCount + layer) * numExperts + expert])
             guard n > 0 else { continue }
             let candidate = (token: tokenIDs[d], count: n)
-            if best.count == count, let worst = best.last, worst.count > n || (worst.count == n && worst.token < candidate.token) { continue }
+            if best.count == count, let worst = best.last, worst.count > n || (worst.count == n && worst.token < candidate.token) {
+                continue
+            }
             best.append(candidate)
             best.sort { $0.count != $1.count ? $0.count > $1.count : $0.token < $1.token }
             if best.count > count { best.removeLast() }

@@ -10,28 +10,25 @@ struct CompareCommand: ParsableCommand {
         abstract:
             "Measure every router's checkpoints on the whole held-out split, with bootstrap intervals, as Markdown or JSON.",
         discussion: """
-            Every held-out document of every domain is scored, each domain's token stream cut into
-            windows of the model's context; perplexity is token-weighted over all of them, and given
-            per domain. A router may have several checkpoints, one per training seed: DIR/<router> is
-            either a checkpoint or a folder of seed-N checkpoints. Intervals are 95 % paired bootstrap
-            intervals: windows are resampled within their domain, the same resample for every router,
-            so the difference to Linear is paired; over seeds the seeds are resampled too. Routing
-            statistics are means over seeds with a Student-t interval.
+            Every held-out document of every domain is scored, each domain's token stream cut into windows of the model's context; \
+            perplexity is token-weighted over all of them, and given per domain. A router may have several checkpoints, one per \
+            training seed: DIR/<router> is either a checkpoint or a folder of seed-N checkpoints. Intervals are 95 % paired \
+            bootstrap intervals: windows are resampled within their domain, the same resample for every router, so the difference \
+            to Linear is paired; over seeds the seeds are resampled too. Routing statistics are means over seeds with a Student-t \
+            interval.
 
-            Columns: held-out perplexity; its relative difference to Linear; router parameters;
-            router FLOPs per token (2 per multiply-add of its products, all layers); median router
-            time per decoded token (all layers; use a release build); mean routing entropy (nats,
-            full softmax); load CV and MaxVio (mean over layers); Inner Balance = median top-1/top-2
-            score and Outer Balance = median top-k score sum (RMoE); cross-layer MI = mean mutual
-            information (nats) between the top-1 experts of every pair of layers.
+            Columns: held-out perplexity; its relative difference to Linear; router parameters; router FLOPs per token (2 per \
+            multiply-add of its products, all layers); median router time per decoded token (all layers; use a release build); \
+            mean routing entropy (nats, full softmax); load CV and MaxVio (mean over layers); Inner Balance = median top-1/top-2 \
+            score and Outer Balance = median top-k score sum (RMoE); cross-layer MI = mean mutual information (nats) between the \
+            top-1 experts of every pair of layers.
             """)
 
     @Option(parsing: .upToNextOption, help: "Routers to compare (default: all with a checkpoint).")
     var routers: [RouterKind] = RouterKind.allCases
     @Option(help: "Held-out predictions to score per domain (default: all of them).")
     var maxTokensPerDomain: Int?
-    @Option(help: ArgumentHelp("Assets directory (corpus and checkpoints).", valueName: "dir"))
-    var assets: String?
+    @OptionGroup var assets: AssetOptions
     @Option(
         help: ArgumentHelp(
             "Read checkpoints from DIR/<router> (a checkpoint, or seed-N checkpoints) instead of the assets.",
@@ -46,7 +43,7 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "Bootstrap resamples.") var resamples = 2000
     @Flag(help: "Print the comparison as JSON (format moescope-compare).") var json = false
     @Option(help: ArgumentHelp("Also write the JSON to FILE (the Markdown is still printed).", valueName: "file")) var jsonFile: String?
-    @Option(help: ArgumentHelp("Also write the comparison as bar charts with their 95 % intervals, DIR/comparison.svg.", valueName: "dir"))
+    @Option(help: ArgumentHelp("Also write the comparison as bar charts with their 95 % intervals, DIR/comparison.svg.", valueName: "dir"))
     var figures: String?
 
     func validate() throws {
@@ -78,7 +75,7 @@ struct CompareCommand: ParsableCommand {
     }
 
     func run() throws {
-        let locator = try AssetLocator(explicit: assets)
+        let locator = try assets.locate()
         let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
         let domains = corpus.domains
         let heldOut = corpus.documents(in: .heldout)
@@ -143,13 +140,16 @@ struct CompareCommand: ParsableCommand {
                 resamples: resamples)
         } catch let error as ComparisonError { throw CLIError("\(error)") }
         if let figures {
-            try writeFigure(comparison, to: figures, caption: "moescope compare · checkpoints \(checkpoints ?? "\(locator.root)/checkpoints") · "
-                            + "text: held-out corpus split, \(comparison.domains.count) domains · \(comparison.tokens) tokens per checkpoint")
+            try writeFigure(
+                comparison, to: figures,
+                caption: "moescope compare · checkpoints \(checkpoints ?? "\(locator.root)/checkpoints") · "
+                    + "text: held-out corpus split, \(comparison.domains.count) domains · \(comparison.tokens) tokens per checkpoint")
         }
         let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         if let jsonFile {
             do { try encoder.encode(comparison).write(to: URL(fileURLWithPath: jsonFile), options: .atomic) } catch {
-                throw CLIError("cannot write --json-file \(jsonFile): \(error.localizedDescription) — pass a path in a folder you can write to")
+                throw CLIError(
+                    "cannot write --json-file \(jsonFile): \(error.localizedDescription) — pass a path in a folder you can write to")
             }
         }
         if json {
@@ -164,18 +164,21 @@ struct CompareCommand: ParsableCommand {
     private func writeFigure(_ comparison: RouterComparison, to directory: String, caption: String) throws {
         func metric(_ name: String, _ unit: String, _ value: (RouterComparison.Row) -> Interval) -> ComparisonFigure.Metric {
             let intervals = comparison.rows.map(value)
-            return .init(name: name, unit: unit, values: intervals.map(\.estimate),
-                         intervals: intervals.map { $0.lower.isFinite && $0.upper.isFinite ? $0.lower...$0.upper : nil })
+            return .init(
+                name: name, unit: unit, values: intervals.map(\.estimate),
+                intervals: intervals.map { $0.lower.isFinite && $0.upper.isFinite ? $0.lower...$0.upper : nil })
         }
         func plain(_ v: Double) -> Interval { Interval(estimate: v, lower: .nan, upper: .nan) }
-        let figure = ComparisonFigure(routers: comparison.rows.map(\.label), metrics: [
-            metric("held-out perplexity", "perplexity", \.perplexity),
-            metric("router time per token", "µs", { plain($0.routerMicrosecondsPerToken) }),
-            metric("router FLOPs per token", "FLOPs", { plain(Double($0.routerFLOPsPerToken)) }),
-            metric("routing entropy", "nats", \.entropy),
-            metric("load CV", "CV", \.loadCV),
-            metric("cross-layer MI (top-1)", "nats", \.crossLayerMI),
-        ], caption: caption)
+        let figure = ComparisonFigure(
+            routers: comparison.rows.map(\.label),
+            metrics: [
+                metric("held-out perplexity", "perplexity", \.perplexity),
+                metric("router time per token", "µs", { plain($0.routerMicrosecondsPerToken) }),
+                metric("router FLOPs per token", "FLOPs", { plain(Double($0.routerFLOPsPerToken)) }),
+                metric("routing entropy", "nats", \.entropy),
+                metric("load CV", "CV", \.loadCV),
+                metric("cross-layer MI (top-1)", "nats", \.crossLayerMI),
+            ], caption: caption)
         do {
             printError("compare: wrote \(try figure.write(to: directory))")
         } catch {

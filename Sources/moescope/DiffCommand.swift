@@ -12,26 +12,26 @@ struct DiffCommand: ParsableCommand {
         commandName: "diff",
         abstract: "Agreement of two routings of the same text: top-1 agreement, Jaccard of the top-k sets, Jensen–Shannon divergence.",
         discussion: """
-            Side A and side B route the same tokens. --routers A,B compares two of moescope's routers'
-            checkpoints; --variant V compares one model (--router, --checkpoint or --model) with itself
-            routed by V: \(RoutingVariant.argumentForms). --probe adds the perturbation probe: how many
-            top-k sets change, per layer, when the router's weights are rounded to F16 / BF16 or its
-            input gets 1 % / 10 % Gaussian noise.
-            A decision is a near-tie when its selection margin (the k-th minus the (k+1)-th
-            probability) is below --near-tie (default: a tenth of 1/E); "near-tie" disagreements are
-            those where either side's decision is one. --json writes the "moescope-diff" format.
+            Side A and side B route the same tokens. --routers A,B compares two of moescope's routers' checkpoints; --variant V \
+            compares one model (--router, --checkpoint or --model) with itself routed by V: \(RoutingVariant.argumentForms).
+
+            --probe adds the perturbation probe: how many top-k sets change, per layer, when the router's weights are rounded to \
+            F16 / BF16 or its input gets 1 % / 10 % Gaussian noise.
+
+            A decision is a near-tie when its selection margin (the k-th minus the (k+1)-th probability) is below --near-tie \
+            (default: a tenth of 1/E); "near-tie" disagreements are those where either side's decision is one. --json writes the \
+            "moescope-diff" format.
             """)
 
     @OptionGroup var model: ModelOptions
     @Option(help: ArgumentHelp("Two of moescope's routers, A,B (e.g. linear,gru).", valueName: "a,b")) var routers: String?
     @Option(help: ArgumentHelp("Side B is side A routed by this variant: \(RoutingVariant.argumentForms).", valueName: "variant"))
     var variant: String?
-    @Option(help: "Text to compare on (instead of the held-out split).") var text: String?
-    @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path")) var file: String?
+    @OptionGroup var input: TextInput<DiffCommand>
     @Option(help: "Corpus split to compare on when no text is given: held-out (default) or train.") var corpusSplit = "held-out"
     @Option(help: "Corpus tokens to compare on, shared equally by the domains.") var maxTokens = 4096
     @Option(help: "Selection margin below which a decision counts as a near-tie (default 0.1/E).") var nearTie: Double?
-    @Flag(help: "Also run the perturbation probe (F16 / BF16 router weights, 1 % / 10 % input noise) on side A.") var probe = false
+    @Flag(help: "Also run the perturbation probe (F16 / BF16 router weights, 1 % / 10 % input noise) on side A.") var probe = false
     @Flag(help: "Print the report as JSON.") var json = false
     @Flag(help: "Print one CSV row per scope (all, each domain) and layer.") var csv = false
 
@@ -41,8 +41,7 @@ struct DiffCommand: ParsableCommand {
         guard ["held-out", "heldout", "train"].contains(corpusSplit) else {
             throw ValidationError("--corpus-split must be held-out or train, not '\(corpusSplit)'")
         }
-        if text != nil && file != nil { throw ValidationError("--text and --file both given — pass one") }
-        if (text != nil || file != nil) && corpusSplit != "held-out" {
+        if input.isGiven && corpusSplit != "held-out" {
             throw ValidationError("--corpus-split and --text/--file both given — pass one")
         }
         if let nearTie, !(nearTie.isFinite && nearTie >= 0 && nearTie <= 1) {
@@ -56,9 +55,9 @@ struct DiffCommand: ParsableCommand {
             guard names.count == 2 else { throw ValidationError("--routers takes two routers, A,B — got '\(pair)'") }
             for name in names where RouterKind(rawValue: name) == nil {
                 throw ValidationError(
-                    "--routers: unknown router '\(name)' — pick from \(RouterKind.allCases.map(\.rawValue).joined(separator: ", "))")
+                    "--routers: unknown router '\(name)' — pick from \(RouterKind.argumentList)")
             }
-            if model.hubModel != nil || model.checkpoint != nil || model.chosenRouter != nil {
+            if model.hub.folder != nil || model.checkpoint != nil || model.chosenRouter != nil {
                 throw ValidationError("--routers loads both checkpoints itself — drop --model/--checkpoint/--router, or use --variant")
             }
         case (nil, let name?):
@@ -146,12 +145,12 @@ struct DiffCommand: ParsableCommand {
 
     /// The token ids to compare on, per domain ("text" for --text/--file).
     func inputs(tokenizer: any TextTokenizer) throws -> [(domain: String, ids: [Int])] {
-        if text != nil || file != nil {
-            let ids = tokenizer.encode(try TextInput(text: text, file: file).read())
+        if input.isGiven {
+            let ids = tokenizer.encode(try input.read())
             guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
             return [("text", ids)]
         }
-        let locator = try AssetLocator(explicit: model.assets)
+        let locator = try model.assets.locate()
         let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
         let perDomain = max(1, maxTokens / max(1, corpus.domains.count))
         return corpus.domains.map { domain in
@@ -181,6 +180,10 @@ struct DiffCommand: ParsableCommand {
             return routing
         }
     }
+}
+
+extension DiffCommand: TakesText {
+    static let textHelp = "Text to compare on (instead of the held-out split)."
 }
 
 /// What `moescope diff` reports ("moescope-diff" in JSON).

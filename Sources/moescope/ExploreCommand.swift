@@ -11,22 +11,23 @@ struct ExploreCommand: ParsableCommand {
         discussion: KeyBindings.commandHelp)
 
     static let sampleText = """
-    The router sends every token to two of eight experts.
-    def route(tokens):
-        return [expert(t) for t in tokens]
-    Der Hund schläft im Garten, el gato duerme en la casa.
-    """
+        The router sends every token to two of eight experts.
+        def route(tokens):
+            return [expert(t) for t in tokens]
+        Der Hund schläft im Garten, el gato duerme en la casa.
+        """
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Text to explore (default: a short multi-domain sample).") var text: String?
-    @Option(help: ArgumentHelp("Read the text from a UTF-8 file ('-' for standard input).", valueName: "path")) var file: String?
-    @Option(help: ArgumentHelp("Open a recorded routing trace (moescope-routing-trace safetensors) instead of running a model.", valueName: "file"))
+    @OptionGroup var input: TextInput<ExploreCommand>
+    @Option(
+        help: ArgumentHelp(
+            "Open a recorded routing trace (moescope-routing-trace safetensors) instead of running a model.", valueName: "file"))
     var trace: String?
     @Option(help: "With --trace: the token to open at, counted from 0 (PgUp, PgDn, j and the arrows then move anywhere in the trace).")
     var start = 0
 
     func validate() throws {
-        if trace != nil, text != nil || file != nil || model.hubModel != nil || model.checkpoint != nil || model.chosenRouter != nil {
+        if trace != nil, input.isGiven || model.hub.folder != nil || model.checkpoint != nil || model.chosenRouter != nil {
             throw ValidationError("--trace opens a recorded trace — drop --text, --file, --model, --checkpoint and --router")
         }
         guard start >= 0 else { throw ValidationError("--start must be 0 or more, got \(start)") }
@@ -34,15 +35,17 @@ struct ExploreCommand: ParsableCommand {
 
     func run() throws {
         guard isatty(STDOUT_FILENO) != 0 else {
-            throw CLIError("the explorer needs a terminal, and standard output is not one — use `moescope trace` to print routing for scripts")
+            throw CLIError(
+                "the explorer needs a terminal, and standard output is not one — use `moescope trace` to print routing for scripts")
         }
         do { try ExplorerApp.checkTerminal(ProcessInfo.processInfo.environment) } catch let error as TerminalError {
             throw CLIError(error.description)
         }
-        guard file != "-" else {
-            throw CLIError("the explorer reads keys from the terminal, so it cannot take its text from standard input — pass --file PATH or --text")
+        guard input.file != "-" else {
+            throw CLIError(
+                "the explorer reads keys from the terminal, so it cannot take its text from standard input — pass --file PATH or --text")
         }
-        let input = (text == nil && file == nil) ? Self.sampleText : try TextInput(text: text, file: file).read()
+        let text = input.isGiven ? try input.read() : Self.sampleText
         guard isatty(STDIN_FILENO) != 0 else {
             throw CLIError("the explorer needs a terminal on standard input — run it interactively, or use `moescope trace`")
         }
@@ -54,19 +57,20 @@ struct ExploreCommand: ParsableCommand {
             // The explorer holds one window of the trace at a time (`ExplorerState.recordingWindow`).
             let recording = RecordedRoutingModel(trace: recorded.file, window: start..<start + ExplorerState.recordingWindow)
             let loader: SessionLoader = { _, _, _ in
-                ExplorerSession(model: recording, tokenizer: recorded.tokenizer, label: trace, isRandomInit: false, tokens: recording.tokens)
+                ExplorerSession(
+                    model: recording, tokenizer: recorded.tokenizer, label: trace, isRandomInit: false, tokens: recording.tokens)
             }
             return try runExplorer(try ExplorerState(loader: loader, router: nil, text: ""))
         }
         let base = model
-        let hub = try model.hubModel.map { _ in try base.open(quiet: true) }   // opened once: its router is fixed
+        let hub = try model.hub.folder.map { _ in try base.open(quiet: true) }  // opened once: its router is fixed
         let loader: SessionLoader = { router, tokens, text in
             let opened: ModelOptions.Opened
             if let hub {
                 opened = hub
             } else {
                 var options = base
-                if let router, router != base.router { options.checkpoint = nil }   // another router: its shipped checkpoint
+                if let router, router != base.router { options.checkpoint = nil }  // another router: its shipped checkpoint
                 options.router = router ?? base.router
                 opened = try options.open(quiet: true)
             }
@@ -76,10 +80,11 @@ struct ExploreCommand: ParsableCommand {
             guard ids.count <= opened.model.contextLength else {
                 throw InferenceError.contextFull(needed: ids.count, capacity: opened.model.contextLength)
             }
-            return ExplorerSession(model: opened.model, tokenizer: opened.tokenizer, label: opened.source,
-                                   isRandomInit: opened.isRandomInit, tokens: ids)
+            return ExplorerSession(
+                model: opened.model, tokenizer: opened.tokenizer, label: opened.source,
+                isRandomInit: opened.isRandomInit, tokens: ids)
         }
-        try runExplorer(try ExplorerState(loader: loader, router: hub == nil ? model.router : nil, text: input))
+        try runExplorer(try ExplorerState(loader: loader, router: hub == nil ? model.router : nil, text: text))
     }
 
     private func runExplorer(_ state: ExplorerState) throws {
@@ -91,15 +96,11 @@ struct ExploreCommand: ParsableCommand {
         }
         switch outcome {
         case .quit: return
-        case let .signal(number): throw ExitCode(128 + number)
+        case .signal(let number): throw ExitCode(128 + number)
         }
     }
 }
 
-extension TextInput {
-    init(text: String?, file: String?) {
-        self.init()
-        self.text = text
-        self.file = file
-    }
+extension ExploreCommand: TakesText {
+    static let textHelp = "Text to explore (default: a short multi-domain sample)."
 }

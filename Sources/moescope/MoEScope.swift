@@ -4,18 +4,24 @@ import MoECore
 
 @main
 struct MoEScope: ParsableCommand {
+    /// The one place the version is written: `moescope --version` prints it.
+    static let version = "0.1.0"
+
     static let configuration = CommandConfiguration(
         commandName: "moescope",
         abstract: "Watch a Mixture-of-Experts language model route its tokens.",
         discussion: """
-        Routers (--router):
-        \(RouterKind.allCases.map { "  \($0.rawValue.padding(toLength: 13, withPad: " ", startingAt: 0)) \($0.equation)\($0.isOurInterpretation ? "  [our interpretation]" : "")" }.joined(separator: "\n"))
+            Routers (--router):
+            \(RouterKind.allCases.map { "  \($0.rawValue)\($0.isOurInterpretation ? " *" : "")\n      \($0.equation)" }.joined(separator: "\n"))
 
-        Routers marked [our interpretation] come from "Optimizing MoE Routers" (Harvey, Weale,
-        Yilmaz 2025), whose exact formulas are not public; the forms above are moescope's reading.
-        Hash follows Roller et al. 2021; GRU is RMoE (Qiu et al. 2024).
-        """,
-        subcommands: [ExploreCommand.self, Trace.self, AnalyzeCommand.self, DiffCommand.self, TrainCommand.self, CompareCommand.self, BenchCommand.self, TokenizerCommand.self],
+            Routers marked * come from "Optimizing MoE Routers" (Harvey, Weale, Yilmaz 2025), whose exact formulas are not public; \
+            the forms above are moescope's reading. Hash follows Roller et al. 2021; GRU is RMoE (Qiu et al. 2024).
+            """,
+        version: version,
+        subcommands: [
+            ExploreCommand.self, Trace.self, AnalyzeCommand.self, DiffCommand.self, TrainCommand.self, CompareCommand.self,
+            BenchCommand.self, TokenizerCommand.self,
+        ],
         defaultSubcommand: ExploreCommand.self
     )
 
@@ -37,13 +43,18 @@ struct MoEScope: ParsableCommand {
     /// option, so a negative value would be reported as a missing one; attached, it is parsed
     /// and then refused by the option's own bounds with a message that says what was wrong.
     static func attachingNegativeValues(_ arguments: [String]) -> [String] {
-        var out: [String] = [], index = 0
+        var out: [String] = []
+        var index = 0
         while index < arguments.count {
             let word = arguments[index]
-            if word == "--" { out += arguments[index...]; break }
+            if word == "--" {
+                out += arguments[index...]
+                break
+            }
             if word.hasPrefix("--"), !word.contains("="), index + 1 < arguments.count,
-               arguments[index + 1].count > 1, arguments[index + 1].hasPrefix("-"),
-               Double(arguments[index + 1]) != nil || arguments[index + 1].lowercased() == "-inf" {
+                arguments[index + 1].count > 1, arguments[index + 1].hasPrefix("-"),
+                Double(arguments[index + 1]) != nil || arguments[index + 1].lowercased() == "-inf"
+            {
                 out.append(word + "=" + arguments[index + 1])
                 index += 2
                 continue
@@ -57,11 +68,17 @@ struct MoEScope: ParsableCommand {
     /// ArgumentParser's multi-line messages ("Please provide one of the following:\n  - a\n
     /// - b", "Help: …") folded into one line.
     static func oneLine(_ message: String) -> String {
-        var parts: [String] = [], choices: [String] = []
+        var parts: [String] = []
+        var choices: [String] = []
         for line in message.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) where !line.isEmpty {
             if line.hasPrefix("Help:") || line.hasPrefix("Usage:") || line.hasPrefix("See '") { continue }
-            if line.hasPrefix("- ") { choices.append(String(line.dropFirst(2))); continue }
-            parts.append(line.hasSuffix("following:") ? String(line.dropLast("the following:".count)).trimmingCharacters(in: .whitespaces) + ":" : line)
+            if line.hasPrefix("- ") {
+                choices.append(String(line.dropFirst(2)))
+                continue
+            }
+            parts.append(
+                line.hasSuffix("following:")
+                    ? String(line.dropLast("the following:".count)).trimmingCharacters(in: .whitespaces) + ":" : line)
         }
         var text = parts.joined(separator: " ")
         if !choices.isEmpty { text += " " + choices.joined(separator: ", ") }
@@ -72,5 +89,3 @@ struct MoEScope: ParsableCommand {
         return text
     }
 }
-
-extension RouterKind: ExpressibleByArgument {}

@@ -8,10 +8,8 @@ import MoEHub
 /// the memory-bandwidth limit, on one thread and on all.
 extension BenchCommand {
     func benchModel(path: String) throws {
-        var results: [Result] = []
-        func record(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
-            results.append(Result(name: name, value: value, unit: unit, note: note))
-            if !json { printError(name.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: " %10.3f %@ %@", value, unit, note)) }
+        var table = BenchTable(printsRows: !json) {
+            $0.name.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: " %10.3f %@ %@", $0.value, $0.unit, $0.note)
         }
         var model = try HubModel(folder: path)
         let (promptLength, steps) = (promptTokens, decodeTokens)
@@ -24,8 +22,10 @@ extension BenchCommand {
         var generator = SeededGenerator(seed: 7)
         let tokens = (0..<(promptLength + steps * repeats)).map { _ in Int(generator.next() % UInt64(model.config.vocabSize)) }
         let bytesPerToken = Double(model.weightBytesPerToken)
-        record("weights", Double(model.weightBytes) / 1e6, "MB", model.config.architecture.rawValue)
-        record("weight bytes read per decoded token", bytesPerToken / 1e6, "MB", "attention + router + top-\(model.config.topK) experts + LM head")
+        table.record("weights", Double(model.weightBytes) / 1e6, "MB", model.config.architecture.rawValue)
+        table.record(
+            "weight bytes read per decoded token", bytesPerToken / 1e6, "MB",
+            "attention + router + top-\(model.config.topK) experts + LM head")
 
         var peakResident = 0
         for threads in Set([1, Kernels.threads]).sorted() {
@@ -65,25 +65,23 @@ extension BenchCommand {
             progress(nil)
             let perToken = median(decode)
             let limit = bytesPerToken / bandwidth * 1e3
-            record("read bandwidth (\(label))", bandwidth / 1e9, "GB/s", "best of 2 × 5 passes over 512 MB, before and after")
-            record(
+            table.record("read bandwidth (\(label))", bandwidth / 1e9, "GB/s", "best of 2 × 5 passes over 512 MB, before and after")
+            table.record(
                 "decode ms/token (\(label))", perToken, "ms",
                 "median of \(decode.count) steps after a \(promptLength)-token prompt, KV cache, traces on")
-            record("bandwidth limit ms/token (\(label))", limit, "ms", "bytes per token / read bandwidth")
-            record(
+            table.record("bandwidth limit ms/token (\(label))", limit, "ms", "bytes per token / read bandwidth")
+            table.record(
                 "decode % of bandwidth limit (\(label))", limit / perToken * 100, "%",
                 String(format: "%.2fx the limit", perToken / limit))
-            record("prefill tokens/s (\(label))", Double(promptLength) / median(prefill), "tok/s", "\(promptLength)-token prompt")
+            table.record("prefill tokens/s (\(label))", Double(promptLength) / median(prefill), "tok/s", "\(promptLength)-token prompt")
         }
         let memory = MachineLimits.residentMemory()
-        record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a decode step")
-        record("resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB", "RssFile at the end: the weights touched, and ~20 MB of the program's own code")
-        record("resident other memory", Double(memory.anonymous) / 1e6, "MB", "RssAnon at the end: KV cache, activations, buffers")
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(Report(results: results)), as: UTF8.self))
-        }
+        table.record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a decode step")
+        table.record(
+            "resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB",
+            "RssFile at the end: the weights touched, and ~20 MB of the program's own code")
+        table.record("resident other memory", Double(memory.anonymous) / 1e6, "MB", "RssAnon at the end: KV cache, activations, buffers")
+        if json { try table.printJSON() }
     }
 
     /// Reads every weight file once through a small buffer, so the timed runs measure memory,

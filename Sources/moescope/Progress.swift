@@ -15,8 +15,11 @@ struct ProgressLine {
     private let interactive = isatty(STDERR_FILENO) != 0
 
     init(_ label: String, total: Int, unit: String, unitsPerItem: Int = 1, startingAt: Int = 0) {
-        self.label = label; self.total = total; self.unit = unit
-        self.unitsPerItem = unitsPerItem; self.startingAt = startingAt
+        self.label = label
+        self.total = total
+        self.unit = unit
+        self.unitsPerItem = unitsPerItem
+        self.startingAt = startingAt
     }
 
     mutating func update(_ done: Int, detail: String = "") {

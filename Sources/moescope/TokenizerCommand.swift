@@ -14,7 +14,8 @@ struct TokenizerCommand: ParsableCommand {
 
     func validate() throws {
         guard (258...SizeLimits.vocabulary).contains(vocabSize) else {
-            throw ValidationError("--vocab-size must be between 258 (256 bytes and one special token) and \(SizeLimits.vocabulary), got \(vocabSize)")
+            throw ValidationError(
+                "--vocab-size must be between 258 (256 bytes and one special token) and \(SizeLimits.vocabulary), got \(vocabSize)")
         }
     }
 
@@ -26,6 +27,8 @@ struct TokenizerCommand: ParsableCommand {
         progress.finish()
         try tokenizer.save(to: output)
         let tokens = tokenizer.encode(text).count
-        print("wrote \(output): \(tokenizer.vocabSize) ids; training split is \(text.utf8.count) bytes → \(tokens) tokens (\(String(format: "%.2f", Double(text.utf8.count) / Double(tokens))) bytes/token)")
+        print(
+            "wrote \(output): \(tokenizer.vocabSize) ids; training split is \(text.utf8.count) bytes → \(tokens) tokens (\(String(format: "%.2f", Double(text.utf8.count) / Double(tokens))) bytes/token)"
+        )
     }
 }

@@ -7,20 +7,21 @@ struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print how each token of a text is routed, layer by layer.",
         discussion: """
-        Default output is a table: for each token, the top-k experts and weights at every layer.
-        --json writes the full trace (schema in README.md, "Trace format"); --csv writes one row
-        per token, layer and expert, ready for pandas or R. --out FILE.safetensors writes the
-        routing-trace file that `moescope --trace` and `analyze --trace` read (README, "Routing
-        from bigger machines"), with the model's tokenizer copied beside it.
-        """
+            Default output is a table: for each token, the top-k experts and weights at every layer. --json writes the full trace \
+            (schema in README.md, "Trace format"); --csv writes one row per token, layer and expert, ready for pandas or R.
+
+            --out FILE.safetensors writes the routing-trace file that `moescope --trace` and `analyze --trace` read (README, \
+            "Routing from bigger machines"), with the model's tokenizer copied beside it.
+            """
     )
 
     @OptionGroup var model: ModelOptions
-    @OptionGroup var input: TextInput
+    @OptionGroup var input: TextInput<Trace>
 
     @Flag(help: "Write the full trace as JSON.") var json = false
     @Flag(help: "Write one CSV row per token, layer and expert.") var csv = false
-    @Option(help: ArgumentHelp("Write a routing-trace file (safetensors) instead of printing.", valueName: "file.safetensors")) var out: String?
+    @Option(help: ArgumentHelp("Write a routing-trace file (safetensors) instead of printing.", valueName: "file.safetensors")) var out:
+        String?
     @Option(help: "Domain label of the text, stored in the trace file.") var domain = ""
 
     func validate() throws {
@@ -37,12 +38,20 @@ struct Trace: ParsableCommand {
         let tokens = opened.tokenizer.encode(text)
         var decoder = opened.model.makeDecoder()
         let result = try decoder.feed(tokens, allExpertNorms: false)
-        if let problem = InferenceError.firstNonFinite(in: result.routing, routedLayers: opened.model.routedLayers, outputLogits: result.lastLogits) {
+        if let problem = InferenceError.firstNonFinite(
+            in: result.routing, routedLayers: opened.model.routedLayers, outputLogits: result.lastLogits)
+        {
             throw problem
         }
         if let out { return try write(result.routing, opened: opened, to: out) }
         let report = TraceReport(opened: opened, routing: result.routing)
-        if json { print(try report.json()) } else if csv { print(report.csv(), terminator: "") } else { print(report.table(), terminator: "") }
+        if json {
+            print(try report.json())
+        } else if csv {
+            print(report.csv(), terminator: "")
+        } else {
+            print(report.table(), terminator: "")
+        }
     }
 }
 
@@ -51,7 +60,9 @@ extension Trace {
     /// (FILE.tokenizer.json) so the trace reads as text wherever it is opened.
     func write(_ routing: [RoutingTrace], opened: ModelOptions.Opened, to out: String) throws {
         let model = opened.model
-        let tokenizerSource = try self.model.hubModel.map { "\($0)/tokenizer.json" } ?? (opened.isRandomInit ? try AssetLocator(explicit: self.model.assets).tokenizerPath : "\(opened.source)/tokenizer.json")
+        let tokenizerSource =
+            try self.model.hub.folder.map { "\($0)/tokenizer.json" }
+            ?? (opened.isRandomInit ? try self.model.assets.locate().tokenizerPath : "\(opened.source)/tokenizer.json")
         let url = URL(fileURLWithPath: out)
         let tokenizerName = url.deletingPathExtension().lastPathComponent + ".tokenizer.json"
         let tokenizerTarget = url.deletingLastPathComponent().appendingPathComponent(tokenizerName).path
@@ -61,15 +72,22 @@ extension Trace {
             try FileManager.default.copyItem(atPath: tokenizerSource, toPath: tokenizerTarget)
             copied = tokenizerName
         }
-        let family = (model as? MoEModel).map { "moescope-\($0.config.router.rawValue)" } ?? (model as? HubModel)?.config.architecture.rawValue ?? model.routerName
+        let family =
+            (model as? MoEModel).map { "moescope-\($0.config.router.rawValue)" } ?? (model as? HubModel)?.config.architecture.rawValue
+            ?? model.routerName
         let description = RoutingTraceDescription(
             family: family, numExperts: model.numExperts, topK: model.topK, routedLayers: model.routedLayers, layerCount: model.layerCount,
             routingRule: model.routerName,
             source: ["engine": "moescope", "model": opened.isRandomInit ? "random init" : opened.source],
             tokenizerPath: copied)
         try RoutingTraceFile.write(documents: [(domain, routing)], description: description, scores: true, to: out)
-        printError("wrote \(out): \(routing.count) tokens × \(model.routedLayerCount) layers × top-\(model.topK) of \(model.numExperts) experts")
+        printError(
+            "wrote \(out): \(routing.count) tokens × \(model.routedLayerCount) layers × top-\(model.topK) of \(model.numExperts) experts")
     }
+}
+
+extension Trace: TakesText {
+    static let textHelp = "Text to run through the model."
 }
 
 /// The routing of one text, rendered in the three output formats.
@@ -92,7 +110,9 @@ struct TraceReport {
         out += " · \(routing.count) tokens · \(model.routedLayerCount) layers · top-\(model.topK) of \(model.numExperts) experts\n"
         // A cell is "e:.ww" per chosen expert, e.g. "3:.62 5:.38".
         let cellWidth = model.topK * (String(model.numExperts - 1).count + 6) + 1
-        out += "pos  token           " + model.routedLayers.map { "L\($0)".padding(toLength: cellWidth, withPad: " ", startingAt: 0) }.joined() + "\n"
+        out +=
+            "pos  token           " + model.routedLayers.map { "L\($0)".padding(toLength: cellWidth, withPad: " ", startingAt: 0) }.joined()
+            + "\n"
         for trace in routing {
             let token = "\"" + visible(tokenText(trace.token)) + "\""
             out += String(trace.position).padding(toLength: 5, withPad: " ", startingAt: 0)
@@ -144,14 +164,22 @@ struct TraceReport {
         /// The model's index of each entry of a token's `layers` (dense layers route nothing).
         var routedLayers: [Int]
         var tokens: [Token]
-        enum CodingKeys: String, CodingKey { case format, version, router, checkpoint, randomInit = "random_init", config, routedLayers = "routed_layers", tokens }
+        enum CodingKeys: String, CodingKey {
+            case format, version, router, checkpoint
+            case randomInit = "random_init"
+            case config
+            case routedLayers = "routed_layers"
+            case tokens
+        }
     }
 
     func json() throws -> String {
-        let document = JSONTrace(router: model.routerID, checkpoint: opened.isRandomInit ? nil : opened.source, randomInit: opened.isRandomInit,
-                                 config: (model as? MoEModel)?.config, routedLayers: model.routedLayers, tokens: routing.map {
-            JSONTrace.Token(position: $0.position, id: $0.token, text: tokenText($0.token), layers: $0.layers)
-        })
+        let document = JSONTrace(
+            router: model.routerID, checkpoint: opened.isRandomInit ? nil : opened.source, randomInit: opened.isRandomInit,
+            config: (model as? MoEModel)?.config, routedLayers: model.routedLayers,
+            tokens: routing.map {
+                JSONTrace.Token(position: $0.position, id: $0.token, text: tokenText($0.token), layers: $0.layers)
+            })
         let encoder = JSONEncoder.output([.sortedKeys])
         return String(decoding: try encoder.encode(document), as: UTF8.self)
     }

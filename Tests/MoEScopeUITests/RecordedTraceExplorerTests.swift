@@ -34,7 +34,9 @@ import Testing
         #expect(state.session.traces.count <= ExplorerState.recordingWindow && state.tokenCount <= ExplorerState.recordingWindow)
         for (width, height) in [(80, 24), (200, 60)] {
             let screen = ExplorerRenderer.render(state, width: width, height: height).text
-            #expect(screen.contains("t\(token + 1)/\(tokens)") || screen.contains("token \(token + 1)/\(tokens)"), "\(note) at \(width)×\(height)")
+            #expect(
+                screen.contains("t\(token + 1)/\(tokens)") || screen.contains("token \(token + 1)/\(tokens)"),
+                "\(note) at \(width)×\(height)")
         }
     }
 
