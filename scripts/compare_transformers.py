@@ -11,8 +11,9 @@ it fits the disk and memory — and an F32 copy with fewer layers still (an F32 
 BF16 one's size would need twice its memory). It then times transformers' decode (KV cache,
 one token at a time after a prompt, torch.inference_mode) in BF16 and F32 on 1 and 2 threads,
 each in its own process so memory is returned between steps, runs
-`moescope bench --model` on the same folders, and prints both with the memory-bandwidth
-limit that `moescope bench` measures. Build moescope first: `swift build -c release`.
+`moescope bench --model` on the same folders, the two taking turns `--rounds` times, and prints
+the medians of the rounds (the speed-up taken round by round), every round's pair, and the
+memory-bandwidth limit that `moescope bench` measures. Build moescope first: `swift build -c release`.
 Qwen-MoE and Mixtral shapes are not included: at their published widths even one or two layers
 exceed the memory this shared machine allows one process.
 """
@@ -129,51 +130,55 @@ def compare(family, args):
     for dtype_name, layers in variants:
         folder = os.path.join(args.models, f"{family}-{layers}L-{dtype_name}")
         make_model(family, folder, layers, dtype_name)
-        # moescope and transformers take turns, `--rounds` times, and each keeps its best
-        # median: on a shared machine one run can land in a busy minute, and the best of
-        # interleaved rounds compares the two at their quietest.
-        ours, theirs = None, {}
+        # moescope and transformers take turns, `--rounds` times, and the median of the rounds
+        # is reported for each side: on a shared machine one run can land in a busy minute.
+        # The speed-up is taken per round (the two sides ran minutes apart) and its median shown.
+        ours, theirs, loads = [], {t: [] for t in args.threads}, []
         for round_ in range(args.rounds):
-            log(f"round {round_ + 1}/{args.rounds}: moescope bench --model {folder} ...")
-            result = run_moescope(folder, args)
-            if ours is None:
-                ours = result
-            else:
-                for name, value in result.items():
-                    if name.startswith("decode ms/token"):
-                        ours[name] = min(ours[name], value)
-                    elif name.startswith(("read bandwidth", "prefill tokens/s")):
-                        ours[name] = max(ours[name], value)
+            loads.append(os.getloadavg()[0])
+            log(f"round {round_ + 1}/{args.rounds} (load {loads[-1]:.1f}): moescope bench --model {folder} ...")
+            ours.append(run_moescope(folder, args))
             for threads in args.threads:
                 log(f"round {round_ + 1}/{args.rounds}: transformers, {dtype_name}, {threads} thread(s) ...")
-                result = run_transformers(folder, threads, args)
-                if threads in theirs:
-                    result["decode_ms"] = min(result["decode_ms"], theirs[threads]["decode_ms"])
-                    result["prefill_tps"] = max(result["prefill_tps"], theirs[threads]["prefill_tps"])
-                theirs[threads] = result
+                theirs[threads].append(run_transformers(folder, threads, args))
+        loads.append(os.getloadavg()[0])
+        med = statistics.median
         for threads in args.threads:
             label = "1 thread" if threads == 1 else f"{threads} threads"
-            ms = ours.get(f"decode ms/token ({label})")
-            if ms is None:
+            if f"decode ms/token ({label})" not in ours[0]:
                 continue
-            # The limit from the best bandwidth seen in any round.
-            ours[f"bandwidth limit ms/token ({label})"] = ours["weight bytes read per decoded token"] / 1e3 / ours[f"read bandwidth ({label})"] * 1e3
-            rows.append(dict(dtype=dtype_name, layers=layers, threads=threads, theirs=theirs[threads]["decode_ms"], ours=ms,
-                             limit=ours[f"bandwidth limit ms/token ({label})"], bandwidth=ours[f"read bandwidth ({label})"],
-                             their_prefill=theirs[threads]["prefill_tps"], our_prefill=ours[f"prefill tokens/s ({label})"],
-                             their_rss=theirs[threads]["peak_rss"] / 1e6, their_anon=theirs[threads]["anon_rss"] / 1e6, our_rss=ours["peak RSS"],
-                             touched=ours["resident weights (mapped file pages)"], bytes=ours["weight bytes read per decoded token"],
-                             weights=ours["weights"] / 1e3))
-    print(f"\n## {family}: published width, random weights (transformers {transformers_version()}, torch {torch_version()})\n")
-    print("| dtype | layers | threads | weights GB | MB read/token | transformers ms/token | moescope ms/token | speed-up "
-          "| bandwidth GB/s | limit ms/token | moescope / limit | prefill tok/s (tf / moescope) "
+            our_ms = [o[f"decode ms/token ({label})"] for o in ours]
+            their_ms = [t["decode_ms"] for t in theirs[threads]]
+            bandwidth = [o[f"read bandwidth, median of runs ({label})"] for o in ours]
+            bytes_ = ours[0]["weight bytes read per decoded token"]
+            rows.append(dict(dtype=dtype_name, layers=layers, threads=threads, theirs=med(their_ms), ours=med(our_ms),
+                             speedup=med([t / o for t, o in zip(their_ms, our_ms)]),
+                             rounds_ours=our_ms, rounds_theirs=their_ms,
+                             bandwidth=med(bandwidth), limit=bytes_ / med(bandwidth),
+                             paired=med([o[f"decode / bandwidth limit, paired ({label})"] for o in ours]),
+                             kernel=med([o[f"matrix-vector kernel read rate ({label})"] for o in ours]),
+                             kernel_share=med([o[f"matrix-vector kernel read rate ({label})"] / o[f"read bandwidth ({label})"] for o in ours]),
+                             their_prefill=med([t["prefill_tps"] for t in theirs[threads]]),
+                             our_prefill=med([o[f"prefill tokens/s ({label})"] for o in ours]),
+                             their_rss=max(t["peak_rss"] for t in theirs[threads]) / 1e6,
+                             their_anon=max(t["anon_rss"] for t in theirs[threads]) / 1e6,
+                             our_rss=max(o["peak RSS"] for o in ours), touched=max(o["resident weights (mapped file pages)"] for o in ours),
+                             bytes=bytes_, weights=ours[0]["weights"] / 1e3, loads=loads))
+    print(f"\n## {family}: published width, random weights (transformers {transformers_version()}, torch {torch_version()}; "
+          f"medians of {args.rounds} interleaved rounds)\n")
+    print("| dtype | layers | threads | load avg | MB read/token | transformers ms/token | moescope ms/token | speed-up "
+          "| read GB/s | limit ms/token | moescope / limit (paired) | kernel GB/s (% of read) | prefill tok/s (tf / moescope) "
           "| RSS MB: tf peak (anon) / moescope peak (weights touched) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['dtype']} | {r['layers']} | {r['threads']} | {r['weights']:.2f} | {r['bytes']:.0f} | {r['theirs']:.1f} | "
-              f"{r['ours']:.1f} | {r['theirs'] / r['ours']:.2f}x | {r['bandwidth']:.1f} | {r['limit']:.1f} | "
-              f"{r['ours'] / r['limit']:.2f}x | {r['their_prefill']:.0f} / {r['our_prefill']:.0f} | "
+        print(f"| {r['dtype']} | {r['layers']} | {r['threads']} | {min(r['loads']):.1f}–{max(r['loads']):.1f} | {r['bytes']:.0f} | "
+              f"{r['theirs']:.1f} | {r['ours']:.1f} | {r['speedup']:.2f}x | {r['bandwidth']:.1f} | {r['limit']:.1f} | "
+              f"{r['paired']:.2f}x | {r['kernel']:.1f} ({r['kernel_share'] * 100:.0f} %) | {r['their_prefill']:.0f} / {r['our_prefill']:.0f} | "
               f"{r['their_rss']:.0f} ({r['their_anon']:.0f}) / {r['our_rss']:.0f} ({r['touched']:.0f}) |")
+    print("\nPer round, ms/token (transformers / moescope):")
+    for r in rows:
+        pairs = ", ".join(f"{t:.1f} / {o:.1f}" for t, o in zip(r["rounds_theirs"], r["rounds_ours"]))
+        print(f"- {r['dtype']}, {r['threads']} thread(s): {pairs}")
     sys.stdout.flush()
 
 
@@ -195,7 +200,7 @@ def main():
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens (prefill)")
     parser.add_argument("--steps", type=int, default=16, help="tokens decoded one at a time per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per process (their median is taken)")
-    parser.add_argument("--rounds", type=int, default=2, help="times moescope and transformers take turns (best kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="times moescope and transformers take turns (medians reported)")
     parser.add_argument("--time-transformers", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_transformers:

@@ -135,6 +135,44 @@ public enum MachineLimits {
         return best
     }
 
+    /// The rate, in bytes/s, at which `Kernels.multiply` streams a matrix of `megabytes` of
+    /// `dtype` weights (rows of 2048 columns) against one input row — a decoded token's
+    /// matrix-vector product — on `threads` cores, best of `repeats` passes. Beside
+    /// `readBandwidth` on the same threads it says how close the kernel comes to a plain read
+    /// of the same bytes; with `megabytes` small enough to stay in cache it says how far the
+    /// kernel's arithmetic is from being the limit.
+    public static func matrixVectorBandwidth(dtype: SafeTensorsDType, threads: Int, megabytes: Int = 512, repeats: Int = 5) -> Double {
+        let columns = 2048
+        let rows = max(4, (megabytes << 20) / (columns * dtype.byteSize) / 4 * 4)
+        let bytes = rows * columns * dtype.byteSize
+        let weights = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { weights.deallocate() }
+        // Small finite weights in every dtype (fills and faults every page in first).
+        switch dtype {
+        case .f32: weights.initializeMemory(as: Float.self, repeating: 0.01, count: bytes / 4)
+        case .bf16: weights.initializeMemory(as: UInt16.self, repeating: 0x3C24, count: bytes / 2)
+        default: weights.initializeMemory(as: UInt16.self, repeating: Float16(0.01).bitPattern, count: bytes / 2)
+        }
+        let input = UnsafeMutablePointer<Float>.allocate(capacity: columns)
+        let output = UnsafeMutablePointer<Float>.allocate(capacity: rows)
+        defer {
+            input.deallocate()
+            output.deallocate()
+        }
+        input.initialize(repeating: 1, count: columns)
+        let product = WeightProduct(
+            weight: StoredMatrix(base: UnsafeRawPointer(weights), dtype: dtype, rows: rows, columns: columns),
+            input: UnsafePointer(input), output: output, count: 1)
+        Kernels.multiply([product], threads: threads)  // warm-up
+        var best = 0.0
+        for _ in 0..<max(1, repeats) {
+            let began = DispatchTime.now().uptimeNanoseconds
+            Kernels.multiply([product], threads: threads)
+            best = max(best, Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9))
+        }
+        return best
+    }
+
     /// Sum of `count` floats (a multiple of 64), four independent vector chains.
     @inline(never)
     static func readSum(_ p: UnsafePointer<Float>, count: Int) -> Float {

@@ -24,6 +24,9 @@ extension HubModel {
         }
         return total
     }
+
+    /// The dtype the LM head (the largest single read) is stored in: the model's weight dtype.
+    public var weightDType: SafeTensorsDType { lmHead.weight.dtype }
 }
 
 extension HubMLP {

@@ -14,8 +14,8 @@ struct AnalyzeCommand: ParsableCommand {
             --text or --file analyse one text instead. Layers are L0…, experts E0…. --json writes the "moescope-analysis" format \
             described in the README.
 
-            Texts are routed a batch of context windows at a time, batches side by side on the cores, with a progress line; the \
-            gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
+            Texts are routed four context windows a batch, one batch per core at a time while the finished ones are summarised, \
+            with a progress line; the gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
 
             --trace FILE analyses a recorded routing trace instead of running a model: streamed over the file through the same \
             accumulator, the same report (and JSON) as a model's, with what the trace's data does not allow (entropy, margins and \
@@ -83,7 +83,8 @@ struct AnalyzeCommand: ParsableCommand {
         var done = 0
         var normTokens = 0
         for (domain, ids) in inputs {
-            try Self.route(ids, opened.model, normTokens: &normTokens) { traces in
+            guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
+            try WindowedRouting.route(ids, opened.model, normTokens: &normTokens) { traces in
                 accumulated.add(traces, domain: domain)
                 done += traces.count
                 progress.update(done)
@@ -103,64 +104,6 @@ struct AnalyzeCommand: ParsableCommand {
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
             print(AnalysisMarkdown(report: report, detailLayer: detail).text + "\n" + report.paperChecksMarkdown)
-        }
-    }
-
-    /// Tokens whose every expert output norm is recorded (the "Closer Look" columns): running
-    /// all E experts costs E/k times the experts' work, so a long text measures them on its
-    /// first 8,192 tokens only; shorter inputs (the default corpus sample included) on every token.
-    static let normSampleTokens = 8_192
-
-    /// Context windows run as one batch on each core: four 256-token windows give every
-    /// expert about 256 rows a product (as a training shard does), where one window gave it 64.
-    static let windowsPerBatch = 4
-
-    /// Routes `ids` in context-length windows, several windows a batch (`RoutingModel.route`),
-    /// batches side by side on the cores; hands each window's traces to `consume` in order, so
-    /// a long text's traces are summarised and dropped as it goes. Stops at the first NaN or ±∞.
-    /// `bench` times this same path.
-    static func route(
-        _ ids: [Int], _ model: any RoutingModel, normTokens: inout Int,
-        consume: ([RoutingTrace]) -> Void
-    ) throws {
-        guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
-        let windows = stride(from: 0, to: ids.count, by: model.contextLength).map {
-            Array(ids[$0..<min(ids.count, $0 + model.contextLength)])
-        }
-        let parallel = max(1, Kernels.threads)
-        var next = 0
-        while next < windows.count {
-            // Up to `parallel` batches; a batch's windows all record every expert's norm, or none do.
-            var batches: [(windows: [[Int]], allExpertNorms: Bool)] = []
-            while batches.count < parallel && next < windows.count {
-                let withNorms = normTokens < Self.normSampleTokens
-                var batch: [[Int]] = []
-                while batch.count < Self.windowsPerBatch && next < windows.count && (normTokens < Self.normSampleTokens) == withNorms {
-                    if withNorms { normTokens += windows[next].count }
-                    batch.append(windows[next])
-                    next += 1
-                }
-                batches.append((batch, withNorms))
-            }
-            var results = [Result<[(routing: [RoutingTrace], lastLogits: [Float])], Error>?](repeating: nil, count: batches.count)
-            results.withUnsafeMutableBufferPointer { slots in
-                Kernels.parallelFor(batches.count, threads: parallel) { index in
-                    slots[index] = Result {
-                        try model.route(
-                            sequences: batches[index].windows, allExpertNorms: batches[index].allExpertNorms,
-                            threads: batches.count > 1 ? 1 : parallel)
-                    }
-                }
-            }
-            for result in results {
-                for (routing, lastLogits) in try result!.get() {
-                    if let problem = InferenceError.firstNonFinite(in: routing, routedLayers: model.routedLayers, outputLogits: lastLogits)
-                    {
-                        throw problem
-                    }
-                    consume(routing)
-                }
-            }
         }
     }
 }

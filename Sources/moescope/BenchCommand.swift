@@ -51,9 +51,10 @@ struct BenchCommand: ParsableCommand {
     /// The measurements in the order the table lists them; each records its own rows.
     func run() throws {
         if let folder = hub.folder { return try benchModel(path: folder) }
-        // (Foundation on Linux ignores the width of %-34@: the names are not padded there.)
+        // Names are padded in Swift: Foundation on Linux ignores the width of `%-34@`.
         var table = BenchTable(printsRows: !json) {
-            String(format: "%-34@ %10.3f %@ %@", $0.name as NSString, $0.value, $0.unit, $0.note)
+            let name = $0.name.count < 34 ? $0.name + String(repeating: " ", count: 34 - $0.name.count) : $0.name
+            return "\(name) \(String(format: "%10.3f", $0.value)) \($0.unit) \($0.note)"
         }
         if traceOnly {
             try measureRecordedTrace(into: &table)
@@ -296,9 +297,9 @@ extension BenchCommand {
         var analyzeTimes: [Double] = []
         for _ in 0..<max(1, repeats / 2) {
             var accumulated = AnalysisReport.Accumulator(model: analyzed, expectedTokens: heldOut.count)
-            var normTokens = AnalyzeCommand.normSampleTokens
+            var normTokens = WindowedRouting.normSampleTokens
             let began = monotonicNanoseconds()
-            try AnalyzeCommand.route(heldOut, analyzed, normTokens: &normTokens) { accumulated.add($0, domain: "held-out") }
+            try WindowedRouting.route(heldOut, analyzed, normTokens: &normTokens) { accumulated.add($0, domain: "held-out") }
             analyzeTimes.append(Double(monotonicNanoseconds() - began) / 1e9)
         }
         table.record(

@@ -28,18 +28,26 @@ extension BenchCommand {
             "attention + router + top-\(model.config.topK) experts + LM head")
 
         var peakResident = 0
+        func sampleResident() {
+            let resident = MachineLimits.residentMemory()
+            peakResident = max(peakResident, resident.anonymous + resident.file)
+        }
+        table.record("load average at start", loadAverage(), "", "runnable processes, 1-minute average (the machine is shared)")
         for threads in Set([1, Kernels.threads]).sorted() {
             model.threads = threads
             let label = "\(threads) thread\(threads == 1 ? "" : "s")"
-            // The read bandwidth before and after the runs, the better kept: on a shared machine
-            // one measurement can land in a busy moment.
-            progress("measuring read bandwidth on \(label)")
-            var bandwidth = MachineLimits.readBandwidth(threads: threads)
             // Prefill: the prompt in one pass; decode: then one token at a time on the KV cache,
             // routing traces recorded for every token (what the explorer does per keypress).
+            // Each run is paired with a read-bandwidth measurement taken just before it, and its
+            // decode compared with that run's limit: on a shared machine the load changes from
+            // one second to the next, and a limit measured minutes away says little.
             var prefill: [Double] = []
             var decode: [Double] = []
+            var bandwidths: [Double] = []
+            var pairedRatios: [Double] = []
             _ = try model.forward(Array(tokens.prefix(4)))  // warm-up
+            progress("\(label): matrix-vector kernel against a plain read")
+            var kernelRate = MachineLimits.matrixVectorBandwidth(dtype: model.weightDType, threads: threads)
             let started = monotonicNanoseconds()
             for repeat_ in 0..<repeats {
                 let perRun = Double(monotonicNanoseconds() - started) / 1e9 / Double(max(1, repeat_))
@@ -48,35 +56,56 @@ extension BenchCommand {
                         + (decode.isEmpty
                             ? ""
                             : String(format: ", %.1f ms/token so far, ETA %.0f s", median(decode), perRun * Double(repeats - repeat_))))
+                let bandwidth = MachineLimits.readBandwidth(threads: threads, repeats: 3)
+                bandwidths.append(bandwidth)
                 var cache = model.makeCache()
                 var began = monotonicNanoseconds()
                 _ = try model.forward(Array(tokens.prefix(promptLength)), appendingTo: &cache)
                 prefill.append(Double(monotonicNanoseconds() - began) / 1e9)
+                sampleResident()
+                var run: [Double] = []
                 for step in 0..<steps {
                     began = monotonicNanoseconds()
                     _ = try model.forward([tokens[promptLength + repeat_ * steps + step]], appendingTo: &cache)
-                    decode.append(Double(monotonicNanoseconds() - began) / 1e6)
-                    let resident = MachineLimits.residentMemory()
-                    peakResident = max(peakResident, resident.anonymous + resident.file)
+                    run.append(Double(monotonicNanoseconds() - began) / 1e6)
+                    sampleResident()
                 }
+                decode += run
+                pairedRatios.append(median(run) / (bytesPerToken / bandwidth * 1e3))
             }
-            progress("measuring read bandwidth on \(label)")
-            bandwidth = max(bandwidth, MachineLimits.readBandwidth(threads: threads))
+            progress("\(label): matrix-vector kernel against a plain read")
+            kernelRate = max(kernelRate, MachineLimits.matrixVectorBandwidth(dtype: model.weightDType, threads: threads))
+            let bestBandwidth = max(bandwidths.max() ?? 0, MachineLimits.readBandwidth(threads: threads))
+            // The same kernel on a matrix that stays in cache: how fast its arithmetic alone runs.
+            let cachedRate = MachineLimits.matrixVectorBandwidth(dtype: model.weightDType, threads: threads, megabytes: 1, repeats: 50)
             progress(nil)
             let perToken = median(decode)
-            let limit = bytesPerToken / bandwidth * 1e3
-            table.record("read bandwidth (\(label))", bandwidth / 1e9, "GB/s", "best of 2 × 5 passes over 512 MB, before and after")
+            let limit = bytesPerToken / bestBandwidth * 1e3
+            table.record("read bandwidth (\(label))", bestBandwidth / 1e9, "GB/s", "best pass over 512 MB, before each run and after all")
+            table.record("read bandwidth, median of runs (\(label))", median(bandwidths) / 1e9, "GB/s", "measured just before each run")
+            table.record(
+                "matrix-vector kernel read rate (\(label))", kernelRate / 1e9, "GB/s",
+                "\(model.weightDType.rawValue) weights, 512 MB, 1 input row: "
+                    + String(format: "%.0f %% of the best plain read", kernelRate / bestBandwidth * 100))
+            table.record(
+                "matrix-vector kernel in cache (\(label))", cachedRate / 1e9, "GB/s",
+                "1 MB of \(model.weightDType.rawValue) weights: "
+                    + String(format: "%.1fx the memory's read rate", cachedRate / bestBandwidth))
             table.record(
                 "decode ms/token (\(label))", perToken, "ms",
                 "median of \(decode.count) steps after a \(promptLength)-token prompt, KV cache, traces on")
-            table.record("bandwidth limit ms/token (\(label))", limit, "ms", "bytes per token / read bandwidth")
+            table.record("bandwidth limit ms/token (\(label))", limit, "ms", "bytes per token / best read bandwidth")
             table.record(
                 "decode % of bandwidth limit (\(label))", limit / perToken * 100, "%",
-                String(format: "%.2fx the limit", perToken / limit))
+                String(format: "%.2fx the limit at the best bandwidth", perToken / limit))
+            table.record(
+                "decode / bandwidth limit, paired (\(label))", median(pairedRatios), "x",
+                "median over runs of (run's median ms/token) / (limit at the bandwidth measured just before it)")
             table.record("prefill tokens/s (\(label))", Double(promptLength) / median(prefill), "tok/s", "\(promptLength)-token prompt")
         }
+        table.record("load average at the end", loadAverage(), "", "")
         let memory = MachineLimits.residentMemory()
-        table.record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a decode step")
+        table.record("peak RSS", Double(peakResident) / 1e6, "MB", "largest RssAnon + RssFile after a prefill or decode step")
         table.record(
             "resident weights (mapped file pages)", Double(memory.file) / 1e6, "MB",
             "RssFile at the end: the weights touched, and ~20 MB of the program's own code")
@@ -99,6 +128,12 @@ extension BenchCommand {
             close(fd)
         }
         progress(nil)
+    }
+
+    /// The 1-minute load average (runnable processes), 0 where the system does not say.
+    func loadAverage() -> Double {
+        var load = [0.0, 0.0, 0.0]
+        return getloadavg(&load, 3) >= 1 ? load[0] : 0
     }
 
     /// One status line on stderr, rewritten in place; nil clears it.

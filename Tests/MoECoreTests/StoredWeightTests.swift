@@ -53,10 +53,14 @@ import Testing
     }
 
     /// Rows and columns that exercise full 32-column chunks, a ragged tail, fewer than four
-    /// rows, a ragged row group, and both the dot path (≤ 4 inputs) and the GEMM path.
+    /// rows, a ragged row group, one and two inputs at a time, and both the dot path (up to
+    /// `Kernels.fewInputRows` inputs) and the GEMM path.
     @Test(arguments: [SafeTensorsDType.f32, .f16, .bf16])
     func productsMatchThePlainReference(dtype: SafeTensorsDType) {
-        for (rows, columns, n) in [(1, 1, 1), (3, 31, 1), (7, 32, 2), (13, 100, 4), (9, 96, 5), (70, 257, 9), (66, 2048, 1), (5, 64, 17)] {
+        for (rows, columns, n) in [
+            (1, 1, 1), (3, 31, 1), (7, 32, 2), (13, 100, 4), (9, 96, 5), (70, 257, 9), (66, 2048, 1), (5, 64, 17),
+            (11, 70, Kernels.fewInputRows), (13, 100, Kernels.fewInputRows + 3),
+        ] {
             let w = Stored(rows: rows, columns: columns, dtype: dtype, seed: UInt64(rows * 7 + columns))
             defer { w.bytes.deallocate() }
             var g = SeededGenerator(seed: 99)
@@ -103,13 +107,17 @@ import Testing
         let weights = shapes.enumerated().map { Stored(rows: $1.0, columns: $1.1, dtype: dtype, seed: UInt64($0 + 5)) }
         defer { weights.forEach { $0.bytes.deallocate() } }
         var g = SeededGenerator(seed: 4)
-        for n in [1, 3, 6] {
-            let products = weights.map { w in (w, (0..<(n * w.matrix.columns)).map { _ in g.nextNormal() }, n) }
+        for n in [1, 3, 6, Kernels.fewInputRows + 1] {
+            // The GEMM path (more than `fewInputRows` inputs) on the two smaller shapes only: debug builds run it slowly.
+            let products = weights.prefix(n > Kernels.fewInputRows ? 2 : 4).map { w in
+                (w, (0..<(n * w.matrix.columns)).map { _ in g.nextNormal() }, n)
+            }
             let one = multiply(products, threads: 1, minimumBytesPerThread: 0)
             for threads in [2, 3] {
                 let split = multiply(products, threads: threads, minimumBytesPerThread: 0)
                 #expect(
-                    zip(one, split).allSatisfy { zip($0, $1).allSatisfy { $0.bitPattern == $1.bitPattern } }, "\(dtype) n \(n) threads \(threads)")
+                    zip(one, split).allSatisfy { zip($0, $1).allSatisfy { $0.bitPattern == $1.bitPattern } },
+                    "\(dtype) n \(n) threads \(threads)")
             }
         }
     }
