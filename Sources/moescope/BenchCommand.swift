@@ -246,7 +246,7 @@ extension BenchCommand {
         }
         for _ in 0..<max(1, min(repeats, 3)) {
             let start = monotonicNanoseconds()
-            _ = try TraceAnalysis.run(trace!)
+            _ = try AnalysisReport.Accumulator.reading(trace!)
             rates.append(Double(traceTokens * 58) / (Double(monotonicNanoseconds() - start) / 1e9))
         }
         let shape = "\(traceTokens) tokens × 58 layers × top-8 of 256 (written in \(String(format: "%.1f", written)) s)"
