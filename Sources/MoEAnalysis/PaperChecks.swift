@@ -26,63 +26,22 @@ public struct PaperChecks: Codable, Sendable {
         case rmoeBalance = "rmoe_balance"
     }
 
-    /// `counts`: the routing gathered so far (`Counts.add`, a batch of traces at a time);
+    /// `counts`: the routing gathered so far (`RoutingCounts.add`, a block of tokens at a time);
     /// `innerBalance`/`outerBalance`: the report's per-layer rows;
     /// `topOneMutualInformation`: moescope's L × L top-1 estimator, set beside RMoE's.
     public init(
-        counts: Counts, routedLayers: [Int], innerBalance: [Double], outerBalance: [Double],
+        counts: RoutingCounts, routedLayers: [Int], innerBalance: [Double], outerBalance: [Double],
         topOneMutualInformation: [[Double]]
     ) {
-        mixtralRepetition = ConsecutiveRepetitionCheck(
-            counts: counts.repetition, numExperts: counts.numExperts, topK: counts.topK, routedLayers: routedLayers)
-        olmoeCoActivation = CoActivationCheck(counts: counts.coActivation, topK: counts.topK, routedLayers: routedLayers)
+        mixtralRepetition = ConsecutiveRepetitionCheck(counts: counts, routedLayers: routedLayers)
+        olmoeCoActivation = CoActivationCheck(counts: counts, routedLayers: routedLayers)
         olmoeVocabularySpecialisation = VocabularySpecialisationCheck(
-            counts: counts.vocabulary, numExperts: counts.numExperts, topK: counts.topK, routedLayers: routedLayers)
-        olmoeDomainSpecialisation = DomainSpecialisationCheck(
-            counts: counts.domains, numExperts: counts.numExperts, topK: counts.topK, routedLayers: routedLayers)
-        rmoeMutualInformation = RMoEMutualInformationCheck(sums: counts.mutualInformation, topOne: topOneMutualInformation)
+            counts: counts.tokenExperts, numExperts: counts.numExperts, topK: counts.topK, routedLayers: routedLayers)
+        olmoeDomainSpecialisation = DomainSpecialisationCheck(counts: counts, routedLayers: routedLayers)
+        rmoeMutualInformation = RMoEMutualInformationCheck(sums: counts.perTokenMutualInformation, topOne: topOneMutualInformation)
         rmoeBalance = RMoEBalanceCheck(
             routedLayers: routedLayers, inner: innerBalance, outer: outerBalance,
             numExperts: counts.numExperts, topK: counts.topK)
-    }
-
-    /// What the checks are computed from, gathered a batch of traces at a time so that a long
-    /// text's traces never need to be held at once: counts and sums, whose size depends on the
-    /// model (and, for vocabulary specialisation, on the distinct token ids seen), not on the text.
-    public struct Counts: Sendable {
-        public let numExperts: Int
-        public let topK: Int
-        public private(set) var repetition: [(domain: String, counts: ConsecutiveRepetitionCheck.Counts)] = []
-        public private(set) var coActivation: CoActivationCheck.Counts
-        public private(set) var vocabulary: VocabularySpecialisationCheck.Counts
-        public private(set) var domains: [(domain: String, counts: DomainSpecialisationCheck.Counts)] = []
-        public private(set) var mutualInformation: RMoEMutualInformationCheck.Sums
-
-        /// `expectedTokens`: how many traces will be added in all; RMoE's per-token estimator
-        /// subsamples evenly above its work budget and must know the stride before the first trace.
-        public init(numExperts: Int, topK: Int, layerCount: Int, expectedTokens: Int) {
-            self.numExperts = numExperts
-            self.topK = topK
-            coActivation = CoActivationCheck.Counts(numExperts: numExperts, layerCount: layerCount)
-            vocabulary = VocabularySpecialisationCheck.Counts(topK: topK, layerCount: layerCount)
-            mutualInformation = RMoEMutualInformationCheck.Sums(
-                layerCount: layerCount, numExperts: numExperts, expectedTokens: expectedTokens)
-        }
-
-        /// `traces` follow on from the previous call's in text order. A call with the same
-        /// domain as the one before continues that domain's text (a token pair can straddle the
-        /// two calls); another domain starts a new text.
-        public mutating func add(_ traces: [RoutingTrace], domain: String) {
-            if repetition.last?.domain != domain {
-                repetition.append((domain, ConsecutiveRepetitionCheck.Counts(layerCount: coActivation.layerCount)))
-                domains.append((domain, DomainSpecialisationCheck.Counts(numExperts: numExperts, layerCount: coActivation.layerCount)))
-            }
-            repetition[repetition.count - 1].counts.add(traces)
-            domains[domains.count - 1].counts.add(traces)
-            coActivation.add(traces)
-            vocabulary.add(traces)
-            mutualInformation.add(traces)
-        }
     }
 }
 
@@ -129,17 +88,20 @@ public struct ConsecutiveRepetitionCheck: Codable, Sendable {
         case randomAnyOverlap = "random_any_overlap"
     }
 
-    init(counts byDomain: [(domain: String, counts: Counts)], numExperts: Int, topK: Int, routedLayers: [Int]) {
-        randomFirstChoice = 1 / Double(numExperts)
-        randomAnyOverlap = Self.randomOverlap(experts: numExperts, k: topK)
+    init(counts: RoutingCounts, routedLayers: [Int]) {
+        randomFirstChoice = 1 / Double(counts.numExperts)
+        randomAnyOverlap = Self.randomOverlap(experts: counts.numExperts, k: counts.topK)
         var total = [(first: Int, overlap: Int, pairs: Int)](repeating: (0, 0, 0), count: routedLayers.count)
-        domains = byDomain.map { domain, counts in
-            for (i, c) in counts.perLayer.enumerated() {
+        domains = counts.domains.map { domain in
+            let perLayer = routedLayers.indices.map { i in
+                (first: domain.sameFirstChoice[i], overlap: domain.overlapping[i], pairs: domain.pairs[i])
+            }
+            for (i, c) in perLayer.enumerated() {
                 total[i].first += c.first
                 total[i].overlap += c.overlap
                 total[i].pairs += c.pairs
             }
-            return DomainRates(domain: domain, layers: Self.rates(counts.perLayer, routedLayers: routedLayers))
+            return DomainRates(domain: domain.domain, layers: Self.rates(perLayer, routedLayers: routedLayers))
         }
         layers = Self.rates(total, routedLayers: routedLayers)
     }
@@ -147,38 +109,6 @@ public struct ConsecutiveRepetitionCheck: Codable, Sendable {
     /// Whether `current` repeats `previous` (the routing of the token before it, same layer).
     public static func repeats(previous: LayerRouting, current: LayerRouting) -> (firstChoice: Bool, anyOverlap: Bool) {
         (previous.topExpert == current.topExpert, current.experts.contains { previous.experts.contains($0) })
-    }
-
-    /// One text's repetition counts, gathered a batch at a time: the last trace of a batch is
-    /// kept to pair with the first of the next.
-    public struct Counts: Sendable {
-        /// Per layer: repeated first choices, overlapping top-k sets, consecutive pairs.
-        public private(set) var perLayer: [(first: Int, overlap: Int, pairs: Int)]
-        private var previous: RoutingTrace?
-
-        public init(layerCount: Int) { perLayer = Array(repeating: (0, 0, 0), count: layerCount) }
-
-        /// A pair counts only where positions follow on (never across context windows).
-        public mutating func add(_ traces: [RoutingTrace]) {
-            for current in traces {
-                defer { previous = current }
-                guard let previous, current.position == previous.position + 1 else { continue }
-                for i in 0..<min(perLayer.count, current.layers.count, previous.layers.count) {
-                    let r = ConsecutiveRepetitionCheck.repeats(previous: previous.layers[i], current: current.layers[i])
-                    perLayer[i].first += r.firstChoice ? 1 : 0
-                    perLayer[i].overlap += r.anyOverlap ? 1 : 0
-                    perLayer[i].pairs += 1
-                }
-            }
-        }
-    }
-
-    /// Per layer: repeated first choices, overlapping top-k sets and the number of consecutive
-    /// pairs, over traces in text order (a pair counts only where positions follow on).
-    public static func counts(_ traces: [RoutingTrace], layerCount: Int) -> [(first: Int, overlap: Int, pairs: Int)] {
-        var counts = Counts(layerCount: layerCount)
-        counts.add(traces)
-        return counts.perLayer
     }
 
     static func rates(_ counts: [(first: Int, overlap: Int, pairs: Int)], routedLayers: [Int]) -> [RepetitionRate] {
@@ -286,18 +216,18 @@ public struct CoActivationCheck: Codable, Sendable {
 
     public enum Form: Sendable { case allPairs, adjacentPairs }
 
-    init(counts: Counts, topK: Int, routedLayers: [Int]) {
+    init(counts: RoutingCounts, routedLayers: [Int]) {
         let numExperts = counts.numExperts
         let e = Double(numExperts)
-        let k = Double(topK)
+        let k = Double(counts.topK)
         randomAllPairs = numExperts > 1 ? (k - 1) / (e - 1) : 0
         randomAdjacentPairs = numExperts > 1 ? 2 * (k - 1) / (k * (e - 1)) : 0
         var matrices: [[[Double]]] = []
         layers = routedLayers.indices.map { i in
-            let all = counts.matrix(layer: i, form: .allPairs)
+            let all = counts.coActivation(layer: i, form: .allPairs)
             matrices.append(all)
-            let adjacent = counts.matrix(layer: i, form: .adjacentPairs)
-            let used = counts.usedExperts(layer: i)
+            let adjacent = counts.coActivation(layer: i, form: .adjacentPairs)
+            let used = counts.layerLoad(i).counts.map { $0 > 0 }
             return CoActivationLayer(
                 layer: routedLayers[i], meanStrongestAllPairs: Self.meanRowMaximum(all, rows: used),
                 meanStrongestAdjacentPairs: Self.meanRowMaximum(adjacent, rows: used),
@@ -306,69 +236,43 @@ public struct CoActivationCheck: Codable, Sendable {
         allPairsMatrices = matrices
     }
 
-    init(traces: [RoutingTrace], numExperts: Int, topK: Int, routedLayers: [Int]) {
-        var counts = Counts(numExperts: numExperts, layerCount: routedLayers.count)
-        counts.add(traces)
-        self.init(counts: counts, topK: topK, routedLayers: routedLayers)
-    }
-
-    /// Per routed layer, how often each expert and each ordered pair of experts was chosen
-    /// (both forms), gathered a batch of traces at a time.
-    public struct Counts: Sendable {
-        public let numExperts: Int
-        public let layerCount: Int
-        /// [layer][e]: tokens with e in their top-k.
-        private var single: [[Int]]
-        /// [layer][a · E + b], both forms.
-        private var allPairs: [[Int]]
-        private var adjacentPairs: [[Int]]
-
-        public init(numExperts: Int, layerCount: Int) {
-            self.numExperts = numExperts
-            self.layerCount = layerCount
-            single = Array(repeating: Array(repeating: 0, count: numExperts), count: layerCount)
-            allPairs = Array(repeating: Array(repeating: 0, count: numExperts * numExperts), count: layerCount)
-            adjacentPairs = allPairs
-        }
-
-        public mutating func add(_ traces: [RoutingTrace]) {
-            for trace in traces {
-                for layer in 0..<min(layerCount, trace.layers.count) { add(trace.layers[layer].experts, at: layer) }
+    /// Counts one token's top-k set `chosen` (k distinct experts, most probable first) into one
+    /// layer's tables: `load[e]`, and at [i · E + j], i < j, the pairs in the set (`all`) and the
+    /// neighbours in the list (`adjacent`). Both matrices are symmetric, so each pair is stored once.
+    @inline(__always)
+    static func count(
+        _ chosen: UnsafePointer<Int32>, k: Int, e: Int, load: UnsafeMutablePointer<Int>, all: UnsafeMutablePointer<Int32>,
+        adjacent: UnsafeMutablePointer<Int32>
+    ) {
+        for a in 0..<k {
+            let i = Int(chosen[a])
+            load[i] += 1
+            for b in (a + 1)..<max(a + 1, k) {
+                let j = Int(chosen[b])
+                if i != j { all[i < j ? i * e + j : j * e + i] &+= 1 }
+            }
+            if a + 1 < k {
+                let j = Int(chosen[a + 1])
+                if i != j { adjacent[i < j ? i * e + j : j * e + i] &+= 1 }
             }
         }
-
-        /// One token's top-k set, counted at slot `layer` of these counts.
-        mutating func add(_ chosen: [Int], at layer: Int) {
-            let n = numExperts
-            for e in chosen { single[layer][e] += 1 }
-            for a in chosen { for b in chosen where a != b { allPairs[layer][a * n + b] += 1 } }
-            for (a, b) in zip(chosen, chosen.dropFirst()) where a != b {
-                adjacentPairs[layer][a * n + b] += 1
-                adjacentPairs[layer][b * n + a] += 1
-            }
-        }
-
-        /// E × E matrix of P(j | i) at routed layer `layer` (row i, column j; diagonal 0).
-        public func matrix(layer: Int, form: Form) -> [[Double]] {
-            let pairs = form == .allPairs ? allPairs[layer] : adjacentPairs[layer]
-            return (0..<numExperts).map { i in
-                (0..<numExperts).map { j in
-                    single[layer][i] > 0 ? Double(pairs[i * numExperts + j]) / Double(single[layer][i]) : 0
-                }
-            }
-        }
-
-        func usedExperts(layer: Int) -> [Bool] { single[layer].map { $0 > 0 } }
     }
 
     /// E × E matrix of P(j | i) at routed layer `layer` (row i, column j; diagonal 0). The
-    /// explorer's co-activation view draws this for the selected layer.
-    public static func matrix(_ traces: [RoutingTrace], layer: Int, numExperts: Int, form: Form) -> [[Double]] {
-        // Counts for that one layer only: the explorer calls this every frame, and counting
-        // every layer up to it would cost L · E² per frame at 256 experts.
-        var counts = Counts(numExperts: numExperts, layerCount: 1)
-        for trace in traces where layer < trace.layers.count { counts.add(trace.layers[layer].experts, at: 0) }
-        return counts.matrix(layer: 0, form: form)
+    /// explorer's co-activation view draws this for the selected layer: it counts that one
+    /// layer only (it is called every frame).
+    public static func matrix(_ traces: [RoutingTrace], layer: Int, numExperts e: Int, form: Form) -> [[Double]] {
+        var load = [Int](repeating: 0, count: e)
+        var all = [Int32](repeating: 0, count: e * e)
+        var adjacent = all
+        for trace in traces where layer < trace.layers.count {
+            let chosen = trace.layers[layer].experts.map { Int32($0) }
+            count(chosen, k: chosen.count, e: e, load: &load, all: &all, adjacent: &adjacent)
+        }
+        let pairs = form == .allPairs ? all : adjacent
+        return (0..<e).map { i in
+            (0..<e).map { j in i != j && load[i] > 0 ? Double(pairs[min(i, j) * e + max(i, j)]) / Double(load[i]) : 0 }
+        }
     }
 
     static func meanRowMaximum(_ m: [[Double]], rows used: [Bool]) -> Double {
@@ -418,6 +322,10 @@ public struct VocabularySpecialisationCheck: Codable, Sendable {
     public var randomTopK: Double
     public var frequentMinimum = 10
     public var layers: [VocabularyLayer]
+    /// Tokens left uncounted: on a very large trace the token × expert counts take an even
+    /// subsample (a work budget) and at most `TokenExpertCounts.maxDistinctTokens` ids (a
+    /// memory budget). 0 on every text within both.
+    public var uncountedOccurrences = 0
     public var publishedNote =
         "OLMoE publishes vocabulary specialisation as per-layer and per-expert plots (figures), not as a table; we found no numbers to set beside ours."
 
@@ -426,76 +334,23 @@ public struct VocabularySpecialisationCheck: Codable, Sendable {
         case randomTopOne = "random_top1"
         case randomTopK = "random_top_k"
         case frequentMinimum = "frequent_minimum"
+        case uncountedOccurrences = "uncounted_occurrences"
         case publishedNote = "published_note"
     }
 
-    init(counts: Counts, numExperts: Int, topK: Int, routedLayers: [Int]) {
+    init(counts: TokenExpertCounts, numExperts: Int, topK: Int, routedLayers: [Int]) {
         randomTopOne = 1 / Double(numExperts)
         randomTopK = Double(topK) / Double(numExperts)
         let minimum = frequentMinimum
         layers = routedLayers.indices.map { i in
-            let one = counts.specialisation(layer: i, depth: 1, minimumOccurrences: 1)
-            let k = counts.specialisation(layer: i, depth: topK, minimumOccurrences: 1)
-            let frequent = counts.specialisation(layer: i, depth: 1, minimumOccurrences: minimum)
+            let one = counts.specialisation(layer: i, topK: false, minimumOccurrences: 1)
+            let k = counts.specialisation(layer: i, topK: true, minimumOccurrences: 1)
+            let frequent = counts.specialisation(layer: i, topK: false, minimumOccurrences: minimum)
             return VocabularyLayer(
                 layer: routedLayers[i], topOne: one.mean, topK: k.mean, topOneFrequent: frequent.mean,
                 distinctTokens: one.tokens, frequentTokens: frequent.tokens)
         }
-    }
-
-    /// Per routed layer and token id: occurrences, and how often each expert was its first
-    /// choice and in its top-k set — gathered a batch of traces at a time.
-    public struct Counts: Sendable {
-        public let topK: Int
-        /// [layer][token]
-        private var occurrences: [[Int: Int]]
-        /// [layer][token][expert], first choice and top-k set.
-        private var firstChoice: [[Int: [Int: Int]]]
-        private var inTopK: [[Int: [Int: Int]]]
-
-        public init(topK: Int, layerCount: Int) {
-            self.topK = topK
-            occurrences = Array(repeating: [:], count: layerCount)
-            firstChoice = Array(repeating: [:], count: layerCount)
-            inTopK = firstChoice
-        }
-
-        public mutating func add(_ traces: [RoutingTrace]) {
-            for trace in traces {
-                for layer in 0..<min(occurrences.count, trace.layers.count) {
-                    occurrences[layer][trace.token, default: 0] += 1
-                    let experts = trace.layers[layer].experts
-                    if let first = experts.first { firstChoice[layer][trace.token, default: [:]][first, default: 0] += 1 }
-                    for e in experts.prefix(topK) { inTopK[layer][trace.token, default: [:]][e, default: 0] += 1 }
-                }
-            }
-        }
-
-        /// Mean over token ids seen ≥ `minimumOccurrences` times of max_e N(x, e) / N(x), where
-        /// N(x, e) counts occurrences of x with e among the first `depth` choices (1 or k).
-        /// Summed in token-id order, so the result does not depend on hashing.
-        public func specialisation(layer: Int, depth: Int, minimumOccurrences: Int) -> (mean: Double, tokens: Int) {
-            precondition(depth == 1 || depth == topK, "specialisation is counted for the first choice and the top-k set")
-            let byExpert = depth == 1 ? firstChoice[layer] : inTopK[layer]
-            var total = 0.0
-            var counted = 0
-            for (token, n) in occurrences[layer].sorted(by: { $0.key < $1.key }) where n >= minimumOccurrences {
-                total += Double(byExpert[token]?.values.max() ?? 0) / Double(n)
-                counted += 1
-            }
-            return (counted > 0 ? total / Double(counted) : 0, counted)
-        }
-    }
-
-    /// Mean over token ids seen ≥ `minimumOccurrences` times of max_e N(x, e) / N(x), where N(x, e)
-    /// counts occurrences of x with e among the first `depth` choices.
-    public static func specialisation(
-        _ traces: [RoutingTrace], layer: Int, depth: Int,
-        minimumOccurrences: Int
-    ) -> (mean: Double, tokens: Int) {
-        var counts = Counts(topK: depth, layerCount: layer + 1)
-        counts.add(traces)
-        return counts.specialisation(layer: layer, depth: depth, minimumOccurrences: minimumOccurrences)
+        uncountedOccurrences = counts.uncountedOccurrences
     }
 }
 
@@ -531,44 +386,19 @@ public struct DomainSpecialisationCheck: Codable, Sendable {
         case publishedNote = "published_note"
     }
 
-    init(counts byDomain: [(domain: String, counts: Counts)], numExperts: Int, topK: Int, routedLayers: [Int]) {
-        let baseline = Double(topK) / Double(numExperts)
-        domains = byDomain.map { domain, counts in
-            let tokens = Double(max(1, counts.tokens))
+    init(counts: RoutingCounts, routedLayers: [Int]) {
+        let baseline = Double(counts.topK) / Double(counts.numExperts)
+        let e = counts.numExperts
+        domains = counts.domains.map { domain in
+            let tokens = Double(max(1, domain.tokens))
+            // A token's experts differ, so its slots per expert count its tokens with that expert.
             let layers = routedLayers.indices.map { i -> DomainSpecialisationEntry in
-                let c = counts.perLayer[i]
-                let best = c.indices.max { c[$0] < c[$1] || (c[$0] == c[$1] && $0 > $1) } ?? 0
+                let c = domain.load[i * e..<(i + 1) * e]
+                let best = c.indices.max { c[$0] < c[$1] || (c[$0] == c[$1] && $0 > $1) }.map { $0 - i * e } ?? 0
                 return DomainSpecialisationEntry(
-                    layer: routedLayers[i], expert: best, specialisation: Double(c[best]) / tokens, baseline: baseline)
+                    layer: routedLayers[i], expert: best, specialisation: Double(c[i * e + best]) / tokens, baseline: baseline)
             }
-            return Domain(domain: domain, layers: layers)
-        }
-    }
-
-    init(tracesByDomain: [(domain: String, traces: [RoutingTrace])], numExperts: Int, topK: Int, routedLayers: [Int]) {
-        let counts = tracesByDomain.map { domain, traces in
-            var c = Counts(numExperts: numExperts, layerCount: routedLayers.count)
-            c.add(traces)
-            return (domain, c)
-        }
-        self.init(counts: counts, numExperts: numExperts, topK: topK, routedLayers: routedLayers)
-    }
-
-    /// One domain's tokens, and per layer how many of them have each expert in their top-k.
-    public struct Counts: Sendable {
-        public private(set) var tokens = 0
-        /// [layer][e] (a token's experts are distinct).
-        public private(set) var perLayer: [[Int]]
-
-        public init(numExperts: Int, layerCount: Int) {
-            perLayer = Array(repeating: Array(repeating: 0, count: numExperts), count: layerCount)
-        }
-
-        public mutating func add(_ traces: [RoutingTrace]) {
-            tokens += traces.count
-            for trace in traces {
-                for i in 0..<min(perLayer.count, trace.layers.count) { for e in trace.layers[i].experts { perLayer[i][e] += 1 } }
-            }
+            return Domain(domain: domain.domain, layers: layers)
         }
     }
 }
@@ -634,21 +464,27 @@ public struct RMoEMutualInformationCheck: Codable, Sendable {
             sums = Array(repeating: 0, count: layerCount * layerCount)
         }
 
-        public mutating func add(_ traces: [RoutingTrace]) {
+        public mutating func add(_ block: RoutingBlock) {
+            guard let probabilities = block.probabilities else {
+                seen += block.count
+                return
+            }
+            let layers = min(layerCount, block.layerCount)
+            let experts = block.numExperts
+            guard experts > 0 else { return }
             var joint = [Int](repeating: 0, count: bins * bins)
-            for trace in traces {
+            var binned = [Int](repeating: 0, count: layers * experts)
+            var marginal = [Int](repeating: 0, count: layers * bins)
+            for t in 0..<block.count {
                 defer { seen += 1 }
                 guard seen % stride == 0 else { continue }
                 tokensUsed += 1
-                let layers = min(layerCount, trace.layers.count)
-                let experts = trace.layers.first?.probabilities.count ?? 0
-                guard experts > 0 else { continue }
                 // Bin indices and the per-layer bin histograms (the marginals) once per token.
-                var binned = [Int](repeating: 0, count: layers * experts)
-                var marginal = [Int](repeating: 0, count: layers * bins)
+                for k in marginal.indices { marginal[k] = 0 }
                 for i in 0..<layers {
-                    for (e, p) in trace.layers[i].probabilities.enumerated() {
-                        let b = min(bins - 1, max(0, Int(Double(p) * Double(bins))))
+                    let row = (t * block.layerCount + i) * experts
+                    for e in 0..<experts {
+                        let b = min(bins - 1, max(0, Int(Double(probabilities[row + e]) * Double(bins))))
                         binned[i * experts + e] = b
                         marginal[i * bins + b] += 1
                     }
@@ -683,7 +519,8 @@ public struct RMoEMutualInformationCheck: Codable, Sendable {
     /// L × L mean over tokens of the per-token mutual information between two layers' binned probability vectors.
     public static func matrix(_ traces: [RoutingTrace], layerCount: Int, bins: Int) -> [[Double]] {
         var sums = Sums(layerCount: layerCount, numExperts: 1, expectedTokens: 0, bins: bins)
-        sums.add(traces)
+        let experts = traces.first?.layers.first?.probabilities.count ?? 0
+        sums.add(RoutingBlock(traces: traces, layerCount: layerCount, topK: traces.first?.layers.first?.experts.count ?? 0, numExperts: experts))
         return sums.matrix
     }
 

@@ -1,19 +1,21 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// RMSNorm: y = x / √(mean(x²) + ε) ⊙ g.
 public struct RMSNorm: Sendable {
     public var gain: Tensor
     public let epsilon: Float
+    /// The gain's checkpoint name.
+    public let name: String
 
     public init(_ name: String, size: Int, epsilon: Float, from source: inout some WeightSource) throws {
-        self.init(gain: try source.tensor(name, shape: [size], initializer: .constant(1)), epsilon: epsilon)
+        self.init(gain: try source.tensor(name, shape: [size], initializer: .constant(1)), epsilon: epsilon, name: name)
     }
 
-    public init(gain: Tensor, epsilon: Float) { self.gain = gain; self.epsilon = epsilon }
+    public init(gain: Tensor, epsilon: Float, name: String = "") { (self.gain, self.epsilon, self.name) = (gain, epsilon, name) }
 
     /// Normalises every run of `gain.count` values: each row, or, with a gain narrower than
     /// the row, each head of it (Qwen3-MoE's per-head q/k norm).
@@ -22,19 +24,25 @@ public struct RMSNorm: Sendable {
         x.scalars.withUnsafeBufferPointer { xp in
             gain.scalars.withUnsafeBufferPointer { gp in
                 y.scalars.withUnsafeMutableBufferPointer { yp in
-                    Kernels.rmsNorm(xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!,
-                                    rows: x.count / gain.count, cols: gain.count, eps: epsilon)
+                    Kernels.rmsNorm(
+                        xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!,
+                        rows: x.count / gain.count, cols: gain.count, eps: epsilon)
                 }
             }
         }
         return y
+    }
+
+    /// The same normalisation on the tape, for training.
+    public func callAsFunction(_ x: Variable, on tape: Tape, parameter: (String) -> Variable) -> Variable {
+        tape.rmsNorm(x, gain: parameter(name), epsilon: epsilon)
     }
 }
 
 /// Rotary position embedding (RoPE), in the "rotate half" layout of Llama and Mixtral:
 /// dimension i pairs with i + D/2, rotated by angle pos · θ^(−2i/D).
 public struct RotaryEmbedding: Sendable {
-    let cosines: [Float]   // [context × D/2]
+    let cosines: [Float]  // [context × D/2]
     let sines: [Float]
     let halfDim: Int
 
@@ -46,15 +54,19 @@ public struct RotaryEmbedding: Sendable {
     /// with cos and sin multiplied by `scale` (YaRN's attention factor).
     public init(inverseFrequencies: [Double], context: Int, scale: Double = 1) {
         halfDim = inverseFrequencies.count
-        var c = [Float](), s = [Float]()
-        c.reserveCapacity(context * halfDim); s.reserveCapacity(context * halfDim)
+        var c = [Float]()
+        var s = [Float]()
+        c.reserveCapacity(context * halfDim)
+        s.reserveCapacity(context * halfDim)
         for position in 0..<context {
             for frequency in inverseFrequencies {
                 let angle = Double(position) * frequency
-                c.append(Float(cos(angle) * scale)); s.append(Float(sin(angle) * scale))
+                c.append(Float(cos(angle) * scale))
+                s.append(Float(sin(angle) * scale))
             }
         }
-        cosines = c; sines = s
+        cosines = c
+        sines = s
     }
 
     /// Rotates `x` (one head's rotary part, 2 × halfDim values laid out in interleaved pairs
@@ -63,8 +75,10 @@ public struct RotaryEmbedding: Sendable {
     public func applyInterleaved(_ x: UnsafeMutablePointer<Float>, position: Int) {
         let base = position * halfDim
         for i in 0..<halfDim {
-            let a = x[2 * i], b = x[2 * i + 1]
-            let c = cosines[base + i], s = sines[base + i]
+            let a = x[2 * i]
+            let b = x[2 * i + 1]
+            let c = cosines[base + i]
+            let s = sines[base + i]
             x[2 * i] = a * c - b * s
             x[2 * i + 1] = b * c + a * s
         }
@@ -77,201 +91,13 @@ public struct RotaryEmbedding: Sendable {
         for h in 0..<numHeads {
             let head = x + h * 2 * halfDim
             for i in 0..<halfDim {
-                let a = head[i], b = head[i + halfDim]
-                let c = cosines[base + i], s = inverse ? -sines[base + i] : sines[base + i]
+                let a = head[i]
+                let b = head[i + halfDim]
+                let c = cosines[base + i]
+                let s = inverse ? -sines[base + i] : sines[base + i]
                 head[i] = a * c - b * s
                 head[i + halfDim] = b * c + a * s
             }
         }
-    }
-}
-
-/// Keys and values of every past position, per layer, so each new token attends without
-/// recomputing the prefix.
-public struct KVCache: Sendable {
-    public private(set) var length = 0
-    public let capacity: Int
-    var keys: [[Float]]     // per layer, [capacity × d]
-    var values: [[Float]]
-
-    public init(config: ModelConfig) {
-        capacity = config.contextLength
-        let empty = [Float](repeating: 0, count: config.contextLength * config.hiddenSize)
-        keys = Array(repeating: empty, count: config.numLayers)
-        values = keys
-    }
-
-    public var remaining: Int { capacity - length }
-    public mutating func reset() { length = 0 }
-    mutating func advance(by count: Int) { length += count }
-}
-
-/// Causal multi-head self-attention with RoPE and a KV cache.
-public struct CausalSelfAttention: Sendable {
-    public var query, key, value, output: Linear
-    let numHeads: Int
-    let headDim: Int
-
-    public init(_ prefix: String, config: ModelConfig, from source: inout some WeightSource) throws {
-        let d = config.hiddenSize, std = config.initStd
-        query = try Linear("\(prefix).q_proj.weight", in: d, out: d, std: std, from: &source)
-        key = try Linear("\(prefix).k_proj.weight", in: d, out: d, std: std, from: &source)
-        value = try Linear("\(prefix).v_proj.weight", in: d, out: d, std: std, from: &source)
-        // Scaled by depth (GPT-2) so the residual stream does not grow with the layer count.
-        output = try Linear("\(prefix).o_proj.weight", in: d, out: d,
-                            std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source)
-        numHeads = config.numHeads
-        headDim = config.headDim
-    }
-
-    /// x: [T × d], the rows of one or more sequences one after another (`lengths`); sequence
-    /// s's rows are positions caches[s].length ..< caches[s].length + lengths[s] of `layer`.
-    /// The projections run on all rows at once, attention within each sequence. Appends each
-    /// sequence's keys and values to its cache (the caller advances the lengths once per pass).
-    func callAsFunction(_ x: Tensor, layer: Int, caches: UnsafeMutableBufferPointer<KVCache>, lengths: [Int],
-                        rope: RotaryEmbedding, threads: Int) -> Tensor {
-        let d = x.cols
-        var q = query(x, threads: threads), k = key(x, threads: threads)
-        let v = value(x, threads: threads)
-        var attended = Tensor(uninitialized: [x.rows, d])
-        var first = 0
-        for (s, count) in lengths.enumerated() {
-            let start = caches[s].length
-            let rows = first * d ..< (first + count) * d
-            q.scalars.withUnsafeMutableBufferPointer { qp in
-                k.scalars.withUnsafeMutableBufferPointer { kp in
-                    for t in 0..<count {
-                        rope.apply(qp.baseAddress! + (first + t) * d, numHeads: numHeads, position: start + t)
-                        rope.apply(kp.baseAddress! + (first + t) * d, numHeads: numHeads, position: start + t)
-                    }
-                }
-            }
-            caches[s].keys[layer].replaceSubrange(start * d ..< (start + count) * d, with: k.scalars[rows])
-            caches[s].values[layer].replaceSubrange(start * d ..< (start + count) * d, with: v.scalars[rows])
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: count * (start + count))
-            defer { scores.deallocate() }
-            q.scalars.withUnsafeBufferPointer { qp in
-                caches[s].keys[layer].withUnsafeBufferPointer { kp in
-                    caches[s].values[layer].withUnsafeBufferPointer { vp in
-                        attended.scalars.withUnsafeMutableBufferPointer { op in
-                            for h in 0..<numHeads {
-                                let offset = h * headDim
-                                Kernels.causalAttention(count: count, offset: start,
-                                                        queries: .init(qp.baseAddress! + first * d + offset, leadingDimension: d),
-                                                        keys: .init(kp.baseAddress! + offset, leadingDimension: d),
-                                                        values: .init(vp.baseAddress! + offset, leadingDimension: d),
-                                                        dims: headDim, valueDims: headDim, scale: 1 / Float(headDim).squareRoot(),
-                                                        scores: scores, into: op.baseAddress! + first * d + offset, ldo: d)
-                            }
-                        }
-                    }
-                }
-            }
-            first += count
-        }
-        return output(attended, threads: threads)
-    }
-}
-
-/// One expert: a SwiGLU feed-forward network, y = W2 (SiLU(W1 u) ⊙ W3 u) (Mixtral's names).
-public struct SwiGLUExpert: Sendable {
-    public var gate: Linear   // w1 [h × d]
-    public var up: Linear     // w3 [h × d]
-    public var down: Linear   // w2 [d × h]
-
-    public init(_ prefix: String, config: ModelConfig, from source: inout some WeightSource) throws {
-        let d = config.hiddenSize, h = config.expertHiddenSize, std = config.initStd
-        gate = try Linear("\(prefix).w1.weight", in: d, out: h, std: std, from: &source)
-        down = try Linear("\(prefix).w2.weight", in: h, out: d, std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source)
-        up = try Linear("\(prefix).w3.weight", in: d, out: h, std: std, from: &source)
-    }
-
-    public func callAsFunction(_ u: Tensor, threads: Int = Kernels.threads) -> Tensor {
-        down(Kernels.swiglu(gate: gate(u, threads: threads), up: up(u, threads: threads)), threads: threads)
-    }
-}
-
-/// Top-k of one probability row: indices by descending probability, ties to the lower index.
-public func topK(_ probabilities: ArraySlice<Float>, k: Int) -> [Int] {
-    let base = probabilities.startIndex
-    var chosen: [Int] = []
-    chosen.reserveCapacity(k)
-    for _ in 0..<k {
-        var best = -1
-        for e in 0..<probabilities.count where !chosen.contains(e) {
-            if best < 0 || probabilities[base + e] > probabilities[base + best] { best = e }
-        }
-        chosen.append(best)
-    }
-    return chosen
-}
-
-/// The sparse feed-forward block: route, then send each token to its k experts (dropless:
-/// every expert takes all the tokens routed to it, as one batched product).
-public struct MoEBlock: Sendable {
-    public var experts: [SwiGLUExpert]
-    var topK: Int
-    /// Mixture weights renormalised over the k (Mixtral); off, they are the raw probabilities.
-    var renormalises = true
-
-    public init(layer: Int, config: ModelConfig, from source: inout some WeightSource) throws {
-        experts = try (0..<config.numExperts).map {
-            try SwiGLUExpert("model.layers.\(layer).block_sparse_moe.experts.\($0)", config: config, from: &source)
-        }
-        topK = config.topK
-    }
-
-    /// u: normed input [T × d]; logits: router output [T × E]. Returns the block output and how
-    /// each token was routed (without router-specific fields, which the caller fills in).
-    /// With `allExpertNorms`, every expert also runs on every token to record ‖SwiGLU_e(u)‖.
-    func callAsFunction(_ u: Tensor, logits: Tensor, allExpertNorms: Bool = false,
-                        threads: Int = Kernels.threads) -> (Tensor, [LayerRouting]) {
-        let count = u.rows, d = u.cols, numExperts = experts.count
-        var probabilities = logits
-        var routing: [LayerRouting] = []
-        routing.reserveCapacity(count)
-        var assigned = [[(token: Int, slot: Int)]](repeating: [], count: numExperts)
-        probabilities.scalars.withUnsafeMutableBufferPointer { p in
-            for t in 0..<count { Kernels.softmax(p.baseAddress! + t * numExperts, count: numExperts) }
-        }
-        for t in 0..<count {
-            let row = probabilities.scalars[t * numExperts ..< (t + 1) * numExperts]
-            let chosen = MoECore.topK(row, k: topK)
-            let total = renormalises ? chosen.reduce(Float(0)) { $0 + row[row.startIndex + $1] } : 1
-            for (slot, e) in chosen.enumerated() { assigned[e].append((t, slot)) }
-            routing.append(LayerRouting(
-                logits: Array(logits.row(t)), probabilities: Array(row), experts: chosen,
-                weights: chosen.map { row[row.startIndex + $0] / total },
-                expertOutputNorms: [Float](repeating: 0, count: topK), gruHidden: nil, routerNanoseconds: 0))
-        }
-        if allExpertNorms {
-            for t in 0..<count { routing[t].allExpertOutputNorms = [Float](repeating: 0, count: numExperts) }
-            for (e, expert) in experts.enumerated() {
-                let y = expert(u, threads: threads)
-                y.scalars.withUnsafeBufferPointer { yp in
-                    for t in 0..<count {
-                        routing[t].allExpertOutputNorms![e] = Kernels.sumOfSquares(yp.baseAddress! + t * d, count: d).squareRoot()
-                    }
-                }
-            }
-        }
-        var output = Tensor(zeros: [count, d])
-        for e in 0..<numExperts where !assigned[e].isEmpty {
-            let batch = assigned[e]
-            var gathered = [Float]()
-            gathered.reserveCapacity(batch.count * d)
-            for item in batch { gathered.append(contentsOf: u.row(item.token)) }
-            let y = experts[e](Tensor(shape: [batch.count, d], scalars: gathered), threads: threads)
-            y.scalars.withUnsafeBufferPointer { yp in
-                output.scalars.withUnsafeMutableBufferPointer { op in
-                    for (row, item) in batch.enumerated() {
-                        let source = yp.baseAddress! + row * d
-                        routing[item.token].expertOutputNorms[item.slot] = Kernels.sumOfSquares(source, count: d).squareRoot()
-                        Kernels.axpy(routing[item.token].weights[item.slot], source, op.baseAddress! + item.token * d, count: d)
-                    }
-                }
-            }
-        }
-        return (output, routing)
     }
 }

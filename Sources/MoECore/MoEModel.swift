@@ -1,22 +1,29 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// One pre-norm decoder layer: x += Attention(RMSNorm(x)); x += MoE(RMSNorm(x)).
 public struct DecoderLayer: Sendable {
     public var attentionNorm: RMSNorm
-    public var attention: CausalSelfAttention
+    public var attention: GroupedQueryAttention<Linear>
     public var moeNorm: RMSNorm
-    public var moe: MoEBlock
+    public var moe: SparseMoE<Linear>
 
     init(_ index: Int, config: ModelConfig, from source: inout some WeightSource) throws {
         let prefix = "model.layers.\(index)"
         attentionNorm = try RMSNorm("\(prefix).input_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
-        attention = try CausalSelfAttention("\(prefix).self_attn", config: config, from: &source)
-        moeNorm = try RMSNorm("\(prefix).post_attention_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
-        moe = try MoEBlock(layer: index, config: config, from: &source)
+        attention = try GroupedQueryAttention("\(prefix).self_attn", config: config, from: &source)
+        moeNorm = try RMSNorm(
+            "\(prefix).post_attention_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
+        moe = try SparseMoE(layer: index, config: config, from: &source)
+    }
+
+    /// Every weight, by checkpoint name, in declaration order.
+    var parameters: [(name: String, tensor: Tensor)] {
+        [(attentionNorm.name, attentionNorm.gain), (moeNorm.name, moeNorm.gain)]
+            + (attention.parameters + moe.experts.flatMap(\.parameters)).map { ($0.name, $0.weight) }
     }
 }
 
@@ -26,7 +33,10 @@ public struct ForwardResult: Sendable {
     public var logits: Tensor
     public var routing: [RoutingTrace]
 
-    public init(logits: Tensor, routing: [RoutingTrace]) { self.logits = logits; self.routing = routing }
+    public init(logits: Tensor, routing: [RoutingTrace]) {
+        self.logits = logits
+        self.routing = routing
+    }
 }
 
 public enum InferenceError: Error, CustomStringConvertible, Equatable {
@@ -39,13 +49,14 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .nonFinite(location, value):
-            return "the model produced \(value.isNaN ? "NaN" : value > 0 ? "+inf" : "-inf") at \(location) — its weights hold NaN/inf or overflow there; check or replace the checkpoint"
+        case .nonFinite(let location, let value):
+            return
+                "the model produced \(value.isNaN ? "NaN" : value > 0 ? "+inf" : "-inf") at \(location) — its weights hold NaN/inf or overflow there; check or replace the checkpoint"
         case .emptyInput:
             return "the text encodes to no tokens — give at least one character of text"
-        case let .contextFull(needed, capacity):
+        case .contextFull(let needed, let capacity):
             return "the text needs \(needed) token positions but the model's context is \(capacity) — shorten the text"
-        case let .tokenOutOfRange(token, vocabSize):
+        case .tokenOutOfRange(let token, let vocabSize):
             return "token id \(token) is outside the vocabulary (0..<\(vocabSize)) — was the text encoded with this model's tokenizer?"
         }
     }
@@ -56,10 +67,10 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
 /// Tensor names follow Mixtral's.
 public struct MoEModel: Sendable {
     public let config: ModelConfig
-    public var embedding: Tensor          // [vocab × d]
+    public var embedding: Tensor  // [vocab × d]
     public var layers: [DecoderLayer]
     public var finalNorm: RMSNorm
-    public var lmHead: Linear             // the embedding matrix itself when tied
+    public var lmHead: Linear  // the embedding matrix itself when tied
     public var router: any Router
     let rope: RotaryEmbedding
     /// How this copy routes differently from its checkpoint (`applying(_:)`); nil: as trained.
@@ -70,12 +81,14 @@ public struct MoEModel: Sendable {
     public init(config: ModelConfig, from source: inout some WeightSource) throws {
         try config.validate()
         self.config = config
-        embedding = try source.tensor("model.embed_tokens.weight", shape: [config.vocabSize, config.hiddenSize],
-                                      initializer: .normal(std: config.initStd))
+        embedding = try source.tensor(
+            "model.embed_tokens.weight", shape: [config.vocabSize, config.hiddenSize],
+            initializer: .normal(std: config.initStd))
         layers = try (0..<config.numLayers).map { try DecoderLayer($0, config: config, from: &source) }
         finalNorm = try RMSNorm("model.norm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
-        lmHead = config.tieEmbeddings
-            ? Linear(weight: embedding)
+        lmHead =
+            config.tieEmbeddings
+            ? Linear(weight: embedding, name: "model.embed_tokens.weight")
             : try Linear("lm_head.weight", in: config.hiddenSize, out: config.vocabSize, std: config.initStd, from: &source)
         router = try makeRouter(config, from: &source)
         rope = RotaryEmbedding(headDim: config.headDim, context: config.contextLength, theta: config.ropeTheta)
@@ -91,40 +104,33 @@ public struct MoEModel: Sendable {
     public var namedParameters: [String: Tensor] {
         var all = router.namedParameters
         all["model.embed_tokens.weight"] = embedding
-        all["model.norm.weight"] = finalNorm.gain
-        if !config.tieEmbeddings { all["lm_head.weight"] = lmHead.weight }
-        for (i, layer) in layers.enumerated() {
-            let p = "model.layers.\(i)"
-            all["\(p).input_layernorm.weight"] = layer.attentionNorm.gain
-            all["\(p).post_attention_layernorm.weight"] = layer.moeNorm.gain
-            all["\(p).self_attn.q_proj.weight"] = layer.attention.query.weight
-            all["\(p).self_attn.k_proj.weight"] = layer.attention.key.weight
-            all["\(p).self_attn.v_proj.weight"] = layer.attention.value.weight
-            all["\(p).self_attn.o_proj.weight"] = layer.attention.output.weight
-            for (e, expert) in layer.moe.experts.enumerated() {
-                let x = "\(p).block_sparse_moe.experts.\(e)"
-                all["\(x).w1.weight"] = expert.gate.weight
-                all["\(x).w2.weight"] = expert.down.weight
-                all["\(x).w3.weight"] = expert.up.weight
-            }
-        }
+        all[finalNorm.name] = finalNorm.gain
+        if !config.tieEmbeddings { all[lmHead.name] = lmHead.weight }
+        for layer in layers { for (name, tensor) in layer.parameters { all[name] = tensor } }
         return all
     }
 
-    public var parameterCount: Int { namedParameters.values.reduce(0) { $0 + $1.count } }
+    /// Counted from the blocks, without building `namedParameters` (the explorer asks per keypress).
+    public var parameterCount: Int {
+        router.parameterCount + embedding.count + finalNorm.gain.count + (config.tieEmbeddings ? 0 : lmHead.weight.count)
+            + layers.reduce(0) { total, layer in layer.parameters.reduce(total) { $0 + $1.tensor.count } }
+    }
 
-    public func makeCache() -> KVCache { KVCache(config: config) }
+    public func makeCache() -> KVCache { KVCache(layers: config.numLayers, capacity: config.contextLength) }
 
     /// Runs `tokens` at the positions following what `cache` holds, appends them to the cache,
     /// and returns their logits and routing. The full-sequence pass is this with an empty cache;
     /// token-by-token decoding is this with one token at a time.
     /// `allExpertNorms` also runs the experts a token was not routed to, to record every
     /// expert's output norm (E/k times the expert cost; for the analyses only).
-    public func forward(_ tokens: [Int], cache: inout KVCache, recordGRUState: Bool = true,
-                        allExpertNorms: Bool = false) throws -> ForwardResult {
+    public func forward(
+        _ tokens: [Int], cache: inout KVCache, recordGRUState: Bool = true,
+        allExpertNorms: Bool = false
+    ) throws -> ForwardResult {
         let (logits, routing) = try withUnsafeMutablePointer(to: &cache) { cache in
-            try forward([tokens], caches: UnsafeMutableBufferPointer(start: cache, count: 1), recordGRUState: recordGRUState,
-                        allExpertNorms: allExpertNorms, logitRows: .everyToken, threads: Kernels.threads)
+            try forward(
+                [tokens], caches: UnsafeMutableBufferPointer(start: cache, count: 1), recordGRUState: recordGRUState,
+                allExpertNorms: allExpertNorms, logitRows: .everyToken, threads: Kernels.threads)
         }
         return ForwardResult(logits: logits, routing: routing[0])
     }
@@ -142,13 +148,15 @@ public struct MoEModel: Sendable {
     /// the next-token logits after each sequence's last token are computed (the LM head is the
     /// widest product).
     /// Large products split over `threads` cores (1 where the caller runs batches side by side).
-    public func forward(sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false,
-                        threads: Int = Kernels.threads) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
-        guard sequences.allSatisfy({ !$0.isEmpty }) else { throw InferenceError.emptyInput }
+    public func forward(
+        sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false,
+        threads: Int = Kernels.threads
+    ) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
         var caches = sequences.map { _ in makeCache() }
         let (logits, routing) = try caches.withUnsafeMutableBufferPointer { caches in
-            try forward(sequences, caches: caches, recordGRUState: recordGRUState, allExpertNorms: allExpertNorms,
-                        logitRows: .lastOfEachSequence, threads: threads)
+            try forward(
+                sequences, caches: caches, recordGRUState: recordGRUState, allExpertNorms: allExpertNorms,
+                logitRows: .lastOfEachSequence, threads: threads)
         }
         return routing.indices.map { (routing[$0], Array(logits.row($0))) }
     }
@@ -158,21 +166,18 @@ public struct MoEModel: Sendable {
     /// The forward pass: sequence s runs at the positions following what caches[s] holds and
     /// is appended to it. Every operation but attention is row by row, so it runs on the rows
     /// of all sequences at once; attention runs within each sequence.
-    func forward(_ sequences: [[Int]], caches: UnsafeMutableBufferPointer<KVCache>, recordGRUState: Bool,
-                 allExpertNorms: Bool, logitRows: LogitRows, threads: Int) throws -> (logits: Tensor, routing: [[RoutingTrace]]) {
-        for (s, tokens) in sequences.enumerated() {
-            guard tokens.count <= caches[s].remaining else {
-                throw InferenceError.contextFull(needed: caches[s].length + tokens.count, capacity: caches[s].capacity)
-            }
-            if let bad = tokens.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
-                throw InferenceError.tokenOutOfRange(token: bad, vocabSize: config.vocabSize)
-            }
-        }
-        let d = config.hiddenSize, lengths = sequences.map(\.count)
-        let tokens = Array(sequences.joined()), count = tokens.count
+    func forward(
+        _ sequences: [[Int]], caches: UnsafeMutableBufferPointer<KVCache>, recordGRUState: Bool,
+        allExpertNorms: Bool, logitRows: LogitRows, threads: Int
+    ) throws -> (logits: Tensor, routing: [[RoutingTrace]]) {
+        for (s, tokens) in sequences.enumerated() { try caches[s].check(tokens, vocabSize: config.vocabSize) }
+        let d = config.hiddenSize
+        let lengths = sequences.map(\.count)
+        let tokens = Array(sequences.joined())
+        let count = tokens.count
         var x = Tensor(zeros: [count, d])
         for (t, token) in tokens.enumerated() {
-            x.scalars.replaceSubrange(t * d ..< (t + 1) * d, with: embedding.row(token))
+            x.scalars.replaceSubrange(t * d..<(t + 1) * d, with: embedding.row(token))
         }
         var traces: [RoutingTrace] = []
         traces.reserveCapacity(count)
@@ -184,7 +189,9 @@ public struct MoEModel: Sendable {
         }
         var routerState = RouterDepthState()
         for (i, layer) in layers.enumerated() {
-            let attended = layer.attention(layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope, threads: threads)
+            let attended = layer.attention(
+                layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
+                threads: threads)
             add(attended, into: &x)
             let u = layer.moeNorm(x)
             let began = monotonicNanoseconds()
@@ -215,7 +222,7 @@ public struct MoEModel: Sendable {
         var routing: [[RoutingTrace]] = []
         var first = 0
         for length in lengths {
-            routing.append(Array(traces[first ..< first + length]))
+            routing.append(Array(traces[first..<first + length]))
             first += length
         }
         return (lmHead(finalNorm(outputRows), threads: threads), routing)
@@ -227,6 +234,43 @@ public struct MoEModel: Sendable {
                 Kernels.axpy(1, dp.baseAddress!, xp.baseAddress!, count: xp.count)
             }
         }
+    }
+}
+
+/// The model's forward pass on a `Tape`, for training: B sequences of T tokens at once, laid
+/// out as [B·T × d] rows. The same blocks as `forward(_:cache:)` (a test holds the two equal),
+/// each run by its tape method, so the trainer back-propagates through attention, the routers
+/// and the sparse dispatch alike.
+public struct TapeForward {
+    /// Next-token logits, [B·T × vocab].
+    public var logits: Variable
+    /// Per layer: how the batch was routed.
+    public var routing: [TapeRouting]
+}
+
+extension MoEModel {
+    /// `tokens`: B·T ids, `sequenceLength` (T) per sequence. `parameter` gives the tape variable
+    /// of each parameter by checkpoint name; the model supplies only its structure (config,
+    /// router kind, RoPE tables, names), so the trainer can keep its parameters wherever it likes.
+    public func forward(
+        batch tokens: [Int], sequenceLength: Int, on tape: Tape,
+        parameter: (String) -> Variable
+    ) -> TapeForward {
+        precondition(tokens.count % sequenceLength == 0 && sequenceLength <= config.contextLength)
+        var x = tape.gatherRows(parameter("model.embed_tokens.weight"), tokens)
+        var routerState: Variable?
+        var routing: [TapeRouting] = []
+        for (i, layer) in layers.enumerated() {
+            let h = layer.attentionNorm(x, on: tape, parameter: parameter)
+            x = tape.add(x, layer.attention(h, sequenceLength: sequenceLength, rope: rope, on: tape, parameter: parameter))
+            let u = layer.moeNorm(x, on: tape, parameter: parameter)
+            let logits = router.logits(u, tokens: tokens, layer: i, state: &routerState, on: tape, parameter: parameter)
+            let (moeOut, layerRouting) = layer.moe(u, logits: logits, on: tape, parameter: parameter)
+            routing.append(layerRouting)
+            x = tape.add(x, moeOut)
+        }
+        let normed = finalNorm(x, on: tape, parameter: parameter)
+        return TapeForward(logits: tape.linear(normed, parameter(lmHead.name)), routing: routing)
     }
 }
 

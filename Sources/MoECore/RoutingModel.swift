@@ -112,7 +112,7 @@ extension MoEModel: CachedRoutingModel {
     public var topK: Int { layers.first?.moe.topK ?? config.topK }
     public var vocabSize: Int { config.vocabSize }
     public var contextLength: Int { config.contextLength }
-    public var weightBytes: Int { namedParameters.values.reduce(0) { $0 + $1.count } * MemoryLayout<Float>.size }
+    public var weightBytes: Int { parameterCount * MemoryLayout<Float>.size }
 
     public func forward(_ tokens: [Int], appendingTo cache: inout KVCache, allExpertNorms: Bool) throws -> ForwardResult {
         try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
@@ -141,7 +141,11 @@ extension MoEModel: CachedRoutingModel {
         model.routingVariant = variant
         switch variant {
         case .withoutSelectionBias: return nil
-        case .renormalisationFlipped: for i in model.layers.indices { model.layers[i].moe.renormalises.toggle() }
+        case .renormalisationFlipped:
+            for i in model.layers.indices {
+                guard case let .softmaxTopK(normalize) = model.layers[i].moe.rule else { return nil }
+                model.layers[i].moe.rule = .softmaxTopK(normalize: !normalize)
+            }
         case .topKPlusOne: for i in model.layers.indices { model.layers[i].moe.topK += 1 }
         case .routerWeightsRounded(let precision):
             model.router.namedParameters = model.router.namedParameters.mapValues { precision.round($0) }

@@ -82,14 +82,16 @@ extension InferenceError {
             let name = i < routedLayers.count ? "L\(routedLayers[i])" : "L\(i)"
             for trace in traces where i < trace.layers.count {
                 let routing = trace.layers[i]
-                let checks: [(String, Float?)] = [
-                    ("router logits", bad(routing.logits, allowNegativeInfinity: true)),
-                    ("router probabilities", bad(routing.probabilities)), ("expert weights", bad(routing.weights)),
-                    ("expert output norms", bad(routing.expertOutputNorms) ?? bad(routing.allExpertOutputNorms)),
-                    ("GRU router state", bad(routing.gruHidden)),
-                ]
-                if let (tensor, value) = checks.first(where: { $0.1 != nil }) {
-                    return .nonFinite(location: "layer \(name), \(tensor), token position \(trace.position)", value: value!)
+                // In this order, each looked at only when the ones before are clean (this runs
+                // on every token of a long text, so it builds nothing it does not report).
+                let found: (tensor: String, value: Float)? =
+                    bad(routing.logits, allowNegativeInfinity: true).map { ("router logits", $0) }
+                    ?? bad(routing.probabilities).map { ("router probabilities", $0) }
+                    ?? bad(routing.weights).map { ("expert weights", $0) }
+                    ?? (bad(routing.expertOutputNorms) ?? bad(routing.allExpertOutputNorms)).map { ("expert output norms", $0) }
+                    ?? bad(routing.gruHidden).map { ("GRU router state", $0) }
+                if let found {
+                    return .nonFinite(location: "layer \(name), \(found.tensor), token position \(trace.position)", value: found.value)
                 }
             }
         }

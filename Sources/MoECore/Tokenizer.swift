@@ -247,3 +247,11 @@ extension TextTokenizer {
         return "‹" + raw.map { String(format: "%02x", $0) }.joined(separator: " ") + "›"
     }
 }
+
+/// Stands in for a tokenizer a trace does not name: token 42 reads "#42".
+public struct TokenIDsOnly: TextTokenizer {
+    public init() {}
+    public var vocabSize: Int { SizeLimits.vocabulary }
+    public func encode(_ text: String) -> [Int] { [] }
+    public func bytes(of id: Int) -> [UInt8] { Array("#\(id)".utf8) }
+}

@@ -18,8 +18,8 @@ public struct RandomWeights: WeightSource {
 
     public mutating func tensor(_ name: String, shape: [Int], initializer: Initializer) throws -> Tensor {
         switch initializer {
-        case let .normal(std): return Tensor(randomNormal: shape, std: std, using: &generator)
-        case let .constant(value): return Tensor(repeating: value, shape: shape)
+        case .normal(let std): return Tensor(randomNormal: shape, std: std, using: &generator)
+        case .constant(let value): return Tensor(repeating: value, shape: shape)
         }
     }
 }
@@ -35,17 +35,23 @@ extension SafeTensorsFile: WeightSource {
 /// transposed copy is kept.
 public struct Linear: Sendable {
     public var weight: Tensor
+    /// The weight's checkpoint name: what loading, saving and the training tape call it.
+    public let name: String
     public var inFeatures: Int { weight.cols }
     public var outFeatures: Int { weight.rows }
 
-    public init(weight: Tensor) {
+    /// `name` is empty for a product of a weight held elsewhere (a router's, by name).
+    public init(weight: Tensor, name: String = "") {
         precondition(weight.shape.count == 2)
         self.weight = weight
+        self.name = name
     }
 
-    public init(_ name: String, in inFeatures: Int, out outFeatures: Int, std: Float,
-                from source: inout some WeightSource) throws {
-        self.init(weight: try source.tensor(name, shape: [outFeatures, inFeatures], initializer: .normal(std: std)))
+    public init(
+        _ name: String, in inFeatures: Int, out outFeatures: Int, std: Float,
+        from source: inout some WeightSource
+    ) throws {
+        self.init(weight: try source.tensor(name, shape: [outFeatures, inFeatures], initializer: .normal(std: std)), name: name)
     }
 
     /// x: [T × in] → [T × out]; a large product splits over `threads` cores.

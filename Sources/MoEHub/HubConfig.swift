@@ -118,18 +118,6 @@ public struct RotaryParameters: Sendable, Equatable {
     public var softmaxScale: Double { yarn.map { Self.mscale($0.factor, $0.mscaleAllDim) * Self.mscale($0.factor, $0.mscaleAllDim) } ?? 1 }
 }
 
-/// How a family turns router logits into k experts and their weights, as transformers does it.
-public enum RoutingRule: Sendable, Equatable {
-    /// p = softmax(logits); the top k of p; weights p renormalised over the k when `normalize`.
-    case softmaxTopK(normalize: Bool)
-    /// DeepSeek-V2: p = softmax(logits); with `groupLimited`, only the `topGroups` groups whose
-    /// best expert scores highest are eligible; weights p · scale.
-    case deepseekV2(groupLimited: Bool, groups: Int, topGroups: Int, scale: Float)
-    /// DeepSeek-V3: s = sigmoid(logits); choice by s + bias among the `topGroups` groups with
-    /// the largest sum of their two best; weights s (renormalised when `normalize`) · scale.
-    case deepseekV3(groups: Int, topGroups: Int, normalize: Bool, scale: Float)
-}
-
 /// What moescope needs from a Hugging Face config.json, with each family's defaults applied
 /// as transformers applies them.
 public struct HubConfig: Sendable, Equatable {

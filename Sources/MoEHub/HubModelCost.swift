@@ -8,17 +8,20 @@ extension HubModel {
     public var weightBytesPerToken: Int {
         var total = lmHead.byteCount + embedding.columns * embedding.dtype.byteSize
         for layer in layers {
-            total += [layer.q, layer.k, layer.v, layer.o].compactMap { $0?.byteCount }.reduce(0, +)
-            if let latent = layer.latent {
-                switch latent.query {
+            switch layer.attentionKind {
+            case .groupedQuery(let attention):
+                total += [attention.query, attention.key, attention.value, attention.output].map(\.byteCount).reduce(0, +)
+            case .latent(let attention):
+                switch attention.query {
                 case .full(let projection): total += projection.byteCount
                 case .lowRank(let down, _, let up): total += down.byteCount + up.byteCount
                 }
-                total += latent.latentDown.byteCount + latent.latentUp.byteCount
+                total += attention.latentDown.byteCount + attention.latentUp.byteCount + attention.output.byteCount
             }
-            total += layer.dense?.byteCount ?? 0
-            if let moe = layer.moe {
-                total += moe.router.count * 4 + (moe.sharedGate?.count ?? 0) * 4
+            switch layer.feedForward {
+            case .dense(let mlp): total += mlp.byteCount
+            case .sparse(let router, let moe):
+                total += router.count * 4 + (moe.sharedGate?.count ?? 0) * 4
                 total += config.topK * (moe.experts.first?.byteCount ?? 0) + (moe.shared?.byteCount ?? 0)
             }
         }
@@ -29,6 +32,6 @@ extension HubModel {
     public var weightDType: SafeTensorsDType { lmHead.weight.dtype }
 }
 
-extension HubMLP {
+extension SwiGLU where P == MappedLinear {
     var byteCount: Int { gate.byteCount + up.byteCount + down.byteCount }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import MoECore
 
 /// The explorer's views, cycled with Tab.
@@ -34,8 +35,10 @@ public struct ExplorerState {
     public private(set) var view: ExplorerView = .dashboard
     public private(set) var playing = false
     public private(set) var showingHelp = false
-    /// The text field after `e`; nil when not editing.
+    /// The text field after `e` (or `j`); nil when not editing.
     public private(set) var editor: LineEditor?
+    public private(set) var editorPurpose: EditorPurpose = .text
+    public enum EditorPurpose: Sendable { case text, jump }
     /// Tokens still to generate after `g`, one per tick.
     public private(set) var pendingGeneration = 0
     /// A one-line message for the status bar (errors, notes).
@@ -49,7 +52,30 @@ public struct ExplorerState {
     let loader: SessionLoader
     /// Tokens generated per `g`.
     public static let generationLength = 16
+    /// Tokens of a recorded trace held at once: the session keeps the routing of every token of
+    /// its window (at DeepSeek-V3's shape, 58 layers × 256 experts, about 120 KB a token), so a
+    /// trace of any length is shown through a window this long — a few screens of tokens —
+    /// and memory stays the same whatever the trace's length.
+    public static let recordingWindow = 256
 
+    /// The recording and the stretch of it on show; nil for a model that runs.
+    public var recordedWindow: RecordedRoutingModel? { session.model as? RecordedRoutingModel }
+
+    /// The tokens the load, history and expert panels count: "tokens 1–N" up to the cursor; in
+    /// a recorded trace, numbered in the whole trace from the window's first token.
+    public var countedTokens: String {
+        let first = (recordedWindow?.window.lowerBound ?? 0) + 1
+        return "tokens \(first)–\(first + cursor)"
+    }
+
+    /// Where the cursor is in the whole recorded trace.
+    public var recordedPosition: (token: Int, tokens: Int, document: Int, documents: Int, domain: String)? {
+        guard let recorded = recordedWindow else { return nil }
+        let trace = recorded.trace
+        let token = recorded.window.lowerBound + cursor
+        let document = trace.document(of: token)
+        return (token, trace.tokenCount, document, trace.documentCount, trace.domains[document])
+    }
     public init(loader: @escaping SessionLoader, router: RouterKind?, text: String) throws {
         self.loader = loader
         session = try loader(router, nil, text)
@@ -120,11 +146,39 @@ public struct ExplorerState {
     mutating func perform(_ action: Action) throws {
         let experts = numExperts
         let page = session.model.expertGroupSize.map { $0 < experts ? $0 : 8 } ?? 8
+        if let recorded = recordedWindow {
+            // A recorded trace: moves are in the whole trace, and cross windows.
+            let window = recorded.window
+            let here = window.lowerBound + cursor
+            switch action {
+            case .nextToken: return try showRecorded(token: here + 1)
+            case .previousToken: return try showRecorded(token: here - 1)
+            case .firstToken: return try showRecorded(token: 0)
+            case .lastToken: return try showRecorded(token: recorded.trace.tokenCount - 1)
+            case .nextWindow:
+                guard window.upperBound < recorded.trace.tokenCount else {
+                    message = "the last window of the trace: it ends at token \(recorded.trace.tokenCount)"
+                    return
+                }
+                return try showRecorded(token: window.upperBound, windowStart: window.upperBound)
+            case .previousWindow:
+                let start = max(0, window.lowerBound - Self.recordingWindow)
+                return try showRecorded(token: start, windowStart: start)
+            case .jump:
+                editor = LineEditor("")
+                editorPurpose = .jump
+                playing = false
+                return
+            default: break
+            }
+        }
         switch action {
         case .nextToken: try move(to: cursor + 1)
         case .previousToken: try move(to: cursor - 1)
         case .firstToken: try move(to: 0)
         case .lastToken: try move(to: tokenCount - 1)
+        case .nextWindow, .previousWindow, .jump:
+            message = "PgUp, PgDn and j page through a recorded trace (moescope --trace FILE); this text is shown whole"
         case .previousLayer: layer = max(0, layer - 1)
         case .nextLayer: layer = min(numLayers - 1, layer + 1)
         case .nextView:
@@ -195,7 +249,13 @@ public struct ExplorerState {
                     message = "the context is full (\(session.capacity) tokens) — press e for a new text"
                 }
             } else if playing {
-                if cursor + 1 < tokenCount { try move(to: cursor + 1) } else { playing = false }
+                if let position = recordedPosition {
+                    if position.token + 1 < position.tokens { try showRecorded(token: position.token + 1) } else { playing = false }
+                } else if cursor + 1 < tokenCount {
+                    try move(to: cursor + 1)
+                } else {
+                    playing = false
+                }
             }
         } catch {
             message = "\(error)"
@@ -203,6 +263,43 @@ public struct ExplorerState {
             pendingGeneration = 0
         }
         followSideB()
+    }
+
+    /// Puts the cursor on token `token` of the whole recorded trace: within the window on show
+    /// it only moves; outside it (or with `windowStart`), the window is replaced by the one
+    /// starting at `windowStart` — by default one that centres the token — and decoded from the
+    /// recording up to the cursor. Nothing outside the window is kept.
+    mutating func showRecorded(token: Int, windowStart: Int? = nil) throws {
+        guard let recorded = recordedWindow else { return }
+        let trace = recorded.trace
+        let target = max(0, min(trace.tokenCount - 1, token))
+        if windowStart == nil, recorded.window.contains(target) { return try move(to: target - recorded.window.lowerBound) }
+        let w = Self.recordingWindow
+        let start = max(0, min(windowStart ?? (target - w / 2), trace.tokenCount - w))
+        let window = RecordedRoutingModel(trace: trace, window: start..<start + w)
+        session = ExplorerSession(
+            model: window, tokenizer: session.tokenizer, label: session.label, isRandomInit: false, tokens: window.tokens)
+        cursor = 0
+        try move(to: target - window.window.lowerBound)
+    }
+
+    /// `j`'s answer: "1234" is token 1234 (as the status line counts, from 1); "d3" the start of document 3.
+    mutating func jump(to answer: String) throws {
+        guard let recorded = recordedWindow else { return }
+        let trace = recorded.trace
+        let text = answer.trimmingCharacters(in: .whitespaces).lowercased().replacingOccurrences(of: ",", with: "")
+        if text.hasPrefix("d"), let document = Int(text.dropFirst()) {
+            guard (1...trace.documentCount).contains(document) else {
+                message = "document \(document)? The trace holds documents 1–\(trace.documentCount)"
+                return
+            }
+            return try showRecorded(token: trace.documentOffsets[document - 1])
+        }
+        guard let token = Int(text), (1...trace.tokenCount).contains(token) else {
+            message = "'\(answer)': give a token number 1–\(trace.tokenCount), or d and a document number 1–\(trace.documentCount)"
+            return
+        }
+        try showRecorded(token: token - 1)
     }
 
     mutating func move(to index: Int) throws {
@@ -236,6 +333,7 @@ public struct ExplorerState {
             return
         }
         editor = LineEditor(session.tokenizer.decode(session.tokens))
+        editorPurpose = .text
         playing = false
         message = nil
     }
@@ -246,6 +344,10 @@ public struct ExplorerState {
         case .escape, .control("c"):
             editor = nil
             return  // Ctrl-C abandons the line, as in readline
+        case .enter where editorPurpose == .jump:
+            editor = nil
+            do { try jump(to: field.text) } catch { message = "\(error)" }
+            return
         case .enter:
             editor = nil
             let tokens = session.tokenizer.encode(field.text)

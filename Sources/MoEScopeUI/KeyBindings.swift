@@ -3,7 +3,7 @@ import MoECore
 /// A key press, as the explorer understands it (the backend translates ncurses codes and
 /// bracketed-paste sequences).
 public enum Key: Equatable, Sendable {
-    case left, right, up, down, home, end, tab, backTab, enter, escape, backspace, delete, resize
+    case left, right, up, down, home, end, pageUp, pageDown, tab, backTab, enter, escape, backspace, delete, resize
     case character(Character)
     /// Text the terminal delivered as one bracketed paste (newlines and escapes included).
     case paste(String)
@@ -22,6 +22,7 @@ public enum Action: Equatable, Sendable {
     case edit, generate, nextView, previousView
     case previousExpert, nextExpert, previousExpertPage, nextExpertPage, zoomIn, zoomOut, cycleOrder
     case abView, nextSideB, previousSideB, toggleFragility, lowerNearTie, raiseNearTie
+    case previousWindow, nextWindow, jump
     case help, quit
 }
 
@@ -39,10 +40,12 @@ public struct KeyBinding: Sendable {
     public let help: String
     /// Only for moescope's own models (they switch between its trained routers).
     public let ownModelsOnly: Bool
+    /// Only for recorded traces (they are read a window at a time).
+    public let recordingsOnly: Bool
 
     init(
         _ keys: [(Key, Action)], label: String, footerLabel: String? = nil, footer: String?, priority: Int = 9,
-        help: String, ownModelsOnly: Bool = false
+        help: String, ownModelsOnly: Bool = false, recordingsOnly: Bool = false
     ) {
         self.keys = keys.map { (key: $0.0, action: $0.1) }
         self.label = label
@@ -51,6 +54,7 @@ public struct KeyBinding: Sendable {
         footerPriority = priority
         self.help = help
         self.ownModelsOnly = ownModelsOnly
+        self.recordingsOnly = recordingsOnly
     }
 }
 
@@ -84,6 +88,14 @@ public enum KeyBindings {
         KeyBinding(
             [(.home, .firstToken), (.end, .lastToken)], label: "Home  End", footerLabel: "Home/End", footer: nil,
             help: "first / last token"),
+        KeyBinding(
+            [(.pageUp, .previousWindow), (.pageDown, .nextWindow)], label: "PgUp PgDn", footerLabel: "PgUp/PgDn", footer: "page",
+            priority: 1,
+            help: "recorded trace: previous / next \(ExplorerState.recordingWindow) tokens (← → Home End also cross windows)",
+            recordingsOnly: true),
+        KeyBinding(
+            [(.character("j"), .jump)], label: "j", footer: "jump", priority: 2,
+            help: "recorded trace: jump to a token (its number) or a document (d and its number, e.g. d3)", recordingsOnly: true),
         KeyBinding(
             [(.character(" "), .togglePlay)], label: "space", footer: "play", priority: 6,
             help: "play / pause streaming through the text"),
@@ -126,13 +138,16 @@ public enum KeyBindings {
         return nil
     }
 
-    /// The bindings that apply to a session (router keys only for moescope's own models).
-    public static func applicable(ownModel: Bool) -> [KeyBinding] { table.filter { ownModel || !$0.ownModelsOnly } }
+    /// The bindings that apply to a session (router keys only for moescope's own models, paging
+    /// only for recorded traces).
+    public static func applicable(ownModel: Bool, recording: Bool = false) -> [KeyBinding] {
+        table.filter { (ownModel || !$0.ownModelsOnly) && (recording || !$0.recordingsOnly) }
+    }
 
     /// The help overlay's lines.
-    public static func helpLines(ownModel: Bool) -> [String] {
+    public static func helpLines(ownModel: Bool, recording: Bool = false) -> [String] {
         let width = max(12, (table.map(\.label.count).max() ?? 8) + 2)
-        return table.map { binding in
+        return table.filter { recording || !$0.recordingsOnly }.map { binding in
             let note = binding.ownModelsOnly && !ownModel ? "(moescope's own models only: this one has its own router) " : ""
             return binding.label.padding(toLength: width, withPad: " ", startingAt: 0) + note + binding.help
         }
@@ -140,8 +155,8 @@ public enum KeyBindings {
 
     /// The footer: as many bindings as fit in `width`, most important first, in table order;
     /// when even the essentials do not fit, their keys alone.
-    public static func footer(width: Int, ownModel: Bool) -> String {
-        let entries = applicable(ownModel: ownModel).filter { $0.footer != nil }
+    public static func footer(width: Int, ownModel: Bool, recording: Bool = false) -> String {
+        let entries = applicable(ownModel: ownModel, recording: recording).filter { $0.footer != nil }
         for limit in stride(from: 9, through: 0, by: -1) {
             let shown = entries.filter { $0.footerPriority <= limit }.map { "\($0.footerLabel) \($0.footer!)" }
             let line = shown.joined(separator: "  ")

@@ -115,6 +115,8 @@ final class NcursesTerminal {
             case KEY_DOWN: return .down
             case KEY_HOME: return .home
             case KEY_END: return .end
+            case KEY_PPAGE: return .pageUp
+            case KEY_NPAGE: return .pageDown
             case KEY_BTAB: return .backTab
             case KEY_ENTER: return .enter
             case KEY_BACKSPACE: return .backspace

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import MoECore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Learning rate: linear warm-up to `peak`, then a cosine decay to `peak · floorRatio` at the
 /// last step (the schedule of most small-LM recipes, llm.c's included).
@@ -14,7 +15,10 @@ public struct LearningRateSchedule: Sendable, Equatable {
     public var floorRatio: Float
 
     public init(peak: Float, warmupSteps: Int, totalSteps: Int, floorRatio: Float = 0.1) {
-        self.peak = peak; self.warmupSteps = warmupSteps; self.totalSteps = totalSteps; self.floorRatio = floorRatio
+        self.peak = peak
+        self.warmupSteps = warmupSteps
+        self.totalSteps = totalSteps
+        self.floorRatio = floorRatio
     }
 
     /// The rate for 0-based `step`.
@@ -27,6 +31,30 @@ public struct LearningRateSchedule: Sendable, Equatable {
     }
 }
 
+/// The trainable parameters as one flat list, in checkpoint-name order, built once from the
+/// model's declaration (`MoEModel.namedParameters`): the tape's leaves, the gradients, both
+/// AdamW moments and the saved training state are indexed alike, so a step neither sorts nor
+/// looks anything up by name.
+public struct ParameterList: Sendable, Equatable {
+    public let names: [String]
+    public var tensors: [Tensor]
+    private let positions: [String: Int]
+
+    public init(_ named: [String: Tensor]) {
+        names = named.keys.sorted()
+        tensors = names.map { named[$0]! }
+        positions = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
+    }
+
+    /// Where parameter `name` sits; the model asks only for names it declared.
+    public func position(of name: String) -> Int {
+        guard let position = positions[name] else { preconditionFailure("the model declares no parameter \(name)") }
+        return position
+    }
+
+    public var named: [String: Tensor] { Dictionary(uniqueKeysWithValues: zip(names, tensors)) }
+}
+
 /// AdamW (Loshchilov & Hutter): Adam moments with bias correction, and weight decay applied to
 /// the weights directly rather than through the gradient. Norm gains and biases (1-D tensors)
 /// are not decayed.
@@ -35,57 +63,79 @@ public struct AdamW: Sendable {
     public var beta2: Float = 0.95
     public var epsilon: Float = 1e-8
     public var weightDecay: Float
-    /// First and second moments by parameter name.
-    public var firstMoment: [String: Tensor] = [:]
-    public var secondMoment: [String: Tensor] = [:]
+    /// First and second moments, one per parameter of the list it updates (empty before the
+    /// first update).
+    public var firstMoment: [Tensor] = []
+    public var secondMoment: [Tensor] = []
     /// Updates applied so far (for bias correction).
     public var updates = 0
 
     public init(weightDecay: Float) { self.weightDecay = weightDecay }
 
-    /// One update of every parameter in `parameters` from `gradients` (same names), each
-    /// gradient multiplied by `gradientScale` first (clipping). Parameters are independent, so
-    /// they are spread over `threads` cores; each is updated exactly as on one.
-    public mutating func update(_ parameters: inout [String: Tensor], gradients: [String: Tensor], learningRate lr: Float,
-                                gradientScale: Float = 1, threads: Int = Kernels.threads) {
+    /// One update of every parameter from its gradient (same positions), each gradient
+    /// multiplied by `gradientScale` first (clipping). Parameters are independent, so they are
+    /// spread over `threads` cores; each is updated exactly as on one.
+    public mutating func update(
+        _ parameters: inout [Tensor], gradients: [Tensor], learningRate lr: Float,
+        gradientScale: Float = 1, threads: Int = Kernels.threads
+    ) {
+        precondition(gradients.count == parameters.count)
         updates += 1
-        let correction1 = 1 - powf(beta1, Float(updates)), correction2 = 1 - powf(beta2, Float(updates))
-        let names = parameters.keys.sorted().filter { gradients[$0] != nil }
-        var states = names.map { name -> (Tensor, Tensor, Tensor) in
-            let p = parameters.removeValue(forKey: name)!
-            return (p, firstMoment.removeValue(forKey: name) ?? Tensor(zeros: p.shape),
-                    secondMoment.removeValue(forKey: name) ?? Tensor(zeros: p.shape))
+        if firstMoment.isEmpty {
+            firstMoment = parameters.map { Tensor(zeros: $0.shape) }
+            secondMoment = firstMoment
         }
+        let correction1 = 1 - powf(beta1, Float(updates))
+        let correction2 = 1 - powf(beta2, Float(updates))
         let (b1, b2, eps, decayRate) = (beta1, beta2, epsilon, weightDecay)
-        states.withUnsafeMutableBufferPointer { slots in
-            Kernels.parallelFor(names.count, threads: threads) { index in
-                let g = gradients[names[index]]!
-                var (p, m, v) = slots[index]
-                slots[index] = (Tensor(zeros: []), Tensor(zeros: []), Tensor(zeros: []))   // keep p, m, v uniquely referenced
-                let decay = p.shape.count >= 2 ? 1 - lr * decayRate : 1
-                p.scalars.withUnsafeMutableBufferPointer { pp in m.scalars.withUnsafeMutableBufferPointer { mp in
-                    v.scalars.withUnsafeMutableBufferPointer { vp in g.scalars.withUnsafeBufferPointer { gp in
-                        for i in 0..<pp.count {
-                            let gi = gp[i] * gradientScale
-                            mp[i] = b1 * mp[i] + (1 - b1) * gi
-                            vp[i] = b2 * vp[i] + (1 - b2) * gi * gi
-                            let step = (mp[i] / correction1) / ((vp[i] / correction2).squareRoot() + eps)
-                            pp[i] = pp[i] * decay - lr * step
+        parameters.withUnsafeMutableBufferPointer { ps in
+            firstMoment.withUnsafeMutableBufferPointer { ms in
+                secondMoment.withUnsafeMutableBufferPointer { vs in
+                    Kernels.parallelFor(ps.count, threads: threads) { index in
+                        let g = gradients[index]
+                        // Taken out of their slots while updated, so each stays uniquely referenced.
+                        var (p, m, v) = (ps[index], ms[index], vs[index])
+                        (ps[index], ms[index], vs[index]) = (Tensor(zeros: []), Tensor(zeros: []), Tensor(zeros: []))
+                        let decay = p.shape.count >= 2 ? 1 - lr * decayRate : 1
+                        p.scalars.withUnsafeMutableBufferPointer { pp in
+                            m.scalars.withUnsafeMutableBufferPointer { mp in
+                                v.scalars.withUnsafeMutableBufferPointer { vp in
+                                    g.scalars.withUnsafeBufferPointer { gp in
+                                        for i in 0..<pp.count {
+                                            let gi = gp[i] * gradientScale
+                                            mp[i] = b1 * mp[i] + (1 - b1) * gi
+                                            vp[i] = b2 * vp[i] + (1 - b2) * gi * gi
+                                            let step = (mp[i] / correction1) / ((vp[i] / correction2).squareRoot() + eps)
+                                            pp[i] = pp[i] * decay - lr * step
+                                        }
+                                    }
+                                }
+                            }
                         }
-                    } }
-                } }
-                slots[index] = (p, m, v)
+                        (ps[index], ms[index], vs[index]) = (p, m, v)
+                    }
+                }
             }
         }
-        for (name, (p, m, v)) in zip(names, states) { parameters[name] = p; firstMoment[name] = m; secondMoment[name] = v }
+    }
+
+    /// The same update on parameters and gradients by name (each name in both).
+    public mutating func update(
+        _ parameters: inout [String: Tensor], gradients: [String: Tensor], learningRate lr: Float,
+        gradientScale: Float = 1, threads: Int = Kernels.threads
+    ) {
+        var list = ParameterList(parameters)
+        update(
+            &list.tensors, gradients: list.names.map { gradients[$0]! }, learningRate: lr, gradientScale: gradientScale, threads: threads)
+        parameters = list.named
     }
 }
 
-/// Global L2 norm of all gradients, summed in name order in Double so it is reproducible.
-public func globalNorm(_ gradients: [String: Tensor]) -> Float {
+/// Global L2 norm of all gradients, summed in list order in Double so it is reproducible.
+public func globalNorm(_ gradients: [Tensor]) -> Float {
     var total: Double = 0
-    for name in gradients.keys.sorted() {
-        total += gradients[name]!.scalars.withUnsafeBufferPointer { Double(Kernels.sumOfSquares($0.baseAddress!, count: $0.count)) }
+    for gradient in gradients {
+        total += gradient.scalars.withUnsafeBufferPointer { Double(Kernels.sumOfSquares($0.baseAddress!, count: $0.count)) }
     }
     return Float(total.squareRoot())
 }

@@ -25,9 +25,14 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case steps, seed
-        case batchSize = "batch_size", sequenceLength = "sequence_length", learningRate = "learning_rate"
-        case warmupSteps = "warmup_steps", weightDecay = "weight_decay", clipNorm = "clip_norm"
-        case balanceCoefficient = "balance_coefficient", zLossCoefficient = "z_loss_coefficient"
+        case batchSize = "batch_size"
+        case sequenceLength = "sequence_length"
+        case learningRate = "learning_rate"
+        case warmupSteps = "warmup_steps"
+        case weightDecay = "weight_decay"
+        case clipNorm = "clip_norm"
+        case balanceCoefficient = "balance_coefficient"
+        case zLossCoefficient = "z_loss_coefficient"
         case balancePooled = "balance_pooled"
     }
 
@@ -54,7 +59,9 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         if sequenceLength < 2 { return "sequence_length must be at least 2, got \(sequenceLength)" }
         if !(learningRate.isFinite && learningRate > 0) { return "learning_rate must be a positive number, got \(learningRate)" }
         if warmupSteps < 0 { return "warmup_steps must be at least 0, got \(warmupSteps)" }
-        for (name, value) in [("weight_decay", weightDecay), ("balance_coefficient", balanceCoefficient), ("z_loss_coefficient", zLossCoefficient)]
+        for (name, value) in [
+            ("weight_decay", weightDecay), ("balance_coefficient", balanceCoefficient), ("z_loss_coefficient", zLossCoefficient),
+        ]
         where !(value.isFinite && value >= 0) { return "\(name) must be a finite number ≥ 0, got \(value)" }
         if !(clipNorm.isFinite && clipNorm > 0) { return "clip_norm must be a positive number, got \(clipNorm)" }
         return nil
@@ -85,26 +92,28 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .nonFinite(step, what):
-            return "the \(what) became NaN/inf at step \(step + 1); parameters were left as they were — lower --learning-rate, or resume from the last checkpoint"
-        case let .stateMismatch(path, detail):
+        case .nonFinite(let step, let what):
+            return
+                "the \(what) became NaN/inf at step \(step + 1); parameters were left as they were — lower --learning-rate, or resume from the last checkpoint"
+        case .stateMismatch(let path, let detail):
             return "cannot resume from \(path): \(detail) — resume with the options the run started with, or start afresh without --resume"
         }
     }
 }
 
 #if os(Linux)
-/// glibc's `mallopt` (declared in malloc.h, which the Glibc module does not export).
-@_silgen_name("mallopt") private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+    /// glibc's `mallopt` (declared in malloc.h, which the Glibc module does not export).
+    @_silgen_name("mallopt") private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
 #endif
 
 /// A training run: parameters, AdamW state and the step counter, advanced one batch at a time.
 /// The loop itself is the caller's (the `train` command draws progress and writes checkpoints).
 public struct Trainer {
     public let options: TrainingOptions
-    /// The model's structure (config, router, RoPE tables); its weights are `parameters`.
+    /// The model's structure (config, router, RoPE tables, parameter names); its weights are
+    /// `parameterList`.
     public let structure: MoEModel
-    public private(set) var parameters: [String: Tensor]
+    public private(set) var parameterList: ParameterList
     public private(set) var optimizer: AdamW
     /// Steps completed.
     public private(set) var step = 0
@@ -118,8 +127,9 @@ public struct Trainer {
     /// them from the heap, and not trimming it, reuses the memory instead.
     static let allocatorTuned: Bool = {
         #if os(Linux)
-        if ProcessInfo.processInfo.environment["XX"] == nil { _ = glibcMallopt(-3, 32 << 20) }
-        if ProcessInfo.processInfo.environment["XX"] == nil { _ = glibcMallopt(-1, 512 << 20) }
+            let (mmapThreshold, trimThreshold): (Int32, Int32) = (-3, -1)  // M_MMAP_THRESHOLD, M_TRIM_THRESHOLD (malloc.h)
+            _ = glibcMallopt(mmapThreshold, 32 << 20)
+            _ = glibcMallopt(trimThreshold, 512 << 20)
         #endif
         return true
     }()
@@ -129,13 +139,15 @@ public struct Trainer {
         _ = Self.allocatorTuned
         try Self.checkMemory(config: config, options: options, path: "config")
         structure = try MoEModel(config: config, seed: options.seed)
-        parameters = structure.namedParameters
+        parameterList = ParameterList(structure.namedParameters)
         optimizer = AdamW(weightDecay: options.weightDecay)
         self.options = options
         self.data = data
     }
 
     public var config: ModelConfig { structure.config }
+    /// The current parameters by checkpoint name.
+    public var parameters: [String: Tensor] { parameterList.named }
     public var isFinished: Bool { step >= options.steps }
     public var tokensPerStep: Int { options.batchSize * options.sequenceLength }
 
@@ -152,9 +164,16 @@ public struct Trainer {
     /// is fixed, not taken from the thread count, the run is the same on one core or two.
     public static let shards = 2
 
-    /// Loss and gradients of one batch; nothing changes.
+    /// Loss and gradients (by checkpoint name) of one batch; nothing changes.
     public func lossAndGradients(inputs: [Int], targets: [Int]) -> (StepReport, [String: Tensor]) {
-        let t = options.sequenceLength, sequences = inputs.count / t
+        let (report, gradients) = lossAndGradientList(inputs: inputs, targets: targets)
+        return (report, Dictionary(uniqueKeysWithValues: zip(parameterList.names, gradients)))
+    }
+
+    /// Loss and gradients of one batch, the gradients in `parameterList` order.
+    func lossAndGradientList(inputs: [Int], targets: [Int]) -> (StepReport, [Tensor]) {
+        let t = options.sequenceLength
+        let sequences = inputs.count / t
         let shardCount = max(1, min(Self.shards, sequences))
         let bounds = (0...shardCount).map { $0 * sequences / shardCount * t }
         let parallel = min(threads, shardCount)
@@ -162,55 +181,59 @@ public struct Trainer {
         results.withUnsafeMutableBufferPointer { slots in
             Kernels.parallelFor(shardCount, threads: parallel) { s in
                 let range = bounds[s]..<bounds[s + 1]
-                slots[s] = shard(inputs: Array(inputs[range]), targets: Array(targets[range]),
-                                 weight: Float(range.count) / Float(inputs.count), threads: max(1, threads / parallel))
+                slots[s] = shard(
+                    inputs: Array(inputs[range]), targets: Array(targets[range]),
+                    weight: Float(range.count) / Float(inputs.count), threads: max(1, threads / parallel))
             }
         }
         var total = results[0]!
         let rest = results.dropFirst().map { $0! }
         for result in rest {
-            total.crossEntropy += result.crossEntropy; total.balance += result.balance
-            total.zLoss += result.zLoss; total.objective += result.objective
+            total.crossEntropy += result.crossEntropy
+            total.balance += result.balance
+            total.zLoss += result.zLoss
+            total.objective += result.objective
         }
         // Summed parameter by parameter (in parallel), shard by shard (in order).
-        let names = total.gradients.keys.sorted()
-        var sums = names.map { total.gradients.removeValue(forKey: $0)! }
-        sums.withUnsafeMutableBufferPointer { slots in
-            Kernels.parallelFor(names.count, threads: threads) { index in
-                var sum = slots[index]
-                slots[index] = Tensor(zeros: [])
+        total.gradients.withUnsafeMutableBufferPointer { sums in
+            Kernels.parallelFor(sums.count, threads: threads) { index in
+                var sum = sums[index]
+                sums[index] = Tensor(zeros: [])  // keep the sum uniquely referenced
                 sum.scalars.withUnsafeMutableBufferPointer { sp in
                     for result in rest {
-                        result.gradients[names[index]]!.scalars.withUnsafeBufferPointer { gp in
+                        result.gradients[index].scalars.withUnsafeBufferPointer { gp in
                             Kernels.axpy(1, gp.baseAddress!, sp.baseAddress!, count: sp.count)
                         }
                     }
                 }
-                slots[index] = sum
+                sums[index] = sum
             }
         }
-        for (name, sum) in zip(names, sums) { total.gradients[name] = sum }
-        let report = StepReport(step: step, crossEntropy: total.crossEntropy, balance: total.balance, zLoss: total.zLoss,
-                                loss: total.objective, gradientNorm: globalNorm(total.gradients),
-                                learningRate: options.schedule.rate(at: step))
+        let report = StepReport(
+            step: step, crossEntropy: total.crossEntropy, balance: total.balance, zLoss: total.zLoss,
+            loss: total.objective, gradientNorm: globalNorm(total.gradients),
+            learningRate: options.schedule.rate(at: step))
         return (report, total.gradients)
     }
 
     /// One shard's losses and gradients, all already multiplied by its share of the batch's tokens.
     struct ShardResult {
         var crossEntropy: Float, balance: Float, zLoss: Float, objective: Float
-        var gradients: [String: Tensor]
+        /// In `parameterList` order.
+        var gradients: [Tensor]
     }
 
     func shard(inputs: [Int], targets: [Int], weight: Float, threads: Int) -> ShardResult {
         let tape = Tape(threads: threads)
-        var leaves: [String: Variable] = [:]
-        for name in parameters.keys.sorted() { leaves[name] = tape.leaf(parameters[name]!) }
-        let forward = structure.forward(batch: inputs, sequenceLength: options.sequenceLength, on: tape) { leaves[$0]! }
+        let leaves = parameterList.tensors.map { tape.leaf($0) }
+        let forward = structure.forward(batch: inputs, sequenceLength: options.sequenceLength, on: tape) {
+            leaves[parameterList.position(of: $0)]
+        }
         let crossEntropy = tape.crossEntropy(forward.logits, targets: targets)
         var objective = crossEntropy
         let layers = Float(forward.routing.count)
-        var balance: Float = 0, zLoss: Float = 0
+        var balance: Float = 0
+        var zLoss: Float = 0
         // The hash router has nothing to learn, so the auxiliary losses would only add constants.
         if config.router != .hash {
             if options.balancePooled {
@@ -233,10 +256,10 @@ public struct Trainer {
         }
         let weighted = tape.scale(objective, by: weight)
         tape.backward(from: weighted)
-        var gradients: [String: Tensor] = [:]
-        for (name, leaf) in leaves { gradients[name] = tape.gradient(leaf) }
-        return ShardResult(crossEntropy: tape.value(crossEntropy).scalars[0] * weight, balance: balance * weight,
-                           zLoss: zLoss * weight, objective: tape.value(weighted).scalars[0], gradients: gradients)
+        let gradients = leaves.map { tape.gradient($0) }
+        return ShardResult(
+            crossEntropy: tape.value(crossEntropy).scalars[0] * weight, balance: balance * weight,
+            zLoss: zLoss * weight, objective: tape.value(weighted).scalars[0], gradients: gradients)
     }
 
     /// One optimisation step: batch, forward, backward, clip, AdamW. Throws, leaving the
@@ -244,11 +267,12 @@ public struct Trainer {
     @discardableResult
     public mutating func trainStep() throws -> StepReport {
         let batch = data.batch(step: step, seed: options.seed, batchSize: options.batchSize, sequenceLength: options.sequenceLength)
-        let (report, gradients) = lossAndGradients(inputs: batch.inputs, targets: batch.targets)
+        let (report, gradients) = lossAndGradientList(inputs: batch.inputs, targets: batch.targets)
         guard report.loss.isFinite else { throw TrainingError.nonFinite(step: step, what: "loss") }
         guard report.gradientNorm.isFinite else { throw TrainingError.nonFinite(step: step, what: "gradient norm") }
         let clip = report.gradientNorm > options.clipNorm ? options.clipNorm / report.gradientNorm : 1
-        optimizer.update(&parameters, gradients: gradients, learningRate: report.learningRate, gradientScale: clip, threads: threads)
+        optimizer.update(
+            &parameterList.tensors, gradients: gradients, learningRate: report.learningRate, gradientScale: clip, threads: threads)
         step += 1
         return report
     }
@@ -259,9 +283,9 @@ public struct Trainer {
     /// step, the options and the config, in one safetensors file written atomically.
     public func saveState(to path: String) throws {
         var tensors: [String: Tensor] = [:]
-        for (name, value) in parameters { tensors["param/\(name)"] = value }
-        for (name, value) in optimizer.firstMoment { tensors["adam_m/\(name)"] = value }
-        for (name, value) in optimizer.secondMoment { tensors["adam_v/\(name)"] = value }
+        for (name, value) in zip(parameterList.names, parameterList.tensors) { tensors["param/\(name)"] = value }
+        for (name, value) in zip(parameterList.names, optimizer.firstMoment) { tensors["adam_m/\(name)"] = value }
+        for (name, value) in zip(parameterList.names, optimizer.secondMoment) { tensors["adam_v/\(name)"] = value }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let metadata = [
@@ -282,10 +306,13 @@ public struct Trainer {
     static func savedOptions(_ file: SafeTensorsFile) throws -> TrainingOptions {
         let path = file.path
         guard file.metadata["format"] == "moescope-training-state", let json = file.metadata["options"],
-              let options = try? JSONDecoder().decode(TrainingOptions.self, from: Data(json.utf8)) else {
+            let options = try? JSONDecoder().decode(TrainingOptions.self, from: Data(json.utf8))
+        else {
             throw TrainingError.stateMismatch(path: path, detail: "not a moescope training state")
         }
-        if let problem = options.problem { throw TrainingError.stateMismatch(path: path, detail: "its saved options are invalid (\(problem))") }
+        if let problem = options.problem {
+            throw TrainingError.stateMismatch(path: path, detail: "its saved options are invalid (\(problem))")
+        }
         return options
     }
 
@@ -305,7 +332,8 @@ public struct Trainer {
             throw TrainingError.stateMismatch(path: path, detail: "it was started with different \(Self.differences(saved, options))")
         }
         guard let configJSON = file.metadata["config"],
-              let savedConfig = try? ModelConfig(json: Data(configJSON.utf8), path: path), savedConfig == config else {
+            let savedConfig = try? ModelConfig(json: Data(configJSON.utf8), path: path), savedConfig == config
+        else {
             throw TrainingError.stateMismatch(path: path, detail: "its model config differs")
         }
         guard let step = file.metadata["step"].flatMap(Int.init), let updates = file.metadata["adam_updates"].flatMap(Int.init) else {
@@ -327,12 +355,12 @@ public struct Trainer {
         let file = try SafeTensorsFile(path: path)
         let (step, updates) = try Self.checkState(file, config: config, options: options)
         try self.init(config: config, options: options, data: data)
-        for name in parameters.keys {
-            let shape = parameters[name]!.shape
-            parameters[name] = try file.tensor("param/\(name)", shape: shape)
+        for (index, name) in parameterList.names.enumerated() {
+            let shape = parameterList.tensors[index].shape
+            parameterList.tensors[index] = try file.tensor("param/\(name)", shape: shape)
             if updates > 0 {
-                optimizer.firstMoment[name] = try file.tensor("adam_m/\(name)", shape: shape)
-                optimizer.secondMoment[name] = try file.tensor("adam_v/\(name)", shape: shape)
+                optimizer.firstMoment.append(try file.tensor("adam_m/\(name)", shape: shape))
+                optimizer.secondMoment.append(try file.tensor("adam_v/\(name)", shape: shape))
             }
         }
         optimizer.updates = updates
@@ -346,8 +374,10 @@ public struct Trainer {
     /// logits and their gradient.
     public static func trainingBytes(config c: ModelConfig, options o: TrainingOptions) -> Int? {
         let p = MemoryBudget.product
-        let perTokenLayer = MemoryBudget.sum([p([24, c.hiddenSize]), p([c.topK, 6, c.expertHiddenSize]), p([4, c.numExperts]),
-                                              p([3, c.numHeads, o.sequenceLength]), p([3, max(c.routerHiddenSize, c.gruHiddenSize)])])
+        let perTokenLayer = MemoryBudget.sum([
+            p([24, c.hiddenSize]), p([c.topK, 6, c.expertHiddenSize]), p([4, c.numExperts]),
+            p([3, c.numHeads, o.sequenceLength]), p([3, max(c.routerHiddenSize, c.gruHiddenSize)]),
+        ])
         let perToken = MemoryBudget.sum([perTokenLayer.flatMap { p([$0, c.numLayers]) }, p([3, c.vocabSize])])
         return MemoryBudget.sum([
             c.parameterCount.flatMap { p([$0, 4, 4 + Self.shards]) },
@@ -360,8 +390,9 @@ public struct Trainer {
         let available = MemoryBudget.availableBytes
         let needed = trainingBytes(config: config, options: options)
         guard let needed, needed <= available else {
-            throw CheckpointError.tooLarge(path: path, what: "training (batch \(options.batchSize) × \(options.sequenceLength) tokens)",
-                                           neededBytes: needed, availableBytes: available)
+            throw CheckpointError.tooLarge(
+                path: path, what: "training (batch \(options.batchSize) × \(options.sequenceLength) tokens)",
+                neededBytes: needed, availableBytes: available)
         }
     }
 }

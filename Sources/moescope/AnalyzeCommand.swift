@@ -14,12 +14,13 @@ struct AnalyzeCommand: ParsableCommand {
             --text or --file analyse one text instead. Layers are L0…, experts E0…. --json writes the "moescope-analysis" format \
             described in the README.
 
-            Texts are routed a batch of context windows at a time, batches side by side on the cores, with a progress line; the \
-            gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
+            Texts are routed four context windows a batch, one batch per core at a time while the finished ones are summarised, \
+            with a progress line; the gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
 
-            --trace FILE analyses a recorded routing trace instead of running a model: streamed over the file, everything its data \
-            allows (entropy and margins only where it holds logits or probabilities), plus the expert-placement view for 4, 8 and 16 \
-            devices.
+            --trace FILE analyses a recorded routing trace instead of running a model: streamed over the file through the same \
+            accumulator, the same report (and JSON) as a model's, with what the trace's data does not allow (entropy, margins and \
+            balance without logits or probabilities; expert norms; weight similarity) listed under "not available". Every report \
+            ends with the expert-placement view for 4, 8 and 16 devices.
             """)
 
     @OptionGroup var model: ModelOptions
@@ -82,7 +83,8 @@ struct AnalyzeCommand: ParsableCommand {
         var done = 0
         var normTokens = 0
         for (domain, ids) in inputs {
-            try Self.route(ids, opened.model, normTokens: &normTokens) { traces in
+            guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
+            try WindowedRouting.route(ids, opened.model, normTokens: &normTokens) { traces in
                 accumulated.add(traces, domain: domain)
                 done += traces.count
                 progress.update(done)
@@ -104,64 +106,6 @@ struct AnalyzeCommand: ParsableCommand {
             print(AnalysisMarkdown(report: report, detailLayer: detail).text + "\n" + report.paperChecksMarkdown)
         }
     }
-
-    /// Tokens whose every expert output norm is recorded (the "Closer Look" columns): running
-    /// all E experts costs E/k times the experts' work, so a long text measures them on its
-    /// first 8,192 tokens only; shorter inputs (the default corpus sample included) on every token.
-    static let normSampleTokens = 8_192
-
-    /// Context windows run as one batch on each core: four 256-token windows give every
-    /// expert about 256 rows a product (as a training shard does), where one window gave it 64.
-    static let windowsPerBatch = 4
-
-    /// Routes `ids` in context-length windows, several windows a batch (`RoutingModel.route`),
-    /// batches side by side on the cores; hands each window's traces to `consume` in order, so
-    /// a long text's traces are summarised and dropped as it goes. Stops at the first NaN or ±∞.
-    /// `bench` times this same path.
-    static func route(
-        _ ids: [Int], _ model: any RoutingModel, normTokens: inout Int,
-        consume: ([RoutingTrace]) -> Void
-    ) throws {
-        guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
-        let windows = stride(from: 0, to: ids.count, by: model.contextLength).map {
-            Array(ids[$0..<min(ids.count, $0 + model.contextLength)])
-        }
-        let parallel = max(1, Kernels.threads)
-        var next = 0
-        while next < windows.count {
-            // Up to `parallel` batches; a batch's windows all record every expert's norm, or none do.
-            var batches: [(windows: [[Int]], allExpertNorms: Bool)] = []
-            while batches.count < parallel && next < windows.count {
-                let withNorms = normTokens < Self.normSampleTokens
-                var batch: [[Int]] = []
-                while batch.count < Self.windowsPerBatch && next < windows.count && (normTokens < Self.normSampleTokens) == withNorms {
-                    if withNorms { normTokens += windows[next].count }
-                    batch.append(windows[next])
-                    next += 1
-                }
-                batches.append((batch, withNorms))
-            }
-            var results = [Result<[(routing: [RoutingTrace], lastLogits: [Float])], Error>?](repeating: nil, count: batches.count)
-            results.withUnsafeMutableBufferPointer { slots in
-                Kernels.parallelFor(batches.count, threads: parallel) { index in
-                    slots[index] = Result {
-                        try model.route(
-                            sequences: batches[index].windows, allExpertNorms: batches[index].allExpertNorms,
-                            threads: batches.count > 1 ? 1 : parallel)
-                    }
-                }
-            }
-            for result in results {
-                for (routing, lastLogits) in try result!.get() {
-                    if let problem = InferenceError.firstNonFinite(in: routing, routedLayers: model.routedLayers, outputLogits: lastLogits)
-                    {
-                        throw problem
-                    }
-                    consume(routing)
-                }
-            }
-        }
-    }
 }
 
 extension AnalyzeCommand: TakesText {
@@ -169,16 +113,11 @@ extension AnalyzeCommand: TakesText {
 }
 
 extension AnalyzeCommand {
+    /// The same report as a model's, from a recorded trace streamed through the same accumulator.
     func analyzeTrace(_ path: String) throws {
         let recorded = try RecordedTrace(path: path)
         let trace = recorded.file
-        var progress = ProgressLine("analyze: tokens", total: trace.tokenCount, unit: "tok")
-        let began = Date()
-        let analysis = try TraceAnalysis.run(trace) { progress.update($0) }
-        progress.finish()
-        let seconds = Date().timeIntervalSince(began)
-        let rate = Double(trace.tokenCount * trace.routedLayerCount) / max(seconds, 1e-9)
-        let layer =
+        let detail =
             try layer.map { layer -> Int in
                 guard let position = trace.routedLayers.firstIndex(of: layer) else {
                     throw CLIError(
@@ -187,17 +126,38 @@ extension AnalyzeCommand {
                 }
                 return position
             } ?? trace.routedLayerCount - 1
-        let report = TraceAnalysisReport(trace: trace, analysis: analysis, detailLayer: layer, seconds: seconds)
+        var progress = ProgressLine("analyze: tokens", total: trace.tokenCount, unit: "tok")
+        let began = Date()
+        let cpuBegan = Self.cpuSeconds()
+        let accumulated = try AnalysisReport.Accumulator.reading(trace) { progress.update($0) }
+        progress.finish()
+        let streamed = Date().timeIntervalSince(began)
+        let streamedCPU = Self.cpuSeconds() - cpuBegan
+        let report = AnalysisReport(trace: trace, tokenizer: recorded.tokenizer, accumulated: accumulated)
+        let total = Date().timeIntervalSince(began)
+        let totalCPU = Self.cpuSeconds() - cpuBegan
         if json {
             let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print(report.markdown)
+            print(AnalysisMarkdown(report: report, detailLayer: detail).text + "\n" + report.paperChecksMarkdown)
         }
+        let tokenLayers = Double(trace.tokenCount * trace.routedLayerCount)
+        // CPU time beside wall time: on a shared machine the wall time says more about the others.
         printError(
             String(
-                format: "analysed %d tokens × %d layers in %.2f s: %.1f M token-layers/s", trace.tokenCount, trace.routedLayerCount,
-                seconds, rate / 1e6))
+                format:
+                    "analysed %d tokens × %d layers: streamed in %.2f s, %.2f s of CPU (%.1f M token-layers/s, %.1f M per CPU-second); report in %.2f s more, %.2f s of CPU",
+                trace.tokenCount, trace.routedLayerCount, streamed, streamedCPU, tokenLayers / max(streamed, 1e-9) / 1e6,
+                tokenLayers / max(streamedCPU, 1e-9) / 1e6, total - streamed, totalCPU - streamedCPU))
+    }
+
+    /// User + system CPU time of this process so far, all threads.
+    static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 }
 
@@ -212,6 +172,7 @@ struct AnalysisMarkdown {
         let experts = (0..<report.numExperts).map { "E\($0)" }
         out.append(
             "# Routing analysis · \(report.router) · \(report.checkpoint)\(report.randomInit ? " (random init: routing is noise)" : "")")
+        if let source = report.recordedBy { out.append("\nRecorded routing: \(source)") }
         out.append(
             "\n\(report.tokens) tokens · top-\(report.topK) of \(report.numExperts) experts · entropies in nats (ln \(report.numExperts) = \(f(log(Double(report.numExperts)))) is uniform)\n"
         )
@@ -220,9 +181,12 @@ struct AnalysisMarkdown {
         out.append("| Layer | Entropy mean | p10 | median | p90 | Load CV | MaxVio | Usage entropy | Inner | Outer |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for l in report.layers {
+            let h = [l.entropy?.mean, l.entropy?.p10, l.entropy?.median, l.entropy?.p90].map { $0.map { f($0, 3) } ?? "—" }
+            let balance = l.entropy == nil ? ["—", "—"] : [f(l.innerBalance), f(l.outerBalance, 3)]
             out.append(
-                "| L\(l.layer) | \(f(l.entropy.mean, 3)) | \(f(l.entropy.p10, 3)) | \(f(l.entropy.median, 3)) | \(f(l.entropy.p90, 3)) | \(f(l.loadCV, 3)) | \(f(l.maxViolation, 3)) | \(f(l.usageEntropy, 3)) | \(f(l.innerBalance)) | \(f(l.outerBalance, 3)) |"
-            )
+                "| L\(l.layer) | " + h.joined(separator: " | ")
+                    + " | \(f(l.loadCV, 3)) | \(f(l.maxViolation, 3)) | \(f(l.usageEntropy, 3)) | " + balance.joined(separator: " | ")
+                    + " |")
         }
 
         out.append("\n## Expert utilisation (share of routed slots, %)\n")
@@ -284,6 +248,29 @@ struct AnalysisMarkdown {
         out.append("|---|" + String(repeating: "---:|", count: report.numExperts))
         for (e, row) in (report.layers[detailLayer].expertSimilarity ?? []).enumerated() {
             out.append("| E\(e) | " + row.map { f($0) }.joined(separator: " | ") + " |")
+        }
+
+        out.append("\n## Expert placement for expert-parallel serving\n")
+        out.append(
+            "Balancedness = mean device load / max device load (1 = even), contiguous placement (E/G experts per device in id order) vs a greedy re-placement (heaviest expert first onto the least-loaded device with a free slot); gain = contiguous max / greedy max.\n"
+        )
+        out.append("| Devices | Contiguous balancedness (mean) | worst layer | Greedy balancedness (mean) | Gain (mean) |")
+        out.append("|---:|---:|---|---:|---:|")
+        for p in report.placement {
+            let worst = p.layers.min { $0.contiguousBalancedness < $1.contiguousBalancedness }!
+            out.append(
+                "| \(p.devices) | \(f(p.meanContiguousBalancedness, 3)) | L\(worst.layer): \(f(worst.contiguousBalancedness, 3)) | \(f(p.meanGreedyBalancedness, 3)) | ×\(f(p.meanGain, 3)) |"
+            )
+        }
+        if let p = report.placement.first(where: { $0.devices == 8 }) ?? report.placement.first {
+            let row = p.layers[detailLayer]
+            out.append(
+                "\nSlots per device at L\(row.layer), \(p.devices) devices, contiguous: "
+                    + row.deviceLoads.map(String.init).joined(separator: " · "))
+        }
+        if !report.notAvailable.isEmpty {
+            out.append("\n## Not available from this data\n")
+            for line in report.notAvailable { out.append("- \(line)") }
         }
         return out.joined(separator: "\n")
     }

@@ -246,7 +246,7 @@ extension BenchCommand {
         }
         for _ in 0..<max(1, min(repeats, 3)) {
             let start = monotonicNanoseconds()
-            _ = try TraceAnalysis.run(trace!)
+            _ = try AnalysisReport.Accumulator.reading(trace!)
             rates.append(Double(traceTokens * 58) / (Double(monotonicNanoseconds() - start) / 1e9))
         }
         let shape = "\(traceTokens) tokens × 58 layers × top-8 of 256 (written in \(String(format: "%.1f", written)) s)"
@@ -297,9 +297,9 @@ extension BenchCommand {
         var analyzeTimes: [Double] = []
         for _ in 0..<max(1, repeats / 2) {
             var accumulated = AnalysisReport.Accumulator(model: analyzed, expectedTokens: heldOut.count)
-            var normTokens = AnalyzeCommand.normSampleTokens
+            var normTokens = WindowedRouting.normSampleTokens
             let began = monotonicNanoseconds()
-            try AnalyzeCommand.route(heldOut, analyzed, normTokens: &normTokens) { accumulated.add($0, domain: "held-out") }
+            try WindowedRouting.route(heldOut, analyzed, normTokens: &normTokens) { accumulated.add($0, domain: "held-out") }
             analyzeTimes.append(Double(monotonicNanoseconds() - began) / 1e9)
         }
         table.record(

@@ -23,11 +23,8 @@ struct ExploreCommand: ParsableCommand {
         help: ArgumentHelp(
             "Open a recorded routing trace (moescope-routing-trace safetensors) instead of running a model.", valueName: "file"))
     var trace: String?
-    @Option(help: "With --trace: the first token shown (the explorer steps through \(Self.traceWindow) tokens from there).") var start = 0
-
-    /// Tokens of a recorded trace one explorer session steps through: the explorer keeps the
-    /// routing of every token it has shown, so a million-token trace is opened a window at a time.
-    static let traceWindow = 8192
+    @Option(help: "With --trace: the token to open at, counted from 0 (PgUp, PgDn, j and the arrows then move anywhere in the trace).")
+    var start = 0
 
     func validate() throws {
         if trace != nil, input.isGiven || model.hub.folder != nil || model.checkpoint != nil || model.chosenRouter != nil {
@@ -57,7 +54,8 @@ struct ExploreCommand: ParsableCommand {
             guard start < recorded.file.tokenCount else {
                 throw CLIError("--start \(start) is past the end of \(trace), which holds \(recorded.file.tokenCount) tokens")
             }
-            let recording = RecordedRoutingModel(trace: recorded.file, window: start..<start + Self.traceWindow)
+            // The explorer holds one window of the trace at a time (`ExplorerState.recordingWindow`).
+            let recording = RecordedRoutingModel(trace: recorded.file, window: start..<start + ExplorerState.recordingWindow)
             let loader: SessionLoader = { _, _, _ in
                 ExplorerSession(
                     model: recording, tokenizer: recorded.tokenizer, label: trace, isRandomInit: false, tokens: recording.tokens)

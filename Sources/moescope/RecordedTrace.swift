@@ -21,10 +21,3 @@ struct RecordedTrace {
         }
     }
 }
-
-/// Stands in for a tokenizer a trace does not name: token 42 reads "#42".
-struct TokenIDsOnly: TextTokenizer {
-    var vocabSize: Int { SizeLimits.vocabulary }
-    func encode(_ text: String) -> [Int] { [] }
-    func bytes(of id: Int) -> [UInt8] { Array("#\(id)".utf8) }
-}

@@ -49,14 +49,20 @@ import Testing
             RoutingTrace(token: token, position: 0, layers: [LayerRouting(logits: [], probabilities: [0.25, 0.25, 0.25, 0.25],
                 experts: experts, weights: [0.5, 0.5], expertOutputNorms: [1, 1], gruHidden: nil, routerNanoseconds: 0)])
         }
-        var specialisation = Specialisation(numLayers: 1, numExperts: 4)
-        specialisation.add([trace(7, [0, 1]), trace(7, [0, 1])], domain: "code")
-        specialisation.add([trace(9, [2, 3]), trace(8, [2, 0])], domain: "prose")
-        #expect(specialisation.shares(domain: "code", layer: 0) == [0.5, 0.5, 0, 0])
-        let best = specialisation.mostSpecificExpert(domain: "code", layer: 0)
+        var accumulated = AnalysisReport.Accumulator(numExperts: 4, topK: 2, layerCount: 1, expectedTokens: 4)
+        accumulated.add([trace(7, [0, 1]), trace(7, [0, 1])], domain: "code")
+        accumulated.add([trace(9, [2, 3]), trace(8, [2, 0])], domain: "prose")
+        let report = AnalysisReport(
+            router: "test", checkpoint: "-", randomInit: false, routedLayers: [3], tokenizer: TokenIDsOnly(), accumulated: accumulated,
+            similarity: nil, perMatrix: nil, missing: [], recordedBy: nil, topTokenCount: 2)
+        #expect(report.domains.map(\.domain) == ["code", "prose"])
+        #expect(report.domains[0].sharesByLayer[0] == [0.5, 0.5, 0, 0])
+        let best = report.domains[0].mostSpecific[0]
         #expect(best.expert == 1 && abs(best.lift - 0.5 / 0.25) < 1e-12)   // E1 only ever sees code
-        #expect(specialisation.topTokens(layer: 0, expert: 0, count: 2).map(\.token) == [7, 8])
-        #expect(specialisation.domains == ["code", "prose"])
+        #expect(report.layers[0].topTokens[0].map(\.tokenID) == [7, 8])
+        #expect(report.layers[0].topTokens[0].map(\.count) == [2, 1])
+        #expect(report.layers[0].topTokens[0][0].text == "#7")
+        #expect(report.layers[0].layer == 3)
     }
 
     @Test func allExpertNormsIncludeTheChosenOnes() throws {

@@ -230,7 +230,7 @@ final class SVGInspector: NSObject, XMLParserDelegate {
 @Suite struct AnalysisSchemaTests {
     static let topLevel: Set = [
         "format", "version", "router", "checkpoint", "random_init", "tokens", "num_experts", "top_k",
-        "layers", "cross_layer_mutual_information", "domains", "paper_checks",
+        "layers", "cross_layer_mutual_information", "domains", "paper_checks", "placement", "not_available",
     ]
     static let layer: Set = [
         "layer", "entropy", "selection_margin", "expert_shares", "load_cv", "max_vio", "usage_entropy",
@@ -242,7 +242,9 @@ final class SVGInspector: NSObject, XMLParserDelegate {
     static let checks: [String: Set<String>] = [
         "mixtral_repetition": ["definition", "random_first_choice", "random_any_overlap", "layers", "domains", "published"],
         "olmoe_coactivation": ["definition", "random_all_pairs", "random_adjacent_pairs", "layers", "published_note"],
-        "olmoe_vocabulary_specialisation": ["definition", "random_top1", "random_top_k", "frequent_minimum", "layers", "published_note"],
+        "olmoe_vocabulary_specialisation": [
+            "definition", "random_top1", "random_top_k", "frequent_minimum", "uncounted_occurrences", "layers", "published_note",
+        ],
         "olmoe_domain_specialisation": ["definition", "domains", "published_note"],
         "rmoe_mutual_information": [
             "definition", "bins", "tokens_used", "per_token", "per_token_mean_all_pairs", "per_token_mean_adjacent",

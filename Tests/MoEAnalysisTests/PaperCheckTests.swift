@@ -23,9 +23,23 @@ import Testing
         RoutingTrace(token: token, position: position, layers: layers.map { layer($0, of: experts) })
     }
 
+    /// The consecutive-token counts of texts, each its own domain, per layer.
+    static func repetition(_ texts: [[RoutingTrace]], layerCount: Int, experts: Int) -> [[(first: Int, overlap: Int, pairs: Int)]] {
+        let k = texts[0][0].layers[0].experts.count
+        var counts = RoutingCounts(numExperts: experts, topK: k, layerCount: layerCount, expectedTokens: 0)
+        for (i, text) in texts.enumerated() { counts.add(text, domain: "text \(i)") }
+        return counts.domains.map { d in (0..<layerCount).map { (d.sameFirstChoice[$0], d.overlapping[$0], d.pairs[$0]) } }
+    }
+
+    static func counts(_ traces: [RoutingTrace], experts: Int, layerCount: Int = 1) -> RoutingCounts {
+        var counts = RoutingCounts(numExperts: experts, topK: traces[0].layers[0].experts.count, layerCount: layerCount, expectedTokens: 0)
+        counts.add(traces, domain: "text")
+        return counts
+    }
+
     @Test func everyTokenRepeatingItsExpertsRepeatsFully() {
         let traces = (0..<50).map { Self.trace($0 % 7, $0, [[3, 1], [2, 5]], experts: 8) }
-        let counts = ConsecutiveRepetitionCheck.counts(traces, layerCount: 2)
+        let counts = Self.repetition([traces], layerCount: 2, experts: 8)[0]
         #expect(counts.map(\.pairs) == [49, 49])
         #expect(counts.map(\.first) == [49, 49])
         #expect(counts.map(\.overlap) == [49, 49])
@@ -37,7 +51,7 @@ import Testing
             Self.trace(1, 0, [[0, 1]], experts: 4), Self.trace(1, 1, [[0, 1]], experts: 4),
             Self.trace(1, 0, [[2, 3]], experts: 4), Self.trace(1, 1, [[3, 0]], experts: 4),
         ]
-        let counts = ConsecutiveRepetitionCheck.counts(traces, layerCount: 1)
+        let counts = Self.repetition([traces], layerCount: 1, experts: 4)[0]
         #expect(counts[0].pairs == 2)
         #expect(counts[0].first == 1)  // (0,1)→(0,1) repeats; (2,3)→(3,0) does not
         #expect(counts[0].overlap == 2)  // both share an expert
@@ -54,7 +68,7 @@ import Testing
                 }
                 return Self.trace(0, position, [chosen], experts: experts)
             }
-            let c = ConsecutiveRepetitionCheck.counts(traces, layerCount: 1)[0]
+            let c = Self.repetition([traces], layerCount: 1, experts: experts)[0][0]
             let first = Double(c.first) / Double(c.pairs)
             let overlap = Double(c.overlap) / Double(c.pairs)
             #expect(abs(first - 1 / Double(experts)) < 0.01)
@@ -68,12 +82,12 @@ import Testing
         // One text of 10 consecutive positions, handed over as 3 + 7: the pair (2, 3) straddles
         // the batches and still counts; a new domain starts a new text.
         let traces = (0..<10).map { Self.trace(1, $0, [[0, 1]], experts: 4) }
-        var counts = PaperChecks.Counts(numExperts: 4, topK: 2, layerCount: 1, expectedTokens: 20)
+        var counts = RoutingCounts(numExperts: 4, topK: 2, layerCount: 1, expectedTokens: 20)
         counts.add(Array(traces[..<3]), domain: "a")
-        counts.add(Array(traces[3...]), domain: "a")
         counts.add(Array(traces[..<4]), domain: "b")
-        #expect(counts.repetition.map(\.domain) == ["a", "b"])
-        #expect(counts.repetition.map(\.counts.perLayer[0].pairs) == [9, 3])
+        counts.add(Array(traces[3...]), domain: "a")  // "a" continues across another domain's block
+        #expect(counts.domains.map(\.domain) == ["a", "b"])
+        #expect(counts.domains.map { $0.pairs[0] } == [9, 3])
     }
 
     /// The checks gathered in batches of any size equal the checks of the whole texts, at a
@@ -86,7 +100,7 @@ import Testing
         }
         let tokens = domains.reduce(0) { $0 + $1.traces.count }
         func checks(batch: (Int) -> Int) throws -> [String] {
-            var counts = PaperChecks.Counts(numExperts: 64, topK: 8, layerCount: 16, expectedTokens: tokens)
+            var counts = RoutingCounts(numExperts: 64, topK: 8, layerCount: 16, expectedTokens: tokens)
             for (domain, traces) in domains {
                 var start = 0
                 var call = 0
@@ -117,17 +131,17 @@ import Testing
                 #expect(batched == all, "\(check)")
             }
         }
-        // The repetition counts equal those of each whole text.
-        var counts = PaperChecks.Counts(numExperts: 64, topK: 8, layerCount: 16, expectedTokens: tokens)
+        // The repetition counts, token by token, equal those of each whole text.
+        var counts = RoutingCounts(numExperts: 64, topK: 8, layerCount: 16, expectedTokens: tokens)
         for (domain, traces) in domains { for t in traces { counts.add([t], domain: domain) } }
-        for (i, (_, traces)) in domains.enumerated() {
-            let whole = ConsecutiveRepetitionCheck.counts(traces, layerCount: 16)
-            #expect(counts.repetition[i].counts.perLayer.map(\.pairs) == whole.map(\.pairs))
-            #expect(counts.repetition[i].counts.perLayer.map(\.first) == whole.map(\.first))
+        let wholeTexts = Self.repetition(domains.map(\.traces), layerCount: 16, experts: 64)
+        for i in domains.indices {
+            #expect(counts.domains[i].pairs == wholeTexts[i].map(\.pairs))
+            #expect(counts.domains[i].sameFirstChoice == wholeTexts[i].map(\.first))
         }
         var sums = RMoEMutualInformationCheck.Sums(
             layerCount: 16, numExperts: 64, expectedTokens: tokens, workBudget: tokens * 16 * 16 * 64 / 3)
-        for (_, traces) in domains { sums.add(traces) }
+        for (_, traces) in domains { sums.add(RoutingBlock(traces: traces, layerCount: 16, topK: 8, numExperts: 64)) }
         #expect(sums.stride == 3 && sums.tokensUsed == (tokens + 2) / 3)
         let every3rd = domains.flatMap(\.traces).enumerated().filter { $0.offset % 3 == 0 }.map(\.element)
         #expect(sums.matrix == RMoEMutualInformationCheck.matrix(every3rd, layerCount: 16, bins: 10))
@@ -144,7 +158,7 @@ import Testing
         #expect(adjacent[0] == [0, 0.5, 0, 0.5])
         #expect(adjacent[1] == [0.5, 0, 0.5, 0.5])
         #expect(adjacent[2] == [0, 1, 0, 0])
-        let check = CoActivationCheck(traces: traces, numExperts: 4, topK: 3, routedLayers: [0])
+        let check = CoActivationCheck(counts: Self.counts(traces, experts: 4), routedLayers: [0])
         #expect(check.layers[0].topAllPairs.first == ExpertPair(expert: 0, with: 1, rate: 1))
         #expect(abs(check.layers[0].meanStrongestAllPairs - (1 + 1 + 1 + 1) / 4) < 1e-12)  // every expert has a sure partner
         #expect(abs(check.layers[0].meanStrongestAdjacentPairs - (0.5 + 0.5 + 1 + 1) / 4) < 1e-12)
@@ -158,12 +172,13 @@ import Testing
             Self.trace(7, 0, [[0, 2]], experts: 4), Self.trace(7, 1, [[0, 3]], experts: 4),
             Self.trace(7, 2, [[1, 2]], experts: 4), Self.trace(9, 3, [[3, 2]], experts: 4),
         ]
-        let top1 = VocabularySpecialisationCheck.specialisation(traces, layer: 0, depth: 1, minimumOccurrences: 1)
+        let counts = Self.counts(traces, experts: 4).tokenExperts
+        let top1 = counts.specialisation(layer: 0, topK: false, minimumOccurrences: 1)
         #expect(abs(top1.mean - (2.0 / 3 + 1) / 2) < 1e-12 && top1.tokens == 2)
-        let frequent = VocabularySpecialisationCheck.specialisation(traces, layer: 0, depth: 1, minimumOccurrences: 2)
+        let frequent = counts.specialisation(layer: 0, topK: false, minimumOccurrences: 2)
         #expect(abs(frequent.mean - 2.0 / 3) < 1e-12 && frequent.tokens == 1)
         // Top-2: token 7 has expert 2 in 2 of 3 sets, expert 0 in 2 of 3 → 2/3; token 9 → 1.
-        let top2 = VocabularySpecialisationCheck.specialisation(traces, layer: 0, depth: 2, minimumOccurrences: 1)
+        let top2 = counts.specialisation(layer: 0, topK: true, minimumOccurrences: 1)
         #expect(abs(top2.mean - (2.0 / 3 + 1) / 2) < 1e-12)
     }
 
@@ -171,8 +186,10 @@ import Testing
         // "code": both tokens use E0 and E1; "prose": one token E1+E2, one E2+E0.
         let code = [Self.trace(1, 0, [[0, 1]], experts: 4), Self.trace(1, 1, [[1, 0]], experts: 4)]
         let prose = [Self.trace(2, 0, [[1, 2]], experts: 4), Self.trace(2, 1, [[2, 0]], experts: 4)]
-        let check = DomainSpecialisationCheck(
-            tracesByDomain: [("code", code), ("prose", prose)], numExperts: 4, topK: 2, routedLayers: [4])
+        var counts = RoutingCounts(numExperts: 4, topK: 2, layerCount: 1, expectedTokens: 4)
+        counts.add(code, domain: "code")
+        counts.add(prose, domain: "prose")
+        let check = DomainSpecialisationCheck(counts: counts, routedLayers: [4])
         let first = check.domains[0].layers[0]
         let second = check.domains[1].layers[0]
         #expect(first.expert == 0 && first.specialisation == 1 && first.layer == 4)  // every code token uses E0 (tie with E1: lower id)

@@ -175,7 +175,7 @@ import MoEAnalysis
                 do {
                     let trace = try RoutingTraceFile(path: path)
                     for t in 0..<trace.tokenCount { _ = try trace.routing(token: t) }
-                    _ = try TraceAnalysis.run(trace)
+                    _ = AnalysisReport(trace: trace, tokenizer: TokenIDsOnly(), accumulated: try AnalysisReport.Accumulator.reading(trace))
                     opened += 1
                 } catch {
                     Self.expectOneLine(error, "\(name) case \(case_)")

@@ -87,44 +87,99 @@ import Testing
         }
     }
 
-    /// The streamed analysis equals a plain recount over `routing(token:)`, on a synthetic trace
-    /// of DeepSeek-V3's routed shape (58 layers, top-8 of 256) with logits.
-    @Test func streamedAnalysisEqualsRecount() throws {
-        let path = "\(scratch)/synthetic.safetensors"
-        try SyntheticRoutingTrace.write(to: path, tokens: 600, layers: 58, experts: 256, topK: 8, documents: 4, seed: 3, withLogits: true)
+    /// One pipeline: a trace streamed as blocks gives the report that the same routing handed
+    /// over as live `RoutingTrace`s (one per token, from `routing(token:)`) gives, number for
+    /// number; and its counts equal a plain recount of the file. DeepSeek-V3's routed shape
+    /// (58 layers, top-8 of 256) with logits; the same without logits leaves the score analyses
+    /// empty and says why.
+    @Test(arguments: [true, false]) func streamedReportEqualsLiveReport(withLogits: Bool) throws {
+        let path = "\(scratch)/synthetic-\(withLogits).safetensors"
+        try SyntheticRoutingTrace.write(to: path, tokens: 600, layers: 58, experts: 256, topK: 8, documents: 4, seed: 3, withLogits: withLogits)
         let trace = try RoutingTraceFile(path: path)
         #expect(trace.routedLayers == Array(3..<61) && trace.layerCount == 61)
-        let analysis = try TraceAnalysis.run(trace)
+        var progress: [Int] = []
+        let streamed = try AnalysisReport.Accumulator.reading(trace) { progress.append($0) }
+        #expect(progress.last == 600 && progress == progress.sorted())
+        let report = AnalysisReport(trace: trace, tokenizer: TokenIDsOnly(), accumulated: streamed)
+
+        var live = AnalysisReport.Accumulator(numExperts: 256, topK: 8, layerCount: 58, expectedTokens: 600)
         var load = [[Int]](repeating: [Int](repeating: 0, count: 256), count: 58)
         var pairs = [Int](repeating: 0, count: 256 * 256)
         var tops: [[Int]] = Array(repeating: [], count: 58)
         var entropy = [Double](repeating: 0, count: 58)
         var codeLoad = [Int](repeating: 0, count: 256)
-        for t in 0..<trace.tokenCount {
-            let routing = try trace.routing(token: t)
-            for (l, layer) in routing.layers.enumerated() {
-                #expect(Set(layer.experts).count == 8)
-                for e in layer.experts { load[l][e] += 1 }
-                if l == 10 { for a in layer.experts { for b in layer.experts where a != b { pairs[a * 256 + b] += 1 } } }
-                if l == 0 && trace.domains[trace.document(of: t)] == "code" { for e in layer.experts { codeLoad[e] += 1 } }
-                tops[l].append(layer.experts[0])
-                entropy[l] += MoEAnalysis.entropy(layer.probabilities)
+        for d in 0..<trace.documentCount {
+            var traces: [RoutingTrace] = []
+            for t in trace.documentOffsets[d]..<trace.documentOffsets[d + 1] {
+                let routing = try trace.routing(token: t)
+                traces.append(routing)
+                for (l, layer) in routing.layers.enumerated() {
+                    #expect(Set(layer.experts).count == 8)
+                    for e in layer.experts { load[l][e] += 1 }
+                    if l == 10 { for a in layer.experts { for b in layer.experts where a != b { pairs[a * 256 + b] += 1 } } }
+                    if l == 0 && trace.domains[d] == "code" { for e in layer.experts { codeLoad[e] += 1 } }
+                    tops[l].append(layer.experts[0])
+                    entropy[l] += MoEAnalysis.entropy(layer.probabilities)
+                }
+            }
+            if !withLogits {
+                // Without scores, `routing(token:)` makes probabilities up from the weights; the
+                // live path would analyse those, so blocks stand in for the traces here.
+                live.add(try RoutingBlock(trace: trace, tokens: trace.documentOffsets[d]..<trace.documentOffsets[d + 1]), domain: trace.domains[d])
+            } else {
+                live.add(traces, domain: trace.domains[d])
             }
         }
-        #expect(analysis.tokens == 600 && analysis.load == load)
-        #expect(
-            (0..<256).allSatisfy { i in (0..<256).allSatisfy { j in i == j || analysis.pairCount(layer: 10, i, j) == pairs[i * 256 + j] } })
-        #expect(analysis.domainLoad["code"]![0] == codeLoad)
+        let reference = AnalysisReport(trace: trace, tokenizer: TokenIDsOnly(), accumulated: live)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let a = try JSONSerialization.jsonObject(with: try encoder.encode(report))
+        let b = try JSONSerialization.jsonObject(with: try encoder.encode(reference))
+        #expect(Self.differences(a, b, tolerance: 1e-6).isEmpty, "\(Self.differences(a, b, tolerance: 1e-6).prefix(5))")
+
+        #expect(report.tokens == 600 && report.layers.count == 58 && report.layers[0].layer == 3)
+        for l in [0, 10, 57] {
+            #expect(report.layers[l].expertShares == load[l].map { Double($0) / Double(600 * 8) })
+        }
+        let coActivation = report.paperChecks.olmoeCoActivation.allPairsMatrices[10]
+        #expect((0..<256).allSatisfy { i in (0..<256).allSatisfy { j in abs(coActivation[i][j] * Double(load[10][i]) - Double(pairs[i * 256 + j])) < 1e-6 } })
+        let code = try #require(report.domains.first { $0.domain == "code" })
+        let codeTotal = Double(codeLoad.reduce(0, +))
+        #expect(code.sharesByLayer[0] == codeLoad.map { Double($0) / codeTotal })
         for l in [0, 20, 56] {
-            #expect(abs(analysis.adjacentMutualInformation(l) - mutualInformation(tops[l], tops[l + 1])) < 1e-9)
-            #expect(abs(analysis.meanEntropy(layer: l)! - entropy[l] / 600) < 1e-4)
+            #expect(abs(report.crossLayerMutualInformation[l][l + 1] - mutualInformation(tops[l], tops[l + 1])) < 1e-9)
+            #expect(abs(report.crossLayerMutualInformation[l][l] - mutualInformation(tops[l], tops[l])) < 1e-9)
         }
         // The synthetic routing follows the previous layer half the time: information flows.
-        #expect(analysis.adjacentMutualInformation(0) > 0.5)
-        let report = TraceAnalysisReport(trace: trace, analysis: analysis, detailLayer: 57, seconds: 1)
+        #expect(report.crossLayerMutualInformation[0][1] > 0.5)
         #expect(report.placement.map(\.devices) == [4, 8, 16])
-        #expect(report.markdown.contains("## Expert placement"))
-        #expect(report.domains.map(\.domain) == ["code", "prose"])
+        #expect(report.paperChecks.mixtralRepetition.layers[0].pairs == 600 - 4)
+        #expect(report.layers[0].topTokens.contains { !$0.isEmpty })
+        if withLogits {
+            for l in [0, 57] { #expect(abs(try #require(report.layers[l].entropy).mean - entropy[l] / 600) < 1e-4) }
+            #expect(report.paperChecks.rmoeMutualInformation.tokensUsed > 0)
+            #expect(!report.notAvailable.contains { $0.contains("router_logits") })
+        } else {
+            #expect(report.layers.allSatisfy { $0.entropy == nil && $0.selectionMargin == nil })
+            #expect(report.notAvailable.contains { $0.contains("routing entropy") && $0.contains("no router_logits") })
+        }
+    }
+
+    /// Paths at which two decoded JSON values differ (numbers by more than `tolerance`, relative).
+    static func differences(_ a: Any, _ b: Any, tolerance: Double, at path: String = "") -> [String] {
+        switch (a, b) {
+        case let (x as [String: Any], y as [String: Any]):
+            guard Set(x.keys) == Set(y.keys) else { return ["\(path): keys \(x.keys.sorted()) vs \(y.keys.sorted())"] }
+            return x.keys.sorted().flatMap { differences(x[$0]!, y[$0]!, tolerance: tolerance, at: "\(path).\($0)") }
+        case let (x as [Any], y as [Any]):
+            guard x.count == y.count else { return ["\(path): \(x.count) vs \(y.count) items"] }
+            return zip(x, y).enumerated().flatMap { differences($1.0, $1.1, tolerance: tolerance, at: "\(path)[\($0)]") }
+        case let (x as NSNumber, y as NSNumber):
+            let (u, v) = (x.doubleValue, y.doubleValue)
+            return abs(u - v) <= tolerance * max(1, abs(u), abs(v)) ? [] : ["\(path): \(u) vs \(v)"]
+        default:
+            return "\(a)" == "\(b)" ? [] : ["\(path): \(a) vs \(b)"]
+        }
     }
 
     /// Placement on a hand-worked load: 8 experts on 4 devices.
@@ -183,7 +238,7 @@ import Testing
         _ = FileManager.default.createFile(atPath: damaged, contents: Data(bytes))
         let opened = try RoutingTraceFile(path: damaged)
         #expect { try opened.routing(token: 5) } throws: { "\($0)".contains("token 5, layer L1") }
-        #expect { try TraceAnalysis.run(opened) } throws: { "\($0)".contains("token 5, layer L1") && "\($0)".contains("expert 99") }
+        #expect { try AnalysisReport.Accumulator.reading(opened) } throws: { "\($0)".contains("token 5, layer L1") && "\($0)".contains("expert 99") }
     }
 }
 

@@ -10,11 +10,10 @@ import Testing
   /// σ(ln 3) = 0.75, σ(0) = 0.5.
   static let logits: [Float] = [log(4), -log(4), 0, 0, log(3), -log(4), -log(4), -log(4)]
   static let bias: [Float] = [0, 0.5, 0, 0, 0, 0, 0.3, 0.1]
-  static func moe(bias: [Float]?) -> HubMoE {
-    HubMoE(
-      router: Tensor(zeros: [8, 1]), selectionBias: bias.map { Tensor(shape: [8], scalars: $0) },
-      experts: [],
-      shared: nil, sharedGate: nil)
+  static func moe(bias: [Float]?) -> SparseMoE<MappedLinear> {
+    SparseMoE(
+      experts: [], topK: 2, rule: .softmaxTopK(normalize: true),
+      selectionBias: bias.map { Tensor(shape: [8], scalars: $0) })
   }
 
   @Test func deepSeekV3MarginIsOnTheBiasedScoresAndTheGroups() {

@@ -76,7 +76,7 @@ import Testing
         let (report, sharded) = trainer.lossAndGradients(inputs: batch.inputs, targets: batch.targets)
         let whole = trainer.shard(inputs: batch.inputs, targets: batch.targets, weight: 1, threads: 1)
         #expect(abs(report.crossEntropy - whole.crossEntropy) < 1e-5)
-        for (name, g) in whole.gradients {
+        for (name, g) in zip(trainer.parameterList.names, whole.gradients) {
             let worst = zip(g.scalars, sharded[name]!.scalars).map { abs($0 - $1) }.max() ?? 0
             #expect(worst < 1e-5, "\(name): \(worst)")
         }

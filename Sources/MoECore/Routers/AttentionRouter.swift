@@ -4,29 +4,43 @@
 ///     logits = (Wq u) Kᵀ / √a,    Wq ∈ ℝ^{a×d}, K ∈ ℝ^{E×a}
 public struct AttentionRouter: Router {
     public var kind: RouterKind { .attention }
-    public var namedParameters: [String: Tensor]
+    /// Wq and K of each layer.
+    var queries, expertKeys: [NamedWeight]
+    public var namedParameters: [String: Tensor] {
+        get { (queries + expertKeys).named }
+        set {
+            queries.assign(newValue)
+            expertKeys.assign(newValue)
+        }
+    }
     let keyWidth: Int
 
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         let a = config.routerHiddenSize
         keyWidth = a
-        namedParameters = try loadParameters((0..<config.numLayers).flatMap { layer in [
-            ("\(routerPrefix(layer)).query.weight", [a, config.hiddenSize], .normal(std: config.initStd)),
-            ("\(routerPrefix(layer)).expert_keys", [config.numExperts, a], .normal(std: 1)),
-        ] }, from: &source)
+        let drawn = try NamedWeight.draw(
+            (0..<config.numLayers).flatMap { layer in
+                [
+                    ("\(routerPrefix(layer)).query.weight", [a, config.hiddenSize], .normal(std: config.initStd)),
+                    ("\(routerPrefix(layer)).expert_keys", [config.numExperts, a], .normal(std: 1)),
+                ]
+            }, from: &source)
+        (queries, expertKeys) = (NamedWeight.every(2, from: 0, of: drawn), NamedWeight.every(2, from: 1, of: drawn))
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
-        let query = tape.linear(u, parameter("\(routerPrefix(layer)).query.weight"))
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
+        let query = tape.linear(u, parameter(queries[layer].name))
         // (Wq u) Kᵀ is a linear layer whose weight is K.
-        let scores = tape.linear(query, parameter("\(routerPrefix(layer)).expert_keys"))
+        let scores = tape.linear(query, parameter(expertKeys[layer].name))
         return tape.scale(scores, by: 1 / Float(keyWidth).squareRoot())
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let query = linear(u, parameter("\(routerPrefix(layer)).query.weight"), threads: threads)
+        let query = linear(u, queries[layer].value, threads: threads)
         let scale = 1 / Float(keyWidth).squareRoot()
-        return linear(query, parameter("\(routerPrefix(layer)).expert_keys"), threads: threads).mapped { $0 * scale }
+        return linear(query, expertKeys[layer].value, threads: threads).mapped { $0 * scale }
     }
 }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Layerwise Recurrent Router (RMoE; Qiu et al. 2024). A GRU carries routing state down the
@@ -28,12 +28,27 @@ import Darwin
 /// share one layout.)
 public struct GRURouter: Router {
     public var kind: RouterKind { .gru }
-    public var namedParameters: [String: Tensor]
+    /// The cell's W_ih, W_hh, b_ih, b_hh (shared by all layers).
+    var cellWeights: [NamedWeight]
+    /// P_i and G_i of each layer.
+    var projectors, outputs: [NamedWeight]
+    public var namedParameters: [String: Tensor] {
+        get { (cellWeights + projectors + outputs).named }
+        set {
+            cellWeights.assign(newValue)
+            projectors.assign(newValue)
+            outputs.assign(newValue)
+        }
+    }
     public let stateSize: Int
     /// False cuts the recurrence: h_{i−1} = 0 at every layer.
     public let recurrent: Bool
 
     static let cellPrefix = "model.router_gru"
+    var weightIH: NamedWeight { cellWeights[0] }
+    var weightHH: NamedWeight { cellWeights[1] }
+    var biasIH: NamedWeight { cellWeights[2] }
+    var biasHH: NamedWeight { cellWeights[3] }
 
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         let p = config.gruHiddenSize
@@ -41,50 +56,59 @@ public struct GRURouter: Router {
         recurrent = config.gruRecurrence
         // PyTorch initialises GRU weights U(−1/√p, 1/√p); a normal with the same variance.
         let cellInit = Initializer.normal(std: 1 / (3 * Float(p)).squareRoot())
-        namedParameters = try loadParameters([
-            ("\(Self.cellPrefix).weight_ih", [3 * p, p], cellInit), ("\(Self.cellPrefix).weight_hh", [3 * p, p], cellInit),
-            ("\(Self.cellPrefix).bias_ih", [3 * p], cellInit), ("\(Self.cellPrefix).bias_hh", [3 * p], cellInit),
-        ] + (0..<config.numLayers).flatMap { layer in [
-            ("\(routerPrefix(layer)).projector.weight", [p, config.hiddenSize], .normal(std: config.initStd)),
-            ("\(routerPrefix(layer)).output.weight", [config.numExperts, p], .normal(std: config.initStd)),
-        ] }, from: &source)
+        cellWeights = try NamedWeight.draw(
+            [
+                ("\(Self.cellPrefix).weight_ih", [3 * p, p], cellInit), ("\(Self.cellPrefix).weight_hh", [3 * p, p], cellInit),
+                ("\(Self.cellPrefix).bias_ih", [3 * p], cellInit), ("\(Self.cellPrefix).bias_hh", [3 * p], cellInit),
+            ], from: &source)
+        let drawn = try NamedWeight.draw(
+            (0..<config.numLayers).flatMap { layer in
+                [
+                    ("\(routerPrefix(layer)).projector.weight", [p, config.hiddenSize], .normal(std: config.initStd)),
+                    ("\(routerPrefix(layer)).output.weight", [config.numExperts, p], .normal(std: config.initStd)),
+                ]
+            }, from: &source)
+        (projectors, outputs) = (NamedWeight.every(2, from: 0, of: drawn), NamedWeight.every(2, from: 1, of: drawn))
     }
 
     /// One GRU step for T tokens at once: x, h [T × p] → h′ [T × p].
     public func cell(input x: Variable, hidden h: Variable, on tape: Tape, parameter: (String) -> Variable) -> Variable {
         let p = stateSize
-        let gi = tape.addRow(tape.linear(x, parameter("\(Self.cellPrefix).weight_ih")), parameter("\(Self.cellPrefix).bias_ih"))
-        let gh = tape.addRow(tape.linear(h, parameter("\(Self.cellPrefix).weight_hh")), parameter("\(Self.cellPrefix).bias_hh"))
+        let gi = tape.addRow(tape.linear(x, parameter(weightIH.name)), parameter(biasIH.name))
+        let gh = tape.addRow(tape.linear(h, parameter(weightHH.name)), parameter(biasHH.name))
         let r = tape.sigmoid(tape.add(tape.columns(gi, 0..<p), tape.columns(gh, 0..<p)))
         let z = tape.sigmoid(tape.add(tape.columns(gi, p..<2 * p), tape.columns(gh, p..<2 * p)))
         let n = tape.tanh(tape.add(tape.columns(gi, 2 * p..<3 * p), tape.multiply(r, tape.columns(gh, 2 * p..<3 * p))))
         return tape.add(tape.multiply(tape.oneMinus(z), n), tape.multiply(z, h))
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
         let previous = (recurrent ? state : nil) ?? tape.leaf(Tensor(zeros: [tokens.count, stateSize]))
-        let x = tape.linear(u, parameter("\(routerPrefix(layer)).projector.weight"))
+        let x = tape.linear(u, parameter(projectors[layer].name))
         let hidden = cell(input: x, hidden: previous, on: tape, parameter: parameter)
         state = hidden
-        return tape.linear(hidden, parameter("\(routerPrefix(layer)).output.weight"))
+        return tape.linear(hidden, parameter(outputs[layer].name))
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let x = linear(u, parameter("\(routerPrefix(layer)).projector.weight"), threads: threads)
+        let x = linear(u, projectors[layer].value, threads: threads)
         let hidden = cell(input: x, hidden: recurrent ? state.hidden : nil, threads: threads)
         state.hidden = hidden
-        return linear(hidden, parameter("\(routerPrefix(layer)).output.weight"), threads: threads)
+        return linear(hidden, outputs[layer].value, threads: threads)
     }
 
     /// The cell on plain tensors, in one pass over the gates; `h` nil is the zero state, whose
     /// W_hh h is exactly 0 and is skipped. Each value is computed as the tape computes it:
     /// the same products, sums, σ and tanh (the vector tanh, lane for lane the tape's).
     public func cell(input x: Tensor, hidden h: Tensor?, threads: Int) -> Tensor {
-        let p = stateSize, rows = x.rows
-        let gi = linear(x, parameter("\(Self.cellPrefix).weight_ih"), threads: threads)
-        let gh = h.map { linear($0, parameter("\(Self.cellPrefix).weight_hh"), threads: threads) }
-        let bi = parameter("\(Self.cellPrefix).bias_ih"), bh = parameter("\(Self.cellPrefix).bias_hh")
+        let p = stateSize
+        let rows = x.rows
+        let gi = linear(x, weightIH.value, threads: threads)
+        let gh = h.map { linear($0, weightHH.value, threads: threads) }
+        let (bi, bh) = (biasIH.value, biasHH.value)
         var out = Tensor(uninitialized: [rows, p])
         gi.scalars.withUnsafeBufferPointer { gi in
             bi.scalars.withUnsafeBufferPointer { bi in
@@ -93,21 +117,25 @@ public struct GRURouter: Router {
                         let update = UnsafeMutablePointer<Float>.allocate(capacity: p)
                         defer { update.deallocate() }
                         for r in 0..<rows {
-                            let i = gi.baseAddress! + r * 3 * p, o = out.baseAddress! + r * p
+                            let i = gi.baseAddress! + r * 3 * p
+                            let o = out.baseAddress! + r * p
                             // W_hh h + b_hh for this row (just b_hh from the zero state).
                             func hh(_ j: Int) -> Float { gh.map { $0.scalars[r * 3 * p + j] + bh[j] } ?? bh[j] }
                             for j in 0..<p {
                                 let reset = Kernels.sigmoid((i[j] + bi[j]) + hh(j))
                                 update[j] = Kernels.sigmoid((i[p + j] + bi[p + j]) + hh(p + j))
                                 let gated = reset * hh(2 * p + j)
-                                o[j] = (i[2 * p + j] + bi[2 * p + j]) + gated   // n before its tanh
+                                o[j] = (i[2 * p + j] + bi[2 * p + j]) + gated  // n before its tanh
                             }
                             var j = 0
                             while j + Kernels.width <= p {
                                 Kernels.store(Kernels.tanh(Kernels.load(o + j)), o + j)
                                 j += Kernels.width
                             }
-                            while j < p { o[j] = Kernels.tanh(o[j]); j += 1 }
+                            while j < p {
+                                o[j] = Kernels.tanh(o[j])
+                                j += 1
+                            }
                             for j in 0..<p {
                                 let (kept, carried) = ((1 - update[j]) * o[j], update[j] * (h?.scalars[r * p + j] ?? 0))
                                 o[j] = kept + carried

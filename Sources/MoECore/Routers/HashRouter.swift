@@ -29,10 +29,12 @@ public struct HashRouter: Router {
         return chosen
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
         var none = RouterDepthState()
-        return tape.leaf(logits(tape.value(u), tokens: tokens, layer: layer, state: &none, threads: 1))   // a constant: nothing to learn
+        return tape.leaf(logits(tape.value(u), tokens: tokens, layer: layer, state: &none, threads: 1))  // a constant: nothing to learn
     }
 
     /// 0 on each token's k experts, −∞ elsewhere.

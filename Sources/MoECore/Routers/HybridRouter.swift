@@ -4,37 +4,49 @@
 ///     logits = α · W u + (1 − α) · W2 GELU(W1 u),    α = σ(s), s a learned scalar per layer
 public struct HybridRouter: Router {
     public var kind: RouterKind { .hybrid }
-    public var namedParameters: [String: Tensor]
-    let linear: LinearRouter
-    let mlp: MLPRouter
+    var linear: LinearRouter
+    var mlp: MLPRouter
+    /// s of each layer.
+    var mixLogits: [NamedWeight]
+    public var namedParameters: [String: Tensor] {
+        get { linear.namedParameters.merging(mlp.namedParameters) { a, _ in a }.merging(mixLogits.named) { a, _ in a } }
+        set {
+            linear.namedParameters = newValue
+            mlp.namedParameters = newValue
+            mixLogits.assign(newValue)
+        }
+    }
 
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         linear = try LinearRouter(config, from: &source, prefix: { "\(routerPrefix($0)).linear" })
         mlp = try MLPRouter(config, from: &source, prefix: { "\(routerPrefix($0)).mlp" })
         // s starts at 0: α = 0.5, an even blend.
-        let mix = try loadParameters((0..<config.numLayers).map {
-            ("\(routerPrefix($0)).mix_logit", [1], .constant(0))
-        }, from: &source)
-        namedParameters = linear.namedParameters.merging(mlp.namedParameters) { a, _ in a }.merging(mix) { a, _ in a }
+        mixLogits = try NamedWeight.draw(
+            (0..<config.numLayers).map {
+                ("\(routerPrefix($0)).mix_logit", [1], .constant(0))
+            }, from: &source)
     }
 
     /// α of `layer`.
-    public func mix(layer: Int) -> Float { Kernels.sigmoid(namedParameters["\(routerPrefix(layer)).mix_logit"]!.scalars[0]) }
+    public func mix(layer: Int) -> Float { Kernels.sigmoid(mixLogits[layer].value.scalars[0]) }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
-        let alpha = tape.sigmoid(parameter("\(routerPrefix(layer)).mix_logit"))
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
+        let alpha = tape.sigmoid(parameter(mixLogits[layer].name))
         let a = linear.logits(u, tokens: tokens, layer: layer, state: &state, on: tape, parameter: parameter)
         let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state, on: tape, parameter: parameter)
         return tape.add(tape.scale(a, byScalar: alpha), tape.scale(b, byScalar: tape.oneMinus(alpha)))
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let alpha = mix(layer: layer), beta = 1 - alpha
+        let alpha = mix(layer: layer)
+        let beta = 1 - alpha
         let a = linear.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
         let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
         return a.zipped(b) { x, y in
-            let (weightedLinear, weightedMLP) = (x * alpha, y * beta)   // each rounded, then summed, as on the tape
+            let (weightedLinear, weightedMLP) = (x * alpha, y * beta)  // each rounded, then summed, as on the tape
             return weightedLinear + weightedMLP
         }
     }

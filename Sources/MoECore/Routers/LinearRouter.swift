@@ -5,23 +5,31 @@
 /// Stored under Mixtral's name, `model.layers.N.block_sparse_moe.gate.weight`.
 public struct LinearRouter: Router {
     public var kind: RouterKind { .linear }
-    public var namedParameters: [String: Tensor]
-    let names: @Sendable (Int) -> String
-
-    public init(_ config: ModelConfig, from source: inout some WeightSource,
-                prefix: @escaping @Sendable (Int) -> String = routerPrefix) throws {
-        names = prefix
-        namedParameters = try loadParameters((0..<config.numLayers).map {
-            ("\(prefix($0)).weight", [config.numExperts, config.hiddenSize], .normal(std: config.initStd))
-        }, from: &source)
+    /// W of each layer.
+    var gates: [NamedWeight]
+    public var namedParameters: [String: Tensor] {
+        get { gates.named }
+        set { gates.assign(newValue) }
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
-        tape.linear(u, parameter("\(names(layer)).weight"))
+    public init(
+        _ config: ModelConfig, from source: inout some WeightSource,
+        prefix: @escaping @Sendable (Int) -> String = routerPrefix
+    ) throws {
+        gates = try NamedWeight.draw(
+            (0..<config.numLayers).map {
+                ("\(prefix($0)).weight", [config.numExperts, config.hiddenSize], .normal(std: config.initStd))
+            }, from: &source)
+    }
+
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
+        tape.linear(u, parameter(gates[layer].name))
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        linear(u, parameter("\(names(layer)).weight"), threads: threads)
+        linear(u, gates[layer].value, threads: threads)
     }
 }

@@ -5,27 +5,45 @@
 ///     logits = Wo (GELU(Wa u) ⊙ (Wb u)),    Wa, Wb ∈ ℝ^{h×d}, Wo ∈ ℝ^{E×h}
 public struct MLPHadamardRouter: Router {
     public var kind: RouterKind { .mlpHadamard }
-    public var namedParameters: [String: Tensor]
+    /// Wa, Wb and Wo of each layer.
+    var gated, linear, output: [NamedWeight]
+    public var namedParameters: [String: Tensor] {
+        get { (gated + linear + output).named }
+        set {
+            gated.assign(newValue)
+            linear.assign(newValue)
+            output.assign(newValue)
+        }
+    }
 
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         let (d, h, e, std) = (config.hiddenSize, config.routerHiddenSize, config.numExperts, config.initStd)
-        namedParameters = try loadParameters((0..<config.numLayers).flatMap { layer in [
-            ("\(routerPrefix(layer)).proj_a.weight", [h, d], .normal(std: std)),
-            ("\(routerPrefix(layer)).proj_b.weight", [h, d], .normal(std: std)),
-            ("\(routerPrefix(layer)).out.weight", [e, h], .normal(std: std)),
-        ] }, from: &source)
+        let drawn = try NamedWeight.draw(
+            (0..<config.numLayers).flatMap { layer in
+                [
+                    ("\(routerPrefix(layer)).proj_a.weight", [h, d], .normal(std: std)),
+                    ("\(routerPrefix(layer)).proj_b.weight", [h, d], .normal(std: std)),
+                    ("\(routerPrefix(layer)).out.weight", [e, h], .normal(std: std)),
+                ]
+            }, from: &source)
+        (gated, linear, output) = (
+            NamedWeight.every(3, from: 0, of: drawn), NamedWeight.every(3, from: 1, of: drawn),
+            NamedWeight.every(3, from: 2, of: drawn)
+        )
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
-        let a = tape.gelu(tape.linear(u, parameter("\(routerPrefix(layer)).proj_a.weight")))
-        let b = tape.linear(u, parameter("\(routerPrefix(layer)).proj_b.weight"))
-        return tape.linear(tape.multiply(a, b), parameter("\(routerPrefix(layer)).out.weight"))
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
+        let a = tape.gelu(tape.linear(u, parameter(gated[layer].name)))
+        let b = tape.linear(u, parameter(linear[layer].name))
+        return tape.linear(tape.multiply(a, b), parameter(output[layer].name))
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let a = linear(u, parameter("\(routerPrefix(layer)).proj_a.weight"), threads: threads).mapped(Kernels.gelu)
-        let b = linear(u, parameter("\(routerPrefix(layer)).proj_b.weight"), threads: threads)
-        return linear(a.zipped(b, *), parameter("\(routerPrefix(layer)).out.weight"), threads: threads)
+        let a = MoECore.linear(u, gated[layer].value, threads: threads).mapped(Kernels.gelu)
+        let b = MoECore.linear(u, linear[layer].value, threads: threads)
+        return MoECore.linear(a.zipped(b, *), output[layer].value, threads: threads)
     }
 }

@@ -4,27 +4,41 @@
 ///     logits = W2 GELU(W1 u),    W1 ∈ ℝ^{h×d}, W2 ∈ ℝ^{E×h}
 public struct MLPRouter: Router {
     public var kind: RouterKind { .mlp }
-    public var namedParameters: [String: Tensor]
-    let names: @Sendable (Int) -> String
-
-    public init(_ config: ModelConfig, from source: inout some WeightSource,
-                prefix: @escaping @Sendable (Int) -> String = routerPrefix) throws {
-        names = prefix
-        let (d, h, e, std) = (config.hiddenSize, config.routerHiddenSize, config.numExperts, config.initStd)
-        namedParameters = try loadParameters((0..<config.numLayers).flatMap { layer in [
-            ("\(prefix(layer)).fc1.weight", [h, d], .normal(std: std)),
-            ("\(prefix(layer)).fc2.weight", [e, h], .normal(std: std)),
-        ] }, from: &source)
+    /// W1 and W2 of each layer.
+    var hidden, output: [NamedWeight]
+    public var namedParameters: [String: Tensor] {
+        get { (hidden + output).named }
+        set {
+            hidden.assign(newValue)
+            output.assign(newValue)
+        }
     }
 
-    public func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                       on tape: Tape, parameter: (String) -> Variable) -> Variable {
-        let hidden = tape.gelu(tape.linear(u, parameter("\(names(layer)).fc1.weight")))
-        return tape.linear(hidden, parameter("\(names(layer)).fc2.weight"))
+    public init(
+        _ config: ModelConfig, from source: inout some WeightSource,
+        prefix: @escaping @Sendable (Int) -> String = routerPrefix
+    ) throws {
+        let (d, h, e, std) = (config.hiddenSize, config.routerHiddenSize, config.numExperts, config.initStd)
+        let drawn = try NamedWeight.draw(
+            (0..<config.numLayers).flatMap { layer in
+                [
+                    ("\(prefix(layer)).fc1.weight", [h, d], .normal(std: std)),
+                    ("\(prefix(layer)).fc2.weight", [e, h], .normal(std: std)),
+                ]
+            }, from: &source)
+        (hidden, output) = (NamedWeight.every(2, from: 0, of: drawn), NamedWeight.every(2, from: 1, of: drawn))
+    }
+
+    public func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable {
+        let activated = tape.gelu(tape.linear(u, parameter(hidden[layer].name)))
+        return tape.linear(activated, parameter(output[layer].name))
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let hidden = linear(u, parameter("\(names(layer)).fc1.weight"), threads: threads).mapped(Kernels.gelu)
-        return linear(hidden, parameter("\(names(layer)).fc2.weight"), threads: threads)
+        let activated = linear(u, hidden[layer].value, threads: threads).mapped(Kernels.gelu)
+        return linear(activated, output[layer].value, threads: threads)
     }
 }

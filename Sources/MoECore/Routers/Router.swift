@@ -30,15 +30,6 @@ public enum RouterKind: String, Codable, CaseIterable, Sendable {
         }
     }
 
-    public var source: String {
-        switch self {
-        case .linear: "Switch Transformer / Mixtral baseline"
-        case .hash: "Roller et al. 2021, Hash Layers (as listed by Harvey et al. 2025)"
-        case .mlp, .attention, .hybrid, .mlpHadamard: "Harvey, Weale, Yilmaz 2025, Optimizing MoE Routers"
-        case .gru: "Qiu et al. 2024, Layerwise Recurrent Router (RMoE)"
-        }
-    }
-
     /// The 2025 router paper does not publish its formulas: these forms are moescope's reading.
     public var isOurInterpretation: Bool {
         switch self {
@@ -76,8 +67,10 @@ public protocol Router: Sendable {
     /// u: [T × d] for the T tokens `tokens` at layer `layer`; returns logits [T × E].
     /// `state` carries what the router passes to the next layer (the GRU's h; nil at layer 0).
     /// `parameter` yields the tape variable of a parameter by name.
-    func logits(_ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-                on tape: Tape, parameter: (String) -> Variable) -> Variable
+    func logits(
+        _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
+        on tape: Tape, parameter: (String) -> Variable
+    ) -> Variable
     /// Inference, without a tape: logits for u [T × d], threading the depth state; products
     /// split over `threads` cores.
     func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor
@@ -93,8 +86,10 @@ extension Router {
 
     /// The tape's forward on plain tensors, no gradients asked for: what the direct path is
     /// tested against.
-    public func tapeLogits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState,
-                           threads: Int = Kernels.threads) -> Tensor {
+    public func tapeLogits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState,
+        threads: Int = Kernels.threads
+    ) -> Tensor {
         let tape = Tape(threads: threads)
         let parameters = namedParameters
         var hidden = state.hidden.map { tape.leaf($0) }
@@ -106,23 +101,39 @@ extension Router {
     }
 }
 
-extension Router {
-    /// A parameter by name, for the direct path (every name a router asks for is its own).
-    func parameter(_ name: String) -> Tensor { namedParameters[name]! }
-}
-
 /// x Wᵀ for the direct path: the product `Tape.linear` computes, on the same kernel.
 func linear(_ x: Tensor, _ weight: Tensor, threads: Int) -> Tensor { Linear(weight: weight)(x, threads: threads) }
 
 /// Name prefix of layer `i`'s router parameters (Mixtral calls the router `gate`).
 @Sendable public func routerPrefix(_ layer: Int) -> String { "model.layers.\(layer).block_sparse_moe.gate" }
 
-/// Draws the named parameters a router needs from `source`.
-func loadParameters(_ shapes: [(name: String, shape: [Int], initializer: Initializer)],
-                    from source: inout some WeightSource) throws -> [String: Tensor] {
-    var out: [String: Tensor] = [:]
-    for item in shapes { out[item.name] = try source.tensor(item.name, shape: item.shape, initializer: item.initializer) }
-    return out
+/// One parameter of a router, declared with its checkpoint name: the direct path reads `value`
+/// where the router keeps it (by layer), the tape asks for its variable by `name`.
+struct NamedWeight: Sendable {
+    let name: String
+    var value: Tensor
+
+    /// Draws `shapes` from `source` in the order given (which fixes a seeded model's weights).
+    static func draw(
+        _ shapes: [(name: String, shape: [Int], initializer: Initializer)],
+        from source: inout some WeightSource
+    ) throws -> [NamedWeight] {
+        try shapes.map { NamedWeight(name: $0.name, value: try source.tensor($0.name, shape: $0.shape, initializer: $0.initializer)) }
+    }
+
+    /// Every `stride`-th weight from `start`: one kind of a per-layer list drawn interleaved.
+    static func every(_ stride: Int, from start: Int, of weights: [NamedWeight]) -> [NamedWeight] {
+        Swift.stride(from: start, to: weights.count, by: stride).map { weights[$0] }
+    }
+}
+
+extension [NamedWeight] {
+    var named: [String: Tensor] { Dictionary(uniqueKeysWithValues: map { ($0.name, $0.value) }) }
+
+    /// Replaces each weight that `named` holds under its name.
+    mutating func assign(_ named: [String: Tensor]) {
+        for i in indices { if let value = named[self[i].name] { self[i].value = value } }
+    }
 }
 
 /// Builds the router named in `config`, its parameters drawn from `source`.
@@ -143,12 +154,15 @@ extension ModelConfig {
     /// multiply-add of its matrix products (element-wise activations and the softmax, shared by
     /// all routers, are not counted). The cut-recurrence GRU skips W_hh h, which multiplies 0.
     public var routerFLOPsPerToken: Int {
-        let d = hiddenSize, e = numExperts, h = routerHiddenSize, p = gruHiddenSize
+        let d = hiddenSize
+        let e = numExperts
+        let h = routerHiddenSize
+        let p = gruHiddenSize
         let perLayer: Int
         switch router {
         case .linear: perLayer = e * d
         case .mlp: perLayer = h * d + e * h
-        case .attention: perLayer = h * d + e * h      // Wq u, then one score per expert key
+        case .attention: perLayer = h * d + e * h  // Wq u, then one score per expert key
         case .hybrid: perLayer = e * d + h * d + e * h
         case .hash: perLayer = 0
         case .mlpHadamard: perLayer = 2 * h * d + e * h

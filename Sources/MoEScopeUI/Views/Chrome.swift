@@ -10,7 +10,15 @@ enum StatusBar {
         let router =
             session.router.map { ("router \($0.displayName) [\($0.number)/\(routers)]", $0.displayName) }
             ?? ("router \(session.model.routerName)", session.model.routerName)
-        let position = ("token \(state.cursor + 1)/\(state.tokenCount)", "t\(state.cursor + 1)/\(state.tokenCount)")
+        var position = ("token \(state.cursor + 1)/\(state.tokenCount)", "t\(state.cursor + 1)/\(state.tokenCount)")
+        if let recorded = state.recordedPosition {
+            // A recorded trace is shown a window at a time: the position is in the whole trace.
+            let domain = recorded.domain.isEmpty ? "" : " \(recorded.domain)"
+            position = (
+                "token \(recorded.token + 1)/\(recorded.tokens) · doc \(recorded.document + 1)/\(recorded.documents)\(domain)",
+                "t\(recorded.token + 1)/\(recorded.tokens)"
+            )
+        }
         let layer = ("layer \(state.layerName(state.layer)) of \(session.model.layerCount)", state.layerName(state.layer))
         let expert = ("expert E\(state.expert) of \(state.numExperts)", "E\(state.expert)")
         let playback = state.pendingGeneration > 0 ? ("generating…", "gen") : state.playing ? ("▶ playing", "▶") : ("❚❚ paused", "❚❚")
@@ -41,7 +49,7 @@ enum Footer {
         let width = rect.width
         if let editor = state.editor {
             let hint = TextLayout.firstFitting([" Enter run · Esc cancel · ^U ^W ^A ^E", " Enter run · Esc cancel", ""], width: width / 3)
-            let label = "Text: "
+            let label = state.editorPurpose == .jump ? "Go to token (or d + document): " : "Text: "
             let room = width - label.count - hint.count
             let (shown, column) = editor.window(width: room)
             grid.put(label, x: 0, y: 0, style: CellStyle(bold: true))
@@ -53,7 +61,7 @@ enum Footer {
         } else if let message = state.message {
             grid.put(" " + message, x: 0, y: 0, style: CellStyle(bold: true))
         } else {
-            grid.put(" " + KeyBindings.footer(width: width - 1, ownModel: state.isOwnModel), x: 0, y: 0, style: CellStyle(dim: true))
+            grid.put(" " + KeyBindings.footer(width: width - 1, ownModel: state.isOwnModel, recording: state.recordedWindow != nil), x: 0, y: 0, style: CellStyle(dim: true))
         }
         return grid
     }

@@ -8,7 +8,7 @@ enum CrossLayerView {
     static func draw(_ context: ViewContext, in rect: Rect) -> CellGrid {
         var grid = CellGrid(rect)
         let state = context.state
-        grid.box(title: "Cross-layer dependence · tokens 1–\(state.cursor + 1)")
+        grid.box(title: "Cross-layer dependence · \(state.countedTokens)")
         let inner = rect.local.inset(dx: 2, dy: 1)
         guard inner.width > 12, inner.height >= 4 else { return grid }
         var pairs = PairwiseMutualInformation(

@@ -12,7 +12,7 @@ enum ExpertView {
         grid.box(
             title: TextLayout.firstFitting(
                 [
-                    "Expert E\(e) of \(state.numExperts) · layer \(layerName) · tokens 1–\(state.cursor + 1) · [ ] choose the expert",
+                    "Expert E\(e) of \(state.numExperts) · layer \(layerName) · \(state.countedTokens) · [ ] choose the expert",
                     "Expert E\(e) · \(layerName)", "E\(e)",
                 ], width: rect.width - 6))
         let inner = rect.local.inset(dx: 2, dy: 1)
@@ -82,7 +82,7 @@ enum ExpertView {
         let ranked = received.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
         if ranked.isEmpty {
             grid.put(
-                "none yet: E\(e) was not chosen at \(layerName) for tokens 1–\(state.cursor + 1)", x: right.x, y: right.y + 1,
+                "none yet: E\(e) was not chosen at \(layerName) for \(state.countedTokens)", x: right.x, y: right.y + 1,
                 style: CellStyle(dim: true), maxWidth: right.width)
         }
         for (row, entry) in ranked.prefix(right.height - 1).enumerated() {

@@ -12,7 +12,7 @@ enum LoadBalanceView {
         grid.box(
             title: TextLayout.firstFitting(
                 [
-                    "Load balance · layer \(state.layerName(state.layer)) · tokens 1–\(state.cursor + 1)",
+                    "Load balance · layer \(state.layerName(state.layer)) · \(state.countedTokens)",
                     "Load · \(state.layerName(state.layer))", "Load",
                 ], width: rect.width - 6))
         let inner = rect.local.inset(dx: 2, dy: 1)

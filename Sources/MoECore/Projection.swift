@@ -1,0 +1,71 @@
+/// y = x Wᵀ (+ b) for a weight matrix however it is held: moescope's own F32 `Linear`, or a
+/// Hugging Face checkpoint's `MappedLinear`, read in its stored dtype. The blocks
+/// (`GroupedQueryAttention`, `MultiHeadLatentAttention`, `SwiGLU`, `SparseMoE`) are written once over
+/// this protocol, so both kinds of model are assembled from the same code.
+public protocol Projection: Sendable {
+    var inFeatures: Int { get }
+    var outFeatures: Int { get }
+    /// Several products at once (q, k and v; the gate and up projections of every chosen
+    /// expert), their rows split over `threads` cores together. Each output is what the
+    /// product alone would give.
+    static func apply(_ products: [(projection: Self, input: Tensor)], threads: Int) -> [Tensor]
+}
+
+extension Linear: Projection {
+    /// One product after another, each split over `threads` cores by the GEMM.
+    public static func apply(_ products: [(projection: Linear, input: Tensor)], threads: Int) -> [Tensor] {
+        products.map { $0.projection($0.input, threads: threads) }
+    }
+}
+
+/// A linear layer whose weight stays in the mapped file (F32, F16 or BF16), applied by
+/// `Kernels.multiply` (a decoded token's products convert in registers; long prompts decode
+/// blocks of rows for the packed GEMM), so no layer is ever held whole as Floats.
+public struct MappedLinear: Projection {
+    public let weight: MappedTensor
+    public let bias: Tensor?
+
+    public init(weight: MappedTensor, bias: Tensor?) { (self.weight, self.bias) = (weight, bias) }
+
+    public var inFeatures: Int { weight.columns }
+    public var outFeatures: Int { weight.rows }
+
+    public func callAsFunction(_ x: Tensor, threads: Int) -> Tensor {
+        Self.apply([(self, x)], threads: threads)[0]
+    }
+
+    /// One wake-up of the threads serves every product. Bit-identical for any thread count.
+    public static func apply(_ products: [(projection: MappedLinear, input: Tensor)], threads: Int) -> [Tensor] {
+        var outputs = products.map { Tensor(uninitialized: [$0.input.rows, $0.projection.outFeatures]) }
+        let inputCount = products.reduce(0) { $0 + $1.input.count }
+        let outputCount = outputs.reduce(0) { $0 + $1.count }
+        // One buffer holds every input and output while the threads run, so their addresses
+        // stay valid for the whole call.
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, inputCount + outputCount))
+        defer { buffer.deallocate() }
+        var jobs: [WeightProduct] = []
+        var inputAt = 0
+        var outputAt = inputCount
+        for (linear, input) in products {
+            precondition(input.cols == linear.inFeatures, "\(linear.weight.name) expects \(linear.inFeatures) inputs, got \(input.cols)")
+            input.scalars.withUnsafeBufferPointer { (buffer + inputAt).update(from: $0.baseAddress!, count: $0.count) }
+            jobs.append(WeightProduct(weight: linear.weight.stored, input: buffer + inputAt, output: buffer + outputAt, count: input.rows))
+            inputAt += input.count
+            outputAt += input.rows * linear.outFeatures
+        }
+        Kernels.multiply(jobs, threads: threads)
+        for (i, (linear, _)) in products.enumerated() {
+            outputs[i].scalars.withUnsafeMutableBufferPointer { op in
+                op.baseAddress!.update(from: jobs[i].output, count: op.count)
+                if let bias = linear.bias {
+                    let n = linear.outFeatures
+                    for r in 0..<op.count / max(1, n) { for j in 0..<n { op[r * n + j] += bias.scalars[j] } }
+                }
+            }
+        }
+        return outputs
+    }
+
+    /// Bytes of weights one input row reads.
+    public var byteCount: Int { weight.stored.byteCount }
+}
