@@ -1,6 +1,6 @@
+import Foundation
 // swift-tools-version: 6.0
 import PackageDescription
-import Foundation
 
 /// SIMD code needs an explicit CPU target: without one, `SIMD16<Float>` FMAs lower to
 /// per-lane library calls (~150x slower, measured). We pick the target from this machine's
@@ -10,30 +10,31 @@ func detectedTargetCPU() -> String? {
     let env = ProcessInfo.processInfo.environment["MOESCOPE_TARGET_CPU"]
     if let env { return env == "none" ? nil : env }
     #if arch(x86_64)
-    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-          let flagsLine = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
-    else { return nil }
-    let flags = Set(flagsLine.split(separator: " ").map(String.init))
-    if flags.isSuperset(of: ["avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"]) { return "skylake-avx512" }
-    if flags.isSuperset(of: ["avx2", "fma", "f16c", "bmi2"]) { return "haswell" }
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+            let flagsLine = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+        else { return nil }
+        let flags = Set(flagsLine.split(separator: " ").map(String.init))
+        if flags.isSuperset(of: ["avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"]) { return "skylake-avx512" }
+        if flags.isSuperset(of: ["avx2", "fma", "f16c", "bmi2"]) { return "haswell" }
     #endif
     return nil
 }
 
 /// With 512-bit vectors (32 registers) the product's micro-tile is twice as wide:
 /// `MOESCOPE_WIDE_VECTORS` tells Kernels.swift which tile fits the target's registers.
-let simdSettings: [SwiftSetting] = detectedTargetCPU().map { cpu in
-    [.unsafeFlags(["-target-cpu", cpu])] + (cpu.contains("avx512") ? [.define("MOESCOPE_WIDE_VECTORS")] : [])
-} ?? []
+let simdSettings: [SwiftSetting] =
+    detectedTargetCPU().map { cpu in
+        [.unsafeFlags(["-target-cpu", cpu])] + (cpu.contains("avx512") ? [.define("MOESCOPE_WIDE_VECTORS")] : [])
+    } ?? []
 
 let package = Package(
     name: "moescope",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "moescope", targets: ["moescope"]),
+        .executable(name: "moescope", targets: ["moescope"])
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
     ],
     targets: [
         .target(name: "MoECore", swiftSettings: simdSettings),

@@ -33,8 +33,11 @@ public struct AnalysisReport: Codable, Sendable {
         /// Quantiles to within the sketch's bin width (exact where a bin's values are equal).
         init(_ sketch: QuantileSketch) {
             mean = sketch.mean
-            p10 = sketch.quantile(0.1); p25 = sketch.quantile(0.25); median = sketch.quantile(0.5)
-            p75 = sketch.quantile(0.75); p90 = sketch.quantile(0.9)
+            p10 = sketch.quantile(0.1)
+            p25 = sketch.quantile(0.25)
+            median = sketch.quantile(0.5)
+            p75 = sketch.quantile(0.75)
+            p90 = sketch.quantile(0.9)
         }
         private init() { (mean, p10, p25, median, p75, p90) = (0, 0, 0, 0, 0, 0) }
         /// All zeros: the figures' stand-in where a source has no scores (`analyze` refuses figures for a trace).
@@ -46,7 +49,10 @@ public struct AnalysisReport: Codable, Sendable {
         public var tokenID: Int
         public var text: String
         public var count: Int
-        enum CodingKeys: String, CodingKey { case tokenID = "token_id", text, count }
+        enum CodingKeys: String, CodingKey {
+            case tokenID = "token_id"
+            case text, count
+        }
     }
 
     public struct LayerReport: Codable, Sendable {
@@ -83,13 +89,22 @@ public struct AnalysisReport: Codable, Sendable {
         public var topTokens: [[TokenCount]]
 
         enum CodingKeys: String, CodingKey {
-            case layer, entropy, selectionMargin = "selection_margin"
+            case layer, entropy
+            case selectionMargin = "selection_margin"
             case gateNormRankHistogram = "gate_norm_rank_histogram"
-            case expertShares = "expert_shares", loadCV = "load_cv", maxViolation = "max_vio", usageEntropy = "usage_entropy"
-            case innerBalance = "inner_balance", outerBalance = "outer_balance"
-            case gateNormRankCorrelation = "gate_norm_rank_correlation", topOneNormAgreement = "top1_norm_agreement"
-            case expertSimilarity = "expert_similarity", meanExpertSimilarity = "mean_expert_similarity", topTokens = "top_tokens"
-            case meanGateSimilarity = "mean_gate_similarity", meanUpSimilarity = "mean_up_similarity"
+            case expertShares = "expert_shares"
+            case loadCV = "load_cv"
+            case maxViolation = "max_vio"
+            case usageEntropy = "usage_entropy"
+            case innerBalance = "inner_balance"
+            case outerBalance = "outer_balance"
+            case gateNormRankCorrelation = "gate_norm_rank_correlation"
+            case topOneNormAgreement = "top1_norm_agreement"
+            case expertSimilarity = "expert_similarity"
+            case meanExpertSimilarity = "mean_expert_similarity"
+            case topTokens = "top_tokens"
+            case meanGateSimilarity = "mean_gate_similarity"
+            case meanUpSimilarity = "mean_up_similarity"
             case meanDownSimilarity = "mean_down_similarity"
         }
     }
@@ -100,7 +115,11 @@ public struct AnalysisReport: Codable, Sendable {
         public var sharesByLayer: [[Double]]
         /// Per layer, the most over-represented expert and its lift (share in domain / overall).
         public var mostSpecific: [SpecificExpert]
-        enum CodingKeys: String, CodingKey { case domain, sharesByLayer = "shares_by_layer", mostSpecific = "most_specific" }
+        enum CodingKeys: String, CodingKey {
+            case domain
+            case sharesByLayer = "shares_by_layer"
+            case mostSpecific = "most_specific"
+        }
     }
 
     public struct SpecificExpert: Codable, Sendable {
@@ -141,9 +160,13 @@ public struct AnalysisReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case format, version, router, checkpoint, tokens, layers, domains, placement
-        case randomInit = "random_init", numExperts = "num_experts", topK = "top_k"
-        case crossLayerMutualInformation = "cross_layer_mutual_information", paperChecks = "paper_checks"
-        case notAvailable = "not_available", recordedBy = "recorded_by"
+        case randomInit = "random_init"
+        case numExperts = "num_experts"
+        case topK = "top_k"
+        case crossLayerMutualInformation = "cross_layer_mutual_information"
+        case paperChecks = "paper_checks"
+        case notAvailable = "not_available"
+        case recordedBy = "recorded_by"
     }
 
     /// What the report is computed from, gathered a block of tokens at a time so that a long
@@ -176,24 +199,32 @@ public struct AnalysisReport: Codable, Sendable {
     }
 
     /// `textsByDomain`: the routed tokens of each domain (one domain, "text", for a single text).
-    public init(model: any RoutingModel, tokenizer: any TextTokenizer, checkpoint: String, randomInit: Bool,
-                tracesByDomain: [(domain: String, traces: [RoutingTrace])], topTokenCount: Int = 5) {
+    public init(
+        model: any RoutingModel, tokenizer: any TextTokenizer, checkpoint: String, randomInit: Bool,
+        tracesByDomain: [(domain: String, traces: [RoutingTrace])], topTokenCount: Int = 5
+    ) {
         var accumulated = Accumulator(model: model, expectedTokens: tracesByDomain.reduce(0) { $0 + $1.traces.count })
         for (domain, traces) in tracesByDomain { accumulated.add(traces, domain: domain) }
-        self.init(model: model, tokenizer: tokenizer, checkpoint: checkpoint, randomInit: randomInit,
-                  accumulated: accumulated, topTokenCount: topTokenCount)
+        self.init(
+            model: model, tokenizer: tokenizer, checkpoint: checkpoint, randomInit: randomInit,
+            accumulated: accumulated, topTokenCount: topTokenCount)
     }
 
-    public init(model: any RoutingModel, tokenizer: any TextTokenizer, checkpoint: String, randomInit: Bool,
-                accumulated: Accumulator, topTokenCount: Int = 5) {
+    public init(
+        model: any RoutingModel, tokenizer: any TextTokenizer, checkpoint: String, randomInit: Bool,
+        accumulated: Accumulator, topTokenCount: Int = 5
+    ) {
         let similarity = ExpertSimilarity(model: model)
         var missing: [String] = []
         if similarity == nil { missing.append("expert weight similarity: the expert weights are too large to read whole") }
-        if accumulated.normTraces.isEmpty { missing.append("gate vs expert-output norm (Closer Look): no token recorded every expert's output norm") }
-        self.init(router: model.routerID, checkpoint: checkpoint, randomInit: randomInit, routedLayers: model.routedLayers,
-                  tokenizer: tokenizer, accumulated: accumulated, similarity: similarity,
-                  perMatrix: model.isSmallEnoughToReadWhole ? ExpertSimilarity.PerMatrix(model: model) : nil,
-                  missing: missing, recordedBy: nil, topTokenCount: topTokenCount)
+        if accumulated.normTraces.isEmpty {
+            missing.append("gate vs expert-output norm (Closer Look): no token recorded every expert's output norm")
+        }
+        self.init(
+            router: model.routerID, checkpoint: checkpoint, randomInit: randomInit, routedLayers: model.routedLayers,
+            tokenizer: tokenizer, accumulated: accumulated, similarity: similarity,
+            perMatrix: model.isSmallEnoughToReadWhole ? ExpertSimilarity.PerMatrix(model: model) : nil,
+            missing: missing, recordedBy: nil, topTokenCount: topTokenCount)
     }
 
     /// A recorded trace's report: `accumulated` holds its blocks (`RoutingTraceFile.forEachBlock`).
@@ -201,19 +232,23 @@ public struct AnalysisReport: Codable, Sendable {
         var missing: [String] = []
         if !accumulated.counts.hasScores {
             missing.append(
-                "routing entropy, selection margins, Inner/Outer Balance and RMoE's per-token mutual information: the trace has no router_logits or router_probabilities")
+                "routing entropy, selection margins, Inner/Outer Balance and RMoE's per-token mutual information: the trace has no router_logits or router_probabilities"
+            )
         }
         missing.append("gate vs expert-output norm (Closer Look): needs every expert's output norm, which a trace does not hold")
         missing.append("expert weight similarity: needs the model's weights, not its routing")
-        self.init(router: "\(trace.family) · \(trace.routingRule)", checkpoint: trace.path, randomInit: false,
-                  routedLayers: trace.routedLayers, tokenizer: tokenizer, accumulated: accumulated, similarity: nil,
-                  perMatrix: nil, missing: missing, recordedBy: trace.source, topTokenCount: topTokenCount)
+        self.init(
+            router: "\(trace.family) · \(trace.routingRule)", checkpoint: trace.path, randomInit: false,
+            routedLayers: trace.routedLayers, tokenizer: tokenizer, accumulated: accumulated, similarity: nil,
+            perMatrix: nil, missing: missing, recordedBy: trace.source, topTokenCount: topTokenCount)
     }
 
     /// The report of any source: the public initialisers name what their source lacks in `missing`.
-    init(router: String, checkpoint: String, randomInit: Bool, routedLayers: [Int], tokenizer: any TextTokenizer,
-                 accumulated: Accumulator, similarity: ExpertSimilarity?, perMatrix: ExpertSimilarity.PerMatrix?,
-                 missing: [String], recordedBy: String?, topTokenCount: Int) {
+    init(
+        router: String, checkpoint: String, randomInit: Bool, routedLayers: [Int], tokenizer: any TextTokenizer,
+        accumulated: Accumulator, similarity: ExpertSimilarity?, perMatrix: ExpertSimilarity.PerMatrix?,
+        missing: [String], recordedBy: String?, topTokenCount: Int
+    ) {
         let counts = accumulated.counts
         let layerCount = routedLayers.count
         let norms = NormPreference(traces: accumulated.normTraces)
@@ -261,8 +296,9 @@ public struct AnalysisReport: Codable, Sendable {
                     return SpecificExpert(expert: best, lift: lifts.isEmpty ? 0 : lifts[best])
                 })
         }
-        paperChecks = PaperChecks(counts: counts, routedLayers: routedLayers, innerBalance: layers.map(\.innerBalance),
-                                  outerBalance: layers.map(\.outerBalance), topOneMutualInformation: crossLayerMutualInformation)
+        paperChecks = PaperChecks(
+            counts: counts, routedLayers: routedLayers, innerBalance: layers.map(\.innerBalance),
+            outerBalance: layers.map(\.outerBalance), topOneMutualInformation: crossLayerMutualInformation)
         placement = Self.placementDeviceCounts.compactMap { g in
             let perLayer = (0..<layerCount).compactMap { l -> PlacementLayer? in
                 guard let p = ExpertPlacement(load: counts.layerLoad(l).counts, devices: g) else { return nil }
@@ -285,7 +321,8 @@ public struct AnalysisReport: Codable, Sendable {
         let vocabulary = counts.tokenExperts
         if vocabulary.isPartial {
             notAvailable.append(
-                "top tokens and vocabulary specialisation count \(counts.tokens - vocabulary.uncountedOccurrences) of \(counts.tokens) tokens (one token in \(vocabulary.stride), and at most \(vocabulary.maxDistinctTokens) distinct ids: the work and memory budgets of token × expert counts)")
+                "top tokens and vocabulary specialisation count \(counts.tokens - vocabulary.uncountedOccurrences) of \(counts.tokens) tokens (one token in \(vocabulary.stride), and at most \(vocabulary.maxDistinctTokens) distinct ids: the work and memory budgets of token × expert counts)"
+            )
         }
         self.notAvailable = notAvailable
     }

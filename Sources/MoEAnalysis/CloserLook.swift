@@ -15,12 +15,15 @@ public struct NormPreference: Codable, Sendable, Equatable {
     public static let rankBins = 32
 
     enum CodingKeys: String, CodingKey {
-        case meanRankCorrelation = "mean_rank_correlation", topOneAgreement = "top1_agreement", tokens
+        case meanRankCorrelation = "mean_rank_correlation"
+        case topOneAgreement = "top1_agreement"
+        case tokens
     }
 
     public init(traces: [RoutingTrace]) {
         let layers = traces.first?.layers.count ?? 0
-        var correlation = [Double](repeating: 0, count: layers), agreement = correlation
+        var correlation = [Double](repeating: 0, count: layers)
+        var agreement = correlation
         var counted = [Int](repeating: 0, count: layers)
         let experts = traces.first?.layers.first?.probabilities.count ?? 0
         let bins = min(experts, Self.rankBins)
@@ -28,10 +31,12 @@ public struct NormPreference: Codable, Sendable, Equatable {
         for trace in traces {
             for (i, routing) in trace.layers.enumerated() {
                 guard let norms = routing.allExpertOutputNorms else { continue }
-                let scores = routing.probabilities.map(Double.init), sizes = norms.map(Double.init)
+                let scores = routing.probabilities.map(Double.init)
+                let sizes = norms.map(Double.init)
                 correlation[i] += spearman(scores, sizes)
                 agreement[i] += argmax(sizes) == routing.topExpert ? 1 : 0
-                let gateRank = descendingRanks(scores), normRank = descendingRanks(sizes)
+                let gateRank = descendingRanks(scores)
+                let normRank = descendingRanks(sizes)
                 for e in 0..<min(experts, scores.count) {
                     histogram[i][gateRank[e] * bins / experts][normRank[e] * bins / experts] += 1
                 }
@@ -42,10 +47,12 @@ public struct NormPreference: Codable, Sendable, Equatable {
         topOneAgreement = zip(agreement, counted).map { $1 > 0 ? $0 / Double($1) : 0 }
         tokens = counted.first ?? 0
         rankHistogram = zip(histogram, counted).map { rows, tokens in
-            tokens == 0 ? [] : rows.map { row in
-                let total = row.reduce(0, +)
-                return total > 0 ? row.map { $0 / total } : row
-            }
+            tokens == 0
+                ? []
+                : rows.map { row in
+                    let total = row.reduce(0, +)
+                    return total > 0 ? row.map { $0 / total } : row
+                }
         }
     }
 }
@@ -81,7 +88,13 @@ public func spearman(_ a: [Double], _ b: [Double]) -> Double {
     let (ra, rb) = (ranks(a), ranks(b))
     let n = Double(a.count)
     let (ma, mb) = (ra.reduce(0, +) / n, rb.reduce(0, +) / n)
-    var covariance = 0.0, va = 0.0, vb = 0.0
-    for (x, y) in zip(ra, rb) { covariance += (x - ma) * (y - mb); va += (x - ma) * (x - ma); vb += (y - mb) * (y - mb) }
+    var covariance = 0.0
+    var va = 0.0
+    var vb = 0.0
+    for (x, y) in zip(ra, rb) {
+        covariance += (x - ma) * (y - mb)
+        va += (x - ma) * (x - ma)
+        vb += (y - mb) * (y - mb)
+    }
     return va > 0 && vb > 0 ? covariance / (va * vb).squareRoot() : 0
 }

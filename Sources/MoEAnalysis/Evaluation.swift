@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import MoECore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// A model measured on held-out text: perplexity from full-context windows (overall, per domain
 /// and per window, for paired bootstrap intervals), the routing summary of every token, and the
@@ -24,26 +25,35 @@ public struct Evaluation: Sendable {
 
     /// Perplexity of the windows of segment `index`.
     public func perplexity(segment index: Int) -> Double {
-        var loss = 0.0, count = 0
-        for (j, s) in windowSegments.enumerated() where s == index { loss += windows.loss[j]; count += windows.tokens[j] }
+        var loss = 0.0
+        var count = 0
+        for (j, s) in windowSegments.enumerated() where s == index {
+            loss += windows.loss[j]
+            count += windows.tokens[j]
+        }
         return count > 0 ? exp(loss / Double(count)) : .nan
     }
 
     /// Runs `model` over consecutive windows of its context length taken from `stream` (at most
     /// `maxTokens` predictions). `progress` gets (tokens done, total).
-    public static func run(_ model: MoEModel, on stream: [Int], maxTokens: Int, decodeTokens: Int = 64,
-                           progress: (Int, Int) -> Void = { _, _ in }) throws -> Evaluation {
+    public static func run(
+        _ model: MoEModel, on stream: [Int], maxTokens: Int, decodeTokens: Int = 64,
+        progress: (Int, Int) -> Void = { _, _ in }
+    ) throws -> Evaluation {
         try run(model, segments: [stream], maxTokensPerSegment: maxTokens, decodeTokens: decodeTokens, progress: progress)
     }
 
     /// Runs `model` over each segment (e.g. one domain's held-out token stream) cut into
     /// consecutive windows of its context length; window predictions never cross segments.
     /// At most `maxTokensPerSegment` predictions per segment (nil: all of it).
-    public static func run(_ model: MoEModel, segments: [[Int]], maxTokensPerSegment: Int? = nil, decodeTokens: Int = 64,
-                           progress: (Int, Int) -> Void = { _, _ in }) throws -> Evaluation {
+    public static func run(
+        _ model: MoEModel, segments: [[Int]], maxTokensPerSegment: Int? = nil, decodeTokens: Int = 64,
+        progress: (Int, Int) -> Void = { _, _ in }
+    ) throws -> Evaluation {
         let window = model.config.contextLength
-        var result = Evaluation(routing: RoutingSummary(numLayers: model.config.numLayers, numExperts: model.config.numExperts),
-                                routerParameters: model.router.parameterCount)
+        var result = Evaluation(
+            routing: RoutingSummary(numLayers: model.config.numLayers, numExperts: model.config.numExperts),
+            routerParameters: model.router.parameterCount)
         let totals = segments.map { min(maxTokensPerSegment ?? Int.max, max(0, $0.count - 1)) }
         let total = totals.reduce(0, +)
         var lossSum = 0.0
@@ -51,10 +61,12 @@ public struct Evaluation: Sendable {
             var start = 0
             while start < totals[index] {
                 let length = min(window, totals[index] - start)
-                let input = Array(stream[start ..< start + length])
+                let input = Array(stream[start..<start + length])
                 let forward = try model.forward(input)
-                if let problem = InferenceError.firstNonFinite(in: forward.routing, routedLayers: Array(0..<model.config.numLayers),
-                                                               outputLogits: Array(forward.logits.scalars)) {
+                if let problem = InferenceError.firstNonFinite(
+                    in: forward.routing, routedLayers: Array(0..<model.config.numLayers),
+                    outputLogits: Array(forward.logits.scalars))
+                {
                     throw problem
                 }
                 let vocab = forward.logits.cols

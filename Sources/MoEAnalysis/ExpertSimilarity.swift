@@ -43,26 +43,35 @@ public struct ExpertSimilarity: Codable, Sendable, Equatable {
         public var meanDownByLayer: [Double] { down.map(ExpertSimilarity.meanOffDiagonal) }
 
         public init?(model: any RoutingModel) {
-            var gate: [[[Double]]] = [], up: [[[Double]]] = [], down: [[[Double]]] = []
+            var gate: [[[Double]]] = []
+            var up: [[[Double]]] = []
+            var down: [[[Double]]] = []
             for layer in 0..<model.routedLayerCount {
                 guard let experts = model.expertWeights(routedLayer: layer) else { return nil }
                 gate.append(Self.flattenedCosines(experts.map(\.gate)))
                 up.append(Self.flattenedCosines(experts.map(\.up)))
                 down.append(Self.flattenedCosines(experts.map(\.down)))
             }
-            self.gate = gate; self.up = up; self.down = down
+            self.gate = gate
+            self.up = up
+            self.down = down
         }
 
         static func flattenedCosines(_ matrices: [Tensor]) -> [[Double]] {
-            let norms = matrices.map { m in m.scalars.withUnsafeBufferPointer { Double(Kernels.sumOfSquares($0.baseAddress!, count: $0.count)).squareRoot() } }
+            let norms = matrices.map { m in
+                m.scalars.withUnsafeBufferPointer { Double(Kernels.sumOfSquares($0.baseAddress!, count: $0.count)).squareRoot() }
+            }
             var out = [[Double]](repeating: [Double](repeating: 1, count: matrices.count), count: matrices.count)
             for i in matrices.indices {
                 for j in matrices.indices where j > i {
                     let d = matrices[i].scalars.withUnsafeBufferPointer { a in
-                        matrices[j].scalars.withUnsafeBufferPointer { b in Double(Kernels.dot(a.baseAddress!, b.baseAddress!, count: min(a.count, b.count))) }
+                        matrices[j].scalars.withUnsafeBufferPointer { b in
+                            Double(Kernels.dot(a.baseAddress!, b.baseAddress!, count: min(a.count, b.count)))
+                        }
                     }
                     let c = norms[i] > 0 && norms[j] > 0 ? d / (norms[i] * norms[j]) : 0
-                    out[i][j] = c; out[j][i] = c
+                    out[i][j] = c
+                    out[j][i] = c
                 }
             }
             return out

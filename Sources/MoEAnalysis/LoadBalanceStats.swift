@@ -51,7 +51,8 @@ public func entropy<C: Collection>(_ distribution: C) -> Double where C.Element:
 /// Median of a non-empty list (mean of the middle two for an even count); 0 when empty.
 public func median(_ values: [Double]) -> Double {
     guard !values.isEmpty else { return 0 }
-    let sorted = values.sorted(), mid = sorted.count / 2
+    let sorted = values.sorted()
+    let mid = sorted.count / 2
     return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
 }
 
@@ -74,16 +75,21 @@ public struct PairwiseMutualInformation {
     var scratch: [Int]
 
     public init(_ sequences: [[Int]]) {
-        var renamed: [[Int]] = [], marginals: [[Int]] = []
+        var renamed: [[Int]] = []
+        var marginals: [[Int]] = []
         for sequence in sequences {
             var names: [Int: Int] = [:]
             var counts: [Int] = []
-            renamed.append(sequence.map { value in
-                if let name = names[value] { counts[name] += 1; return name }
-                names[value] = counts.count
-                counts.append(1)
-                return counts.count - 1
-            })
+            renamed.append(
+                sequence.map { value in
+                    if let name = names[value] {
+                        counts[name] += 1
+                        return name
+                    }
+                    names[value] = counts.count
+                    counts.append(1)
+                    return counts.count - 1
+                })
             marginals.append(counts)
         }
         self.sequences = renamed
@@ -94,7 +100,8 @@ public struct PairwiseMutualInformation {
 
     /// I(i; j) in nats.
     public mutating func callAsFunction(_ i: Int, _ j: Int) -> Double {
-        let a = sequences[i], b = sequences[j]
+        let a = sequences[i]
+        let b = sequences[j]
         precondition(a.count == b.count)
         guard !a.isEmpty else { return 0 }
         let n = Double(a.count)
@@ -103,7 +110,7 @@ public struct PairwiseMutualInformation {
         for t in a.indices {
             let cell = a[t] * width + b[t]
             let count = scratch[cell]
-            guard count > 0 else { continue }   // already summed
+            guard count > 0 else { continue }  // already summed
             let p = Double(count) / n
             total += p * log(p * n * n / (Double(marginals[i][a[t]]) * Double(marginals[j][b[t]])))
             scratch[cell] = 0

@@ -520,7 +520,8 @@ public struct RMoEMutualInformationCheck: Codable, Sendable {
     public static func matrix(_ traces: [RoutingTrace], layerCount: Int, bins: Int) -> [[Double]] {
         var sums = Sums(layerCount: layerCount, numExperts: 1, expectedTokens: 0, bins: bins)
         let experts = traces.first?.layers.first?.probabilities.count ?? 0
-        sums.add(RoutingBlock(traces: traces, layerCount: layerCount, topK: traces.first?.layers.first?.experts.count ?? 0, numExperts: experts))
+        sums.add(
+            RoutingBlock(traces: traces, layerCount: layerCount, topK: traces.first?.layers.first?.experts.count ?? 0, numExperts: experts))
         return sums.matrix
     }
 

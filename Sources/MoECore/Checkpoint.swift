@@ -51,13 +51,15 @@ public struct Checkpoint: Sendable {
             throw CheckpointError.unreadable(path: directory, reason: "no such directory")
         }
         guard isDirectory.boolValue else {
-            throw CheckpointError.unreadable(path: directory, reason: "it is a file, not a checkpoint directory (config.json, model.safetensors, tokenizer.json)")
+            throw CheckpointError.unreadable(
+                path: directory, reason: "it is a file, not a checkpoint directory (config.json, model.safetensors, tokenizer.json)")
         }
         let config = try ModelConfig.load(path: "\(directory)/\(configFile)")
         let tokenizer = try Tokenizer.load(path: "\(directory)/\(tokenizerFile)")
         guard tokenizer.vocabSize <= config.vocabSize else {
-            throw CheckpointError.badConfig(path: "\(directory)/\(configFile)",
-                                            detail: "vocab_size \(config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabSize) ids")
+            throw CheckpointError.badConfig(
+                path: "\(directory)/\(configFile)",
+                detail: "vocab_size \(config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabSize) ids")
         }
         var weights = try SafeTensorsFile(path: "\(directory)/\(weightsFile)")
         let model = try MoEModel(config: config, from: &weights)
@@ -72,7 +74,8 @@ public struct Checkpoint: Sendable {
         var info = metadata
         info["format"] = "pt"
         info["router"] = model.config.router.rawValue
-        try SafeTensorsFile.write(model.namedParameters, dtype: dtype, metadata: info,
-                                  to: "\(directory)/\(Self.weightsFile)")
+        try SafeTensorsFile.write(
+            model.namedParameters, dtype: dtype, metadata: info,
+            to: "\(directory)/\(Self.weightsFile)")
     }
 }

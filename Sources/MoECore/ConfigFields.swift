@@ -79,7 +79,8 @@ public struct ConfigFields: Sendable {
         guard let items = value.arrayValue else { throw invalid(name, "must be a list of whole numbers, is \(value.kindDescription)") }
         return try items.map { item in
             guard let n = item.numberValue?.exactInt, range.contains(n) else {
-                throw invalid(name, "must list whole numbers between \(range.lowerBound) and \(range.upperBound), holds \(item.kindDescription)")
+                throw invalid(
+                    name, "must list whole numbers between \(range.lowerBound) and \(range.upperBound), holds \(item.kindDescription)")
             }
             return n
         }

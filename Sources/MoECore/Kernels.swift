@@ -1,8 +1,9 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The numeric kernels everything else is built from. Matrix products run on a register-tiled
@@ -29,8 +30,10 @@ public enum Kernels {
     /// model's decoding splits the rows of every layer's weights (`multiply`). Results are the
     /// same for any value.
     public static let threads: Int = {
-        max(1, ProcessInfo.processInfo.environment["MOESCOPE_THREADS"].flatMap(Int.init)
-            ?? ProcessInfo.processInfo.activeProcessorCount)
+        max(
+            1,
+            ProcessInfo.processInfo.environment["MOESCOPE_THREADS"].flatMap(Int.init)
+                ?? ProcessInfo.processInfo.activeProcessorCount)
     }()
 
     /// A matrix in memory as the products read it: element (i, j) sits at
@@ -58,10 +61,13 @@ public enum Kernels {
     }
 
     /// C[m×n] = A[m×k] · B[k×n]  (or `+=` when `accumulate`), all row-major and contiguous.
-    public static func matmul(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-                              m: Int, k: Int, n: Int, accumulate: Bool = false, threads available: Int = threads) {
-        gemm(m: m, n: n, k: k, Operand(a, leadingDimension: k), Operand(b, leadingDimension: n), c, ldc: n,
-             accumulate: accumulate, threads: available)
+    public static func matmul(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
+        m: Int, k: Int, n: Int, accumulate: Bool = false, threads available: Int = threads
+    ) {
+        gemm(
+            m: m, n: n, k: k, Operand(a, leadingDimension: k), Operand(b, leadingDimension: n), c, ldc: n,
+            accumulate: accumulate, threads: available)
     }
 
     /// C[m×n] (+)= A · B for any strided A [m×k] and B [k×n]; C row-major with leading
@@ -69,8 +75,10 @@ public enum Kernels {
     /// along whichever of m and n is larger. Every entry of C is one FMA chain over p = 0..<k
     /// in order, whatever the blocking, packing or split, so results do not depend on the
     /// thread count (a test holds them bit-identical).
-    public static func gemm(m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
-                            accumulate: Bool = false, threads available: Int = threads) {
+    public static func gemm(
+        m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+        accumulate: Bool = false, threads available: Int = threads
+    ) {
         guard m > 0, n > 0 else { return }
         guard k > 0 else {
             if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
@@ -86,18 +94,22 @@ public enum Kernels {
         if m >= n {
             let share = ((m + parts - 1) / parts + microRows - 1) / microRows * microRows
             DispatchQueue.concurrentPerform(iterations: parts) { part in
-                let first = part * share, rows = min(share, m - first)
+                let first = part * share
+                let rows = min(share, m - first)
                 guard rows > 0 else { return }
-                packedProduct(m: rows, n: n, k: k, a.offset(row: first, column: 0), b,
-                              UnsafeMutablePointer(bitPattern: cBits)! + first * ldc, ldc: ldc, accumulate: accumulate)
+                packedProduct(
+                    m: rows, n: n, k: k, a.offset(row: first, column: 0), b,
+                    UnsafeMutablePointer(bitPattern: cBits)! + first * ldc, ldc: ldc, accumulate: accumulate)
             }
         } else {
             let share = ((n + parts - 1) / parts + width - 1) / width * width
             DispatchQueue.concurrentPerform(iterations: parts) { part in
-                let first = part * share, columns = min(share, n - first)
+                let first = part * share
+                let columns = min(share, n - first)
                 guard columns > 0 else { return }
-                packedProduct(m: m, n: columns, k: k, a, b.offset(row: 0, column: first),
-                              UnsafeMutablePointer(bitPattern: cBits)! + first, ldc: ldc, accumulate: accumulate)
+                packedProduct(
+                    m: m, n: columns, k: k, a, b.offset(row: 0, column: first),
+                    UnsafeMutablePointer(bitPattern: cBits)! + first, ldc: ldc, accumulate: accumulate)
             }
         }
     }
@@ -107,7 +119,10 @@ public enum Kernels {
     /// not depend on the thread count.
     public static func parallelFor(_ count: Int, threads available: Int = threads, _ body: (Int) -> Void) {
         let parts = min(available, count)
-        guard parts > 1 else { for i in 0..<count { body(i) }; return }
+        guard parts > 1 else {
+            for i in 0..<count { body(i) }
+            return
+        }
         withoutActuallyEscaping(body) { body in
             let shared = UncheckedSendable(value: body)
             DispatchQueue.concurrentPerform(iterations: parts) { part in
@@ -145,14 +160,20 @@ public enum Kernels {
     /// and a transposed B slow. A is read in place (six scalars per step, row-major or
     /// transposed alike): packing it cost more than it saved at these sizes, where B has few
     /// columns. Ragged edges go through a zero-padded tile, so one micro-kernel serves every shape.
-    static func packedProduct(m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
-                              accumulate: Bool) {
+    static func packedProduct(
+        m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+        accumulate: Bool
+    ) {
         let panels = (n + panelWidth - 1) / panelWidth
         let depth = min(k, blockDepth)
         let packedB = UnsafeMutablePointer<Float>.allocate(capacity: panels * panelWidth * depth)
         let edgeRows = UnsafeMutablePointer<Float>.allocate(capacity: microRows * depth)
         let tile = UnsafeMutablePointer<Float>.allocate(capacity: microRows * panelWidth)
-        defer { packedB.deallocate(); edgeRows.deallocate(); tile.deallocate() }
+        defer {
+            packedB.deallocate()
+            edgeRows.deallocate()
+            tile.deallocate()
+        }
         let fullRows = m / microRows * microRows
         var p0 = 0
         while p0 < k {
@@ -166,14 +187,17 @@ public enum Kernels {
             while i0 < m {
                 let mb = min(blockRows, m - i0)
                 for jp in 0..<panels {
-                    let j = jp * panelWidth, columns = min(panelWidth, n - j)
+                    let j = jp * panelWidth
+                    let columns = min(panelWidth, n - j)
                     let bPanel = packedB + jp * panelWidth * kb
                     var i = i0
                     while i < i0 + mb {
                         let rows = min(microRows, m - i)
                         // Six rows of A in place, or the zero-padded copy of the last few.
-                        let aPanel = rows == microRows ? a.offset(row: i, column: p0)
-                                                       : Operand(base: edgeRows, rowStride: 1, columnStride: microRows)
+                        let aPanel =
+                            rows == microRows
+                            ? a.offset(row: i, column: p0)
+                            : Operand(base: edgeRows, rowStride: 1, columnStride: microRows)
                         let cTile = c + i * ldc + j
                         if rows == microRows && columns == panelWidth {
                             microKernel(aPanel, bPanel, depth: kb, cTile, ldc: ldc, load: load)
@@ -201,30 +225,47 @@ public enum Kernels {
             if valid < group { out.update(repeating: 0, count: group * depth) }
             // Pointer steps rather than indices: index arithmetic is overflow-checked, which made
             // this copy a quarter of a product's time at the model's shapes (k = 128, m ≈ 256).
-            let rowStride = source.rowStride, columnStride = source.columnStride
+            let rowStride = source.rowStride
+            let columnStride = source.columnStride
             if columnStride == 1 {
                 // Four rows at a time, so each depth step writes four neighbouring floats.
                 var r = 0
                 while r + 4 <= valid {
-                    let a = source.base + (r0 + r) * rowStride, b = a + rowStride, c = b + rowStride, d = c + rowStride
+                    let a = source.base + (r0 + r) * rowStride
+                    let b = a + rowStride
+                    let c = b + rowStride
+                    let d = c + rowStride
                     var to = out + r
                     for p in 0..<depth {
-                        to[0] = a[p]; to[1] = b[p]; to[2] = c[p]; to[3] = d[p]
+                        to[0] = a[p]
+                        to[1] = b[p]
+                        to[2] = c[p]
+                        to[3] = d[p]
                         to += group
                     }
                     r += 4
                 }
                 while r < valid {
-                    var from = source.base + (r0 + r) * rowStride, to = out + r
-                    for _ in 0..<depth { to.pointee = from.pointee; from += 1; to += group }
+                    var from = source.base + (r0 + r) * rowStride
+                    var to = out + r
+                    for _ in 0..<depth {
+                        to.pointee = from.pointee
+                        from += 1
+                        to += group
+                    }
                     r += 1
                 }
             } else {
-                var column = source.base + r0 * rowStride, to = out
+                var column = source.base + r0 * rowStride
+                var to = out
                 for _ in 0..<depth {
                     var from = column
-                    for r in 0..<valid { to[r] = from.pointee; from += rowStride }
-                    column += columnStride; to += group
+                    for r in 0..<valid {
+                        to[r] = from.pointee
+                        from += rowStride
+                    }
+                    column += columnStride
+                    to += group
                 }
             }
             r0 += group
@@ -234,18 +275,31 @@ public enum Kernels {
     /// C[6 × panelWidth] (+)= A[6×depth] · B-panel over `depth` steps; A strided, B packed.
     /// Each entry is one FMA chain over the depth in order, whichever tile width runs.
     @inline(__always)
-    static func microKernel(_ a: Operand, _ b: UnsafePointer<Float>, depth: Int,
-                            _ c: UnsafeMutablePointer<Float>, ldc: Int, load: Bool) {
+    static func microKernel(
+        _ a: Operand, _ b: UnsafePointer<Float>, depth: Int,
+        _ c: UnsafeMutablePointer<Float>, ldc: Int, load: Bool
+    ) {
         #if MOESCOPE_WIDE_VECTORS
             wideMicroKernel(a, b, depth: depth, c, ldc: ldc, load: load)
         #else
-            var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
+            var c0 = Vector()
+            var c1 = Vector()
+            var c2 = Vector()
+            var c3 = Vector()
+            var c4 = Vector()
+            var c5 = Vector()
             if load {
-                c0 = Kernels.load(c); c1 = Kernels.load(c + ldc); c2 = Kernels.load(c + 2 * ldc)
-                c3 = Kernels.load(c + 3 * ldc); c4 = Kernels.load(c + 4 * ldc); c5 = Kernels.load(c + 5 * ldc)
+                c0 = Kernels.load(c)
+                c1 = Kernels.load(c + ldc)
+                c2 = Kernels.load(c + 2 * ldc)
+                c3 = Kernels.load(c + 3 * ldc)
+                c4 = Kernels.load(c + 4 * ldc)
+                c5 = Kernels.load(c + 5 * ldc)
             }
-            let rs = a.rowStride, step = a.columnStride
-            var ap = a.base, bp = b
+            let rs = a.rowStride
+            let step = a.columnStride
+            var ap = a.base
+            var bp = b
             for _ in 0..<depth {
                 let bv = Kernels.load(bp)
                 c0.addProduct(Vector(repeating: ap[0]), bv)
@@ -254,54 +308,99 @@ public enum Kernels {
                 c3.addProduct(Vector(repeating: ap[3 * rs]), bv)
                 c4.addProduct(Vector(repeating: ap[4 * rs]), bv)
                 c5.addProduct(Vector(repeating: ap[5 * rs]), bv)
-                ap += step; bp += width
+                ap += step
+                bp += width
             }
-            store(c0, c); store(c1, c + ldc); store(c2, c + 2 * ldc)
-            store(c3, c + 3 * ldc); store(c4, c + 4 * ldc); store(c5, c + 5 * ldc)
+            store(c0, c)
+            store(c1, c + ldc)
+            store(c2, c + 2 * ldc)
+            store(c3, c + 3 * ldc)
+            store(c4, c + 4 * ldc)
+            store(c5, c + 5 * ldc)
         #endif
     }
 
     /// The 6 × 32 tile: two vectors per row of C, one broadcast of A feeding both.
     @inline(__always)
-    static func wideMicroKernel(_ a: Operand, _ b: UnsafePointer<Float>, depth: Int,
-                                _ c: UnsafeMutablePointer<Float>, ldc: Int, load: Bool) {
-        var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
-        var d0 = Vector(), d1 = Vector(), d2 = Vector(), d3 = Vector(), d4 = Vector(), d5 = Vector()
+    static func wideMicroKernel(
+        _ a: Operand, _ b: UnsafePointer<Float>, depth: Int,
+        _ c: UnsafeMutablePointer<Float>, ldc: Int, load: Bool
+    ) {
+        var c0 = Vector()
+        var c1 = Vector()
+        var c2 = Vector()
+        var c3 = Vector()
+        var c4 = Vector()
+        var c5 = Vector()
+        var d0 = Vector()
+        var d1 = Vector()
+        var d2 = Vector()
+        var d3 = Vector()
+        var d4 = Vector()
+        var d5 = Vector()
         if load {
-            c0 = Kernels.load(c); c1 = Kernels.load(c + ldc); c2 = Kernels.load(c + 2 * ldc)
-            c3 = Kernels.load(c + 3 * ldc); c4 = Kernels.load(c + 4 * ldc); c5 = Kernels.load(c + 5 * ldc)
-            d0 = Kernels.load(c + width); d1 = Kernels.load(c + ldc + width); d2 = Kernels.load(c + 2 * ldc + width)
-            d3 = Kernels.load(c + 3 * ldc + width); d4 = Kernels.load(c + 4 * ldc + width); d5 = Kernels.load(c + 5 * ldc + width)
+            c0 = Kernels.load(c)
+            c1 = Kernels.load(c + ldc)
+            c2 = Kernels.load(c + 2 * ldc)
+            c3 = Kernels.load(c + 3 * ldc)
+            c4 = Kernels.load(c + 4 * ldc)
+            c5 = Kernels.load(c + 5 * ldc)
+            d0 = Kernels.load(c + width)
+            d1 = Kernels.load(c + ldc + width)
+            d2 = Kernels.load(c + 2 * ldc + width)
+            d3 = Kernels.load(c + 3 * ldc + width)
+            d4 = Kernels.load(c + 4 * ldc + width)
+            d5 = Kernels.load(c + 5 * ldc + width)
         }
-        let rs = a.rowStride, step = a.columnStride
-        var ap = a.base, bp = b
+        let rs = a.rowStride
+        let step = a.columnStride
+        var ap = a.base
+        var bp = b
         for _ in 0..<depth {
-            let bv = Kernels.load(bp), bw = Kernels.load(bp + width)
+            let bv = Kernels.load(bp)
+            let bw = Kernels.load(bp + width)
             var x = Vector(repeating: ap[0])
-            c0.addProduct(x, bv); d0.addProduct(x, bw)
+            c0.addProduct(x, bv)
+            d0.addProduct(x, bw)
             x = Vector(repeating: ap[rs])
-            c1.addProduct(x, bv); d1.addProduct(x, bw)
+            c1.addProduct(x, bv)
+            d1.addProduct(x, bw)
             x = Vector(repeating: ap[2 * rs])
-            c2.addProduct(x, bv); d2.addProduct(x, bw)
+            c2.addProduct(x, bv)
+            d2.addProduct(x, bw)
             x = Vector(repeating: ap[3 * rs])
-            c3.addProduct(x, bv); d3.addProduct(x, bw)
+            c3.addProduct(x, bv)
+            d3.addProduct(x, bw)
             x = Vector(repeating: ap[4 * rs])
-            c4.addProduct(x, bv); d4.addProduct(x, bw)
+            c4.addProduct(x, bv)
+            d4.addProduct(x, bw)
             x = Vector(repeating: ap[5 * rs])
-            c5.addProduct(x, bv); d5.addProduct(x, bw)
-            ap += step; bp += 2 * width
+            c5.addProduct(x, bv)
+            d5.addProduct(x, bw)
+            ap += step
+            bp += 2 * width
         }
-        store(c0, c); store(c1, c + ldc); store(c2, c + 2 * ldc)
-        store(c3, c + 3 * ldc); store(c4, c + 4 * ldc); store(c5, c + 5 * ldc)
-        store(d0, c + width); store(d1, c + ldc + width); store(d2, c + 2 * ldc + width)
-        store(d3, c + 3 * ldc + width); store(d4, c + 4 * ldc + width); store(d5, c + 5 * ldc + width)
+        store(c0, c)
+        store(c1, c + ldc)
+        store(c2, c + 2 * ldc)
+        store(c3, c + 3 * ldc)
+        store(c4, c + 4 * ldc)
+        store(c5, c + 5 * ldc)
+        store(d0, c + width)
+        store(d1, c + ldc + width)
+        store(d2, c + 2 * ldc + width)
+        store(d3, c + 3 * ldc + width)
+        store(d4, c + 4 * ldc + width)
+        store(d5, c + 5 * ldc + width)
     }
 
     /// Fewer than six rows, B read in place: with B row-major each row of C is a sum of B's
     /// rows; with B the transpose of a row-major W (y = x Wᵀ, a router at decode) each entry
     /// is a dot product of two contiguous rows.
-    static func fewRows(m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
-                        accumulate: Bool) {
+    static func fewRows(
+        m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+        accumulate: Bool
+    ) {
         if b.columnStride != 1, a.columnStride == 1 {
             for i in 0..<m {
                 for j in 0..<n {
@@ -313,16 +412,20 @@ public enum Kernels {
         }
         let fullColumns = n / width * width
         for i in 0..<m {
-            let aRow = a.offset(row: i, column: 0), cRow = c + i * ldc
+            let aRow = a.offset(row: i, column: 0)
+            let cRow = c + i * ldc
             var j = 0
             while j < fullColumns {
                 // Two accumulators hide FMA latency.
-                var even = accumulate ? load(cRow + j) : Vector(), odd = Vector()
-                var p = 0, bp = b.base + j
+                var even = accumulate ? load(cRow + j) : Vector()
+                var odd = Vector()
+                var p = 0
+                var bp = b.base + j
                 while p + 2 <= k {
                     even.addProduct(Vector(repeating: aRow.base[p * aRow.columnStride]), load(bp))
                     odd.addProduct(Vector(repeating: aRow.base[(p + 1) * aRow.columnStride]), load(bp + b.rowStride))
-                    bp += 2 * b.rowStride; p += 2
+                    bp += 2 * b.rowStride
+                    p += 2
                 }
                 if p < k { even.addProduct(Vector(repeating: aRow.base[p * aRow.columnStride]), load(bp)) }
                 store(even + odd, cRow + j)
@@ -343,31 +446,38 @@ public enum Kernels {
     /// (a KV cache's, or the same sequence's). `scores` (count × (offset + count)) is left
     /// holding the probabilities, zero where masked, for a backward pass. Every attention in
     /// moescope — training, its own models' decoding, Hugging Face models — runs on this.
-    public static func causalAttention(count: Int, offset: Int, queries: Operand, keys: Operand, values: Operand,
-                                       dims: Int, valueDims: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
-                                       into out: UnsafeMutablePointer<Float>, ldo: Int) {
+    public static func causalAttention(
+        count: Int, offset: Int, queries: Operand, keys: Operand, values: Operand,
+        dims: Int, valueDims: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
+        into out: UnsafeMutablePointer<Float>, ldo: Int
+    ) {
         let length = offset + count
         // Queries a block of rows at a time, each against the keys up to its last row only:
         // the masked upper triangle is never computed. Every score is the same dot product,
         // and the masked probabilities are exact zeros, so the result equals the full product's.
         var i0 = 0
         while i0 < count {
-            let rows = attentionBlock(count - i0), visible = offset + i0 + rows
-            gemm(m: rows, n: visible, k: dims, queries.offset(row: i0, column: 0), keys.transposed, scores + i0 * length,
-                 ldc: length, threads: 1)
+            let rows = attentionBlock(count - i0)
+            let visible = offset + i0 + rows
+            gemm(
+                m: rows, n: visible, k: dims, queries.offset(row: i0, column: 0), keys.transposed, scores + i0 * length,
+                ldc: length, threads: 1)
             i0 += rows
         }
         for i in 0..<count {
-            let row = scores + i * length, visible = offset + i + 1
+            let row = scores + i * length
+            let visible = offset + i + 1
             for j in 0..<visible { row[j] *= scale }
             softmax(row, count: visible)
             (row + visible).update(repeating: 0, count: length - visible)
         }
         i0 = 0
         while i0 < count {
-            let rows = attentionBlock(count - i0), visible = offset + i0 + rows
-            gemm(m: rows, n: valueDims, k: visible, Operand(UnsafePointer(scores + i0 * length), leadingDimension: length), values,
-                 out + i0 * ldo, ldc: ldo, threads: 1)
+            let rows = attentionBlock(count - i0)
+            let visible = offset + i0 + rows
+            gemm(
+                m: rows, n: valueDims, k: visible, Operand(UnsafePointer(scores + i0 * length), leadingDimension: length), values,
+                out + i0 * ldo, ldc: ldo, threads: 1)
             i0 += rows
         }
     }
@@ -381,16 +491,23 @@ public enum Kernels {
     // MARK: Vector operations
 
     public static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) -> Float {
-        var s0 = Vector(), s1 = Vector()
+        var s0 = Vector()
+        var s1 = Vector()
         var i = 0
         while i + 2 * width <= n {
             s0.addProduct(load(x + i), load(y + i))
             s1.addProduct(load(x + i + width), load(y + i + width))
             i += 2 * width
         }
-        if i + width <= n { s0.addProduct(load(x + i), load(y + i)); i += width }
+        if i + width <= n {
+            s0.addProduct(load(x + i), load(y + i))
+            i += width
+        }
         var total = (s0 + s1).sum()
-        while i < n { total += x[i] * y[i]; i += 1 }
+        while i < n {
+            total += x[i] * y[i]
+            i += 1
+        }
         return total
     }
 
@@ -399,9 +516,15 @@ public enum Kernels {
         let va = Vector(repeating: alpha)
         var i = 0
         while i + width <= n {
-            var v = load(y + i); v.addProduct(va, load(x + i)); store(v, y + i); i += width
+            var v = load(y + i)
+            v.addProduct(va, load(x + i))
+            store(v, y + i)
+            i += width
         }
-        while i < n { y[i] += alpha * x[i]; i += 1 }
+        while i < n {
+            y[i] += alpha * x[i]
+            i += 1
+        }
     }
 
     public static func sumOfSquares(_ x: UnsafePointer<Float>, count n: Int) -> Float { dot(x, x, count: n) }
@@ -411,7 +534,8 @@ public enum Kernels {
     /// over the float range (a test checks it); −∞ gives exactly 0, large x gives +∞.
     @inline(__always) public static func exp(_ x: Vector) -> Vector {
         // (Masked replaces, not `clamped`/`pointwiseMin`, which compile to lane-by-lane loops.)
-        let low = Vector(repeating: -103.9), high = Vector(repeating: 88.8)
+        let low = Vector(repeating: -103.9)
+        let high = Vector(repeating: 88.8)
         var clamped = x
         clamped.replace(with: low, where: x .< low)
         clamped.replace(with: high, where: x .> high)
@@ -438,7 +562,7 @@ public enum Kernels {
         var result = poly * scaleA * scaleB
         result.replace(with: Vector(repeating: 0), where: x .< low)
         result.replace(with: Vector(repeating: .infinity), where: x .> high)
-        result.replace(with: x, where: x .!= x)   // NaN stays NaN
+        result.replace(with: x, where: x .!= x)  // NaN stays NaN
         return result
     }
 
@@ -460,7 +584,7 @@ public enum Kernels {
             unsafeBitCast(large, to: SIMD16<UInt32>.self) | (unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000), to: Vector.self)
         var result = signed
         result.replace(with: small, where: magnitude .< Vector(repeating: 0.625))
-        result.replace(with: x, where: x .!= x)   // NaN stays NaN
+        result.replace(with: x, where: x .!= x)  // NaN stays NaN
         return result
     }
 
@@ -479,20 +603,36 @@ public enum Kernels {
             i += width
         }
         var maxValue = lanes.max()
-        while i < n { maxValue = max(maxValue, x[i]); i += 1 }
+        while i < n {
+            maxValue = max(maxValue, x[i])
+            i += 1
+        }
         let shift = Vector(repeating: maxValue)
         var sums = Vector()
         i = 0
         while i + width <= n {
             let e = exp(load(x + i) - shift)
-            store(e, x + i); sums += e; i += width
+            store(e, x + i)
+            sums += e
+            i += width
         }
         var total = sums.sum()
-        while i < n { let e = expf(x[i] - maxValue); x[i] = e; total += e; i += 1 }
+        while i < n {
+            let e = expf(x[i] - maxValue)
+            x[i] = e
+            total += e
+            i += 1
+        }
         let inverse = Vector(repeating: 1 / total)
         i = 0
-        while i + width <= n { store(load(x + i) * inverse, x + i); i += width }
-        while i < n { x[i] *= inverse[0]; i += 1 }
+        while i + width <= n {
+            store(load(x + i) * inverse, x + i)
+            i += width
+        }
+        while i < n {
+            x[i] *= inverse[0]
+            i += 1
+        }
     }
 
     /// SwiGLU's gate: out = silu(gate) ⊙ up, silu(x) = x·σ(x), elementwise over `count`.
@@ -504,26 +644,36 @@ public enum Kernels {
             store(g / (one + exp(-g)) * load(up + i), out + i)
             i += width
         }
-        while i < n { out[i] = silu(gate[i]) * up[i]; i += 1 }
+        while i < n {
+            out[i] = silu(gate[i]) * up[i]
+            i += 1
+        }
     }
 
     /// silu(gate) ⊙ up for two tensors of the same shape (every SwiGLU layer's middle step).
     public static func swiglu(gate: Tensor, up: Tensor) -> Tensor {
         precondition(gate.shape == up.shape, "swiglu shapes \(gate.shape), \(up.shape)")
         var out = Tensor(uninitialized: gate.shape)
-        gate.scalars.withUnsafeBufferPointer { gp in up.scalars.withUnsafeBufferPointer { up in out.scalars.withUnsafeMutableBufferPointer { op in
-            swiglu(gate: gp.baseAddress!, up: up.baseAddress!, op.baseAddress!, count: op.count)
-        } } }
+        gate.scalars.withUnsafeBufferPointer { gp in
+            up.scalars.withUnsafeBufferPointer { up in
+                out.scalars.withUnsafeMutableBufferPointer { op in
+                    swiglu(gate: gp.baseAddress!, up: up.baseAddress!, op.baseAddress!, count: op.count)
+                }
+            }
+        }
         return out
     }
 
     /// Gradients of `swiglu`: d gate = dy·up·σ(g)(1 + g(1 − σ(g))), d up = dy·silu(g).
-    public static func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>,
-                                      gateGradient dGate: UnsafeMutablePointer<Float>, upGradient dUp: UnsafeMutablePointer<Float>, count n: Int) {
+    public static func swigluBackward(
+        gate: UnsafePointer<Float>, up: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>,
+        gateGradient dGate: UnsafeMutablePointer<Float>, upGradient dUp: UnsafeMutablePointer<Float>, count n: Int
+    ) {
         var i = 0
         let one = Vector(repeating: 1)
         while i + width <= n {
-            let g = load(gate + i), d = load(dy + i)
+            let g = load(gate + i)
+            let d = load(dy + i)
             let sigma = one / (one + exp(-g))
             store(d * g * sigma, dUp + i)
             store(d * load(up + i) * sigma * (one + g * (one - sigma)), dGate + i)
@@ -539,16 +689,25 @@ public enum Kernels {
 
     /// y = x / sqrt(mean(x²) + eps) ⊙ gain, row by row. Returns nothing; `rstd` (one per row)
     /// is written when given, for the backward pass.
-    public static func rmsNorm(_ x: UnsafePointer<Float>, gain: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                               rows: Int, cols: Int, eps: Float, rstd: UnsafeMutablePointer<Float>? = nil) {
+    public static func rmsNorm(
+        _ x: UnsafePointer<Float>, gain: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+        rows: Int, cols: Int, eps: Float, rstd: UnsafeMutablePointer<Float>? = nil
+    ) {
         for r in 0..<rows {
-            let xr = x + r * cols, yr = y + r * cols
+            let xr = x + r * cols
+            let yr = y + r * cols
             let inverse = 1 / (sumOfSquares(xr, count: cols) / Float(cols) + eps).squareRoot()
             rstd?[r] = inverse
             let vs = Vector(repeating: inverse)
             var i = 0
-            while i + width <= cols { store(load(xr + i) * vs * load(gain + i), yr + i); i += width }
-            while i < cols { yr[i] = xr[i] * inverse * gain[i]; i += 1 }
+            while i + width <= cols {
+                store(load(xr + i) * vs * load(gain + i), yr + i)
+                i += width
+            }
+            while i < cols {
+                yr[i] = xr[i] * inverse * gain[i]
+                i += 1
+            }
         }
     }
 
@@ -560,25 +719,32 @@ public enum Kernels {
 
 extension Tensor {
     /// out = op(a) · op(b) (or `+=`), op = identity or transpose of a 2-D tensor.
-    public static func product(_ a: Tensor, transposed ta: Bool, _ b: Tensor, transposed tb: Bool,
-                               into out: inout Tensor, accumulate: Bool, threads: Int = Kernels.threads) {
+    public static func product(
+        _ a: Tensor, transposed ta: Bool, _ b: Tensor, transposed tb: Bool,
+        into out: inout Tensor, accumulate: Bool, threads: Int = Kernels.threads
+    ) {
         let (m, k) = ta ? (a.cols, a.rows) : (a.rows, a.cols)
         let n = tb ? b.rows : b.cols
-        precondition((tb ? b.cols : b.rows) == k && out.rows == m && out.cols == n,
-                     "product shapes \(a.shape)\(ta ? "ᵀ" : "") · \(b.shape)\(tb ? "ᵀ" : "") into \(out.shape)")
-        a.scalars.withUnsafeBufferPointer { ap in b.scalars.withUnsafeBufferPointer { bp in
-            out.scalars.withUnsafeMutableBufferPointer { cp in
-                let lhs = Kernels.Operand(ap.baseAddress!, leadingDimension: a.cols)
-                let rhs = Kernels.Operand(bp.baseAddress!, leadingDimension: b.cols)
-                Kernels.gemm(m: m, n: n, k: k, ta ? lhs.transposed : lhs, tb ? rhs.transposed : rhs,
-                             cp.baseAddress!, ldc: n, accumulate: accumulate, threads: threads)
+        precondition(
+            (tb ? b.cols : b.rows) == k && out.rows == m && out.cols == n,
+            "product shapes \(a.shape)\(ta ? "ᵀ" : "") · \(b.shape)\(tb ? "ᵀ" : "") into \(out.shape)")
+        a.scalars.withUnsafeBufferPointer { ap in
+            b.scalars.withUnsafeBufferPointer { bp in
+                out.scalars.withUnsafeMutableBufferPointer { cp in
+                    let lhs = Kernels.Operand(ap.baseAddress!, leadingDimension: a.cols)
+                    let rhs = Kernels.Operand(bp.baseAddress!, leadingDimension: b.cols)
+                    Kernels.gemm(
+                        m: m, n: n, k: k, ta ? lhs.transposed : lhs, tb ? rhs.transposed : rhs,
+                        cp.baseAddress!, ldc: n, accumulate: accumulate, threads: threads)
+                }
             }
-        } }
+        }
     }
 
     /// Transpose of a 2-D tensor.
     public func transposed() -> Tensor {
-        let r = rows, c = cols
+        let r = rows
+        let c = cols
         var out = [Float](repeating: 0, count: r * c)
         scalars.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in

@@ -30,21 +30,38 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
     public var headDim: Int { hiddenSize / numHeads }
 
     enum CodingKeys: String, CodingKey {
-        case vocabSize = "vocab_size", hiddenSize = "hidden_size", numLayers = "num_hidden_layers"
-        case numHeads = "num_attention_heads", expertHiddenSize = "intermediate_size"
-        case numExperts = "num_local_experts", topK = "num_experts_per_tok"
-        case contextLength = "max_position_embeddings", router = "router_type"
-        case routerHiddenSize = "router_hidden_size", gruHiddenSize = "gru_hidden_size", gruRecurrence = "gru_recurrence"
-        case ropeTheta = "rope_theta", normEpsilon = "rms_norm_eps", tieEmbeddings = "tie_word_embeddings"
+        case vocabSize = "vocab_size"
+        case hiddenSize = "hidden_size"
+        case numLayers = "num_hidden_layers"
+        case numHeads = "num_attention_heads"
+        case expertHiddenSize = "intermediate_size"
+        case numExperts = "num_local_experts"
+        case topK = "num_experts_per_tok"
+        case contextLength = "max_position_embeddings"
+        case router = "router_type"
+        case routerHiddenSize = "router_hidden_size"
+        case gruHiddenSize = "gru_hidden_size"
+        case gruRecurrence = "gru_recurrence"
+        case ropeTheta = "rope_theta"
+        case normEpsilon = "rms_norm_eps"
+        case tieEmbeddings = "tie_word_embeddings"
         case initStd = "initializer_range"
     }
 
     /// A tiny shape for tests: every code path, a fraction of a millisecond per token.
     public static func tiny(router: RouterKind = .linear) -> ModelConfig {
         var c = ModelConfig()
-        c.vocabSize = 300; c.hiddenSize = 32; c.numLayers = 3; c.numHeads = 2
-        c.expertHiddenSize = 48; c.numExperts = 4; c.topK = 2; c.contextLength = 64
-        c.routerHiddenSize = 16; c.gruHiddenSize = 12; c.router = router
+        c.vocabSize = 300
+        c.hiddenSize = 32
+        c.numLayers = 3
+        c.numHeads = 2
+        c.expertHiddenSize = 48
+        c.numExperts = 4
+        c.topK = 2
+        c.contextLength = 64
+        c.routerHiddenSize = 16
+        c.gruHiddenSize = 12
+        c.router = router
         return c
     }
 
@@ -53,15 +70,19 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
     /// allocated from the config yet when it does.
     public func validate(path: String = "config") throws {
         func fail(_ detail: String) -> CheckpointError { .badConfig(path: path, detail: detail) }
-        for (name, value, limit) in [("vocab_size", vocabSize, SizeLimits.vocabulary), ("hidden_size", hiddenSize, SizeLimits.width),
-                                     ("num_hidden_layers", numLayers, SizeLimits.layers), ("num_attention_heads", numHeads, SizeLimits.heads),
-                                     ("intermediate_size", expertHiddenSize, SizeLimits.width), ("num_local_experts", numExperts, SizeLimits.experts),
-                                     ("num_experts_per_tok", topK, SizeLimits.experts), ("max_position_embeddings", contextLength, SizeLimits.context),
-                                     ("router_hidden_size", routerHiddenSize, SizeLimits.width), ("gru_hidden_size", gruHiddenSize, SizeLimits.width)] {
+        for (name, value, limit) in [
+            ("vocab_size", vocabSize, SizeLimits.vocabulary), ("hidden_size", hiddenSize, SizeLimits.width),
+            ("num_hidden_layers", numLayers, SizeLimits.layers), ("num_attention_heads", numHeads, SizeLimits.heads),
+            ("intermediate_size", expertHiddenSize, SizeLimits.width), ("num_local_experts", numExperts, SizeLimits.experts),
+            ("num_experts_per_tok", topK, SizeLimits.experts), ("max_position_embeddings", contextLength, SizeLimits.context),
+            ("router_hidden_size", routerHiddenSize, SizeLimits.width), ("gru_hidden_size", gruHiddenSize, SizeLimits.width),
+        ] {
             guard value > 0 else { throw fail("\(name) must be positive, got \(value)") }
             guard value <= limit else { throw fail("\(name) is \(value), above the limit of \(limit)") }
         }
-        guard hiddenSize % numHeads == 0 else { throw fail("hidden_size \(hiddenSize) is not divisible by num_attention_heads \(numHeads)") }
+        guard hiddenSize % numHeads == 0 else {
+            throw fail("hidden_size \(hiddenSize) is not divisible by num_attention_heads \(numHeads)")
+        }
         guard headDim % 2 == 0 else { throw fail("head dimension \(headDim) must be even for RoPE") }
         guard topK <= numExperts else { throw fail("num_experts_per_tok \(topK) exceeds num_local_experts \(numExperts)") }
         guard vocabSize > 256 else { throw fail("vocab_size \(vocabSize) must exceed the 256 byte tokens") }
@@ -76,16 +97,22 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
 
     /// Parameters of this shape (nil if the count overflows).
     public var parameterCount: Int? {
-        let d = hiddenSize, e = numExperts, l = numLayers
+        let d = hiddenSize
+        let e = numExperts
+        let l = numLayers
         let routerParameters: Int?
         switch router {
         case .linear: routerParameters = MemoryBudget.product([l, e, d])
         case .mlp, .mlpHadamard, .hybrid, .attention:
-            routerParameters = MemoryBudget.sum([MemoryBudget.product([3, l, routerHiddenSize, d]), MemoryBudget.product([2, l, e, routerHiddenSize])])
+            routerParameters = MemoryBudget.sum([
+                MemoryBudget.product([3, l, routerHiddenSize, d]), MemoryBudget.product([2, l, e, routerHiddenSize]),
+            ])
         case .hash: routerParameters = 0
         case .gru:
-            routerParameters = MemoryBudget.sum([MemoryBudget.product([l, gruHiddenSize, d]), MemoryBudget.product([l, e, gruHiddenSize]),
-                                       MemoryBudget.product([6, gruHiddenSize, gruHiddenSize + 1])])
+            routerParameters = MemoryBudget.sum([
+                MemoryBudget.product([l, gruHiddenSize, d]), MemoryBudget.product([l, e, gruHiddenSize]),
+                MemoryBudget.product([6, gruHiddenSize, gruHiddenSize + 1]),
+            ])
         }
         return MemoryBudget.sum([
             MemoryBudget.product([tieEmbeddings ? 1 : 2, vocabSize, d]),
@@ -123,8 +150,9 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
     /// Parses config.json text; every field that is absent, ill-typed or out of range is named.
     public init(json data: Data, path: String) throws {
         let object = try ConfigFields.parseObject(data) { CheckpointError.badConfig(path: path, detail: "the file \($0)") }
-        let fields = ConfigFields(object: object, invalid: { CheckpointError.badConfig(path: path, detail: "field \($0) \($1)") },
-                                  missing: { CheckpointError.badConfig(path: path, detail: "missing field \($0)") })
+        let fields = ConfigFields(
+            object: object, invalid: { CheckpointError.badConfig(path: path, detail: "field \($0) \($1)") },
+            missing: { CheckpointError.badConfig(path: path, detail: "missing field \($0)") })
         let defaults = ModelConfig()
         let any = 0...Int.max
         vocabSize = try fields.int("vocab_size", in: any)
@@ -139,7 +167,9 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
             throw CheckpointError.badConfig(path: path, detail: "missing field router_type")
         }
         guard let kind = RouterKind(rawValue: routerName) else {
-            throw CheckpointError.badConfig(path: path, detail: "router_type \"\(routerName)\" is not one of \(RouterKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw CheckpointError.badConfig(
+                path: path,
+                detail: "router_type \"\(routerName)\" is not one of \(RouterKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         router = kind
         routerHiddenSize = try fields.optionalInt("router_hidden_size", in: any) ?? defaults.routerHiddenSize
@@ -151,4 +181,3 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
         initStd = try fields.optionalDouble("initializer_range").map(Float.init) ?? defaults.initStd
     }
 }
-

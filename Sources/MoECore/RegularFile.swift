@@ -35,7 +35,8 @@ public enum RegularFile {
             throw FileError(path: path, what: what, reason: reason, remedy: remedy)
         }
         if let problem = problem(info.st_mode) {
-            throw FileError(path: path, what: what, reason: problem, remedy: remedy == "check the path" ? "point at a regular file" : remedy)
+            throw FileError(
+                path: path, what: what, reason: problem, remedy: remedy == "check the path" ? "point at a regular file" : remedy)
         }
         return Int(info.st_size)
     }
@@ -64,7 +65,8 @@ public enum RegularFile {
         let (fd, size) = try open(path, what: what, remedy: remedy)
         defer { close(fd) }
         guard size <= limit else {
-            throw FileError(path: path, what: what, reason: "it is \(size) bytes, more than the \(limit) a \(what) may have", remedy: remedy)
+            throw FileError(
+                path: path, what: what, reason: "it is \(size) bytes, more than the \(limit) a \(what) may have", remedy: remedy)
         }
         var data = Data(count: size)
         var done = 0

@@ -143,7 +143,7 @@ extension MoEModel: CachedRoutingModel {
         case .withoutSelectionBias: return nil
         case .renormalisationFlipped:
             for i in model.layers.indices {
-                guard case let .softmaxTopK(normalize) = model.layers[i].moe.rule else { return nil }
+                guard case .softmaxTopK(let normalize) = model.layers[i].moe.rule else { return nil }
                 model.layers[i].moe.rule = .softmaxTopK(normalize: !normalize)
             }
         case .topKPlusOne: for i in model.layers.indices { model.layers[i].moe.topK += 1 }

@@ -25,10 +25,17 @@ public struct LayerRouting: Sendable, Equatable {
 
     public var topExpert: Int { experts[0] }
 
-    public init(logits: [Float], probabilities: [Float], experts: [Int], weights: [Float],
-                expertOutputNorms: [Float], gruHidden: [Float]?, routerNanoseconds: Double) {
-        self.logits = logits; self.probabilities = probabilities; self.experts = experts; self.weights = weights
-        self.expertOutputNorms = expertOutputNorms; self.gruHidden = gruHidden; self.routerNanoseconds = routerNanoseconds
+    public init(
+        logits: [Float], probabilities: [Float], experts: [Int], weights: [Float],
+        expertOutputNorms: [Float], gruHidden: [Float]?, routerNanoseconds: Double
+    ) {
+        self.logits = logits
+        self.probabilities = probabilities
+        self.experts = experts
+        self.weights = weights
+        self.expertOutputNorms = expertOutputNorms
+        self.gruHidden = gruHidden
+        self.routerNanoseconds = routerNanoseconds
         self.allExpertOutputNorms = nil
         self.rankedScoreMargin = nil
     }
@@ -41,15 +48,20 @@ public struct RoutingTrace: Sendable, Equatable {
     public var layers: [LayerRouting]
 
     public init(token: Int, position: Int, layers: [LayerRouting]) {
-        self.token = token; self.position = position; self.layers = layers
+        self.token = token
+        self.position = position
+        self.layers = layers
     }
 }
 
 extension LayerRouting: Encodable {
     enum CodingKeys: String, CodingKey {
         case logits, probabilities, experts, weights
-        case expertOutputNorms = "expert_output_norms", gruHidden = "gru_hidden", routerNanoseconds = "router_ns"
-        case allExpertOutputNorms = "all_expert_output_norms", selectionMargin = "selection_margin"
+        case expertOutputNorms = "expert_output_norms"
+        case gruHidden = "gru_hidden"
+        case routerNanoseconds = "router_ns"
+        case allExpertOutputNorms = "all_expert_output_norms"
+        case selectionMargin = "selection_margin"
     }
 
     /// Non-finite logits (the Hash router's −∞) are written as JSON null.

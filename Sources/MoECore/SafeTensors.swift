@@ -1,15 +1,19 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Element types moescope reads and writes in safetensors files.
 public enum SafeTensorsDType: String, Sendable, CaseIterable {
-    case f32 = "F32", f16 = "F16", bf16 = "BF16"
+    case f32 = "F32"
+    case f16 = "F16"
+    case bf16 = "BF16"
     /// Integers: routing traces' token and expert ids, document offsets.
-    case i32 = "I32", i64 = "I64"
+    case i32 = "I32"
+    case i64 = "I64"
     public var byteSize: Int {
         switch self {
         case .f16, .bf16: 2
@@ -36,25 +40,27 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .unreadable(path, reason):
+        case .unreadable(let path, let reason):
             return "cannot read checkpoint \(path): \(reason) — check the path and permissions"
-        case let .truncated(path, detail):
+        case .truncated(let path, let detail):
             return "\(path) is truncated (\(detail)) — the file is incomplete; copy or download it again"
-        case let .badHeader(path, detail):
+        case .badHeader(let path, let detail):
             return "\(path) is not a valid safetensors file: \(detail) — replace it with a good copy"
-        case let .unsupportedDType(path, tensor, dtype):
+        case .unsupportedDType(let path, let tensor, let dtype):
             return "\(path): tensor \(tensor) has dtype \(dtype); moescope reads F32, F16 and BF16 — convert the file"
-        case let .missingTensor(path, tensor):
+        case .missingTensor(let path, let tensor):
             return "checkpoint \(path) has no tensor \(tensor) — it was saved for a different model or router; check config.json"
-        case let .wrongShape(path, tensor, expected, found):
-            return "checkpoint \(path): tensor \(tensor) has shape \(found) but the config needs \(expected) — config.json and weights disagree"
-        case let .badConfig(path, detail):
+        case .wrongShape(let path, let tensor, let expected, let found):
+            return
+                "checkpoint \(path): tensor \(tensor) has shape \(found) but the config needs \(expected) — config.json and weights disagree"
+        case .badConfig(let path, let detail):
             return "model config \(path) is invalid: \(detail) — fix the field or retrain"
-        case let .badTokenizer(path, detail):
+        case .badTokenizer(let path, let detail):
             return "tokenizer \(path) is invalid: \(detail) — replace it with the tokenizer.json the model was trained with"
-        case let .tooLarge(path, what, needed, available):
+        case .tooLarge(let path, let what, let needed, let available):
             let amount = needed.map { "needs \(MemoryBudget.gigabytes($0))" } ?? "needs more memory than can be counted"
-            return "\(path): \(what) \(amount) of memory and \(MemoryBudget.gigabytes(available)) is available — use smaller sizes or a larger machine"
+            return
+                "\(path): \(what) \(amount) of memory and \(MemoryBudget.gigabytes(available)) is available — use smaller sizes or a larger machine"
         }
     }
 }
@@ -68,7 +74,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public struct Entry: Sendable, Equatable {
         public let dtype: SafeTensorsDType
         public let shape: [Int]
-        public let byteRange: Range<Int>   // relative to the start of the data section
+        public let byteRange: Range<Int>  // relative to the start of the data section
     }
 
     public let path: String
@@ -100,7 +106,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         do {
             let declaredLength = UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self))
             guard declaredLength >= 2, declaredLength <= UInt64(Self.maximumHeaderLength) else {
-                throw CheckpointError.badHeader(path: path, detail: "header length \(declaredLength) is outside 2…\(Self.maximumHeaderLength) bytes")
+                throw CheckpointError.badHeader(
+                    path: path, detail: "header length \(declaredLength) is outside 2…\(Self.maximumHeaderLength) bytes")
             }
             let headerLength = Int(declaredLength)
             guard 8 + headerLength <= size else {
@@ -126,7 +133,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// in order, and together covering the data section exactly — no gaps, no overlap, nothing
     /// after the last tensor (which is how a header length a few bytes short is caught).
     static func parseHeader(_ bytes: UnsafeRawBufferPointer, path: String, dataLength: Int) throws
-        -> (entries: [String: Entry], metadata: [String: String]) {
+        -> (entries: [String: Entry], metadata: [String: String])
+    {
         func bad(_ detail: String) -> CheckpointError { .badHeader(path: path, detail: detail) }
         guard bytes.first == UInt8(ascii: "{") else { throw bad("the header does not start with '{'") }
         let value: JSONValue
@@ -139,7 +147,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
             if name == "__metadata__" {
                 guard let dict = value.objectValue else { throw bad("__metadata__ is \(value.kindDescription), not an object of strings") }
                 for key in dict.keys {
-                    guard let text = dict[key]!.stringValue else { throw bad("__metadata__.\(key) is \(dict[key]!.kindDescription), not a string") }
+                    guard let text = dict[key]!.stringValue else {
+                        throw bad("__metadata__.\(key) is \(dict[key]!.kindDescription), not a string")
+                    }
                     metadata[key] = text
                 }
                 continue
@@ -149,7 +159,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 throw bad("tensor \(name) has an unknown field \"\(key)\"")
             }
             guard let dtypeName = fields["dtype"]?.stringValue, let shapeValues = fields["shape"]?.arrayValue,
-                  let offsetValues = fields["data_offsets"]?.arrayValue
+                let offsetValues = fields["data_offsets"]?.arrayValue
             else { throw bad("tensor \(name) lacks a dtype string, a shape list or a data_offsets list") }
             guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
                 throw CheckpointError.unsupportedDType(path: path, tensor: name, dtype: dtypeName)
@@ -173,20 +183,27 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 throw bad("tensor \(name) has shape \(shape), whose size overflows")
             }
             guard offsets[1] - offsets[0] == expectedBytes else {
-                throw bad("tensor \(name) spans \(offsets[1] - offsets[0]) bytes, but shape \(shape) of \(dtype.rawValue) needs \(expectedBytes)")
+                throw bad(
+                    "tensor \(name) spans \(offsets[1] - offsets[0]) bytes, but shape \(shape) of \(dtype.rawValue) needs \(expectedBytes)")
             }
             guard offsets[1] <= dataLength else {
-                throw CheckpointError.truncated(path: path, detail: "tensor \(name) ends at byte \(offsets[1]) of a \(dataLength)-byte data section")
+                throw CheckpointError.truncated(
+                    path: path, detail: "tensor \(name) ends at byte \(offsets[1]) of a \(dataLength)-byte data section")
             }
             entries[name] = Entry(dtype: dtype, shape: shape, byteRange: offsets[0]..<offsets[1])
         }
         // The tensors must tile the data section.
         var covered = 0
-        for (name, entry) in entries.sorted(by: { ($0.value.byteRange.lowerBound, $0.value.byteRange.upperBound, $0.key) < ($1.value.byteRange.lowerBound, $1.value.byteRange.upperBound, $1.key) }) {
+        for (name, entry) in entries.sorted(by: {
+            ($0.value.byteRange.lowerBound, $0.value.byteRange.upperBound, $0.key) < (
+                $1.value.byteRange.lowerBound, $1.value.byteRange.upperBound, $1.key
+            )
+        }) {
             guard entry.byteRange.lowerBound == covered else {
-                throw bad(entry.byteRange.lowerBound < covered
-                    ? "tensor \(name) at bytes \(entry.byteRange) overlaps the tensor before it (which ends at \(covered))"
-                    : "bytes \(covered)..<\(entry.byteRange.lowerBound) before tensor \(name) belong to no tensor")
+                throw bad(
+                    entry.byteRange.lowerBound < covered
+                        ? "tensor \(name) at bytes \(entry.byteRange) overlaps the tensor before it (which ends at \(covered))"
+                        : "bytes \(covered)..<\(entry.byteRange.lowerBound) before tensor \(name) belong to no tensor")
             }
             covered = entry.byteRange.upperBound
         }
@@ -217,8 +234,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public func mapped(_ name: String) throws -> MappedTensor {
         guard let entry = entries[name] else { throw CheckpointError.missingTensor(path: path, tensor: name) }
         guard entry.dtype.isFloat else { throw CheckpointError.unsupportedDType(path: path, tensor: name, dtype: entry.dtype.rawValue) }
-        return MappedTensor(file: self, name: name, dtype: entry.dtype, shape: entry.shape,
-                            bytes: mapping + dataStart + entry.byteRange.lowerBound)
+        return MappedTensor(
+            file: self, name: name, dtype: entry.dtype, shape: entry.shape,
+            bytes: mapping + dataStart + entry.byteRange.lowerBound)
     }
 
     /// Where tensor `name`'s bytes lie in the mapping (any dtype; the caller reads them).
@@ -229,11 +247,17 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public static func decode(_ bytes: UnsafeRawPointer, dtype: SafeTensorsDType, into out: UnsafeMutablePointer<Float>, count: Int) {
         switch dtype {
         case .f32:
-            for i in 0..<count { out[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+            for i in 0..<count {
+                out[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+            }
         case .f16:
-            for i in 0..<count { out[i] = Float(Float16(bitPattern: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
+            for i in 0..<count {
+                out[i] = Float(Float16(bitPattern: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
+            }
         case .bf16:
-            for i in 0..<count { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+            for i in 0..<count {
+                out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+            }
         case .i32:
             for i in 0..<count { out[i] = Float(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))) }
         case .i64:
@@ -244,8 +268,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Writes tensors as a safetensors file. The file appears atomically: bytes go to a
     /// temporary file beside it that is renamed over the target, so a crash never leaves a
     /// half-written checkpoint.
-    public static func write(_ tensors: [String: Tensor], dtype: SafeTensorsDType = .f32,
-                             metadata: [String: String] = [:], to path: String) throws {
+    public static func write(
+        _ tensors: [String: Tensor], dtype: SafeTensorsDType = .f32,
+        metadata: [String: String] = [:], to path: String
+    ) throws {
         let names = tensors.keys.sorted()
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
@@ -315,7 +341,7 @@ public func removeStaleTemporaryFiles(in directory: String) -> [String] {
     for name in names where name.hasPrefix(".") && name.hasSuffix(".tmp") {
         let parts = name.dropLast(4).split(separator: ".")
         guard let last = parts.last, let pid = Int32(last), pid != getpid() else { continue }
-        if kill(pid, 0) == 0 || errno == EPERM { continue }   // its writer is still running
+        if kill(pid, 0) == 0 || errno == EPERM { continue }  // its writer is still running
         if (try? FileManager.default.removeItem(atPath: "\(directory)/\(name)")) != nil { removed.append(name) }
     }
     return removed
@@ -353,14 +379,16 @@ public struct MappedTensor: @unchecked Sendable {
     public func slice(_ index: Int) -> MappedTensor {
         let inner = Array(shape.dropFirst())
         precondition(index >= 0 && index < shape[0])
-        return MappedTensor(file: file, name: "\(name)[\(index)]", dtype: dtype, shape: inner,
-                            bytes: bytes + index * inner.reduce(1, *) * dtype.byteSize)
+        return MappedTensor(
+            file: file, name: "\(name)[\(index)]", dtype: dtype, shape: inner,
+            bytes: bytes + index * inner.reduce(1, *) * dtype.byteSize)
     }
 
     /// Rows [range) of a 2-D tensor, still mapped (one half of a fused gate/up projection).
     public func rowSlice(_ range: Range<Int>) -> MappedTensor {
         precondition(shape.count == 2 && range.upperBound <= shape[0])
-        return MappedTensor(file: file, name: "\(name)[\(range)]", dtype: dtype, shape: [range.count, shape[1]],
-                            bytes: bytes + range.lowerBound * shape[1] * dtype.byteSize)
+        return MappedTensor(
+            file: file, name: "\(name)[\(range)]", dtype: dtype, shape: [range.count, shape[1]],
+            bytes: bytes + range.lowerBound * shape[1] * dtype.byteSize)
     }
 }

@@ -5,8 +5,9 @@ public struct Tensor: Sendable, Equatable {
     public var scalars: [Float]
 
     public init(shape: [Int], scalars: [Float]) {
-        precondition(shape.reduce(1, *) == scalars.count,
-                     "tensor of shape \(shape) needs \(shape.reduce(1, *)) scalars, got \(scalars.count)")
+        precondition(
+            shape.reduce(1, *) == scalars.count,
+            "tensor of shape \(shape) needs \(shape.reduce(1, *)) scalars, got \(scalars.count)")
         self.shape = shape
         self.scalars = scalars
     }
@@ -38,7 +39,7 @@ public struct Tensor: Sendable, Equatable {
     /// Length of the last dimension.
     public var cols: Int { shape.last ?? 1 }
 
-    public func row(_ i: Int) -> ArraySlice<Float> { scalars[i * cols ..< (i + 1) * cols] }
+    public func row(_ i: Int) -> ArraySlice<Float> { scalars[i * cols..<(i + 1) * cols] }
 
     /// Elementwise map.
     public func mapped(_ transform: (Float) -> Float) -> Tensor {
@@ -72,8 +73,12 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 
     /// Standard normal (Box–Muller; the second value is kept for the next call).
     public mutating func nextNormal() -> Float {
-        if let spare = spareNormal { spareNormal = nil; return spare }
-        let u1 = max(nextUniform(), 1e-7), u2 = nextUniform()
+        if let spare = spareNormal {
+            spareNormal = nil
+            return spare
+        }
+        let u1 = max(nextUniform(), 1e-7)
+        let u2 = nextUniform()
         let radius = (-2 * logf(u1)).squareRoot()
         spareNormal = radius * sinf(2 * .pi * u2)
         return radius * cosf(2 * .pi * u2)
@@ -81,7 +86,7 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif

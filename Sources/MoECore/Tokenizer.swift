@@ -7,7 +7,10 @@ import Foundation
 public struct Tokenizer: TextTokenizer, Equatable {
     public struct Pair: Hashable, Sendable, Comparable {
         public var first: Int, second: Int
-        public init(_ first: Int, _ second: Int) { self.first = first; self.second = second }
+        public init(_ first: Int, _ second: Int) {
+            self.first = first
+            self.second = second
+        }
         public static func < (a: Pair, b: Pair) -> Bool { (a.first, a.second) < (b.first, b.second) }
     }
 
@@ -61,7 +64,8 @@ public struct Tokenizer: TextTokenizer, Equatable {
             if kind == .space, scalars[index] == " " {
                 let next = scalars.index(after: index)
                 if next < scalars.endIndex, case let nextKind = characterClass(scalars[next]),
-                   nextKind != .space, nextKind != .newline {
+                    nextKind != .space, nextKind != .newline
+                {
                     index = next
                     kind = nextKind
                 }
@@ -70,7 +74,8 @@ public struct Tokenizer: TextTokenizer, Equatable {
             // Digit runs stop at three, as GPT-style tokenizers do, so numbers stay compositional.
             var length = 1
             while end < scalars.endIndex, characterClass(scalars[end]) == kind,
-                  kind != .newline, !(kind == .digit && length == 3) {
+                kind != .newline, !(kind == .digit && length == 3)
+            {
                 // Leave the last space of a run to the word after it.
                 if kind == .space, scalars[end] == " " {
                     let after = scalars.index(after: end)
@@ -91,18 +96,28 @@ public struct Tokenizer: TextTokenizer, Equatable {
     func encodeChunk(_ bytes: [UInt8]) -> [Int] {
         var ids = bytes.map(Int.init)
         while ids.count > 1 {
-            var bestRank = Int.max, bestIndex = -1
+            var bestRank = Int.max
+            var bestIndex = -1
             for i in 0..<(ids.count - 1) {
-                if let rank = mergeRank[Pair(ids[i], ids[i + 1])], rank < bestRank { bestRank = rank; bestIndex = i }
+                if let rank = mergeRank[Pair(ids[i], ids[i + 1])], rank < bestRank {
+                    bestRank = rank
+                    bestIndex = i
+                }
             }
             guard bestIndex >= 0 else { break }
-            let pair = merges[bestRank], merged = 256 + bestRank
+            let pair = merges[bestRank]
+            let merged = 256 + bestRank
             var out: [Int] = []
             out.reserveCapacity(ids.count)
             var i = 0
             while i < ids.count {
-                if i + 1 < ids.count, ids[i] == pair.first, ids[i + 1] == pair.second { out.append(merged); i += 2 }
-                else { out.append(ids[i]); i += 1 }
+                if i + 1 < ids.count, ids[i] == pair.first, ids[i + 1] == pair.second {
+                    out.append(merged)
+                    i += 2
+                } else {
+                    out.append(ids[i])
+                    i += 1
+                }
             }
             ids = out
         }
@@ -114,7 +129,10 @@ public struct Tokenizer: TextTokenizer, Equatable {
         var cache: [Substring: [Int]] = [:]
         var ids: [Int] = []
         for chunk in Self.chunks(text) {
-            if let known = cache[chunk] { ids += known; continue }
+            if let known = cache[chunk] {
+                ids += known
+                continue
+            }
             let encoded = encodeChunk(Array(chunk.utf8))
             cache[chunk] = encoded
             ids += encoded
@@ -129,13 +147,14 @@ public struct Tokenizer: TextTokenizer, Equatable {
         return Array("\u{FFFD}".utf8)
     }
 
-
     // MARK: Training
 
     /// Learns `vocabSize − 256 − specials` merges from `text`: repeatedly merge the most
     /// frequent adjacent pair (ties: the smallest pair, so training is deterministic).
-    public static func train(on text: String, vocabSize: Int, specialTokens: [String] = [Tokenizer.endOfText],
-                             progress: ((Int, Int) -> Void)? = nil) -> Tokenizer {
+    public static func train(
+        on text: String, vocabSize: Int, specialTokens: [String] = [Tokenizer.endOfText],
+        progress: ((Int, Int) -> Void)? = nil
+    ) -> Tokenizer {
         let target = max(0, vocabSize - 256 - specialTokens.count)
         var counts: [String: Int] = [:]
         for chunk in chunks(text) { counts[String(chunk), default: 0] += 1 }
@@ -154,9 +173,11 @@ public struct Tokenizer: TextTokenizer, Equatable {
         }
         var merges: [Pair] = []
         while merges.count < target {
-            var best: Pair?, bestCount = 0
+            var best: Pair?
+            var bestCount = 0
             for (pair, count) in pairCounts where count > bestCount || (count == bestCount && count > 0 && pair < best!) {
-                best = pair; bestCount = count
+                best = pair
+                bestCount = count
             }
             guard let pair = best, bestCount > 0 else { break }
             let newID = 256 + merges.count
@@ -172,8 +193,13 @@ public struct Tokenizer: TextTokenizer, Equatable {
                 var merged: [Int] = []
                 var i = 0
                 while i < word.count {
-                    if i + 1 < word.count, word[i] == pair.first, word[i + 1] == pair.second { merged.append(newID); i += 2 }
-                    else { merged.append(word[i]); i += 1 }
+                    if i + 1 < word.count, word[i] == pair.first, word[i + 1] == pair.second {
+                        merged.append(newID)
+                        i += 2
+                    } else {
+                        merged.append(word[i])
+                        i += 1
+                    }
                 }
                 words[w] = merged
                 if merged.count > 1 {
@@ -197,14 +223,18 @@ public struct Tokenizer: TextTokenizer, Equatable {
         var version: Int
         var merges: [[Int]]
         var specialTokens: [String]
-        enum CodingKeys: String, CodingKey { case format, version, merges, specialTokens = "special_tokens" }
+        enum CodingKeys: String, CodingKey {
+            case format, version, merges
+            case specialTokens = "special_tokens"
+        }
     }
 
     static let formatName = "moescope-byte-bpe"
 
     public func save(to path: String) throws {
-        let file = FileFormat(format: Self.formatName, version: 1, merges: merges.map { [$0.first, $0.second] },
-                              specialTokens: specialTokens)
+        let file = FileFormat(
+            format: Self.formatName, version: 1, merges: merges.map { [$0.first, $0.second] },
+            specialTokens: specialTokens)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         try writeAtomically(try encoder.encode(file), to: path)

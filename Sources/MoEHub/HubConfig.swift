@@ -15,22 +15,24 @@ public enum HubError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .notAModelFolder(path, detail):
+        case .notAModelFolder(let path, let detail):
             return "\(path) is not a Hugging Face model folder: \(detail) — point --model at a folder with config.json and *.safetensors"
-        case let .unsupportedArchitecture(path, modelType):
+        case .unsupportedArchitecture(let path, let modelType):
             return "\(path)/config.json: model_type \"\(modelType)\" is not supported — moescope opens \(HubArchitecture.supportedList)"
-        case let .missingField(path, field):
+        case .missingField(let path, let field):
             return "\(path)/config.json lacks the field \"\(field)\" — add it or re-export the config with transformers"
-        case let .badField(path, field, detail):
+        case .badField(let path, let field, let detail):
             return "\(path)/config.json: field \"\(field)\" \(detail)"
-        case let .missingWeight(path, tensor):
+        case .missingWeight(let path, let tensor):
             return "\(path): no tensor \"\(tensor)\" in the safetensors files — the weights do not match config.json"
-        case let .wrongShape(path, tensor, expected, found):
+        case .wrongShape(let path, let tensor, let expected, let found):
             return "\(path): tensor \"\(tensor)\" has shape \(found), config.json implies \(expected)"
-        case let .tooLarge(path, needed, available):
-            return "\(path): the weights take \(Self.gigabytes(needed)) and this machine has \(Self.gigabytes(available)) of memory — use a smaller model or a larger machine"
-        case let .unsupportedTokenizer(path, detail):
-            return "\(path)/tokenizer.json: \(detail) — moescope reads BPE tokenizers, byte-level (GPT-2, Qwen, OLMoE, DeepSeek) or SentencePiece-style (Mixtral, Llama 2)"
+        case .tooLarge(let path, let needed, let available):
+            return
+                "\(path): the weights take \(Self.gigabytes(needed)) and this machine has \(Self.gigabytes(available)) of memory — use a smaller model or a larger machine"
+        case .unsupportedTokenizer(let path, let detail):
+            return
+                "\(path)/tokenizer.json: \(detail) — moescope reads BPE tokenizers, byte-level (GPT-2, Qwen, OLMoE, DeepSeek) or SentencePiece-style (Mixtral, Llama 2)"
         }
     }
 
@@ -101,13 +103,18 @@ public struct RotaryParameters: Sendable, Equatable {
         func correctionDim(_ rotations: Double) -> Double {
             Double(dim) * log(Double(yarn.originalContext) / (rotations * 2 * .pi)) / (2 * log(theta))
         }
-        var low = correctionDim(yarn.betaFast), high = correctionDim(yarn.betaSlow)
-        if yarn.truncate { low = low.rounded(.down); high = high.rounded(.up) }
-        low = max(low, 0); high = min(high, Double(dim - 1))
+        var low = correctionDim(yarn.betaFast)
+        var high = correctionDim(yarn.betaSlow)
+        if yarn.truncate {
+            low = low.rounded(.down)
+            high = high.rounded(.up)
+        }
+        low = max(low, 0)
+        high = min(high, Double(dim - 1))
         if low == high { high += 0.001 }
         return original.enumerated().map { i, frequency in
             let ramp = min(max((Double(i) - low) / (high - low), 0), 1)
-            let keep = 1 - ramp   // weight of the original (extrapolated) frequency
+            let keep = 1 - ramp  // weight of the original (extrapolated) frequency
             return frequency / yarn.factor * (1 - keep) + frequency * keep
         }
     }
@@ -160,7 +167,9 @@ public struct HubConfig: Sendable, Equatable {
         let file = "\(path)/config.json"
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw HubError.notAModelFolder(path: path, detail: isDirectory.boolValue || !FileManager.default.fileExists(atPath: path) ? "no such folder" : "it is a file")
+            throw HubError.notAModelFolder(
+                path: path,
+                detail: isDirectory.boolValue || !FileManager.default.fileExists(atPath: path) ? "no such folder" : "it is a file")
         }
         guard FileManager.default.fileExists(atPath: file) else { throw HubError.notAModelFolder(path: path, detail: "no config.json") }
         let data = try RegularFile.read(file, what: "model config", limit: 16 << 20)
@@ -181,7 +190,8 @@ public struct HubConfig: Sendable, Equatable {
         numHeads = try fields.positive("num_attention_heads", limit: SizeLimits.heads)
         numKeyValueHeads = try fields.optionalPositive("num_key_value_heads", limit: SizeLimits.heads) ?? numHeads
         guard numHeads % numKeyValueHeads == 0 else {
-            throw HubError.badField(path: path, field: "num_key_value_heads", detail: "(\(numKeyValueHeads)) must divide num_attention_heads (\(numHeads))")
+            throw HubError.badField(
+                path: path, field: "num_key_value_heads", detail: "(\(numKeyValueHeads)) must divide num_attention_heads (\(numHeads))")
         }
         headDim = try fields.optionalPositive("head_dim", limit: SizeLimits.width) ?? hiddenSize / numHeads
         normEpsilon = Float(try fields.fields.optionalDouble("rms_norm_eps", in: 0...1) ?? 1e-6)
@@ -189,33 +199,45 @@ public struct HubConfig: Sendable, Equatable {
         contextLength = try fields.positive("max_position_embeddings", limit: SizeLimits.context)
 
         // RoPE: transformers 5 nests it in rope_parameters, earlier versions used rope_theta/rope_scaling.
-        let parameters = try fields.fields.optionalObject("rope_parameters"), scaling = try fields.fields.optionalObject("rope_scaling")
+        let parameters = try fields.fields.optionalObject("rope_parameters")
+        let scaling = try fields.fields.optionalObject("rope_scaling")
         func ropeType(_ object: JSONObject?) -> String? { object.flatMap { $0["rope_type"]?.stringValue ?? $0["type"]?.stringValue } }
         if parameters != nil, let scalingType = ropeType(scaling), scalingType != (ropeType(parameters) ?? "default") {
-            throw HubError.badField(path: path, field: "rope_scaling", detail: "says \"\(scalingType)\" but rope_parameters says \"\(ropeType(parameters) ?? "default")\" — keep one of the two")
+            throw HubError.badField(
+                path: path, field: "rope_scaling",
+                detail: "says \"\(scalingType)\" but rope_parameters says \"\(ropeType(parameters) ?? "default")\" — keep one of the two")
         }
         let ropeField = parameters != nil ? "rope_parameters" : "rope_scaling"
         let ropeObject = parameters ?? scaling
         let rope = ropeObject.map { fields.fields.nested(ropeField, $0) }
-        let theta = try rope?.optionalDouble("rope_theta", in: 1...1e12) ?? fields.fields.optionalDouble("rope_theta", in: 1...1e12) ?? 10_000
+        let theta =
+            try rope?.optionalDouble("rope_theta", in: 1...1e12) ?? fields.fields.optionalDouble("rope_theta", in: 1...1e12) ?? 10_000
         switch try rope?.optionalString("rope_type") ?? rope?.optionalString("type") {
         case nil, "default":
             self.rope = RotaryParameters(theta: theta, yarn: nil)
         case "yarn":
             let rope = rope!
-            guard let factor = try rope.optionalDouble("factor", in: 1...1e6) else { throw HubError.missingField(path: path, field: "\(ropeField).factor") }
+            guard let factor = try rope.optionalDouble("factor", in: 1...1e6) else {
+                throw HubError.missingField(path: path, field: "\(ropeField).factor")
+            }
             guard let original = try rope.optionalInt("original_max_position_embeddings", in: 1...SizeLimits.context) else {
                 throw HubError.missingField(path: path, field: "\(ropeField).original_max_position_embeddings")
             }
-            let m = try rope.optionalDouble("mscale", in: -1e3...1e3) ?? 0, mAll = try rope.optionalDouble("mscale_all_dim", in: -1e3...1e3) ?? 0
-            let attention = try rope.optionalDouble("attention_factor", in: 1e-6...1e6)
-                ?? (m != 0 && mAll != 0 ? RotaryParameters.mscale(factor, m) / RotaryParameters.mscale(factor, mAll) : RotaryParameters.mscale(factor))
-            self.rope = RotaryParameters(theta: theta, yarn: .init(
-                factor: factor, originalContext: original, betaFast: try rope.optionalDouble("beta_fast", in: 1e-6...1e6) ?? 32,
-                betaSlow: try rope.optionalDouble("beta_slow", in: 1e-6...1e6) ?? 1,
-                attentionFactor: attention, truncate: try rope.optionalBool("truncate") ?? true, mscaleAllDim: mAll))
+            let m = try rope.optionalDouble("mscale", in: -1e3...1e3) ?? 0
+            let mAll = try rope.optionalDouble("mscale_all_dim", in: -1e3...1e3) ?? 0
+            let attention =
+                try rope.optionalDouble("attention_factor", in: 1e-6...1e6)
+                ?? (m != 0 && mAll != 0
+                    ? RotaryParameters.mscale(factor, m) / RotaryParameters.mscale(factor, mAll) : RotaryParameters.mscale(factor))
+            self.rope = RotaryParameters(
+                theta: theta,
+                yarn: .init(
+                    factor: factor, originalContext: original, betaFast: try rope.optionalDouble("beta_fast", in: 1e-6...1e6) ?? 32,
+                    betaSlow: try rope.optionalDouble("beta_slow", in: 1e-6...1e6) ?? 1,
+                    attentionFactor: attention, truncate: try rope.optionalBool("truncate") ?? true, mscaleAllDim: mAll))
         case let other?:
-            throw HubError.badField(path: path, field: "\(ropeField).rope_type", detail: "is \"\(other)\"; default and yarn rotary embeddings are supported")
+            throw HubError.badField(
+                path: path, field: "\(ropeField).rope_type", detail: "is \"\(other)\"; default and yarn rotary embeddings are supported")
         }
 
         latentAttention = nil
@@ -225,31 +247,43 @@ public struct HubConfig: Sendable, Equatable {
             expertHiddenSize = try fields.positive("intermediate_size")
             routing = .softmaxTopK(normalize: true)
         case .qwen2MoE, .qwen3MoE:
-            numExperts = try fields.optionalPositive("num_experts", limit: SizeLimits.experts) ?? fields.positive("num_local_experts", limit: SizeLimits.experts)
+            numExperts =
+                try fields.optionalPositive("num_experts", limit: SizeLimits.experts)
+                ?? fields.positive("num_local_experts", limit: SizeLimits.experts)
             expertHiddenSize = try fields.positive("moe_intermediate_size")
             routing = .softmaxTopK(normalize: try fields.optional("norm_topk_prob") ?? false)
         case .olmoe:
-            numExperts = try fields.optionalPositive("num_experts", limit: SizeLimits.experts) ?? fields.positive("num_local_experts", limit: SizeLimits.experts)
+            numExperts =
+                try fields.optionalPositive("num_experts", limit: SizeLimits.experts)
+                ?? fields.positive("num_local_experts", limit: SizeLimits.experts)
             expertHiddenSize = try fields.positive("intermediate_size")
             routing = .softmaxTopK(normalize: try fields.optional("norm_topk_prob") ?? false)
         case .deepseekV2, .deepseekV3:
-            numExperts = try fields.optionalPositive("n_routed_experts", limit: SizeLimits.experts) ?? fields.positive("num_local_experts", limit: SizeLimits.experts)
+            numExperts =
+                try fields.optionalPositive("n_routed_experts", limit: SizeLimits.experts)
+                ?? fields.positive("num_local_experts", limit: SizeLimits.experts)
             expertHiddenSize = try fields.positive("moe_intermediate_size")
-            let groups = try fields.optionalPositive("n_group", limit: SizeLimits.experts) ?? 1, topGroups = try fields.optionalPositive("topk_group", limit: SizeLimits.experts) ?? groups
+            let groups = try fields.optionalPositive("n_group", limit: SizeLimits.experts) ?? 1
+            let topGroups = try fields.optionalPositive("topk_group", limit: SizeLimits.experts) ?? groups
             guard numExperts % groups == 0 else {
                 throw HubError.badField(path: path, field: "n_group", detail: "(\(groups)) must divide the \(numExperts) routed experts")
             }
-            guard topGroups <= groups else { throw HubError.badField(path: path, field: "topk_group", detail: "(\(topGroups)) exceeds n_group (\(groups))") }
+            guard topGroups <= groups else {
+                throw HubError.badField(path: path, field: "topk_group", detail: "(\(topGroups)) exceeds n_group (\(groups))")
+            }
             let scale = Float(try fields.optional("routed_scaling_factor") as Double? ?? 1)
             if architecture == .deepseekV3 {
                 guard numExperts / groups >= 2 else {
-                    throw HubError.badField(path: path, field: "n_group", detail: "leaves fewer than 2 experts per group, which V3's group score needs")
+                    throw HubError.badField(
+                        path: path, field: "n_group", detail: "leaves fewer than 2 experts per group, which V3's group score needs")
                 }
-                routing = .deepseekV3(groups: groups, topGroups: topGroups, normalize: try fields.optional("norm_topk_prob") ?? false, scale: scale)
+                routing = .deepseekV3(
+                    groups: groups, topGroups: topGroups, normalize: try fields.optional("norm_topk_prob") ?? false, scale: scale)
             } else {
                 let method: String = try fields.optional("topk_method") ?? "greedy"
                 guard method == "greedy" || method == "group_limited_greedy" else {
-                    throw HubError.badField(path: path, field: "topk_method", detail: "is \"\(method)\"; greedy and group_limited_greedy are supported")
+                    throw HubError.badField(
+                        path: path, field: "topk_method", detail: "is \"\(method)\"; greedy and group_limited_greedy are supported")
                 }
                 routing = .deepseekV2(groupLimited: method == "group_limited_greedy", groups: groups, topGroups: topGroups, scale: scale)
             }
@@ -258,37 +292,45 @@ public struct HubConfig: Sendable, Equatable {
                 noPositionDim: try fields.positive("qk_nope_head_dim"), rotaryDim: try fields.positive("qk_rope_head_dim"),
                 valueDim: try fields.positive("v_head_dim"),
                 interleaved: architecture == .deepseekV2 ? true : (try fields.optional("rope_interleave") ?? true))
-            headDim = latentAttention!.rotaryDim   // the rotary table covers the rotary part only
+            headDim = latentAttention!.rotaryDim  // the rotary table covers the rotary part only
         }
         topK = try fields.positive("num_experts_per_tok", limit: SizeLimits.experts)
         guard topK <= numExperts else {
-            throw HubError.badField(path: path, field: "num_experts_per_tok", detail: "(\(topK)) exceeds the number of experts (\(numExperts))")
+            throw HubError.badField(
+                path: path, field: "num_experts_per_tok", detail: "(\(topK)) exceeds the number of experts (\(numExperts))")
         }
         attentionBias = architecture == .qwen2MoE ? true : (try fields.optional("attention_bias") ?? false)
         queryKeyNorm = architecture == .qwen3MoE ? .perHead : architecture == .olmoe ? .wholeProjection : .none
         clipQKV = try fields.fields.optionalDouble("clip_qkv").map { clip in
-            guard clip > 0 else { throw HubError.badField(path: path, field: "clip_qkv", detail: "must be positive (or null for no clipping), is \(clip)") }
+            guard clip > 0 else {
+                throw HubError.badField(path: path, field: "clip_qkv", detail: "must be positive (or null for no clipping), is \(clip)")
+            }
             return Float(clip)
         }
         switch architecture {
         case .qwen2MoE: sharedExpertHiddenSize = try fields.optional("shared_expert_intermediate_size") ?? 0
-        case .deepseekV2, .deepseekV3: sharedExpertHiddenSize = (try fields.fields.optionalInt("n_shared_experts", in: 0...SizeLimits.experts) ?? 0) * expertHiddenSize
+        case .deepseekV2, .deepseekV3:
+            sharedExpertHiddenSize = (try fields.fields.optionalInt("n_shared_experts", in: 0...SizeLimits.experts) ?? 0) * expertHiddenSize
         default: sharedExpertHiddenSize = 0
         }
 
         guard headDim % 2 == 0 else {
-            throw HubError.badField(path: path, field: latentAttention == nil ? "head_dim" : "qk_rope_head_dim", detail: "must be even for rotary embeddings, is \(headDim)")
+            throw HubError.badField(
+                path: path, field: latentAttention == nil ? "head_dim" : "qk_rope_head_dim",
+                detail: "must be even for rotary embeddings, is \(headDim)")
         }
         // Qwen's dense layers: those in mlp_only_layers, or off the decoder_sparse_step grid.
         denseHiddenSize = try fields.optional("intermediate_size") ?? 0
         var dense = Set<Int>()
         if architecture == .qwen2MoE || architecture == .qwen3MoE {
             let step: Int = try fields.optional("decoder_sparse_step") ?? 1
-            guard step >= 1 else { throw HubError.badField(path: path, field: "decoder_sparse_step", detail: "must be at least 1, is \(step)") }
+            guard step >= 1 else {
+                throw HubError.badField(path: path, field: "decoder_sparse_step", detail: "must be at least 1, is \(step)")
+            }
             let only: [Int] = try fields.optional("mlp_only_layers") ?? []
             for layer in 0..<numLayers where only.contains(layer) || (layer + 1) % step != 0 { dense.insert(layer) }
         }
-        if latentAttention != nil {   // DeepSeek: the first layers are dense
+        if latentAttention != nil {  // DeepSeek: the first layers are dense
             let first: Int = try fields.optional("first_k_dense_replace") ?? 0
             for layer in 0..<min(first, numLayers) { dense.insert(layer) }
         }
@@ -304,8 +346,9 @@ struct Fields {
 
     init(json: JSONObject, path: String) {
         self.path = path
-        fields = ConfigFields(object: json, invalid: { HubError.badField(path: path, field: $0, detail: $1) },
-                              missing: { HubError.missingField(path: path, field: $0) })
+        fields = ConfigFields(
+            object: json, invalid: { HubError.badField(path: path, field: $0, detail: $1) },
+            missing: { HubError.missingField(path: path, field: $0) })
     }
 
     func optional<T>(_ name: String) throws -> T? {

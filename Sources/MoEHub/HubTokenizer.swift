@@ -14,9 +14,9 @@ import MoECore
 public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
     public let vocabSize: Int
     let vocabulary: [String: Int]
-    let tokenText: [Int: String]             // id → vocabulary string (or a special token's text)
+    let tokenText: [Int: String]  // id → vocabulary string (or a special token's text)
     let specialTokens: [String: Int]
-    let mergeRank: [String: Int]             // "a b" → rank
+    let mergeRank: [String: Int]  // "a b" → rank
     let ignoreMerges: Bool
     let style: Style
     let normalizeNFC: Bool
@@ -42,8 +42,11 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         var table = [Character](repeating: " ", count: 256)
         var next = 256
         for b in 0..<256 {
-            if printable.contains(b) { table[b] = Character(Unicode.Scalar(UInt32(b))!) } else {
-                table[b] = Character(Unicode.Scalar(UInt32(next))!); next += 1
+            if printable.contains(b) {
+                table[b] = Character(Unicode.Scalar(UInt32(b))!)
+            } else {
+                table[b] = Character(Unicode.Scalar(UInt32(next))!)
+                next += 1
             }
         }
         return table
@@ -58,7 +61,8 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         }
         let data = try RegularFile.read(path, what: "tokenizer", limit: 512 << 20)
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-              let model = json["model"] as? [String: Any] else { throw refuse("not a JSON object with a \"model\"") }
+            let model = json["model"] as? [String: Any]
+        else { throw refuse("not a JSON object with a \"model\"") }
         guard (model["type"] as? String) == "BPE" else { throw refuse("model.type is \"\(model["type"] ?? "missing")\", not BPE") }
         guard let vocab = model["vocab"] as? [String: Int] else { throw refuse("model.vocab is missing or not an object of whole numbers") }
         if let (text, id) = vocab.first(where: { $0.value < 0 || $0.value >= SizeLimits.vocabulary }) {
@@ -67,9 +71,13 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         var ranks: [String: Int] = [:]
         for (rank, merge) in ((model["merges"] as? [Any]) ?? []).enumerated() {
             let pair: [String]
-            if let text = merge as? String { pair = text.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init) }
-            else if let list = merge as? [String] { pair = list }
-            else { throw refuse("model.merges entry \(rank) is neither \"a b\" nor [a, b]") }
+            if let text = merge as? String {
+                pair = text.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            } else if let list = merge as? [String] {
+                pair = list
+            } else {
+                throw refuse("model.merges entry \(rank) is neither \"a b\" nor [a, b]")
+            }
             guard pair.count == 2, vocab[pair[0]] != nil, vocab[pair[1]] != nil, vocab[pair[0] + pair[1]] != nil else {
                 throw refuse("model.merges entry \(rank) (\(pair)) joins tokens that are not all in model.vocab")
             }
@@ -79,21 +87,29 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         ignoreMerges = model["ignore_merges"] as? Bool ?? false
 
         // Normaliser: none, NFC, or SentencePiece's Prepend("▁") + Replace(" " → "▁").
-        var nfc = false, prependMarker = false, replaceSpaces = false
+        var nfc = false
+        var prependMarker = false
+        var replaceSpaces = false
         let normalizer = json["normalizer"] as? [String: Any]
-        let normalizers = (normalizer?["type"] as? String) == "Sequence" ? (normalizer?["normalizers"] as? [[String: Any]] ?? []) : (normalizer.map { [$0] } ?? [])
+        let normalizers =
+            (normalizer?["type"] as? String) == "Sequence"
+            ? (normalizer?["normalizers"] as? [[String: Any]] ?? []) : (normalizer.map { [$0] } ?? [])
         for step in normalizers {
             switch step["type"] as? String {
             case "NFC": nfc = true
             case "Prepend" where step["prepend"] as? String == Self.marker: prependMarker = true
-            case "Replace" where ((step["pattern"] as? [String: Any])?["String"] as? String) == " " && step["content"] as? String == Self.marker:
+            case "Replace"
+            where ((step["pattern"] as? [String: Any])?["String"] as? String) == " " && step["content"] as? String == Self.marker:
                 replaceSpaces = true
             case let other: throw refuse("normalizer \"\(other ?? "unknown")\"")
             }
         }
         normalizeNFC = nfc
         // Pre-tokenizer: ByteLevel, Split(regex) then ByteLevel, Metaspace, or none.
-        var pattern: String?, prefix = false, byteLevel = false, metaspace: [String: Any]?
+        var pattern: String?
+        var prefix = false
+        var byteLevel = false
+        var metaspace: [String: Any]?
         let pre = json["pre_tokenizer"] as? [String: Any]
         let steps = (pre?["type"] as? String) == "Sequence" ? (pre?["pretokenizers"] as? [[String: Any]] ?? []) : (pre.map { [$0] } ?? [])
         for step in steps {
@@ -103,7 +119,9 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
                 prefix = step["add_prefix_space"] as? Bool ?? false
                 if step["use_regex"] as? Bool ?? true { pattern = pattern ?? Self.gpt2Pattern }
             case "Split":
-                guard let regex = (step["pattern"] as? [String: Any])?["Regex"] as? String else { throw refuse("a Split pre-tokenizer without a Regex pattern") }
+                guard let regex = (step["pattern"] as? [String: Any])?["Regex"] as? String else {
+                    throw refuse("a Split pre-tokenizer without a Regex pattern")
+                }
                 guard pattern == nil else { throw refuse("more than one Split pre-tokenizer") }
                 pattern = regex
             case "Metaspace" where (step["replacement"] as? String ?? Self.marker) == Self.marker:
@@ -114,25 +132,33 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         }
         let byteFallback = model["byte_fallback"] as? Bool ?? false
         if byteLevel {
-            guard !byteFallback, metaspace == nil, !replaceSpaces else { throw refuse("a ByteLevel pre-tokenizer mixed with SentencePiece-style parts") }
+            guard !byteFallback, metaspace == nil, !replaceSpaces else {
+                throw refuse("a ByteLevel pre-tokenizer mixed with SentencePiece-style parts")
+            }
             do {
                 style = .byteLevel(splitter: try pattern.map { try NSRegularExpression(pattern: $0) }, addPrefixSpace: prefix)
             } catch { throw refuse("the pre-tokenizer regex does not compile: \(error)") }
         } else if let metaspace {
-            style = .sentencePiece(prepend: (metaspace["prepend_scheme"] as? String ?? "always") != "never",
-                                   split: metaspace["split"] as? Bool ?? true, byteFallback: byteFallback,
-                                   unknown: (model["unk_token"] as? String).flatMap { vocab[$0] })
+            style = .sentencePiece(
+                prepend: (metaspace["prepend_scheme"] as? String ?? "always") != "never",
+                split: metaspace["split"] as? Bool ?? true, byteFallback: byteFallback,
+                unknown: (model["unk_token"] as? String).flatMap { vocab[$0] })
         } else if replaceSpaces {
-            style = .sentencePiece(prepend: prependMarker, split: false, byteFallback: byteFallback,
-                                   unknown: (model["unk_token"] as? String).flatMap { vocab[$0] })
+            style = .sentencePiece(
+                prepend: prependMarker, split: false, byteFallback: byteFallback,
+                unknown: (model["unk_token"] as? String).flatMap { vocab[$0] })
         } else {
-            throw refuse("neither a ByteLevel pre-tokenizer nor SentencePiece's \"▁\" for spaces (pre_tokenizer: \(steps.compactMap { $0["type"] as? String }))")
+            throw refuse(
+                "neither a ByteLevel pre-tokenizer nor SentencePiece's \"▁\" for spaces (pre_tokenizer: \(steps.compactMap { $0["type"] as? String }))"
+            )
         }
 
         // Post-processor: a template's special tokens around the text ($A); ByteLevel changes no ids.
-        var before: [Int] = [], after: [Int] = []
+        var before: [Int] = []
+        var after: [Int] = []
         let post = json["post_processor"] as? [String: Any]
-        let processors = (post?["type"] as? String) == "Sequence" ? (post?["processors"] as? [[String: Any]] ?? []) : (post.map { [$0] } ?? [])
+        let processors =
+            (post?["type"] as? String) == "Sequence" ? (post?["processors"] as? [[String: Any]] ?? []) : (post.map { [$0] } ?? [])
         for processor in processors {
             switch processor["type"] as? String {
             case "ByteLevel": continue
@@ -140,9 +166,13 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
                 let specials = processor["special_tokens"] as? [String: [String: Any]] ?? [:]
                 var seenText = false
                 for case let piece as [String: Any] in (processor["single"] as? [Any]) ?? [] {
-                    if piece["Sequence"] != nil { seenText = true; continue }
+                    if piece["Sequence"] != nil {
+                        seenText = true
+                        continue
+                    }
                     guard let name = (piece["SpecialToken"] as? [String: Any])?["id"] as? String,
-                          let ids = specials[name]?["ids"] as? [Int] else { throw refuse("post_processor template names an unknown special token") }
+                        let ids = specials[name]?["ids"] as? [Int]
+                    else { throw refuse("post_processor template names an unknown special token") }
                     if seenText { after += ids } else { before += ids }
                 }
             case let other: throw refuse("post_processor \"\(other ?? "unknown")\"")
@@ -155,22 +185,29 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         switch style {
         case .byteLevel:
             if let missing = Self.byteToCharacter.firstIndex(where: { vocab[String($0)] == nil }) {
-                throw refuse(String(format: "model.vocab lacks the byte-level token for byte 0x%02X, so text holding it could not be encoded", missing))
+                throw refuse(
+                    String(
+                        format: "model.vocab lacks the byte-level token for byte 0x%02X, so text holding it could not be encoded", missing))
             }
-        case let .sentencePiece(_, _, byteFallback, unknown):
+        case .sentencePiece(_, _, let byteFallback, let unknown):
             let allBytes = (0..<256).allSatisfy { vocab[String(format: "<0x%02X>", $0)] != nil }
             guard (byteFallback && allBytes) || unknown != nil else {
-                throw refuse(byteFallback ? "byte_fallback is on but model.vocab lacks some <0xXX> byte tokens, and there is no unk_token"
-                                          : "model has neither byte_fallback nor an unk_token, so characters outside its vocabulary would be lost")
+                throw refuse(
+                    byteFallback
+                        ? "byte_fallback is on but model.vocab lacks some <0xXX> byte tokens, and there is no unk_token"
+                        : "model has neither byte_fallback nor an unk_token, so characters outside its vocabulary would be lost")
             }
         }
 
-        var special: [String: Int] = [:], texts: [Int: String] = [:]
+        var special: [String: Int] = [:]
+        var texts: [Int: String] = [:]
         for (text, id) in vocab { texts[id] = text }
         for case let added as [String: Any] in (json["added_tokens"] as? [Any]) ?? [] {
             guard let id = added["id"] as? Int, let content = added["content"] as? String else { continue }
             guard id >= 0, id < SizeLimits.vocabulary, !content.isEmpty else {
-                throw refuse("added_tokens has an entry with id \(id) and content \"\(content)\"; ids must be in 0…\(SizeLimits.vocabulary - 1) and contents non-empty")
+                throw refuse(
+                    "added_tokens has an entry with id \(id) and content \"\(content)\"; ids must be in 0…\(SizeLimits.vocabulary - 1) and contents non-empty"
+                )
             }
             special[content] = id
             texts[id] = content
@@ -186,11 +223,18 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
     public func encode(_ text: String) -> [Int] {
         var input = normalizeNFC ? text.precomposedStringWithCanonicalMapping : text
         if case .byteLevel(_, true) = style, !input.hasPrefix(" ") { input = " " + input }
-        var ids: [Int] = [], cache: [String: [Int]] = [:]
+        var ids: [Int] = []
+        var cache: [String: [Int]] = [:]
         for (piece, isSpecial) in splitSpecial(input) {
-            if isSpecial { ids.append(specialTokens[piece]!); continue }
+            if isSpecial {
+                ids.append(specialTokens[piece]!)
+                continue
+            }
             for word in preTokenize(piece) {
-                if let known = cache[word] { ids += known; continue }
+                if let known = cache[word] {
+                    ids += known
+                    continue
+                }
                 let encoded = bpe(word)
                 cache[word] = encoded
                 ids += encoded
@@ -206,7 +250,9 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         case .byteLevel:
             return text.map { Self.characterToByte[$0] ?? 0x3F }
         case .sentencePiece:
-            if text.count == 6, text.hasPrefix("<0x"), text.hasSuffix(">"), let byte = UInt8(text.dropFirst(3).prefix(2), radix: 16) { return [byte] }
+            if text.count == 6, text.hasPrefix("<0x"), text.hasSuffix(">"), let byte = UInt8(text.dropFirst(3).prefix(2), radix: 16) {
+                return [byte]
+            }
             return Array(text.replacingOccurrences(of: Self.marker, with: " ").utf8)
         }
     }
@@ -215,13 +261,19 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
     func splitSpecial(_ text: String) -> [(String, Bool)] {
         guard !specialTokens.isEmpty else { return [(text, false)] }
         let specials = specialTokens.keys.sorted { $0.count > $1.count }
-        var pieces: [(String, Bool)] = [], rest = Substring(text)
+        var pieces: [(String, Bool)] = []
+        var rest = Substring(text)
         while !rest.isEmpty {
             var earliest: (Range<Substring.Index>, String)?
             for special in specials {
-                if let range = rest.range(of: special), earliest == nil || range.lowerBound < earliest!.0.lowerBound { earliest = (range, special) }
+                if let range = rest.range(of: special), earliest == nil || range.lowerBound < earliest!.0.lowerBound {
+                    earliest = (range, special)
+                }
             }
-            guard let (range, special) = earliest else { pieces.append((String(rest), false)); break }
+            guard let (range, special) = earliest else {
+                pieces.append((String(rest), false))
+                break
+            }
             if range.lowerBound > rest.startIndex { pieces.append((String(rest[..<range.lowerBound]), false)) }
             pieces.append((special, true))
             rest = rest[range.upperBound...]
@@ -233,24 +285,31 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
     /// for spaces (SentencePiece-style).
     func preTokenize(_ text: String) -> [String] {
         switch style {
-        case let .sentencePiece(prepend, split, _, _):
+        case .sentencePiece(let prepend, let split, _, _):
             let marked = (prepend ? Self.marker : "") + text.replacingOccurrences(of: " ", with: Self.marker)
             guard split else { return [marked] }
-            var words: [String] = [], current = ""
+            var words: [String] = []
+            var current = ""
             for scalar in marked.unicodeScalars {
-                if String(scalar) == Self.marker, !current.isEmpty { words.append(current); current = "" }
+                if String(scalar) == Self.marker, !current.isEmpty {
+                    words.append(current)
+                    current = ""
+                }
                 current.unicodeScalars.append(scalar)
             }
             if !current.isEmpty { words.append(current) }
             return words
-        case let .byteLevel(splitter, _):
+        case .byteLevel(let splitter, _):
             let words: [String]
             if let splitter {
                 let ns = text as NSString
-                var found: [String] = [], last = 0
+                var found: [String] = []
+                var last = 0
                 for match in splitter.matches(in: text, range: NSRange(location: 0, length: ns.length)) {
                     // Split(behavior: Isolated) keeps the text between matches as pieces too.
-                    if match.range.location > last { found.append(ns.substring(with: NSRange(location: last, length: match.range.location - last))) }
+                    if match.range.location > last {
+                        found.append(ns.substring(with: NSRange(location: last, length: match.range.location - last)))
+                    }
                     if match.range.length > 0 { found.append(ns.substring(with: match.range)) }
                     last = match.range.location + match.range.length
                 }
@@ -280,10 +339,16 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         }
         var ids: [Int] = []
         for symbol in symbols {
-            if let id = vocabulary[symbol] { ids.append(id); continue }
-            guard case let .sentencePiece(_, _, byteFallback, unknown) = style else { continue }
+            if let id = vocabulary[symbol] {
+                ids.append(id)
+                continue
+            }
+            guard case .sentencePiece(_, _, let byteFallback, let unknown) = style else { continue }
             let fallback = byteFallback ? symbol.utf8.map { vocabulary[String(format: "<0x%02X>", $0)] } : []
-            if byteFallback, fallback.allSatisfy({ $0 != nil }) { ids += fallback.map { $0! }; continue }
+            if byteFallback, fallback.allSatisfy({ $0 != nil }) {
+                ids += fallback.map { $0! }
+                continue
+            }
             if let unknown, ids.last != unknown { ids.append(unknown) }
         }
         return ids

@@ -7,7 +7,7 @@ import MoECore
 public struct HubWeights: Sendable {
     public let path: String
     let files: [SafeTensorsFile]
-    let location: [String: Int]   // tensor name → index into files
+    let location: [String: Int]  // tensor name → index into files
     /// Bytes of tensor data over all files.
     public let totalBytes: Int
 
@@ -16,16 +16,20 @@ public struct HubWeights: Sendable {
         let manager = FileManager.default
         let indexPath = "\(path)/model.safetensors.index.json"
         var names: [String]
-        var declared: [String: String] = [:]   // tensor → file, from the index
+        var declared: [String: String] = [:]  // tensor → file, from the index
         if manager.fileExists(atPath: indexPath) {
             let data = try RegularFile.read(indexPath, what: "weight index", limit: 64 << 20)
-            let index = try ConfigFields.parseObject(data) { HubError.notAModelFolder(path: path, detail: "model.safetensors.index.json \($0)") }
+            let index = try ConfigFields.parseObject(data) {
+                HubError.notAModelFolder(path: path, detail: "model.safetensors.index.json \($0)")
+            }
             guard let map = index["weight_map"]?.objectValue else {
                 throw HubError.notAModelFolder(path: path, detail: "model.safetensors.index.json has no \"weight_map\" object")
             }
             for tensor in map.keys {
                 guard let file = map[tensor]!.stringValue else {
-                    throw HubError.notAModelFolder(path: path, detail: "model.safetensors.index.json maps \(tensor) to \(map[tensor]!.kindDescription), not a file name")
+                    throw HubError.notAModelFolder(
+                        path: path,
+                        detail: "model.safetensors.index.json maps \(tensor) to \(map[tensor]!.kindDescription), not a file name")
                 }
                 declared[tensor] = file
             }
@@ -36,12 +40,15 @@ public struct HubWeights: Sendable {
             names = listing.filter { $0.hasSuffix(".safetensors") && !$0.hasPrefix(".") }.sorted()
         }
         guard !names.isEmpty else { throw HubError.notAModelFolder(path: path, detail: "no *.safetensors weights") }
-        var files: [SafeTensorsFile] = [], location: [String: Int] = [:], total = 0
+        var files: [SafeTensorsFile] = []
+        var location: [String: Int] = [:]
+        var total = 0
         for name in names {
             let file = try SafeTensorsFile(path: "\(path)/\(name)")
             for (tensor, entry) in file.entries {
                 if let earlier = location[tensor] {
-                    throw HubError.notAModelFolder(path: path, detail: "tensor \(tensor) is in both \(names[earlier]) and \(name); remove the duplicate shard")
+                    throw HubError.notAModelFolder(
+                        path: path, detail: "tensor \(tensor) is in both \(names[earlier]) and \(name); remove the duplicate shard")
                 }
                 location[tensor] = files.count
                 total += entry.byteRange.count
@@ -49,7 +56,8 @@ public struct HubWeights: Sendable {
             files.append(file)
         }
         for (tensor, file) in declared where location[tensor].map({ names[$0] }) != file {
-            throw HubError.notAModelFolder(path: path, detail: "model.safetensors.index.json puts \(tensor) in \(file), which has no such tensor")
+            throw HubError.notAModelFolder(
+                path: path, detail: "model.safetensors.index.json puts \(tensor) in \(file), which has no such tensor")
         }
         self.files = files
         self.location = location
@@ -61,7 +69,11 @@ public struct HubWeights: Sendable {
     /// links every snapshot file to a blob outside the snapshot folder.)
     static func checkInside(folder: String, name: String) throws {
         guard !name.isEmpty, !name.hasPrefix("/"), !name.split(separator: "/").contains("..") else {
-            throw HubError.notAModelFolder(path: folder, detail: "model.safetensors.index.json names the weight file \"\(name)\", a path out of the folder — weight files must lie inside the model folder")
+            throw HubError.notAModelFolder(
+                path: folder,
+                detail:
+                    "model.safetensors.index.json names the weight file \"\(name)\", a path out of the folder — weight files must lie inside the model folder"
+            )
         }
     }
 

@@ -19,7 +19,9 @@ final class NcursesTerminal {
         setlocale(LC_ALL, "")
         asciiOnly = String(cString: moescope_codeset()).uppercased().replacingOccurrences(of: "-", with: "") != "UTF8"
         guard moescope_newterm() != nil else {
-            throw TerminalError("the terminal type \"\(environment["TERM"] ?? "")\" is not in this system's terminfo database — set TERM to one it knows, e.g. TERM=xterm-256color")
+            throw TerminalError(
+                "the terminal type \"\(environment["TERM"] ?? "")\" is not in this system's terminfo database — set TERM to one it knows, e.g. TERM=xterm-256color"
+            )
         }
         raw()
         noecho()
@@ -83,10 +85,14 @@ final class NcursesTerminal {
         if style.underline { attributes |= moescope_a_underline() }
         var pair: Int16 = 0
         if colorMode != .monochrome, style.foreground != nil || style.background != nil {
-            var fg = style.foreground.map(Int32.init) ?? -1, bg = style.background.map(Int32.init) ?? -1
+            var fg = style.foreground.map(Int32.init) ?? -1
+            var bg = style.background.map(Int32.init) ?? -1
             // 8-colour terminals: bright colours become bold normal ones.
             if colors < 16 {
-                if fg >= 8 { fg -= 8; attributes |= moescope_a_bold() }
+                if fg >= 8 {
+                    fg -= 8
+                    attributes |= moescope_a_bold()
+                }
                 if bg >= 8 { bg -= 8 }
             }
             let key = Int(fg + 1) << 16 | Int(bg + 1)
@@ -185,10 +191,14 @@ public enum ExplorerApp {
     public static func checkTerminal(_ environment: [String: String]) throws {
         let term = environment["TERM"] ?? ""
         if term.isEmpty {
-            throw TerminalError("TERM is not set, so the explorer cannot drive this terminal — run it in a terminal emulator, or set TERM (e.g. TERM=xterm-256color); `moescope trace` prints routing without one")
+            throw TerminalError(
+                "TERM is not set, so the explorer cannot drive this terminal — run it in a terminal emulator, or set TERM (e.g. TERM=xterm-256color); `moescope trace` prints routing without one"
+            )
         }
         if term == "dumb" {
-            throw TerminalError("TERM=dumb cannot move the cursor, which the explorer needs — run it in a full terminal (e.g. TERM=xterm-256color), or use `moescope trace`")
+            throw TerminalError(
+                "TERM=dumb cannot move the cursor, which the explorer needs — run it in a full terminal (e.g. TERM=xterm-256color), or use `moescope trace`"
+            )
         }
     }
 

@@ -12,7 +12,11 @@ public struct CorpusDocument: Codable, Sendable, Equatable {
     public enum Split: String, Codable, Sendable { case train, heldout }
 
     public init(domain: String, source: String = "", license: String = "", split: Split, text: String) {
-        self.domain = domain; self.source = source; self.license = license; self.split = split; self.text = text
+        self.domain = domain
+        self.source = source
+        self.license = license
+        self.split = split
+        self.text = text
     }
 }
 
@@ -23,8 +27,9 @@ public struct Corpus: Sendable {
     public init(documents: [CorpusDocument]) { self.documents = documents }
 
     public static func load(path: String) throws -> Corpus {
-        let data = try RegularFile.read(path, what: "corpus", limit: 4 << 30,
-                                        remedy: "run from the repository root or pass --assets DIR")
+        let data = try RegularFile.read(
+            path, what: "corpus", limit: 4 << 30,
+            remedy: "run from the repository root or pass --assets DIR")
         let decoder = JSONDecoder()
         var documents: [CorpusDocument] = []
         for (number, line) in data.split(separator: UInt8(ascii: "\n")).enumerated() where !line.isEmpty {

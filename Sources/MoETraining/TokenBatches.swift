@@ -22,12 +22,14 @@ public struct TokenStream: Sendable {
     public func batch(step: Int, seed: UInt64, batchSize: Int, sequenceLength: Int) -> (inputs: [Int], targets: [Int]) {
         precondition(tokens.count > sequenceLength + 1, "the stream is shorter than one window")
         var generator = SeededGenerator(seed: seed &* 0x2545_F491_4F6C_DD1D ^ UInt64(step))
-        var inputs: [Int] = [], targets: [Int] = []
-        inputs.reserveCapacity(batchSize * sequenceLength); targets.reserveCapacity(batchSize * sequenceLength)
+        var inputs: [Int] = []
+        var targets: [Int] = []
+        inputs.reserveCapacity(batchSize * sequenceLength)
+        targets.reserveCapacity(batchSize * sequenceLength)
         for _ in 0..<batchSize {
             let start = Int(generator.next() % UInt64(tokens.count - sequenceLength - 1))
-            inputs += tokens[start ..< start + sequenceLength]
-            targets += tokens[start + 1 ... start + sequenceLength]
+            inputs += tokens[start..<start + sequenceLength]
+            targets += tokens[start + 1...start + sequenceLength]
         }
         return (inputs, targets)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEAnalysis
 @testable import MoECore
 
@@ -17,8 +18,9 @@ import Testing
 
     static func routing(probabilities: [Float], norms: [Float]) -> LayerRouting {
         let chosen = topK(probabilities[...], k: 2)
-        var r = LayerRouting(logits: probabilities, probabilities: probabilities, experts: chosen, weights: [0.5, 0.5],
-                             expertOutputNorms: chosen.map { norms[$0] }, gruHidden: nil, routerNanoseconds: 0)
+        var r = LayerRouting(
+            logits: probabilities, probabilities: probabilities, experts: chosen, weights: [0.5, 0.5],
+            expertOutputNorms: chosen.map { norms[$0] }, gruHidden: nil, routerNanoseconds: 0)
         r.allExpertOutputNorms = norms
         return r
     }
@@ -26,8 +28,10 @@ import Testing
     @Test func normPreferenceWhenTheRouterFollowsOrOpposesNorms() {
         let follows = Self.routing(probabilities: [0.1, 0.2, 0.3, 0.4], norms: [1, 2, 3, 4])
         let opposes = Self.routing(probabilities: [0.1, 0.2, 0.3, 0.4], norms: [4, 3, 2, 1])
-        let preference = NormPreference(traces: [RoutingTrace(token: 0, position: 0, layers: [follows, opposes]),
-                                                 RoutingTrace(token: 1, position: 1, layers: [follows, opposes])])
+        let preference = NormPreference(traces: [
+            RoutingTrace(token: 0, position: 0, layers: [follows, opposes]),
+            RoutingTrace(token: 1, position: 1, layers: [follows, opposes]),
+        ])
         #expect(preference.meanRankCorrelation.map { ($0 * 1e9).rounded() / 1e9 } == [1, -1])
         #expect(preference.topOneAgreement == [1, 0])
         #expect(preference.tokens == 2)
@@ -39,15 +43,20 @@ import Testing
         for e in model.layers[0].moe.experts.indices { model.layers[0].moe.experts[e] = first }
         let similarity = try #require(ExpertSimilarity(model: model))
         #expect(abs(similarity.meanByLayer[0] - 1) < 1e-9)
-        #expect(similarity.meanByLayer[1] < 0.9)                       // random experts differ
+        #expect(similarity.meanByLayer[1] < 0.9)  // random experts differ
         #expect(similarity.matrices[1].indices.allSatisfy { abs(similarity.matrices[1][$0][$0] - 1) < 1e-9 })
         #expect(ExpertSimilarity.cosineMatrix([[1, 0], [0, 2], [-3, 0]]) == [[1, 0, -1], [0, 1, 0], [-1, 0, 1]])
     }
 
     @Test func domainLiftAndTopTokens() {
         func trace(_ token: Int, _ experts: [Int]) -> RoutingTrace {
-            RoutingTrace(token: token, position: 0, layers: [LayerRouting(logits: [], probabilities: [0.25, 0.25, 0.25, 0.25],
-                experts: experts, weights: [0.5, 0.5], expertOutputNorms: [1, 1], gruHidden: nil, routerNanoseconds: 0)])
+            RoutingTrace(
+                token: token, position: 0,
+                layers: [
+                    LayerRouting(
+                        logits: [], probabilities: [0.25, 0.25, 0.25, 0.25],
+                        experts: experts, weights: [0.5, 0.5], expertOutputNorms: [1, 1], gruHidden: nil, routerNanoseconds: 0)
+                ])
         }
         var accumulated = AnalysisReport.Accumulator(numExperts: 4, topK: 2, layerCount: 1, expectedTokens: 4)
         accumulated.add([trace(7, [0, 1]), trace(7, [0, 1])], domain: "code")
@@ -58,7 +67,7 @@ import Testing
         #expect(report.domains.map(\.domain) == ["code", "prose"])
         #expect(report.domains[0].sharesByLayer[0] == [0.5, 0.5, 0, 0])
         let best = report.domains[0].mostSpecific[0]
-        #expect(best.expert == 1 && abs(best.lift - 0.5 / 0.25) < 1e-12)   // E1 only ever sees code
+        #expect(best.expert == 1 && abs(best.lift - 0.5 / 0.25) < 1e-12)  // E1 only ever sees code
         #expect(report.layers[0].topTokens[0].map(\.tokenID) == [7, 8])
         #expect(report.layers[0].topTokens[0].map(\.count) == [2, 1])
         #expect(report.layers[0].topTokens[0][0].text == "#7")

@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import MoECore
+import Testing
+
 @testable import MoEAnalysis
 
 @Suite struct MetricTests {
@@ -8,9 +9,10 @@ import MoECore
     static func routing(_ probabilities: [Float], router ns: Double = 10) -> LayerRouting {
         let chosen = topK(probabilities[...], k: 2)
         let total = chosen.reduce(Float(0)) { $0 + probabilities[$1] }
-        return LayerRouting(logits: probabilities.map { log($0) }, probabilities: probabilities, experts: chosen,
-                            weights: chosen.map { probabilities[$0] / total }, expertOutputNorms: [1, 1],
-                            gruHidden: nil, routerNanoseconds: ns)
+        return LayerRouting(
+            logits: probabilities.map { log($0) }, probabilities: probabilities, experts: chosen,
+            weights: chosen.map { probabilities[$0] / total }, expertOutputNorms: [1, 1],
+            gruHidden: nil, routerNanoseconds: ns)
     }
 
     @Test func evenLoadIsPerfectlyBalanced() {
@@ -23,7 +25,7 @@ import MoECore
 
     @Test func oneExpertTakingEverythingIsMaximallyUnbalanced() {
         let stats = LoadBalanceStats(counts: [12, 0, 0, 0])
-        #expect(abs(stats.maxViolation - 3) < 1e-12)              // 12 / 3 − 1
+        #expect(abs(stats.maxViolation - 3) < 1e-12)  // 12 / 3 − 1
         #expect(abs(stats.coefficientOfVariation - 3.0.squareRoot()) < 1e-12)
         #expect(stats.normalizedUsageEntropy == 0)
     }
@@ -35,11 +37,11 @@ import MoECore
 
     @Test func mutualInformationOfIdenticalIndependentAndRelabelled() {
         let a = [0, 1, 2, 3, 0, 1, 2, 3]
-        #expect(abs(mutualInformation(a, a) - log(4)) < 1e-12)          // = H(A)
+        #expect(abs(mutualInformation(a, a) - log(4)) < 1e-12)  // = H(A)
         #expect(abs(mutualInformation(a, a.map { 3 - $0 }) - log(4)) < 1e-12)  // any bijection
-        let b = [0, 0, 1, 1, 1, 1, 0, 0]   // independent of a's pattern
+        let b = [0, 0, 1, 1, 1, 1, 0, 0]  // independent of a's pattern
         #expect(abs(mutualInformation([0, 1, 0, 1, 0, 1, 0, 1], b)) < 1e-12)
-        #expect(mutualInformation([2, 2, 2], [0, 1, 3]) == 0)          // constant carries nothing
+        #expect(mutualInformation([2, 2, 2], [0, 1, 3]) == 0)  // constant carries nothing
     }
 
     /// The renamed, scratch-table pairwise MI equals the plain dense-table formula, at the
@@ -47,19 +49,28 @@ import MoECore
     @Test func pairwiseMutualInformationMatchesTheDenseFormula() {
         var random = SystemRandomNumberGenerator()
         for categories in [2, 8, 64, 256] {
-            let layers = (0..<4).map { _ in (0..<150).map { _ in Int.random(in: 0..<categories, using: &random) % max(1, categories / 3 + 1) } }
+            let layers = (0..<4).map { _ in
+                (0..<150).map { _ in Int.random(in: 0..<categories, using: &random) % max(1, categories / 3 + 1) }
+            }
             var pairs = PairwiseMutualInformation(layers)
             for i in 0..<4 {
                 for j in 0..<4 {
                     let n = Double(layers[i].count)
                     var joint = [Double](repeating: 0, count: categories * categories)
-                    var pa = [Double](repeating: 0, count: categories), pb = pa
-                    for (x, y) in zip(layers[i], layers[j]) { joint[x * categories + y] += 1 / n; pa[x] += 1 / n; pb[y] += 1 / n }
+                    var pa = [Double](repeating: 0, count: categories)
+                    var pb = pa
+                    for (x, y) in zip(layers[i], layers[j]) {
+                        joint[x * categories + y] += 1 / n
+                        pa[x] += 1 / n
+                        pb[y] += 1 / n
+                    }
                     var reference = 0.0
-                    for x in 0..<categories { for y in 0..<categories where joint[x * categories + y] > 0 {
-                        let p = joint[x * categories + y]
-                        reference += p * log(p / (pa[x] * pb[y]))
-                    } }
+                    for x in 0..<categories {
+                        for y in 0..<categories where joint[x * categories + y] > 0 {
+                            let p = joint[x * categories + y]
+                            reference += p * log(p / (pa[x] * pb[y]))
+                        }
+                    }
                     #expect(abs(pairs(i, j) - max(0, reference)) < 1e-9, "E \(categories), layers \(i), \(j)")
                 }
             }
@@ -81,7 +92,8 @@ import MoECore
         var summary = RoutingSummary(numLayers: 3, numExperts: 4)
         for position in 0..<40 {
             var p: [Float] = [0.1, 0.1, 0.1, 0.1]
-            p[position % 4] = 0.6; p[(position + 1) % 4] = 0.2
+            p[position % 4] = 0.6
+            p[(position + 1) % 4] = 0.2
             let same = Self.routing(p)
             // layer 2 ignores the token: always expert 0 first
             let fixed = Self.routing([0.7, 0.1, 0.1, 0.1])
@@ -91,9 +103,9 @@ import MoECore
         #expect(abs(mi[0][1] - log(4)) < 1e-9)
         #expect(abs(mi[0][0] - log(4)) < 1e-9)
         #expect(mi[0][2] == 0 && mi[2][1] == 0)
-        #expect(abs(summary.meanCrossLayerMutualInformation - log(4) / 3) < 1e-9)   // 2 of 6 ordered pairs
+        #expect(abs(summary.meanCrossLayerMutualInformation - log(4) / 3) < 1e-9)  // 2 of 6 ordered pairs
         #expect(summary.load[0].coefficientOfVariation == 0)
         #expect(summary.load[2].maxViolation > 0)
-        #expect(abs(summary.topRatios[0][0] - 3) < 1e-6)       // 0.6 / 0.2
+        #expect(abs(summary.topRatios[0][0] - 3) < 1e-6)  // 0.6 / 0.2
     }
 }

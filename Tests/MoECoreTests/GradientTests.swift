@@ -1,4 +1,5 @@
 import Testing
+
 @testable import MoECore
 
 /// Central finite differences against the tape's gradients, for every differentiable op.
@@ -10,8 +11,10 @@ import Testing
     }
 
     /// Checks ∂loss/∂input for every input (up to `samples` entries each).
-    func check(_ inputs: [Tensor], epsilon: Float = 1e-2, tolerance: Float = 2e-2, samples: Int = 24,
-               sourceLocation: SourceLocation = #_sourceLocation, _ build: (Tape, [Variable]) -> Variable) {
+    func check(
+        _ inputs: [Tensor], epsilon: Float = 1e-2, tolerance: Float = 2e-2, samples: Int = 24,
+        sourceLocation: SourceLocation = #_sourceLocation, _ build: (Tape, [Variable]) -> Variable
+    ) {
         func loss(_ values: [Tensor]) -> (Float, Tape, [Variable]) {
             let tape = Tape()
             let variables = values.map { tape.leaf($0) }
@@ -28,13 +31,15 @@ import Testing
             let analytic = tape.gradient(variables[index])
             let stride = max(1, input.count / samples)
             for j in Swift.stride(from: 0, to: input.count, by: stride) {
-                var plus = inputs, minus = inputs
+                var plus = inputs
+                var minus = inputs
                 plus[index].scalars[j] += epsilon
                 minus[index].scalars[j] -= epsilon
                 let numeric = (loss(plus).0 - loss(minus).0) / (2 * epsilon)
                 let a = analytic.scalars[j]
-                #expect(abs(a - numeric) <= tolerance * max(1, abs(numeric)),
-                        "input \(index)[\(j)]: analytic \(a), numeric \(numeric)", sourceLocation: sourceLocation)
+                #expect(
+                    abs(a - numeric) <= tolerance * max(1, abs(numeric)),
+                    "input \(index)[\(j)]: analytic \(a), numeric \(numeric)", sourceLocation: sourceLocation)
             }
         }
     }
@@ -132,22 +137,26 @@ import Testing
         // One layer pooled is the per-layer loss.
         let p = tape.leaf(tape.value(tape.softmaxRows(tape.leaf(Self.random([n, e], seed: 8)))))
         let choices = (0..<n).map { [$0 % 3, 3 + $0 % 2] }
-        #expect(tape.value(tape.loadBalanceLoss(pooling: [(p, choices)])).scalars[0]
+        #expect(
+            tape.value(tape.loadBalanceLoss(pooling: [(p, choices)])).scalars[0]
                 == tape.value(tape.loadBalanceLoss(probabilities: p, choices: choices)).scalars[0])
         // Two layers that each collapse onto a different expert pair: each alone scores E = 8
         // (4k), but pooled over the stack four experts share the load, which scores 4.
         let a = tape.leaf(Tensor(shape: [n, e], scalars: (0..<(n * e)).map { $0 % e < 2 ? 0.5 : 0 }))
         let b = tape.leaf(Tensor(shape: [n, e], scalars: (0..<(n * e)).map { (2..<4).contains($0 % e) ? 0.5 : 0 }))
-        let ca = Array(repeating: [0, 1], count: n), cb = Array(repeating: [2, 3], count: n)
-        let perLayerMean = (tape.value(tape.loadBalanceLoss(probabilities: a, choices: ca)).scalars[0]
-                            + tape.value(tape.loadBalanceLoss(probabilities: b, choices: cb)).scalars[0]) / 2
+        let ca = Array(repeating: [0, 1], count: n)
+        let cb = Array(repeating: [2, 3], count: n)
+        let perLayerMean =
+            (tape.value(tape.loadBalanceLoss(probabilities: a, choices: ca)).scalars[0]
+                + tape.value(tape.loadBalanceLoss(probabilities: b, choices: cb)).scalars[0]) / 2
         let pooled = tape.value(tape.loadBalanceLoss(pooling: [(a, ca), (b, cb)])).scalars[0]
         #expect(abs(perLayerMean - 8) < 1e-5)
         #expect(abs(pooled - 4) < 1e-5)
     }
 
     @Test func pooledBalanceLossGradient() {
-        let n = 6, e = 4
+        let n = 6
+        let e = 4
         let choices = [(0..<n).map { [$0 % e, ($0 + 1) % e] }, (0..<n).map { [($0 * 3) % e, ($0 * 3 + 2) % e] }]
         check([Self.random([n, e], seed: 21), Self.random([n, e], seed: 22)]) { tape, v in
             tape.loadBalanceLoss(pooling: [(tape.softmaxRows(v[0]), choices[0]), (tape.softmaxRows(v[1]), choices[1])])
@@ -161,7 +170,7 @@ import Testing
     @Test(arguments: RouterKind.allCases.filter { $0 != .hash })
     func routerGradientsMatchFiniteDifferences(kind: RouterKind) throws {
         var config = ModelConfig.tiny(router: kind)
-        config.initStd = 0.3   // large enough that every nonlinearity is exercised
+        config.initStd = 0.3  // large enough that every nonlinearity is exercised
         var source = RandomWeights(seed: 4)
         let router = try makeRouter(config, from: &source)
         let names = router.namedParameters.keys.sorted()
@@ -205,7 +214,7 @@ import Testing
         config.gruRecurrence = false
         var source = RandomWeights(seed: 4)
         let router = try GRURouter(config, from: &source)
-        let names = router.namedParameters.keys.sorted().filter { !$0.hasSuffix("weight_hh") }   // W_hh multiplies 0
+        let names = router.namedParameters.keys.sorted().filter { !$0.hasSuffix("weight_hh") }  // W_hh multiplies 0
         let u = GradientTests.random([3, config.hiddenSize], seed: 17)
         GradientTests().check([u] + names.map { router.namedParameters[$0]! }, samples: 6) { tape, variables in
             let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0 + 1) })
@@ -239,7 +248,9 @@ import Testing
         zeroed.namedParameters["model.router_gru.weight_hh"] = Tensor(zeros: [3 * config.gruHiddenSize, config.gruHiddenSize])
         let u = GradientTests.random([5, config.hiddenSize], seed: 2)
         let tokens = [1, 2, 3, 4, 5]
-        var cutState = RouterDepthState(), zeroedState = RouterDepthState(), recurrentState = RouterDepthState()
+        var cutState = RouterDepthState()
+        var zeroedState = RouterDepthState()
+        var recurrentState = RouterDepthState()
         for layer in 0..<config.numLayers {
             let fromCut = cut.logits(u, tokens: tokens, layer: layer, state: &cutState)
             var fresh = RouterDepthState()

@@ -1,32 +1,50 @@
-import Testing
 import Foundation
+import Testing
+
 @testable import MoECore
 
 /// Every fast kernel against a plain reference.
 @Suite struct KernelTests {
     func reference(_ a: [Float], _ b: [Float], m: Int, k: Int, n: Int) -> [Float] {
         var c = [Float](repeating: 0, count: m * n)
-        for i in 0..<m { for j in 0..<n { var s: Float = 0; for p in 0..<k { s += a[i * k + p] * b[p * n + j] }; c[i * n + j] = s } }
+        for i in 0..<m {
+            for j in 0..<n {
+                var s: Float = 0
+                for p in 0..<k { s += a[i * k + p] * b[p * n + j] }
+                c[i * n + j] = s
+            }
+        }
         return c
     }
 
-    @Test(arguments: [(1, 1, 1), (1, 32, 8), (5, 7, 3), (6, 16, 16), (7, 33, 17), (13, 128, 40), (1, 128, 1024), (12, 5, 48), (200, 20, 24), (97, 9, 16)])
+    @Test(arguments: [
+        (1, 1, 1), (1, 32, 8), (5, 7, 3), (6, 16, 16), (7, 33, 17), (13, 128, 40), (1, 128, 1024), (12, 5, 48), (200, 20, 24), (97, 9, 16),
+    ])
     func matmulMatchesReference(shape: (Int, Int, Int)) {
         let (m, k, n) = shape
         var g = SeededGenerator(seed: UInt64(m * 1000 + k * 10 + n))
-        let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(k * n)).map { _ in g.nextNormal() }
+        let a = (0..<(m * k)).map { _ in g.nextNormal() }
+        let b = (0..<(k * n)).map { _ in g.nextNormal() }
         let base = (0..<(m * n)).map { _ in g.nextNormal() }
         var c = base
-        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-            Kernels.matmul(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n)
-        } } }
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    Kernels.matmul(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n)
+                }
+            }
+        }
         let expected = reference(a, b, m: m, k: k, n: n)
         for i in 0..<(m * n) { #expect(abs(c[i] - expected[i]) < 1e-4 * Float(k).squareRoot(), "C[\(i)]") }
         // accumulate adds onto what C held
         var acc = base
-        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in acc.withUnsafeMutableBufferPointer { cp in
-            Kernels.matmul(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n, accumulate: true)
-        } } }
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                acc.withUnsafeMutableBufferPointer { cp in
+                    Kernels.matmul(ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, m: m, k: k, n: n, accumulate: true)
+                }
+            }
+        }
         for i in 0..<(m * n) { #expect(abs(acc[i] - (base[i] + expected[i])) < 1e-4 * Float(k).squareRoot()) }
     }
 
@@ -36,7 +54,8 @@ import Foundation
     func transposedOperandsMatchReference(shape: (Int, Int, Int)) {
         let (m, k, n) = shape
         var g = SeededGenerator(seed: UInt64(m + k + n))
-        let a = Tensor(randomNormal: [m, k], std: 1, using: &g), b = Tensor(randomNormal: [k, n], std: 1, using: &g)
+        let a = Tensor(randomNormal: [m, k], std: 1, using: &g)
+        let b = Tensor(randomNormal: [k, n], std: 1, using: &g)
         let expected = reference(a.scalars, b.scalars, m: m, k: k, n: n)
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             var c = Tensor(zeros: [m, n])
@@ -50,16 +69,26 @@ import Foundation
     @Test func productIntoStridedBlockOfC() {
         var g = SeededGenerator(seed: 11)
         let (m, k, n, ldc) = (20, 30, 18, 40)
-        let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(k * n)).map { _ in g.nextNormal() }
+        let a = (0..<(m * k)).map { _ in g.nextNormal() }
+        let b = (0..<(k * n)).map { _ in g.nextNormal() }
         var c = [Float](repeating: 7, count: m * ldc)
-        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-            Kernels.gemm(m: m, n: n, k: k, .init(ap.baseAddress!, leadingDimension: k), .init(bp.baseAddress!, leadingDimension: n),
-                         cp.baseAddress! + 3, ldc: ldc)
-        } } }
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    Kernels.gemm(
+                        m: m, n: n, k: k, .init(ap.baseAddress!, leadingDimension: k), .init(bp.baseAddress!, leadingDimension: n),
+                        cp.baseAddress! + 3, ldc: ldc)
+                }
+            }
+        }
         let expected = reference(a, b, m: m, k: k, n: n)
         for i in 0..<m {
             for j in 0..<ldc {
-                if (3..<(3 + n)).contains(j) { #expect(abs(c[i * ldc + j] - expected[i * n + j - 3]) < 1e-3) } else { #expect(c[i * ldc + j] == 7) }
+                if (3..<(3 + n)).contains(j) {
+                    #expect(abs(c[i * ldc + j] - expected[i * n + j - 3]) < 1e-3)
+                } else {
+                    #expect(c[i * ldc + j] == 7)
+                }
             }
         }
     }
@@ -72,12 +101,20 @@ import Foundation
         var g = SeededGenerator(seed: 8)
         let (m, k, n) = shape
         #expect(Kernels.threadsUsed(m: m, k: k, n: n, threads: 2) == 2)
-        let a = (0..<(m * k)).map { _ in g.nextNormal() }, b = (0..<(k * n)).map { _ in g.nextNormal() }
-        var one = [Float](repeating: 0, count: m * n), two = one
-        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
-            one.withUnsafeMutableBufferPointer { Kernels.matmul(ap.baseAddress!, bp.baseAddress!, $0.baseAddress!, m: m, k: k, n: n, threads: 1) }
-            two.withUnsafeMutableBufferPointer { Kernels.matmul(ap.baseAddress!, bp.baseAddress!, $0.baseAddress!, m: m, k: k, n: n, threads: 2) }
-        } }
+        let a = (0..<(m * k)).map { _ in g.nextNormal() }
+        let b = (0..<(k * n)).map { _ in g.nextNormal() }
+        var one = [Float](repeating: 0, count: m * n)
+        var two = one
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                one.withUnsafeMutableBufferPointer {
+                    Kernels.matmul(ap.baseAddress!, bp.baseAddress!, $0.baseAddress!, m: m, k: k, n: n, threads: 1)
+                }
+                two.withUnsafeMutableBufferPointer {
+                    Kernels.matmul(ap.baseAddress!, bp.baseAddress!, $0.baseAddress!, m: m, k: k, n: n, threads: 2)
+                }
+            }
+        }
         #expect(one == two)
         #expect(one[0] != 0)
     }
@@ -91,14 +128,19 @@ import Foundation
     @Test(arguments: [0, 1, 15, 16, 17, 31, 32, 33, 100])
     func dotAndAxpyMatchReference(n: Int) {
         var g = SeededGenerator(seed: UInt64(n))
-        let x = (0..<n).map { _ in g.nextNormal() }, y = (0..<n).map { _ in g.nextNormal() }
-        let d = x.withUnsafeBufferPointer { xp in y.withUnsafeBufferPointer { yp in
-            Kernels.dot(xp.baseAddress ?? UnsafePointer(bitPattern: 8)!, yp.baseAddress ?? UnsafePointer(bitPattern: 8)!, count: n)
-        } }
+        let x = (0..<n).map { _ in g.nextNormal() }
+        let y = (0..<n).map { _ in g.nextNormal() }
+        let d = x.withUnsafeBufferPointer { xp in
+            y.withUnsafeBufferPointer { yp in
+                Kernels.dot(xp.baseAddress ?? UnsafePointer(bitPattern: 8)!, yp.baseAddress ?? UnsafePointer(bitPattern: 8)!, count: n)
+            }
+        }
         #expect(abs(d - zip(x, y).map(*).reduce(0, +)) < 1e-4)
         guard n > 0 else { return }
         var out = y
-        x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in Kernels.axpy(0.5, xp.baseAddress!, op.baseAddress!, count: n) } }
+        x.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { op in Kernels.axpy(0.5, xp.baseAddress!, op.baseAddress!, count: n) }
+        }
         for i in 0..<n { #expect(abs(out[i] - (y[i] + 0.5 * x[i])) < 1e-6) }
     }
 
@@ -128,7 +170,8 @@ import Foundation
         }
         #expect(worstUlps <= 2, "worst error \(worstUlps) ulp")
         let special = Kernels.exp(Kernels.Vector([-.infinity, .infinity, .nan, 0, 1, -200, 200, 88.7, -87, 1e-8, -1e-8, 2, 3, 4, 5, 6]))
-        #expect(special[0] == 0 && special[1] == .infinity && special[2].isNaN && special[3] == 1 && special[5] == 0 && special[6] == .infinity)
+        #expect(
+            special[0] == 0 && special[1] == .infinity && special[2].isNaN && special[3] == 1 && special[5] == 0 && special[6] == .infinity)
         #expect(abs(special[4] - expf(1)) <= expf(1).ulp)
     }
 
@@ -150,7 +193,8 @@ import Foundation
             x += 0.0173
         }
         #expect(worstUlps <= 3, "worst error \(worstUlps) ulp")
-        let special = Kernels.tanh(Kernels.Vector([-.infinity, .infinity, .nan, 0, -0.0, 0.625, -0.625, 100, -100, 1e-20, 9, 10, 0.6249, 0.6251, 3, 4]))
+        let special = Kernels.tanh(
+            Kernels.Vector([-.infinity, .infinity, .nan, 0, -0.0, 0.625, -0.625, 100, -100, 1e-20, 9, 10, 0.6249, 0.6251, 3, 4]))
         #expect(special[0] == -1 && special[1] == 1 && special[2].isNaN && special[3] == 0 && special[7] == 1 && special[8] == -1)
         #expect(special[9] == 1e-20)
     }
@@ -171,11 +215,18 @@ import Foundation
     @Test func rmsNormMatchesDefinition() {
         let x = Tensor(shape: [2, 20], scalars: (0..<40).map { Float($0) - 13 })
         let gain = (0..<20).map { 1 + Float($0) / 10 }
-        var y = [Float](repeating: 0, count: 40), rstd = [Float](repeating: 0, count: 2)
-        x.scalars.withUnsafeBufferPointer { xp in gain.withUnsafeBufferPointer { gp in y.withUnsafeMutableBufferPointer { yp in
-            rstd.withUnsafeMutableBufferPointer { rp in
-                Kernels.rmsNorm(xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!, rows: 2, cols: 20, eps: 1e-5, rstd: rp.baseAddress!)
-            } } } }
+        var y = [Float](repeating: 0, count: 40)
+        var rstd = [Float](repeating: 0, count: 2)
+        x.scalars.withUnsafeBufferPointer { xp in
+            gain.withUnsafeBufferPointer { gp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    rstd.withUnsafeMutableBufferPointer { rp in
+                        Kernels.rmsNorm(
+                            xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!, rows: 2, cols: 20, eps: 1e-5, rstd: rp.baseAddress!)
+                    }
+                }
+            }
+        }
         for r in 0..<2 {
             let row = Array(x.row(r))
             let scale = 1 / (row.map { $0 * $0 }.reduce(0, +) / 20 + 1e-5).squareRoot()
@@ -191,8 +242,11 @@ import Foundation
     }
 
     @Test func seededGeneratorIsReproducible() {
-        var a = SeededGenerator(seed: 42), b = SeededGenerator(seed: 42), c = SeededGenerator(seed: 43)
-        let xa = (0..<10).map { _ in a.nextNormal() }, xb = (0..<10).map { _ in b.nextNormal() }
+        var a = SeededGenerator(seed: 42)
+        var b = SeededGenerator(seed: 42)
+        var c = SeededGenerator(seed: 43)
+        let xa = (0..<10).map { _ in a.nextNormal() }
+        let xb = (0..<10).map { _ in b.nextNormal() }
         #expect(xa == xb)
         #expect(xa != (0..<10).map { _ in c.nextNormal() })
     }

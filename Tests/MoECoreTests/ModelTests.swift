@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoECore
 
 @Suite struct RouterTests {
@@ -8,7 +9,8 @@ import Testing
         let projector = w["model.layers.\(layer).block_sparse_moe.gate.projector.weight"]!
         let (wih, whh) = (w["model.router_gru.weight_ih"]!, w["model.router_gru.weight_hh"]!)
         let (bih, bhh) = (w["model.router_gru.bias_ih"]!.scalars, w["model.router_gru.bias_hh"]!.scalars)
-        let p = projector.rows, d = projector.cols
+        let p = projector.rows
+        let d = projector.cols
         func sig(_ v: Float) -> Float { 1 / (1 + exp(-v)) }
         var out: [Float] = []
         for t in 0..<u.rows {
@@ -59,10 +61,12 @@ import Testing
     }
 
     @Test func hashIsDeterministicAndParameterFree() throws {
-        let a = try Self.model(.hash, seed: 1), b = try Self.model(.hash, seed: 2)
+        let a = try Self.model(.hash, seed: 1)
+        let b = try Self.model(.hash, seed: 2)
         #expect(a.router.parameterCount == 0)
         #expect(a.router.namedParameters.isEmpty)
-        let ra = try a.forward(Self.tokens).routing, rb = try b.forward(Self.tokens).routing
+        let ra = try a.forward(Self.tokens).routing
+        let rb = try b.forward(Self.tokens).routing
         for (x, y) in zip(ra, rb) {
             #expect(x.layers.map(\.experts) == y.layers.map(\.experts), "same token, same experts, whatever the weights")
             for layer in x.layers {
@@ -187,7 +191,9 @@ import Testing
     }
 
     @Test func sameSeedSameModelDifferentSeedDifferentModel() throws {
-        let a = try MoEModel(config: .tiny(), seed: 3), b = try MoEModel(config: .tiny(), seed: 3), c = try MoEModel(config: .tiny(), seed: 4)
+        let a = try MoEModel(config: .tiny(), seed: 3)
+        let b = try MoEModel(config: .tiny(), seed: 3)
+        let c = try MoEModel(config: .tiny(), seed: 4)
         #expect(a.namedParameters == b.namedParameters)
         #expect(a.namedParameters != c.namedParameters)
         #expect(try a.forward([1, 2, 3]).logits == b.forward([1, 2, 3]).logits)
@@ -195,7 +201,8 @@ import Testing
 
     @Test func attentionIsCausal() throws {
         let model = try RouterTests.model(.linear)
-        let a = try model.forward([10, 20, 30, 40]), b = try model.forward([10, 20, 30, 99])
+        let a = try model.forward([10, 20, 30, 40])
+        let b = try model.forward([10, 20, 30, 99])
         #expect(a.logits.row(2) == b.logits.row(2))
         #expect(a.logits.row(3) != b.logits.row(3))
     }
@@ -267,14 +274,20 @@ import Testing
         var config = try ModelConfig.load(path: "\(directory)/config.json")
         config.router = .mlp
         try config.encoded().write(to: URL(fileURLWithPath: "\(directory)/config.json"))
-        #expect(throws: CheckpointError.missingTensor(path: "\(directory)/model.safetensors", tensor: "model.layers.0.block_sparse_moe.gate.fc1.weight")) {
+        #expect(
+            throws: CheckpointError.missingTensor(
+                path: "\(directory)/model.safetensors", tensor: "model.layers.0.block_sparse_moe.gate.fc1.weight")
+        ) {
             try Checkpoint.load(from: directory)
         }
         config.router = .linear
         config.hiddenSize = 64
         try config.encoded().write(to: URL(fileURLWithPath: "\(directory)/config.json"))
-        #expect(throws: CheckpointError.wrongShape(path: "\(directory)/model.safetensors", tensor: "model.embed_tokens.weight",
-                                                   expected: [300, 64], found: [300, 32])) {
+        #expect(
+            throws: CheckpointError.wrongShape(
+                path: "\(directory)/model.safetensors", tensor: "model.embed_tokens.weight",
+                expected: [300, 64], found: [300, 32])
+        ) {
             try Checkpoint.load(from: directory)
         }
     }
@@ -288,7 +301,10 @@ import Testing
         #expect { try ModelConfig.load(path: path) } throws: { "\($0)".contains("num_attention_heads") }
         try Data(#"{"vocab_size": 300}"#.utf8).write(to: URL(fileURLWithPath: path))
         #expect { try ModelConfig.load(path: path) } throws: { "\($0)".contains("missing field hidden_size") }
-        try Data(#"{"vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8, "num_local_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 8, "router_type": "banana"}"#.utf8).write(to: URL(fileURLWithPath: path))
+        try Data(
+            #"{"vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8, "num_local_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 8, "router_type": "banana"}"#
+                .utf8
+        ).write(to: URL(fileURLWithPath: path))
         #expect { try ModelConfig.load(path: path) } throws: { "\($0)".contains("router_type") }
     }
 }

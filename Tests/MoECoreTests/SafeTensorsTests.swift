@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoECore
 
 @Suite struct SafeTensorsTests {
@@ -32,7 +33,7 @@ import Testing
                 switch dtype {
                 case .f32: #expect(x == y)
                 case .f16: #expect(x == Float(Float16(y)))
-                case .bf16: #expect(abs(x - y) <= abs(y) / 128)   // 8 significant bits
+                case .bf16: #expect(abs(x - y) <= abs(y) / 128)  // 8 significant bits
                 case .i32, .i64: Issue.record("weights are floats")
                 }
             }
@@ -81,11 +82,15 @@ import Testing
         let cases: [Data] = [
             header("not json"),
             header("[1,2,3]"),
-            header(#"{"t":{"dtype":"F32","shape":[2]}}"#),                                  // no offsets
-            header(#"{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, data: 8),   // size mismatch
+            header(#"{"t":{"dtype":"F32","shape":[2]}}"#),  // no offsets
+            header(#"{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, data: 8),  // size mismatch
             header(#"{"t":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, data: 8),
             header(#"{"t":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#, data: 8),
-            { var d = Data(); withUnsafeBytes(of: UInt64.max.littleEndian) { d.append(contentsOf: $0) }; return d }(),
+            {
+                var d = Data()
+                withUnsafeBytes(of: UInt64.max.littleEndian) { d.append(contentsOf: $0) }
+                return d
+            }(),
         ]
         for bytes in cases {
             #expect { try open(bytes) } throws: { error in
@@ -97,7 +102,7 @@ import Testing
 
     @Test func unsupportedDTypeIsNamed() {
         #expect { try open(header(#"{"t":{"dtype":"I8","shape":[1],"data_offsets":[0,1]}}"#, data: 1)) } throws: { error in
-            guard case let .unsupportedDType(_, tensor, dtype) = error as? CheckpointError else { return false }
+            guard case .unsupportedDType(_, let tensor, let dtype) = error as? CheckpointError else { return false }
             return tensor == "t" && dtype == "I8"
         }
     }

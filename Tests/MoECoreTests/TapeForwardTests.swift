@@ -1,4 +1,5 @@
 import Testing
+
 @testable import MoECore
 
 /// The training forward (on the tape, batched) and the inference forward (KV-cached) are two
@@ -31,7 +32,8 @@ import Testing
     @Test(arguments: [RouterKind.linear, .gru])
     func wholeModelGradientMatchesFiniteDifferences(router: RouterKind) throws {
         let model = try MoEModel(config: .tiny(router: router), seed: 3)
-        let tokens = [1, 72, 101, 108, 32, 299], targets = [72, 101, 108, 32, 299, 5]
+        let tokens = [1, 72, 101, 108, 32, 299]
+        let targets = [72, 101, 108, 32, 299, 5]
         let parameters = model.namedParameters
         func loss(_ overridden: [String: Tensor]) -> (Float, [String: Tensor], [[[Int]]]) {
             let tape = Tape()
@@ -43,9 +45,11 @@ import Testing
             return (tape.value(ce).scalars[0], leaves.mapValues { tape.gradient($0) }, forward.routing.map(\.choices))
         }
         let (_, gradients, choices) = loss(parameters)
-        let probes = ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.block_sparse_moe.experts.2.w1.weight",
-                      "model.layers.2.post_attention_layernorm.weight", "model.embed_tokens.weight",
-                      router == .gru ? "model.layers.0.block_sparse_moe.gate.projector.weight" : "model.layers.0.block_sparse_moe.gate.weight"]
+        let probes = [
+            "model.layers.0.self_attn.q_proj.weight", "model.layers.1.block_sparse_moe.experts.2.w1.weight",
+            "model.layers.2.post_attention_layernorm.weight", "model.embed_tokens.weight",
+            router == .gru ? "model.layers.0.block_sparse_moe.gate.projector.weight" : "model.layers.0.block_sparse_moe.gate.weight",
+        ]
         var generator = SeededGenerator(seed: 5)
         for name in probes {
             let count = parameters[name]!.count
@@ -54,7 +58,8 @@ import Testing
             var checked = 0
             probing: for index in ranked.prefix(12) + [Int(generator.next() % UInt64(count))] where checked < 4 {
                 for epsilon: Float in [1e-2, 4e-3] {
-                    var plus = parameters, minus = parameters
+                    var plus = parameters
+                    var minus = parameters
                     plus[name]!.scalars[index] += epsilon
                     minus[name]!.scalars[index] -= epsilon
                     let (up, down) = (loss(plus), loss(minus))

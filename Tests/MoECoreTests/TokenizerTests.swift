@@ -1,14 +1,15 @@
 import Foundation
 import Testing
+
 @testable import MoECore
 
 @Suite struct TokenizerTests {
     static let trainingText = """
-    The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs.
-    Der schnelle braune Fuchs springt über den faulen Hund. Él está aquí, ¿verdad?
-    def add(x, y):\n    return x + y\n\nfor i in range(10):\n    print(add(i, 2024))
-    日本語のテキストと中文文本。Emoji: 🙂🚀👩‍💻 and more text, text, text.
-    """
+        The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs.
+        Der schnelle braune Fuchs springt über den faulen Hund. Él está aquí, ¿verdad?
+        def add(x, y):\n    return x + y\n\nfor i in range(10):\n    print(add(i, 2024))
+        日本語のテキストと中文文本。Emoji: 🙂🚀👩‍💻 and more text, text, text.
+        """
 
     static let tokenizer = Tokenizer.train(on: trainingText, vocabSize: 400)
 

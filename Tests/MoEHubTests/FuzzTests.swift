@@ -1,10 +1,10 @@
 import Foundation
-import Testing
 import FuzzSupport
+import MoEAnalysis
+import Testing
 
 @testable import MoECore
 @testable import MoEHub
-import MoEAnalysis
 
 /// Seeded random mutations of the real files moescope reads — safetensors headers (the
 /// committed Hugging Face fixtures and a moescope checkpoint), config.json (moescope's and
@@ -12,7 +12,8 @@ import MoEAnalysis
 /// one-line error of moescope's own types; a trap, a hang or an allocation failure ends the
 /// test process, which fails the suite. Same seed, same cases.
 @Suite(.serialized) struct FuzzTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .path
     static let fixtures = "\(root)/Tests/Fixtures/hf"
     let scratch: String = {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-fuzz-\(UUID())").path
@@ -166,7 +167,8 @@ import MoEAnalysis
     @Test(.timeLimit(.minutes(3))) func routingTraces() throws {
         let folder = "\(Self.root)/Tests/Fixtures/traces"
         var g = SeededGenerator(seed: 18)
-        var opened = 0, refused = 0
+        var opened = 0
+        var refused = 0
         for name in ["deepseek_v3.safetensors", "olmoe_64e.safetensors", "mixtral.safetensors"] {
             let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(name)")))
             for case_ in 0..<160 {
@@ -194,7 +196,8 @@ import MoEAnalysis
         let keys = metadata.keys.sorted()
         let key = keys[Int(g.next() % UInt64(keys.count))]
         let hostile = ["../../etc/passwd", "/etc/passwd", "[3,2]", "[]", "-1", "99999999999", "[1e400]", "{\"a\":", "", "nan", "[\"x\"]"]
-        metadata[key] = g.next() % 2 == 0
+        metadata[key] =
+            g.next() % 2 == 0
             ? hostile[Int(g.next() % UInt64(hostile.count))]
             : String(decoding: Mutator.mutate(Array(metadata[key]!.utf8), using: &g), as: UTF8.self)
         header["__metadata__"] = metadata

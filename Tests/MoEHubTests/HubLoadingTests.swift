@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import MoECore
+import Testing
+
 @testable import MoEHub
 
 /// tokenizer.json parity, and the one-line errors for folders moescope cannot open.
@@ -80,7 +81,9 @@ import MoECore
         var config = try fixtureConfig("mixtral")
         config["hidden_size"] = 48
         let folder = try scratchFolder(config: config, copying: ["model.safetensors"])
-        #expect { try HubModel(folder: folder) } throws: { "\($0)".contains("model.embed_tokens.weight\" has shape [320, 32], config.json implies [320, 48]") }
+        #expect { try HubModel(folder: folder) } throws: {
+            "\($0)".contains("model.embed_tokens.weight\" has shape [320, 32], config.json implies [320, 48]")
+        }
 
         let empty = try scratchFolder(config: try fixtureConfig("mixtral"))
         #expect { try HubModel(folder: empty) } throws: { "\($0)".contains("no *.safetensors weights") }
@@ -96,8 +99,10 @@ import MoECore
 
     @Test func unsupportedTokenizersAreRefused() throws {
         let folder = try scratchFolder(config: try fixtureConfig("mixtral"))
-        let whitespace: [String: Any] = ["model": ["type": "BPE", "vocab": ["a": 0], "merges": []],
-                                         "pre_tokenizer": ["type": "Whitespace"]]
+        let whitespace: [String: Any] = [
+            "model": ["type": "BPE", "vocab": ["a": 0], "merges": []],
+            "pre_tokenizer": ["type": "Whitespace"],
+        ]
         try JSONSerialization.data(withJSONObject: whitespace).write(to: URL(fileURLWithPath: "\(folder)/tokenizer.json"))
         #expect { try HubTokenizer(file: "\(folder)/tokenizer.json") } throws: { "\($0)".contains("pre_tokenizer \"Whitespace\"") }
         let unigram: [String: Any] = ["model": ["type": "Unigram", "vocab": []]]

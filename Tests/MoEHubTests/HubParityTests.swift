@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import MoECore
+import Testing
+
 @testable import MoEHub
 
 /// moescope against transformers on tiny random models of each family (made by
@@ -41,7 +42,8 @@ import MoECore
         var tiedTokens = Set<Int>()
         var compared = 0
         for (l, expected) in reference.routerLogits.enumerated() {
-            let e = expected.cols, k = model.config.topK
+            let e = expected.cols
+            let k = model.config.topK
             let moe = try #require(model.layers[model.config.moeLayers[l]].moe)
             for (t, trace) in output.routing.enumerated() {
                 let ours = trace.layers[l]
@@ -51,7 +53,10 @@ import MoECore
                     #expect(worst <= 1e-4 * max(1, theirs.map(abs).max()!), "\(family) L\(l) t\(t): router logits differ by \(worst)")
                 }
                 let sorted = moe.route(theirs, rule: model.config.routing, k: k).selection.sorted(by: >)
-                if (0..<min(k, e - 1)).contains(where: { sorted[$0] - sorted[$0 + 1] < 1e-4 }) { tiedTokens.insert(t); continue }
+                if (0..<min(k, e - 1)).contains(where: { sorted[$0] - sorted[$0 + 1] < 1e-4 }) {
+                    tiedTokens.insert(t)
+                    continue
+                }
                 // DeepSeek's routers take torch.topk unsorted, so there the set is compared.
                 let expectedExperts = reference.topK[l].row(t).map { Int($0) }
                 if family.hasPrefix("deepseek") {
@@ -81,7 +86,8 @@ import MoECore
         let model = try HubModel(folder: folder)
         let full = try model.forward(ids)
         var cache = model.makeCache()
-        var logits: [Float] = [], routing: [RoutingTrace] = []
+        var logits: [Float] = []
+        var routing: [RoutingTrace] = []
         for chunk in [ids[0..<1], ids[1..<4], ids[4...]] {
             let part = try model.forward(Array(chunk), appendingTo: &cache)
             logits += part.logits.scalars

@@ -94,7 +94,8 @@ import Testing
     /// empty and says why.
     @Test(arguments: [true, false]) func streamedReportEqualsLiveReport(withLogits: Bool) throws {
         let path = "\(scratch)/synthetic-\(withLogits).safetensors"
-        try SyntheticRoutingTrace.write(to: path, tokens: 600, layers: 58, experts: 256, topK: 8, documents: 4, seed: 3, withLogits: withLogits)
+        try SyntheticRoutingTrace.write(
+            to: path, tokens: 600, layers: 58, experts: 256, topK: 8, documents: 4, seed: 3, withLogits: withLogits)
         let trace = try RoutingTraceFile(path: path)
         #expect(trace.routedLayers == Array(3..<61) && trace.layerCount == 61)
         var progress: [Int] = []
@@ -125,7 +126,9 @@ import Testing
             if !withLogits {
                 // Without scores, `routing(token:)` makes probabilities up from the weights; the
                 // live path would analyse those, so blocks stand in for the traces here.
-                live.add(try RoutingBlock(trace: trace, tokens: trace.documentOffsets[d]..<trace.documentOffsets[d + 1]), domain: trace.domains[d])
+                live.add(
+                    try RoutingBlock(trace: trace, tokens: trace.documentOffsets[d]..<trace.documentOffsets[d + 1]),
+                    domain: trace.domains[d])
             } else {
                 live.add(traces, domain: trace.domains[d])
             }
@@ -142,7 +145,10 @@ import Testing
             #expect(report.layers[l].expertShares == load[l].map { Double($0) / Double(600 * 8) })
         }
         let coActivation = report.paperChecks.olmoeCoActivation.allPairsMatrices[10]
-        #expect((0..<256).allSatisfy { i in (0..<256).allSatisfy { j in abs(coActivation[i][j] * Double(load[10][i]) - Double(pairs[i * 256 + j])) < 1e-6 } })
+        #expect(
+            (0..<256).allSatisfy { i in
+                (0..<256).allSatisfy { j in abs(coActivation[i][j] * Double(load[10][i]) - Double(pairs[i * 256 + j])) < 1e-6 }
+            })
         let code = try #require(report.domains.first { $0.domain == "code" })
         let codeTotal = Double(codeLoad.reduce(0, +))
         #expect(code.sharesByLayer[0] == codeLoad.map { Double($0) / codeTotal })
@@ -168,13 +174,13 @@ import Testing
     /// Paths at which two decoded JSON values differ (numbers by more than `tolerance`, relative).
     static func differences(_ a: Any, _ b: Any, tolerance: Double, at path: String = "") -> [String] {
         switch (a, b) {
-        case let (x as [String: Any], y as [String: Any]):
+        case (let x as [String: Any], let y as [String: Any]):
             guard Set(x.keys) == Set(y.keys) else { return ["\(path): keys \(x.keys.sorted()) vs \(y.keys.sorted())"] }
             return x.keys.sorted().flatMap { differences(x[$0]!, y[$0]!, tolerance: tolerance, at: "\(path).\($0)") }
-        case let (x as [Any], y as [Any]):
+        case (let x as [Any], let y as [Any]):
             guard x.count == y.count else { return ["\(path): \(x.count) vs \(y.count) items"] }
             return zip(x, y).enumerated().flatMap { differences($1.0, $1.1, tolerance: tolerance, at: "\(path)[\($0)]") }
-        case let (x as NSNumber, y as NSNumber):
+        case (let x as NSNumber, let y as NSNumber):
             let (u, v) = (x.doubleValue, y.doubleValue)
             return abs(u - v) <= tolerance * max(1, abs(u), abs(v)) ? [] : ["\(path): \(u) vs \(v)"]
         default:
@@ -238,7 +244,9 @@ import Testing
         _ = FileManager.default.createFile(atPath: damaged, contents: Data(bytes))
         let opened = try RoutingTraceFile(path: damaged)
         #expect { try opened.routing(token: 5) } throws: { "\($0)".contains("token 5, layer L1") }
-        #expect { try AnalysisReport.Accumulator.reading(opened) } throws: { "\($0)".contains("token 5, layer L1") && "\($0)".contains("expert 99") }
+        #expect { try AnalysisReport.Accumulator.reading(opened) } throws: {
+            "\($0)".contains("token 5, layer L1") && "\($0)".contains("expert 99")
+        }
     }
 }
 

@@ -10,7 +10,8 @@ import Testing
 /// one line on standard error that names the problem; the cases that have a right answer
 /// check it.
 @Suite(.serialized) struct HostileInputTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .path
     static var binary: String {
         URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent().appendingPathComponent("moescope").path
@@ -81,13 +82,17 @@ import Testing
         let outcome = try run(arguments, seconds: seconds, through: wrapper)
         let label = arguments.joined(separator: " ")
         #expect(!outcome.timedOut, "\(label): still running after \(seconds) s", sourceLocation: sourceLocation)
-        #expect(outcome.status != 0 && !outcome.signaled, "\(label): exit status \(outcome.status)\(outcome.signaled ? " (signal)" : "")", sourceLocation: sourceLocation)
+        #expect(
+            outcome.status != 0 && !outcome.signaled, "\(label): exit status \(outcome.status)\(outcome.signaled ? " (signal)" : "")",
+            sourceLocation: sourceLocation)
         let lines = outcome.stderr.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("note:") && !$0.hasPrefix("tokenising") }
         #expect(
             lines.count == 1 && lines[0].hasPrefix("Error: "), "\(label): stderr is not one error line: \(outcome.stderr)",
             sourceLocation: sourceLocation)
         let line = lines.first ?? ""
-        for phrase in phrases { #expect(line.contains(phrase), "\(label): \"\(line)\" lacks \"\(phrase)\"", sourceLocation: sourceLocation) }
+        for phrase in phrases {
+            #expect(line.contains(phrase), "\(label): \"\(line)\" lacks \"\(phrase)\"", sourceLocation: sourceLocation)
+        }
         for phrase in absent { #expect(!line.contains(phrase), "\(label): \"\(line)\" says \"\(phrase)\"", sourceLocation: sourceLocation) }
         return line
     }
@@ -171,7 +176,8 @@ import Testing
         var refused = 0
         for case_ in 0..<24 {
             let damagesWeights = case_ % 2 == 0
-            try Data(damagesWeights ? Mutator.mutateSafeTensors(weights, using: &g) : weights).write(to: URL(fileURLWithPath: "\(folder)/model.safetensors"))
+            try Data(damagesWeights ? Mutator.mutateSafeTensors(weights, using: &g) : weights).write(
+                to: URL(fileURLWithPath: "\(folder)/model.safetensors"))
             try Data(damagesWeights ? config : Mutator.mutate(config, using: &g)).write(to: URL(fileURLWithPath: "\(folder)/config.json"))
             let outcome = try run(["trace", "--checkpoint", folder, "--text", "hi"], seconds: 60)
             #expect(!outcome.timedOut && !outcome.signaled, "case \(case_): status \(outcome.status), \(outcome.stderr)")
@@ -188,7 +194,9 @@ import Testing
 
     @Test func shapesWhoseSizeOverflowsAreRefused() throws {
         let own = try checkpoint("overflow")
-        try rewriteHeader("\(own)/model.safetensors") { $0.replacingOccurrences(of: "\"shape\":[128]", with: "\"shape\":[4294967296,4294967296]") }
+        try rewriteHeader("\(own)/model.safetensors") {
+            $0.replacingOccurrences(of: "\"shape\":[128]", with: "\"shape\":[4294967296,4294967296]")
+        }
         try expectRefused(["trace", "--checkpoint", own, "--text", "hi"], ["model.safetensors", "overflows"])
 
         let hub = try hubModel("olmoe", "overflow-hub")
@@ -215,7 +223,8 @@ import Testing
             // train takes the vocabulary from the tokenizer, so only the other sizes reach it.
             if field != "vocab_size" {
                 try expectRefused(
-                    ["train", "--config", "\(own)/config.json", "--out", "\(scratch)/never-\(field)-\(value)", "--steps", "1"], [phrase], seconds: 20)
+                    ["train", "--config", "\(own)/config.json", "--out", "\(scratch)/never-\(field)-\(value)", "--steps", "1"], [phrase],
+                    seconds: 20)
             }
         }
     }
@@ -285,7 +294,8 @@ import Testing
                 "duplicate", 0,
                 { h in
                     let first = h.range(
-                        of: #""[^"]+":\{"data_offsets":\[[0-9]+,[0-9]+\],"dtype":"[A-Z0-9]+","shape":\[[0-9,]*\]\},"#, options: .regularExpression)!
+                        of: #""[^"]+":\{"data_offsets":\[[0-9]+,[0-9]+\],"dtype":"[A-Z0-9]+","shape":\[[0-9,]*\]\},"#,
+                        options: .regularExpression)!
                     return "{" + h[first] + h.dropFirst()
                 }, "duplicate key"
             ),

@@ -1,7 +1,8 @@
 import Foundation
-import Testing
-import MoEHub
 import MoECore
+import MoEHub
+import Testing
+
 @testable import MoEScopeUI
 
 /// The explorer driven by keys and read back from its cell grid, with tiny random models.
@@ -31,7 +32,7 @@ import MoECore
             #expect(text.contains(title), "missing \(title)")
         }
         #expect(text.contains("‖h‖"))
-        #expect(text.contains("["))   // chosen experts are bracketed
+        #expect(text.contains("["))  // chosen experts are bracketed
     }
 
     /// A Hugging Face model in the same explorer: its own router named, 1–7 refused with a
@@ -39,10 +40,12 @@ import MoECore
     @Test func huggingFaceModelIsExplorable() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/hf/qwen2_moe").path
-        let model = try HubModel(folder: folder), tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
+        let model = try HubModel(folder: folder)
+        let tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
         let loader: SessionLoader = { _, tokens, text in
-            ExplorerSession(model: model, tokenizer: tokenizer, label: folder, isRandomInit: false,
-                            tokens: tokens ?? tokenizer.encode(text ?? ""))
+            ExplorerSession(
+                model: model, tokenizer: tokenizer, label: folder, isRandomInit: false,
+                tokens: tokens ?? tokenizer.encode(text ?? ""))
         }
         var state = try ExplorerState(loader: loader, router: nil, text: "the router routes tokens to experts")
         var text = Self.screen(state)
@@ -67,9 +70,11 @@ import MoECore
     @Test func denseLayersAreSkippedAndLayersKeepTheirNumbers() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/hf/deepseek_v3").path
-        let model = try HubModel(folder: folder), tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
+        let model = try HubModel(folder: folder)
+        let tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
         let loader: SessionLoader = { _, tokens, text in
-            ExplorerSession(model: model, tokenizer: tokenizer, label: "v3", isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
+            ExplorerSession(
+                model: model, tokenizer: tokenizer, label: "v3", isRandomInit: false, tokens: tokens ?? tokenizer.encode(text ?? ""))
         }
         var state = try ExplorerState(loader: loader, router: nil, text: "route me")
         var text = Self.screen(state)
@@ -87,9 +92,10 @@ import MoECore
         #expect(state.cursor == 5)
         #expect(state.session.traces.count == 6)
         let full = try (state.session.model as! MoEModel).forward(Array(state.session.tokens.prefix(6)))
-        #expect(zip(full.routing, state.session.traces).allSatisfy { a, b in
-            zip(a.layers, b.layers).allSatisfy { $0.experts == $1.experts }
-        })
+        #expect(
+            zip(full.routing, state.session.traces).allSatisfy { a, b in
+                zip(a.layers, b.layers).allSatisfy { $0.experts == $1.experts }
+            })
         state.handle(.end)
         #expect(state.cursor == state.tokenCount - 1)
         state.handle(.home)
@@ -100,8 +106,10 @@ import MoECore
 
     @Test func layerKeysMoveTheSelectedLayer() throws {
         var state = try Self.state()
-        state.handle(.down); state.handle(.down); state.handle(.down)
-        #expect(state.layer == 2)    // clamped to the tiny model's 3 layers
+        state.handle(.down)
+        state.handle(.down)
+        state.handle(.down)
+        #expect(state.layer == 2)  // clamped to the tiny model's 3 layers
         #expect(Self.screen(state).contains("layer L2 of 3"))
         #expect(Self.screen(state).contains("Token history · layer L2"))
         state.handle(.up)
@@ -123,7 +131,7 @@ import MoECore
         state.handle(.character("r"))
         #expect(state.session.router == .mlp)
         state.handle(.character("4"))
-        #expect(Self.screen(state).contains("α, the Linear share: L0 0.50"))   // s starts at 0
+        #expect(Self.screen(state).contains("α, the Linear share: L0 0.50"))  // s starts at 0
     }
 
     @Test func helpOverlayListsKeysAndAnyKeyClosesIt() throws {
@@ -133,13 +141,13 @@ import MoECore
         for key in ["Home  End", "space", "1 … 7", "Tab", "q           quit"] { #expect(text.contains(key), "help lacks \(key)") }
         state.handle(.right)
         #expect(!state.showingHelp)
-        #expect(state.cursor == 0)   // the key only closed the overlay
+        #expect(state.cursor == 0)  // the key only closed the overlay
     }
 
     @Test func editingReplacesTheTextAndEmptyTextIsRefused() throws {
         var state = try Self.state()
         state.handle(.character("e"))
-        #expect(state.editBuffer == "Hello, routed world!")   // e starts from the current text
+        #expect(state.editBuffer == "Hello, routed world!")  // e starts from the current text
         state.handle(.control("u"))
         for c in "abc" { state.handle(.character(c)) }
         state.handle(.backspace)
@@ -191,7 +199,7 @@ import MoECore
         state.handle(.tab)
         text = Self.screen(state)
         #expect(text.contains("Expert weight similarity") && text.contains("cosine"))
-        #expect(text.contains(" 1.00"))   // every expert is identical to itself
+        #expect(text.contains(" 1.00"))  // every expert is identical to itself
         state.handle(.tab)
         text = Self.screen(state)
         #expect(text.contains("Expert co-activation") && text.contains("also holds expert j"))

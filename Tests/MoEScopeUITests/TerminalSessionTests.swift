@@ -5,7 +5,8 @@ import Testing
 /// Needs tmux (`.ci/setup` installs it); `.ci/run` sets MOESCOPE_REQUIRE_TMUX=1 so that a
 /// missing tmux fails there instead of skipping.
 @Suite(.serialized) struct TerminalSessionTests {
-    static let hasTmux = FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
+    static let hasTmux =
+        FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")
         || FileManager.default.isExecutableFile(atPath: "/usr/local/bin/tmux")
     static let required = ProcessInfo.processInfo.environment["MOESCOPE_REQUIRE_TMUX"] == "1"
 
@@ -65,8 +66,9 @@ import Testing
         }
         #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "no moescope binary at \(Self.binary)")
         let session = "moescope-test-\(getpid())"
-        try Self.tmux("new-session", "-d", "-x", "140", "-y", "45", "-s", session,
-                      "cd '\(Self.repositoryRoot)' && '\(Self.binary)'; echo MOESCOPE-EXITED $?; sleep 60")
+        try Self.tmux(
+            "new-session", "-d", "-x", "140", "-y", "45", "-s", session,
+            "cd '\(Self.repositoryRoot)' && '\(Self.binary)'; echo MOESCOPE-EXITED $?; sleep 60")
         defer { _ = try? Self.tmux("kill-session", "-t", session) }
 
         var screen = try Self.waitForScreen(session) { $0.contains("Expert assignment") }
@@ -107,8 +109,9 @@ import Testing
             return
         }
         let session = "moescope-paste-\(getpid())"
-        try Self.tmux("new-session", "-d", "-x", "80", "-y", "24", "-s", session,
-                      "cd '\(Self.repositoryRoot)' && '\(Self.binary)' --text 'one two'; echo MOESCOPE-EXITED $?; sleep 60")
+        try Self.tmux(
+            "new-session", "-d", "-x", "80", "-y", "24", "-s", session,
+            "cd '\(Self.repositoryRoot)' && '\(Self.binary)' --text 'one two'; echo MOESCOPE-EXITED $?; sleep 60")
         defer { _ = try? Self.tmux("kill-session", "-t", session) }
         var screen = try Self.waitForScreen(session) { $0.contains("Expert assignment") || $0.contains("Experts") }
         #expect(!screen.contains("too small"), "80×24 refused:\n\(screen)")

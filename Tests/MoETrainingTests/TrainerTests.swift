@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoECore
 @testable import MoETraining
 
@@ -30,7 +31,8 @@ import Testing
         var trainer = try Trainer(config: .tiny(router: router), options: Self.options(steps: 40), data: Self.stream)
         var losses: [Float] = []
         while !trainer.isFinished { losses.append(try trainer.trainStep().crossEntropy) }
-        let first = losses.prefix(5).reduce(0, +) / 5, last = losses.suffix(5).reduce(0, +) / 5
+        let first = losses.prefix(5).reduce(0, +) / 5
+        let last = losses.suffix(5).reduce(0, +) / 5
         #expect(first > 5, "starts near ln(vocab): \(first)")
         #expect(last < first - 1.5, "loss went from \(first) to \(last)")
     }
@@ -60,7 +62,10 @@ import Testing
         var two = one
         one.threads = 1
         two.threads = 2
-        while !one.isFinished { try one.trainStep(); try two.trainStep() }
+        while !one.isFinished {
+            try one.trainStep()
+            try two.trainStep()
+        }
         #expect(one.parameters == two.parameters)
         #expect(one.optimizer.firstMoment == two.optimizer.firstMoment)
     }
@@ -86,7 +91,8 @@ import Testing
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resume-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let config = ModelConfig.tiny(router: .gru), options = Self.options(steps: 8)
+        let config = ModelConfig.tiny(router: .gru)
+        let options = Self.options(steps: 8)
 
         var straight = try Trainer(config: config, options: options, data: Self.stream)
         while !straight.isFinished { try straight.trainStep() }
@@ -99,7 +105,7 @@ import Testing
         #expect(resumed.step == 3)
         while !resumed.isFinished { try resumed.trainStep() }
 
-        #expect(resumed.parameters == straight.parameters)   // bit for bit
+        #expect(resumed.parameters == straight.parameters)  // bit for bit
         #expect(resumed.optimizer.secondMoment == straight.optimizer.secondMoment)
 
         var other = options
@@ -123,7 +129,7 @@ import Testing
         var options = Self.options(steps: 5)
         options.learningRate = .infinity
         var trainer = try Trainer(config: .tiny(router: .linear), options: options, data: Self.stream)
-        try trainer.trainStep()            // the first update makes every weight inf or NaN
+        try trainer.trainStep()  // the first update makes every weight inf or NaN
         let before = trainer.parameters
         #expect(throws: TrainingError.self) { try trainer.trainStep() }
         #expect(trainer.step == 1)
@@ -134,7 +140,7 @@ import Testing
         let schedule = LearningRateSchedule(peak: 1, warmupSteps: 10, totalSteps: 110, floorRatio: 0.1)
         #expect(abs(schedule.rate(at: 0) - 0.1) < 1e-6)
         #expect(abs(schedule.rate(at: 9) - 1) < 1e-6)
-        #expect(abs(schedule.rate(at: 60) - 0.55) < 1e-5)   // halfway down the cosine
+        #expect(abs(schedule.rate(at: 60) - 0.55) < 1e-5)  // halfway down the cosine
         #expect(abs(schedule.rate(at: 110) - 0.1) < 1e-6)
         #expect((10..<110).allSatisfy { schedule.rate(at: $0) >= schedule.rate(at: $0 + 1) })
     }
@@ -146,7 +152,8 @@ import Testing
         var parameters = ["w": Tensor(shape: [1, 2], scalars: [1, -2]), "gain": Tensor(shape: [2], scalars: [1, 1])]
         let gradients = ["w": Tensor(shape: [1, 2], scalars: [0.3, -4]), "gain": Tensor(shape: [2], scalars: [-1, 0.001])]
         optimizer.update(&parameters, gradients: gradients, learningRate: 0.1)
-        let w = parameters["w"]!.scalars, gain = parameters["gain"]!.scalars
+        let w = parameters["w"]!.scalars
+        let gain = parameters["gain"]!.scalars
         #expect(abs(w[0] - (1 * 0.95 - 0.1)) < 1e-5)
         #expect(abs(w[1] - (-2 * 0.95 + 0.1)) < 1e-5)
         #expect(abs(gain[0] - 1.1) < 1e-5)

@@ -113,7 +113,8 @@ public struct AnalysisFigures: Sendable {
         let e = Double(report.numExperts)
         let k = Double(report.topK)
         return Chart.boxPlotFigure(
-            title: "Routing entropy per layer", caption: caption, categories: layerLabels, boxes: report.layers.map { $0.entropy?.box ?? AnalysisReport.Distribution.none.box },
+            title: "Routing entropy per layer", caption: caption, categories: layerLabels,
+            boxes: report.layers.map { $0.entropy?.box ?? AnalysisReport.Distribution.none.box },
             xTitle: "layer", yTitle: "entropy of the router's softmax (nats)",
             references: [
                 ReferenceLine(value: log(e), label: "ln \(report.numExperts): uniform over all experts"),
@@ -124,7 +125,8 @@ public struct AnalysisFigures: Sendable {
     var selectionMargin: String {
         Chart.boxPlotFigure(
             title: "Selection margin per layer: k-th chosen minus best unchosen score", caption: caption,
-            categories: layerLabels, boxes: report.layers.map { $0.selectionMargin?.box ?? AnalysisReport.Distribution.none.box }, xTitle: "layer",
+            categories: layerLabels, boxes: report.layers.map { $0.selectionMargin?.box ?? AnalysisReport.Distribution.none.box },
+            xTitle: "layer",
             yTitle: "margin (router probability)", references: [ReferenceLine(value: 0, label: "tie")])
     }
 

@@ -7,7 +7,10 @@ public final class Tape {
         var value: Tensor
         var gradient: Tensor?
         let backward: ((Tensor, Tape) -> Void)?
-        init(value: Tensor, backward: ((Tensor, Tape) -> Void)?) { self.value = value; self.backward = backward }
+        init(value: Tensor, backward: ((Tensor, Tape) -> Void)?) {
+            self.value = value
+            self.backward = backward
+        }
     }
 
     var nodes: [Node] = []
@@ -33,10 +36,11 @@ public final class Tape {
     public func gradient(_ v: Variable) -> Tensor { nodes[v.id].gradient ?? Tensor(zeros: nodes[v.id].value.shape) }
 
     func accumulate(_ v: Variable, _ g: Tensor) {
-        precondition(g.shape == nodes[v.id].value.shape || g.count == nodes[v.id].value.count,
-                     "gradient shape \(g.shape) for value \(nodes[v.id].value.shape)")
+        precondition(
+            g.shape == nodes[v.id].value.shape || g.count == nodes[v.id].value.count,
+            "gradient shape \(g.shape) for value \(nodes[v.id].value.shape)")
         if var existing = nodes[v.id].gradient {
-            nodes[v.id].gradient = nil   // keep the buffer uniquely referenced while adding
+            nodes[v.id].gradient = nil  // keep the buffer uniquely referenced while adding
             existing.scalars.withUnsafeMutableBufferPointer { e in
                 g.scalars.withUnsafeBufferPointer { Kernels.axpy(1, $0.baseAddress!, e.baseAddress!, count: e.count) }
             }

@@ -61,7 +61,9 @@ enum Footer {
         } else if let message = state.message {
             grid.put(" " + message, x: 0, y: 0, style: CellStyle(bold: true))
         } else {
-            grid.put(" " + KeyBindings.footer(width: width - 1, ownModel: state.isOwnModel, recording: state.recordedWindow != nil), x: 0, y: 0, style: CellStyle(dim: true))
+            grid.put(
+                " " + KeyBindings.footer(width: width - 1, ownModel: state.isOwnModel, recording: state.recordedWindow != nil), x: 0, y: 0,
+                style: CellStyle(dim: true))
         }
         return grid
     }

@@ -21,8 +21,11 @@ enum ExpertNormView {
         let routing = state.currentRouting
         guard let norms = routing.allExpertOutputNorms else {
             if let recording = state.session.model.recording {
-                let known = recording.hasExpertOutputNorms
-                    ? "; the chosen experts': " + zip(routing.experts, routing.expertOutputNorms).map { String(format: "E%d %.3f", $0, $1) }.joined(separator: " · ")
+                let known =
+                    recording.hasExpertOutputNorms
+                    ? "; the chosen experts': "
+                        + zip(routing.experts, routing.expertOutputNorms).map { String(format: "E%d %.3f", $0, $1) }.joined(
+                            separator: " · ")
                     : " (expert_output_norms)"
                 TextLayout.paragraphs(
                     ["This recorded trace holds no norms of every expert\(known)."],

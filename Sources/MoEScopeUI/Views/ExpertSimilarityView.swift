@@ -10,9 +10,11 @@ enum ExpertSimilarityView {
         guard let similarity = state.session.expertSimilarity else {
             grid.box(title: "Expert weight similarity")
             TextLayout.paragraphs(
-                [state.session.model.recording != nil
-                    ? "A recorded trace holds routing, not weights: expert similarity needs the model (moescope analyze --model)."
-                    : "This model's experts are too large to read whole here, so their similarity is not computed."],
+                [
+                    state.session.model.recording != nil
+                        ? "A recorded trace holds routing, not weights: expert similarity needs the model (moescope analyze --model)."
+                        : "This model's experts are too large to read whole here, so their similarity is not computed."
+                ],
                 into: &grid, x: inner.x, y: inner.y + 1, width: inner.width, bottom: inner.maxY)
             return grid
         }
