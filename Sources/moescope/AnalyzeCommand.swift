@@ -39,8 +39,8 @@ struct AnalyzeCommand: ParsableCommand {
         guard ["held-out", "heldout", "train"].contains(corpusSplit) else {
             throw ValidationError("--corpus-split must be held-out or train, not '\(corpusSplit)'")
         }
-        if trace != nil, input.isGiven || model.hub.folder != nil || model.checkpoint != nil || figures != nil {
-            throw ValidationError("--trace analyses a recorded trace — drop --text, --file, --model, --checkpoint and --figures")
+        if trace != nil, input.isGiven || model.hub.folder != nil || model.checkpoint != nil {
+            throw ValidationError("--trace analyses a recorded trace — drop --text, --file, --model and --checkpoint")
         }
         if input.isGiven && corpusSplit != "held-out" {
             throw ValidationError("--corpus-split and --text/--file both given — pass one")
@@ -136,6 +136,9 @@ extension AnalyzeCommand {
         let report = AnalysisReport(trace: trace, tokenizer: recorded.tokenizer, accumulated: accumulated)
         let total = Date().timeIntervalSince(began)
         let totalCPU = Self.cpuSeconds() - cpuBegan
+        if let figures {
+            try AnalysisFigures(report: report, textDescription: "recorded trace \(path)").writeForCommandLine(to: figures)
+        }
         if json {
             let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: try encoder.encode(report), as: UTF8.self))

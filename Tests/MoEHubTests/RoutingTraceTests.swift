@@ -169,6 +169,12 @@ import Testing
             #expect(report.layers.allSatisfy { $0.entropy == nil && $0.selectionMargin == nil })
             #expect(report.notAvailable.contains { $0.contains("routing entropy") && $0.contains("no router_logits") })
         }
+        // `analyze --trace --figures`: figures of router scores are drawn only when the trace has them,
+        // never as a row of zeros.
+        let figures = Set(AnalysisFigures(report: report, textDescription: "trace").files.map(\.name))
+        let scoreFigures: Set = ["entropy.svg", "selection_margin.svg", "cross_layer_mi_rmoe.svg"]
+        #expect(figures.isSuperset(of: ["load.svg", "cross_layer_mi.svg", "coactivation.svg", "repetition.svg"]))
+        #expect(withLogits ? figures.isSuperset(of: scoreFigures) : figures.isDisjoint(with: scoreFigures))
     }
 
     /// Paths at which two decoded JSON values differ (numbers by more than `tolerance`, relative).

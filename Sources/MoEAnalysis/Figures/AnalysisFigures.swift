@@ -38,10 +38,13 @@ public struct AnalysisFigures: Sendable {
 
     /// File name → SVG text, in a fixed order.
     public var files: [(name: String, svg: String)] {
-        var out: [(String, String)] = [
-            ("load.svg", load), ("cross_layer_mi.svg", crossLayerMI), ("cross_layer_mi_rmoe.svg", crossLayerMIPerToken),
-            ("entropy.svg", entropy), ("selection_margin.svg", selectionMargin), ("repetition.svg", repetition),
-        ]
+        var out: [(String, String)] = [("load.svg", load), ("cross_layer_mi.svg", crossLayerMI)]
+        // Figures of router scores are left out, not drawn as zeros, when the routing came without
+        // them (a trace that recorded only top-k ids): the report names them in `notAvailable`.
+        if report.paperChecks.rmoeMutualInformation.tokensUsed > 0 { out.append(("cross_layer_mi_rmoe.svg", crossLayerMIPerToken)) }
+        if report.layers.allSatisfy({ $0.entropy != nil }) { out.append(("entropy.svg", entropy)) }
+        if report.layers.allSatisfy({ $0.selectionMargin != nil }) { out.append(("selection_margin.svg", selectionMargin)) }
+        out.append(("repetition.svg", repetition))
         if report.topK > 1 && !report.paperChecks.olmoeCoActivation.allPairsMatrices.isEmpty {
             out.append(("coactivation.svg", coActivation))
         }
