@@ -59,6 +59,7 @@ public enum WindowedRouting {
         consume: ([RoutingTrace]) throws -> Void
     ) throws {
         guard !ids.isEmpty else { throw InferenceError.emptyInput }
+        HeapReuse.enable()  // every batch frees and reallocates the same MB-sized activations
         let batches = batches(ids, contextLength: model.contextLength, normTokens: &normTokens)
         func summarise(_ routed: [(routing: [RoutingTrace], lastLogits: [Float])]) throws {
             for (routing, lastLogits) in routed {
@@ -71,7 +72,7 @@ public enum WindowedRouting {
         let workers = min(max(1, threads), batches.count)
         guard workers > 1 else {
             for batch in batches {
-                try summarise(try model.route(sequences: batch.windows, allExpertNorms: batch.allExpertNorms, threads: max(1, threads)))
+                try summarise(try model.route(batch, threads: max(1, threads)))
             }
             return
         }
@@ -120,7 +121,7 @@ private final class BatchQueue: @unchecked Sendable {
             nextToRoute += 1
             condition.unlock()
             let batch = batches[index]
-            let result = Result { try model.route(sequences: batch.windows, allExpertNorms: batch.allExpertNorms, threads: 1) }
+            let result = Result { try model.route(batch, threads: 1) }
             condition.lock()
             results[index] = result
             condition.broadcast()
@@ -150,5 +151,15 @@ private final class BatchQueue: @unchecked Sendable {
         condition.broadcast()
         while finishedWorkers < workers { condition.wait() }
         condition.unlock()
+    }
+}
+
+extension RoutingModel {
+    /// One batch routed: the norm-sample batches run the whole forward, next-token logits
+    /// included, so every weight (each expert runs on every sample token) and the output are
+    /// checked for NaN and ±∞ on the first batches; the others skip what no analysis reads
+    /// (moescope's own models: the last layer's experts and the LM head).
+    fileprivate func route(_ batch: WindowedRouting.Batch, threads: Int) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+        try route(sequences: batch.windows, allExpertNorms: batch.allExpertNorms, lastLogits: batch.allExpertNorms, threads: threads)
     }
 }

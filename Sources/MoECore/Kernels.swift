@@ -160,17 +160,19 @@ public enum Kernels {
     /// and a transposed B slow. A is read in place (six scalars per step, row-major or
     /// transposed alike): packing it cost more than it saved at these sizes, where B has few
     /// columns. Ragged edges go through a zero-padded tile, so one micro-kernel serves every shape.
+    /// `prepacked`: B already packed (`PackedB`, at least k × n of it), for a B that several
+    /// products read; nil packs `b` here, a depth block at a time.
     static func packedProduct(
         m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
-        accumulate: Bool
+        accumulate: Bool, prepacked: PackedB? = nil
     ) {
         let panels = (n + panelWidth - 1) / panelWidth
         let depth = min(k, blockDepth)
-        let packedB = UnsafeMutablePointer<Float>.allocate(capacity: panels * panelWidth * depth)
+        let packedB = prepacked == nil ? UnsafeMutablePointer<Float>.allocate(capacity: panels * panelWidth * depth) : nil
         let edgeRows = UnsafeMutablePointer<Float>.allocate(capacity: microRows * depth)
         let tile = UnsafeMutablePointer<Float>.allocate(capacity: microRows * panelWidth)
         defer {
-            packedB.deallocate()
+            packedB?.deallocate()
             edgeRows.deallocate()
             tile.deallocate()
         }
@@ -179,7 +181,15 @@ public enum Kernels {
         while p0 < k {
             let kb = min(blockDepth, k - p0)
             let load = accumulate || p0 > 0
-            pack(b.offset(row: p0, column: 0).transposed, rows: n, depth: kb, group: panelWidth, into: packedB)
+            // Where this depth block's panels start, and how far apart they are.
+            let blockB: UnsafePointer<Float>
+            let panelStride: Int
+            if let prepacked {
+                (blockB, panelStride) = prepacked.block(at: p0)
+            } else {
+                pack(b.offset(row: p0, column: 0).transposed, rows: n, depth: kb, group: panelWidth, into: packedB!)
+                (blockB, panelStride) = (UnsafePointer(packedB!), panelWidth * kb)
+            }
             if fullRows < m {
                 pack(a.offset(row: fullRows, column: p0), rows: m - fullRows, depth: kb, group: microRows, into: edgeRows)
             }
@@ -189,7 +199,7 @@ public enum Kernels {
                 for jp in 0..<panels {
                     let j = jp * panelWidth
                     let columns = min(panelWidth, n - j)
-                    let bPanel = packedB + jp * panelWidth * kb
+                    let bPanel = blockB + jp * panelStride
                     var i = i0
                     while i < i0 + mb {
                         let rows = min(microRows, m - i)
@@ -213,6 +223,40 @@ public enum Kernels {
             }
             p0 += kb
         }
+    }
+
+    /// B [k × n] packed once, in `packedProduct`'s layout (each depth block's 16- or 32-column
+    /// panels, depth-major), for a B that several products read: attention's keys and values,
+    /// read by every block of query rows. A product may use the first k' ≤ k rows and the first
+    /// n' ≤ n columns of it: a panel's columns past n' are computed into the edge tile and
+    /// dropped, and each entry is the same FMA chain as from B packed for that product alone.
+    /// The caller deallocates it.
+    struct PackedB {
+        let storage: UnsafeMutablePointer<Float>
+        let depth: Int
+        let panels: Int
+
+        init(_ b: Operand, k: Int, n: Int) {
+            depth = k
+            panels = (n + panelWidth - 1) / panelWidth
+            storage = .allocate(capacity: max(1, panels * panelWidth * k))
+            var p0 = 0
+            while p0 < k {
+                let kb = min(blockDepth, k - p0)
+                pack(
+                    b.offset(row: p0, column: 0).transposed, rows: n, depth: kb, group: panelWidth, into: storage + p0 * panels * panelWidth
+                )
+                p0 += kb
+            }
+        }
+
+        /// The panels of the depth block starting at row `p0` (a multiple of `blockDepth`) and
+        /// the distance between them.
+        func block(at p0: Int) -> (UnsafePointer<Float>, Int) {
+            (UnsafePointer(storage + p0 * panels * panelWidth), panelWidth * min(blockDepth, depth - p0))
+        }
+
+        func deallocate() { storage.deallocate() }
     }
 
     /// Copies `rows` rows × `depth` columns of `source` into groups of `group` rows, each
@@ -452,6 +496,14 @@ public enum Kernels {
         into out: UnsafeMutablePointer<Float>, ldo: Int
     ) {
         let length = offset + count
+        // Keys and values packed once for all the query blocks (each block packing its own copy
+        // was most of these products' time); a decoded token's few rows read them in place.
+        let packedKeys = count < microRows ? nil : PackedB(keys.transposed, k: dims, n: length)
+        let packedValues = count < microRows ? nil : PackedB(values, k: length, n: valueDims)
+        defer {
+            packedKeys?.deallocate()
+            packedValues?.deallocate()
+        }
         // Queries a block of rows at a time, each against the keys up to its last row only:
         // the masked upper triangle is never computed. Every score is the same dot product,
         // and the masked probabilities are exact zeros, so the result equals the full product's.
@@ -459,25 +511,35 @@ public enum Kernels {
         while i0 < count {
             let rows = attentionBlock(count - i0)
             let visible = offset + i0 + rows
-            gemm(
-                m: rows, n: visible, k: dims, queries.offset(row: i0, column: 0), keys.transposed, scores + i0 * length,
-                ldc: length, threads: 1)
+            if let packedKeys {
+                packedProduct(
+                    m: rows, n: visible, k: dims, queries.offset(row: i0, column: 0), keys.transposed, scores + i0 * length,
+                    ldc: length, accumulate: false, prepacked: packedKeys)
+            } else {
+                gemm(
+                    m: rows, n: visible, k: dims, queries.offset(row: i0, column: 0), keys.transposed, scores + i0 * length,
+                    ldc: length, threads: 1)
+            }
             i0 += rows
         }
         for i in 0..<count {
             let row = scores + i * length
             let visible = offset + i + 1
-            for j in 0..<visible { row[j] *= scale }
-            softmax(row, count: visible)
+            softmax(row, count: visible, scale: scale)
             (row + visible).update(repeating: 0, count: length - visible)
         }
         i0 = 0
         while i0 < count {
             let rows = attentionBlock(count - i0)
             let visible = offset + i0 + rows
-            gemm(
-                m: rows, n: valueDims, k: visible, Operand(UnsafePointer(scores + i0 * length), leadingDimension: length), values,
-                out + i0 * ldo, ldc: ldo, threads: 1)
+            let probabilities = Operand(UnsafePointer(scores + i0 * length), leadingDimension: length)
+            if let packedValues {
+                packedProduct(
+                    m: rows, n: valueDims, k: visible, probabilities, values, out + i0 * ldo, ldc: ldo, accumulate: false,
+                    prepacked: packedValues)
+            } else {
+                gemm(m: rows, n: valueDims, k: visible, probabilities, values, out + i0 * ldo, ldc: ldo, threads: 1)
+            }
             i0 += rows
         }
     }
@@ -591,19 +653,24 @@ public enum Kernels {
     /// The same tanh for one value (lane for lane what the vector version gives).
     @inline(__always) public static func tanh(_ x: Float) -> Float { tanh(Vector(repeating: x))[0] }
 
-    /// In-place softmax of one row. Entries of −∞ get probability exactly 0 (the Hash router
-    /// relies on that to express a one-hot mixture as logits).
-    public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
-        // The maximum 16 lanes at a time (a masked replace, as `max` skips NaN), then across lanes.
+    /// In-place softmax of one row, softmax(x · scale) (attention's scores; x · 1 is x). Entries
+    /// of −∞ get probability exactly 0 (the Hash router relies on that to express a one-hot
+    /// mixture as logits).
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int, scale: Float = 1) {
+        // Scaled in place with the maximum taken on the way, 16 lanes at a time (a masked
+        // replace, as `max` skips NaN), then across lanes.
         var lanes = Vector(repeating: -.infinity)
+        let scales = Vector(repeating: scale)
         var i = 0
         while i + width <= n {
-            let v = load(x + i)
+            let v = load(x + i) * scales
+            store(v, x + i)
             lanes.replace(with: v, where: v .>= lanes)
             i += width
         }
         var maxValue = lanes.max()
         while i < n {
+            x[i] *= scale
             maxValue = max(maxValue, x[i])
             i += 1
         }

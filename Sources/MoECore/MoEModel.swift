@@ -146,22 +146,26 @@ public struct MoEModel: Sendable {
     /// windows deep. Each sequence's routing equals its own forward pass's to rounding (an
     /// expert given fewer than six rows sums them in another order than a larger batch); only
     /// the next-token logits after each sequence's last token are computed (the LM head is the
-    /// widest product).
+    /// widest product). Without `lastLogits`, what only the output needs is skipped too: the
+    /// last layer's experts (a sixth of the expert work of a 6-layer model) and the LM head;
+    /// the last layer's `expertOutputNorms` are then empty and `lastLogits` is [].
     /// Large products split over `threads` cores (1 where the caller runs batches side by side).
     public func forward(
-        sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false,
+        sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false, lastLogits: Bool = true,
         threads: Int = Kernels.threads
     ) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
         var caches = sequences.map { _ in makeCache() }
         let (logits, routing) = try caches.withUnsafeMutableBufferPointer { caches in
             try forward(
                 sequences, caches: caches, recordGRUState: recordGRUState, allExpertNorms: allExpertNorms,
-                logitRows: .lastOfEachSequence, threads: threads)
+                logitRows: lastLogits ? .lastOfEachSequence : .none, threads: threads)
         }
-        return routing.indices.map { (routing[$0], Array(logits.row($0))) }
+        return routing.indices.map { (routing[$0], lastLogits ? Array(logits.row($0)) : []) }
     }
 
-    enum LogitRows { case everyToken, lastOfEachSequence }
+    /// Which rows get next-token logits; `.none` also skips the last layer's expert mixture,
+    /// which only the logits read.
+    enum LogitRows { case everyToken, lastOfEachSequence, none }
 
     /// The forward pass: sequence s runs at the positions following what caches[s] holds and
     /// is appended to it. Every operation but attention is row by row, so it runs on the rows
@@ -198,8 +202,14 @@ public struct MoEModel: Sendable {
             let routerInput = routerInputNoise?.applied(to: u, positions: traces.map(\.position), layer: i) ?? u
             let logits = router.logits(routerInput, tokens: tokens, layer: i, state: &routerState, threads: threads)
             let routerTime = Double(monotonicNanoseconds() - began) / Double(max(1, count))
-            let (moeOut, routing) = layer.moe(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
-            add(moeOut, into: &x)
+            let routing: [LayerRouting]
+            if logitRows == .none && i == layers.count - 1 && !allExpertNorms {
+                routing = layer.moe.routing(logits: logits)
+            } else {
+                let moeOut: Tensor
+                (moeOut, routing) = layer.moe(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
+                add(moeOut, into: &x)
+            }
             for t in 0..<count {
                 var entry = routing[t]
                 entry.routerNanoseconds = routerTime
@@ -208,6 +218,13 @@ public struct MoEModel: Sendable {
             }
         }
         for s in caches.indices { caches[s].advance(by: lengths[s]) }
+        var routing: [[RoutingTrace]] = []
+        var first = 0
+        for length in lengths {
+            routing.append(Array(traces[first..<first + length]))
+            first += length
+        }
+        if logitRows == .none { return (Tensor(zeros: [0, config.vocabSize]), routing) }
         var outputRows = x
         if logitRows == .lastOfEachSequence {
             var last: [Float] = []
@@ -218,12 +235,6 @@ public struct MoEModel: Sendable {
                 last.append(contentsOf: x.row(max(0, end - 1)))
             }
             outputRows = Tensor(shape: [sequences.count, d], scalars: last)
-        }
-        var routing: [[RoutingTrace]] = []
-        var first = 0
-        for length in lengths {
-            routing.append(Array(traces[first..<first + length]))
-            first += length
         }
         return (lmHead(finalNorm(outputRows), threads: threads), routing)
     }

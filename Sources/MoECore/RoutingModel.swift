@@ -28,7 +28,12 @@ public protocol RoutingModel: Sendable {
     /// each one's routing, without the GRU router's state, and its next-token logits after its
     /// last token. A model may run them as one batch; by default each goes through a decoder.
     /// `threads`: cores its products may split over (1 where batches already run side by side).
-    func route(sequences: [[Int]], allExpertNorms: Bool, threads: Int) throws -> [(routing: [RoutingTrace], lastLogits: [Float])]
+    /// Without `lastLogits` a model may skip what only its output needs (moescope's own: the last
+    /// layer's experts and the LM head), leaving `lastLogits` and that layer's
+    /// `expertOutputNorms` empty; the routing is the same.
+    func route(sequences: [[Int]], allExpertNorms: Bool, lastLogits: Bool, threads: Int) throws -> [(
+        routing: [RoutingTrace], lastLogits: [Float]
+    )]
     /// The experts' (gate, up, down) weights at one routed layer, as Floats, for the weight
     /// similarity analysis; nil where reading them all would be too costly.
     func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]?
@@ -60,7 +65,9 @@ extension RoutingModel {
     public var routingVariants: [RoutingVariant] { [] }
     public func applying(_ variant: RoutingVariant) -> (any RoutingModel)? { nil }
 
-    public func route(sequences: [[Int]], allExpertNorms: Bool, threads: Int) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+    public func route(sequences: [[Int]], allExpertNorms: Bool, lastLogits: Bool, threads: Int) throws -> [(
+        routing: [RoutingTrace], lastLogits: [Float]
+    )] {
         try sequences.map { sequence in
             var decoder = makeDecoder()
             var (routing, lastLogits) = try decoder.feed(sequence, allExpertNorms: allExpertNorms)
@@ -119,8 +126,10 @@ extension MoEModel: CachedRoutingModel {
     }
 
     /// The sequences as one batch (`forward(sequences:)`).
-    public func route(sequences: [[Int]], allExpertNorms: Bool, threads: Int) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
-        try forward(sequences: sequences, recordGRUState: false, allExpertNorms: allExpertNorms, threads: threads)
+    public func route(sequences: [[Int]], allExpertNorms: Bool, lastLogits: Bool, threads: Int) throws -> [(
+        routing: [RoutingTrace], lastLogits: [Float]
+    )] {
+        try forward(sequences: sequences, recordGRUState: false, allExpertNorms: allExpertNorms, lastLogits: lastLogits, threads: threads)
     }
 
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {

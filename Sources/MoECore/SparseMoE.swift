@@ -157,6 +157,21 @@ public struct SparseMoE<P: Projection>: Sendable {
         return margin.isFinite ? margin : nil
     }
 
+    /// How each token is routed, from router logits [T × E], without running an expert: the
+    /// block's routing when nothing reads its output (the last layer's, where only the routing
+    /// is analysed). `expertOutputNorms` is empty (no expert ran); `callAsFunction` fills it.
+    public func routing(logits: Tensor) -> [LayerRouting] {
+        (0..<logits.rows).map { r in
+            let row = Array(logits.row(r))
+            let routed = route(row, rule: rule, k: topK)
+            var entry = LayerRouting(
+                logits: row, probabilities: routed.probabilities, experts: routed.experts, weights: routed.weights,
+                expertOutputNorms: [], gruHidden: nil, routerNanoseconds: 0)
+            entry.rankedScoreMargin = routed.margin
+            return entry
+        }
+    }
+
     /// u: normed input [T × d]; logits: router output [T × E]. Returns the block output and how
     /// each token was routed (router-specific fields — timing, GRU state — the caller fills in).
     /// With `allExpertNorms`, every expert also runs on every token to record ‖SwiGLU_e(u)‖; the
@@ -168,18 +183,11 @@ public struct SparseMoE<P: Projection>: Sendable {
         let t = u.rows
         let d = u.cols
         let e = experts.count
-        var routing: [LayerRouting] = []
-        routing.reserveCapacity(t)
+        var routing = self.routing(logits: logits)
         var slotsOfExpert = [[(row: Int, slot: Int)]](repeating: [], count: e)
         for r in 0..<t {
-            let row = Array(logits.row(r))
-            let routed = route(row, rule: rule, k: topK)
-            for (slot, expert) in routed.experts.enumerated() { slotsOfExpert[expert].append((r, slot)) }
-            var entry = LayerRouting(
-                logits: row, probabilities: routed.probabilities, experts: routed.experts, weights: routed.weights,
-                expertOutputNorms: [Float](repeating: 0, count: topK), gruHidden: nil, routerNanoseconds: 0)
-            entry.rankedScoreMargin = routed.margin
-            routing.append(entry)
+            for (slot, expert) in routing[r].experts.enumerated() { slotsOfExpert[expert].append((r, slot)) }
+            routing[r].expertOutputNorms = [Float](repeating: 0, count: routing[r].experts.count)
         }
         if allExpertNorms {
             let outputs = run(experts, on: [Tensor](repeating: u, count: e), threads: threads)

@@ -101,11 +101,6 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-#if os(Linux)
-    /// glibc's `mallopt` (declared in malloc.h, which the Glibc module does not export).
-    @_silgen_name("mallopt") private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
-#endif
-
 /// A training run: parameters, AdamW state and the step counter, advanced one batch at a time.
 /// The loop itself is the caller's (the `train` command draws progress and writes checkpoints).
 public struct Trainer {
@@ -121,22 +116,9 @@ public struct Trainer {
     public var threads = Kernels.threads
     let data: TokenStream
 
-    /// A step allocates and frees the same few hundred buffers (up to 8 MB each) every time.
-    /// By default glibc maps the large ones fresh and unmaps them on free, so each step paid
-    /// for page faults and kernel zeroing (about a tenth of a step in a profile); serving
-    /// them from the heap, and not trimming it, reuses the memory instead.
-    static let allocatorTuned: Bool = {
-        #if os(Linux)
-            let (mmapThreshold, trimThreshold): (Int32, Int32) = (-3, -1)  // M_MMAP_THRESHOLD, M_TRIM_THRESHOLD (malloc.h)
-            _ = glibcMallopt(mmapThreshold, 32 << 20)
-            _ = glibcMallopt(trimThreshold, 512 << 20)
-        #endif
-        return true
-    }()
-
     /// A fresh run: the model initialised from `options.seed`.
     public init(config: ModelConfig, options: TrainingOptions, data: TokenStream) throws {
-        _ = Self.allocatorTuned
+        HeapReuse.enable()  // a step frees and reallocates the same few hundred buffers (up to 8 MB)
         try Self.checkMemory(config: config, options: options, path: "config")
         structure = try MoEModel(config: config, seed: options.seed)
         parameterList = ParameterList(structure.namedParameters)
@@ -351,7 +333,7 @@ public struct Trainer {
     /// Continues a run saved by `saveState`. `config` and `options` must be the saved ones;
     /// every tensor is checked for its shape as it is read.
     public init(resumingFrom path: String, config: ModelConfig, options: TrainingOptions, data: TokenStream) throws {
-        _ = Self.allocatorTuned
+        HeapReuse.enable()  // a step frees and reallocates the same few hundred buffers (up to 8 MB)
         let file = try SafeTensorsFile(path: path)
         let (step, updates) = try Self.checkState(file, config: config, options: options)
         try self.init(config: config, options: options, data: data)

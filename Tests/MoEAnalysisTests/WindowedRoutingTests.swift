@@ -104,6 +104,20 @@ import Testing
                 #expect(zip(x.allExpertOutputNorms!, y.allExpertOutputNorms!).allSatisfy { abs($0 - $1) < 1e-4 * max(1, abs($0)) })
             }
         }
+        // Past the norm sample the batches skip what only the output reads (the last layer's
+        // experts, the LM head): the same routing, the last layer's chosen-expert norms left empty.
+        var normTokens = WindowedRouting.normSampleTokens
+        var unsampled: [RoutingTrace] = []
+        try WindowedRouting.route(ids, model, normTokens: &normTokens, threads: 2) { unsampled += $0 }
+        #expect(unsampled.map(\.token) == ids)
+        let last = model.layerCount - 1
+        for (a, b) in zip(batched, unsampled) {
+            for (l, (x, y)) in zip(a.layers, b.layers).enumerated() {
+                #expect(x.experts == y.experts && x.probabilities == y.probabilities && x.weights == y.weights)
+                #expect(y.allExpertOutputNorms == nil)
+                #expect(l == last ? y.expertOutputNorms.isEmpty : y.expertOutputNorms == x.expertOutputNorms)
+            }
+        }
         // The whole analysis report agrees to rounding (the batch sums some products in
         // another order than one row at a time).
         let fromDecoded = try Self.report(model, [("text", decoded)])
@@ -143,6 +157,20 @@ import Testing
             #expect(value.isNaN)
         }
         #expect(consumed == 0)
+        // The last layer's experts run only in the norm sample (nothing else reads their
+        // output): NaN weights there are caught on the first batches, which run every expert.
+        var lastBroken = try Self.model()
+        let last = lastBroken.layers.count - 1
+        for expert in lastBroken.layers[last].moe.experts.indices {
+            lastBroken.layers[last].moe.experts[expert].down.weight.scalars[0] = .nan
+        }
+        normTokens = 0
+        do {
+            try WindowedRouting.route(Self.ids, lastBroken, normTokens: &normTokens, threads: 2) { _ in }
+            Issue.record("a NaN expert weight in the last layer routed without an error inside the norm sample")
+        } catch InferenceError.nonFinite(let location, _) {
+            #expect(location.hasPrefix("layer L\(last), expert output norms"), "\(location)")
+        }
         #expect(throws: InferenceError.emptyInput) { try WindowedRouting.route([], model, normTokens: &normTokens) { _ in } }
     }
 }

@@ -119,6 +119,88 @@ import Testing
         #expect(one[0] != 0)
     }
 
+    /// B packed once (`PackedB`) serves products that read any top-left part of it — fewer
+    /// rows (over one and two 256-deep blocks) and fewer columns (ragged panels) — bit for bit
+    /// as B packed for each product alone, and equal to the plain reference.
+    @Test(arguments: [(300, 70), (300, 33), (257, 70), (100, 64), (100, 1)])
+    func prepackedProductEqualsPackingPerProduct(used: (k: Int, n: Int)) {
+        var g = SeededGenerator(seed: 21)
+        let (m, k, n) = (13, 300, 70)
+        let a = (0..<(m * k)).map { _ in g.nextNormal() }
+        let b = (0..<(k * n)).map { _ in g.nextNormal() }
+        var prepacked = [Float](repeating: 0, count: m * n)
+        var perProduct = prepacked
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                let aOperand = Kernels.Operand(ap.baseAddress!, leadingDimension: k)
+                let bOperand = Kernels.Operand(bp.baseAddress!, leadingDimension: n)
+                let packed = Kernels.PackedB(bOperand, k: k, n: n)
+                defer { packed.deallocate() }
+                prepacked.withUnsafeMutableBufferPointer {
+                    Kernels.packedProduct(
+                        m: m, n: used.n, k: used.k, aOperand, bOperand, $0.baseAddress!, ldc: n, accumulate: false, prepacked: packed)
+                }
+                perProduct.withUnsafeMutableBufferPointer {
+                    Kernels.packedProduct(m: m, n: used.n, k: used.k, aOperand, bOperand, $0.baseAddress!, ldc: n, accumulate: false)
+                }
+            }
+        }
+        #expect(prepacked == perProduct)
+        // The plain reference on the used part; the columns past it are left alone.
+        let aUsed = (0..<m).flatMap { i in a[(i * k)..<(i * k + used.k)] }
+        let bUsed = (0..<used.k).flatMap { p in b[(p * n)..<(p * n + used.n)] }
+        let expected = reference(aUsed, bUsed, m: m, k: used.k, n: used.n)
+        for i in 0..<m {
+            for j in 0..<n {
+                if j < used.n {
+                    #expect(abs(prepacked[i * n + j] - expected[i * used.n + j]) < 1e-4 * Float(used.k).squareRoot(), "C[\(i), \(j)]")
+                } else {
+                    #expect(prepacked[i * n + j] == 0)
+                }
+            }
+        }
+    }
+
+    /// Causal attention (keys and values packed once for every query block) against the plain
+    /// definition, softmax(q·kᵀ·scale over the visible keys)·v, for a block of new queries after
+    /// a cache (more than 256 keys: two depth blocks) and for one decoded token (read in place).
+    @Test(arguments: [(200, 100), (0, 50), (299, 1)])
+    func causalAttentionMatchesDefinition(shape: (offset: Int, count: Int)) {
+        var g = SeededGenerator(seed: 22)
+        let (offset, count, dims, valueDims, ld) = (shape.offset, shape.count, 24, 20, 40)
+        let length = offset + count
+        let q = (0..<(count * ld)).map { _ in g.nextNormal() }
+        let k = (0..<(length * ld)).map { _ in g.nextNormal() }
+        let v = (0..<(length * ld)).map { _ in g.nextNormal() }
+        let scale: Float = 0.3
+        var scores = [Float](repeating: .nan, count: count * length)
+        var out = [Float](repeating: 0, count: count * ld)
+        q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                v.withUnsafeBufferPointer { vp in
+                    Kernels.causalAttention(
+                        count: count, offset: offset, queries: .init(qp.baseAddress!, leadingDimension: ld),
+                        keys: .init(kp.baseAddress! + 3, leadingDimension: ld), values: .init(vp.baseAddress! + 5, leadingDimension: ld),
+                        dims: dims, valueDims: valueDims, scale: scale, scores: &scores, into: &out, ldo: ld)
+                }
+            }
+        }
+        var worst: Float = 0
+        for i in 0..<count {
+            let visible = offset + i + 1
+            let logits = (0..<visible).map { j in (0..<dims).reduce(Float(0)) { $0 + q[i * ld + $1] * k[j * ld + 3 + $1] } * scale }
+            let top = logits.max()!
+            let weights = logits.map { Foundation.exp($0 - top) }
+            let total = weights.reduce(0, +)
+            for c in 0..<valueDims {
+                let expected = (0..<visible).reduce(Float(0)) { $0 + weights[$1] / total * v[$1 * ld + 5 + c] }
+                worst = max(worst, abs(out[i * ld + c] - expected))
+            }
+            for j in 0..<length where j >= visible { #expect(scores[i * length + j] == 0) }
+        }
+        #expect(worst < 1e-5)
+    }
+
     @Test func transposeIsExact() {
         let t = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]).transposed()
         #expect(t.shape == [3, 2])
