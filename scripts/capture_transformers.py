@@ -239,7 +239,8 @@ def join(args, progress, parts, documents, layers, k, config, tokenizer_file):
         "num_experts": str(experts), "top_k": str(k), "routed_layers": json.dumps(layers),
         "num_layers": str(config.num_hidden_layers), "routing_rule": routing_rule(config),
         "source": json.dumps({"engine": "transformers", "version": transformers.__version__, "torch": torch.__version__,
-                              "model": args.model, "dtype": args.dtype, "max_length": str(args.max_length)}),
+                              "model": args.model, "dtype": args.dtype, "max_length": str(args.max_length),
+                              "device_map": args.device_map, "batch_size": str(args.batch_size)}),
         "domains": json.dumps(domains), "tokenizer_path": tokenizer_name,
     }
     raw = json.dumps(header, separators=(",", ":")).encode()
