@@ -15,7 +15,8 @@ struct AnalyzeCommand: ParsableCommand {
             described in the README.
 
             Texts are routed four context windows a batch, one batch per core at a time while the finished ones are summarised, \
-            with a progress line; the gate-vs-norm columns run every expert, so they use the first 8,192 tokens.
+            with a progress line; the gate-vs-norm columns run every expert, so they use the first 8,192 tokens, and past those \
+            the last layer's experts and the LM head, which no analysis reads, are skipped.
 
             --trace FILE analyses a recorded routing trace instead of running a model: streamed over the file through the same \
             accumulator, the same report (and JSON) as a model's, with what the trace's data does not allow (entropy, margins and \
