@@ -1,3 +1,4 @@
+import CMemoryHints
 import Foundation
 
 /// A row-major [rows × columns] weight matrix as its file stores it (F32, F16 or BF16), read in
@@ -210,6 +211,13 @@ extension Kernels {
             let w1 = w0 + stride
             let w2 = w1 + stride
             let w3 = w2 + stride
+            // The next group's rows (past this range too, while inside the matrix) are asked into
+            // L2 a line at a time as this group's lines are read, on the first pass over the
+            // group: the hardware prefetcher alone starts afresh on every row (a new page), and
+            // left this loop at 65–85 % of a plain read (one thread, 512 MB, 2048 and 1024
+            // columns); with the hint it reads at or above the plain read's rate. A hint
+            // changes no arithmetic.
+            let next = r + 8 <= w.rows ? w3 + stride : nil
             var t = 0
             // Two inputs at a time share each widened chunk of W.
             while t + 2 <= n {
@@ -223,12 +231,14 @@ extension Kernels {
                 var b1 = Vector()
                 var b2 = Vector()
                 var b3 = Vector()
+                let ahead = t == 0 ? next : nil
                 for c in 0..<chunks {
                     let xe = load(x + c * pairChunk)
                     let xo = load(x + c * pairChunk + width)
                     let ze = load(z + c * pairChunk)
                     let zo = load(z + c * pairChunk + width)
                     let offset = c * Format.chunkBytes
+                    if let ahead { prefetchGroup(ahead, stride: stride, offset: offset, bytes: Format.chunkBytes) }
                     let (e0, o0) = Format.pair(w0 + offset)
                     a0.addProduct(e0, xe)
                     a0.addProduct(o0, xo)
@@ -260,10 +270,12 @@ extension Kernels {
                 var a1 = Vector()
                 var a2 = Vector()
                 var a3 = Vector()
+                let ahead = t == 0 ? next : nil
                 for c in 0..<chunks {
                     let xe = load(x + c * pairChunk)
                     let xo = load(x + c * pairChunk + width)
                     let offset = c * Format.chunkBytes
+                    if let ahead { prefetchGroup(ahead, stride: stride, offset: offset, bytes: Format.chunkBytes) }
                     let (e0, o0) = Format.pair(w0 + offset)
                     a0.addProduct(e0, xe)
                     a0.addProduct(o0, xo)
@@ -301,6 +313,19 @@ extension Kernels {
 }
 
 extension Kernels {
+    /// Hints the `bytes` at `offset` of four rows `stride` apart, from `first`, into L2.
+    @inline(__always)
+    static func prefetchGroup(_ first: UnsafeRawPointer, stride: Int, offset: Int, bytes: Int) {
+        var line = 0
+        while line < bytes {
+            moescope_prefetch_line(first + offset + line)
+            moescope_prefetch_line(first + stride + offset + line)
+            moescope_prefetch_line(first + 2 * stride + offset + line)
+            moescope_prefetch_line(first + 3 * stride + offset + line)
+            line += 64
+        }
+    }
+
     /// Four rows' sums: each accumulator's lanes, then the columns past the last full chunk.
     @inline(__always)
     static func finishRows<Format: WeightFormat>(
