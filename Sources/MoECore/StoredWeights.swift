@@ -211,13 +211,14 @@ extension Kernels {
             let w1 = w0 + stride
             let w2 = w1 + stride
             let w3 = w2 + stride
-            // The next group's rows (past this range too, while inside the matrix) are asked into
-            // L2 a line at a time as this group's lines are read, on the first pass over the
-            // group: the hardware prefetcher alone starts afresh on every row (a new page), and
-            // left this loop at 65–85 % of a plain read (one thread, 512 MB, 2048 and 1024
-            // columns); with the hint it reads at or above the plain read's rate. A hint
-            // changes no arithmetic.
+            // The next two groups' rows (past this range too, while inside the matrix) are asked
+            // into L2 a line at a time as this group's lines are read, on the first pass over
+            // the group: the hardware prefetcher alone starts afresh on every row (a new page)
+            // and left this loop at 60–70 % of a plain read. Measured on one thread, 512 MB,
+            // 2048 and 1024 columns: no hint 18.6 and 11.5 GB/s, the next group 22.2 and 21.3,
+            // the next two 24–25 and 23 (plain read 25–27). A hint changes no arithmetic.
             let next = r + 8 <= w.rows ? w3 + stride : nil
+            let afterNext = r + 12 <= w.rows ? w3 + 5 * stride : nil
             var t = 0
             // Two inputs at a time share each widened chunk of W.
             while t + 2 <= n {
@@ -231,7 +232,7 @@ extension Kernels {
                 var b1 = Vector()
                 var b2 = Vector()
                 var b3 = Vector()
-                let ahead = t == 0 ? next : nil
+                let (ahead, further) = t == 0 ? (next, afterNext) : (nil, nil)
                 for c in 0..<chunks {
                     let xe = load(x + c * pairChunk)
                     let xo = load(x + c * pairChunk + width)
@@ -239,6 +240,7 @@ extension Kernels {
                     let zo = load(z + c * pairChunk + width)
                     let offset = c * Format.chunkBytes
                     if let ahead { prefetchGroup(ahead, stride: stride, offset: offset, bytes: Format.chunkBytes) }
+                    if let further { prefetchGroup(further, stride: stride, offset: offset, bytes: Format.chunkBytes) }
                     let (e0, o0) = Format.pair(w0 + offset)
                     a0.addProduct(e0, xe)
                     a0.addProduct(o0, xo)
@@ -270,12 +272,13 @@ extension Kernels {
                 var a1 = Vector()
                 var a2 = Vector()
                 var a3 = Vector()
-                let ahead = t == 0 ? next : nil
+                let (ahead, further) = t == 0 ? (next, afterNext) : (nil, nil)
                 for c in 0..<chunks {
                     let xe = load(x + c * pairChunk)
                     let xo = load(x + c * pairChunk + width)
                     let offset = c * Format.chunkBytes
                     if let ahead { prefetchGroup(ahead, stride: stride, offset: offset, bytes: Format.chunkBytes) }
+                    if let further { prefetchGroup(further, stride: stride, offset: offset, bytes: Format.chunkBytes) }
                     let (e0, o0) = Format.pair(w0 + offset)
                     a0.addProduct(e0, xe)
                     a0.addProduct(o0, xo)
