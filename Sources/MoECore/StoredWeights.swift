@@ -59,7 +59,7 @@ extension Kernels {
     /// lane is `word << 16` and the odd lane `word & 0xFFFF0000` (the "shift-and-FMA" form of
     /// AVX-512's `vdpbf16ps`; that instruction multiplies BF16 by BF16, so it would round the
     /// Float inputs to 8 significant bits and break parity with the F32 reference; from cache
-    /// this kernel runs at 6–9× the rate memory delivers, see README); an F16 value widens by moving its
+    /// this kernel runs at 2.4–2.8× the rate one core reads memory, see README); an F16 value widens by moving its
     /// exponent and mantissa into place and rescaling by 2¹¹². The input is permuted once per
     /// product to match (each 32-column chunk as its 16 even columns, then its 16 odd ones), so
     /// the inner loop is one load, two lane operations and two FMAs per 32 weights.
