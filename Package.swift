@@ -37,7 +37,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
     ],
     targets: [
-        .target(name: "MoECore", swiftSettings: simdSettings),
+        .systemLibrary(name: "CMemoryHints"),
+        .target(name: "MoECore", dependencies: ["CMemoryHints"], swiftSettings: simdSettings),
         .target(name: "MoETraining", dependencies: ["MoECore"], swiftSettings: simdSettings),
         .target(name: "MoEAnalysis", dependencies: ["MoECore"], swiftSettings: simdSettings),
         .target(name: "MoEHub", dependencies: ["MoECore"], swiftSettings: simdSettings),

@@ -30,6 +30,12 @@ import Testing
             self.bytes = bytes
             matrix = StoredMatrix(base: bytes, dtype: dtype, rows: rows, columns: columns)
         }
+
+        /// The same matrix copied to `base` (which the caller owns).
+        init(copying other: Stored, to base: UnsafeMutableRawPointer) {
+            (bytes, exact) = (base, other.exact)
+            matrix = StoredMatrix(base: base, dtype: other.matrix.dtype, rows: other.matrix.rows, columns: other.matrix.columns)
+        }
     }
 
     func multiply(_ products: [(Stored, [Float], Int)], threads: Int, minimumBytesPerThread: Int = 524_288) -> [[Float]] {
@@ -75,6 +81,33 @@ import Testing
                         "\(dtype) \(rows)×\(columns), n \(n): y[\(t), \(r)] = \(y[t * rows + r]), expected \(s)")
                 }
             }
+        }
+    }
+
+    /// A matrix whose last byte ends a mapping, followed by an unreadable page: the kernel's
+    /// look-ahead (hints for the next row groups) reads nothing past the matrix, on every row
+    /// count around the group size and for every dtype.
+    @Test(arguments: [SafeTensorsDType.f32, .f16, .bf16])
+    func matrixEndingAtAGuardPage(dtype: SafeTensorsDType) throws {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let columns = 64
+        for rows in [1, 4, 7, 8, 12, 13, 16, 64] {
+            let w = Stored(rows: rows, columns: columns, dtype: dtype, seed: UInt64(rows))
+            defer { w.bytes.deallocate() }
+            let bytes = w.matrix.byteCount
+            let mappedBytes = (bytes + page - 1) / page * page
+            let region = try #require(mmap(nil, mappedBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+            #expect(region != MAP_FAILED)
+            defer { munmap(region, mappedBytes + page) }
+            #expect(mprotect(region + mappedBytes, page, PROT_NONE) == 0)
+            let base = region + (mappedBytes - bytes)
+            base.copyMemory(from: w.bytes, byteCount: bytes)
+            let atEnd = Stored(copying: w, to: base)
+            var g = SeededGenerator(seed: 3)
+            let x = (0..<columns).map { _ in g.nextNormal() }
+            let expected = multiply([(w, x, 1)], threads: 1)[0]
+            let y = multiply([(atEnd, x, 1)], threads: 1, minimumBytesPerThread: 0)[0]
+            #expect(zip(y, expected).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(dtype) \(rows) rows")
         }
     }
 
