@@ -123,24 +123,24 @@ public struct GroupedQueryAttention<P: Projection>: Attention {
     }
 }
 
-extension GroupedQueryAttention where P == Linear {
+extension GroupedQueryAttention: ParameterDeclaring where P == Linear {
     /// moescope's own attention, H heads of D = d/H, every head its own keys and values.
     /// The output projection starts scaled by depth (GPT-2), so the residual stream does not
     /// grow with the layer count.
-    public init(_ prefix: String, config: ModelConfig, from source: inout some WeightSource) throws {
+    public init(_ prefix: String, config: ModelConfig) {
         let d = config.hiddenSize
         let std = config.initStd
         self.init(
-            query: try Linear("\(prefix).q_proj.weight", in: d, out: d, std: std, from: &source),
-            key: try Linear("\(prefix).k_proj.weight", in: d, out: d, std: std, from: &source),
-            value: try Linear("\(prefix).v_proj.weight", in: d, out: d, std: std, from: &source),
-            output: try Linear(
-                "\(prefix).o_proj.weight", in: d, out: d, std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source),
+            query: Linear("\(prefix).q_proj.weight", in: d, out: d, std: std),
+            key: Linear("\(prefix).k_proj.weight", in: d, out: d, std: std),
+            value: Linear("\(prefix).v_proj.weight", in: d, out: d, std: std),
+            output: Linear("\(prefix).o_proj.weight", in: d, out: d, std: std / (2 * Float(config.numLayers)).squareRoot()),
             heads: config.numHeads, keyValueHeads: config.numHeads, headDim: config.headDim)
     }
 
-    /// Every weight, by checkpoint name.
-    public var parameters: [Linear] { [query, key, value, output] }
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        for keyPath in [\Self.query, \.key, \.value, \.output] { try self[keyPath: keyPath].visitParameters(visit) }
+    }
 
     /// The same attention on the tape, for training: h [B·T × d], B sequences of T tokens from
     /// position 0. `parameter` gives the tape variable of a weight by its checkpoint name.
