@@ -88,7 +88,8 @@ public struct MoEModel: Sendable, ParameterDeclaring {
             "model.embed_tokens.weight", shape: [config.vocabSize, config.hiddenSize], initializer: .normal(std: config.initStd))
         layers = (0..<config.numLayers).map { DecoderLayer($0, config: config) }
         finalNorm = RMSNorm("model.norm.weight", size: config.hiddenSize, epsilon: config.normEpsilon)
-        untiedHead = config.tieEmbeddings ? nil : Linear("lm_head.weight", in: config.hiddenSize, out: config.vocabSize, std: config.initStd)
+        untiedHead =
+            config.tieEmbeddings ? nil : Linear("lm_head.weight", in: config.hiddenSize, out: config.vocabSize, std: config.initStd)
         router = makeRouter(config)
         rope = RotaryEmbedding(headDim: config.headDim, context: config.contextLength, theta: config.ropeTheta)
     }

@@ -14,7 +14,8 @@ public struct AttentionRouter: Router {
         queries = .init(
             layers: layers, { "\(routerPrefix($0)).query.weight" }, shape: [a, config.hiddenSize],
             initializer: .normal(std: config.initStd))
-        expertKeys = .init(layers: layers, { "\(routerPrefix($0)).expert_keys" }, shape: [config.numExperts, a], initializer: .normal(std: 1))
+        expertKeys = .init(
+            layers: layers, { "\(routerPrefix($0)).expert_keys" }, shape: [config.numExperts, a], initializer: .normal(std: 1))
     }
 
     /// Layer by layer, Wq then K.
