@@ -34,6 +34,44 @@ public struct KVCache: Sendable {
 
     /// Counts the rows every layer appended in a pass (once per pass, after the last layer).
     public mutating func advance(by count: Int) { length += count }
+
+    /// Where one head's key and value lie in a cached row of `layer`: head h reads key/value
+    /// head ⌊h / group⌋, whose key starts at `keyStride` times that and whose value at
+    /// `valueStride` times that plus `valueOffset`; a row holds H / group such heads.
+    struct HeadLayout {
+        var dims, valueDims, keyStride, valueStride: Int
+        var valueOffset = 0
+        var group = 1
+    }
+
+    /// Causal attention of `count` new query rows ([count × H·dims], appended to `layer`
+    /// already but not yet counted in `length`) over every row `layer` holds, one head at a
+    /// time; writes [count × H·valueDims] to `output`. Grouped-query and latent attention both
+    /// attend through this, differing only in `layout`.
+    func attend(
+        _ queries: UnsafePointer<Float>, count: Int, layer: Int, heads: Int, layout: HeadLayout, scale: Float,
+        into output: UnsafeMutablePointer<Float>
+    ) {
+        let keyValueHeads = heads / layout.group
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: count * (length + count))
+        defer { scores.deallocate() }
+        keys[layer].withUnsafeBufferPointer { kp in
+            values[layer].withUnsafeBufferPointer { vp in
+                for head in 0..<heads {
+                    let source = head / layout.group
+                    Kernels.causalAttention(
+                        count: count, offset: length,
+                        queries: .init(queries + head * layout.dims, leadingDimension: heads * layout.dims),
+                        keys: .init(kp.baseAddress! + source * layout.keyStride, leadingDimension: keyValueHeads * layout.keyStride),
+                        values: .init(
+                            vp.baseAddress! + source * layout.valueStride + layout.valueOffset,
+                            leadingDimension: keyValueHeads * layout.valueStride),
+                        dims: layout.dims, valueDims: layout.valueDims, scale: scale,
+                        scores: scores, into: output + head * layout.valueDims, ldo: heads * layout.valueDims)
+                }
+            }
+        }
+    }
 }
 
 /// Causal self-attention over a KV cache: grouped-query attention (moescope's own models are
@@ -97,24 +135,12 @@ public struct GroupedQueryAttention<P: Projection>: Attention {
             }
             let rows = first * kvWidth..<(first + count) * kvWidth
             caches[s].append(layer: layer, keys: k.scalars[rows], values: v.scalars[rows])
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: count * (start + count))
-            defer { scores.deallocate() }
             q.scalars.withUnsafeBufferPointer { qp in
-                caches[s].keys[layer].withUnsafeBufferPointer { kp in
-                    caches[s].values[layer].withUnsafeBufferPointer { vp in
-                        attended.scalars.withUnsafeMutableBufferPointer { ap in
-                            for head in 0..<heads {
-                                let kvOffset = head / group * headDim
-                                Kernels.causalAttention(
-                                    count: count, offset: start,
-                                    queries: .init(qp.baseAddress! + first * qWidth + head * headDim, leadingDimension: qWidth),
-                                    keys: .init(kp.baseAddress! + kvOffset, leadingDimension: kvWidth),
-                                    values: .init(vp.baseAddress! + kvOffset, leadingDimension: kvWidth),
-                                    dims: headDim, valueDims: headDim, scale: 1 / Float(headDim).squareRoot(),
-                                    scores: scores, into: ap.baseAddress! + first * qWidth + head * headDim, ldo: qWidth)
-                            }
-                        }
-                    }
+                attended.scalars.withUnsafeMutableBufferPointer { ap in
+                    caches[s].attend(
+                        qp.baseAddress! + first * qWidth, count: count, layer: layer, heads: heads,
+                        layout: .init(dims: headDim, valueDims: headDim, keyStride: headDim, valueStride: headDim, group: group),
+                        scale: 1 / Float(headDim).squareRoot(), into: ap.baseAddress! + first * qWidth)
                 }
             }
             first += count
@@ -123,24 +149,24 @@ public struct GroupedQueryAttention<P: Projection>: Attention {
     }
 }
 
-extension GroupedQueryAttention where P == Linear {
+extension GroupedQueryAttention: ParameterDeclaring where P == Linear {
     /// moescope's own attention, H heads of D = d/H, every head its own keys and values.
     /// The output projection starts scaled by depth (GPT-2), so the residual stream does not
     /// grow with the layer count.
-    public init(_ prefix: String, config: ModelConfig, from source: inout some WeightSource) throws {
+    public init(_ prefix: String, config: ModelConfig) {
         let d = config.hiddenSize
         let std = config.initStd
         self.init(
-            query: try Linear("\(prefix).q_proj.weight", in: d, out: d, std: std, from: &source),
-            key: try Linear("\(prefix).k_proj.weight", in: d, out: d, std: std, from: &source),
-            value: try Linear("\(prefix).v_proj.weight", in: d, out: d, std: std, from: &source),
-            output: try Linear(
-                "\(prefix).o_proj.weight", in: d, out: d, std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source),
+            query: Linear("\(prefix).q_proj.weight", in: d, out: d, std: std),
+            key: Linear("\(prefix).k_proj.weight", in: d, out: d, std: std),
+            value: Linear("\(prefix).v_proj.weight", in: d, out: d, std: std),
+            output: Linear("\(prefix).o_proj.weight", in: d, out: d, std: std / (2 * Float(config.numLayers)).squareRoot()),
             heads: config.numHeads, keyValueHeads: config.numHeads, headDim: config.headDim)
     }
 
-    /// Every weight, by checkpoint name.
-    public var parameters: [Linear] { [query, key, value, output] }
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        for keyPath in [\Self.query, \.key, \.value, \.output] { try self[keyPath: keyPath].visitParameters(visit) }
+    }
 
     /// The same attention on the tape, for training: h [B·T × d], B sequences of T tokens from
     /// position 0. `parameter` gives the tape variable of a weight by its checkpoint name.
@@ -245,23 +271,12 @@ public struct MultiHeadLatentAttention<P: Projection>: Attention {
             // Values are read per head from the expanded rows.
             let valueRows = first * heads * (nope + vDim)..<(first + count) * heads * (nope + vDim)
             caches[s].append(layer: layer, keys: keys[...], values: expanded.scalars[valueRows])
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: count * (start + count))
-            defer { scores.deallocate() }
             queries.scalars.withUnsafeBufferPointer { qp in
-                caches[s].keys[layer].withUnsafeBufferPointer { kp in
-                    caches[s].values[layer].withUnsafeBufferPointer { vp in
-                        attended.scalars.withUnsafeMutableBufferPointer { ap in
-                            for head in 0..<heads {
-                                Kernels.causalAttention(
-                                    count: count, offset: start,
-                                    queries: .init(qp.baseAddress! + first * heads * qk + head * qk, leadingDimension: heads * qk),
-                                    keys: .init(kp.baseAddress! + head * qk, leadingDimension: heads * qk),
-                                    values: .init(vp.baseAddress! + head * (nope + vDim) + nope, leadingDimension: heads * (nope + vDim)),
-                                    dims: qk, valueDims: vDim, scale: scale,
-                                    scores: scores, into: ap.baseAddress! + first * heads * vDim + head * vDim, ldo: heads * vDim)
-                            }
-                        }
-                    }
+                attended.scalars.withUnsafeMutableBufferPointer { ap in
+                    caches[s].attend(
+                        qp.baseAddress! + first * heads * qk, count: count, layer: layer, heads: heads,
+                        layout: .init(dims: qk, valueDims: vDim, keyStride: qk, valueStride: nope + vDim, valueOffset: nope),
+                        scale: scale, into: ap.baseAddress! + first * heads * vDim)
                 }
             }
             first += count

@@ -5,28 +5,31 @@
 #endif
 
 /// RMSNorm: y = x / √(mean(x²) + ε) ⊙ g.
-public struct RMSNorm: Sendable {
-    public var gain: Tensor
+public struct RMSNorm: Sendable, ParameterDeclaring {
+    public var gain: Parameter
     public let epsilon: Float
     /// The gain's checkpoint name.
-    public let name: String
+    public var name: String { gain.name }
 
-    public init(_ name: String, size: Int, epsilon: Float, from source: inout some WeightSource) throws {
-        self.init(gain: try source.tensor(name, shape: [size], initializer: .constant(1)), epsilon: epsilon, name: name)
+    /// Declares the gain `name` of `size`, ones when not loaded.
+    public init(_ name: String, size: Int, epsilon: Float) {
+        (gain, self.epsilon) = (Parameter(name, shape: [size], initializer: .constant(1)), epsilon)
     }
 
-    public init(gain: Tensor, epsilon: Float, name: String = "") { (self.gain, self.epsilon, self.name) = (gain, epsilon, name) }
+    public init(gain: Tensor, epsilon: Float, name: String = "") { (self.gain, self.epsilon) = (Parameter(name, value: gain), epsilon) }
+
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows { try visit(&gain) }
 
     /// Normalises every run of `gain.count` values: each row, or, with a gain narrower than
     /// the row, each head of it (Qwen3-MoE's per-head q/k norm).
     public func callAsFunction(_ x: Tensor) -> Tensor {
         var y = Tensor(uninitialized: x.shape)
         x.scalars.withUnsafeBufferPointer { xp in
-            gain.scalars.withUnsafeBufferPointer { gp in
+            gain.value.scalars.withUnsafeBufferPointer { gp in
                 y.scalars.withUnsafeMutableBufferPointer { yp in
                     Kernels.rmsNorm(
                         xp.baseAddress!, gain: gp.baseAddress!, yp.baseAddress!,
-                        rows: x.count / gain.count, cols: gain.count, eps: epsilon)
+                        rows: x.count / gain.value.count, cols: gain.value.count, eps: epsilon)
                 }
             }
         }

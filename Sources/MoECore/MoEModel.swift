@@ -5,25 +5,25 @@
 #endif
 
 /// One pre-norm decoder layer: x += Attention(RMSNorm(x)); x += MoE(RMSNorm(x)).
-public struct DecoderLayer: Sendable {
+public struct DecoderLayer: Sendable, ParameterDeclaring {
     public var attentionNorm: RMSNorm
     public var attention: GroupedQueryAttention<Linear>
     public var moeNorm: RMSNorm
     public var moe: SparseMoE<Linear>
 
-    init(_ index: Int, config: ModelConfig, from source: inout some WeightSource) throws {
+    init(_ index: Int, config: ModelConfig) {
         let prefix = "model.layers.\(index)"
-        attentionNorm = try RMSNorm("\(prefix).input_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
-        attention = try GroupedQueryAttention("\(prefix).self_attn", config: config, from: &source)
-        moeNorm = try RMSNorm(
-            "\(prefix).post_attention_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
-        moe = try SparseMoE(layer: index, config: config, from: &source)
+        attentionNorm = RMSNorm("\(prefix).input_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon)
+        attention = GroupedQueryAttention("\(prefix).self_attn", config: config)
+        moeNorm = RMSNorm("\(prefix).post_attention_layernorm.weight", size: config.hiddenSize, epsilon: config.normEpsilon)
+        moe = SparseMoE(layer: index, config: config)
     }
 
-    /// Every weight, by checkpoint name, in declaration order.
-    var parameters: [(name: String, tensor: Tensor)] {
-        [(attentionNorm.name, attentionNorm.gain), (moeNorm.name, moeNorm.gain)]
-            + (attention.parameters + moe.experts.flatMap(\.parameters)).map { ($0.name, $0.weight) }
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        try attentionNorm.visitParameters(visit)
+        try attention.visitParameters(visit)
+        try moeNorm.visitParameters(visit)
+        try moe.visitParameters(visit)
     }
 }
 
@@ -65,12 +65,13 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
 /// The compact decoder-only MoE transformer of DESIGN.md: embeddings, `numLayers` decoder layers
 /// with MoE feed-forward blocks, a final RMSNorm and an LM head (tied to the embeddings by default).
 /// Tensor names follow Mixtral's.
-public struct MoEModel: Sendable {
+public struct MoEModel: Sendable, ParameterDeclaring {
     public let config: ModelConfig
-    public var embedding: Tensor  // [vocab × d]
+    public var embedding: Parameter  // [vocab × d]
     public var layers: [DecoderLayer]
     public var finalNorm: RMSNorm
-    public var lmHead: Linear  // the embedding matrix itself when tied
+    /// The LM head when it is its own weight; nil when tied to the embedding.
+    var untiedHead: Linear?
     public var router: any Router
     let rope: RotaryEmbedding
     /// How this copy routes differently from its checkpoint (`applying(_:)`); nil: as trained.
@@ -78,20 +79,26 @@ public struct MoEModel: Sendable {
     /// Noise on the router's input, for the perturbation probe.
     var routerInputNoise: RouterInputNoise?
 
-    public init(config: ModelConfig, from source: inout some WeightSource) throws {
+    /// The model `config` describes, its parameters declared (named and shaped) but not yet
+    /// loaded: `load(from:)` fills them.
+    init(declaring config: ModelConfig) throws {
         try config.validate()
         self.config = config
-        embedding = try source.tensor(
-            "model.embed_tokens.weight", shape: [config.vocabSize, config.hiddenSize],
-            initializer: .normal(std: config.initStd))
-        layers = try (0..<config.numLayers).map { try DecoderLayer($0, config: config, from: &source) }
-        finalNorm = try RMSNorm("model.norm.weight", size: config.hiddenSize, epsilon: config.normEpsilon, from: &source)
-        lmHead =
-            config.tieEmbeddings
-            ? Linear(weight: embedding, name: "model.embed_tokens.weight")
-            : try Linear("lm_head.weight", in: config.hiddenSize, out: config.vocabSize, std: config.initStd, from: &source)
-        router = try makeRouter(config, from: &source)
+        embedding = Parameter(
+            "model.embed_tokens.weight", shape: [config.vocabSize, config.hiddenSize], initializer: .normal(std: config.initStd))
+        layers = (0..<config.numLayers).map { DecoderLayer($0, config: config) }
+        finalNorm = RMSNorm("model.norm.weight", size: config.hiddenSize, epsilon: config.normEpsilon)
+        untiedHead =
+            config.tieEmbeddings ? nil : Linear("lm_head.weight", in: config.hiddenSize, out: config.vocabSize, std: config.initStd)
+        router = makeRouter(config)
         rope = RotaryEmbedding(headDim: config.headDim, context: config.contextLength, theta: config.ropeTheta)
+    }
+
+    /// The model with every declared parameter read from `source` (a checkpoint, the trainer's
+    /// tensors, or a seeded generator); a missing or mis-shaped tensor throws, naming it.
+    public init(config: ModelConfig, from source: inout some WeightSource) throws {
+        try self.init(declaring: config)
+        try load(from: &source)
     }
 
     /// A freshly initialised model; the same seed always gives the same weights.
@@ -100,21 +107,19 @@ public struct MoEModel: Sendable {
         try self.init(config: config, from: &source)
     }
 
-    /// Every parameter by checkpoint name (the tied LM head is stored once, as the embedding).
-    public var namedParameters: [String: Tensor] {
-        var all = router.namedParameters
-        all["model.embed_tokens.weight"] = embedding
-        all[finalNorm.name] = finalNorm.gain
-        if !config.tieEmbeddings { all[lmHead.name] = lmHead.weight }
-        for layer in layers { for (name, tensor) in layer.parameters { all[name] = tensor } }
-        return all
+    /// The declaration every parameter handler walks, in the order a seed draws the weights:
+    /// the embedding, each layer, the final norm, the untied LM head, the router. The tied LM
+    /// head is the embedding, stored once.
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        try visit(&embedding)
+        for i in layers.indices { try layers[i].visitParameters(visit) }
+        try finalNorm.visitParameters(visit)
+        try untiedHead?.visitParameters(visit)
+        try router.visitParameters(visit)
     }
 
-    /// Counted from the blocks, without building `namedParameters` (the explorer asks per keypress).
-    public var parameterCount: Int {
-        router.parameterCount + embedding.count + finalNorm.gain.count + (config.tieEmbeddings ? 0 : lmHead.weight.count)
-            + layers.reduce(0) { total, layer in layer.parameters.reduce(total) { $0 + $1.tensor.count } }
-    }
+    /// y = x Eᵀ with the embedding itself when tied.
+    public var lmHead: Linear { untiedHead ?? Linear(weight: embedding.value, name: embedding.name) }
 
     public func makeCache() -> KVCache { KVCache(layers: config.numLayers, capacity: config.contextLength) }
 
@@ -181,7 +186,7 @@ public struct MoEModel: Sendable {
         let count = tokens.count
         var x = Tensor(zeros: [count, d])
         for (t, token) in tokens.enumerated() {
-            x.scalars.replaceSubrange(t * d..<(t + 1) * d, with: embedding.row(token))
+            x.scalars.replaceSubrange(t * d..<(t + 1) * d, with: embedding.value.row(token))
         }
         var traces: [RoutingTrace] = []
         traces.reserveCapacity(count)
@@ -268,7 +273,7 @@ extension MoEModel {
         parameter: (String) -> Variable
     ) -> TapeForward {
         precondition(tokens.count % sequenceLength == 0 && sequenceLength <= config.contextLength)
-        var x = tape.gatherRows(parameter("model.embed_tokens.weight"), tokens)
+        var x = tape.gatherRows(parameter(embedding.name), tokens)
         var routerState: Variable?
         var routing: [TapeRouting] = []
         for (i, layer) in layers.enumerated() {

@@ -133,7 +133,7 @@ extension MoEModel: CachedRoutingModel {
     }
 
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {
-        layers[routedLayer].moe.experts.map { ($0.gate.weight, $0.up.weight, $0.down.weight) }
+        layers[routedLayer].moe.experts.map { ($0.gate.weight.value, $0.up.weight.value, $0.down.weight.value) }
     }
 
     /// The rule variants (renormalisation, top-(k+1)) and the perturbations; the Hash router
@@ -157,7 +157,7 @@ extension MoEModel: CachedRoutingModel {
             }
         case .topKPlusOne: for i in model.layers.indices { model.layers[i].moe.topK += 1 }
         case .routerWeightsRounded(let precision):
-            model.router.namedParameters = model.router.namedParameters.mapValues { precision.round($0) }
+            model.router.visitParameters { $0.value = precision.round($0.value) }
         case .routerInputNoise(let relative): model.routerInputNoise = RouterInputNoise(relative: relative)
         }
         return model

@@ -11,18 +11,22 @@ public struct SwiGLU<P: Projection>: Sendable {
     }
 }
 
-extension SwiGLU where P == Linear {
+extension SwiGLU: ParameterDeclaring where P == Linear {
     /// moescope's expert, `prefix`.w1/w3/w2; the down projection starts scaled by depth.
-    public init(_ prefix: String, config: ModelConfig, from source: inout some WeightSource) throws {
+    public init(_ prefix: String, config: ModelConfig) {
         let d = config.hiddenSize
         let h = config.expertHiddenSize
         let std = config.initStd
-        let gate = try Linear("\(prefix).w1.weight", in: d, out: h, std: std, from: &source)
-        let down = try Linear("\(prefix).w2.weight", in: h, out: d, std: std / (2 * Float(config.numLayers)).squareRoot(), from: &source)
-        self.init(gate: gate, up: try Linear("\(prefix).w3.weight", in: d, out: h, std: std, from: &source), down: down)
+        self.init(
+            gate: Linear("\(prefix).w1.weight", in: d, out: h, std: std),
+            up: Linear("\(prefix).w3.weight", in: d, out: h, std: std),
+            down: Linear("\(prefix).w2.weight", in: h, out: d, std: std / (2 * Float(config.numLayers)).squareRoot()))
     }
 
-    public var parameters: [Linear] { [gate, down, up] }
+    /// Gate, down, up: the order seeded models have always drawn them in.
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        for keyPath in [\Self.gate, \.down, \.up] { try self[keyPath: keyPath].visitParameters(visit) }
+    }
 }
 
 /// How router logits become k experts and their mixture weights, as each family's
@@ -256,15 +260,17 @@ public struct TapeRouting {
     public var choices: [[Int]]
 }
 
-extension SparseMoE where P == Linear {
+extension SparseMoE: ParameterDeclaring where P == Linear {
     /// moescope's block: E experts named `model.layers.i.block_sparse_moe.experts.e`, softmax
-    /// top-k renormalised (Mixtral).
-    public init(layer: Int, config: ModelConfig, from source: inout some WeightSource) throws {
+    /// top-k renormalised (Mixtral). Its router is the model's (`Router`), declared there.
+    public init(layer: Int, config: ModelConfig) {
         self.init(
-            experts: try (0..<config.numExperts).map {
-                try SwiGLU("model.layers.\(layer).block_sparse_moe.experts.\($0)", config: config, from: &source)
-            },
+            experts: (0..<config.numExperts).map { SwiGLU("model.layers.\(layer).block_sparse_moe.experts.\($0)", config: config) },
             topK: config.topK, rule: .softmaxTopK(normalize: true))
+    }
+
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        for e in experts.indices { try experts[e].visitParameters(visit) }
     }
 
     /// The same block on the tape, for training: p = softmax(logits), top-k, renormalised

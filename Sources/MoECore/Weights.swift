@@ -4,11 +4,65 @@ public enum Initializer: Sendable {
     case constant(Float)
 }
 
-/// Where a model's parameters come from. Layers and routers ask for each tensor by name and
-/// shape once; a checkpoint answers with the stored tensor (checking the shape), a seeded
-/// generator answers with a fresh initialisation. One construction path serves both.
+/// Where a model's parameters come from: a checkpoint answers with the stored tensor (checking
+/// the shape), a seeded generator with a fresh initialisation. Loading asks for every declared
+/// parameter in declaration order (`ParameterDeclaring.load(from:)`), so one path serves both.
 public protocol WeightSource {
     mutating func tensor(_ name: String, shape: [Int], initializer: Initializer) throws -> Tensor
+}
+
+/// One parameter, declared once with its checkpoint name, its shape (that of `value`) and how
+/// it starts. Its block reads `value`; loading, saving, `namedParameters`, the optimiser and the
+/// trainer find it by walking the block's declaration (`ParameterDeclaring`), never by a name
+/// written a second time.
+public struct Parameter: Sendable {
+    public let name: String
+    public let initializer: Initializer
+    public var value: Tensor
+    public var shape: [Int] { value.shape }
+
+    /// Declared: zeros of `shape` until `load(from:)` fills it.
+    public init(_ name: String, shape: [Int], initializer: Initializer) {
+        (self.name, self.initializer, value) = (name, initializer, Tensor(zeros: shape))
+    }
+
+    /// A value already at hand (a Hugging Face tensor read by its own loader).
+    public init(_ name: String, value: Tensor) { (self.name, initializer, self.value) = (name, .constant(0), value) }
+
+    /// Reads the declared name and shape from `source`: a missing or mis-shaped tensor throws
+    /// one line naming it.
+    public mutating func load(from source: inout some WeightSource) throws {
+        value = try source.tensor(name, shape: shape, initializer: initializer)
+    }
+}
+
+/// A block that declares its parameters as `Parameter` properties. `visitParameters` walks them
+/// in declaration order, which is the order a seeded model draws them (so it fixes the weights
+/// a seed gives), and everything that handles parameters is this one walk.
+public protocol ParameterDeclaring {
+    mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows
+}
+
+extension ParameterDeclaring {
+    /// Fills every declared parameter from `source`, in declaration order.
+    public mutating func load(from source: inout some WeightSource) throws {
+        try visitParameters { try $0.load(from: &source) }
+    }
+
+    /// Every parameter, in declaration order.
+    public var declaredParameters: [Parameter] {
+        var copy = self
+        var all: [Parameter] = []
+        copy.visitParameters { all.append($0) }
+        return all
+    }
+
+    /// Every parameter by checkpoint name (what saving writes).
+    public var namedParameters: [String: Tensor] {
+        Dictionary(uniqueKeysWithValues: declaredParameters.map { ($0.name, $0.value) })
+    }
+
+    public var parameterCount: Int { declaredParameters.reduce(0) { $0 + $1.value.count } }
 }
 
 /// Fresh parameters from a seeded generator: same seed, same model.
@@ -33,32 +87,31 @@ extension SafeTensorsFile: WeightSource {
 /// A fully connected layer without bias, y = x Wᵀ, with W stored [out × in] as PyTorch and
 /// safetensors files have it; the product reads Wᵀ in place (a strided operand), so no
 /// transposed copy is kept.
-public struct Linear: Sendable {
-    public var weight: Tensor
+public struct Linear: Sendable, ParameterDeclaring {
+    public var weight: Parameter
     /// The weight's checkpoint name: what loading, saving and the training tape call it.
-    public let name: String
-    public var inFeatures: Int { weight.cols }
-    public var outFeatures: Int { weight.rows }
+    public var name: String { weight.name }
+    public var inFeatures: Int { weight.value.cols }
+    public var outFeatures: Int { weight.value.rows }
 
-    /// `name` is empty for a product of a weight held elsewhere (a router's, by name).
+    /// A product of a weight held elsewhere (a router's, or the tied embedding), under `name`.
     public init(weight: Tensor, name: String = "") {
         precondition(weight.shape.count == 2)
-        self.weight = weight
-        self.name = name
+        self.weight = Parameter(name, value: weight)
     }
 
-    public init(
-        _ name: String, in inFeatures: Int, out outFeatures: Int, std: Float,
-        from source: inout some WeightSource
-    ) throws {
-        self.init(weight: try source.tensor(name, shape: [outFeatures, inFeatures], initializer: .normal(std: std)), name: name)
+    /// Declares `name`, [out × in], drawn from N(0, std²) when not loaded.
+    public init(_ name: String, in inFeatures: Int, out outFeatures: Int, std: Float) {
+        weight = Parameter(name, shape: [outFeatures, inFeatures], initializer: .normal(std: std))
     }
+
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows { try visit(&weight) }
 
     /// x: [T × in] → [T × out]; a large product splits over `threads` cores.
     public func callAsFunction(_ x: Tensor, threads: Int = Kernels.threads) -> Tensor {
         precondition(x.cols == inFeatures, "Linear expects \(inFeatures) inputs, got \(x.cols)")
         var y = Tensor(uninitialized: [x.rows, outFeatures])
-        Tensor.product(x, transposed: false, weight, transposed: true, into: &y, accumulate: false, threads: threads)
+        Tensor.product(x, transposed: false, weight.value, transposed: true, into: &y, accumulate: false, threads: threads)
         return y
     }
 }

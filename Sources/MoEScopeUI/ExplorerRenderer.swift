@@ -170,20 +170,17 @@ enum TextLayout {
         return lines
     }
 
-    /// Writes `paragraphs` word-wrapped from row `y` down to (excluding) `bottom`; returns the
-    /// next free row. A paragraph that does not fit ends with "…" on the last row.
+    /// Writes `paragraphs` word-wrapped into `rect`, from its top row down; returns the next
+    /// free row. A paragraph that does not fit ends with "…" on the last row.
     @discardableResult
-    static func paragraphs(
-        _ paragraphs: [String], into grid: inout CellGrid, x: Int, y: Int, width: Int, bottom: Int,
-        style: CellStyle = .plain
-    ) -> Int {
-        var row = y
+    static func paragraphs(_ paragraphs: [String], into grid: inout CellGrid, in rect: Rect, style: CellStyle = .plain) -> Int {
+        var row = rect.y
         for paragraph in paragraphs {
-            let lines = wrap(paragraph, width: width)
+            let lines = wrap(paragraph, width: rect.width)
             for (i, line) in lines.enumerated() {
-                guard row < bottom else { return row }
-                let cut = row == bottom - 1 && i < lines.count - 1
-                grid.put(cut ? String(line.prefix(width - 1)) + "…" : line, x: x, y: row, style: style, maxWidth: width)
+                guard row < rect.maxY else { return row }
+                let cut = row == rect.maxY - 1 && i < lines.count - 1
+                grid.put(cut ? String(line.prefix(rect.width - 1)) + "…" : line, x: rect.x, y: row, style: style, maxWidth: rect.width)
                 row += 1
             }
         }

@@ -146,7 +146,7 @@ import Testing
     /// A NaN stops the routing with the layer named, and no worker outlives the call.
     @Test func nonFiniteStopsAllWorkers() throws {
         var model = try Self.model()
-        for expert in model.layers[2].moe.experts.indices { model.layers[2].moe.experts[expert].down.weight.scalars[0] = .nan }
+        for expert in model.layers[2].moe.experts.indices { model.layers[2].moe.experts[expert].down.weight.value.scalars[0] = .nan }
         var normTokens = WindowedRouting.normSampleTokens
         var consumed = 0
         do {

@@ -267,6 +267,30 @@ import Testing
         #expect(Checkpoint.seedCheckpoints(in: "\(root)/missing").isEmpty)
     }
 
+    /// Loading, saving and training walk one declaration: a model asks its source for exactly
+    /// the parameters it declares, each once, in declaration order (the seeded draw order), and
+    /// `namedParameters`, what a checkpoint stores, holds the same names.
+    @Test(arguments: RouterKind.allCases)
+    func loadingAsksForExactlyTheDeclaredParameters(router: RouterKind) throws {
+        struct Recording: WeightSource {
+            var drawn = RandomWeights(seed: 3)
+            var asked: [String] = []
+            mutating func tensor(_ name: String, shape: [Int], initializer: Initializer) throws -> Tensor {
+                asked.append(name)
+                return try drawn.tensor(name, shape: shape, initializer: initializer)
+            }
+        }
+        var config = ModelConfig.tiny(router: router)
+        config.tieEmbeddings = router != .gru
+        var source = Recording()
+        let model = try MoEModel(config: config, from: &source)
+        #expect(source.asked == model.declaredParameters.map(\.name))
+        #expect(Set(source.asked).count == source.asked.count)
+        #expect(Set(model.namedParameters.keys) == Set(source.asked))
+        #expect(config.tieEmbeddings != source.asked.contains("lm_head.weight"))
+        #expect(model.namedParameters == (try MoEModel(config: config, seed: 3)).namedParameters)
+    }
+
     @Test func checkpointWithAnotherRoutersWeightsNamesTheMissingTensor() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-ckpt-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -5,27 +5,25 @@
 public struct AttentionRouter: Router {
     public var kind: RouterKind { .attention }
     /// Wq and K of each layer.
-    var queries, expertKeys: [NamedWeight]
-    public var namedParameters: [String: Tensor] {
-        get { (queries + expertKeys).named }
-        set {
-            queries.assign(newValue)
-            expertKeys.assign(newValue)
-        }
-    }
+    var queries, expertKeys: [Parameter]
     let keyWidth: Int
 
-    public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
-        let a = config.routerHiddenSize
+    public init(_ config: ModelConfig) {
+        let (a, layers) = (config.routerHiddenSize, config.numLayers)
         keyWidth = a
-        let drawn = try NamedWeight.draw(
-            (0..<config.numLayers).flatMap { layer in
-                [
-                    ("\(routerPrefix(layer)).query.weight", [a, config.hiddenSize], .normal(std: config.initStd)),
-                    ("\(routerPrefix(layer)).expert_keys", [config.numExperts, a], .normal(std: 1)),
-                ]
-            }, from: &source)
-        (queries, expertKeys) = (NamedWeight.every(2, from: 0, of: drawn), NamedWeight.every(2, from: 1, of: drawn))
+        queries = .init(
+            layers: layers, { "\(routerPrefix($0)).query.weight" }, shape: [a, config.hiddenSize],
+            initializer: .normal(std: config.initStd))
+        expertKeys = .init(
+            layers: layers, { "\(routerPrefix($0)).expert_keys" }, shape: [config.numExperts, a], initializer: .normal(std: 1))
+    }
+
+    /// Layer by layer, Wq then K.
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        for l in queries.indices {
+            try visit(&queries[l])
+            try visit(&expertKeys[l])
+        }
     }
 
     public func logits(

@@ -29,46 +29,41 @@
 public struct GRURouter: Router {
     public var kind: RouterKind { .gru }
     /// The cell's W_ih, W_hh, b_ih, b_hh (shared by all layers).
-    var cellWeights: [NamedWeight]
+    var cellWeights: [Parameter]
     /// P_i and G_i of each layer.
-    var projectors, outputs: [NamedWeight]
-    public var namedParameters: [String: Tensor] {
-        get { (cellWeights + projectors + outputs).named }
-        set {
-            cellWeights.assign(newValue)
-            projectors.assign(newValue)
-            outputs.assign(newValue)
-        }
-    }
+    var projectors, outputs: [Parameter]
     public let stateSize: Int
     /// False cuts the recurrence: h_{i−1} = 0 at every layer.
     public let recurrent: Bool
 
     static let cellPrefix = "model.router_gru"
-    var weightIH: NamedWeight { cellWeights[0] }
-    var weightHH: NamedWeight { cellWeights[1] }
-    var biasIH: NamedWeight { cellWeights[2] }
-    var biasHH: NamedWeight { cellWeights[3] }
+    var weightIH: Parameter { cellWeights[0] }
+    var weightHH: Parameter { cellWeights[1] }
+    var biasIH: Parameter { cellWeights[2] }
+    var biasHH: Parameter { cellWeights[3] }
 
-    public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
-        let p = config.gruHiddenSize
+    public init(_ config: ModelConfig) {
+        let (p, layers) = (config.gruHiddenSize, config.numLayers)
         stateSize = p
         recurrent = config.gruRecurrence
         // PyTorch initialises GRU weights U(−1/√p, 1/√p); a normal with the same variance.
         let cellInit = Initializer.normal(std: 1 / (3 * Float(p)).squareRoot())
-        cellWeights = try NamedWeight.draw(
-            [
-                ("\(Self.cellPrefix).weight_ih", [3 * p, p], cellInit), ("\(Self.cellPrefix).weight_hh", [3 * p, p], cellInit),
-                ("\(Self.cellPrefix).bias_ih", [3 * p], cellInit), ("\(Self.cellPrefix).bias_hh", [3 * p], cellInit),
-            ], from: &source)
-        let drawn = try NamedWeight.draw(
-            (0..<config.numLayers).flatMap { layer in
-                [
-                    ("\(routerPrefix(layer)).projector.weight", [p, config.hiddenSize], .normal(std: config.initStd)),
-                    ("\(routerPrefix(layer)).output.weight", [config.numExperts, p], .normal(std: config.initStd)),
-                ]
-            }, from: &source)
-        (projectors, outputs) = (NamedWeight.every(2, from: 0, of: drawn), NamedWeight.every(2, from: 1, of: drawn))
+        cellWeights = [("weight_ih", [3 * p, p]), ("weight_hh", [3 * p, p]), ("bias_ih", [3 * p]), ("bias_hh", [3 * p])].map {
+            Parameter("\(Self.cellPrefix).\($0.0)", shape: $0.1, initializer: cellInit)
+        }
+        let initializer = Initializer.normal(std: config.initStd)
+        projectors = .init(
+            layers: layers, { "\(routerPrefix($0)).projector.weight" }, shape: [p, config.hiddenSize], initializer: initializer)
+        outputs = .init(layers: layers, { "\(routerPrefix($0)).output.weight" }, shape: [config.numExperts, p], initializer: initializer)
+    }
+
+    /// The shared cell, then layer by layer P_i and G_i.
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        for i in cellWeights.indices { try visit(&cellWeights[i]) }
+        for l in projectors.indices {
+            try visit(&projectors[l])
+            try visit(&outputs[l])
+        }
     }
 
     /// One GRU step for T tokens at once: x, h [T × p] → h′ [T × p].

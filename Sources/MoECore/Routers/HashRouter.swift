@@ -8,7 +8,6 @@
 /// softmax / top-k / renormalise step yields exactly the one-hot mixture (p = 1/k on the set).
 public struct HashRouter: Router {
     public var kind: RouterKind { .hash }
-    public var namedParameters: [String: Tensor] = [:]
     let numExperts: Int
     let topK: Int
 
@@ -16,6 +15,8 @@ public struct HashRouter: Router {
         numExperts = config.numExperts
         topK = config.topK
     }
+
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {}
 
     /// The k experts of `token` at `layer`, in draw order. A pure function of its inputs.
     public func experts(token: Int, layer: Int) -> [Int] {

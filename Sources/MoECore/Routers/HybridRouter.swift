@@ -7,24 +7,20 @@ public struct HybridRouter: Router {
     var linear: LinearRouter
     var mlp: MLPRouter
     /// s of each layer.
-    var mixLogits: [NamedWeight]
-    public var namedParameters: [String: Tensor] {
-        get { linear.namedParameters.merging(mlp.namedParameters) { a, _ in a }.merging(mixLogits.named) { a, _ in a } }
-        set {
-            linear.namedParameters = newValue
-            mlp.namedParameters = newValue
-            mixLogits.assign(newValue)
-        }
+    var mixLogits: [Parameter]
+
+    public init(_ config: ModelConfig) {
+        linear = LinearRouter(config, prefix: { "\(routerPrefix($0)).linear" })
+        mlp = MLPRouter(config, prefix: { "\(routerPrefix($0)).mlp" })
+        // s starts at 0: α = 0.5, an even blend.
+        mixLogits = .init(layers: config.numLayers, { "\(routerPrefix($0)).mix_logit" }, shape: [1], initializer: .constant(0))
     }
 
-    public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
-        linear = try LinearRouter(config, from: &source, prefix: { "\(routerPrefix($0)).linear" })
-        mlp = try MLPRouter(config, from: &source, prefix: { "\(routerPrefix($0)).mlp" })
-        // s starts at 0: α = 0.5, an even blend.
-        mixLogits = try NamedWeight.draw(
-            (0..<config.numLayers).map {
-                ("\(routerPrefix($0)).mix_logit", [1], .constant(0))
-            }, from: &source)
+    /// The Linear part, the MLP part, then s of each layer.
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        try linear.visitParameters(visit)
+        try mlp.visitParameters(visit)
+        for l in mixLogits.indices { try visit(&mixLogits[l]) }
     }
 
     /// α of `layer`.

@@ -6,20 +6,19 @@
 public struct LinearRouter: Router {
     public var kind: RouterKind { .linear }
     /// W of each layer.
-    var gates: [NamedWeight]
-    public var namedParameters: [String: Tensor] {
-        get { gates.named }
-        set { gates.assign(newValue) }
+    var gates: [Parameter]
+
+    public init(_ config: ModelConfig) { self.init(config, prefix: routerPrefix) }
+
+    /// Declared under `prefix(layer)` (the Hybrid router nests one).
+    init(_ config: ModelConfig, prefix: (Int) -> String) {
+        gates = .init(
+            layers: config.numLayers, { "\(prefix($0)).weight" }, shape: [config.numExperts, config.hiddenSize],
+            initializer: .normal(std: config.initStd))
     }
 
-    public init(
-        _ config: ModelConfig, from source: inout some WeightSource,
-        prefix: @escaping @Sendable (Int) -> String = routerPrefix
-    ) throws {
-        gates = try NamedWeight.draw(
-            (0..<config.numLayers).map {
-                ("\(prefix($0)).weight", [config.numExperts, config.hiddenSize], .normal(std: config.initStd))
-            }, from: &source)
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        for l in gates.indices { try visit(&gates[l]) }
     }
 
     public func logits(

@@ -6,30 +6,24 @@
 public struct MLPHadamardRouter: Router {
     public var kind: RouterKind { .mlpHadamard }
     /// Wa, Wb and Wo of each layer.
-    var gated, linear, output: [NamedWeight]
-    public var namedParameters: [String: Tensor] {
-        get { (gated + linear + output).named }
-        set {
-            gated.assign(newValue)
-            linear.assign(newValue)
-            output.assign(newValue)
-        }
+    var gated, linear, output: [Parameter]
+
+    public init(_ config: ModelConfig) {
+        let (d, h, e, layers, initializer) = (
+            config.hiddenSize, config.routerHiddenSize, config.numExperts, config.numLayers, Initializer.normal(std: config.initStd)
+        )
+        gated = .init(layers: layers, { "\(routerPrefix($0)).proj_a.weight" }, shape: [h, d], initializer: initializer)
+        linear = .init(layers: layers, { "\(routerPrefix($0)).proj_b.weight" }, shape: [h, d], initializer: initializer)
+        output = .init(layers: layers, { "\(routerPrefix($0)).out.weight" }, shape: [e, h], initializer: initializer)
     }
 
-    public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
-        let (d, h, e, std) = (config.hiddenSize, config.routerHiddenSize, config.numExperts, config.initStd)
-        let drawn = try NamedWeight.draw(
-            (0..<config.numLayers).flatMap { layer in
-                [
-                    ("\(routerPrefix(layer)).proj_a.weight", [h, d], .normal(std: std)),
-                    ("\(routerPrefix(layer)).proj_b.weight", [h, d], .normal(std: std)),
-                    ("\(routerPrefix(layer)).out.weight", [e, h], .normal(std: std)),
-                ]
-            }, from: &source)
-        (gated, linear, output) = (
-            NamedWeight.every(3, from: 0, of: drawn), NamedWeight.every(3, from: 1, of: drawn),
-            NamedWeight.every(3, from: 2, of: drawn)
-        )
+    /// Layer by layer, Wa, Wb, Wo.
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        for l in gated.indices {
+            try visit(&gated[l])
+            try visit(&linear[l])
+            try visit(&output[l])
+        }
     }
 
     public func logits(

@@ -5,28 +5,23 @@
 public struct MLPRouter: Router {
     public var kind: RouterKind { .mlp }
     /// W1 and W2 of each layer.
-    var hidden, output: [NamedWeight]
-    public var namedParameters: [String: Tensor] {
-        get { (hidden + output).named }
-        set {
-            hidden.assign(newValue)
-            output.assign(newValue)
-        }
+    var hidden, output: [Parameter]
+
+    public init(_ config: ModelConfig) { self.init(config, prefix: routerPrefix) }
+
+    /// Declared under `prefix(layer)` (the Hybrid router nests one).
+    init(_ config: ModelConfig, prefix: (Int) -> String) {
+        let (d, h, e, std) = (config.hiddenSize, config.routerHiddenSize, config.numExperts, config.initStd)
+        hidden = .init(layers: config.numLayers, { "\(prefix($0)).fc1.weight" }, shape: [h, d], initializer: .normal(std: std))
+        output = .init(layers: config.numLayers, { "\(prefix($0)).fc2.weight" }, shape: [e, h], initializer: .normal(std: std))
     }
 
-    public init(
-        _ config: ModelConfig, from source: inout some WeightSource,
-        prefix: @escaping @Sendable (Int) -> String = routerPrefix
-    ) throws {
-        let (d, h, e, std) = (config.hiddenSize, config.routerHiddenSize, config.numExperts, config.initStd)
-        let drawn = try NamedWeight.draw(
-            (0..<config.numLayers).flatMap { layer in
-                [
-                    ("\(prefix(layer)).fc1.weight", [h, d], .normal(std: std)),
-                    ("\(prefix(layer)).fc2.weight", [e, h], .normal(std: std)),
-                ]
-            }, from: &source)
-        (hidden, output) = (NamedWeight.every(2, from: 0, of: drawn), NamedWeight.every(2, from: 1, of: drawn))
+    /// Layer by layer, W1 then W2.
+    public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows {
+        for l in hidden.indices {
+            try visit(&hidden[l])
+            try visit(&output[l])
+        }
     }
 
     public func logits(

@@ -60,10 +60,13 @@ public struct RouterDepthState: Sendable {
 /// a graph nobody differentiates. The direct path performs the same operations in the same
 /// order (the same products, the same scalar functions), so its logits equal the tape's bit for
 /// bit; `RouterTests` holds every router to that, at several shapes.
-public protocol Router: Sendable {
+///
+/// A router declares its parameters (`ParameterDeclaring`), per layer, in its initialiser from
+/// the config; loading, saving and training walk that declaration.
+public protocol Router: Sendable, ParameterDeclaring {
     var kind: RouterKind { get }
-    /// Every parameter, by its checkpoint name.
-    var namedParameters: [String: Tensor] { get set }
+    /// The router `config` describes, its parameters declared but not yet loaded.
+    init(_ config: ModelConfig)
     /// u: [T × d] for the T tokens `tokens` at layer `layer`; returns logits [T × E].
     /// `state` carries what the router passes to the next layer (the GRU's h; nil at layer 0).
     /// `parameter` yields the tape variable of a parameter by name.
@@ -77,7 +80,11 @@ public protocol Router: Sendable {
 }
 
 extension Router {
-    public var parameterCount: Int { namedParameters.values.reduce(0) { $0 + $1.count } }
+    /// The router `config` describes, its parameters read from `source`.
+    public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
+        self.init(config)
+        try load(from: &source)
+    }
 
     /// Inference on every core (the direct path).
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor {
@@ -107,46 +114,31 @@ func linear(_ x: Tensor, _ weight: Tensor, threads: Int) -> Tensor { Linear(weig
 /// Name prefix of layer `i`'s router parameters (Mixtral calls the router `gate`).
 @Sendable public func routerPrefix(_ layer: Int) -> String { "model.layers.\(layer).block_sparse_moe.gate" }
 
-/// One parameter of a router, declared with its checkpoint name: the direct path reads `value`
-/// where the router keeps it (by layer), the tape asks for its variable by `name`.
-struct NamedWeight: Sendable {
-    let name: String
-    var value: Tensor
-
-    /// Draws `shapes` from `source` in the order given (which fixes a seeded model's weights).
-    static func draw(
-        _ shapes: [(name: String, shape: [Int], initializer: Initializer)],
-        from source: inout some WeightSource
-    ) throws -> [NamedWeight] {
-        try shapes.map { NamedWeight(name: $0.name, value: try source.tensor($0.name, shape: $0.shape, initializer: $0.initializer)) }
-    }
-
-    /// Every `stride`-th weight from `start`: one kind of a per-layer list drawn interleaved.
-    static func every(_ stride: Int, from start: Int, of weights: [NamedWeight]) -> [NamedWeight] {
-        Swift.stride(from: start, to: weights.count, by: stride).map { weights[$0] }
+extension [Parameter] {
+    /// One parameter per layer, `name(layer)` of `shape`.
+    init(layers: Int, _ name: (Int) -> String, shape: [Int], initializer: Initializer) {
+        self = (0..<layers).map { Parameter(name($0), shape: shape, initializer: initializer) }
     }
 }
 
-extension [NamedWeight] {
-    var named: [String: Tensor] { Dictionary(uniqueKeysWithValues: map { ($0.name, $0.value) }) }
-
-    /// Replaces each weight that `named` holds under its name.
-    mutating func assign(_ named: [String: Tensor]) {
-        for i in indices { if let value = named[self[i].name] { self[i].value = value } }
-    }
-}
-
-/// Builds the router named in `config`, its parameters drawn from `source`.
-public func makeRouter(_ config: ModelConfig, from source: inout some WeightSource) throws -> any Router {
+/// The router named in `config`, its parameters declared but not yet loaded.
+func makeRouter(_ config: ModelConfig) -> any Router {
     switch config.router {
-    case .linear: try LinearRouter(config, from: &source)
-    case .mlp: try MLPRouter(config, from: &source)
-    case .attention: try AttentionRouter(config, from: &source)
-    case .hybrid: try HybridRouter(config, from: &source)
+    case .linear: LinearRouter(config)
+    case .mlp: MLPRouter(config)
+    case .attention: AttentionRouter(config)
+    case .hybrid: HybridRouter(config)
     case .hash: HashRouter(config)
-    case .mlpHadamard: try MLPHadamardRouter(config, from: &source)
-    case .gru: try GRURouter(config, from: &source)
+    case .mlpHadamard: MLPHadamardRouter(config)
+    case .gru: GRURouter(config)
     }
+}
+
+/// The router named in `config`, its parameters read from `source`.
+public func makeRouter(_ config: ModelConfig, from source: inout some WeightSource) throws -> any Router {
+    var router = makeRouter(config)
+    try router.load(from: &source)
+    return router
 }
 
 extension ModelConfig {

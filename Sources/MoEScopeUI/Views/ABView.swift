@@ -131,7 +131,7 @@ enum ABAgreementView {
         guard inner.width > 4, inner.height >= 1 else { return grid }
         TextLayout.paragraphs(
             [context.state.message ?? "No side B: this model has no second router or routing variant to set beside it."], into: &grid,
-            x: inner.x, y: inner.y, width: inner.width, bottom: inner.maxY, style: CellStyle(dim: true))
+            in: inner, style: CellStyle(dim: true))
         return grid
     }
 }

@@ -28,8 +28,7 @@ enum CoActivationView {
             TextLayout.paragraphs(
                 [
                     "Row i, column j: of the tokens so far whose top-\(state.session.model.topK) holds expert i, the share whose top-\(state.session.model.topK) also holds expert j (1 = j always comes with i; the diagonal is 0). OLMoE (Muennighoff et al., 2024) reads low co-activation as experts that specialise rather than duplicate one another."
-                ], into: &grid, x: inner.x, y: inner.maxY - noteRows, width: inner.width,
-                bottom: inner.maxY, style: CellStyle(dim: true))
+                ], into: &grid, in: inner.splitTop(inner.height - noteRows).rest, style: CellStyle(dim: true))
         }
         return grid
     }

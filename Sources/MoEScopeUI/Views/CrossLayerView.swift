@@ -77,7 +77,7 @@ enum CrossLayerView {
             legend.joined(separator: " · "), x: inner.x, y: inner.y + 1 + matrixRows, style: CellStyle(dim: true), maxWidth: inner.width)
         if noteRows > 0 {
             TextLayout.paragraphs(
-                notes, into: &grid, x: inner.x, y: inner.maxY - noteRows, width: inner.width, bottom: inner.maxY,
+                notes, into: &grid, in: inner.splitTop(inner.height - noteRows).rest,
                 style: CellStyle(dim: true))
         }
         return grid

@@ -29,7 +29,7 @@ enum ExpertNormView {
                     : " (expert_output_norms)"
                 TextLayout.paragraphs(
                     ["This recorded trace holds no norms of every expert\(known)."],
-                    into: &grid, x: inner.x, y: inner.y + 1, width: inner.width, bottom: inner.maxY)
+                    into: &grid, in: inner.splitTop(1).rest)
                 return grid
             }
             let chosen = zip(routing.experts, routing.expertOutputNorms).map { String(format: "E%d ‖y‖ %.3f", $0, $1) }
@@ -37,7 +37,7 @@ enum ExpertNormView {
                 [
                     "This model is too large (over 2 GB, or more than \(ExplorerSession.everyExpertBudget) expert–layer pairs) to run every expert on every keypress, so only the chosen experts' norms are known:",
                     chosen.joined(separator: " · ") + ". `moescope analyze --model` measures all of them.",
-                ], into: &grid, x: inner.x, y: inner.y + 1, width: inner.width, bottom: inner.maxY)
+                ], into: &grid, in: inner.splitTop(1).rest)
             return grid
         }
         // The selected layer only: a rank correlation over E experts per token and layer adds up.
@@ -94,8 +94,8 @@ enum ExpertNormView {
                 style: CellStyle(dim: true), maxWidth: inner.width)
         }
         TextLayout.paragraphs(
-            paragraphs, into: &grid, x: inner.x, y: inner.maxY - noteRows + (window.hiddenAbove + window.hiddenBelow > 0 ? 1 : 0),
-            width: inner.width, bottom: inner.maxY)
+            paragraphs, into: &grid,
+            in: inner.splitTop(inner.height - noteRows + (window.hiddenAbove + window.hiddenBelow > 0 ? 1 : 0)).rest)
         return grid
     }
 }

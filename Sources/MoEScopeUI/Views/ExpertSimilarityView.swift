@@ -15,7 +15,7 @@ enum ExpertSimilarityView {
                         ? "A recorded trace holds routing, not weights: expert similarity needs the model (moescope analyze --model)."
                         : "This model's experts are too large to read whole here, so their similarity is not computed."
                 ],
-                into: &grid, x: inner.x, y: inner.y + 1, width: inner.width, bottom: inner.maxY)
+                into: &grid, in: inner.splitTop(1).rest)
             return grid
         }
         grid.box(
@@ -54,7 +54,7 @@ enum ExpertSimilarityView {
             TextLayout.paragraphs(
                 [
                     "Each expert is summarised by the mean of its gate (w1) rows, up (w3) rows and down (w2) columns, each normalised and concatenated; cells are cosine similarities (1 = the same direction, 0 = unrelated). Lo et al. (2024) report similarity falling with depth (experts diversify), with the last layer an outlier. This is a property of the weights, the same for every text."
-                ], into: &grid, x: inner.x, y: inner.maxY - noteRows, width: inner.width, bottom: inner.maxY, style: CellStyle(dim: true))
+                ], into: &grid, in: inner.splitTop(inner.height - noteRows).rest, style: CellStyle(dim: true))
         }
         return grid
     }

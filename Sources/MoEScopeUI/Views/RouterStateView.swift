@@ -17,7 +17,7 @@ enum RouterStateView {
             if let recording = state.session.model.recording {
                 TextLayout.paragraphs(
                     ["This recorded trace holds no router state (gru_hidden); it was routed by \(recording.routingRule)."],
-                    into: &grid, x: inner.x, y: inner.y, width: inner.width, bottom: inner.maxY)
+                    into: &grid, in: inner)
                 return grid
             }
             var paragraphs = [
@@ -32,7 +32,7 @@ enum RouterStateView {
                 let alphas = (0..<state.numLayers).map { String(format: "L%d %.2f", $0, hybrid.mix(layer: $0)) }
                 paragraphs.append("α, the Linear share: " + alphas.joined(separator: " "))
             }
-            TextLayout.paragraphs(paragraphs, into: &grid, x: inner.x, y: inner.y, width: inner.width, bottom: inner.maxY)
+            TextLayout.paragraphs(paragraphs, into: &grid, in: inner)
             return grid
         }
         let trace = state.currentTrace
