@@ -18,7 +18,7 @@ than --max-length tokens is routed in consecutive windows of that length.
 
 Not part of moescope's build or tests; it needs torch, transformers and safetensors.
 """
-import argparse, json, os, shutil, sys
+import argparse, importlib.util, json, os, shutil, sys, time
 
 import numpy as np
 import torch
@@ -130,6 +130,8 @@ def main():
         tokenizer_file = os.path.join(saved, "tokenizer.json")
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     placement = {} if args.device_map == "none" else {"device_map": args.device_map}
+    if placement and importlib.util.find_spec("accelerate") is None:
+        sys.exit(f"--device-map {args.device_map} needs the accelerate package: pip install accelerate (or --device-map none for plain CPU)")
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, **placement).eval()
     recorder = GateRecorder(model, config)
     layers, k = recorder.layers, recorder.k
@@ -188,13 +190,18 @@ def main():
 
     # Batches end on document boundaries, so progress.json's count of documents done is exact.
     batch = []
+    began, total_tokens, tokens_done = time.monotonic(), sum(len(ids) for _, ids in pending), 0
     for i, (document, ids) in enumerate(pending):
+        tokens_done += len(ids)
         batch.append((document, ids))
         next_document = pending[i + 1][0] if i + 1 < len(pending) else None
         if len(batch) >= args.batch_size and next_document != document or next_document is None:
             flush(batch, document)
             batch = []
-            print(f"\rcaptured {progress['done']}/{len(documents)} documents", end="", file=sys.stderr)
+            rate = tokens_done / max(time.monotonic() - began, 1e-9)
+            eta = (total_tokens - tokens_done) / rate
+            print(f"\rcaptured {progress['done']}/{len(documents)} documents · {tokens_done}/{total_tokens} tokens · "
+                  f"{rate:,.0f} tokens/s · ETA {int(eta) // 60}m{int(eta) % 60:02d}s ", end="", file=sys.stderr)
     print(file=sys.stderr)
     join(args, progress, parts, documents, layers, k, config, tokenizer_file)
 
@@ -232,7 +239,8 @@ def join(args, progress, parts, documents, layers, k, config, tokenizer_file):
         "num_experts": str(experts), "top_k": str(k), "routed_layers": json.dumps(layers),
         "num_layers": str(config.num_hidden_layers), "routing_rule": routing_rule(config),
         "source": json.dumps({"engine": "transformers", "version": transformers.__version__, "torch": torch.__version__,
-                              "model": args.model, "dtype": args.dtype, "max_length": str(args.max_length)}),
+                              "model": args.model, "dtype": args.dtype, "max_length": str(args.max_length),
+                              "device_map": args.device_map, "batch_size": str(args.batch_size)}),
         "domains": json.dumps(domains), "tokenizer_path": tokenizer_name,
     }
     raw = json.dumps(header, separators=(",", ":")).encode()

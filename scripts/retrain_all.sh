@@ -82,17 +82,19 @@ other_seeds() {
 # Depth and budget (RMoE's depth ablation: the GRU's gain appears with depth): Linear and GRU at
 # 12 layers (assets/configs/depth-12.json, otherwise the default shape) and 800 steps, then at 6
 # and 12 layers with 3,200 steps, two seeds each. The 6-layer, 800-step cell is the routers group.
+# Each cell is a folder of router checkpoints, runs/retrain/scale/<layers>L-<steps>/<router>/seed-N, so
+# `moescope compare --routers linear gru --checkpoints runs/retrain/scale/12L-800` pairs GRU with Linear in it.
 scale() {
     local seed router
     for seed in 1 2; do
-        for router in linear gru; do run "scale/$router-12L-800/seed-$seed" --router "$router" --seed "$seed" --config assets/configs/depth-12.json; done
+        for router in linear gru; do run "scale/12L-800/$router/seed-$seed" --router "$router" --seed "$seed" --config assets/configs/depth-12.json; done
     done
     for seed in 1 2; do
-        for router in linear gru; do RUN_STEPS=3200 run "scale/$router-6L-3200/seed-$seed" --router "$router" --seed "$seed"; done
+        for router in linear gru; do RUN_STEPS=3200 run "scale/6L-3200/$router/seed-$seed" --router "$router" --seed "$seed"; done
     done
     for seed in 1 2; do
         for router in linear gru; do
-            RUN_STEPS=3200 run "scale/$router-12L-3200/seed-$seed" --router "$router" --seed "$seed" --config assets/configs/depth-12.json
+            RUN_STEPS=3200 run "scale/12L-3200/$router/seed-$seed" --router "$router" --seed "$seed" --config assets/configs/depth-12.json
         done
     done
 }

@@ -23,14 +23,17 @@ struct ExploreCommand: ParsableCommand {
         help: ArgumentHelp(
             "Open a recorded routing trace (moescope-routing-trace safetensors) instead of running a model.", valueName: "file"))
     var trace: String?
-    @Option(help: "With --trace: the token to open at, counted from 0 (PgUp, PgDn, j and the arrows then move anywhere in the trace).")
-    var start = 0
+    @Option(
+        help:
+            "With --trace: the token to open at, counted from 1 as the status line and `j` count (PgUp, PgDn, j and the arrows then move anywhere in the trace)."
+    )
+    var start = 1
 
     func validate() throws {
         if trace != nil, input.isGiven || model.hub.folder != nil || model.checkpoint != nil || model.chosenRouter != nil {
             throw ValidationError("--trace opens a recorded trace — drop --text, --file, --model, --checkpoint and --router")
         }
-        guard start >= 0 else { throw ValidationError("--start must be 0 or more, got \(start)") }
+        guard start >= 1 else { throw ValidationError("--start counts tokens from 1, as the status line does; got \(start)") }
     }
 
     func run() throws {
@@ -51,11 +54,14 @@ struct ExploreCommand: ParsableCommand {
         }
         if let trace {
             let recorded = try RecordedTrace(path: trace)
-            guard start < recorded.file.tokenCount else {
-                throw CLIError("--start \(start) is past the end of \(trace), which holds \(recorded.file.tokenCount) tokens")
+            guard start <= recorded.file.tokenCount else {
+                throw CLIError(
+                    "--start \(start) is past the end of \(trace), which holds \(recorded.file.tokenCount) tokens — give 1 to \(recorded.file.tokenCount)"
+                )
             }
             // The explorer holds one window of the trace at a time (`ExplorerState.recordingWindow`).
-            let recording = RecordedRoutingModel(trace: recorded.file, window: start..<start + ExplorerState.recordingWindow)
+            let first = start - 1
+            let recording = RecordedRoutingModel(trace: recorded.file, window: first..<first + ExplorerState.recordingWindow)
             let loader: SessionLoader = { _, _, _ in
                 ExplorerSession(
                     model: recording, tokenizer: recorded.tokenizer, label: trace, isRandomInit: false, tokens: recording.tokens)

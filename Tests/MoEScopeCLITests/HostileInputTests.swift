@@ -393,6 +393,7 @@ import Testing
         try expectRefused(["analyze", "--max-tokens", "-3"], ["--max-tokens must be at least 1, got -3"])
         try expectRefused(["analyze", "--layer", "-1", "--text", "hi"], ["--layer -1"])
         try expectRefused(["trace", "--router", "quantum", "--text", "hi"], ["quantum", "linear", "mlp-hadamard", "gru"])
+        try expectRefused(["--trace", "routing.safetensors", "--start", "0"], ["--start counts tokens from 1", "got 0"])
     }
 
     @Test func configMessagesNameWhatIsWrong() throws {
