@@ -37,8 +37,16 @@ public struct AttentionRouter: Router {
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let query = linear(u, queries[layer].value, threads: threads)
         let scale = 1 / Float(keyWidth).squareRoot()
-        return linear(query, expertKeys[layer].value, threads: threads).mapped { $0 * scale }
+        var out = Tensor(uninitialized: [u.rows, expertKeys[layer].value.rows])
+        let count = out.count
+        withScratch(u.rows * keyWidth) { query in
+            u.withBase { linear($0, rows: u.rows, queries[layer].value, into: query, threads: threads) }
+            out.withMutableBase { scores in
+                linear(query, rows: u.rows, expertKeys[layer].value, into: scores, threads: threads)
+                for i in 0..<count { scores[i] *= scale }
+            }
+        }
+        return out
     }
 }

@@ -89,57 +89,71 @@ public struct GRURouter: Router {
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let x = linear(u, projectors[layer].value, threads: threads)
-        let hidden = cell(input: x, hidden: recurrent ? state.hidden : nil, threads: threads)
+        let (rows, p) = (u.rows, stateSize)
+        var hidden = Tensor(uninitialized: [rows, p])
+        var out = Tensor(uninitialized: [rows, outputs[layer].value.rows])
+        let previous = recurrent ? state.hidden : nil
+        withScratch(rows * p) { x in
+            u.withBase { linear($0, rows: rows, projectors[layer].value, into: x, threads: threads) }
+            hidden.withMutableBase { h in
+                if let previous {
+                    previous.withBase { cell(input: x, hidden: $0, rows: rows, into: h, threads: threads) }
+                } else {
+                    cell(input: x, hidden: nil, rows: rows, into: h, threads: threads)
+                }
+                out.withMutableBase { linear(h, rows: rows, outputs[layer].value, into: $0, threads: threads) }
+            }
+        }
         state.hidden = hidden
-        return linear(hidden, outputs[layer].value, threads: threads)
+        return out
     }
 
-    /// The cell on plain tensors, in one pass over the gates; `h` nil is the zero state, whose
-    /// W_hh h is exactly 0 and is skipped. Each value is computed as the tape computes it:
-    /// the same products, sums, σ and tanh (the vector tanh, lane for lane the tape's).
-    public func cell(input x: Tensor, hidden h: Tensor?, threads: Int) -> Tensor {
+    /// The cell on plain memory, x and h [rows × p] into `out` [rows × p], in one pass over the
+    /// gates; `h` nil is the zero state, whose W_hh h is exactly 0 and is skipped. Each value is
+    /// computed as the tape computes it: the same products, sums, σ and tanh (the vector tanh,
+    /// lane for lane the tape's).
+    func cell(
+        input x: UnsafePointer<Float>, hidden h: UnsafePointer<Float>?, rows: Int, into out: UnsafeMutablePointer<Float>,
+        threads: Int
+    ) {
         let p = stateSize
-        let rows = x.rows
-        let gi = linear(x, weightIH.value, threads: threads)
-        let gh = h.map { linear($0, weightHH.value, threads: threads) }
-        let (bi, bh) = (biasIH.value, biasHH.value)
-        var out = Tensor(uninitialized: [rows, p])
-        gi.scalars.withUnsafeBufferPointer { gi in
-            bi.scalars.withUnsafeBufferPointer { bi in
-                bh.scalars.withUnsafeBufferPointer { bh in
-                    out.scalars.withUnsafeMutableBufferPointer { out in
-                        let update = UnsafeMutablePointer<Float>.allocate(capacity: p)
-                        defer { update.deallocate() }
-                        for r in 0..<rows {
-                            let i = gi.baseAddress! + r * 3 * p
-                            let o = out.baseAddress! + r * p
-                            // W_hh h + b_hh for this row (just b_hh from the zero state).
-                            func hh(_ j: Int) -> Float { gh.map { $0.scalars[r * 3 * p + j] + bh[j] } ?? bh[j] }
-                            for j in 0..<p {
-                                let reset = Kernels.sigmoid((i[j] + bi[j]) + hh(j))
-                                update[j] = Kernels.sigmoid((i[p + j] + bi[p + j]) + hh(p + j))
-                                let gated = reset * hh(2 * p + j)
-                                o[j] = (i[2 * p + j] + bi[2 * p + j]) + gated  // n before its tanh
-                            }
-                            var j = 0
-                            while j + Kernels.width <= p {
-                                Kernels.store(Kernels.tanh(Kernels.load(o + j)), o + j)
-                                j += Kernels.width
-                            }
-                            while j < p {
-                                o[j] = Kernels.tanh(o[j])
-                                j += 1
-                            }
-                            for j in 0..<p {
-                                let (kept, carried) = ((1 - update[j]) * o[j], update[j] * (h?.scalars[r * p + j] ?? 0))
-                                o[j] = kept + carried
-                            }
+        withScratch(rows * 3 * p * (h == nil ? 1 : 2) + p) { scratch in
+            let gi = scratch
+            let update = gi + rows * 3 * p
+            let gh: UnsafeMutablePointer<Float>? = h.map { _ in update + p }
+            linear(x, rows: rows, weightIH.value, into: gi, threads: threads)
+            if let h, let gh { linear(h, rows: rows, weightHH.value, into: gh, threads: threads) }
+            biasIH.value.withBase { bi in
+                biasHH.value.withBase { bh in
+                    for r in 0..<rows {
+                        let i = gi + r * 3 * p
+                        let o = out + r * p
+                        let hh = gh.map { $0 + r * 3 * p }
+                        let previous = h.map { $0 + r * p }
+                        // W_hh h + b_hh for this row (just b_hh from the zero state).
+                        @inline(__always) func recurrent(_ j: Int) -> Float { hh.map { $0[j] + bh[j] } ?? bh[j] }
+                        for j in 0..<p {
+                            let reset = Kernels.sigmoid((i[j] + bi[j]) + recurrent(j))
+                            update[j] = Kernels.sigmoid((i[p + j] + bi[p + j]) + recurrent(p + j))
+                            let gated = reset * recurrent(2 * p + j)
+                            o[j] = (i[2 * p + j] + bi[2 * p + j]) + gated  // n before its tanh
+                        }
+                        var j = 0
+                        while j + Kernels.width <= p {
+                            Kernels.store(Kernels.tanh(Kernels.load(o + j)), o + j)
+                            j += Kernels.width
+                        }
+                        while j < p {
+                            o[j] = Kernels.tanh(o[j])
+                            j += 1
+                        }
+                        for j in 0..<p {
+                            let (kept, carried) = ((1 - update[j]) * o[j], update[j] * (previous?[j] ?? 0))
+                            o[j] = kept + carried
                         }
                     }
                 }
             }
         }
-        return out
     }
 }

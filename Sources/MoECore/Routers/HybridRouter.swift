@@ -39,11 +39,17 @@ public struct HybridRouter: Router {
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
         let alpha = mix(layer: layer)
         let beta = 1 - alpha
-        let a = linear.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
-        let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
-        return a.zipped(b) { x, y in
-            let (weightedLinear, weightedMLP) = (x * alpha, y * beta)  // each rounded, then summed, as on the tape
-            return weightedLinear + weightedMLP
+        var out = linear.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
+        let count = out.count
+        withScratch(count) { b in
+            mlp.logits(u, layer: layer, into: b, threads: threads)
+            out.withMutableBase { a in
+                for i in 0..<count {
+                    let (weightedLinear, weightedMLP) = (a[i] * alpha, b[i] * beta)  // each rounded, then summed, as on the tape
+                    a[i] = weightedLinear + weightedMLP
+                }
+            }
         }
+        return out
     }
 }

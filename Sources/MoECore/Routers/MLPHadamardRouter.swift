@@ -36,8 +36,18 @@ public struct MLPHadamardRouter: Router {
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let a = MoECore.linear(u, gated[layer].value, threads: threads).mapped(Kernels.gelu)
-        let b = MoECore.linear(u, linear[layer].value, threads: threads)
-        return MoECore.linear(a.zipped(b, *), output[layer].value, threads: threads)
+        let rows = u.rows
+        let count = rows * gated[layer].value.rows
+        var out = Tensor(uninitialized: [rows, output[layer].value.rows])
+        withScratch(2 * count) { a in
+            let b = a + count
+            u.withBase { u in
+                MoECore.linear(u, rows: rows, gated[layer].value, into: a, threads: threads)
+                MoECore.linear(u, rows: rows, linear[layer].value, into: b, threads: threads)
+            }
+            for i in 0..<count { a[i] = Kernels.gelu(a[i]) * b[i] }
+            out.withMutableBase { MoECore.linear(a, rows: rows, output[layer].value, into: $0, threads: threads) }
+        }
+        return out
     }
 }

@@ -33,7 +33,18 @@ public struct MLPRouter: Router {
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        let activated = linear(u, hidden[layer].value, threads: threads).mapped(Kernels.gelu)
-        return linear(activated, output[layer].value, threads: threads)
+        var out = Tensor(uninitialized: [u.rows, output[layer].value.rows])
+        out.withMutableBase { logits(u, layer: layer, into: $0, threads: threads) }
+        return out
+    }
+
+    /// The direct path into `out` [T × E], its hidden layer in scratch memory.
+    func logits(_ u: Tensor, layer: Int, into out: UnsafeMutablePointer<Float>, threads: Int) {
+        let count = u.rows * hidden[layer].value.rows
+        withScratch(count) { activated in
+            u.withBase { linear($0, rows: u.rows, hidden[layer].value, into: activated, threads: threads) }
+            for i in 0..<count { activated[i] = Kernels.gelu(activated[i]) }
+            linear(activated, rows: u.rows, output[layer].value, into: out, threads: threads)
+        }
     }
 }

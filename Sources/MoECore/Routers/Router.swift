@@ -111,6 +111,34 @@ extension Router {
 /// x Wᵀ for the direct path: the product `Tape.linear` computes, on the same kernel.
 func linear(_ x: Tensor, _ weight: Tensor, threads: Int) -> Tensor { Linear(weight: weight)(x, threads: threads) }
 
+/// x Wᵀ for `rows` rows of x into `out`, as `linear(_:_:threads:)` computes it (the same
+/// `gemm` call `Tensor.product` makes), for direct paths that keep their intermediates in
+/// scratch memory rather than in a tensor apiece.
+func linear(_ x: UnsafePointer<Float>, rows: Int, _ weight: Tensor, into out: UnsafeMutablePointer<Float>, threads: Int) {
+    weight.scalars.withUnsafeBufferPointer { w in
+        let k = weight.cols
+        Kernels.gemm(
+            m: rows, n: weight.rows, k: k, Kernels.Operand(x, leadingDimension: k),
+            Kernels.Operand(w.baseAddress!, leadingDimension: k).transposed, out, ldc: weight.rows, threads: threads)
+    }
+}
+
+/// Runs `body` on `count` floats of scratch: on the stack when small (a decoded token's
+/// intermediates), so a direct path allocates nothing but the tensors it returns.
+func withScratch<Result>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> Result) -> Result {
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, count)) { body($0.baseAddress!) }
+}
+
+extension Tensor {
+    /// `body` on the scalars' base address (for the direct paths' pointer kernels).
+    func withBase<Result>(_ body: (UnsafePointer<Float>) -> Result) -> Result {
+        scalars.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+    mutating func withMutableBase<Result>(_ body: (UnsafeMutablePointer<Float>) -> Result) -> Result {
+        scalars.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+    }
+}
+
 /// Name prefix of layer `i`'s router parameters (Mixtral calls the router `gate`).
 @Sendable public func routerPrefix(_ layer: Int) -> String { "model.layers.\(layer).block_sparse_moe.gate" }
 
