@@ -434,8 +434,11 @@ public enum Chart {
             }
             svg.close()
             svg.open(group: [("class", "bars")])
+            var bars: [(x: Double, y: Double, width: Double, height: Double)] = []
             for (i, v) in panel.values.enumerated() where v.isFinite {
                 let x = px + Double(i) * slot + slot * 0.15
+                let top = min(y(v), y(0), panel.intervals[i].map { y($0.upperBound) } ?? .infinity)
+                bars.append((x, top, slot * 0.7, max(y(v), y(0)) - top))
                 svg.rect(
                     x: x, y: min(y(v), y(0)), width: slot * 0.7, height: max(0.5, abs(y(v) - y(0))),
                     fill: colours[i % colours.count])
@@ -447,7 +450,11 @@ public enum Chart {
                 }
             }
             svg.close()
-            drawReferences(&svg, panel.references, x: px, plotW: plotW, y: y)
+            // One reference per panel fits above the plot, right of the title.
+            let titleEnd = ox + 4 + SVGDocument.textWidth(panel.title, size: labelSize) + 8
+            drawReferences(
+                &svg, panel.references, x: px, plotW: plotW, y: y, obstacles: bars,
+                freeAbove: panel.references.count == 1 ? (py, titleEnd) : nil)
         }
         // Legend: colour → category (or the one series), then error bars and reference lines if drawn.
         let lx = pad + Double(columns) * panelW + 8
@@ -504,17 +511,43 @@ public enum Chart {
         svg.close()
     }
 
+    /// Each reference line with its label at the first of four places (above the line at the
+    /// right end, above at the left, below at the right, below at the left) whose text clears
+    /// every `obstacle` (the bars), so a tall bar never hides it. With none clear, and room above
+    /// the plot (`freeAbove`: the top of the plot, right of the panel's title), the label goes
+    /// there, after a dash of the line's own style; otherwise at the first place, on its halo.
     private static func drawReferences(
         _ svg: inout SVGDocument, _ references: [ReferenceLine], x: Double, plotW: Double,
-        y: (Double) -> Double
+        y: (Double) -> Double, obstacles: [(x: Double, y: Double, width: Double, height: Double)] = [],
+        freeAbove: (top: Double, left: Double)? = nil
     ) {
         guard !references.isEmpty else { return }
+        let size = tickSize - 1
         svg.open(group: [("class", "references")])
         for reference in references {
-            svg.line(x1: x, y1: y(reference.value), x2: x + plotW, y2: y(reference.value), stroke: "#b2182b", width: 1.2, dash: "5 3")
-            svg.text(
-                reference.label, x: x + plotW - 2, y: y(reference.value) - 4, size: tickSize - 1, anchor: .end, fill: "#b2182b",
-                halo: true)
+            let lineY = y(reference.value)
+            svg.line(x1: x, y1: lineY, x2: x + plotW, y2: lineY, stroke: "#b2182b", width: 1.2, dash: "5 3")
+            let textW = SVGDocument.textWidth(reference.label, size: size)
+            let places: [(textX: Double, baseline: Double, anchor: SVGDocument.Anchor, left: Double)] = [
+                (x + plotW - 2, lineY - 4, .end, x + plotW - 2 - textW), (x + 2, lineY - 4, .start, x + 2),
+                (x + plotW - 2, lineY + size + 2, .end, x + plotW - 2 - textW), (x + 2, lineY + size + 2, .start, x + 2),
+            ]
+            let clear = places.first { place in
+                let top = place.baseline - size
+                return !obstacles.contains { box in
+                    place.left < box.x + box.width && box.x < place.left + textW && top < box.y + box.height && box.y < place.baseline + 2
+                }
+            }
+            if clear == nil, let freeAbove, x + plotW - textW - 22 > freeAbove.left {
+                let baseline = freeAbove.top - 4
+                svg.line(
+                    x1: x + plotW - textW - 20, y1: baseline - size / 3, x2: x + plotW - textW - 6, y2: baseline - size / 3,
+                    stroke: "#b2182b", width: 1.2, dash: "5 3")
+                svg.text(reference.label, x: x + plotW, y: baseline, size: size, anchor: .end, fill: "#b2182b")
+                continue
+            }
+            let place = clear ?? places[0]
+            svg.text(reference.label, x: place.textX, y: place.baseline, size: size, anchor: place.anchor, fill: "#b2182b", halo: true)
         }
         svg.close()
     }
