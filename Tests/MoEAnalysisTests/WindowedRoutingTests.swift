@@ -162,7 +162,7 @@ import Testing
         var lastBroken = try Self.model()
         let last = lastBroken.layers.count - 1
         for expert in lastBroken.layers[last].moe.experts.indices {
-            lastBroken.layers[last].moe.experts[expert].down.weight.scalars[0] = .nan
+            lastBroken.layers[last].moe.experts[expert].down.weight.value.scalars[0] = .nan
         }
         normTokens = 0
         do {
