@@ -65,6 +65,7 @@ struct BenchCommand: ParsableCommand {
             try measureLargestShape(shipped, into: &table)
             try measureRecordedTrace(into: &table)
             try measureTraining(shipped, into: &table)
+            try measureTrainingForward(shipped, into: &table)
             try measureAnalyze(shipped, into: &table)
             measureProducts(into: &table)
         }
@@ -284,6 +285,38 @@ extension BenchCommand {
                     "batch 16×128")
             }
         }
+    }
+
+    /// Training's forward alone (the tape's, as a training step runs it before its loss and
+    /// backward pass) on the shipped GRU model: batches of 16 × 128 held-out tokens, two
+    /// shards of 8 sequences side by side on every core, logits for every token — the
+    /// throughput issue 13 sets `analyze` against.
+    func measureTrainingForward(_ shipped: ShippedModels, into table: inout BenchTable) throws {
+        let corpus = try Corpus.load(path: "\(shipped.locator.root)/corpus/corpus.jsonl")
+        var heldOut: [Int] = []
+        for document in corpus.documents(in: .heldout) where heldOut.count < 16_384 { heldOut += shipped.tokenizer.encode(document.text) }
+        let model = try shipped.model(.gru)
+        let (shards, shard) = (2, 8 * 128)
+        let batches = min(heldOut.count, 16_384) / (shards * shard)
+        let threads = min(shards, Kernels.threads)
+        var times: [Double] = []
+        for _ in 0..<max(1, repeats / 2) {
+            let began = monotonicNanoseconds()
+            for batch in 0..<batches {
+                Kernels.parallelFor(shards, threads: threads) { s in
+                    var copy = model
+                    let tape = Tape(threads: 1)
+                    var leaves: [String: Variable] = [:]
+                    copy.visitParameters { leaves[$0.name] = tape.leaf($0.value) }
+                    let first = (batch * shards + s) * shard
+                    _ = copy.forward(batch: Array(heldOut[first..<first + shard]), sequenceLength: 128, on: tape) { leaves[$0]! }
+                }
+            }
+            times.append(Double(monotonicNanoseconds() - began) / 1e9)
+        }
+        table.record(
+            "training forward tokens/s (gru, \(threads) thread\(threads == 1 ? "" : "s"))",
+            Double(batches * shards * shard) / median(times), "tok/s", "tape forward only, batch 16×128 held-out tokens")
     }
 
     /// `analyze` on a long text: 16,384 held-out tokens routed and summarised as `analyze` does
