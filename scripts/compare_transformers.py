@@ -11,9 +11,10 @@ it fits the disk and memory — and an F32 copy with fewer layers still (an F32 
 BF16 one's size would need twice its memory). It then times transformers' decode (KV cache,
 one token at a time after a prompt, torch.inference_mode) in BF16 and F32 on 1 and 2 threads,
 each in its own process so memory is returned between steps, runs
-`moescope bench --model` on the same folders, the two taking turns `--rounds` times, and prints
-the medians of the rounds (the speed-up taken round by round), every round's pair, and the
-memory-bandwidth limit that `moescope bench` measures. Build moescope first: `swift build -c release`.
+`moescope bench --model` on the same folders, the two taking turns `--rounds` times (5 by
+default), and prints the medians of the rounds with their range [min–max] beside each (the
+speed-up and the ratio to the limit taken round by round), every round's values, and the
+memory-bandwidth limit that `moescope bench` measures. `--dtypes bfloat16` skips the F32 model. Build moescope first: `swift build -c release`.
 Qwen-MoE and Mixtral shapes are not included: at their published widths even one or two layers
 exceed the memory this shared machine allows one process.
 """
@@ -127,6 +128,7 @@ def compare(family, args):
     spec = FAMILIES[family]
     rows = []
     variants = [("bfloat16", spec["layers"])] + ([("float32", spec["f32_layers"])] if spec["f32_layers"] else [])
+    variants = [v for v in variants if v[0] in args.dtypes]
     for dtype_name, layers in variants:
         folder = os.path.join(args.models, f"{family}-{layers}L-{dtype_name}")
         make_model(family, folder, layers, dtype_name)
@@ -152,10 +154,10 @@ def compare(family, args):
             bandwidth = [o[f"read bandwidth, median of runs ({label})"] for o in ours]
             bytes_ = ours[0]["weight bytes read per decoded token"]
             rows.append(dict(dtype=dtype_name, layers=layers, threads=threads, theirs=med(their_ms), ours=med(our_ms),
-                             speedup=med([t / o for t, o in zip(their_ms, our_ms)]),
+                             speedups=[t / o for t, o in zip(their_ms, our_ms)],
                              rounds_ours=our_ms, rounds_theirs=their_ms,
                              bandwidth=med(bandwidth), limit=bytes_ / med(bandwidth),
-                             paired=med([o[f"decode / bandwidth limit, paired ({label})"] for o in ours]),
+                             paireds=[o[f"decode / bandwidth limit, paired ({label})"] for o in ours],
                              kernel=med([o[f"matrix-vector kernel read rate ({label})"] for o in ours]),
                              kernel_share=med([o[f"matrix-vector kernel read rate ({label})"] / o[f"read bandwidth ({label})"] for o in ours]),
                              their_prefill=med([t["prefill_tps"] for t in theirs[threads]]),
@@ -165,19 +167,25 @@ def compare(family, args):
                              our_rss=max(o["peak RSS"] for o in ours), touched=max(o["resident weights (mapped file pages)"] for o in ours),
                              bytes=bytes_, weights=ours[0]["weights"] / 1e3, loads=loads))
     print(f"\n## {family}: published width, random weights (transformers {transformers_version()}, torch {torch_version()}; "
-          f"medians of {args.rounds} interleaved rounds)\n")
+          f"medians of {args.rounds} interleaved rounds, [min–max] of the rounds beside each)\n")
+    # Each median is followed by the range of the rounds [min–max], so a reader sees how much
+    # of a difference the machine's own minute-to-minute spread could explain.
+    def spread(values, digits, suffix=""):
+        return f"{med(values):.{digits}f}{suffix} [{min(values):.{digits}f}–{max(values):.{digits}f}]"
     print("| dtype | layers | threads | load avg | MB read/token | transformers ms/token | moescope ms/token | speed-up "
           "| read GB/s | limit ms/token | moescope / limit (paired) | kernel GB/s (% of read) | prefill tok/s (tf / moescope) "
           "| RSS MB: tf peak (anon) / moescope peak (weights touched) |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['dtype']} | {r['layers']} | {r['threads']} | {min(r['loads']):.1f}–{max(r['loads']):.1f} | {r['bytes']:.0f} | "
-              f"{r['theirs']:.1f} | {r['ours']:.1f} | {r['speedup']:.2f}x | {r['bandwidth']:.1f} | {r['limit']:.1f} | "
-              f"{r['paired']:.2f}x | {r['kernel']:.1f} ({r['kernel_share'] * 100:.0f} %) | {r['their_prefill']:.0f} / {r['our_prefill']:.0f} | "
+              f"{spread(r['rounds_theirs'], 1)} | {spread(r['rounds_ours'], 1)} | {spread(r['speedups'], 2, 'x')} | "
+              f"{r['bandwidth']:.1f} | {r['limit']:.1f} | {spread(r['paireds'], 2, 'x')} | "
+              f"{r['kernel']:.1f} ({r['kernel_share'] * 100:.0f} %) | {r['their_prefill']:.0f} / {r['our_prefill']:.0f} | "
               f"{r['their_rss']:.0f} ({r['their_anon']:.0f}) / {r['our_rss']:.0f} ({r['touched']:.0f}) |")
-    print("\nPer round, ms/token (transformers / moescope):")
+    print("\nPer round, ms/token (transformers / moescope = speed-up; moescope / limit, paired):")
     for r in rows:
-        pairs = ", ".join(f"{t:.1f} / {o:.1f}" for t, o in zip(r["rounds_theirs"], r["rounds_ours"]))
+        pairs = ", ".join(f"{t:.1f} / {o:.1f} = {x:.2f}x; {p:.2f}x"
+                          for t, o, x, p in zip(r["rounds_theirs"], r["rounds_ours"], r["speedups"], r["paireds"]))
         print(f"- {r['dtype']}, {r['threads']} thread(s): {pairs}")
     sys.stdout.flush()
 
@@ -200,7 +208,9 @@ def main():
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens (prefill)")
     parser.add_argument("--steps", type=int, default=16, help="tokens decoded one at a time per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per process (their median is taken)")
-    parser.add_argument("--rounds", type=int, default=3, help="times moescope and transformers take turns (medians reported)")
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["bfloat16", "float32"],
+                        help="which of the two models to time (DeepSeek-V2-Lite's F32 copy is optional)")
+    parser.add_argument("--rounds", type=int, default=5, help="times moescope and transformers take turns (medians reported)")
     parser.add_argument("--time-transformers", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.time_transformers:
