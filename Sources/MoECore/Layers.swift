@@ -16,8 +16,6 @@ public struct RMSNorm: Sendable, ParameterDeclaring {
         (gain, self.epsilon) = (Parameter(name, shape: [size], initializer: .constant(1)), epsilon)
     }
 
-    public init(gain: Tensor, epsilon: Float, name: String = "") { (self.gain, self.epsilon) = (Parameter(name, value: gain), epsilon) }
-
     public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows { try visit(&gain) }
 
     /// Normalises every run of `gain.count` values: each row, or, with a gain narrower than

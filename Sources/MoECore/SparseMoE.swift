@@ -71,13 +71,10 @@ public struct SparseMoE<P: Projection>: Sendable {
     /// [1 × d]: Qwen2-MoE's gate on the shared expert.
     public var sharedGate: Parameter?
 
-    public init(
-        experts: [SwiGLU<P>], topK: Int, rule: RoutingRule, selectionBias: Tensor? = nil, shared: SwiGLU<P>? = nil,
-        sharedGate: Tensor? = nil
-    ) {
-        (self.experts, self.topK, self.rule, self.shared) = (experts, topK, rule, shared)
+    /// Without a shared expert; a checkpoint's block declares one (HubDeclaration.swift).
+    public init(experts: [SwiGLU<P>], topK: Int, rule: RoutingRule, selectionBias: Tensor? = nil) {
+        (self.experts, self.topK, self.rule) = (experts, topK, rule)
         self.selectionBias = selectionBias.map { Parameter("", value: $0) }
-        self.sharedGate = sharedGate.map { Parameter("", value: $0) }
     }
 
     /// One token's routing from its router logits, by `rule`: the k experts (best first), their

@@ -26,7 +26,7 @@ public struct Parameter: Sendable {
         (self.name, self.initializer, value) = (name, initializer, Tensor(zeros: shape))
     }
 
-    /// A value already at hand (a Hugging Face tensor read by its own loader).
+    /// A value already at hand (the tied LM head's embedding, a hand-built block).
     public init(_ name: String, value: Tensor) { (self.name, initializer, self.value) = (name, .constant(0), value) }
 
     /// Reads the declared name and shape from `source`: a missing or mis-shaped tensor throws
