@@ -44,12 +44,11 @@ struct HubDeclaration {
     init(config c: HubConfig, layout: HubCheckpointLayout) {
         (config, self.layout) = (c, layout)
         embedding = DeclaredTensor("model.embed_tokens.weight", shape: [c.vocabSize, c.hiddenSize])
-        finalNorm = RMSNorm("model.norm.weight", size: c.hiddenSize, epsilon: c.normEpsilon)
+        finalNorm = RMSNorm(reading: "model.norm.weight", size: c.hiddenSize, epsilon: c.normEpsilon)
         lmHead = layout.untiedHead ? DeclaredLinear("lm_head", in: c.hiddenSize, out: c.vocabSize) : nil
     }
 
-    /// Layer `index`, declared (each layer is declared as it is read, so no more than one layer
-    /// of placeholders exists at a time).
+    /// Layer `index`, declared.
     func layer(_ index: Int) -> HubLayer<DeclaredLinear> { HubLayer(declaring: index, config: config, layout: layout) }
 
     /// Every tensor in reading order: the embedding, each layer, the final norm, the LM head.
@@ -73,8 +72,8 @@ extension HubLayer where P == DeclaredLinear {
     init(declaring index: Int, config c: HubConfig, layout: HubCheckpointLayout) {
         let p = "model.layers.\(index)"
         let d = c.hiddenSize
-        inputNorm = RMSNorm("\(p).input_layernorm.weight", size: d, epsilon: c.normEpsilon)
-        postNorm = RMSNorm("\(p).post_attention_layernorm.weight", size: d, epsilon: c.normEpsilon)
+        inputNorm = RMSNorm(reading: "\(p).input_layernorm.weight", size: d, epsilon: c.normEpsilon)
+        postNorm = RMSNorm(reading: "\(p).post_attention_layernorm.weight", size: d, epsilon: c.normEpsilon)
         attentionKind =
             c.latentAttention.map { .latent(MultiHeadLatentAttention(declaring: "\(p).self_attn", config: c, latent: $0)) }
             ?? .groupedQuery(GroupedQueryAttention(declaring: "\(p).self_attn", config: c))
@@ -107,17 +106,22 @@ extension HubLayer where P == DeclaredLinear {
         }
         var moe = SparseMoE(experts: experts, topK: c.topK, rule: c.routing)
         if c.architecture == .deepseekV3 {
-            moe.selectionBias = Parameter("\(block).gate.e_score_correction_bias", shape: [e], initializer: .constant(0))
+            moe.selectionBias = Parameter(reading: "\(block).gate.e_score_correction_bias", shape: [e])
         }
         if c.sharedExpertHiddenSize > 0 {
             // Qwen2-MoE: one shared_expert, gated by σ(u·w); DeepSeek: shared_experts, always on.
             let gated = c.architecture == .qwen2MoE
             moe.shared = SwiGLU(
                 declaring: gated ? "\(block).shared_expert" : "\(block).shared_experts", hidden: c.sharedExpertHiddenSize, width: d)
-            if gated { moe.sharedGate = Parameter("\(block).shared_expert_gate.weight", shape: [1, d], initializer: .constant(0)) }
+            if gated { moe.sharedGate = Parameter(reading: "\(block).shared_expert_gate.weight", shape: [1, d]) }
         }
-        feedForward = .sparse(router: Parameter("\(block).gate.weight", shape: [e, d], initializer: .constant(0)), moe)
+        feedForward = .sparse(router: Parameter(reading: "\(block).gate.weight", shape: [e, d]), moe)
     }
+}
+
+extension RMSNorm {
+    /// The gain `name` [size], read from the checkpoint.
+    init(reading name: String, size: Int, epsilon: Float) { self.init(gain: Parameter(reading: name, shape: [size]), epsilon: epsilon) }
 }
 
 extension SwiGLU where P == DeclaredLinear {
@@ -135,7 +139,9 @@ extension GroupedQueryAttention where P == DeclaredLinear {
     /// Qwen3-MoE's per-head or OLMoE's whole-projection q/k norms.
     init(declaring prefix: String, config c: HubConfig) {
         let (d, qWidth, kvWidth) = (c.hiddenSize, c.numHeads * c.headDim, c.numKeyValueHeads * c.headDim)
-        func norm(_ name: String, _ size: Int) -> RMSNorm { RMSNorm("\(prefix).\(name).weight", size: size, epsilon: c.normEpsilon) }
+        func norm(_ name: String, _ size: Int) -> RMSNorm {
+            RMSNorm(reading: "\(prefix).\(name).weight", size: size, epsilon: c.normEpsilon)
+        }
         let (queryNorm, keyNorm): (RMSNorm?, RMSNorm?)
         switch c.queryKeyNorm {
         case .none: (queryNorm, keyNorm) = (nil, nil)
@@ -163,13 +169,13 @@ extension MultiHeadLatentAttention where P == DeclaredLinear {
             mla.queryRank.map { rank in
                 .lowRank(
                     down: DeclaredLinear("\(prefix).q_a_proj", in: d, out: rank, bias: c.attentionBias),
-                    norm: RMSNorm("\(prefix).q_a_layernorm.weight", size: rank, epsilon: 1e-6),
+                    norm: RMSNorm(reading: "\(prefix).q_a_layernorm.weight", size: rank, epsilon: 1e-6),
                     up: DeclaredLinear("\(prefix).q_b_proj", in: rank, out: queryWidth))
             } ?? .full(DeclaredLinear("\(prefix).q_proj", in: d, out: queryWidth))
         self.init(
             query: query,
             latentDown: DeclaredLinear("\(prefix).kv_a_proj_with_mqa", in: d, out: mla.latentRank + mla.rotaryDim, bias: c.attentionBias),
-            latentNorm: RMSNorm("\(prefix).kv_a_layernorm.weight", size: mla.latentRank, epsilon: 1e-6),
+            latentNorm: RMSNorm(reading: "\(prefix).kv_a_layernorm.weight", size: mla.latentRank, epsilon: 1e-6),
             latentUp: DeclaredLinear("\(prefix).kv_b_proj", in: mla.latentRank, out: heads * (mla.noPositionDim + mla.valueDim)),
             output: DeclaredLinear("\(prefix).o_proj", in: heads * mla.valueDim, out: d, bias: c.attentionBias),
             heads: heads, noPositionDim: mla.noPositionDim, rotaryDim: mla.rotaryDim, valueDim: mla.valueDim,
