@@ -48,21 +48,32 @@ struct HubDeclaration {
         lmHead = layout.untiedHead ? DeclaredLinear("lm_head", in: c.hiddenSize, out: c.vocabSize) : nil
     }
 
-    /// Layer `index`, declared.
-    func layer(_ index: Int) -> HubLayer<DeclaredLinear> { HubLayer(declaring: index, config: config, layout: layout) }
-
-    /// Every tensor in reading order: the embedding, each layer, the final norm, the LM head.
-    var tensors: [DeclaredTensor] {
-        var all = [embedding]
-        let record = { (linear: DeclaredLinear) -> DeclaredLinear in
-            all += linear.tensors
-            return linear
+    /// The model's weights in reading order — the embedding, each layer, the final norm, the
+    /// untied LM head — the embedding through `tensor`, every projection through `projection`
+    /// and every Float parameter through `parameter`. Each layer is declared as the walk reaches it.
+    func mapWeights<Embedding, Q: Projection>(
+        _ tensor: (DeclaredTensor) throws -> Embedding, _ projection: (DeclaredLinear) throws -> Q,
+        parameter: (inout Parameter) throws -> Void
+    ) rethrows -> (embedding: Embedding, layers: [HubLayer<Q>], finalNorm: RMSNorm, lmHead: Q?) {
+        let embedding = try tensor(self.embedding)
+        let layers = try (0..<config.numLayers).map {
+            try HubLayer(declaring: $0, config: config, layout: layout).mapWeights(projection, parameter: parameter)
         }
-        let recordParameter = { (parameter: inout Parameter) in all.append(DeclaredTensor(parameter.name, shape: parameter.shape)) }
-        for i in 0..<config.numLayers { _ = layer(i).mapWeights(record, parameter: recordParameter) }
-        var norm = finalNorm
-        norm.visitParameters(recordParameter)
-        if let lmHead { _ = record(lmHead) }
+        var finalNorm = self.finalNorm
+        try finalNorm.visitParameters(parameter)
+        return (embedding, layers, finalNorm, try lmHead.map(projection))
+    }
+
+    /// Every tensor, in reading order (the same walk, recording).
+    var tensors: [DeclaredTensor] {
+        var all: [DeclaredTensor] = []
+        _ = mapWeights(
+            { all.append($0) },
+            { (linear: DeclaredLinear) in
+                all += linear.tensors
+                return linear
+            },
+            parameter: { all.append(DeclaredTensor($0.name, shape: $0.shape)) })
         return all
     }
 }

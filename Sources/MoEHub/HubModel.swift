@@ -41,12 +41,9 @@ public struct HubModel: Sendable {
         path = reader.weights.path
         weightBytes = reader.weights.totalBytes
         let declaration = HubDeclaration(config: config, layout: HubCheckpointLayout(config: config, names: reader.weights.contains))
-        embedding = try reader.tensor(declaration.embedding)
-        layers = try (0..<config.numLayers).map { try declaration.layer($0).mapWeights(reader.linear, parameter: reader.parameter) }
-        var finalNorm = declaration.finalNorm
-        try finalNorm.visitParameters(reader.parameter)
-        self.finalNorm = finalNorm
-        lmHead = try declaration.lmHead.map(reader.linear) ?? MappedLinear(weight: embedding, bias: nil)
+        let read = try declaration.mapWeights(reader.tensor, reader.linear, parameter: reader.parameter)
+        (embedding, layers, finalNorm) = (read.embedding, read.layers, read.finalNorm)
+        lmHead = read.lmHead ?? MappedLinear(weight: read.embedding, bias: nil)
         try reader.checkNothingElse(config: config)
     }
 
