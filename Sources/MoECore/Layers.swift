@@ -13,10 +13,10 @@ public struct RMSNorm: Sendable, ParameterDeclaring {
 
     /// Declares the gain `name` of `size`, ones when not loaded.
     public init(_ name: String, size: Int, epsilon: Float) {
-        (gain, self.epsilon) = (Parameter(name, shape: [size], initializer: .constant(1)), epsilon)
+        self.init(gain: Parameter(name, shape: [size], initializer: .constant(1)), epsilon: epsilon)
     }
 
-    public init(gain: Tensor, epsilon: Float, name: String = "") { (self.gain, self.epsilon) = (Parameter(name, value: gain), epsilon) }
+    public init(gain: Parameter, epsilon: Float) { (self.gain, self.epsilon) = (gain, epsilon) }
 
     public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows { try visit(&gain) }
 

@@ -65,18 +65,16 @@ public struct SparseMoE<P: Projection>: Sendable {
     public var experts: [SwiGLU<P>]
     public var topK: Int
     public var rule: RoutingRule
-    /// DeepSeek-V3's selection bias, added to the scores only to choose experts.
-    public var selectionBias: Tensor?
+    /// DeepSeek-V3's selection bias [E], added to the scores only to choose experts.
+    public var selectionBias: Parameter?
     public var shared: SwiGLU<P>?
     /// [1 × d]: Qwen2-MoE's gate on the shared expert.
-    public var sharedGate: Tensor?
+    public var sharedGate: Parameter?
 
-    public init(
-        experts: [SwiGLU<P>], topK: Int, rule: RoutingRule, selectionBias: Tensor? = nil, shared: SwiGLU<P>? = nil,
-        sharedGate: Tensor? = nil
-    ) {
+    /// Without a shared expert; a checkpoint's block declares one (HubDeclaration.swift).
+    public init(experts: [SwiGLU<P>], topK: Int, rule: RoutingRule, selectionBias: Tensor? = nil) {
         (self.experts, self.topK, self.rule) = (experts, topK, rule)
-        (self.selectionBias, self.shared, self.sharedGate) = (selectionBias, shared, sharedGate)
+        self.selectionBias = selectionBias.map { Parameter("", value: $0) }
     }
 
     /// One token's routing from its router logits, by `rule`: the k experts (best first), their
@@ -123,7 +121,7 @@ public struct SparseMoE<P: Projection>: Sendable {
             return (chosen, chosen.map { p[$0] * scale }, p, selection, margin)
         case .deepseekV3(let groups, let topGroups, let normalize, let scale):
             let scores = logits.map(Kernels.sigmoid)
-            let biased = zip(scores, selectionBias?.scalars ?? [Float](repeating: 0, count: e)).map(+)
+            let biased = zip(scores, selectionBias?.value.scalars ?? [Float](repeating: 0, count: e)).map(+)
             var selection = biased
             let ranked = rankGroups(biased, groups: groups, top: topGroups) { $0.sorted(by: >).prefix(2).reduce(0, +) }
             for i in 0..<e where !ranked.kept.contains(i / (e / groups)) { selection[i] = -.infinity }
@@ -228,7 +226,7 @@ public struct SparseMoE<P: Projection>: Sendable {
         if shared != nil {
             var gates = Tensor(repeating: 1, shape: [t, 1])  // DeepSeek's shared experts are always on
             if let sharedGate {
-                Tensor.product(u, transposed: false, sharedGate, transposed: true, into: &gates, accumulate: false, threads: 1)
+                Tensor.product(u, transposed: false, sharedGate.value, transposed: true, into: &gates, accumulate: false, threads: 1)
                 gates = gates.mapped(Kernels.sigmoid)
             }
             y.scalars.withUnsafeMutableBufferPointer { yp in

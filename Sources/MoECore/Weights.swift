@@ -18,16 +18,34 @@ public protocol WeightSource {
 public struct Parameter: Sendable {
     public let name: String
     public let initializer: Initializer
+    /// The declared shape, `value`'s once loaded.
+    public let shape: [Int]
     public var value: Tensor
-    public var shape: [Int] { value.shape }
 
     /// Declared: zeros of `shape` until `load(from:)` fills it.
     public init(_ name: String, shape: [Int], initializer: Initializer) {
-        (self.name, self.initializer, value) = (name, initializer, Tensor(zeros: shape))
+        self.name = name
+        self.initializer = initializer
+        self.shape = shape
+        value = Tensor(zeros: shape)
     }
 
-    /// A value already at hand (a Hugging Face tensor read by its own loader).
-    public init(_ name: String, value: Tensor) { (self.name, initializer, self.value) = (name, .constant(0), value) }
+    /// Declared to be read from a checkpoint, holding nothing until then: a config that implies
+    /// sizes its files do not have allocates nothing before the shapes are checked.
+    public init(reading name: String, shape: [Int]) {
+        self.name = name
+        initializer = .constant(0)
+        self.shape = shape
+        value = Tensor(zeros: [0])
+    }
+
+    /// A value already at hand (the tied LM head's embedding, a hand-built block).
+    public init(_ name: String, value: Tensor) {
+        self.name = name
+        initializer = .constant(0)
+        shape = value.shape
+        self.value = value
+    }
 
     /// Reads the declared name and shape from `source`: a missing or mis-shaped tensor throws
     /// one line naming it.

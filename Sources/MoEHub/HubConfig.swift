@@ -10,6 +10,8 @@ public enum HubError: Error, CustomStringConvertible, Equatable {
     case badField(path: String, field: String, detail: String)
     case missingWeight(path: String, tensor: String)
     case wrongShape(path: String, tensor: String, expected: [Int], found: [Int])
+    /// A tensor no block of the model config.json describes reads.
+    case unexpectedWeight(path: String, tensor: String)
     case tooLarge(path: String, neededBytes: Int, availableBytes: Int)
     case unsupportedTokenizer(path: String, detail: String)
 
@@ -24,9 +26,11 @@ public enum HubError: Error, CustomStringConvertible, Equatable {
         case .badField(let path, let field, let detail):
             return "\(path)/config.json: field \"\(field)\" \(detail)"
         case .missingWeight(let path, let tensor):
-            return "\(path): no tensor \"\(tensor)\" in the safetensors files — the weights do not match config.json"
+            return "\(path): no tensor \"\(tensor)\", which config.json implies — \(Self.mismatch)"
         case .wrongShape(let path, let tensor, let expected, let found):
-            return "\(path): tensor \"\(tensor)\" has shape \(found), config.json implies \(expected)"
+            return "\(path): tensor \"\(tensor)\" has shape \(found), config.json implies \(expected) — \(Self.mismatch)"
+        case .unexpectedWeight(let path, let tensor):
+            return "\(path): tensor \"\(tensor)\" is no weight of the model config.json describes — \(Self.mismatch)"
         case .tooLarge(let path, let needed, let available):
             return
                 "\(path): the weights take \(Self.gigabytes(needed)) and this machine has \(Self.gigabytes(available)) of memory — use a smaller model or a larger machine"
@@ -35,6 +39,8 @@ public enum HubError: Error, CustomStringConvertible, Equatable {
                 "\(path)/tokenizer.json: \(detail) — moescope reads BPE tokenizers, byte-level (GPT-2, Qwen, OLMoE, DeepSeek) or SentencePiece-style (Mixtral, Llama 2)"
         }
     }
+
+    static let mismatch = "the weights do not match config.json; use the config.json saved with these weights"
 
     static func gigabytes(_ bytes: Int) -> String { String(format: "%.1f GB", Double(bytes) / 1e9) }
 }
@@ -159,6 +165,9 @@ public struct HubConfig: Sendable, Equatable {
     /// Layers that run a dense SwiGLU MLP instead of experts, and its width.
     public var denseLayers: Set<Int>
     public var denseHiddenSize: Int
+    /// DeepSeek-V3's multi-token-prediction modules (`num_nextn_predict_layers`), stored as the
+    /// layers after the last; moescope predicts one token and does not read them.
+    public var multiTokenPredictionLayers: Int
 
     public var moeLayers: [Int] { (0..<numLayers).filter { !denseLayers.contains($0) } }
 
@@ -335,6 +344,8 @@ public struct HubConfig: Sendable, Equatable {
             for layer in 0..<min(first, numLayers) { dense.insert(layer) }
         }
         denseLayers = dense
+        multiTokenPredictionLayers =
+            architecture == .deepseekV3 ? try fields.fields.optionalInt("num_nextn_predict_layers", in: 0...SizeLimits.layers) ?? 0 : 0
         if !dense.isEmpty && denseHiddenSize <= 0 { throw HubError.missingField(path: path, field: "intermediate_size") }
     }
 }

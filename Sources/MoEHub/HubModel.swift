@@ -9,7 +9,7 @@ public struct HubModel: Sendable {
     public internal(set) var config: HubConfig
     public let path: String
     let embedding: MappedTensor
-    var layers: [HubLayer]
+    var layers: [HubLayer<MappedLinear>]
     let finalNorm: RMSNorm
     let lmHead: MappedLinear
     /// Bytes of all the weights (what mapping them whole would take).
@@ -26,21 +26,25 @@ public struct HubModel: Sendable {
     /// `memoryLimit` (default: the machine's physical memory), rather than letting the
     /// kernel's OOM killer end the process mid-run.
     public init(folder: String, memoryLimit: Int = Int(ProcessInfo.processInfo.physicalMemory)) throws {
-        config = try HubConfig(folder: folder)
-        path = folder
+        let config = try HubConfig(folder: folder)
         let weights = try HubWeights(folder: folder)
-        weightBytes = weights.totalBytes
         guard weights.totalBytes <= memoryLimit else {
             throw HubError.tooLarge(path: folder, neededBytes: weights.totalBytes, availableBytes: memoryLimit)
         }
-        let (d, c) = (config.hiddenSize, config)
-        embedding = try weights.tensor("model.embed_tokens.weight", shape: [c.vocabSize, d])
-        finalNorm = RMSNorm(gain: try weights.tensor("model.norm.weight", shape: [d]).decoded(), epsilon: c.normEpsilon)
-        let head =
-            c.tieEmbeddings && !weights.contains("lm_head.weight")
-            ? embedding : try weights.tensor("lm_head.weight", shape: [c.vocabSize, d])
-        lmHead = MappedLinear(weight: head, bias: nil)
-        layers = try (0..<c.numLayers).map { try HubLayer(index: $0, config: c, weights: weights) }
+        try self.init(config: config, reading: HubWeightReader(weights))
+    }
+
+    /// Reads every weight `config` declares (`HubDeclaration`), in declaration order, and
+    /// refuses tensors nothing declared.
+    init(config: HubConfig, reading reader: HubWeightReader) throws {
+        self.config = config
+        path = reader.weights.path
+        weightBytes = reader.weights.totalBytes
+        let declaration = HubDeclaration(config: config, layout: HubCheckpointLayout(config: config, names: reader.weights.contains))
+        let read = try declaration.mapWeights(reader.tensor, reader.linear, parameter: reader.parameter)
+        (embedding, layers, finalNorm) = (read.embedding, read.layers, read.finalNorm)
+        lmHead = read.lmHead ?? MappedLinear(weight: read.embedding, bias: nil)
+        try reader.checkNothingElse(config: config)
     }
 
     public func makeCache() -> KVCache { KVCache(layers: layers.count, capacity: config.contextLength) }
@@ -80,7 +84,8 @@ public struct HubModel: Sendable {
                     let began = monotonicNanoseconds()
                     var logits = Tensor(uninitialized: [t, config.numExperts])
                     let routerInput = routerInputNoise?.applied(to: u, start: offset, layer: i) ?? u
-                    Tensor.product(routerInput, transposed: false, router, transposed: true, into: &logits, accumulate: false, threads: 1)
+                    Tensor.product(
+                        routerInput, transposed: false, router.value, transposed: true, into: &logits, accumulate: false, threads: 1)
                     let routerNanoseconds = Double(monotonicNanoseconds() - began) / Double(t)
                     var (y, routing) = moe(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
                     for r in routing.indices { routing[r].routerNanoseconds = routerNanoseconds }
@@ -105,15 +110,16 @@ public struct HubModel: Sendable {
 }
 
 /// One decoder layer of a Hugging Face model: x += attention(norm(x)); x += feed-forward(norm(x)).
-struct HubLayer: Sendable {
+/// Declared with `DeclaredLinear`s (HubDeclaration.swift), run with `MappedLinear`s.
+struct HubLayer<P: Projection>: Sendable {
     enum AttentionKind: Sendable {
-        case groupedQuery(GroupedQueryAttention<MappedLinear>)
-        case latent(MultiHeadLatentAttention<MappedLinear>)
+        case groupedQuery(GroupedQueryAttention<P>)
+        case latent(MultiHeadLatentAttention<P>)
     }
     enum FeedForward: Sendable {
-        case dense(SwiGLU<MappedLinear>)
+        case dense(SwiGLU<P>)
         /// The layer's linear router [E × d] and its experts.
-        case sparse(router: Tensor, SparseMoE<MappedLinear>)
+        case sparse(router: Parameter, SparseMoE<P>)
     }
 
     let inputNorm: RMSNorm, postNorm: RMSNorm
@@ -128,106 +134,9 @@ struct HubLayer: Sendable {
     }
 
     /// The experts of an MoE layer; nil for a dense one.
-    var moe: SparseMoE<MappedLinear>? {
+    var moe: SparseMoE<P>? {
         guard case .sparse(_, let moe) = feedForward else { return nil }
         return moe
-    }
-
-    init(index: Int, config c: HubConfig, weights: HubWeights) throws {
-        let p = "model.layers.\(index)"
-        let d = c.hiddenSize
-        let (qWidth, kvWidth) = (c.numHeads * c.headDim, c.numKeyValueHeads * c.headDim)
-        func linear(_ name: String, _ out: Int, _ input: Int, bias: Bool = false) throws -> MappedLinear {
-            MappedLinear(
-                weight: try weights.tensor("\(name).weight", shape: [out, input]),
-                bias: bias ? try weights.tensor("\(name).bias", shape: [out]).decoded() : nil)
-        }
-        func norm(_ name: String, _ size: Int, epsilon: Float = c.normEpsilon) throws -> RMSNorm {
-            RMSNorm(gain: try weights.tensor("\(name).weight", shape: [size]).decoded(), epsilon: epsilon, name: "\(name).weight")
-        }
-        inputNorm = try norm("\(p).input_layernorm", d)
-        postNorm = try norm("\(p).post_attention_layernorm", d)
-        let a = "\(p).self_attn"
-        let heads = c.numHeads
-        if let mla = c.latentAttention {
-            let queryWidth = heads * mla.queryKeyDim
-            // transformers builds MLA's two norms with RMSNorm's default ε (1e-6), not rms_norm_eps.
-            let query: MultiHeadLatentAttention<MappedLinear>.Query =
-                try mla.queryRank.map { rank in
-                    .lowRank(
-                        down: try linear("\(a).q_a_proj", rank, d, bias: c.attentionBias),
-                        norm: try norm("\(a).q_a_layernorm", rank, epsilon: 1e-6),
-                        up: try linear("\(a).q_b_proj", queryWidth, rank))
-                } ?? .full(try linear("\(a).q_proj", queryWidth, d))
-            attentionKind = .latent(
-                MultiHeadLatentAttention(
-                    query: query,
-                    latentDown: try linear("\(a).kv_a_proj_with_mqa", mla.latentRank + mla.rotaryDim, d, bias: c.attentionBias),
-                    latentNorm: try norm("\(a).kv_a_layernorm", mla.latentRank, epsilon: 1e-6),
-                    latentUp: try linear("\(a).kv_b_proj", heads * (mla.noPositionDim + mla.valueDim), mla.latentRank),
-                    output: try linear("\(a).o_proj", d, heads * mla.valueDim, bias: c.attentionBias),
-                    heads: heads, noPositionDim: mla.noPositionDim, rotaryDim: mla.rotaryDim, valueDim: mla.valueDim,
-                    latentRank: mla.latentRank, interleaved: mla.interleaved,
-                    scale: Float(c.rope.softmaxScale / Double(mla.queryKeyDim).squareRoot())))
-        } else {
-            let (queryNorm, keyNorm): (RMSNorm?, RMSNorm?)
-            switch c.queryKeyNorm {
-            case .none: (queryNorm, keyNorm) = (nil, nil)
-            case .perHead: (queryNorm, keyNorm) = (try norm("\(a).q_norm", c.headDim), try norm("\(a).k_norm", c.headDim))
-            case .wholeProjection: (queryNorm, keyNorm) = (try norm("\(a).q_norm", qWidth), try norm("\(a).k_norm", kvWidth))
-            }
-            attentionKind = .groupedQuery(
-                GroupedQueryAttention(
-                    query: try linear("\(a).q_proj", qWidth, d, bias: c.attentionBias),
-                    key: try linear("\(a).k_proj", kvWidth, d, bias: c.attentionBias),
-                    value: try linear("\(a).v_proj", kvWidth, d, bias: c.attentionBias), output: try linear("\(a).o_proj", d, qWidth),
-                    heads: heads, keyValueHeads: c.numKeyValueHeads, headDim: c.headDim, queryNorm: queryNorm, keyNorm: keyNorm,
-                    clip: c.clipQKV))
-        }
-        func mlp(_ x: String, _ h: Int) throws -> SwiGLU<MappedLinear> {
-            SwiGLU(gate: try linear("\(x).gate_proj", h, d), up: try linear("\(x).up_proj", h, d), down: try linear("\(x).down_proj", d, h))
-        }
-        if c.denseLayers.contains(index) {
-            feedForward = .dense(try mlp("\(p).mlp", c.denseHiddenSize))
-            return
-        }
-        // Mixtral checkpoints say block_sparse_moe; transformers 5 and the other families say mlp.
-        let block = ["\(p).mlp", "\(p).block_sparse_moe"].first { weights.contains("\($0).gate.weight") } ?? "\(p).mlp"
-        let (e, h) = (c.numExperts, c.expertHiddenSize)
-        let router = try weights.tensor("\(block).gate.weight", shape: [e, d]).decoded()
-        let bias = c.architecture == .deepseekV3 ? try weights.tensor("\(block).gate.e_score_correction_bias", shape: [e]).decoded() : nil
-        let experts: [SwiGLU<MappedLinear>]
-        if weights.contains("\(block).experts.0.w1.weight") {  // Mixtral: w1 gate, w3 up, w2 down
-            experts = try (0..<e).map { i in
-                let x = "\(block).experts.\(i)"
-                return SwiGLU(gate: try linear("\(x).w1", h, d), up: try linear("\(x).w3", h, d), down: try linear("\(x).w2", d, h))
-            }
-        } else if weights.contains("\(block).experts.gate_up_proj") {  // fused [E × 2h × d] and [E × d × h]
-            let gateUp = try weights.tensor("\(block).experts.gate_up_proj", shape: [e, 2 * h, d])
-            let down = try weights.tensor("\(block).experts.down_proj", shape: [e, d, h])
-            experts = (0..<e).map { i in
-                let both = gateUp.slice(i)
-                return SwiGLU(
-                    gate: MappedLinear(weight: both.rowSlice(0..<h), bias: nil),
-                    up: MappedLinear(weight: both.rowSlice(h..<2 * h), bias: nil),
-                    down: MappedLinear(weight: down.slice(i), bias: nil))
-            }
-        } else {  // gate_proj / up_proj / down_proj per expert
-            experts = try (0..<e).map { try mlp("\(block).experts.\($0)", h) }
-        }
-        var shared: SwiGLU<MappedLinear>?
-        var sharedGate: Tensor?
-        if c.sharedExpertHiddenSize > 0 {
-            // Qwen2-MoE: one gated shared_expert; DeepSeek: shared_experts, always on.
-            let gated = c.architecture == .qwen2MoE
-            shared = try mlp(gated ? "\(block).shared_expert" : "\(block).shared_experts", c.sharedExpertHiddenSize)
-            sharedGate = gated ? try weights.tensor("\(block).shared_expert_gate.weight", shape: [1, d]).decoded() : nil
-        }
-        feedForward = .sparse(
-            router: router,
-            SparseMoE(
-                experts: experts, topK: c.topK, rule: c.routing, selectionBias: bias,
-                shared: shared, sharedGate: sharedGate))
     }
 }
 
@@ -284,13 +193,13 @@ extension HubModel: CachedRoutingModel {
         case .topKPlusOne:
             model.config.topK += 1
             model.forEachMoE { _, moe in moe.topK += 1 }
-        case .routerWeightsRounded(let precision): model.forEachMoE { router, _ in router = precision.round(router) }
+        case .routerWeightsRounded(let precision): model.forEachMoE { router, _ in router.value = precision.round(router.value) }
         case .routerInputNoise(let relative): model.routerInputNoise = RouterInputNoise(relative: relative)
         }
         return model
     }
 
-    private mutating func forEachMoE(_ change: (inout Tensor, inout SparseMoE<MappedLinear>) -> Void) {
+    private mutating func forEachMoE(_ change: (inout Parameter, inout SparseMoE<MappedLinear>) -> Void) {
         for i in layers.indices {
             guard case .sparse(var router, var moe) = layers[i].feedForward else { continue }
             change(&router, &moe)

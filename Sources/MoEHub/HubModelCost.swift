@@ -21,7 +21,7 @@ extension HubModel {
             switch layer.feedForward {
             case .dense(let mlp): total += mlp.byteCount
             case .sparse(let router, let moe):
-                total += router.count * 4 + (moe.sharedGate?.count ?? 0) * 4
+                total += router.value.count * 4 + (moe.sharedGate?.value.count ?? 0) * 4
                 total += config.topK * (moe.experts.first?.byteCount ?? 0) + (moe.shared?.byteCount ?? 0)
             }
         }
