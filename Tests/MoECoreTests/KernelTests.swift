@@ -236,6 +236,40 @@ import Testing
         }
     }
 
+    /// Few-row products split between this thread and the helper thread give the same bits as
+    /// on one thread: an expert's gate and up (256 × 128) and a down (128 × 256) together, one
+    /// and two input rows, and a product too small to split.
+    @Test func splitRowProductsEqualOneThread() {
+        var g = SeededGenerator(seed: 14)
+        let weights = [[256, 128], [256, 128], [128, 256], [8, 64]].map { Tensor(randomNormal: $0, std: 1, using: &g) }
+        let packed = weights.map { Kernels.PackedRows($0) }
+        for rows in 1...2 {
+            let inputs = weights.map { Tensor(randomNormal: [rows, $0.cols], std: 1, using: &g) }
+            func run(threads: Int) -> [[Float]] {
+                var outputs = weights.map { [Float](repeating: .nan, count: rows * $0.rows) }
+                let inputBuffers = inputs.map { input in
+                    let p = UnsafeMutablePointer<Float>.allocate(capacity: input.count)
+                    p.initialize(from: input.scalars, count: input.count)
+                    return p
+                }
+                let outputBuffers = outputs.map { UnsafeMutablePointer<Float>.allocate(capacity: $0.count) }
+                defer { (inputBuffers + outputBuffers).forEach { $0.deallocate() } }
+                Kernels.multiplyRows(
+                    packed.indices.map { .init(weights: packed[$0], input: inputBuffers[$0], rows: rows, output: outputBuffers[$0]) },
+                    threads: threads)
+                for i in outputs.indices { outputs[i] = Array(UnsafeBufferPointer(start: outputBuffers[i], count: outputs[i].count)) }
+                return outputs
+            }
+            let one = run(threads: 1)
+            let two = run(threads: 2)
+            #expect(one.map { $0.map(\.bitPattern) } == two.map { $0.map(\.bitPattern) })
+            for i in weights.indices {
+                let linear = Linear(weight: weights[i])
+                #expect(one[i].map(\.bitPattern) == linear(inputs[i], threads: 1).scalars.map(\.bitPattern))
+            }
+        }
+    }
+
     @Test func transposeIsExact() {
         let t = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]).transposed()
         #expect(t.shape == [3, 2])
