@@ -119,7 +119,7 @@ public struct MoEModel: Sendable, ParameterDeclaring {
     }
 
     /// y = x Eᵀ with the embedding itself when tied.
-    public var lmHead: Linear { untiedHead ?? Linear(weight: embedding.value, name: embedding.name) }
+    public var lmHead: Linear { untiedHead ?? Linear(embedding) }
 
     public func makeCache() -> KVCache { KVCache(layers: config.numLayers, capacity: config.contextLength) }
 

@@ -12,9 +12,34 @@ public protocol Projection: Sendable {
 }
 
 extension Linear: Projection {
-    /// One product after another, each split over `threads` cores by the GEMM.
+    /// One product after another, each split over `threads` cores by the GEMM; a decoded
+    /// token's few rows all in one split between two threads (`Kernels.multiplyRows`).
     public static func apply(_ products: [(projection: Linear, input: Tensor)], threads: Int) -> [Tensor] {
-        products.map { $0.projection($0.input, threads: threads) }
+        guard threads > 1, products.count > 1, products.allSatisfy({ $0.input.rows < Kernels.microRows }) else {
+            return products.map { $0.projection($0.input, threads: threads) }
+        }
+        // One buffer holds every input and output while the threads run, so their addresses
+        // stay valid for the whole call.
+        let inputCount = products.reduce(0) { $0 + $1.input.count }
+        let outputCount = products.reduce(0) { $0 + $1.input.rows * $1.projection.outFeatures }
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: inputCount + outputCount)
+        defer { buffer.deallocate() }
+        var jobs: [Kernels.RowProduct] = []
+        jobs.reserveCapacity(products.count)
+        var (inputAt, outputAt) = (0, inputCount)
+        for (linear, input) in products {
+            precondition(input.cols == linear.inFeatures, "Linear expects \(linear.inFeatures) inputs, got \(input.cols)")
+            input.withBase { (buffer + inputAt).update(from: $0, count: input.count) }
+            jobs.append(.init(weights: linear.weight.rowsPacked, input: buffer + inputAt, rows: input.rows, output: buffer + outputAt))
+            inputAt += input.count
+            outputAt += input.rows * linear.outFeatures
+        }
+        Kernels.multiplyRows(jobs, threads: threads)
+        return zip(products, jobs).map { product, job in
+            Tensor(
+                shape: [product.input.rows, product.projection.outFeatures],
+                scalars: Array(UnsafeBufferPointer(start: job.output, count: product.input.rows * product.projection.outFeatures)))
+        }
     }
 }
 

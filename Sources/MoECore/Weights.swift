@@ -20,7 +20,17 @@ public struct Parameter: Sendable {
     public let initializer: Initializer
     /// The declared shape, `value`'s once loaded.
     public let shape: [Int]
-    public var value: Tensor
+    public var value: Tensor {
+        // A new value makes a new (empty) packed copy; other copies of this parameter keep theirs.
+        didSet { packedRowsCache = PackedRowsCache() }
+    }
+    /// Inference's packed copy of a matrix parameter (`rowsPacked`), built on first use.
+    private var packedRowsCache = PackedRowsCache()
+
+    /// The value packed for products of one or a few input rows (`Kernels.PackedRows`): built
+    /// the first time a decode asks for it, then kept as long as the value is not changed, so
+    /// a decoded model holds each matrix it has used twice.
+    public var rowsPacked: Kernels.PackedRows { packedRowsCache.rows(for: value) }
 
     /// Declared: zeros of `shape` until `load(from:)` fills it.
     public init(_ name: String, shape: [Int], initializer: Initializer) {
@@ -118,6 +128,12 @@ public struct Linear: Sendable, ParameterDeclaring {
         self.weight = Parameter(name, value: weight)
     }
 
+    /// A product of a parameter declared elsewhere (the tied embedding), sharing its packed copy.
+    public init(_ weight: Parameter) {
+        precondition(weight.shape.count == 2)
+        self.weight = weight
+    }
+
     /// Declares `name`, [out × in], drawn from N(0, std²) when not loaded.
     public init(_ name: String, in inFeatures: Int, out outFeatures: Int, std: Float) {
         weight = Parameter(name, shape: [outFeatures, inFeatures], initializer: .normal(std: std))
@@ -125,11 +141,20 @@ public struct Linear: Sendable, ParameterDeclaring {
 
     public mutating func visitParameters(_ visit: (inout Parameter) throws -> Void) rethrows { try visit(&weight) }
 
-    /// x: [T × in] → [T × out]; a large product splits over `threads` cores.
+    /// x: [T × in] → [T × out]; a large product splits over `threads` cores. A few rows (a
+    /// decoded token) read the packed copy (`Parameter.rowsPacked`), which gives the same
+    /// values as `gemm` does for them.
     public func callAsFunction(_ x: Tensor, threads: Int = Kernels.threads) -> Tensor {
         precondition(x.cols == inFeatures, "Linear expects \(inFeatures) inputs, got \(x.cols)")
         var y = Tensor(uninitialized: [x.rows, outFeatures])
-        Tensor.product(x, transposed: false, weight.value, transposed: true, into: &y, accumulate: false, threads: threads)
+        if x.rows < Kernels.microRows {
+            let packed = weight.rowsPacked
+            x.withBase { xp in
+                y.withMutableBase { Kernels.multiplyRows([.init(weights: packed, input: xp, rows: x.rows, output: $0)], threads: threads) }
+            }
+        } else {
+            Tensor.product(x, transposed: false, weight.value, transposed: true, into: &y, accumulate: false, threads: threads)
+        }
         return y
     }
 }

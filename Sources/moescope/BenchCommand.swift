@@ -26,6 +26,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Keep the synthetic trace at PATH (for `moescope --trace PATH`) instead of deleting it.", valueName: "path"))
     var keepTrace: String?
     @Flag(help: "Run only the routing-trace rows.") var traceOnly = false
+    @Flag(help: "Run only the decode and router rows.") var decodeOnly = false
     @OptionGroup var hub: HubModelOption
     @Option(help: "With --model: prompt length for the prefill timing.") var promptTokens = 32
     @Option(help: "With --model: tokens decoded one at a time after each prompt.") var decodeTokens = 16
@@ -58,6 +59,8 @@ struct BenchCommand: ParsableCommand {
         }
         if traceOnly {
             try measureRecordedTrace(into: &table)
+        } else if decodeOnly {
+            try measureDecode(ShippedModels(locator: assets.locate()), into: &table)
         } else {
             let shipped = try ShippedModels(locator: assets.locate())
             try measureDecode(shipped, into: &table)
@@ -121,8 +124,8 @@ struct ShippedModels {
 
 extension BenchCommand {
     /// Decode one token at a time on the KV cache with routing traces on (what the explorer
-    /// does per keypress): milliseconds per token for Linear and GRU, and every router's own
-    /// time per token over all layers.
+    /// does per keypress): for every router, milliseconds per token and the router's own time
+    /// per token over all layers.
     func measureDecode(_ shipped: ShippedModels, into table: inout BenchTable) throws {
         let ids = shipped.ids
         for router in RouterKind.allCases {
@@ -138,10 +141,8 @@ extension BenchCommand {
                 }
                 perToken.append(Double(monotonicNanoseconds() - began) / Double(ids.count))
             }
-            if router == .gru || router == .linear {
-                table.record(
-                    "decode ms/token (\(router.rawValue), traces on)", median(perToken) / 1e6, "ms", "\(ids.count) tokens, KV cache")
-            }
+            table.record(
+                "decode ms/token (\(router.rawValue), traces on)", median(perToken) / 1e6, "ms", "\(ids.count) tokens, KV cache")
             table.record("router µs/token (\(router.rawValue))", median(routerTimes) / 1e3, "µs", "all \(model.config.numLayers) layers")
         }
     }

@@ -201,6 +201,75 @@ import Testing
         #expect(worst < 1e-5)
     }
 
+    /// The packed one-row product: each output bit for bit what `dot` (and so `gemm`'s
+    /// few-rows path) gives, and near the plain sum, at ragged shapes (k with and without a
+    /// tail, an odd number of chunks, outputs not a multiple of the 16-output panel), for
+    /// 1 to 5 input rows; signed zeros included (an all-zero row sums to +0 either way).
+    @Test(arguments: [(1, 1), (3, 8), (16, 16), (17, 33), (40, 48), (8, 64), (257, 128), (33, 130), (128, 256), (5, 15)])
+    func packedRowsEqualDotAndReference(shape: (Int, Int)) {
+        let (n, k) = shape
+        var g = SeededGenerator(seed: UInt64(n * 1000 + k))
+        var w = Tensor(randomNormal: [n, k], std: 1, using: &g)
+        for p in 0..<k { w.scalars[p] = -0.0 }  // a row of negative zeros
+        let packed = Kernels.PackedRows(w)
+        for rows in 1...5 {
+            let x = Tensor(randomNormal: [rows, k], std: 1, using: &g)
+            var y = [Float](repeating: .nan, count: rows * n)
+            var viaGEMM = Tensor(uninitialized: [rows, n])
+            Tensor.product(x, transposed: false, w, transposed: true, into: &viaGEMM, accumulate: false, threads: 1)
+            x.scalars.withUnsafeBufferPointer { xp in
+                y.withUnsafeMutableBufferPointer { packed.multiply(xp.baseAddress!, rows: rows, ldx: k, into: $0.baseAddress!, ldy: n) }
+                w.scalars.withUnsafeBufferPointer { wp in
+                    for r in 0..<rows {
+                        for j in 0..<n {
+                            let expected = Kernels.dot(xp.baseAddress! + r * k, wp.baseAddress! + j * k, count: k)
+                            #expect(y[r * n + j].bitPattern == expected.bitPattern, "row \(r), output \(j)")
+                            var plain: Double = 0
+                            for p in 0..<k { plain += Double(xp[r * k + p]) * Double(wp[j * k + p]) }
+                            #expect(abs(Double(y[r * n + j]) - plain) < 1e-4 * Double(k).squareRoot())
+                        }
+                    }
+                }
+            }
+            #expect(y.map(\.bitPattern) == viaGEMM.scalars.map(\.bitPattern))
+            #expect(y[0].bitPattern == Float(0).bitPattern)  // the row of negative zeros
+        }
+    }
+
+    /// Few-row products split between this thread and the helper thread give the same bits as
+    /// on one thread: an expert's gate and up (256 × 128) and a down (128 × 256) together, one
+    /// and two input rows, and a product too small to split.
+    @Test func splitRowProductsEqualOneThread() {
+        var g = SeededGenerator(seed: 14)
+        let weights = [[256, 128], [256, 128], [128, 256], [8, 64]].map { Tensor(randomNormal: $0, std: 1, using: &g) }
+        let packed = weights.map { Kernels.PackedRows($0) }
+        for rows in 1...2 {
+            let inputs = weights.map { Tensor(randomNormal: [rows, $0.cols], std: 1, using: &g) }
+            func run(threads: Int) -> [[Float]] {
+                var outputs = weights.map { [Float](repeating: .nan, count: rows * $0.rows) }
+                let inputBuffers = inputs.map { input in
+                    let p = UnsafeMutablePointer<Float>.allocate(capacity: input.count)
+                    p.initialize(from: input.scalars, count: input.count)
+                    return p
+                }
+                let outputBuffers = outputs.map { UnsafeMutablePointer<Float>.allocate(capacity: $0.count) }
+                defer { (inputBuffers + outputBuffers).forEach { $0.deallocate() } }
+                Kernels.multiplyRows(
+                    packed.indices.map { .init(weights: packed[$0], input: inputBuffers[$0], rows: rows, output: outputBuffers[$0]) },
+                    threads: threads)
+                for i in outputs.indices { outputs[i] = Array(UnsafeBufferPointer(start: outputBuffers[i], count: outputs[i].count)) }
+                return outputs
+            }
+            let one = run(threads: 1)
+            let two = run(threads: 2)
+            #expect(one.map { $0.map(\.bitPattern) } == two.map { $0.map(\.bitPattern) })
+            for i in weights.indices {
+                let linear = Linear(weight: weights[i])
+                #expect(one[i].map(\.bitPattern) == linear(inputs[i], threads: 1).scalars.map(\.bitPattern))
+            }
+        }
+    }
+
     @Test func transposeIsExact() {
         let t = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]).transposed()
         #expect(t.shape == [3, 2])

@@ -41,9 +41,9 @@ public struct AttentionRouter: Router {
         var out = Tensor(uninitialized: [u.rows, expertKeys[layer].value.rows])
         let count = out.count
         withScratch(u.rows * keyWidth) { query in
-            u.withBase { linear($0, rows: u.rows, queries[layer].value, into: query, threads: threads) }
+            u.withBase { linear($0, rows: u.rows, queries[layer], into: query, threads: threads) }
             out.withMutableBase { scores in
-                linear(query, rows: u.rows, expertKeys[layer].value, into: scores, threads: threads)
+                linear(query, rows: u.rows, expertKeys[layer], into: scores, threads: threads)
                 for i in 0..<count { scores[i] *= scale }
             }
         }

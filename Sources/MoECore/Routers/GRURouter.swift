@@ -94,14 +94,14 @@ public struct GRURouter: Router {
         var out = Tensor(uninitialized: [rows, outputs[layer].value.rows])
         let previous = recurrent ? state.hidden : nil
         withScratch(rows * p) { x in
-            u.withBase { linear($0, rows: rows, projectors[layer].value, into: x, threads: threads) }
+            u.withBase { linear($0, rows: rows, projectors[layer], into: x, threads: threads) }
             hidden.withMutableBase { h in
                 if let previous {
                     previous.withBase { cell(input: x, hidden: $0, rows: rows, into: h, threads: threads) }
                 } else {
                     cell(input: x, hidden: nil, rows: rows, into: h, threads: threads)
                 }
-                out.withMutableBase { linear(h, rows: rows, outputs[layer].value, into: $0, threads: threads) }
+                out.withMutableBase { linear(h, rows: rows, outputs[layer], into: $0, threads: threads) }
             }
         }
         state.hidden = hidden
@@ -121,8 +121,8 @@ public struct GRURouter: Router {
             let gi = scratch
             let update = gi + rows * 3 * p
             let gh: UnsafeMutablePointer<Float>? = h.map { _ in update + p }
-            linear(x, rows: rows, weightIH.value, into: gi, threads: threads)
-            if let h, let gh { linear(h, rows: rows, weightHH.value, into: gh, threads: threads) }
+            linear(x, rows: rows, weightIH, into: gi, threads: threads)
+            if let h, let gh { linear(h, rows: rows, weightHH, into: gh, threads: threads) }
             biasIH.value.withBase { bi in
                 biasHH.value.withBase { bh in
                     for r in 0..<rows {

@@ -29,6 +29,6 @@ public struct LinearRouter: Router {
     }
 
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        linear(u, gates[layer].value, threads: threads)
+        linear(u, gates[layer], threads: threads)
     }
 }

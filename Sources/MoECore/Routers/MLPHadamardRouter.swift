@@ -42,11 +42,11 @@ public struct MLPHadamardRouter: Router {
         withScratch(2 * count) { a in
             let b = a + count
             u.withBase { u in
-                MoECore.linear(u, rows: rows, gated[layer].value, into: a, threads: threads)
-                MoECore.linear(u, rows: rows, linear[layer].value, into: b, threads: threads)
+                MoECore.linear(u, rows: rows, gated[layer], into: a, threads: threads)
+                MoECore.linear(u, rows: rows, linear[layer], into: b, threads: threads)
             }
             for i in 0..<count { a[i] = Kernels.gelu(a[i]) * b[i] }
-            out.withMutableBase { MoECore.linear(a, rows: rows, output[layer].value, into: $0, threads: threads) }
+            out.withMutableBase { MoECore.linear(a, rows: rows, output[layer], into: $0, threads: threads) }
         }
         return out
     }

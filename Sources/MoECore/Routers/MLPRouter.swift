@@ -42,9 +42,9 @@ public struct MLPRouter: Router {
     func logits(_ u: Tensor, layer: Int, into out: UnsafeMutablePointer<Float>, threads: Int) {
         let count = u.rows * hidden[layer].value.rows
         withScratch(count) { activated in
-            u.withBase { linear($0, rows: u.rows, hidden[layer].value, into: activated, threads: threads) }
+            u.withBase { linear($0, rows: u.rows, hidden[layer], into: activated, threads: threads) }
             for i in 0..<count { activated[i] = Kernels.gelu(activated[i]) }
-            linear(activated, rows: u.rows, output[layer].value, into: out, threads: threads)
+            linear(activated, rows: u.rows, output[layer], into: out, threads: threads)
         }
     }
 }

@@ -108,18 +108,21 @@ extension Router {
     }
 }
 
-/// x Wᵀ for the direct path: the product `Tape.linear` computes, on the same kernel.
-func linear(_ x: Tensor, _ weight: Tensor, threads: Int) -> Tensor { Linear(weight: weight)(x, threads: threads) }
+/// x Wᵀ for the direct path: the product `Tape.linear` computes, on the same values (a decoded
+/// token's few rows read the weight's packed copy, which sums as `gemm` does).
+func linear(_ x: Tensor, _ weight: Parameter, threads: Int) -> Tensor { Linear(weight)(x, threads: threads) }
 
-/// x Wᵀ for `rows` rows of x into `out`, as `linear(_:_:threads:)` computes it (the same
-/// `gemm` call `Tensor.product` makes), for direct paths that keep their intermediates in
-/// scratch memory rather than in a tensor apiece.
-func linear(_ x: UnsafePointer<Float>, rows: Int, _ weight: Tensor, into out: UnsafeMutablePointer<Float>, threads: Int) {
-    weight.scalars.withUnsafeBufferPointer { w in
-        let k = weight.cols
+/// x Wᵀ for `rows` rows of x into `out`, as `linear(_:_:threads:)` computes it, for direct
+/// paths that keep their intermediates in scratch memory rather than in a tensor apiece.
+func linear(_ x: UnsafePointer<Float>, rows: Int, _ weight: Parameter, into out: UnsafeMutablePointer<Float>, threads: Int) {
+    let (n, k) = (weight.value.rows, weight.value.cols)
+    if rows < Kernels.microRows {
+        return Kernels.multiplyRows([.init(weights: weight.rowsPacked, input: x, rows: rows, output: out)], threads: threads)
+    }
+    weight.value.scalars.withUnsafeBufferPointer { w in
         Kernels.gemm(
-            m: rows, n: weight.rows, k: k, Kernels.Operand(x, leadingDimension: k),
-            Kernels.Operand(w.baseAddress!, leadingDimension: k).transposed, out, ldc: weight.rows, threads: threads)
+            m: rows, n: n, k: k, Kernels.Operand(x, leadingDimension: k),
+            Kernels.Operand(w.baseAddress!, leadingDimension: k).transposed, out, ldc: n, threads: threads)
     }
 }
 
