@@ -163,10 +163,7 @@ extension Kernels {
         let cost = products.reduce(0) { $0 + $1.rows * $1.weights.panelCount * PackedRows.panel * $1.weights.inputs }
         guard threads > 1, cost >= minimumFloatsToSplit, let helper = HelperThread.shared else {
             for p in products {
-                for r in 0..<p.rows {
-                    p.weights.multiply(
-                        p.input + r * p.weights.inputs, into: p.output + r * p.weights.outputs, panels: 0..<p.weights.panelCount)
-                }
+                p.weights.multiply(p.input, rows: p.rows, ldx: p.weights.inputs, into: p.output, ldy: p.weights.outputs)
             }
             return
         }
