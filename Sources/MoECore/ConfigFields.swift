@@ -86,6 +86,15 @@ public struct ConfigFields: Sendable {
         }
     }
 
+    public func optionalStringArray(_ name: String) throws -> [String]? {
+        guard let value = present(name) else { return nil }
+        guard let items = value.arrayValue else { throw invalid(name, "must be a list of strings, is \(value.kindDescription)") }
+        return try items.map { item in
+            guard let s = item.stringValue else { throw invalid(name, "must list strings, holds \(item.kindDescription)") }
+            return s
+        }
+    }
+
     public func optionalObject(_ name: String) throws -> JSONObject? {
         guard let value = present(name) else { return nil }
         guard let o = value.objectValue else { throw invalid(name, "must be an object, is \(value.kindDescription)") }

@@ -86,8 +86,15 @@ public struct ModelConfig: Encodable, Sendable, Equatable {
         guard headDim % 2 == 0 else { throw fail("head dimension \(headDim) must be even for RoPE") }
         guard topK <= numExperts else { throw fail("num_experts_per_tok \(topK) exceeds num_local_experts \(numExperts)") }
         guard vocabSize > 256 else { throw fail("vocab_size \(vocabSize) must exceed the 256 byte tokens") }
-        for (name, value) in [("rope_theta", ropeTheta), ("rms_norm_eps", normEpsilon), ("initializer_range", initStd)] {
-            guard value.isFinite, value > 0 else { throw fail("\(name) must be a positive finite number, got \(value)") }
+        // The bounds HubConfig puts on the same fields: an epsilon or init scale above 1 swamps
+        // the values it is added to or scales (an epsilon of 1e18 trains a model that always
+        // predicts the uniform distribution), and a RoPE base past 1e12 is no model's.
+        for (name, value, limit) in [
+            ("rope_theta", ropeTheta, Float(1e12)), ("rms_norm_eps", normEpsilon, 1), ("initializer_range", initStd, 1),
+        ] {
+            guard value.isFinite, value > 0, value <= limit else {
+                throw fail("\(name) must be a positive finite number of at most \(limit), got \(value)")
+            }
         }
         let available = MemoryBudget.availableBytes
         guard let needed = inferenceBytes, needed <= available else {

@@ -33,6 +33,8 @@ public final class SafeTensorsStreamWriter {
         while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(0x20) }
         let url = URL(fileURLWithPath: path)
         temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp").path
+        removeStaleTemporaryFiles(in: url.deletingLastPathComponent().path, of: url.lastPathComponent)
+        InterruptCleanup.register(temporary)
         guard FileManager.default.createFile(atPath: temporary, contents: nil), let handle = FileHandle(forWritingAtPath: temporary) else {
             throw CheckpointError.unreadable(path: path, reason: "cannot create \(temporary): \(String(cString: strerror(errno)))")
         }
@@ -78,7 +80,10 @@ public final class SafeTensorsStreamWriter {
         }
     }
 
-    deinit { if FileManager.default.fileExists(atPath: temporary) { try? FileManager.default.removeItem(atPath: temporary) } }
+    deinit {
+        InterruptCleanup.unregister(temporary)
+        if FileManager.default.fileExists(atPath: temporary) { try? FileManager.default.removeItem(atPath: temporary) }
+    }
 }
 
 /// What a routing trace's `__metadata__` says about where it came from.

@@ -321,6 +321,9 @@ public func writeAtomically(_ data: Data, to path: String) throws {
     let url = URL(fileURLWithPath: path)
     let temporary = url.deletingLastPathComponent()
         .appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    removeStaleTemporaryFiles(in: url.deletingLastPathComponent().path, of: url.lastPathComponent)
+    InterruptCleanup.register(temporary.path)
+    defer { InterruptCleanup.unregister(temporary.path) }
     do {
         try data.write(to: temporary)
         guard rename(temporary.path, url.path) == 0 else {
@@ -332,13 +335,14 @@ public func writeAtomically(_ data: Data, to path: String) throws {
     }
 }
 
-/// Removes the temporary files `writeAtomically` left in `directory` when its process was
-/// killed mid-write (`.NAME.PID.tmp` whose PID is no longer running); returns their names.
+/// Removes the temporary files `writeAtomically` or `SafeTensorsStreamWriter` left in
+/// `directory` when its process was killed mid-write (`.NAME.PID.tmp` whose PID is no longer
+/// running) — with `target`, only those of that file name; returns their names.
 @discardableResult
-public func removeStaleTemporaryFiles(in directory: String) -> [String] {
+public func removeStaleTemporaryFiles(in directory: String, of target: String? = nil) -> [String] {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
     var removed: [String] = []
-    for name in names where name.hasPrefix(".") && name.hasSuffix(".tmp") {
+    for name in names where name.hasPrefix(target.map { ".\($0)." } ?? ".") && name.hasSuffix(".tmp") {
         let parts = name.dropLast(4).split(separator: ".")
         guard let last = parts.last, let pid = Int32(last), pid != getpid() else { continue }
         if kill(pid, 0) == 0 || errno == EPERM { continue }  // its writer is still running

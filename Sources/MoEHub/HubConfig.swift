@@ -206,6 +206,7 @@ public struct HubConfig: Sendable, Equatable {
         normEpsilon = Float(try fields.fields.optionalDouble("rms_norm_eps", in: 0...1) ?? 1e-6)
         tieEmbeddings = try fields.optional("tie_word_embeddings") ?? false
         contextLength = try fields.positive("max_position_embeddings", limit: SizeLimits.context)
+        try Self.checkImplemented(fields, architecture: architecture, layers: numLayers, context: contextLength)
 
         // RoPE: transformers 5 nests it in rope_parameters, earlier versions used rope_theta/rope_scaling.
         let parameters = try fields.fields.optionalObject("rope_parameters")
@@ -347,6 +348,46 @@ public struct HubConfig: Sendable, Equatable {
         multiTokenPredictionLayers =
             architecture == .deepseekV3 ? try fields.fields.optionalInt("num_nextn_predict_layers", in: 0...SizeLimits.layers) ?? 0 : 0
         if !dense.isEmpty && denseHiddenSize <= 0 { throw HubError.missingField(path: path, field: "intermediate_size") }
+    }
+}
+
+extension HubConfig {
+    /// Fields that would make transformers run another model than the one moescope builds are
+    /// refused rather than ignored: an expert activation other than SiLU, and sliding-window
+    /// attention (moescope attends to the whole context) whose window is shorter than the
+    /// context. The sliding layers follow each family's transformers configuration.
+    static func checkImplemented(_ fields: Fields, architecture: HubArchitecture, layers: Int, context: Int) throws {
+        let activation: String = try fields.optional("hidden_act") ?? "silu"
+        guard activation == "silu" || activation == "swish" else {
+            throw HubError.badField(
+                path: fields.path, field: "hidden_act",
+                detail: "is \"\(activation)\"; moescope's experts and MLPs use SiLU (\"silu\") — use a model with hidden_act silu")
+        }
+        let window: Int? = try fields.optional("sliding_window")
+        let useSliding: Bool = try fields.optional("use_sliding_window") ?? false
+        let layerTypes = try fields.fields.optionalStringArray("layer_types")
+        let sliding: (field: String, window: Int)?
+        switch architecture {
+        case .mixtral: sliding = window.map { ("sliding_window", $0) }
+        case .qwen3MoE: sliding = useSliding ? ("use_sliding_window", window ?? 4096) : nil
+        case .qwen2MoE:
+            // transformers' Qwen2-MoE: every other layer below max_window_layers, unless layer_types says.
+            let maxWindowLayers: Int = try fields.optional("max_window_layers") ?? 28
+            let types =
+                layerTypes
+                ?? (0..<layers).map { i in
+                    useSliding && (i + 1) % 2 == 1 && i < maxWindowLayers ? "sliding_attention" : "full_attention"
+                }
+            sliding = types.contains("sliding_attention") ? (layerTypes == nil ? "use_sliding_window" : "layer_types", window ?? 4096) : nil
+        default: sliding = nil
+        }
+        if let sliding, sliding.window < context {
+            throw HubError.badField(
+                path: fields.path, field: sliding.field,
+                detail:
+                    "asks for sliding-window attention over \(sliding.window) tokens, shorter than the \(context)-token context; moescope attends to the whole context — use a model without sliding-window attention"
+            )
+        }
     }
 }
 

@@ -37,6 +37,7 @@ struct AnalyzeCommand: ParsableCommand {
 
     func validate() throws {
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+        if let figures { try OutputPath.checkFolder(figures, option: "--figures") }
         guard ["held-out", "heldout", "train"].contains(corpusSplit) else {
             throw ValidationError("--corpus-split must be held-out or train, not '\(corpusSplit)'")
         }

@@ -9,7 +9,9 @@ struct AssetLocator {
 
     init(explicit: String?) throws {
         let environment = ProcessInfo.processInfo.environment["MOESCOPE_ASSETS"]
-        var candidates = [explicit, environment].compactMap { $0 }
+        // A folder the user names is the only one looked in: falling back to another would run
+        // on assets they did not ask for.
+        var candidates = [explicit ?? environment].compactMap { $0 }
         if candidates.isEmpty {
             candidates.append(FileManager.default.currentDirectoryPath + "/assets")
             var folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
@@ -20,7 +22,10 @@ struct AssetLocator {
         }
         guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: "\($0)/tokenizer.json") }) else {
             throw CLIError(
-                "no moescope assets found (looked in \(candidates.first ?? "./assets")) — run from the repository root or pass --assets DIR"
+                explicit.map {
+                    "--assets \($0) holds no moescope assets (no tokenizer.json in it) — pass the assets folder of a moescope checkout"
+                }
+                    ?? "no moescope assets found (looked in \(candidates.first ?? "./assets")) — run from the repository root or pass --assets DIR"
             )
         }
         root = found

@@ -44,9 +44,17 @@ struct BenchCommand: ParsableCommand {
         var results: [Result]
     }
 
+    /// Ten times the default: the synthetic trace is written to disk whole.
+    static let maxTraceTokens = 10_000_000
+
     func validate() throws {
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") }
-        guard promptTokens >= 1, decodeTokens >= 1 else { throw ValidationError("--prompt-tokens and --decode-tokens must be at least 1") }
+        guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1, got \(promptTokens)") }
+        guard decodeTokens >= 1 else { throw ValidationError("--decode-tokens must be at least 1, got \(decodeTokens)") }
+        if let keepTrace { try OutputPath.check(keepTrace, option: "--keep-trace") }
+        guard (0...Self.maxTraceTokens).contains(traceTokens) else {
+            throw ValidationError("--trace-tokens must be between 0 and \(Self.maxTraceTokens), got \(traceTokens)")
+        }
     }
 
     /// The measurements in the order the table lists them; each records its own rows.
@@ -234,6 +242,9 @@ extension BenchCommand {
     func measureRecordedTrace(into table: inout BenchTable) throws {
         guard traceTokens > 0 else { return }
         let path = keepTrace ?? NSTemporaryDirectory() + "/moescope-bench-\(getpid()).safetensors"
+        // The trace is gigabytes: a ^C while it is measured must not leave it in the temporary folder.
+        if keepTrace == nil { InterruptCleanup.register(path) }
+        defer { if keepTrace == nil { InterruptCleanup.unregister(path) } }
         let began = monotonicNanoseconds()
         try SyntheticRoutingTrace.write(to: path, tokens: traceTokens, layers: 58, experts: 256, topK: 8)
         let written = Double(monotonicNanoseconds() - began) / 1e9

@@ -54,6 +54,12 @@ struct CompareCommand: ParsableCommand {
         guard (1...100_000).contains(resamples) else {
             throw ValidationError("--resamples must be between 1 and 100000, got \(resamples)")
         }
+        if let jsonFile { try OutputPath.check(jsonFile, option: "--json-file") }
+        if let figures { try OutputPath.checkFolder(figures, option: "--figures") }
+        var isDirectory: ObjCBool = false
+        if let checkpoints, !FileManager.default.fileExists(atPath: checkpoints, isDirectory: &isDirectory) || !isDirectory.boolValue {
+            throw CLIError("--checkpoints \(checkpoints) is not a folder — pass the folder that holds <router>/ checkpoints")
+        }
         for item in runs where !item.contains("=") || item.hasPrefix("=") || item.hasSuffix("=") {
             throw ValidationError(
                 "--run \(item) must be LABEL=DIR, e.g. \"GRU no recurrence=runs/retrain/ablations/gru-no-recurrence\""
@@ -74,6 +80,12 @@ struct CompareCommand: ParsableCommand {
         }
         for item in runs {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            // A row the user asked for by name is not skipped like a router without a shipped checkpoint.
+            guard !Checkpoint.seedCheckpoints(in: parts[1]).isEmpty else {
+                throw CLIError(
+                    "--run \(item): \(parts[1]) holds no checkpoint (config.json, model.safetensors, tokenizer.json) nor seed-N checkpoints — check the path"
+                )
+            }
             planned.append((parts[0], parts[1]))
         }
         var segmentsByTokenizer: [String: [[Int]]] = [:]

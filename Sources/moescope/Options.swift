@@ -79,6 +79,13 @@ struct ModelOptions: ParsableArguments {
         if let folder = hub.folder {
             let model = try HubModel(folder: folder)
             let tokenizer = try HubTokenizer(file: "\(folder)/tokenizer.json")
+            // The rule Checkpoint.load applies to moescope's own: every id the tokenizer can
+            // give must have a row in the embedding, or a text would fail token by token.
+            guard tokenizer.vocabSize <= model.config.vocabSize else {
+                throw CLIError(
+                    "\(folder)/tokenizer.json has ids up to \(tokenizer.vocabSize - 1), but config.json's vocab_size is \(model.config.vocabSize) — the tokenizer does not belong to this model; use the tokenizer.json saved with it"
+                )
+            }
             return Opened(model: model, tokenizer: tokenizer, source: folder, isRandomInit: false)
         }
         let loaded = try load(quiet: quiet)

@@ -17,6 +17,7 @@ struct TokenizerCommand: ParsableCommand {
             throw ValidationError(
                 "--vocab-size must be between 258 (256 bytes and one special token) and \(SizeLimits.vocabulary), got \(vocabSize)")
         }
+        try OutputPath.check(output, option: "--output")
     }
 
     func run() throws {

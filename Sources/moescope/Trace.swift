@@ -29,6 +29,8 @@ struct Trace: ParsableCommand {
         if let out {
             if json || csv { throw ValidationError("--out writes a trace file; --json and --csv print — pick one") }
             guard out.hasSuffix(".safetensors") else { throw ValidationError("--out must name a .safetensors file, got '\(out)'") }
+            try OutputPath.check(out, option: "--out")
+            try OutputPath.check(Self.tokenizerCopy(beside: out), option: "--out's tokenizer copy")
         }
     }
 
@@ -56,6 +58,13 @@ struct Trace: ParsableCommand {
 }
 
 extension Trace {
+    /// FILE.tokenizer.json beside FILE.safetensors.
+    static func tokenizerCopy(beside out: String) -> String {
+        let url = URL(fileURLWithPath: out)
+        return url.deletingLastPathComponent().appendingPathComponent(url.deletingPathExtension().lastPathComponent + ".tokenizer.json")
+            .path
+    }
+
     /// The routing as a trace file, with full logits, and the tokenizer copied beside it
     /// (FILE.tokenizer.json) so the trace reads as text wherever it is opened.
     func write(_ routing: [RoutingTrace], opened: ModelOptions.Opened, to out: String) throws {
@@ -63,9 +72,8 @@ extension Trace {
         let tokenizerSource =
             try self.model.hub.folder.map { "\($0)/tokenizer.json" }
             ?? (opened.isRandomInit ? try self.model.assets.locate().tokenizerPath : "\(opened.source)/tokenizer.json")
-        let url = URL(fileURLWithPath: out)
-        let tokenizerName = url.deletingPathExtension().lastPathComponent + ".tokenizer.json"
-        let tokenizerTarget = url.deletingLastPathComponent().appendingPathComponent(tokenizerName).path
+        let tokenizerTarget = Self.tokenizerCopy(beside: out)
+        let tokenizerName = URL(fileURLWithPath: tokenizerTarget).lastPathComponent
         var copied: String?
         if FileManager.default.isReadableFile(atPath: tokenizerSource) {
             try? FileManager.default.removeItem(atPath: tokenizerTarget)
@@ -99,10 +107,21 @@ struct TraceReport {
 
     func tokenText(_ id: Int) -> String { opened.tokenizer.displayText(of: id) }
 
-    /// Control characters made visible for one-line outputs.
+    /// Control characters made visible for one-line outputs; an escape sequence in the text
+    /// (ESC, C1 controls) would otherwise reach the terminal and act there.
     func visible(_ text: String) -> String {
-        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n")
-            .replacingOccurrences(of: "\t", with: "\\t").replacingOccurrences(of: "\r", with: "\\r")
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            case _ where scalar.properties.generalCategory == .control: out += String(format: "\\x%02x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 
     func table() -> String {

@@ -87,6 +87,13 @@ struct TrainCommand: ParsableCommand {
                     "\(directory) already holds a trained checkpoint (\(Checkpoint.weightsFile)) — pass --force to replace it, or choose another --out"
                 )
             }
+        } else {
+            // The folder will be created after tokenising; a file where a parent folder should be is refused now.
+            var ancestor = URL(fileURLWithPath: directory).deletingLastPathComponent()
+            while !FileManager.default.fileExists(atPath: ancestor.path, isDirectory: &isDirectory) { ancestor.deleteLastPathComponent() }
+            guard isDirectory.boolValue else {
+                throw CLIError("cannot create --out \(directory): \(ancestor.path) is a file, not a folder — choose another path")
+            }
         }
         let locator = try assets.locate()
         let tokenizer = try Tokenizer.load(path: locator.tokenizerPath)
@@ -131,7 +138,18 @@ struct TrainCommand: ParsableCommand {
             throw CLIError("the training split has \(stream.tokens.count) tokens, fewer than one sequence — check the corpus")
         }
 
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // mkdir for each missing folder, so a failure says why in the system's words (Foundation's
+        // createDirectory reports "The file doesn't exist" for a folder it cannot create).
+        var missing: [String] = []
+        var folder = URL(fileURLWithPath: directory).standardizedFileURL
+        while !FileManager.default.fileExists(atPath: folder.path) {
+            missing.insert(folder.path, at: 0)
+            folder.deleteLastPathComponent()
+        }
+        for path in missing where mkdir(path, 0o755) != 0 && errno != EEXIST {
+            throw CLIError(
+                "cannot create --out \(directory): \(path): \(String(cString: strerror(errno))) — choose a folder you can write to")
+        }
         var trainer =
             resume
             ? try Trainer(resumingFrom: statePath, config: modelConfig, options: options, data: stream)
