@@ -21,6 +21,8 @@ struct TokenizerCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Checked here so the remedy names this command's option (Corpus.load's names --assets).
+        try RegularFile.check(corpus, what: "corpus", remedy: "pass --corpus with the corpus's JSON-lines file")
         let documents = try Corpus.load(path: corpus).documents(in: .train)
         let text = documents.map(\.text).joined(separator: "\n")
         var progress = ProgressLine("tokenizer: merges", total: vocabSize - 257, unit: "merges")

@@ -489,6 +489,7 @@ import Testing
             (["trace", "--text", "hi", "--out", "\(scratch)/absent/trace.safetensors"], ["--out", "absent", "does not exist"]),
             (["bench", "--trace-only", "--trace-tokens", "10", "--keep-trace", scratch], ["--keep-trace", "is a directory"]),
             (["tokenizer", "--output", "/dev/null"], ["--output /dev/null", "not a regular file"]),
+            (["tokenizer", "--corpus", "\(scratch)/absent.jsonl", "--output", "\(scratch)/t.json"], ["absent.jsonl", "pass --corpus"]),
             (["compare", "--checkpoints", "\(scratch)/absent"], ["--checkpoints", "absent is not a folder"]),
             (["analyze", "--text", "hi", "--figures", "\(scratch)/plain"], ["--figures", "is a file, not a folder"]),
         ] {
