@@ -205,7 +205,10 @@ import Testing
     /// few-rows path) gives, and near the plain sum, at ragged shapes (k with and without a
     /// tail, an odd number of chunks, outputs not a multiple of the 16-output panel), for
     /// 1 to 5 input rows; signed zeros included (an all-zero row sums to +0 either way).
-    @Test(arguments: [(1, 1), (3, 8), (16, 16), (17, 33), (40, 48), (8, 64), (257, 128), (33, 130), (128, 256), (5, 15)])
+    @Test(arguments: [
+        (1, 1), (3, 8), (16, 16), (17, 33), (40, 48), (8, 64), (257, 128), (33, 130), (128, 256), (5, 15), (64, 40), (192, 48),
+        (1024, 128),
+    ])
     func packedRowsEqualDotAndReference(shape: (Int, Int)) {
         let (n, k) = shape
         var g = SeededGenerator(seed: UInt64(n * 1000 + k))
@@ -348,6 +351,75 @@ import Testing
             Kernels.Vector([-.infinity, .infinity, .nan, 0, -0.0, 0.625, -0.625, 100, -100, 1e-20, 9, 10, 0.6249, 0.6251, 3, 4]))
         #expect(special[0] == -1 && special[1] == 1 && special[2].isNaN && special[3] == 0 && special[7] == 1 && special[8] == -1)
         #expect(special[9] == 1e-20)
+    }
+
+    /// The vector erf against libm's double `erf`: within 8 ulp (Eigen's rational form; the
+    /// worst cases lie near |x| ≈ 3.6, where erf is within 10⁻⁶ of ±1) from −6 to 6 and on
+    /// tiny inputs, odd, ±1 at ±∞, NaN kept; GELU built on it within 10⁻⁶·(1 + |x|) of the
+    /// exact 0.5·x·(1 + erf(x/√2)).
+    @Test func vectorErfAndGELUMatchLibm() {
+        var worstUlps: Float = 0
+        var worstGELU: Double = 0
+        var inputs: [Float] = []
+        var x: Float = -6
+        while x < 6 {
+            inputs.append(x)
+            x += 0.000_37
+        }
+        inputs += (0..<200).map { Float(pow(10, -30 + Double($0) * 0.15)) }
+        for start in stride(from: 0, to: inputs.count, by: 16) {
+            let chunk = Array(inputs[start..<min(start + 16, inputs.count)]) + Array(repeating: 0, count: max(0, start + 16 - inputs.count))
+            let lanes = Kernels.erf(Kernels.Vector(chunk))
+            let negated = Kernels.erf(-Kernels.Vector(chunk))
+            let gelus = Kernels.gelu(Kernels.Vector(chunk))
+            for (lane, input) in chunk.enumerated() {
+                let exact = Foundation.erf(Double(input))
+                worstUlps = max(worstUlps, Float(abs(Double(lanes[lane]) - exact)) / Float(exact).magnitude.ulp)
+                #expect(negated[lane] == -lanes[lane])
+                let exactGELU = 0.5 * Double(input) * (1 + Foundation.erf(Double(input) / 2.0.squareRoot()))
+                worstGELU = max(worstGELU, abs(Double(gelus[lane]) - exactGELU) / (1 + abs(Double(input))))
+            }
+        }
+        #expect(worstUlps <= 8, "worst erf error \(worstUlps) ulp")
+        #expect(worstGELU <= 1e-6, "worst GELU error \(worstGELU)")
+        let special = Kernels.erf(Kernels.Vector([-.infinity, .infinity, .nan, 0, -0.0, 4, -4, 100, 1e-38, 3.9, 0, 0, 0, 0, 0, 0]))
+        #expect(special[0] == -1 && special[1] == 1 && special[2].isNaN && special[3] == 0 && special[7] == 1)
+        #expect(special[4] == 0 && special[4].sign == .minus)
+        #expect(Kernels.gelu(Kernels.Vector(repeating: .nan))[0].isNaN)
+    }
+
+    /// The vector σ against 1/(1 + expf(−x)): within 2 ulp from −20 to 20 (beyond, within 1e-9
+    /// absolute), and the scalar form equal to the vector's lane (the GRU router's cell and the
+    /// tape's σ must agree).
+    @Test func vectorSigmoidMatchesLibm() {
+        var worstUlps: Float = 0
+        var x: Float = -40
+        while x < 40 {
+            let inputs = (0..<16).map { x + Float($0) * 0.0011 }
+            let lanes = Kernels.sigmoid(Kernels.Vector(inputs))
+            for (lane, input) in inputs.enumerated() {
+                let exact = Float(1 / (1 + Foundation.exp(-Double(input))))
+                if abs(input) < 20 {
+                    worstUlps = max(worstUlps, abs(lanes[lane] - exact) / exact.ulp)
+                } else {
+                    #expect(abs(lanes[lane] - exact) <= 1e-9 || abs(lanes[lane] - exact) <= 2 * exact.ulp)
+                }
+                #expect(Kernels.sigmoid(input) == lanes[lane])
+            }
+            x += 0.0237
+        }
+        #expect(worstUlps <= 2, "worst error \(worstUlps) ulp")
+        #expect(Kernels.sigmoid(-Float.infinity) == 0 && Kernels.sigmoid(Float.infinity) == 1 && Kernels.sigmoid(Float.nan).isNaN)
+    }
+
+    /// `Kernels.apply` gives every value what the vector function gives it in any lane, for
+    /// buffers with and without a tail (the tape's GELU and the routers' share it).
+    @Test(arguments: [1, 15, 16, 17, 40, 64]) func applyEqualsLanewise(count: Int) {
+        var g = SeededGenerator(seed: UInt64(count))
+        var values = (0..<count).map { _ in g.nextNormal() * 3 }
+        let expected = values.map { Kernels.gelu(Kernels.Vector(repeating: $0))[0] }
+        values.withUnsafeMutableBufferPointer { Kernels.apply(Kernels.gelu, to: $0.baseAddress!, count: count) }
+        #expect(values.map(\.bitPattern) == expected.map(\.bitPattern))
     }
 
     /// Rows long enough for the vector path (with a scalar tail), against the definition.

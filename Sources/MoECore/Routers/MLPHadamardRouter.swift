@@ -45,7 +45,8 @@ public struct MLPHadamardRouter: Router {
                 MoECore.linear(u, rows: rows, gated[layer], into: a, threads: threads)
                 MoECore.linear(u, rows: rows, linear[layer], into: b, threads: threads)
             }
-            for i in 0..<count { a[i] = Kernels.gelu(a[i]) * b[i] }
+            Kernels.apply(Kernels.gelu, to: a, count: count)
+            for i in 0..<count { a[i] *= b[i] }
             out.withMutableBase { MoECore.linear(a, rows: rows, output[layer], into: $0, threads: threads) }
         }
         return out

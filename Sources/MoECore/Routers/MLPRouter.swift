@@ -43,7 +43,7 @@ public struct MLPRouter: Router {
         let count = u.rows * hidden[layer].value.rows
         withScratch(count) { activated in
             u.withBase { linear($0, rows: u.rows, hidden[layer], into: activated, threads: threads) }
-            for i in 0..<count { activated[i] = Kernels.gelu(activated[i]) }
+            Kernels.apply(Kernels.gelu, to: activated, count: count)
             linear(activated, rows: u.rows, output[layer], into: out, threads: threads)
         }
     }

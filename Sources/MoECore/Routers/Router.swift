@@ -117,7 +117,13 @@ func linear(_ x: Tensor, _ weight: Parameter, threads: Int) -> Tensor { Linear(w
 func linear(_ x: UnsafePointer<Float>, rows: Int, _ weight: Parameter, into out: UnsafeMutablePointer<Float>, threads: Int) {
     let (n, k) = (weight.value.rows, weight.value.cols)
     if rows < Kernels.microRows {
-        return Kernels.multiplyRows([.init(weights: weight.rowsPacked, input: x, rows: rows, output: out)], threads: threads)
+        let packed = weight.rowsPacked
+        // A router's products are too small to split (`multiplyRows`); called directly, no
+        // array of one job is allocated per call.
+        if threads == 1 || rows * packed.paddedCount < Kernels.minimumFloatsToSplit {
+            return packed.multiply(x, rows: rows, ldx: k, into: out, ldy: n)
+        }
+        return Kernels.multiplyRows([.init(weights: packed, input: x, rows: rows, output: out)], threads: threads)
     }
     weight.value.scalars.withUnsafeBufferPointer { w in
         Kernels.gemm(
