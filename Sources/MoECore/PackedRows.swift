@@ -119,23 +119,28 @@ extension Kernels {
             var total2 = Vector()
             if chunks > 0 {
                 for lane in 0..<width {
+                    // This lane's even chunks lie first, its odd ones `evens` steps on: one loop
+                    // step feeds both chains (each still in its chunks' order).
                     var (even, even2, odd, odd2) = (Vector(), Vector(), Vector(), Vector())
+                    let xs = x + lane
                     var c = 0
-                    while c < evens {
-                        let v = Vector(repeating: x[2 * c * width + lane])
-                        even.addProduct(v, load(w))
-                        if pair { even2.addProduct(v, load(w + next)) }
-                        w += panel
-                        c += 1
-                    }
-                    c = 0
                     while c < odds {
-                        let v = Vector(repeating: x[(2 * c + 1) * width + lane])
-                        odd.addProduct(v, load(w))
-                        if pair { odd2.addProduct(v, load(w + next)) }
-                        w += panel
+                        let a = Vector(repeating: xs[2 * c * width])
+                        let b = Vector(repeating: xs[(2 * c + 1) * width])
+                        even.addProduct(a, load(w + c * panel))
+                        odd.addProduct(b, load(w + (evens + c) * panel))
+                        if pair {
+                            even2.addProduct(a, load(w + c * panel + next))
+                            odd2.addProduct(b, load(w + (evens + c) * panel + next))
+                        }
                         c += 1
                     }
+                    if evens > odds {
+                        let a = Vector(repeating: xs[2 * c * width])
+                        even.addProduct(a, load(w + c * panel))
+                        if pair { even2.addProduct(a, load(w + c * panel + next)) }
+                    }
+                    w += chunks * panel
                     // laneSum starts from lane 0 itself (not 0 + lane 0: the sign of a zero).
                     total = lane == 0 ? even + odd : total + (even + odd)
                     if pair { total2 = lane == 0 ? even2 + odd2 : total2 + (even2 + odd2) }

@@ -37,10 +37,12 @@ public struct GRURouter: Router {
     public let recurrent: Bool
 
     static let cellPrefix = "model.router_gru"
-    var weightIH: Parameter { cellWeights[0] }
-    var weightHH: Parameter { cellWeights[1] }
-    var biasIH: Parameter { cellWeights[2] }
-    var biasHH: Parameter { cellWeights[3] }
+    // Borrowed, not copied: a copy of a parameter retains its name, value and packed copy,
+    // and the direct path reads these on every call.
+    var weightIH: Parameter { _read { yield cellWeights[0] } }
+    var weightHH: Parameter { _read { yield cellWeights[1] } }
+    var biasIH: Parameter { _read { yield cellWeights[2] } }
+    var biasHH: Parameter { _read { yield cellWeights[3] } }
 
     public init(_ config: ModelConfig) {
         let (p, layers) = (config.gruHiddenSize, config.numLayers)
@@ -88,10 +90,16 @@ public struct GRURouter: Router {
         return tape.linear(hidden, parameter(outputs[layer].name))
     }
 
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+    public var expertCount: Int { outputs[0].value.rows }
+
+    /// h_i is written into the tensor h_{i−2} held (`state.spare`), so a token's layers
+    /// allocate one state tensor, not one each.
+    public func logits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int
+    ) {
         let (rows, p) = (u.rows, stateSize)
-        var hidden = Tensor(uninitialized: [rows, p])
-        var out = Tensor(uninitialized: [rows, outputs[layer].value.rows])
+        var hidden = state.spare.flatMap { $0.rows == rows && $0.count == rows * p ? $0 : nil } ?? Tensor(uninitialized: [rows, p])
+        state.spare = nil  // this tensor's only holder is now `hidden`: written in place
         let previous = recurrent ? state.hidden : nil
         withScratch(rows * p) { x in
             u.withBase { linear($0, rows: rows, projectors[layer], into: x, threads: threads) }
@@ -101,11 +109,11 @@ public struct GRURouter: Router {
                 } else {
                     cell(input: x, hidden: nil, rows: rows, into: h, threads: threads)
                 }
-                out.withMutableBase { linear(h, rows: rows, outputs[layer], into: $0, threads: threads) }
+                linear(h, rows: rows, outputs[layer], into: out, threads: threads)
             }
         }
+        state.spare = state.hidden
         state.hidden = hidden
-        return out
     }
 
     /// The cell on plain memory, x and h [rows × p] into `out` [rows × p], in one pass over the

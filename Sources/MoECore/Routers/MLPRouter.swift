@@ -32,10 +32,12 @@ public struct MLPRouter: Router {
         return tape.linear(activated, parameter(output[layer].name))
     }
 
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        var out = Tensor(uninitialized: [u.rows, output[layer].value.rows])
-        out.withMutableBase { logits(u, layer: layer, into: $0, threads: threads) }
-        return out
+    public var expertCount: Int { output[0].value.rows }
+
+    public func logits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        logits(u, layer: layer, into: out, threads: threads)
     }
 
     /// The direct path into `out` [T × E], its hidden layer in scratch memory.
