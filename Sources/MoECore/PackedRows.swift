@@ -92,77 +92,48 @@ extension Kernels {
             (self.input, self.output, self.panels) = (input, output, panels)
         }
 
-        /// The outputs of `panels`, each summed in `dot`'s order (see `PackedRows`): two panels
-        /// at a time, so each broadcast input feeds two FMAs and the two panels' dependency
-        /// chains (the lane sums above all) overlap; an odd last panel alone.
+        /// The outputs of `panels`, each summed in `dot`'s order (see `PackedRows`).
         func run() {
-            var jp = panels.lowerBound
-            while jp + 2 <= panels.upperBound {
-                let (first, second) = sums(panel: jp, pair: true)
-                write(first, panel: jp)
-                write(second, panel: jp + 1)
-                jp += 2
-            }
-            if jp < panels.upperBound { write(sums(panel: jp, pair: false).0, panel: jp) }
-        }
-
-        /// Panel `jp`'s 16 outputs and, with `pair`, panel jp + 1's (else zeros), each output
-        /// the same sum whether computed alone or in a pair.
-        @inline(__always) private func sums(panel jp: Int, pair: Bool) -> (Vector, Vector) {
-            let (x, k, panel) = (input, inputs, PackedRows.panel)
+            let (x, y, k, panel) = (input, output, inputs, PackedRows.panel)
             let chunks = k / width
             let evens = (chunks + 1) / 2
             let odds = chunks / 2
-            var w = storage + jp * panel * k
-            let next = pair ? panel * k : 0  // the second panel's offset from the first's
-            var total = Vector()
-            var total2 = Vector()
-            if chunks > 0 {
-                for lane in 0..<width {
-                    // This lane's even chunks lie first, its odd ones `evens` steps on: one loop
-                    // step feeds both chains (each still in its chunks' order).
-                    var (even, even2, odd, odd2) = (Vector(), Vector(), Vector(), Vector())
-                    let xs = x + lane
-                    var c = 0
-                    while c < odds {
-                        let a = Vector(repeating: xs[2 * c * width])
-                        let b = Vector(repeating: xs[(2 * c + 1) * width])
-                        even.addProduct(a, load(w + c * panel))
-                        odd.addProduct(b, load(w + (evens + c) * panel))
-                        if pair {
-                            even2.addProduct(a, load(w + c * panel + next))
-                            odd2.addProduct(b, load(w + (evens + c) * panel + next))
+            for jp in panels {
+                var w = storage + jp * panel * k
+                var total = Vector()
+                if chunks > 0 {
+                    for lane in 0..<width {
+                        var even = Vector()
+                        var odd = Vector()
+                        var c = 0
+                        while c < evens {
+                            even.addProduct(Vector(repeating: x[2 * c * width + lane]), load(w))
+                            w += panel
+                            c += 1
                         }
-                        c += 1
+                        c = 0
+                        while c < odds {
+                            odd.addProduct(Vector(repeating: x[(2 * c + 1) * width + lane]), load(w))
+                            w += panel
+                            c += 1
+                        }
+                        // laneSum starts from lane 0 itself (not 0 + lane 0: the sign of a zero).
+                        total = lane == 0 ? even + odd : total + (even + odd)
                     }
-                    if evens > odds {
-                        let a = Vector(repeating: xs[2 * c * width])
-                        even.addProduct(a, load(w + c * panel))
-                        if pair { even2.addProduct(a, load(w + c * panel + next)) }
-                    }
-                    w += chunks * panel
-                    // laneSum starts from lane 0 itself (not 0 + lane 0: the sign of a zero).
-                    total = lane == 0 ? even + odd : total + (even + odd)
-                    if pair { total2 = lane == 0 ? even2 + odd2 : total2 + (even2 + odd2) }
                 }
-            }
-            // The tail as `dot` adds it: each product rounded, then added.
-            for p in chunks * width..<k {
-                let v = Vector(repeating: x[p])
-                total = total + v * load(w)
-                if pair { total2 = total2 + v * load(w + next) }
-                w += panel
-            }
-            return (total, total2)
-        }
-
-        @inline(__always) private func write(_ total: Vector, panel jp: Int) {
-            let first = jp * PackedRows.panel
-            let valid = min(PackedRows.panel, outputs - first)
-            if valid == PackedRows.panel {
-                store(total, output + first)
-            } else {
-                for j in 0..<valid { output[first + j] = total[j] }
+                // The tail as `dot` adds it: each product rounded, then added.
+                for p in chunks * width..<k {
+                    let product = Vector(repeating: x[p]) * load(w)
+                    total = total + product
+                    w += panel
+                }
+                let first = jp * panel
+                let valid = min(panel, outputs - first)
+                if valid == panel {
+                    store(total, y + first)
+                } else {
+                    for j in 0..<valid { y[first + j] = total[j] }
+                }
             }
         }
     }

@@ -201,6 +201,73 @@ import Testing
         #expect(worst < 1e-5)
     }
 
+    /// The few-row attention of decoding (scores summed pairwise) against `causalAttention`
+    /// and the plain definition: one to five new rows after an empty, short and long cache, at
+    /// moescope's head width (32), a Hugging Face one (128), ragged ones (24 with a tail, 8 with
+    /// no full chunk) and latent attention's 192/128 key/value widths; probabilities past each
+    /// row's visible keys exactly 0.
+    @Test(arguments: [(0, 1, 32, 32), (7, 1, 32, 32), (200, 1, 128, 128), (63, 5, 24, 20), (3, 2, 8, 8), (130, 3, 192, 128)])
+    func fewRowAttentionMatchesCausalAttention(shape: (offset: Int, count: Int, dims: Int, valueDims: Int)) {
+        var g = SeededGenerator(seed: UInt64(shape.offset * 10 + shape.dims))
+        let (offset, count, dims, valueDims) = shape
+        let ld = dims + valueDims + 3
+        let length = offset + count
+        let q = (0..<(count * ld)).map { _ in g.nextNormal() }
+        let k = (0..<(length * ld)).map { _ in g.nextNormal() }
+        let v = (0..<(length * ld)).map { _ in g.nextNormal() }
+        let scale = 1 / Float(dims).squareRoot()
+        func run(fewRows: Bool) -> (scores: [Float], out: [Float]) {
+            var scores = [Float](repeating: .nan, count: count * length)
+            var out = [Float](repeating: .nan, count: count * ld)
+            q.withUnsafeBufferPointer { qp in
+                k.withUnsafeBufferPointer { kp in
+                    v.withUnsafeBufferPointer { vp in
+                        scores.withUnsafeMutableBufferPointer { sp in
+                            out.withUnsafeMutableBufferPointer { op in
+                                let (queries, keys) = (
+                                    Kernels.Operand(qp.baseAddress!, leadingDimension: ld),
+                                    Kernels.Operand(kp.baseAddress!, leadingDimension: ld)
+                                )
+                                let values = Kernels.Operand(vp.baseAddress! + dims, leadingDimension: ld)
+                                if fewRows {
+                                    Kernels.fewRowAttention(
+                                        count: count, offset: offset, queries: queries, keys: keys, values: values, dims: dims,
+                                        valueDims: valueDims, scale: scale, scores: sp.baseAddress!, into: op.baseAddress!, ldo: ld)
+                                } else {
+                                    Kernels.causalAttention(
+                                        count: count, offset: offset, queries: queries, keys: keys, values: values, dims: dims,
+                                        valueDims: valueDims, scale: scale, scores: sp.baseAddress!, into: op.baseAddress!, ldo: ld)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return (scores, out)
+        }
+        let (fewScores, fewOut) = run(fewRows: true)
+        let (scores, out) = run(fewRows: false)
+        for i in 0..<count {
+            let visible = offset + i + 1
+            for j in 0..<length {
+                #expect(abs(fewScores[i * length + j] - scores[i * length + j]) <= 1e-6)
+                if j >= visible { #expect(fewScores[i * length + j] == 0) }
+            }
+            // The definition, in doubles.
+            let logits = (0..<visible).map { j in
+                (0..<dims).reduce(0.0) { $0 + Double(q[i * ld + $1]) * Double(k[j * ld + $1]) } * Double(scale)
+            }
+            let top = logits.max()!
+            let weights = logits.map { Foundation.exp($0 - top) }
+            let total = weights.reduce(0, +)
+            for c in 0..<valueDims {
+                let expected = (0..<visible).reduce(0.0) { $0 + weights[$1] / total * Double(v[$1 * ld + dims + c]) }
+                #expect(abs(Double(fewOut[i * ld + c]) - expected) < 1e-5)
+                #expect(abs(fewOut[i * ld + c] - out[i * ld + c]) < 1e-5)
+            }
+        }
+    }
+
     /// The packed one-row product: each output bit for bit what `dot` (and so `gemm`'s
     /// few-rows path) gives, and near the plain sum, at ragged shapes (k with and without a
     /// tail, an odd number of chunks, outputs not a multiple of the 16-output panel), for

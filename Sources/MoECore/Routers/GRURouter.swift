@@ -37,12 +37,10 @@ public struct GRURouter: Router {
     public let recurrent: Bool
 
     static let cellPrefix = "model.router_gru"
-    // Borrowed, not copied: a copy of a parameter retains its name, value and packed copy,
-    // and the direct path reads these on every call.
-    var weightIH: Parameter { _read { yield cellWeights[0] } }
-    var weightHH: Parameter { _read { yield cellWeights[1] } }
-    var biasIH: Parameter { _read { yield cellWeights[2] } }
-    var biasHH: Parameter { _read { yield cellWeights[3] } }
+    var weightIH: Parameter { cellWeights[0] }
+    var weightHH: Parameter { cellWeights[1] }
+    var biasIH: Parameter { cellWeights[2] }
+    var biasHH: Parameter { cellWeights[3] }
 
     public init(_ config: ModelConfig) {
         let (p, layers) = (config.gruHiddenSize, config.numLayers)
