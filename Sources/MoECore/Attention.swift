@@ -59,15 +59,23 @@ public struct KVCache: Sendable {
             values[layer].withUnsafeBufferPointer { vp in
                 for head in 0..<heads {
                     let source = head / layout.group
-                    Kernels.causalAttention(
-                        count: count, offset: length,
-                        queries: .init(queries + head * layout.dims, leadingDimension: heads * layout.dims),
-                        keys: .init(kp.baseAddress! + source * layout.keyStride, leadingDimension: keyValueHeads * layout.keyStride),
-                        values: .init(
-                            vp.baseAddress! + source * layout.valueStride + layout.valueOffset,
-                            leadingDimension: keyValueHeads * layout.valueStride),
-                        dims: layout.dims, valueDims: layout.valueDims, scale: scale,
-                        scores: scores, into: output + head * layout.valueDims, ldo: heads * layout.valueDims)
+                    let q = Kernels.Operand(queries + head * layout.dims, leadingDimension: heads * layout.dims)
+                    let k = Kernels.Operand(
+                        kp.baseAddress! + source * layout.keyStride, leadingDimension: keyValueHeads * layout.keyStride)
+                    let v = Kernels.Operand(
+                        vp.baseAddress! + source * layout.valueStride + layout.valueOffset,
+                        leadingDimension: keyValueHeads * layout.valueStride)
+                    let o = output + head * layout.valueDims
+                    // A decoded token's few rows take the few-row kernel (scores summed pairwise).
+                    if count < Kernels.microRows {
+                        Kernels.fewRowAttention(
+                            count: count, offset: length, queries: q, keys: k, values: v, dims: layout.dims,
+                            valueDims: layout.valueDims, scale: scale, scores: scores, into: o, ldo: heads * layout.valueDims)
+                    } else {
+                        Kernels.causalAttention(
+                            count: count, offset: length, queries: q, keys: k, values: v, dims: layout.dims,
+                            valueDims: layout.valueDims, scale: scale, scores: scores, into: o, ldo: heads * layout.valueDims)
+                    }
                 }
             }
         }

@@ -788,10 +788,15 @@ public enum Kernels {
         }
     }
 
-    @inline(__always) public static func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
+    /// σ(x) = 1 / (1 + e⁻ˣ) on 16 lanes, with the vector `exp`.
+    @inline(__always) public static func sigmoid(_ x: Vector) -> Vector {
+        let one = Vector(repeating: 1)
+        return one / (one + exp(-x))
+    }
+    /// The same σ for one value (lane for lane what the vector version gives: the GRU router's
+    /// cell runs 16 lanes at a time where the tape runs value by value, and the two must agree).
+    @inline(__always) public static func sigmoid(_ x: Float) -> Float { sigmoid(Vector(repeating: x))[0] }
     @inline(__always) public static func silu(_ x: Float) -> Float { x / (1 + expf(-x)) }
-    /// Exact (erf) GELU, as PyTorch's `nn.GELU()` default.
-    @inline(__always) public static func gelu(_ x: Float) -> Float { 0.5 * x * (1 + erff(x * 0.70710678118654752)) }
 }
 
 extension Tensor {

@@ -197,6 +197,7 @@ public struct MoEModel: Sendable, ParameterDeclaring {
             }
         }
         var routerState = RouterDepthState()
+        var logits = Tensor(uninitialized: [count, router.expertCount])  // every layer's router writes here
         for (i, layer) in layers.enumerated() {
             let attended = layer.attention(
                 layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
@@ -205,7 +206,9 @@ public struct MoEModel: Sendable, ParameterDeclaring {
             let u = layer.moeNorm(x)
             let began = monotonicNanoseconds()
             let routerInput = routerInputNoise?.applied(to: u, positions: traces.map(\.position), layer: i) ?? u
-            let logits = router.logits(routerInput, tokens: tokens, layer: i, state: &routerState, threads: threads)
+            logits.withMutableBase {
+                router.logits(routerInput, tokens: tokens, layer: i, state: &routerState, into: $0, threads: threads)
+            }
             let routerTime = Double(monotonicNanoseconds() - began) / Double(max(1, count))
             let routing: [LayerRouting]
             if logitRows == .none && i == layers.count - 1 && !allExpertNorms {

@@ -66,6 +66,8 @@ extension Kernels {
         }
 
         var panelCount: Int { (outputs + Self.panel - 1) / Self.panel }
+        /// Floats stored: the weight padded to whole panels (what one input row reads).
+        var paddedCount: Int { panelCount * Self.panel * inputs }
 
         /// One input row, outputs of `panels` only (16 outputs each; a split over threads
         /// gives each its own panels).
@@ -160,7 +162,7 @@ extension Kernels {
     /// `threads` > 1 and there is enough to split. Each output is the same sum whichever
     /// thread computes it, so the result does not depend on the split.
     public static func multiplyRows(_ products: [RowProduct], threads: Int) {
-        let cost = products.reduce(0) { $0 + $1.rows * $1.weights.panelCount * PackedRows.panel * $1.weights.inputs }
+        let cost = products.reduce(0) { $0 + $1.rows * $1.weights.paddedCount }
         guard threads > 1, cost >= minimumFloatsToSplit, let helper = HelperThread.shared else {
             for p in products {
                 p.weights.multiply(p.input, rows: p.rows, ldx: p.weights.inputs, into: p.output, ldy: p.weights.outputs)

@@ -201,11 +201,81 @@ import Testing
         #expect(worst < 1e-5)
     }
 
+    /// The few-row attention of decoding (scores summed pairwise) against `causalAttention`
+    /// and the plain definition: one to five new rows after an empty, short and long cache, at
+    /// moescope's head width (32), a Hugging Face one (128), ragged ones (24 with a tail, 8 with
+    /// no full chunk) and latent attention's 192/128 key/value widths; probabilities past each
+    /// row's visible keys exactly 0.
+    @Test(arguments: [(0, 1, 32, 32), (7, 1, 32, 32), (200, 1, 128, 128), (63, 5, 24, 20), (3, 2, 8, 8), (130, 3, 192, 128)])
+    func fewRowAttentionMatchesCausalAttention(shape: (offset: Int, count: Int, dims: Int, valueDims: Int)) {
+        var g = SeededGenerator(seed: UInt64(shape.offset * 10 + shape.dims))
+        let (offset, count, dims, valueDims) = shape
+        let ld = dims + valueDims + 3
+        let length = offset + count
+        let q = (0..<(count * ld)).map { _ in g.nextNormal() }
+        let k = (0..<(length * ld)).map { _ in g.nextNormal() }
+        let v = (0..<(length * ld)).map { _ in g.nextNormal() }
+        let scale = 1 / Float(dims).squareRoot()
+        func run(fewRows: Bool) -> (scores: [Float], out: [Float]) {
+            var scores = [Float](repeating: .nan, count: count * length)
+            var out = [Float](repeating: .nan, count: count * ld)
+            q.withUnsafeBufferPointer { qp in
+                k.withUnsafeBufferPointer { kp in
+                    v.withUnsafeBufferPointer { vp in
+                        scores.withUnsafeMutableBufferPointer { sp in
+                            out.withUnsafeMutableBufferPointer { op in
+                                let (queries, keys) = (
+                                    Kernels.Operand(qp.baseAddress!, leadingDimension: ld),
+                                    Kernels.Operand(kp.baseAddress!, leadingDimension: ld)
+                                )
+                                let values = Kernels.Operand(vp.baseAddress! + dims, leadingDimension: ld)
+                                if fewRows {
+                                    Kernels.fewRowAttention(
+                                        count: count, offset: offset, queries: queries, keys: keys, values: values, dims: dims,
+                                        valueDims: valueDims, scale: scale, scores: sp.baseAddress!, into: op.baseAddress!, ldo: ld)
+                                } else {
+                                    Kernels.causalAttention(
+                                        count: count, offset: offset, queries: queries, keys: keys, values: values, dims: dims,
+                                        valueDims: valueDims, scale: scale, scores: sp.baseAddress!, into: op.baseAddress!, ldo: ld)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return (scores, out)
+        }
+        let (fewScores, fewOut) = run(fewRows: true)
+        let (scores, out) = run(fewRows: false)
+        for i in 0..<count {
+            let visible = offset + i + 1
+            for j in 0..<length {
+                #expect(abs(fewScores[i * length + j] - scores[i * length + j]) <= 1e-6)
+                if j >= visible { #expect(fewScores[i * length + j] == 0) }
+            }
+            // The definition, in doubles.
+            let logits = (0..<visible).map { j in
+                (0..<dims).reduce(0.0) { $0 + Double(q[i * ld + $1]) * Double(k[j * ld + $1]) } * Double(scale)
+            }
+            let top = logits.max()!
+            let weights = logits.map { Foundation.exp($0 - top) }
+            let total = weights.reduce(0, +)
+            for c in 0..<valueDims {
+                let expected = (0..<visible).reduce(0.0) { $0 + weights[$1] / total * Double(v[$1 * ld + dims + c]) }
+                #expect(abs(Double(fewOut[i * ld + c]) - expected) < 1e-5)
+                #expect(abs(fewOut[i * ld + c] - out[i * ld + c]) < 1e-5)
+            }
+        }
+    }
+
     /// The packed one-row product: each output bit for bit what `dot` (and so `gemm`'s
     /// few-rows path) gives, and near the plain sum, at ragged shapes (k with and without a
     /// tail, an odd number of chunks, outputs not a multiple of the 16-output panel), for
     /// 1 to 5 input rows; signed zeros included (an all-zero row sums to +0 either way).
-    @Test(arguments: [(1, 1), (3, 8), (16, 16), (17, 33), (40, 48), (8, 64), (257, 128), (33, 130), (128, 256), (5, 15)])
+    @Test(arguments: [
+        (1, 1), (3, 8), (16, 16), (17, 33), (40, 48), (8, 64), (257, 128), (33, 130), (128, 256), (5, 15), (64, 40), (192, 48),
+        (1024, 128),
+    ])
     func packedRowsEqualDotAndReference(shape: (Int, Int)) {
         let (n, k) = shape
         var g = SeededGenerator(seed: UInt64(n * 1000 + k))
@@ -348,6 +418,75 @@ import Testing
             Kernels.Vector([-.infinity, .infinity, .nan, 0, -0.0, 0.625, -0.625, 100, -100, 1e-20, 9, 10, 0.6249, 0.6251, 3, 4]))
         #expect(special[0] == -1 && special[1] == 1 && special[2].isNaN && special[3] == 0 && special[7] == 1 && special[8] == -1)
         #expect(special[9] == 1e-20)
+    }
+
+    /// The vector erf against libm's double `erf`: within 8 ulp (Eigen's rational form; the
+    /// worst cases lie near |x| ≈ 3.6, where erf is within 10⁻⁶ of ±1) from −6 to 6 and on
+    /// tiny inputs, odd, ±1 at ±∞, NaN kept; GELU built on it within 10⁻⁶·(1 + |x|) of the
+    /// exact 0.5·x·(1 + erf(x/√2)).
+    @Test func vectorErfAndGELUMatchLibm() {
+        var worstUlps: Float = 0
+        var worstGELU: Double = 0
+        var inputs: [Float] = []
+        var x: Float = -6
+        while x < 6 {
+            inputs.append(x)
+            x += 0.000_37
+        }
+        inputs += (0..<200).map { Float(pow(10, -30 + Double($0) * 0.15)) }
+        for start in stride(from: 0, to: inputs.count, by: 16) {
+            let chunk = Array(inputs[start..<min(start + 16, inputs.count)]) + Array(repeating: 0, count: max(0, start + 16 - inputs.count))
+            let lanes = Kernels.erf(Kernels.Vector(chunk))
+            let negated = Kernels.erf(-Kernels.Vector(chunk))
+            let gelus = Kernels.gelu(Kernels.Vector(chunk))
+            for (lane, input) in chunk.enumerated() {
+                let exact = Foundation.erf(Double(input))
+                worstUlps = max(worstUlps, Float(abs(Double(lanes[lane]) - exact)) / Float(exact).magnitude.ulp)
+                #expect(negated[lane] == -lanes[lane])
+                let exactGELU = 0.5 * Double(input) * (1 + Foundation.erf(Double(input) / 2.0.squareRoot()))
+                worstGELU = max(worstGELU, abs(Double(gelus[lane]) - exactGELU) / (1 + abs(Double(input))))
+            }
+        }
+        #expect(worstUlps <= 8, "worst erf error \(worstUlps) ulp")
+        #expect(worstGELU <= 1e-6, "worst GELU error \(worstGELU)")
+        let special = Kernels.erf(Kernels.Vector([-.infinity, .infinity, .nan, 0, -0.0, 4, -4, 100, 1e-38, 3.9, 0, 0, 0, 0, 0, 0]))
+        #expect(special[0] == -1 && special[1] == 1 && special[2].isNaN && special[3] == 0 && special[7] == 1)
+        #expect(special[4] == 0 && special[4].sign == .minus)
+        #expect(Kernels.gelu(Kernels.Vector(repeating: .nan))[0].isNaN)
+    }
+
+    /// The vector σ against 1/(1 + expf(−x)): within 2 ulp from −20 to 20 (beyond, within 1e-9
+    /// absolute), and the scalar form equal to the vector's lane (the GRU router's cell and the
+    /// tape's σ must agree).
+    @Test func vectorSigmoidMatchesLibm() {
+        var worstUlps: Float = 0
+        var x: Float = -40
+        while x < 40 {
+            let inputs = (0..<16).map { x + Float($0) * 0.0011 }
+            let lanes = Kernels.sigmoid(Kernels.Vector(inputs))
+            for (lane, input) in inputs.enumerated() {
+                let exact = Float(1 / (1 + Foundation.exp(-Double(input))))
+                if abs(input) < 20 {
+                    worstUlps = max(worstUlps, abs(lanes[lane] - exact) / exact.ulp)
+                } else {
+                    #expect(abs(lanes[lane] - exact) <= 1e-9 || abs(lanes[lane] - exact) <= 2 * exact.ulp)
+                }
+                #expect(Kernels.sigmoid(input) == lanes[lane])
+            }
+            x += 0.0237
+        }
+        #expect(worstUlps <= 2, "worst error \(worstUlps) ulp")
+        #expect(Kernels.sigmoid(-Float.infinity) == 0 && Kernels.sigmoid(Float.infinity) == 1 && Kernels.sigmoid(Float.nan).isNaN)
+    }
+
+    /// `Kernels.apply` gives every value what the vector function gives it in any lane, for
+    /// buffers with and without a tail (the tape's GELU and the routers' share it).
+    @Test(arguments: [1, 15, 16, 17, 40, 64]) func applyEqualsLanewise(count: Int) {
+        var g = SeededGenerator(seed: UInt64(count))
+        var values = (0..<count).map { _ in g.nextNormal() * 3 }
+        let expected = values.map { Kernels.gelu(Kernels.Vector(repeating: $0))[0] }
+        values.withUnsafeMutableBufferPointer { Kernels.apply(Kernels.gelu, to: $0.baseAddress!, count: count) }
+        #expect(values.map(\.bitPattern) == expected.map(\.bitPattern))
     }
 
     /// Rows long enough for the vector path (with a scalar tail), against the definition.

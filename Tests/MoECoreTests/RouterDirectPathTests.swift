@@ -67,6 +67,32 @@ import Testing
         }
     }
 
+    /// The GRU writes each layer's state into the tensor two layers back held: a state a
+    /// caller kept (the trace records every layer's) is never overwritten, and logits written
+    /// into the caller's memory equal the returned tensor's.
+    @Test func directGRUReusesItsStateWithoutOverwritingAKeptOne() throws {
+        let config = Self.config(.gru, wide: false)
+        var source = RandomWeights(seed: 9)
+        let router = try makeRouter(config, from: &source)
+        let u = GradientTests.random([1, config.hiddenSize], seed: 5)
+        var state = RouterDepthState()
+        var reference = RouterDepthState()
+        var kept: [[Float]] = []
+        var keptTensors: [Tensor] = []
+        for layer in 0..<config.numLayers {
+            var out = [Float](repeating: .nan, count: config.numExperts)
+            out.withUnsafeMutableBufferPointer {
+                router.logits(u, tokens: [3], layer: layer, state: &state, into: $0.baseAddress!, threads: 1)
+            }
+            let expected = router.logits(u, tokens: [3], layer: layer, state: &reference, threads: 1)
+            #expect(out == expected.scalars)
+            keptTensors.append(state.hidden!)
+            kept.append(state.hidden!.scalars)
+        }
+        #expect(keptTensors.map(\.scalars) == kept)
+        #expect(Set(kept.map { $0.map(\.bitPattern) }).count == config.numLayers)
+    }
+
     /// A router's products may split over threads without changing a bit.
     @Test func directGRULogitsDoNotDependOnTheThreadCount() throws {
         let config = Self.config(.gru, wide: true)

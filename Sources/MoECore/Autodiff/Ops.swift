@@ -128,8 +128,20 @@ extension Tape {
     // MARK: Elementwise nonlinearities
 
     func unary(_ a: Variable, _ f: (Float) -> Float, derivative: @escaping (Float, Float) -> Float) -> Variable {
+        unary(a, output: value(a).mapped(f), derivative: derivative)
+    }
+
+    /// An elementwise op whose forward is a 16-lane kernel (`Kernels.apply`), so it equals
+    /// the direct paths' use of the same kernel bit for bit.
+    func unary(_ a: Variable, vector f: (Kernels.Vector) -> Kernels.Vector, derivative: @escaping (Float, Float) -> Float) -> Variable {
+        var out = value(a)
+        let count = out.count
+        out.withMutableBase { Kernels.apply(f, to: $0, count: count) }
+        return unary(a, output: out, derivative: derivative)
+    }
+
+    private func unary(_ a: Variable, output out: Tensor, derivative: @escaping (Float, Float) -> Float) -> Variable {
         let av = value(a)
-        let out = av.mapped(f)
         return record(out) { g, tape in
             tape.accumulate(
                 a, Tensor(shape: av.shape, scalars: (0..<av.count).map { g.scalars[$0] * derivative(av.scalars[$0], out.scalars[$0]) }))
@@ -139,7 +151,7 @@ extension Tape {
     public func sigmoid(_ a: Variable) -> Variable { unary(a, Kernels.sigmoid) { _, y in y * (1 - y) } }
     public func tanh(_ a: Variable) -> Variable { unary(a, Kernels.tanh) { _, y in 1 - y * y } }
     public func gelu(_ a: Variable) -> Variable {
-        unary(a, Kernels.gelu) { x, _ in
+        unary(a, vector: Kernels.gelu) { x, _ in
             0.5 * (1 + erff(x * 0.70710678118654752)) + x * expf(-0.5 * x * x) * 0.3989422804014327
         }
     }

@@ -36,17 +36,17 @@ public struct AttentionRouter: Router {
         return tape.scale(scores, by: 1 / Float(keyWidth).squareRoot())
     }
 
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+    public var expertCount: Int { expertKeys[0].value.rows }
+
+    public func logits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into scores: UnsafeMutablePointer<Float>, threads: Int
+    ) {
         let scale = 1 / Float(keyWidth).squareRoot()
-        var out = Tensor(uninitialized: [u.rows, expertKeys[layer].value.rows])
-        let count = out.count
+        let count = u.rows * expertCount
         withScratch(u.rows * keyWidth) { query in
             u.withBase { linear($0, rows: u.rows, queries[layer], into: query, threads: threads) }
-            out.withMutableBase { scores in
-                linear(query, rows: u.rows, expertKeys[layer], into: scores, threads: threads)
-                for i in 0..<count { scores[i] *= scale }
-            }
+            linear(query, rows: u.rows, expertKeys[layer], into: scores, threads: threads)
+            for i in 0..<count { scores[i] *= scale }
         }
-        return out
     }
 }

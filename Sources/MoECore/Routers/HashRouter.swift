@@ -38,12 +38,15 @@ public struct HashRouter: Router {
         return tape.leaf(logits(tape.value(u), tokens: tokens, layer: layer, state: &none, threads: 1))  // a constant: nothing to learn
     }
 
+    public var expertCount: Int { numExperts }
+
     /// 0 on each token's k experts, −∞ elsewhere.
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        var out = Tensor(repeating: -.infinity, shape: [tokens.count, numExperts])
+    public func logits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        out.update(repeating: -.infinity, count: tokens.count * numExperts)
         for (t, token) in tokens.enumerated() {
-            for e in experts(token: token, layer: layer) { out.scalars[t * numExperts + e] = 0 }
+            for e in experts(token: token, layer: layer) { out[t * numExperts + e] = 0 }
         }
-        return out
     }
 }

@@ -36,20 +36,21 @@ public struct HybridRouter: Router {
         return tape.add(tape.scale(a, byScalar: alpha), tape.scale(b, byScalar: tape.oneMinus(alpha)))
     }
 
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+    public var expertCount: Int { linear.expertCount }
+
+    public func logits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into a: UnsafeMutablePointer<Float>, threads: Int
+    ) {
         let alpha = mix(layer: layer)
         let beta = 1 - alpha
-        var out = linear.logits(u, tokens: tokens, layer: layer, state: &state, threads: threads)
-        let count = out.count
+        linear.logits(u, tokens: tokens, layer: layer, state: &state, into: a, threads: threads)
+        let count = u.rows * expertCount
         withScratch(count) { b in
             mlp.logits(u, layer: layer, into: b, threads: threads)
-            out.withMutableBase { a in
-                for i in 0..<count {
-                    let (weightedLinear, weightedMLP) = (a[i] * alpha, b[i] * beta)  // each rounded, then summed, as on the tape
-                    a[i] = weightedLinear + weightedMLP
-                }
+            for i in 0..<count {
+                let (weightedLinear, weightedMLP) = (a[i] * alpha, b[i] * beta)  // each rounded, then summed, as on the tape
+                a[i] = weightedLinear + weightedMLP
             }
         }
-        return out
     }
 }

@@ -28,7 +28,11 @@ public struct LinearRouter: Router {
         tape.linear(u, parameter(gates[layer].name))
     }
 
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        linear(u, gates[layer], threads: threads)
+    public var expertCount: Int { gates[0].value.rows }
+
+    public func logits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        u.withBase { linear($0, rows: u.rows, gates[layer], into: out, threads: threads) }
     }
 }

@@ -35,19 +35,22 @@ public struct MLPHadamardRouter: Router {
         return tape.linear(tape.multiply(a, b), parameter(output[layer].name))
     }
 
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+    public var expertCount: Int { output[0].value.rows }
+
+    public func logits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int
+    ) {
         let rows = u.rows
         let count = rows * gated[layer].value.rows
-        var out = Tensor(uninitialized: [rows, output[layer].value.rows])
         withScratch(2 * count) { a in
             let b = a + count
             u.withBase { u in
                 MoECore.linear(u, rows: rows, gated[layer], into: a, threads: threads)
                 MoECore.linear(u, rows: rows, linear[layer], into: b, threads: threads)
             }
-            for i in 0..<count { a[i] = Kernels.gelu(a[i]) * b[i] }
-            out.withMutableBase { MoECore.linear(a, rows: rows, output[layer], into: $0, threads: threads) }
+            Kernels.apply(Kernels.gelu, to: a, count: count)
+            for i in 0..<count { a[i] *= b[i] }
+            MoECore.linear(a, rows: rows, output[layer], into: out, threads: threads)
         }
-        return out
     }
 }

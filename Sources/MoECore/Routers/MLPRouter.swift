@@ -32,10 +32,12 @@ public struct MLPRouter: Router {
         return tape.linear(activated, parameter(output[layer].name))
     }
 
-    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
-        var out = Tensor(uninitialized: [u.rows, output[layer].value.rows])
-        out.withMutableBase { logits(u, layer: layer, into: $0, threads: threads) }
-        return out
+    public var expertCount: Int { output[0].value.rows }
+
+    public func logits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        logits(u, layer: layer, into: out, threads: threads)
     }
 
     /// The direct path into `out` [T × E], its hidden layer in scratch memory.
@@ -43,7 +45,7 @@ public struct MLPRouter: Router {
         let count = u.rows * hidden[layer].value.rows
         withScratch(count) { activated in
             u.withBase { linear($0, rows: u.rows, hidden[layer], into: activated, threads: threads) }
-            for i in 0..<count { activated[i] = Kernels.gelu(activated[i]) }
+            Kernels.apply(Kernels.gelu, to: activated, count: count)
             linear(activated, rows: u.rows, output[layer], into: out, threads: threads)
         }
     }

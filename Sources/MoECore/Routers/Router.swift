@@ -48,6 +48,9 @@ public enum RouterKind: String, Codable, CaseIterable, Sendable {
 public struct RouterDepthState: Sendable {
     /// GRU hidden state after the most recent layer, [T × p].
     public var hidden: Tensor?
+    /// The previous layer's state tensor, kept so the next layer writes into it rather than
+    /// allocating one per layer.
+    var spare: Tensor?
     public init() {}
 }
 
@@ -74,9 +77,13 @@ public protocol Router: Sendable, ParameterDeclaring {
         _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
         on tape: Tape, parameter: (String) -> Variable
     ) -> Variable
-    /// Inference, without a tape: logits for u [T × d], threading the depth state; products
-    /// split over `threads` cores.
-    func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor
+    /// E: the logits per token.
+    var expertCount: Int { get }
+    /// Inference, without a tape: logits for u [T × d] into `out` [T × E], threading the depth
+    /// state; products split over `threads` cores. Writing into the caller's memory, a decoded
+    /// token's router call allocates nothing.
+    func logits(
+        _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int)
 }
 
 extension Router {
@@ -89,6 +96,13 @@ extension Router {
     /// Inference on every core (the direct path).
     public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState) -> Tensor {
         logits(u, tokens: tokens, layer: layer, state: &state, threads: Kernels.threads)
+    }
+
+    /// The direct path into a new tensor [T × E].
+    public func logits(_ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, threads: Int) -> Tensor {
+        var out = Tensor(uninitialized: [u.rows, expertCount])
+        out.withMutableBase { logits(u, tokens: tokens, layer: layer, state: &state, into: $0, threads: threads) }
+        return out
     }
 
     /// The tape's forward on plain tensors, no gradients asked for: what the direct path is
@@ -117,7 +131,13 @@ func linear(_ x: Tensor, _ weight: Parameter, threads: Int) -> Tensor { Linear(w
 func linear(_ x: UnsafePointer<Float>, rows: Int, _ weight: Parameter, into out: UnsafeMutablePointer<Float>, threads: Int) {
     let (n, k) = (weight.value.rows, weight.value.cols)
     if rows < Kernels.microRows {
-        return Kernels.multiplyRows([.init(weights: weight.rowsPacked, input: x, rows: rows, output: out)], threads: threads)
+        let packed = weight.rowsPacked
+        // A router's products are too small to split (`multiplyRows`); called directly, no
+        // array of one job is allocated per call.
+        if threads == 1 || rows * packed.paddedCount < Kernels.minimumFloatsToSplit {
+            return packed.multiply(x, rows: rows, ldx: k, into: out, ldy: n)
+        }
+        return Kernels.multiplyRows([.init(weights: packed, input: x, rows: rows, output: out)], threads: threads)
     }
     weight.value.scalars.withUnsafeBufferPointer { w in
         Kernels.gemm(
