@@ -49,8 +49,9 @@ extension Kernels {
     /// in F32; 32 tokens: 21–22 against 10–17); above it the GEMM is kept, unmeasured.
     public static let fewInputRows = 128
 
-    /// Runs every product, their rows split into units of about `unitBytes` that `threads`
-    /// cores take in turn. Each output is computed by the same instructions in the same order
+    /// Runs every product, their rows split into units of about `unitBytes`, the units into one
+    /// contiguous share per thread (`UnitShares`; on two cores the second share runs on
+    /// `StoredProductWorker`). Each output is computed by the same instructions in the same order
     /// whichever thread runs its unit, so the result is bit-identical for any thread count (a
     /// test holds it).
     ///
@@ -64,10 +65,11 @@ extension Kernels {
     /// product to match (each 32-column chunk as its 16 even columns, then its 16 odd ones), so
     /// the inner loop is one load, two lane operations and two FMAs per 32 weights.
     /// `unitBytes` and `minimumBytesPerThread` set how finely the rows are split (512 KB units:
-    /// with 128 KB ones each thread hinted the next two row groups, 32 KB, into its own cache
-    /// while the other thread took that unit; two threads streamed at 83 % of a plain read
-    /// rather than ~100 %; tests make
-    /// them small to split small matrices); results do not depend on them either.
+    /// with 128 KB units dealt out in turn, each thread hinted the next two row groups, 32 KB,
+    /// into its own cache while the other thread took that unit, and two threads streamed at
+    /// 83 % of a plain read; in contiguous shares a unit is only what a thread that finished
+    /// early can take from the other; tests make them small to split small matrices); results
+    /// do not depend on them either.
     public static func multiply(
         _ products: [WeightProduct], threads available: Int = threads,
         unitBytes: Int = 524_288, minimumBytesPerThread: Int = 524_288
@@ -98,40 +100,62 @@ extension Kernels {
             }
         }
         let totalBytes = units.reduce(0) { $0 + $1.bytes }
-        // Below ~512 KB a thread's wake-up costs more than it saves.
+        // Below ~512 KB a hand-off to another thread costs more than it saves.
         let parts = max(1, min(available, units.count, totalBytes / max(1, minimumBytesPerThread)))
-        let runUnit = { (u: Int) in
-            let unit = units[u]
-            let product = work[unit.product]
-            multiplyRows(product.weight, rows: unit.rows, input: inputs[unit.product], count: product.count, output: product.output)
-        }
+        let call = MultiplyCall(work: work, inputs: inputs, units: units, parts: parts)
+        defer { call.release() }
         guard parts > 1 else {
-            for u in units.indices { runUnit(u) }
+            call.runShare(0)
             return
         }
-        // Each thread takes the next unit until none is left, so a thread whose core is busy
-        // with another process does less of the work instead of holding the others up.
-        let queue = UnitQueue(count: units.count)
-        let shared = UncheckedSendable(value: runUnit)
-        DispatchQueue.concurrentPerform(iterations: parts) { _ in
-            while let u = queue.take() { shared.value(u) }
+        // Two cores: the persistent worker, already spinning between the products of a
+        // token, takes the second share (a dispatch-queue wake-up per product cost more).
+        if parts == 2, let worker = StoredProductWorker.shared,
+            worker.run(
+                Unmanaged.passUnretained(call).toOpaque(),
+                { call, side in
+                    Unmanaged<MultiplyCall>.fromOpaque(call)._withUnsafeGuaranteedRef { $0.runShare(side) }
+                })
+        {
+            return
         }
+        let shared = UncheckedSendable(value: call)
+        DispatchQueue.concurrentPerform(iterations: parts) { shared.value.runShare($0) }
     }
 
-    /// Hands out 0, 1, 2, … to whichever thread asks next.
-    final class UnitQueue: @unchecked Sendable {
-        private let lock = NSLock()
-        private var next = 0
-        private let count: Int
+    /// One `multiply` call's units, laid out for the threads: plain buffers (no reference
+    /// counts touched by two cores) and the shares the units are taken from.
+    final class MultiplyCall: @unchecked Sendable {
+        let work: UnsafeMutableBufferPointer<WeightProduct>
+        let inputs: UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>>
+        let units: UnsafeMutableBufferPointer<(product: Int, rows: Range<Int>)>
+        let shares: UnitShares
 
-        init(count: Int) { self.count = count }
+        init(
+            work: [WeightProduct], inputs: [UnsafeMutablePointer<Float>], units: [(product: Int, rows: Range<Int>, bytes: Int)], parts: Int
+        ) {
+            self.work = .allocate(capacity: work.count)
+            _ = self.work.initialize(from: work)
+            self.inputs = .allocate(capacity: inputs.count)
+            _ = self.inputs.initialize(from: inputs)
+            self.units = .allocate(capacity: units.count)
+            _ = self.units.initialize(from: units.map { ($0.product, $0.rows) })
+            shares = UnitShares(bytes: units.map(\.bytes), parts: parts)
+        }
 
-        func take() -> Int? {
-            lock.lock()
-            defer { lock.unlock() }
-            guard next < count else { return nil }
-            next += 1
-            return next - 1
+        func release() {
+            work.deallocate()
+            inputs.deallocate()
+            units.deallocate()
+        }
+
+        /// Runs share `side`'s units, then whatever is left of the others'.
+        func runShare(_ side: Int) {
+            while let u = shares.take(side) {
+                let unit = units[u]
+                let product = work[unit.product]
+                multiplyRows(product.weight, rows: unit.rows, input: inputs[unit.product], count: product.count, output: product.output)
+            }
         }
     }
 

@@ -30,6 +30,8 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var hub: HubModelOption
     @Option(help: "With --model: prompt length for the prefill timing.") var promptTokens = 32
     @Option(help: "With --model: tokens decoded one at a time after each prompt.") var decodeTokens = 16
+    @Flag(help: "Measure only how fast one and two cores read a 1 GB buffer, several ways, beside the BF16 decode kernel on it.")
+    var readProbe = false
 
     struct Result: Codable {
         var name: String
@@ -59,6 +61,7 @@ struct BenchCommand: ParsableCommand {
 
     /// The measurements in the order the table lists them; each records its own rows.
     func run() throws {
+        if readProbe { return readProbeTable() }
         if let folder = hub.folder { return try benchModel(path: folder) }
         // Names are padded in Swift: Foundation on Linux ignores the width of `%-34@`.
         var table = BenchTable(printsRows: !json) {

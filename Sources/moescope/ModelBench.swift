@@ -113,6 +113,19 @@ extension BenchCommand {
         if json { try table.printJSON() }
     }
 
+    /// `bench --read-probe`: `ReadProbe`'s variants, best and median of `--repeats` rounds.
+    func readProbeTable() {
+        let before = loadAverage()
+        let variants = ReadProbe.run(rounds: repeats)
+        print(String(format: "load average %.2f at start, %.2f at the end; 1 GiB buffer, %d rounds, GB/s", before, loadAverage(), repeats))
+        for variant in variants {
+            let sorted = variant.rates.sorted()
+            print(
+                variant.name.padding(toLength: 44, withPad: " ", startingAt: 0)
+                    + String(format: " best %5.1f  median %5.1f  worst %5.1f", sorted.last ?? 0, median(sorted), sorted.first ?? 0))
+        }
+    }
+
     /// Reads every weight file once through a small buffer, so the timed runs measure memory,
     /// not the disk, without mapping (and counting as resident) weights the tokens never touch.
     func warmPageCache(folder: String) {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import MoECore
@@ -152,6 +153,32 @@ import Testing
                     zip(one, split).allSatisfy { zip($0, $1).allSatisfy { $0.bitPattern == $1.bitPattern } },
                     "\(dtype) n \(n) threads \(threads)")
             }
+        }
+    }
+
+    /// The shares split the units into contiguous runs of about equal bytes, each taken from its
+    /// front by its own thread; a thread whose share is done takes the others' from the back, so
+    /// every unit is run exactly once even when one thread never starts.
+    @Test func unitSharesHandOutEveryUnitOnce() {
+        let equal = UnitShares(bytes: [Int](repeating: 100, count: 10), parts: 2)
+        var alone: [Int] = []
+        while let unit = equal.take(0) { alone.append(unit) }
+        #expect(alone == [0, 1, 2, 3, 4, 9, 8, 7, 6, 5], "share 0 in order, then share 1 from its back")
+
+        let uneven = UnitShares(bytes: [500, 100, 100, 100, 100, 100], parts: 2)
+        #expect(uneven.take(1) == 1, "the first unit alone is half the bytes")
+
+        var g = SeededGenerator(seed: 8)
+        for parts in [2, 3] {
+            let bytes = (0..<200).map { _ in Int(g.next() % 1000) + 1 }
+            let shares = UnitShares(bytes: bytes, parts: parts)
+            let taken = Mutex<[Int]>([])
+            DispatchQueue.concurrentPerform(iterations: parts) { side in
+                var mine: [Int] = []
+                while let unit = shares.take(side) { mine.append(unit) }
+                taken.withLock { $0 += mine }
+            }
+            #expect(taken.withLock { $0.sorted() } == Array(0..<200), "\(parts) shares")
         }
     }
 }
