@@ -2,20 +2,25 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// A second core for the small products of decoding one token: one persistent thread that
-/// runs half of a product's output panels (`Kernels.multiplyRows`) while the caller runs the
-/// other half.
+/// A second core for the products of decoding one token: one persistent thread that runs one
+/// share of a job while the caller runs the other.
 ///
-/// A decoded token of moescope's own model makes about forty products of a few hundred
-/// microseconds in all; waking a thread through the dispatch queue costs microseconds per
-/// product, more than half of one saves. This thread instead spins on an atomic counter for a
-/// while after each job (`spinLimit` polls, some tens of microseconds), so the next product of the same token
-/// reaches it in a fraction of a microsecond, and sleeps on a semaphore once decoding stops.
-/// The caller splits its work by output, and each output is computed exactly as on one
-/// thread, so results do not depend on whether the helper runs.
+/// A decoded token makes tens of products (about forty of a few hundred microseconds in all for
+/// moescope's own model, 17 of a few milliseconds for an OLMoE-width checkpoint), with
+/// attention, norms and routing between them on one core. Waking a thread through the dispatch
+/// queue costs microseconds per product, more than half of a small one saves. This thread
+/// instead spins on an atomic counter for a while after each job (the job's `spin` polls), so
+/// the next product of the same token reaches it in a fraction of a microsecond, and sleeps on a
+/// semaphore once decoding stops. Callers split their work by output, and each output is
+/// computed exactly as on one thread, so results do not depend on which thread runs a share.
 public final class HelperThread: @unchecked Sendable {
     /// The helper of this process, started on first use; nil on one core (`Kernels.threads`).
     public static let shared: HelperThread? = Kernels.threads > 1 ? HelperThread() : nil
+
+    /// A share of a job: `share(context, 1)` runs on the helper, `share(context, 0)` on the
+    /// caller. A C function of a plain pointer, so no reference count is touched by both cores
+    /// (that alone cost microseconds a product).
+    public typealias Share = @convention(c) (UnsafeMutableRawPointer, Int) -> Void
 
     /// Jobs posted and jobs the helper has finished: equal when it is idle.
     private let posted = Atomic<Int>(0)
@@ -26,12 +31,12 @@ public final class HelperThread: @unchecked Sendable {
     private let sleeping = Atomic<Bool>(false)
     /// Held by the one caller whose job the helper has.
     private let taken = Atomic<Bool>(false)
+    /// Polls of the counter before the helper sleeps, set by the last job (a poll is a few
+    /// nanoseconds): long enough to outlast the serial work between two products of a token.
+    private let spin = Atomic<Int>(0)
     private let wake = DispatchSemaphore(value: 0)
-    /// The current job, written before `posted` is raised and read after it is seen: plain
-    /// pointers, so no reference count is touched by both cores (that alone cost microseconds).
-    private var job = UnsafeBufferPointer<Kernels.PanelRun>(start: nil, count: 0)
-    /// Polls of the counter before the helper goes to sleep (a poll is a few nanoseconds).
-    static let spinLimit = 20_000
+    /// The current job, written before `posted` is raised and read after it is seen.
+    private var job: (context: UnsafeMutableRawPointer, share: Share)?
 
     private init() {
         let thread = Thread { [unowned self] in self.serve() }
@@ -39,28 +44,32 @@ public final class HelperThread: @unchecked Sendable {
         thread.start()
     }
 
-    /// Runs `runs` on the helper while `here` runs on this thread; returns when both are
-    /// done. While another caller has the helper (two models decoding at once), both run
-    /// here, one after the other.
-    func run(_ runs: UnsafeBufferPointer<Kernels.PanelRun>, while here: () -> Void) {
+    /// Runs `share(context, 1)` on the helper while `share(context, 0)` runs on this thread;
+    /// returns when both are done. If the helper has not started share 1 by the time share 0 is
+    /// done, this thread runs it (a share that takes the other's units as it finishes leaves
+    /// nothing to run). While another caller has the helper (two models decoding at once), both
+    /// shares run here, one after the other. `spin` is how many polls the helper waits for the
+    /// next job before it sleeps.
+    public func run(_ context: UnsafeMutableRawPointer, _ share: Share, spin: Int) {
         guard taken.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-            here()
-            for run in runs { run.run() }
+            share(context, 0)
+            share(context, 1)
             return
         }
         defer { taken.store(false, ordering: .releasing) }
-        job = runs
+        job = (context, share)
+        self.spin.store(spin, ordering: .relaxed)
         let ticket = posted.add(1, ordering: .sequentiallyConsistent).newValue
         if sleeping.load(ordering: .sequentiallyConsistent) { wake.signal() }
-        here()
+        share(context, 0)
         if claimed.compareExchange(expected: ticket - 1, desired: ticket, ordering: .acquiringAndReleasing).exchanged {
-            for run in runs { run.run() }  // the helper had not started: do its half here
+            share(context, 1)  // the helper had not started: run its share here
             return
         }
         var polls = 0
         while finished.load(ordering: .acquiring) != ticket {
             polls += 1
-            if polls > Self.spinLimit { sched_yield() }
+            if polls > spin { sched_yield() }
         }
     }
 
@@ -70,7 +79,7 @@ public final class HelperThread: @unchecked Sendable {
             var polls = 0
             while posted.load(ordering: .acquiring) == seen {
                 polls += 1
-                guard polls > Self.spinLimit else { continue }
+                guard polls > spin.load(ordering: .relaxed) else { continue }
                 // Idle: sleep until the next post. `run` raises `posted` before it reads
                 // `sleeping`, this sets `sleeping` before it reads `posted`, so one of the two
                 // sees the other and no post is missed (an extra signal only costs a poll).
@@ -83,7 +92,7 @@ public final class HelperThread: @unchecked Sendable {
             guard claimed.compareExchange(expected: seen - 1, desired: seen, ordering: .acquiringAndReleasing).exchanged else {
                 continue  // the caller ran it
             }
-            for run in job { run.run() }
+            if let job { job.share(job.context, 1) }
             finished.store(seen, ordering: .releasing)
         }
     }

@@ -185,9 +185,22 @@ extension Kernels {
                 done += w.panelCount * panelCost
             }
         }
-        theirs.withUnsafeBufferPointer { theirs in
-            helper.run(theirs) { for run in mine { run.run() } }
+        mine.withUnsafeBufferPointer { mine in
+            theirs.withUnsafeBufferPointer { theirs in
+                var halves = (mine, theirs)
+                withUnsafeMutablePointer(to: &halves) { helper.run($0, runHalf, spin: rowProductSpin) }
+            }
         }
+    }
+
+    /// Polls the helper waits between the products of a token before it sleeps (a few tens of
+    /// microseconds: the serial work between two of this model's products is shorter).
+    static let rowProductSpin = 20_000
+
+    /// Half `side` of `multiplyRows`' panel runs, for `HelperThread`.
+    private static let runHalf: HelperThread.Share = { context, side in
+        let halves = context.assumingMemoryBound(to: (UnsafeBufferPointer<PanelRun>, UnsafeBufferPointer<PanelRun>).self).pointee
+        for run in side == 0 ? halves.0 : halves.1 { run.run() }
     }
 }
 

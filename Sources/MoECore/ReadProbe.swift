@@ -94,15 +94,15 @@ public enum ReadProbe {
         return calls
     }
 
-    /// The buffer's two halves read at once, one per core: through the stored-product worker
+    /// The buffer's two halves read at once, one per core: through the helper thread
     /// (spinning, as during a decode) or a dispatch-queue wake-up (what `readBandwidth` uses).
     static func readHalves(_ base: UnsafeRawPointer, bytes: Int, prefetchDistance: Int, onWorker: Bool) {
         let job = HalvesJob(base: base, half: bytes / 2 / 256 * 256, prefetchDistance: prefetchDistance)
-        if onWorker, let worker = StoredProductWorker.shared {
+        if onWorker, let helper = HelperThread.shared {
             let context = UnsafeMutablePointer<HalvesJob>.allocate(capacity: 1)
             context.initialize(to: job)
             defer { context.deallocate() }
-            if worker.run(UnsafeMutableRawPointer(context), readHalf) { return }
+            return helper.run(UnsafeMutableRawPointer(context), readHalf, spin: Kernels.storedProductSpin)
         }
         let shared = job
         DispatchQueue.concurrentPerform(iterations: 2) { side in
@@ -110,7 +110,7 @@ public enum ReadProbe {
         }
     }
 
-    static let readHalf: StoredProductWorker.Share = { context, side in
+    static let readHalf: HelperThread.Share = { context, side in
         let job = context.assumingMemoryBound(to: HalvesJob.self).pointee
         job.sink(read(job.base + side * job.half, bytes: job.half, prefetchDistance: job.prefetchDistance))
     }

@@ -49,9 +49,13 @@ extension Kernels {
     /// in F32; 32 tokens: 21–22 against 10–17); above it the GEMM is kept, unmeasured.
     public static let fewInputRows = 128
 
+    /// Polls `HelperThread` waits between a token's stored-dtype products before it sleeps:
+    /// long enough to outlast the attention, norms and routing between two of them.
+    static let storedProductSpin = 200_000
+
     /// Runs every product, their rows split into units of about `unitBytes`, the units into one
     /// contiguous share per thread (`UnitShares`; on two cores the second share runs on
-    /// `StoredProductWorker`). Each output is computed by the same instructions in the same order
+    /// `HelperThread`). Each output is computed by the same instructions in the same order
     /// whichever thread runs its unit, so the result is bit-identical for any thread count (a
     /// test holds it).
     ///
@@ -110,13 +114,12 @@ extension Kernels {
         }
         // Two cores: the persistent worker, already spinning between the products of a
         // token, takes the second share (a dispatch-queue wake-up per product cost more).
-        if parts == 2, let worker = StoredProductWorker.shared,
-            worker.run(
+        if parts == 2, let helper = HelperThread.shared {
+            helper.run(
                 Unmanaged.passUnretained(call).toOpaque(),
                 { call, side in
                     Unmanaged<MultiplyCall>.fromOpaque(call)._withUnsafeGuaranteedRef { $0.runShare(side) }
-                })
-        {
+                }, spin: storedProductSpin)
             return
         }
         let shared = UncheckedSendable(value: call)
