@@ -475,6 +475,7 @@ public struct RMoEMutualInformationCheck: Codable, Sendable {
             var joint = [Int](repeating: 0, count: bins * bins)
             var binned = [Int](repeating: 0, count: layers * experts)
             var marginal = [Int](repeating: 0, count: layers * bins)
+            var cells = [Int](repeating: 0, count: experts)
             for t in 0..<block.count {
                 defer { seen += 1 }
                 guard seen % stride == 0 else { continue }
@@ -492,14 +493,29 @@ public struct RMoEMutualInformationCheck: Codable, Sendable {
                 let n = Double(experts)
                 for i in 0..<layers {
                     for j in i..<layers {
-                        for k in joint.indices { joint[k] = 0 }
-                        for e in 0..<experts { joint[binned[i * experts + e] * bins + binned[j * experts + e]] += 1 }
-                        var mi = 0.0
-                        for x in 0..<bins where marginal[i * bins + x] > 0 {
-                            for y in 0..<bins where joint[x * bins + y] > 0 {
-                                let c = Double(joint[x * bins + y])
-                                mi += c / n * log(c * n / (Double(marginal[i * bins + x]) * Double(marginal[j * bins + y])))
+                        // At most E of the bins² joint cells are filled: count those, then add
+                        // their terms in row-major order (x, then y), as a scan of every cell
+                        // would, and clear only them.
+                        var filled = 0
+                        for e in 0..<experts {
+                            let cell = binned[i * experts + e] * bins + binned[j * experts + e]
+                            joint[cell] += 1
+                            if joint[cell] == 1 {
+                                var slot = filled
+                                while slot > 0 && cells[slot - 1] > cell {
+                                    cells[slot] = cells[slot - 1]
+                                    slot -= 1
+                                }
+                                cells[slot] = cell
+                                filled += 1
                             }
+                        }
+                        var mi = 0.0
+                        for cell in cells[..<filled] {
+                            let (x, y) = (cell / bins, cell % bins)
+                            let c = Double(joint[cell])
+                            mi += c / n * log(c * n / (Double(marginal[i * bins + x]) * Double(marginal[j * bins + y])))
+                            joint[cell] = 0
                         }
                         sums[i * layerCount + j] += max(0, mi)
                         if j != i { sums[j * layerCount + i] += max(0, mi) }

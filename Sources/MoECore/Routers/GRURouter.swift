@@ -117,10 +117,9 @@ public struct GRURouter: Router {
         threads: Int
     ) {
         let p = stateSize
-        withScratch(rows * 3 * p * (h == nil ? 1 : 2) + p) { scratch in
+        withScratch(rows * 3 * p * (h == nil ? 1 : 2)) { scratch in
             let gi = scratch
-            let update = gi + rows * 3 * p
-            let gh: UnsafeMutablePointer<Float>? = h.map { _ in update + p }
+            let gh: UnsafeMutablePointer<Float>? = h.map { _ in gi + rows * 3 * p }
             linear(x, rows: rows, weightIH, into: gi, threads: threads)
             if let h, let gh { linear(h, rows: rows, weightHH, into: gh, threads: threads) }
             biasIH.value.withBase { bi in
@@ -132,24 +131,30 @@ public struct GRURouter: Router {
                         let previous = h.map { $0 + r * p }
                         // W_hh h + b_hh for this row (just b_hh from the zero state).
                         @inline(__always) func recurrent(_ j: Int) -> Float { hh.map { $0[j] + bh[j] } ?? bh[j] }
-                        for j in 0..<p {
-                            let reset = Kernels.sigmoid((i[j] + bi[j]) + recurrent(j))
-                            update[j] = Kernels.sigmoid((i[p + j] + bi[p + j]) + recurrent(p + j))
-                            let gated = reset * recurrent(2 * p + j)
-                            o[j] = (i[2 * p + j] + bi[2 * p + j]) + gated  // n before its tanh
+                        @inline(__always) func recurrent(vector j: Int) -> Kernels.Vector {
+                            hh.map { Kernels.load($0 + j) + Kernels.load(bh + j) } ?? Kernels.load(bh + j)
                         }
+                        // 16 lanes at a time, the same operations in the same order as the
+                        // tape's value-by-value ops (its σ and tanh are lanes of these).
+                        let one = Kernels.Vector(repeating: 1)
                         var j = 0
                         while j + Kernels.width <= p {
-                            Kernels.store(Kernels.tanh(Kernels.load(o + j)), o + j)
+                            let reset = Kernels.sigmoid((Kernels.load(i + j) + Kernels.load(bi + j)) + recurrent(vector: j))
+                            let z = Kernels.sigmoid((Kernels.load(i + p + j) + Kernels.load(bi + p + j)) + recurrent(vector: p + j))
+                            let gated = reset * recurrent(vector: 2 * p + j)
+                            let n = Kernels.tanh((Kernels.load(i + 2 * p + j) + Kernels.load(bi + 2 * p + j)) + gated)
+                            let carried = previous.map { z * Kernels.load($0 + j) } ?? Kernels.Vector()
+                            Kernels.store((one - z) * n + carried, o + j)
                             j += Kernels.width
                         }
                         while j < p {
-                            o[j] = Kernels.tanh(o[j])
-                            j += 1
-                        }
-                        for j in 0..<p {
-                            let (kept, carried) = ((1 - update[j]) * o[j], update[j] * (previous?[j] ?? 0))
+                            let reset = Kernels.sigmoid((i[j] + bi[j]) + recurrent(j))
+                            let z = Kernels.sigmoid((i[p + j] + bi[p + j]) + recurrent(p + j))
+                            let gated = reset * recurrent(2 * p + j)
+                            let n = Kernels.tanh((i[2 * p + j] + bi[2 * p + j]) + gated)
+                            let (kept, carried) = ((1 - z) * n, z * (previous?[j] ?? 0))
                             o[j] = kept + carried
+                            j += 1
                         }
                     }
                 }
