@@ -614,12 +614,14 @@ public enum Kernels {
     /// polynomial for eʳ, and 2ⁿ put straight into the exponent bits. Within 2 ulp of `expf`
     /// over the float range (a test checks it); −∞ gives exactly 0, large x gives +∞.
     @inline(__always) public static func exp(_ x: Vector) -> Vector {
-        // (Masked replaces, not `clamped`/`pointwiseMin`, which compile to lane-by-lane loops.)
+        // Lanes chosen by bitwise selects on sign masks, not `clamped`/`pointwiseMin` (lane-by-
+        // lane loops) nor `replace(with:where:)` (whose 16-lane masks went through 4-lane mask
+        // registers, a third of a GRU cell's time): the same lanes, in plain vector logic.
         let low = Vector(repeating: -103.9)
         let high = Vector(repeating: 88.8)
-        var clamped = x
-        clamped.replace(with: low, where: x .< low)
-        clamped.replace(with: high, where: x .> high)
+        let below = signMask(x - low)  // x < low (exact: x − low is 0 only where they are equal)
+        let above = signMask(high - x)  // x > high
+        let clamped = select(below, low, select(above, high, x))
         // Adding 1.5·2²³ rounds to the nearest integer and leaves it in the low mantissa bits:
         // n as a float and as an integer without a (slow, lane-by-lane) conversion.
         let magic = Vector(repeating: 12_582_912)
@@ -640,11 +642,22 @@ public enum Kernels {
         let half = ni &>> 1
         let scaleA = unsafeBitCast((half &+ 127) &<< 23, to: Vector.self)
         let scaleB = unsafeBitCast((ni &- half &+ 127) &<< 23, to: Vector.self)
-        var result = poly * scaleA * scaleB
-        result.replace(with: Vector(repeating: 0), where: x .< low)
-        result.replace(with: Vector(repeating: .infinity), where: x .> high)
-        result.replace(with: x, where: x .!= x)  // NaN stays NaN
-        return result
+        let result = select(below, Vector(repeating: 0), select(above, Vector(repeating: .infinity), poly * scaleA * scaleB))
+        return select(nanMask(x), x, result)  // NaN stays NaN
+    }
+
+    /// All ones in the lanes whose sign bit is set (v < 0, −0, or a NaN with its sign bit), 0 elsewhere.
+    @inline(__always) static func signMask(_ v: Vector) -> SIMD16<Int32> { unsafeBitCast(v, to: SIMD16<Int32>.self) &>> 31 }
+
+    /// All ones in the NaN lanes of v (magnitude bits above +∞'s), 0 elsewhere.
+    @inline(__always) static func nanMask(_ v: Vector) -> SIMD16<Int32> {
+        (Int32(0x7F80_0000) &- (unsafeBitCast(v, to: SIMD16<Int32>.self) & 0x7FFF_FFFF)) &>> 31
+    }
+
+    /// `a` in the lanes where `mask` is all ones, `b` where it is 0, bit for bit.
+    @inline(__always) static func select(_ mask: SIMD16<Int32>, _ a: Vector, _ b: Vector) -> Vector {
+        let (ai, bi) = (unsafeBitCast(a, to: SIMD16<Int32>.self), unsafeBitCast(b, to: SIMD16<Int32>.self))
+        return unsafeBitCast((ai & mask) | (bi & ~mask), to: Vector.self)
     }
 
     /// tanh on 16 lanes (Cephes' tanhf scheme): an odd polynomial for |x| < 0.625, else
@@ -663,10 +676,8 @@ public enum Kernels {
         let large = one - Vector(repeating: 2) / (exp(magnitude + magnitude) + one)
         let signed = unsafeBitCast(
             unsafeBitCast(large, to: SIMD16<UInt32>.self) | (unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000), to: Vector.self)
-        var result = signed
-        result.replace(with: small, where: magnitude .< Vector(repeating: 0.625))
-        result.replace(with: x, where: x .!= x)  // NaN stays NaN
-        return result
+        let result = select(signMask(magnitude - Vector(repeating: 0.625)), small, signed)
+        return select(nanMask(x), x, result)  // NaN stays NaN
     }
 
     /// The same tanh for one value (lane for lane what the vector version gives).
@@ -682,19 +693,20 @@ public enum Kernels {
         let full = n - n % width
         let rest = n - full
         let scales = Vector(repeating: scale)
-        // Scaled in place with the maximum taken on the way (a masked replace, as `max` skips NaN).
+        // Scaled in place with the maximum taken on the way (v − max < 0 keeps the max; a row
+        // holding NaN comes out NaN whichever lane the select keeps).
         var lanes = Vector(repeating: -.infinity)
         var i = 0
         while i < full {
             let v = load(x + i) * scales
             store(v, x + i)
-            lanes.replace(with: v, where: v .>= lanes)
+            lanes = select(signMask(v - lanes), lanes, v)
             i += width
         }
         if rest > 0 {
             let v = loadPartial(x + full, count: rest, padding: -.infinity) * scales
             storePartial(v, x + full, count: rest)
-            lanes.replace(with: v, where: v .>= lanes)
+            lanes = select(signMask(v - lanes), lanes, v)
         }
         let shift = Vector(repeating: laneMax(lanes))
         var sums = Vector()
