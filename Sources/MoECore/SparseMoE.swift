@@ -212,9 +212,6 @@ public struct SparseMoE<P: Projection>: Sendable {
         return table
     }
 
-    /// `routingTable` as one value a token (the explorer's and the traces' form).
-    public func routing(logits: Tensor) -> [LayerRouting] { routingTable(logits: logits).layerRoutings(logits: logits) }
-
     /// u: normed input [T × d]; logits: router output [T × E]. Returns the block output and how
     /// each token was routed (router-specific fields — timing, GRU state — the caller fills in).
     /// With `allExpertNorms`, every expert also runs on every token to record ‖SwiGLU_e(u)‖; the
