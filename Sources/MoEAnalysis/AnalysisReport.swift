@@ -194,6 +194,12 @@ public struct AnalysisReport: Codable, Sendable {
             normTraces += traces.filter { $0.layers.first?.allExpertOutputNorms != nil }
         }
 
+        /// A window of a live model's routing (`WindowedRouting`), in the same order rule.
+        public mutating func add(_ window: RoutedWindow, domain: String) {
+            counts.add(window.block, domain: domain)
+            if window.hasAllExpertNorms { normTraces += window.traces }
+        }
+
         /// Recorded routing (`RoutingBlock(trace:tokens:)`), in the same order rule.
         public mutating func add(_ block: RoutingBlock, domain: String) { counts.add(block, domain: domain) }
     }

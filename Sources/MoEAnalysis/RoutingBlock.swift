@@ -50,6 +50,31 @@ public struct RoutingBlock: Sendable {
         selectionMargins = margins
     }
 
+    /// Rows `rows` of a batched forward's flat routing (one sequence's, in text order).
+    public init(batch: BatchRouting, rows: Range<Int>) {
+        let (l, n) = (batch.layers.count, rows.count)
+        let k = batch.layers.first?.table.topK ?? 0
+        let e = batch.layers.first?.table.numExperts ?? 0
+        (layerCount, topK, numExperts) = (l, k, e)
+        tokens = Array(batch.tokens[rows])
+        positions = Array(batch.positions[rows])
+        var experts = [Int32](repeating: 0, count: n * l * k)
+        var probabilities = [Float](repeating: 0, count: n * l * e)
+        var margins = [Float](repeating: .nan, count: n * l)
+        for (layer, routed) in batch.layers.enumerated() {
+            let table = routed.table
+            for (i, t) in rows.enumerated() {
+                let row = i * l + layer
+                experts.replaceSubrange(row * k..<(row + 1) * k, with: table.experts[t * k..<(t + 1) * k])
+                probabilities.replaceSubrange(row * e..<(row + 1) * e, with: table.probabilities[t * e..<(t + 1) * e])
+                if let margin = table.selectionMargin(t) { margins[row] = Float(margin) }
+            }
+        }
+        self.experts = experts
+        self.probabilities = probabilities
+        selectionMargins = margins
+    }
+
     /// Tokens `range` of a recorded trace, all inside one document. Expert ids are checked
     /// first, so nothing downstream indexes with a bad one; the first bad id throws with its
     /// token and layer. Logits are turned into probabilities by a softmax; selection margins

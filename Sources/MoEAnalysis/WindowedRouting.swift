@@ -49,25 +49,22 @@ public enum WindowedRouting {
         return batches
     }
 
-    /// Routes `ids` and hands each window's traces to `consume`, in text order, on the calling
-    /// thread, so a long text's traces are summarised and dropped as it goes. Stops at the
-    /// first NaN or ±∞ (`InferenceError.nonFinite`), or at the first error `consume` throws;
+    /// Routes `ids` and hands each window's routing to `consume`, in text order, on the calling
+    /// thread, so a long text's routing is summarised and dropped as it goes. The workers also
+    /// check each window for NaN and ±∞ and lay its routing out as the summaries read it
+    /// (`RoutedWindow.block`), so the calling thread only summarises. Stops at the first NaN or
+    /// ±∞ in text order (`InferenceError.nonFinite`), or at the first error `consume` throws;
     /// no worker is left running either way. `threads`: worker threads (1 runs all on the
     /// calling thread; a text of one batch splits its products over the threads instead).
     public static func route(
         _ ids: [Int], _ model: any RoutingModel, normTokens: inout Int, threads: Int = Kernels.threads,
-        consume: ([RoutingTrace]) throws -> Void
+        consume: (RoutedWindow) throws -> Void
     ) throws {
         guard !ids.isEmpty else { throw InferenceError.emptyInput }
         HeapReuse.enable()  // every batch frees and reallocates the same MB-sized activations
         let batches = batches(ids, contextLength: model.contextLength, normTokens: &normTokens)
-        func summarise(_ routed: [(routing: [RoutingTrace], lastLogits: [Float])]) throws {
-            for (routing, lastLogits) in routed {
-                if let problem = InferenceError.firstNonFinite(in: routing, routedLayers: model.routedLayers, outputLogits: lastLogits) {
-                    throw problem
-                }
-                try consume(routing)
-            }
+        func summarise(_ routed: [Result<RoutedWindow, Error>]) throws {
+            for window in routed { try consume(try window.get()) }
         }
         let workers = min(max(1, threads), batches.count)
         guard workers > 1 else {
@@ -91,7 +88,7 @@ public enum WindowedRouting {
 /// threads and the summarising thread under one lock. Workers take the next batch while
 /// fewer than `inFlight` are started and not yet taken; the summariser takes results in order.
 private final class BatchQueue: @unchecked Sendable {
-    typealias Routed = [(routing: [RoutingTrace], lastLogits: [Float])]
+    typealias Routed = [Result<RoutedWindow, Error>]
     let batches: [WindowedRouting.Batch]
     let model: any RoutingModel
     let inFlight: Int
@@ -154,12 +151,37 @@ private final class BatchQueue: @unchecked Sendable {
     }
 }
 
+/// One context window's routing, as `WindowedRouting.route` hands it on: checked for NaN and
+/// ±∞, laid out as the summaries read it (`block`), and as one trace a token on request.
+public struct RoutedWindow: Sendable {
+    /// Its routing as the summaries read it.
+    public let block: RoutingBlock
+    /// Whether every expert's output norm was recorded (the "Closer Look" sample).
+    public let hasAllExpertNorms: Bool
+    let batch: BatchRouting
+    let rows: Range<Int>
+
+    public var count: Int { rows.count }
+    /// One `RoutingTrace` a token (built on request: the sample's norms and the tests read them).
+    public var traces: [RoutingTrace] { batch.traces(rows: rows) }
+}
+
 extension RoutingModel {
     /// One batch routed: the norm-sample batches run the whole forward, next-token logits
     /// included, so every weight (each expert runs on every sample token) and the output are
     /// checked for NaN and ±∞ on the first batches; the others skip what no analysis reads
-    /// (moescope's own models: the last layer's experts and the LM head).
-    fileprivate func route(_ batch: WindowedRouting.Batch, threads: Int) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
-        try route(sequences: batch.windows, allExpertNorms: batch.allExpertNorms, lastLogits: batch.allExpertNorms, threads: threads)
+    /// (moescope's own models: the last layer's experts and the LM head). Each window is
+    /// checked in turn: a window's result is its routing or the first problem in it, so the
+    /// summariser meets the problems in text order.
+    fileprivate func route(_ batch: WindowedRouting.Batch, threads: Int) throws -> [Result<RoutedWindow, Error>] {
+        let routed = try routeBatch(
+            sequences: batch.windows, allExpertNorms: batch.allExpertNorms, lastLogits: batch.allExpertNorms, threads: threads)
+        return batch.windows.indices.map { s in
+            if let problem = InferenceError.firstNonFinite(in: routed, sequence: s, routedLayers: routedLayers) { return .failure(problem) }
+            let rows = routed.rows(ofSequence: s)
+            return .success(
+                RoutedWindow(
+                    block: RoutingBlock(batch: routed, rows: rows), hasAllExpertNorms: batch.allExpertNorms, batch: routed, rows: rows))
+        }
     }
 }

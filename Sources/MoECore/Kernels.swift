@@ -79,6 +79,15 @@ public enum Kernels {
         m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
         accumulate: Bool = false, threads available: Int = threads
     ) {
+        gemm(m: m, n: n, k: k, a, b, c, ldc: ldc, accumulate: accumulate, threads: available, prepacked: nil)
+    }
+
+    /// `gemm` with B already packed (`PackedB`: a weight's `PackedPanels`), read by the whole
+    /// product or by each share of its rows.
+    static func gemm(
+        m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+        accumulate: Bool = false, threads available: Int, prepacked: PackedB?
+    ) {
         guard m > 0, n > 0 else { return }
         guard k > 0 else {
             if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
@@ -89,7 +98,7 @@ public enum Kernels {
             return fewRows(m: m, n: n, k: k, a, b, c, ldc: ldc, accumulate: accumulate)
         }
         let parts = threadsUsed(m: m, k: k, n: n, threads: available)
-        guard parts > 1 else { return packedProduct(m: m, n: n, k: k, a, b, c, ldc: ldc, accumulate: accumulate) }
+        guard parts > 1 else { return packedProduct(m: m, n: n, k: k, a, b, c, ldc: ldc, accumulate: accumulate, prepacked: prepacked) }
         let cBits = UInt(bitPattern: c)
         if m >= n {
             let share = ((m + parts - 1) / parts + microRows - 1) / microRows * microRows
@@ -99,7 +108,7 @@ public enum Kernels {
                 guard rows > 0 else { return }
                 packedProduct(
                     m: rows, n: n, k: k, a.offset(row: first, column: 0), b,
-                    UnsafeMutablePointer(bitPattern: cBits)! + first * ldc, ldc: ldc, accumulate: accumulate)
+                    UnsafeMutablePointer(bitPattern: cBits)! + first * ldc, ldc: ldc, accumulate: accumulate, prepacked: prepacked)
             }
         } else {
             let share = ((n + parts - 1) / parts + width - 1) / width * width
@@ -230,8 +239,8 @@ public enum Kernels {
     /// read by every block of query rows. A product may use the first k' ≤ k rows and the first
     /// n' ≤ n columns of it: a panel's columns past n' are computed into the edge tile and
     /// dropped, and each entry is the same FMA chain as from B packed for that product alone.
-    /// The caller deallocates it.
-    struct PackedB {
+    /// The caller deallocates it. Read-only once packed, so the threads of one product share it.
+    struct PackedB: @unchecked Sendable {
         let storage: UnsafeMutablePointer<Float>
         let depth: Int
         let panels: Int
@@ -605,12 +614,14 @@ public enum Kernels {
     /// polynomial for eʳ, and 2ⁿ put straight into the exponent bits. Within 2 ulp of `expf`
     /// over the float range (a test checks it); −∞ gives exactly 0, large x gives +∞.
     @inline(__always) public static func exp(_ x: Vector) -> Vector {
-        // (Masked replaces, not `clamped`/`pointwiseMin`, which compile to lane-by-lane loops.)
+        // Lanes chosen by bitwise selects on sign masks, not `clamped`/`pointwiseMin` (lane-by-
+        // lane loops) nor `replace(with:where:)` (whose 16-lane masks went through 4-lane mask
+        // registers, a third of a GRU cell's time): the same lanes, in plain vector logic.
         let low = Vector(repeating: -103.9)
         let high = Vector(repeating: 88.8)
-        var clamped = x
-        clamped.replace(with: low, where: x .< low)
-        clamped.replace(with: high, where: x .> high)
+        let below = signMask(x - low)  // x < low (exact: x − low is 0 only where they are equal)
+        let above = signMask(high - x)  // x > high
+        let clamped = select(below, low, select(above, high, x))
         // Adding 1.5·2²³ rounds to the nearest integer and leaves it in the low mantissa bits:
         // n as a float and as an integer without a (slow, lane-by-lane) conversion.
         let magic = Vector(repeating: 12_582_912)
@@ -631,11 +642,22 @@ public enum Kernels {
         let half = ni &>> 1
         let scaleA = unsafeBitCast((half &+ 127) &<< 23, to: Vector.self)
         let scaleB = unsafeBitCast((ni &- half &+ 127) &<< 23, to: Vector.self)
-        var result = poly * scaleA * scaleB
-        result.replace(with: Vector(repeating: 0), where: x .< low)
-        result.replace(with: Vector(repeating: .infinity), where: x .> high)
-        result.replace(with: x, where: x .!= x)  // NaN stays NaN
-        return result
+        let result = select(below, Vector(repeating: 0), select(above, Vector(repeating: .infinity), poly * scaleA * scaleB))
+        return select(nanMask(x), x, result)  // NaN stays NaN
+    }
+
+    /// All ones in the lanes whose sign bit is set (v < 0, −0, or a NaN with its sign bit), 0 elsewhere.
+    @inline(__always) static func signMask(_ v: Vector) -> SIMD16<Int32> { unsafeBitCast(v, to: SIMD16<Int32>.self) &>> 31 }
+
+    /// All ones in the NaN lanes of v (magnitude bits above +∞'s), 0 elsewhere.
+    @inline(__always) static func nanMask(_ v: Vector) -> SIMD16<Int32> {
+        (Int32(0x7F80_0000) &- (unsafeBitCast(v, to: SIMD16<Int32>.self) & 0x7FFF_FFFF)) &>> 31
+    }
+
+    /// `a` in the lanes where `mask` is all ones, `b` where it is 0, bit for bit.
+    @inline(__always) static func select(_ mask: SIMD16<Int32>, _ a: Vector, _ b: Vector) -> Vector {
+        let (ai, bi) = (unsafeBitCast(a, to: SIMD16<Int32>.self), unsafeBitCast(b, to: SIMD16<Int32>.self))
+        return unsafeBitCast((ai & mask) | (bi & ~mask), to: Vector.self)
     }
 
     /// tanh on 16 lanes (Cephes' tanhf scheme): an odd polynomial for |x| < 0.625, else
@@ -654,10 +676,8 @@ public enum Kernels {
         let large = one - Vector(repeating: 2) / (exp(magnitude + magnitude) + one)
         let signed = unsafeBitCast(
             unsafeBitCast(large, to: SIMD16<UInt32>.self) | (unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000), to: Vector.self)
-        var result = signed
-        result.replace(with: small, where: magnitude .< Vector(repeating: 0.625))
-        result.replace(with: x, where: x .!= x)  // NaN stays NaN
-        return result
+        let result = select(signMask(magnitude - Vector(repeating: 0.625)), small, signed)
+        return select(nanMask(x), x, result)  // NaN stays NaN
     }
 
     /// The same tanh for one value (lane for lane what the vector version gives).
@@ -665,51 +685,82 @@ public enum Kernels {
 
     /// In-place softmax of one row, softmax(x · scale) (attention's scores; x · 1 is x). Entries
     /// of −∞ get probability exactly 0 (the Hash router relies on that to express a one-hot
-    /// mixture as logits).
+    /// mixture as logits). Every pass runs 16 lanes at a time, the row's last n mod 16 entries
+    /// as one vector padded with −∞ (exp gives the padding exactly 0), so every entry's eˣ is
+    /// the vector `exp` and no row pays libm's `expf` on its tail (attention's rows are 1…256
+    /// long; a router's 8).
     public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int, scale: Float = 1) {
-        // Scaled in place with the maximum taken on the way, 16 lanes at a time (a masked
-        // replace, as `max` skips NaN), then across lanes.
-        var lanes = Vector(repeating: -.infinity)
+        let full = n - n % width
+        let rest = n - full
         let scales = Vector(repeating: scale)
+        // Scaled in place with the maximum taken on the way (v − max < 0 keeps the max; a row
+        // holding NaN comes out NaN whichever lane the select keeps).
+        var lanes = Vector(repeating: -.infinity)
         var i = 0
-        while i + width <= n {
+        while i < full {
             let v = load(x + i) * scales
             store(v, x + i)
-            lanes.replace(with: v, where: v .>= lanes)
+            lanes = select(signMask(v - lanes), lanes, v)
             i += width
         }
-        var maxValue = lanes.max()
-        while i < n {
-            x[i] *= scale
-            maxValue = max(maxValue, x[i])
-            i += 1
+        if rest > 0 {
+            let v = loadPartial(x + full, count: rest, padding: -.infinity) * scales
+            storePartial(v, x + full, count: rest)
+            lanes = select(signMask(v - lanes), lanes, v)
         }
-        let shift = Vector(repeating: maxValue)
+        let shift = Vector(repeating: laneMax(lanes))
         var sums = Vector()
         i = 0
-        while i + width <= n {
+        while i < full {
             let e = exp(load(x + i) - shift)
             store(e, x + i)
             sums += e
             i += width
         }
-        var total = laneSum(sums)
-        while i < n {
-            let e = expf(x[i] - maxValue)
-            x[i] = e
-            total += e
-            i += 1
+        if rest > 0 {
+            let e = exp(loadPartial(x + full, count: rest, padding: -.infinity) - shift)
+            storePartial(e, x + full, count: rest)
+            sums += e.replacing(with: 0, where: laneIndices .>= SIMD16<Int32>(repeating: Int32(rest)))
         }
-        let inverse = Vector(repeating: 1 / total)
+        let inverse = Vector(repeating: 1 / laneSum(sums))
         i = 0
-        while i + width <= n {
+        while i < full {
             store(load(x + i) * inverse, x + i)
             i += width
         }
-        while i < n {
-            x[i] *= inverse[0]
-            i += 1
+        if rest > 0 { storePartial(loadPartial(x + full, count: rest, padding: 0) * inverse, x + full, count: rest) }
+    }
+
+    /// 0, 1, …, 15: which lanes of a partial vector hold entries.
+    static let laneIndices = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+
+    /// The first `count` (< 16) floats at `p` in lanes 0…count−1, `padding` in the others,
+    /// without reading past p + count.
+    @inline(__always) static func loadPartial(_ p: UnsafePointer<Float>, count: Int, padding: Float) -> Vector {
+        var v = Vector(repeating: padding)
+        withUnsafeMutableBytes(of: &v) { $0.baseAddress!.copyMemory(from: p, byteCount: count * MemoryLayout<Float>.stride) }
+        return v
+    }
+
+    /// Lanes 0…count−1 of `v` to `p`, writing nothing past p + count.
+    @inline(__always) static func storePartial(_ v: Vector, _ p: UnsafeMutablePointer<Float>, count: Int) {
+        withUnsafeBytes(of: v) {
+            UnsafeMutableRawPointer(p).copyMemory(from: $0.baseAddress!, byteCount: count * MemoryLayout<Float>.stride)
         }
+    }
+
+    /// The largest lane, by halving (the standard library's `max()` runs a lane-by-lane loop
+    /// with NaN checks, a fifth of an attention row's softmax). NaN lanes are passed over as
+    /// the masked replace passes them; a row holding NaN comes out NaN either way.
+    @inline(__always) static func laneMax(_ v: Vector) -> Float {
+        var v8 = v.lowHalf
+        let high8 = v.highHalf
+        v8.replace(with: high8, where: high8 .> v8)
+        var v4 = v8.lowHalf
+        v4.replace(with: v8.highHalf, where: v8.highHalf .> v4)
+        var v2 = v4.lowHalf
+        v2.replace(with: v4.highHalf, where: v4.highHalf .> v2)
+        return v2[1] > v2[0] ? v2[1] : v2[0]
     }
 
     /// SwiGLU's gate: out = silu(gate) ⊙ up, silu(x) = x·σ(x), elementwise over `count`.

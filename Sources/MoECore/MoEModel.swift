@@ -137,7 +137,7 @@ public struct MoEModel: Sendable, ParameterDeclaring {
                 [tokens], caches: UnsafeMutableBufferPointer(start: cache, count: 1), recordGRUState: recordGRUState,
                 allExpertNorms: allExpertNorms, logitRows: .everyToken, threads: Kernels.threads)
         }
-        return ForwardResult(logits: logits, routing: routing[0])
+        return ForwardResult(logits: logits, routing: routing.traces(rows: 0..<tokens.count))
     }
 
     /// Full-sequence forward pass from an empty cache.
@@ -159,13 +159,26 @@ public struct MoEModel: Sendable, ParameterDeclaring {
         sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false, lastLogits: Bool = true,
         threads: Int = Kernels.threads
     ) throws -> [(routing: [RoutingTrace], lastLogits: [Float])] {
+        try forward(
+            batch: sequences, recordGRUState: recordGRUState, allExpertNorms: allExpertNorms, lastLogits: lastLogits,
+            threads: threads
+        ).sequences
+    }
+
+    /// `forward(sequences:)` with the routing left in flat arrays (`BatchRouting`), as a long
+    /// text's analysis reads it.
+    public func forward(
+        batch sequences: [[Int]], recordGRUState: Bool = true, allExpertNorms: Bool = false, lastLogits: Bool = true,
+        threads: Int = Kernels.threads
+    ) throws -> BatchRouting {
         var caches = sequences.map { _ in makeCache() }
-        let (logits, routing) = try caches.withUnsafeMutableBufferPointer { caches in
+        var (logits, routing) = try caches.withUnsafeMutableBufferPointer { caches in
             try forward(
                 sequences, caches: caches, recordGRUState: recordGRUState, allExpertNorms: allExpertNorms,
                 logitRows: lastLogits ? .lastOfEachSequence : .none, threads: threads)
         }
-        return routing.indices.map { (routing[$0], lastLogits ? Array(logits.row($0)) : []) }
+        routing.lastLogits = sequences.indices.map { lastLogits ? Array(logits.row($0)) : [] }
+        return routing
     }
 
     /// Which rows get next-token logits; `.none` also skips the last layer's expert mixture,
@@ -178,7 +191,7 @@ public struct MoEModel: Sendable, ParameterDeclaring {
     func forward(
         _ sequences: [[Int]], caches: UnsafeMutableBufferPointer<KVCache>, recordGRUState: Bool,
         allExpertNorms: Bool, logitRows: LogitRows, threads: Int
-    ) throws -> (logits: Tensor, routing: [[RoutingTrace]]) {
+    ) throws -> (logits: Tensor, routing: BatchRouting) {
         for (s, tokens) in sequences.enumerated() { try caches[s].check(tokens, vocabSize: config.vocabSize) }
         let d = config.hiddenSize
         let lengths = sequences.map(\.count)
@@ -188,16 +201,11 @@ public struct MoEModel: Sendable, ParameterDeclaring {
         for (t, token) in tokens.enumerated() {
             x.scalars.replaceSubrange(t * d..<(t + 1) * d, with: embedding.value.row(token))
         }
-        var traces: [RoutingTrace] = []
-        traces.reserveCapacity(count)
-        for (s, sequence) in sequences.enumerated() {
-            for (t, token) in sequence.enumerated() {
-                traces.append(RoutingTrace(token: token, position: caches[s].length + t, layers: []))
-                traces[traces.count - 1].layers.reserveCapacity(layers.count)
-            }
-        }
+        let positions = sequences.indices.flatMap { s in (0..<lengths[s]).map { caches[s].length + $0 } }
+        var routing = BatchRouting(
+            tokens: tokens, positions: positions, lengths: lengths, layers: [], lastLogits: sequences.map { _ in [] })
+        routing.layers.reserveCapacity(layers.count)
         var routerState = RouterDepthState()
-        var logits = Tensor(uninitialized: [count, router.expertCount])  // every layer's router writes here
         for (i, layer) in layers.enumerated() {
             let attended = layer.attention(
                 layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
@@ -205,33 +213,25 @@ public struct MoEModel: Sendable, ParameterDeclaring {
             add(attended, into: &x)
             let u = layer.moeNorm(x)
             let began = monotonicNanoseconds()
-            let routerInput = routerInputNoise?.applied(to: u, positions: traces.map(\.position), layer: i) ?? u
+            let routerInput = routerInputNoise?.applied(to: u, positions: positions, layer: i) ?? u
+            // A tensor a layer: the routing record keeps each layer's logits.
+            var logits = Tensor(uninitialized: [count, router.expertCount])
             logits.withMutableBase {
                 router.logits(routerInput, tokens: tokens, layer: i, state: &routerState, into: $0, threads: threads)
             }
             let routerTime = Double(monotonicNanoseconds() - began) / Double(max(1, count))
-            let routing: [LayerRouting]
+            let table: RoutingTable
             if logitRows == .none && i == layers.count - 1 && !allExpertNorms {
-                routing = layer.moe.routing(logits: logits)
+                table = layer.moe.routingTable(logits: logits)
             } else {
                 let moeOut: Tensor
-                (moeOut, routing) = layer.moe(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
+                (moeOut, table) = layer.moe.mix(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
                 add(moeOut, into: &x)
             }
-            for t in 0..<count {
-                var entry = routing[t]
-                entry.routerNanoseconds = routerTime
-                if recordGRUState, let hidden = routerState.hidden { entry.gruHidden = Array(hidden.row(t)) }
-                traces[t].layers.append(entry)
-            }
+            routing.layers.append(
+                .init(logits: logits, table: table, routerNanoseconds: routerTime, gruHidden: recordGRUState ? routerState.hidden : nil))
         }
         for s in caches.indices { caches[s].advance(by: lengths[s]) }
-        var routing: [[RoutingTrace]] = []
-        var first = 0
-        for length in lengths {
-            routing.append(Array(traces[first..<first + length]))
-            first += length
-        }
         if logitRows == .none { return (Tensor(zeros: [0, config.vocabSize]), routing) }
         var outputRows = x
         if logitRows == .lastOfEachSequence {

@@ -34,6 +34,9 @@ public protocol RoutingModel: Sendable {
     func route(sequences: [[Int]], allExpertNorms: Bool, lastLogits: Bool, threads: Int) throws -> [(
         routing: [RoutingTrace], lastLogits: [Float]
     )]
+    /// The same routing in flat arrays, one table a layer (`BatchRouting`: what a long text's
+    /// analysis reads, with no array a token); by default gathered from `route(sequences:…)`.
+    func routeBatch(sequences: [[Int]], allExpertNorms: Bool, lastLogits: Bool, threads: Int) throws -> BatchRouting
     /// The experts' (gate, up, down) weights at one routed layer, as Floats, for the weight
     /// similarity analysis; nil where reading them all would be too costly.
     func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]?
@@ -74,6 +77,10 @@ extension RoutingModel {
             for t in routing.indices { for l in routing[t].layers.indices { routing[t].layers[l].gruHidden = nil } }
             return (routing, lastLogits)
         }
+    }
+
+    public func routeBatch(sequences: [[Int]], allExpertNorms: Bool, lastLogits: Bool, threads: Int) throws -> BatchRouting {
+        BatchRouting(sequences: try route(sequences: sequences, allExpertNorms: allExpertNorms, lastLogits: lastLogits, threads: threads))
     }
 }
 
@@ -130,6 +137,11 @@ extension MoEModel: CachedRoutingModel {
         routing: [RoutingTrace], lastLogits: [Float]
     )] {
         try forward(sequences: sequences, recordGRUState: false, allExpertNorms: allExpertNorms, lastLogits: lastLogits, threads: threads)
+    }
+
+    /// The batch's flat routing (`forward(batch:)`), no trace built.
+    public func routeBatch(sequences: [[Int]], allExpertNorms: Bool, lastLogits: Bool, threads: Int) throws -> BatchRouting {
+        try forward(batch: sequences, recordGRUState: false, allExpertNorms: allExpertNorms, lastLogits: lastLogits, threads: threads)
     }
 
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {

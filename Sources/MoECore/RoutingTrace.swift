@@ -80,34 +80,3 @@ extension LayerRouting: Encodable {
 }
 
 extension RoutingTrace: Encodable {}
-
-extension InferenceError {
-    /// The first NaN or ±∞ in a forward's results, layer by layer (so it names the layer where
-    /// the values first went bad), then the output logits; nil when all are numbers. The Hash
-    /// router's −∞ logits (experts outside its set) are by design and pass.
-    public static func firstNonFinite(in traces: [RoutingTrace], routedLayers: [Int], outputLogits: [Float] = []) -> InferenceError? {
-        func bad(_ values: [Float]?, allowNegativeInfinity: Bool = false) -> Float? {
-            values?.first { $0.isNaN || ($0.isInfinite && !(allowNegativeInfinity && $0 < 0)) }
-        }
-        let layerCount = traces.first?.layers.count ?? 0
-        for i in 0..<layerCount {
-            let name = i < routedLayers.count ? "L\(routedLayers[i])" : "L\(i)"
-            for trace in traces where i < trace.layers.count {
-                let routing = trace.layers[i]
-                // In this order, each looked at only when the ones before are clean (this runs
-                // on every token of a long text, so it builds nothing it does not report).
-                let found: (tensor: String, value: Float)? =
-                    bad(routing.logits, allowNegativeInfinity: true).map { ("router logits", $0) }
-                    ?? bad(routing.probabilities).map { ("router probabilities", $0) }
-                    ?? bad(routing.weights).map { ("expert weights", $0) }
-                    ?? (bad(routing.expertOutputNorms) ?? bad(routing.allExpertOutputNorms)).map { ("expert output norms", $0) }
-                    ?? bad(routing.gruHidden).map { ("GRU router state", $0) }
-                if let found {
-                    return .nonFinite(location: "layer \(name), \(found.tensor), token position \(trace.position)", value: found.value)
-                }
-            }
-        }
-        if let value = bad(outputLogits) { return .nonFinite(location: "the output logits", value: value) }
-        return nil
-    }
-}

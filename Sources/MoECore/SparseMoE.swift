@@ -161,17 +161,55 @@ public struct SparseMoE<P: Projection>: Sendable {
 
     /// How each token is routed, from router logits [T × E], without running an expert: the
     /// block's routing when nothing reads its output (the last layer's, where only the routing
-    /// is analysed). `expertOutputNorms` is empty (no expert ran); `callAsFunction` fills it.
-    public func routing(logits: Tensor) -> [LayerRouting] {
-        (0..<logits.rows).map { r in
-            let row = Array(logits.row(r))
-            let routed = route(row, rule: rule, k: topK)
-            var entry = LayerRouting(
-                logits: row, probabilities: routed.probabilities, experts: routed.experts, weights: routed.weights,
-                expertOutputNorms: [], gruHidden: nil, routerNanoseconds: 0)
-            entry.rankedScoreMargin = routed.margin
-            return entry
+    /// is analysed). `expertOutputNorms` is empty (no expert ran); `mix` fills it. The softmax
+    /// top-k rule (moescope's own blocks, Mixtral, Qwen, OLMoE) runs on the flat rows in place,
+    /// with no array a token; the others route row by row (`route`).
+    public func routingTable(logits: Tensor) -> RoutingTable {
+        let (t, e, k) = (logits.rows, logits.cols, topK)
+        var table = RoutingTable(
+            count: t, numExperts: e, topK: k, probabilities: logits.scalars, experts: [Int32](repeating: 0, count: t * k),
+            weights: [Float](repeating: 0, count: t * k))
+        guard case .softmaxTopK(let normalize) = rule else {
+            var margins = [Double?](repeating: nil, count: t)
+            for r in 0..<t {
+                let routed = route(Array(logits.row(r)), rule: rule, k: k)
+                table.probabilities.replaceSubrange(r * e..<(r + 1) * e, with: routed.probabilities)
+                for slot in 0..<k {
+                    table.experts[r * k + slot] = Int32(routed.experts[slot])
+                    table.weights[r * k + slot] = routed.weights[slot]
+                }
+                margins[r] = routed.margin
+            }
+            table.rankedScoreMargins = margins
+            return table
         }
+        table.probabilities.withUnsafeMutableBufferPointer { pp in
+            table.experts.withUnsafeMutableBufferPointer { ep in
+                table.weights.withUnsafeMutableBufferPointer { wp in
+                    for r in 0..<t {
+                        let p = pp.baseAddress! + r * e
+                        Kernels.softmax(p, count: e)
+                        // `topK`: by descending probability, ties to the lower index.
+                        let chosen = ep.baseAddress! + r * k
+                        for slot in 0..<k {
+                            var best = -1
+                            for i in 0..<e where !(0..<slot).contains(where: { chosen[$0] == Int32(i) }) {
+                                if best < 0 || p[i] > p[best] { best = i }
+                            }
+                            chosen[slot] = Int32(best)
+                        }
+                        let w = wp.baseAddress! + r * k
+                        var total: Float = 0
+                        for slot in 0..<k {
+                            w[slot] = p[Int(chosen[slot])]
+                            total += w[slot]
+                        }
+                        if normalize { for slot in 0..<k { w[slot] /= total } }
+                    }
+                }
+            }
+        }
+        return table
     }
 
     /// u: normed input [T × d]; logits: router output [T × E]. Returns the block output and how
@@ -182,25 +220,33 @@ public struct SparseMoE<P: Projection>: Sendable {
         _ u: Tensor, logits: Tensor, allExpertNorms: Bool = false,
         threads: Int = Kernels.threads
     ) -> (output: Tensor, routing: [LayerRouting]) {
+        let (y, table) = mix(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
+        return (y, table.layerRoutings(logits: logits))
+    }
+
+    /// The block itself: `callAsFunction` with the routing left in its flat table.
+    public func mix(_ u: Tensor, logits: Tensor, allExpertNorms: Bool = false, threads: Int = Kernels.threads) -> (
+        output: Tensor, routing: RoutingTable
+    ) {
         let t = u.rows
         let d = u.cols
         let e = experts.count
-        var routing = self.routing(logits: logits)
+        let k = topK
+        var routing = routingTable(logits: logits)
         var slotsOfExpert = [[(row: Int, slot: Int)]](repeating: [], count: e)
         for r in 0..<t {
-            for (slot, expert) in routing[r].experts.enumerated() { slotsOfExpert[expert].append((r, slot)) }
-            routing[r].expertOutputNorms = [Float](repeating: 0, count: routing[r].experts.count)
+            for slot in 0..<k { slotsOfExpert[Int(routing.experts[r * k + slot])].append((r, slot)) }
         }
+        routing.expertOutputNorms = [Float](repeating: 0, count: t * k)
         if allExpertNorms {
             let outputs = run(experts, on: [Tensor](repeating: u, count: e), threads: threads)
-            for r in 0..<t { routing[r].allExpertOutputNorms = [Float](repeating: 0, count: e) }
+            var norms = [Float](repeating: 0, count: t * e)
             for (expert, y) in outputs.enumerated() {
                 y.scalars.withUnsafeBufferPointer { yp in
-                    for r in 0..<t {
-                        routing[r].allExpertOutputNorms![expert] = Kernels.sumOfSquares(yp.baseAddress! + r * d, count: d).squareRoot()
-                    }
+                    for r in 0..<t { norms[r * e + expert] = Kernels.sumOfSquares(yp.baseAddress! + r * d, count: d).squareRoot() }
                 }
             }
+            routing.allExpertOutputNorms = norms
         }
         // The chosen experts' rows, gathered per expert, and the shared expert on every row.
         let chosen = slotsOfExpert.indices.filter { !slotsOfExpert[$0].isEmpty }
@@ -217,8 +263,8 @@ public struct SparseMoE<P: Projection>: Sendable {
                 outputs[index].scalars.withUnsafeBufferPointer { op in
                     for (i, s) in slotsOfExpert[expert].enumerated() {
                         let row = op.baseAddress! + i * d
-                        routing[s.row].expertOutputNorms[s.slot] = Kernels.sumOfSquares(row, count: d).squareRoot()
-                        Kernels.axpy(routing[s.row].weights[s.slot], row, yp.baseAddress! + s.row * d, count: d)
+                        routing.expertOutputNorms[s.row * k + s.slot] = Kernels.sumOfSquares(row, count: d).squareRoot()
+                        Kernels.axpy(routing.weights[s.row * k + s.slot], row, yp.baseAddress! + s.row * d, count: d)
                     }
                 }
             }
@@ -245,6 +291,54 @@ public struct SparseMoE<P: Projection>: Sendable {
         return P.apply(
             mlps.indices.map { i in (mlps[i].down, Kernels.swiglu(gate: projected[2 * i], up: projected[2 * i + 1])) },
             threads: threads)
+    }
+}
+
+/// How a sparse block routed T tokens, in flat arrays (token t's k slots at t·k ..< t·k + k):
+/// what a batched forward records, with no array a token (a long text's routing was millions of
+/// small arrays, allocated by the workers and freed by the summarising thread).
+public struct RoutingTable: Sendable {
+    public let count, numExperts, topK: Int
+    /// [T × E] the distribution shown as "probabilities" (`LayerRouting.probabilities`).
+    public var probabilities: [Float]
+    /// [T × k] the chosen experts, best first.
+    public var experts: [Int32]
+    /// [T × k] their mixture weights.
+    public var weights: [Float]
+    /// [T × k] ‖SwiGLU_e(u)‖ of each chosen expert; empty where no expert ran.
+    public var expertOutputNorms: [Float] = []
+    /// [T × E] every expert's output norm, when the block was asked for them.
+    public var allExpertOutputNorms: [Float]?
+    /// [T] `LayerRouting.rankedScoreMargin`; nil for rules that rank the probabilities themselves.
+    public var rankedScoreMargins: [Double?]?
+
+    /// Token t's routing as one value (`logits`: the router output the table was routed from).
+    public func layerRouting(_ t: Int, logits: Tensor) -> LayerRouting {
+        let (e, k) = (numExperts, topK)
+        var entry = LayerRouting(
+            logits: Array(logits.row(t)), probabilities: Array(probabilities[t * e..<(t + 1) * e]),
+            experts: experts[t * k..<(t + 1) * k].map { Int($0) }, weights: Array(weights[t * k..<(t + 1) * k]),
+            expertOutputNorms: expertOutputNorms.isEmpty ? [] : Array(expertOutputNorms[t * k..<(t + 1) * k]), gruHidden: nil,
+            routerNanoseconds: 0)
+        entry.allExpertOutputNorms = allExpertOutputNorms.map { Array($0[t * e..<(t + 1) * e]) }
+        entry.rankedScoreMargin = rankedScoreMargins?[t]
+        return entry
+    }
+
+    public func layerRoutings(logits: Tensor) -> [LayerRouting] { (0..<count).map { layerRouting($0, logits: logits) } }
+
+    /// Token t's selection margin (`LayerRouting.selectionMargin`) read off the flat rows.
+    public func selectionMargin(_ t: Int) -> Double? {
+        if let margin = rankedScoreMargins?[t] { return margin }
+        let (e, k) = (numExperts, topK)
+        guard k > 0 else { return nil }
+        var weakest = Double.infinity
+        for slot in 0..<k { weakest = min(weakest, Double(probabilities[t * e + Int(experts[t * k + slot])])) }
+        var unchosen = -Double.infinity
+        for i in 0..<e where !(0..<k).contains(where: { experts[t * k + $0] == Int32(i) }) {
+            unchosen = max(unchosen, Double(probabilities[t * e + i]))
+        }
+        return unchosen.isFinite ? weakest - unchosen : nil
     }
 }
 

@@ -22,15 +22,21 @@ public struct Parameter: Sendable {
     public let shape: [Int]
     public var value: Tensor {
         // A new value makes a new (empty) packed copy; other copies of this parameter keep theirs.
-        didSet { packedRowsCache = PackedRowsCache() }
+        didSet { (packedRowsCache, packedPanelsCache) = (PackedRowsCache(), PackedPanelsCache()) }
     }
     /// Inference's packed copy of a matrix parameter (`rowsPacked`), built on first use.
     private var packedRowsCache = PackedRowsCache()
+    /// Its copy for products of many rows (`panelsPacked`), built on first use.
+    private var packedPanelsCache = PackedPanelsCache()
 
     /// The value packed for products of one or a few input rows (`Kernels.PackedRows`): built
     /// the first time a decode asks for it, then kept as long as the value is not changed, so
     /// a decoded model holds each matrix it has used twice.
     public var rowsPacked: Kernels.PackedRows { packedRowsCache.rows(for: value) }
+
+    /// Wᵀ packed in the GEMM's panels for products of many rows (`Kernels.PackedPanels`),
+    /// built the first time such a product asks, kept while the value is not changed.
+    var panelsPacked: Kernels.PackedPanels { packedPanelsCache.panels(for: value) }
 
     /// Declared: zeros of `shape` until `load(from:)` fills it.
     public init(_ name: String, shape: [Int], initializer: Initializer) {
@@ -147,14 +153,7 @@ public struct Linear: Sendable, ParameterDeclaring {
     public func callAsFunction(_ x: Tensor, threads: Int = Kernels.threads) -> Tensor {
         precondition(x.cols == inFeatures, "Linear expects \(inFeatures) inputs, got \(x.cols)")
         var y = Tensor(uninitialized: [x.rows, outFeatures])
-        if x.rows < Kernels.microRows {
-            let packed = weight.rowsPacked
-            x.withBase { xp in
-                y.withMutableBase { Kernels.multiplyRows([.init(weights: packed, input: xp, rows: x.rows, output: $0)], threads: threads) }
-            }
-        } else {
-            Tensor.product(x, transposed: false, weight.value, transposed: true, into: &y, accumulate: false, threads: threads)
-        }
+        x.withBase { xp in y.withMutableBase { linear(xp, rows: x.rows, weight, into: $0, threads: threads) } }
         return y
     }
 }

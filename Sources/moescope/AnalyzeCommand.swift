@@ -86,9 +86,9 @@ struct AnalyzeCommand: ParsableCommand {
         var normTokens = 0
         for (domain, ids) in inputs {
             guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
-            try WindowedRouting.route(ids, opened.model, normTokens: &normTokens) { traces in
-                accumulated.add(traces, domain: domain)
-                done += traces.count
+            try WindowedRouting.route(ids, opened.model, normTokens: &normTokens) { window in
+                accumulated.add(window, domain: domain)
+                done += window.count
                 progress.update(done)
             }
         }

@@ -74,7 +74,7 @@ import Testing
             var traces: [RoutingTrace] = []
             var calls = 0
             try WindowedRouting.route(ids, model, normTokens: &normTokens, threads: threads) {
-                traces += $0
+                traces += $0.traces
                 calls += 1
             }
             #expect(calls == (ids.count + model.contextLength - 1) / model.contextLength)  // one call per window, in order
@@ -108,7 +108,7 @@ import Testing
         // experts, the LM head): the same routing, the last layer's chosen-expert norms left empty.
         var normTokens = WindowedRouting.normSampleTokens
         var unsampled: [RoutingTrace] = []
-        try WindowedRouting.route(ids, model, normTokens: &normTokens, threads: 2) { unsampled += $0 }
+        try WindowedRouting.route(ids, model, normTokens: &normTokens, threads: 2) { unsampled += $0.traces }
         #expect(unsampled.map(\.token) == ids)
         let last = model.layerCount - 1
         for (a, b) in zip(batched, unsampled) {

@@ -502,6 +502,51 @@ import Testing
         #expect(mixture == (0..<20).map { $0 % 5 == 0 ? 0.25 : 0 })
     }
 
+    /// Every row length from 1 to 50 (no full vector, full vectors only, full vectors and a
+    /// partial one), scaled, against the definition in Double; the entries past the row are
+    /// never touched (the partial vector neither reads nor writes past it).
+    @Test func softmaxOfEveryLengthMatchesDefinitionAndStaysInsideTheRow() {
+        var g = SeededGenerator(seed: 5)
+        for n in 1...50 {
+            let scale: Float = 0.17
+            let values = (0..<n).map { _ in g.nextNormal() * 6 }
+            var row = values + [Float](repeating: 7.5, count: 17)
+            row.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: n, scale: scale) }
+            let largest = values.map { Double($0 * scale) }.max()!
+            let exps = values.map { Foundation.exp(Double($0 * scale) - largest) }
+            let total = exps.reduce(0, +)
+            for i in 0..<n { #expect(abs(Double(row[i]) - exps[i] / total) < 2e-7, "n \(n) entry \(i)") }
+            #expect(row[n...].allSatisfy { $0 == 7.5 }, "n \(n) wrote past its row")
+        }
+        // A masked tail (−∞ in the partial vector) is exactly 0; a NaN makes the row NaN.
+        var masked = (0..<21).map { $0 < 18 ? Float($0 % 3) : -.infinity }
+        masked.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: $0.count) }
+        #expect(masked[18...].allSatisfy { $0 == 0 } && abs(masked.reduce(0, +) - 1) < 1e-6)
+        var broken: [Float] = [1, 2, .nan, 3]
+        broken.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: $0.count) }
+        #expect(broken.allSatisfy { $0.isNaN })
+    }
+
+    /// The vector σ against 1 / (1 + expf(−x)): within 2 ulp (or 1e-12 absolute where σ is
+    /// tiny) from −90 to 90; 0 and 1 at ∓∞, NaN kept, and the scalar form equal to the lane.
+    @Test func vectorSigmoidMatchesDefinition() {
+        var worstUlps: Float = 0
+        var x: Float = -90
+        while x < 90 {
+            let inputs = (0..<16).map { x + Float($0) * 0.0011 }
+            let lanes = Kernels.sigmoid(Kernels.Vector(inputs))
+            for (lane, input) in inputs.enumerated() {
+                let exact = Float(1 / (1 + Foundation.exp(-Double(input))))
+                if abs(lanes[lane] - exact) > 1e-12 { worstUlps = max(worstUlps, abs(lanes[lane] - exact) / exact.ulp) }
+                #expect(Kernels.sigmoid(input) == lanes[lane])
+            }
+            x += 0.0437
+        }
+        #expect(worstUlps <= 2, "worst error \(worstUlps) ulp")
+        let special = Kernels.sigmoid(Kernels.Vector([-.infinity, .infinity, .nan, 0, 200, -200, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
+        #expect(special[0] == 0 && special[1] == 1 && special[2].isNaN && special[3] == 0.5 && special[4] == 1 && special[5] == 0)
+    }
+
     @Test func rmsNormMatchesDefinition() {
         let x = Tensor(shape: [2, 20], scalars: (0..<40).map { Float($0) - 13 })
         let gain = (0..<20).map { 1 + Float($0) / 10 }

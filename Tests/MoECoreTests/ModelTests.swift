@@ -332,3 +332,27 @@ import Testing
         #expect { try ModelConfig.load(path: path) } throws: { "\($0)".contains("router_type") }
     }
 }
+
+/// The flat routing table against routing one row at a time (`SparseMoE.route`, the plain
+/// reference: softmax, then `topK`, then the weights), on rows with ties and −∞ logits.
+@Suite struct RoutingTableTests {
+    @Test(arguments: [true, false]) func softmaxTopKTableEqualsRowByRowRouting(normalize: Bool) {
+        var g = SeededGenerator(seed: 11)
+        let (rows, e, k) = (40, 8, 3)
+        var scalars = (0..<rows * e).map { _ in g.nextNormal() * 2 }
+        for e0 in 0..<e { scalars[e0] = 0.5 }  // a row of ties: lower index first
+        for e0 in stride(from: 0, to: e, by: 2) { scalars[e + e0] = -.infinity }  // the Hash router's form
+        let logits = Tensor(shape: [rows, e], scalars: scalars)
+        let block = SparseMoE<Linear>(experts: [], topK: k, rule: .softmaxTopK(normalize: normalize))
+        let table = block.routingTable(logits: logits)
+        for r in 0..<rows {
+            let reference = block.route(Array(logits.row(r)), rule: block.rule, k: k)
+            #expect(table.experts[r * k..<(r + 1) * k].map { Int($0) } == reference.experts)
+            #expect(Array(table.weights[r * k..<(r + 1) * k]) == reference.weights)
+            #expect(Array(table.probabilities[r * e..<(r + 1) * e]) == reference.probabilities)
+            let entry = table.layerRouting(r, logits: logits)
+            #expect(table.selectionMargin(r) == entry.selectionMargin)
+        }
+        #expect(table.experts[0..<k] == [0, 1, 2])
+    }
+}

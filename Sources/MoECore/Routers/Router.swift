@@ -139,11 +139,13 @@ func linear(_ x: UnsafePointer<Float>, rows: Int, _ weight: Parameter, into out:
         }
         return Kernels.multiplyRows([.init(weights: packed, input: x, rows: rows, output: out)], threads: threads)
     }
+    let panels = weight.panelsPacked
     weight.value.scalars.withUnsafeBufferPointer { w in
         Kernels.gemm(
             m: rows, n: n, k: k, Kernels.Operand(x, leadingDimension: k),
-            Kernels.Operand(w.baseAddress!, leadingDimension: k).transposed, out, ldc: n, threads: threads)
+            Kernels.Operand(w.baseAddress!, leadingDimension: k).transposed, out, ldc: n, threads: threads, prepacked: panels.packed)
     }
+    withExtendedLifetime(panels) {}
 }
 
 /// Runs `body` on `count` floats of scratch: on the stack when small (a decoded token's
