@@ -3,12 +3,15 @@ import Testing
 
 @testable import MoECore
 
-@Suite struct SafeTensorsTests {
+@Suite final class SafeTensorsTests {
     let directory: URL = {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-st-\(UUID())")
         try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }()
+
+    /// Each test's folder goes with it (swift-testing makes one instance a test).
+    deinit { try? FileManager.default.removeItem(at: directory) }
 
     func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 

@@ -11,7 +11,7 @@ import Testing
 /// Hugging Face's) and tokenizer.json (both kinds). Every case must either load or fail with a
 /// one-line error of moescope's own types; a trap, a hang or an allocation failure ends the
 /// test process, which fails the suite. Same seed, same cases.
-@Suite(.serialized) struct FuzzTests {
+@Suite(.serialized) final class FuzzTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .path
     static let fixtures = "\(root)/Tests/Fixtures/hf"
@@ -20,6 +20,9 @@ import Testing
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }()
+
+    /// Each test's folder goes with it (swift-testing makes one instance a test).
+    deinit { try? FileManager.default.removeItem(atPath: scratch) }
 
     /// The error's text, asserted to be one of moescope's and one line.
     static func expectOneLine(_ error: Error, _ label: String) {
@@ -32,7 +35,7 @@ import Testing
 
     func write(_ bytes: [UInt8], _ name: String) -> String {
         let path = "\(scratch)/\(name)"
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         return path
     }
 
@@ -128,7 +131,7 @@ import Testing
             for case_ in 0..<150 {
                 var bytes = Mutator.mutate(original, using: &g)
                 if case_ % 4 == 0 { bytes = Mutator.mutate(bytes, using: &g) }
-                FileManager.default.createFile(atPath: "\(folder)/config.json", contents: Data(bytes))
+                _ = FileManager.default.createFile(atPath: "\(folder)/config.json", contents: Data(bytes))
                 cases += 1
                 do {
                     _ = try HubConfig(folder: folder)

@@ -6,7 +6,11 @@ import Testing
 
 /// A Hugging Face model is read by walking its declaration: every weight declared once by its
 /// checkpoint name, and each way the files can disagree with it said in one line.
-@Suite struct HubDeclarationTests {
+@Suite final class HubDeclarationTests {
+    /// The folders a test makes, removed with it (swift-testing makes one instance a test).
+    let scratchRoot = FileManager.default.temporaryDirectory.appendingPathComponent("hub-declared-\(UUID())").path
+    deinit { try? FileManager.default.removeItem(atPath: scratchRoot) }
+
     static let fixtures = HubParityTests.fixtures
 
     /// Each family's model asks its checkpoint for exactly the tensors it declares, each once, in
@@ -33,7 +37,7 @@ import Testing
     func scratchModel(_ family: String, edit: (inout [String: Tensor]) -> Void, config: ((inout [String: Any]) -> Void)? = nil)
         throws -> String
     {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("hub-declared-\(UUID())").path
+        let folder = "\(scratchRoot)/\(UUID())"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let source = try SafeTensorsFile(path: "\(Self.fixtures)/\(family)/model.safetensors")
         var tensors = try Dictionary(uniqueKeysWithValues: source.entries.keys.map { ($0, try source.tensor($0)) })

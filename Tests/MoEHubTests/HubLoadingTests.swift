@@ -5,7 +5,11 @@ import Testing
 @testable import MoEHub
 
 /// tokenizer.json parity, and the one-line errors for folders moescope cannot open.
-@Suite struct HubLoadingTests {
+@Suite final class HubLoadingTests {
+    /// The folders a test makes, removed with it (swift-testing makes one instance a test).
+    let scratchRoot = FileManager.default.temporaryDirectory.appendingPathComponent("hub-\(UUID())").path
+    deinit { try? FileManager.default.removeItem(atPath: scratchRoot) }
+
     static let fixtures = HubParityTests.fixtures
 
     /// GPT-2-style (ByteLevel regex) and Qwen-style (NFC, Split regex, ByteLevel) tokenizers give
@@ -31,7 +35,7 @@ import Testing
     }
 
     func scratchFolder(config: [String: Any], copying files: [String] = [], from family: String = "mixtral") throws -> String {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("hub-\(UUID())").path
+        let folder = "\(scratchRoot)/\(UUID())"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: "\(folder)/config.json"))
         for file in files { try FileManager.default.copyItem(atPath: "\(Self.fixtures)/\(family)/\(file)", toPath: "\(folder)/\(file)") }

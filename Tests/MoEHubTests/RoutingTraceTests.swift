@@ -9,7 +9,7 @@ import Testing
 /// moescope computes on the same model and tokens; written traces read back exactly; the
 /// streamed analysis counts what a plain recount of the file counts; hostile traces are refused
 /// with one line.
-@Suite struct RoutingTraceTests {
+@Suite final class RoutingTraceTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .path
     static let traces = "\(root)/Tests/Fixtures/traces"
@@ -18,6 +18,9 @@ import Testing
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }()
+
+    /// Each test's folder goes with it (swift-testing makes one instance a test).
+    deinit { try? FileManager.default.removeItem(atPath: scratch) }
 
     /// scripts/capture_transformers.py's traces (transformers on CPU, the committed fixtures):
     /// every token's top-k set and weights equal moescope's own forward on the same tokens.

@@ -9,7 +9,7 @@ import Testing
 /// machine) and a time limit (so a hang fails it too). Each must end with a non-zero exit and
 /// one line on standard error that names the problem; the cases that have a right answer
 /// check it.
-@Suite(.serialized) struct HostileInputTests {
+@Suite(.serialized) final class HostileInputTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .path
     static var binary: String {
@@ -25,6 +25,9 @@ import Testing
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }()
+
+    /// Each test's folder goes with it (swift-testing makes one instance a test).
+    deinit { try? FileManager.default.removeItem(atPath: scratch) }
 
     struct Outcome {
         var status: Int32

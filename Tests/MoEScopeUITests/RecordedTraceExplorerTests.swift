@@ -14,6 +14,9 @@ import Testing
     static let path: String = {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-paging-\(UUID()).safetensors").path
         try! SyntheticRoutingTrace.write(to: path, tokens: tokens, layers: 48, experts: 128, topK: 8, documents: 5, seed: 7)
+        // The suite's tests share the file; it goes when the test process ends (7 MB a run
+        // were left in the temporary folder before).
+        atexit { try? FileManager.default.removeItem(atPath: RecordedTraceExplorerTests.path) }
         return path
     }()
 
