@@ -24,8 +24,8 @@ import Testing
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("moescope-help-\(UUID())").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        FileManager.default.createFile(atPath: "\(folder)/out", contents: nil)
-        FileManager.default.createFile(atPath: "\(folder)/err", contents: nil)
+        _ = FileManager.default.createFile(atPath: "\(folder)/out", contents: nil)
+        _ = FileManager.default.createFile(atPath: "\(folder)/err", contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: "\(folder)/out")
         process.standardError = FileHandle(forWritingAtPath: "\(folder)/err")
         process.standardInput = FileHandle.nullDevice

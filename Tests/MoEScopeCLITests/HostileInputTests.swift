@@ -51,8 +51,8 @@ import Testing
         process.environment = environment
         let out = "\(scratch)/.stdout"
         let err = "\(scratch)/.stderr"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        FileManager.default.createFile(atPath: err, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: out)
         process.standardError = FileHandle(forWritingAtPath: err)
         process.standardInput = FileHandle.nullDevice
@@ -424,7 +424,7 @@ import Testing
     @Test func finishedCheckpointsAreNotOverwritten() throws {
         let own = try checkpoint("finished")
         let stale = "\(own)/.model.safetensors.999999.tmp"
-        FileManager.default.createFile(atPath: stale, contents: Data(count: 64))
+        _ = FileManager.default.createFile(atPath: stale, contents: Data(count: 64))
         let before = try Data(contentsOf: URL(fileURLWithPath: "\(own)/model.safetensors"))
         let outcome = try run(["train", "--out", own, "--steps", "1"], seconds: 20)
         #expect(outcome.status != 0)
@@ -433,7 +433,7 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: stale))
         #expect(try Data(contentsOf: URL(fileURLWithPath: "\(own)/model.safetensors")) == before)
 
-        FileManager.default.createFile(atPath: "\(scratch)/plain-file", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: "\(scratch)/plain-file", contents: Data("x".utf8))
         try expectRefused(["train", "--out", "\(scratch)/plain-file"], ["is a file"], seconds: 20)
         try expectRefused(
             ["train", "--out", "\(scratch)/plain-file/run"], ["plain-file is a file, not a folder"], absent: ["NSCocoaErrorDomain"],
@@ -446,7 +446,7 @@ import Testing
     /// blocked, so a test cannot deliver them.)
     @Test func staleTraceTemporariesAreRemoved() throws {
         let stale = "\(scratch)/.routing.safetensors.999999.tmp"
-        FileManager.default.createFile(atPath: stale, contents: Data(count: 64))
+        _ = FileManager.default.createFile(atPath: stale, contents: Data(count: 64))
         let outcome = try run(["trace", "--text", "hi", "--out", "\(scratch)/routing.safetensors"])
         #expect(outcome.status == 0, "\(outcome.stderr)")
         #expect(!FileManager.default.fileExists(atPath: stale))
@@ -480,7 +480,7 @@ import Testing
     /// and a file to write is checked before the work (a directory, a device that renaming
     /// would replace, a missing folder) instead of failing after it with a Foundation dump.
     @Test func pathsTheUserNamesAreCheckedBeforeTheWork() throws {
-        FileManager.default.createFile(atPath: "\(scratch)/plain", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: "\(scratch)/plain", contents: Data("x".utf8))
         try expectRefused(["trace", "--assets", "\(scratch)/absent", "--text", "hi"], ["--assets", "absent", "no tokenizer.json"])
         try expectRefused(
             ["compare", "--routers", "linear", "--resamples", "10", "--run", "extra=\(scratch)/absent"],
