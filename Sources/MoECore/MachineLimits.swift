@@ -126,8 +126,8 @@ public enum MachineLimits {
         for _ in 0..<max(1, repeats) {
             let began = DispatchTime.now().uptimeNanoseconds
             DispatchQueue.concurrentPerform(iterations: parts) { part in
-                let base = UnsafePointer<Float>(bitPattern: address)! + part * share
-                if readSum(base, count: share).isNaN { print("", terminator: "") }
+                let base = UnsafeRawPointer(bitPattern: address)! + part * share * 4
+                if ReadProbe.read(base, bytes: share * 4, prefetchDistance: 0).isNaN { print("", terminator: "") }
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
             best = max(best, Double(parts * share * 4) / seconds)
@@ -171,27 +171,6 @@ public enum MachineLimits {
             best = max(best, Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9))
         }
         return best
-    }
-
-    /// Sum of `count` floats (a multiple of 64), four independent vector chains.
-    @inline(never)
-    static func readSum(_ p: UnsafePointer<Float>, count: Int) -> Float {
-        typealias V = SIMD16<Float>
-        var s0 = V()
-        var s1 = V()
-        var s2 = V()
-        var s3 = V()
-        let raw = UnsafeRawPointer(p)
-        var offset = 0
-        let end = count * 4
-        while offset < end {
-            s0 += raw.loadUnaligned(fromByteOffset: offset, as: V.self)
-            s1 += raw.loadUnaligned(fromByteOffset: offset + 64, as: V.self)
-            s2 += raw.loadUnaligned(fromByteOffset: offset + 128, as: V.self)
-            s3 += raw.loadUnaligned(fromByteOffset: offset + 192, as: V.self)
-            offset += 256
-        }
-        return (s0 + s1 + s2 + s3).sum()
     }
 
     /// The process's peak resident memory (VmHWM) and what is resident now, split into

@@ -19,18 +19,3 @@ extension Kernels {
         deinit { packed.deallocate() }
     }
 }
-
-/// A parameter's packed panels (`Parameter.panelsPacked`), built by the first product that
-/// asks and shared by every thread after it.
-final class PackedPanelsCache: Sendable {
-    private let panels = Mutex<Kernels.PackedPanels?>(nil)
-
-    func panels(for weight: Tensor) -> Kernels.PackedPanels {
-        panels.withLock { panels in
-            if let panels { return panels }
-            let made = Kernels.PackedPanels(weight)
-            panels = made
-            return made
-        }
-    }
-}

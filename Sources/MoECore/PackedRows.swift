@@ -203,19 +203,3 @@ extension Kernels {
         for run in side == 0 ? halves.0 : halves.1 { run.run() }
     }
 }
-
-/// The packed copy of a parameter for one-row products, built the first time one asks for it
-/// (decoding) and kept until the parameter's value changes; training never builds it.
-/// Shared by the copies of a `Parameter` until one of them is assigned a new value.
-final class PackedRowsCache: Sendable {
-    private let packed = Mutex<Kernels.PackedRows?>(nil)
-
-    func rows(for weight: Tensor) -> Kernels.PackedRows {
-        packed.withLock { packed in
-            if let packed { return packed }
-            let made = Kernels.PackedRows(weight)
-            packed = made
-            return made
-        }
-    }
-}

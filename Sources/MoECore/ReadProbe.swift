@@ -142,18 +142,18 @@ public enum ReadProbe {
                 moescope_prefetch_line(ahead + 64)
                 moescope_prefetch_line(ahead + 128)
                 moescope_prefetch_line(ahead + 192)
-                s0 += p.load(fromByteOffset: offset, as: V.self)
-                s1 += p.load(fromByteOffset: offset + 64, as: V.self)
-                s2 += p.load(fromByteOffset: offset + 128, as: V.self)
-                s3 += p.load(fromByteOffset: offset + 192, as: V.self)
+                s0 += p.loadUnaligned(fromByteOffset: offset, as: V.self)
+                s1 += p.loadUnaligned(fromByteOffset: offset + 64, as: V.self)
+                s2 += p.loadUnaligned(fromByteOffset: offset + 128, as: V.self)
+                s3 += p.loadUnaligned(fromByteOffset: offset + 192, as: V.self)
                 offset += 256
             }
         }
         while offset < bytes {
-            s0 += p.load(fromByteOffset: offset, as: V.self)
-            s1 += p.load(fromByteOffset: offset + 64, as: V.self)
-            s2 += p.load(fromByteOffset: offset + 128, as: V.self)
-            s3 += p.load(fromByteOffset: offset + 192, as: V.self)
+            s0 += p.loadUnaligned(fromByteOffset: offset, as: V.self)
+            s1 += p.loadUnaligned(fromByteOffset: offset + 64, as: V.self)
+            s2 += p.loadUnaligned(fromByteOffset: offset + 128, as: V.self)
+            s3 += p.loadUnaligned(fromByteOffset: offset + 192, as: V.self)
             offset += 256
         }
         return (s0 + s1 + s2 + s3).sum()

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// How a parameter starts life when it is not read from a checkpoint.
 public enum Initializer: Sendable {
     case normal(std: Float)
@@ -22,21 +24,21 @@ public struct Parameter: Sendable {
     public let shape: [Int]
     public var value: Tensor {
         // A new value makes a new (empty) packed copy; other copies of this parameter keep theirs.
-        didSet { (packedRowsCache, packedPanelsCache) = (PackedRowsCache(), PackedPanelsCache()) }
+        didSet { (packedRowsCache, packedPanelsCache) = (BuiltOnce(), BuiltOnce()) }
     }
     /// Inference's packed copy of a matrix parameter (`rowsPacked`), built on first use.
-    private var packedRowsCache = PackedRowsCache()
+    private var packedRowsCache = BuiltOnce<Kernels.PackedRows>()
     /// Its copy for products of many rows (`panelsPacked`), built on first use.
-    private var packedPanelsCache = PackedPanelsCache()
+    private var packedPanelsCache = BuiltOnce<Kernels.PackedPanels>()
 
     /// The value packed for products of one or a few input rows (`Kernels.PackedRows`): built
     /// the first time a decode asks for it, then kept as long as the value is not changed, so
     /// a decoded model holds each matrix it has used twice.
-    public var rowsPacked: Kernels.PackedRows { packedRowsCache.rows(for: value) }
+    public var rowsPacked: Kernels.PackedRows { packedRowsCache.value { Kernels.PackedRows(value) } }
 
     /// Wᵀ packed in the GEMM's panels for products of many rows (`Kernels.PackedPanels`),
     /// built the first time such a product asks, kept while the value is not changed.
-    var panelsPacked: Kernels.PackedPanels { packedPanelsCache.panels(for: value) }
+    var panelsPacked: Kernels.PackedPanels { packedPanelsCache.value { Kernels.PackedPanels(value) } }
 
     /// Declared: zeros of `shape` until `load(from:)` fills it.
     public init(_ name: String, shape: [Int], initializer: Initializer) {
@@ -169,5 +171,21 @@ public struct NamedTensors: WeightSource {
             throw CheckpointError.wrongShape(path: "parameters", tensor: name, expected: shape, found: found.shape)
         }
         return found
+    }
+}
+
+/// A copy of a parameter's value in another layout (`Parameter.rowsPacked`, `panelsPacked`),
+/// built by the first product that asks and shared after it by every thread and every copy of
+/// the `Parameter`, until one of them is assigned a new value (which starts a new one).
+final class BuiltOnce<Built>: Sendable {
+    private let built = Mutex<Built?>(nil)
+
+    func value(_ make: () -> Built) -> Built {
+        built.withLock { built in
+            if let built { return built }
+            let made = make()
+            built = made
+            return made
+        }
     }
 }
