@@ -9,7 +9,7 @@ import Synchronization
 /// moescope's own model, 17 of a few milliseconds for an OLMoE-width checkpoint), with
 /// attention, norms and routing between them on one core. Waking a thread through the dispatch
 /// queue costs microseconds per product, more than half of a small one saves. This thread
-/// instead spins on an atomic counter for a while after each job (the job's `spin` polls), so
+/// instead spins on an atomic counter for a while after each job (`spinLimit` polls), so
 /// the next product of the same token reaches it in a fraction of a microsecond, and sleeps on a
 /// semaphore once decoding stops. Callers split their work by output, and each output is
 /// computed exactly as on one thread, so results do not depend on which thread runs a share.
@@ -31,12 +31,16 @@ public final class HelperThread: @unchecked Sendable {
     private let sleeping = Atomic<Bool>(false)
     /// Held by the one caller whose job the helper has.
     private let taken = Atomic<Bool>(false)
-    /// Polls of the counter before the helper sleeps, set by the last job (a poll is a few
-    /// nanoseconds): long enough to outlast the serial work between two products of a token.
-    private let spin = Atomic<Int>(0)
     private let wake = DispatchSemaphore(value: 0)
     /// The current job, written before `posted` is raised and read after it is seen.
     private var job: (context: UnsafeMutableRawPointer, share: Share)?
+    /// Polls of the counter before the helper sleeps (a poll is a few nanoseconds, so some tens
+    /// of microseconds): longer than the serial work between two of a small model's products.
+    /// A constant: a limit set per job, stored beside the counter the helper polls, slowed
+    /// moescope's own decode by 15–20 % on two cores, and 200,000 polls looked slower still
+    /// (a spinning helper takes issue slots from the caller when the two vCPUs share a core).
+    /// Between a large model's products the helper may sleep; its wake-up is small beside them.
+    static let spinLimit = 20_000
 
     private init() {
         let thread = Thread { [unowned self] in self.serve() }
@@ -48,9 +52,8 @@ public final class HelperThread: @unchecked Sendable {
     /// returns when both are done. If the helper has not started share 1 by the time share 0 is
     /// done, this thread runs it (a share that takes the other's units as it finishes leaves
     /// nothing to run). While another caller has the helper (two models decoding at once), both
-    /// shares run here, one after the other. `spin` is how many polls the helper waits for the
-    /// next job before it sleeps.
-    public func run(_ context: UnsafeMutableRawPointer, _ share: Share, spin: Int) {
+    /// shares run here, one after the other.
+    public func run(_ context: UnsafeMutableRawPointer, _ share: Share) {
         guard taken.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
             share(context, 0)
             share(context, 1)
@@ -58,7 +61,6 @@ public final class HelperThread: @unchecked Sendable {
         }
         defer { taken.store(false, ordering: .releasing) }
         job = (context, share)
-        self.spin.store(spin, ordering: .relaxed)
         let ticket = posted.add(1, ordering: .sequentiallyConsistent).newValue
         if sleeping.load(ordering: .sequentiallyConsistent) { wake.signal() }
         share(context, 0)
@@ -69,7 +71,7 @@ public final class HelperThread: @unchecked Sendable {
         var polls = 0
         while finished.load(ordering: .acquiring) != ticket {
             polls += 1
-            if polls > spin { sched_yield() }
+            if polls > Self.spinLimit { sched_yield() }
         }
     }
 
@@ -79,7 +81,7 @@ public final class HelperThread: @unchecked Sendable {
             var polls = 0
             while posted.load(ordering: .acquiring) == seen {
                 polls += 1
-                guard polls > spin.load(ordering: .relaxed) else { continue }
+                guard polls > Self.spinLimit else { continue }
                 // Idle: sleep until the next post. `run` raises `posted` before it reads
                 // `sleeping`, this sets `sleeping` before it reads `posted`, so one of the two
                 // sees the other and no post is missed (an extra signal only costs a poll).

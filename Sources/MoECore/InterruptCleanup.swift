@@ -19,7 +19,13 @@ public enum InterruptCleanup {
         return slots
     }()
 
+    /// Taken by `register` and `unregister` (two threads may write files at once); never by
+    /// the handler.
+    private static let slotsLock = NSLock()
+
     public static func register(_ path: String) {
+        slotsLock.lock()
+        defer { slotsLock.unlock() }
         guard let free = (0..<capacity).first(where: { slots[$0] == nil }) else { return }
         slots[free] = strdup(path)
         for number in [SIGINT, SIGTERM, SIGHUP] {
@@ -29,12 +35,13 @@ public enum InterruptCleanup {
         }
     }
 
+    /// The slot is emptied but its string is not freed: a handler on another thread may have
+    /// read the pointer an instant before (a path's bytes per finished write are kept).
     public static func unregister(_ path: String) {
+        slotsLock.lock()
+        defer { slotsLock.unlock() }
         for index in 0..<capacity {
-            if let held = slots[index], String(cString: held) == path {
-                slots[index] = nil
-                free(held)
-            }
+            if let held = slots[index], String(cString: held) == path { slots[index] = nil }
         }
     }
 }

@@ -188,14 +188,10 @@ extension Kernels {
         mine.withUnsafeBufferPointer { mine in
             theirs.withUnsafeBufferPointer { theirs in
                 var halves = (mine, theirs)
-                withUnsafeMutablePointer(to: &halves) { helper.run($0, runHalf, spin: rowProductSpin) }
+                withUnsafeMutablePointer(to: &halves) { helper.run($0, runHalf) }
             }
         }
     }
-
-    /// Polls the helper waits between the products of a token before it sleeps (a few tens of
-    /// microseconds: the serial work between two of this model's products is shorter).
-    static let rowProductSpin = 20_000
 
     /// Half `side` of `multiplyRows`' panel runs, for `HelperThread`.
     private static let runHalf: HelperThread.Share = { context, side in

@@ -34,7 +34,7 @@ public enum ReadProbe {
         let product = WeightProduct(weight: matrix, input: UnsafePointer(input), output: output, count: 1)
 
         let base = UnsafeRawPointer(buffer)
-        let token = tokenCalls(base, bytes: bytes, input: UnsafePointer(input), output: output)
+        let token = tokenCalls(base, bytes: bytes, input: UnsafePointer(input), output: output, outputRows: matrix.rows)
         let tokenBytes = token.joined().reduce(0) { $0 + $1.weight.byteCount }
         let passes: [(String, () -> Void)] = [
             ("plain read, 1 thread", { _ = read(base, bytes: bytes, prefetchDistance: 0) }),
@@ -73,14 +73,17 @@ public enum ReadProbe {
     /// The products of one OLMoE-1B-7B-width token (4 layers: q, k, v; o; 8 experts' gate and
     /// up; their down; then the LM head), laid one after another in `base`, grouped into the
     /// calls `HubModel.forward` makes.
-    static func tokenCalls(_ base: UnsafeRawPointer, bytes: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>)
+    static func tokenCalls(
+        _ base: UnsafeRawPointer, bytes: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, outputRows: Int
+    )
         -> [[WeightProduct]]
     {
         var (at, outputAt) = (0, 0)
         func product(_ rows: Int, _ columns: Int) -> WeightProduct {
             let matrix = StoredMatrix(base: base + at, dtype: .bf16, rows: rows, columns: columns)
             defer { (at, outputAt) = (at + matrix.byteCount, outputAt + rows) }
-            precondition(at + matrix.byteCount <= bytes, "the probe's buffer holds a token's weights and outputs")
+            precondition(
+                at + matrix.byteCount <= bytes && outputAt + rows <= outputRows, "the probe's buffer holds a token's weights and outputs")
             return WeightProduct(weight: matrix, input: input, output: output + outputAt, count: 1)
         }
         var calls: [[WeightProduct]] = []
@@ -102,7 +105,7 @@ public enum ReadProbe {
             let context = UnsafeMutablePointer<HalvesJob>.allocate(capacity: 1)
             context.initialize(to: job)
             defer { context.deallocate() }
-            return helper.run(UnsafeMutableRawPointer(context), readHalf, spin: Kernels.storedProductSpin)
+            return helper.run(UnsafeMutableRawPointer(context), readHalf)
         }
         let shared = job
         DispatchQueue.concurrentPerform(iterations: 2) { side in

@@ -36,6 +36,7 @@ public final class SafeTensorsStreamWriter {
         removeStaleTemporaryFiles(in: url.deletingLastPathComponent().path, of: url.lastPathComponent)
         InterruptCleanup.register(temporary)
         guard FileManager.default.createFile(atPath: temporary, contents: nil), let handle = FileHandle(forWritingAtPath: temporary) else {
+            InterruptCleanup.unregister(temporary)  // no deinit runs for an init that throws
             throw CheckpointError.unreadable(path: path, reason: "cannot create \(temporary): \(String(cString: strerror(errno)))")
         }
         self.handle = handle

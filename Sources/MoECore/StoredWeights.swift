@@ -49,10 +49,6 @@ extension Kernels {
     /// in F32; 32 tokens: 21–22 against 10–17); above it the GEMM is kept, unmeasured.
     public static let fewInputRows = 128
 
-    /// Polls `HelperThread` waits between a token's stored-dtype products before it sleeps:
-    /// long enough to outlast the attention, norms and routing between two of them.
-    static let storedProductSpin = 200_000
-
     /// Runs every product, their rows split into units of about `unitBytes`, the units into one
     /// contiguous share per thread (`UnitShares`; on two cores the second share runs on
     /// `HelperThread`). Each output is computed by the same instructions in the same order
@@ -119,7 +115,7 @@ extension Kernels {
                 Unmanaged.passUnretained(call).toOpaque(),
                 { call, side in
                     Unmanaged<MultiplyCall>.fromOpaque(call)._withUnsafeGuaranteedRef { $0.runShare(side) }
-                }, spin: storedProductSpin)
+                })
             return
         }
         let shared = UncheckedSendable(value: call)
