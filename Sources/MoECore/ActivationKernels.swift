@@ -44,9 +44,6 @@ extension Kernels {
             i += width
         }
         guard i < n else { return }
-        var tail = Vector()
-        for j in 0..<n - i { tail[j] = x[i + j] }
-        let out = f(tail)
-        for j in 0..<n - i { x[i + j] = out[j] }
+        storePartial(f(loadPartial(x + i, count: n - i, padding: 0)), x + i, count: n - i)
     }
 }

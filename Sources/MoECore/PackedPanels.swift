@@ -1,5 +1,3 @@
-import Synchronization
-
 extension Kernels {
     /// A weight W [n × k] with Wᵀ packed once in the GEMM's panels (`PackedB`), for every
     /// product of many rows that reads it (y = x Wᵀ: an expert's batch of rows, a batch's

@@ -1,5 +1,3 @@
-import Synchronization
-
 extension Kernels {
     /// A weight W [n × k] (y = x Wᵀ) copied for products of one or a few input rows: the
     /// decoding of one token. `dot` computes each output as a horizontal sum of its own,

@@ -45,17 +45,39 @@ public enum RoutingRule: Sendable, Equatable {
 
 /// Top-k of one probability row: indices by descending probability, ties to the lower index.
 public func topK(_ probabilities: ArraySlice<Float>, k: Int) -> [Int] {
-    let base = probabilities.startIndex
-    var chosen: [Int] = []
-    chosen.reserveCapacity(k)
-    for _ in 0..<k {
-        var best = -1
-        for e in 0..<probabilities.count where !chosen.contains(e) {
-            if best < 0 || probabilities[base + e] > probabilities[base + best] { best = e }
-        }
-        chosen.append(best)
+    var chosen = [Int32](repeating: -1, count: k)
+    probabilities.withUnsafeBufferPointer { p in
+        chosen.withUnsafeMutableBufferPointer { topK(p.baseAddress, count: p.count, k: k, into: $0.baseAddress!) }
     }
-    return chosen
+    return chosen.map { Int($0) }
+}
+
+/// `topK` of the `count` floats at `p` into `chosen` [k], with no array (a batch's rows in place).
+func topK(_ p: UnsafePointer<Float>?, count e: Int, k: Int, into chosen: UnsafeMutablePointer<Int32>) {
+    for slot in 0..<k {
+        var best = -1
+        for i in 0..<e where !(0..<slot).contains(where: { chosen[$0] == Int32(i) }) {
+            if best < 0 || p![i] > p![best] { best = i }
+        }
+        chosen[slot] = Int32(best)
+    }
+}
+
+/// Softmax top-k (`RoutingRule.softmaxTopK`) of one row in place: the `count` logits at `p`
+/// become probabilities, the k best go to `chosen`, and their probabilities, renormalised to
+/// sum 1 when `normalize`, to `weights`.
+func softmaxTopK(
+    _ p: UnsafeMutablePointer<Float>, count e: Int, k: Int, normalize: Bool, chosen: UnsafeMutablePointer<Int32>,
+    weights: UnsafeMutablePointer<Float>
+) {
+    Kernels.softmax(p, count: e)
+    topK(p, count: e, k: k, into: chosen)
+    var total: Float = 0
+    for slot in 0..<k {
+        weights[slot] = p[Int(chosen[slot])]
+        total += weights[slot]
+    }
+    if normalize { for slot in 0..<k { weights[slot] /= total } }
 }
 
 /// The sparse feed-forward block: route by `rule`, then send each token to its k experts
@@ -99,14 +121,15 @@ public struct SparseMoE<P: Projection>: Sendable {
         }
         switch rule {
         case .softmaxTopK(let normalize):
-            let p = softmaxed()
-            let chosen = MoECore.topK(p[...], k: k)
-            var w = chosen.map { p[$0] }
-            if normalize {
-                let total = w.reduce(0, +)
-                w = w.map { $0 / total }
+            var (p, chosen, w) = (logits, [Int32](repeating: -1, count: k), [Float](repeating: 0, count: k))
+            p.withUnsafeMutableBufferPointer { p in
+                chosen.withUnsafeMutableBufferPointer { c in
+                    w.withUnsafeMutableBufferPointer {
+                        softmaxTopK(p.baseAddress!, count: e, k: k, normalize: normalize, chosen: c.baseAddress!, weights: $0.baseAddress!)
+                    }
+                }
             }
-            return (chosen, w, p, p, nil)
+            return (chosen.map { Int($0) }, w, p, p, nil)
         case .deepseekV2(let groupLimited, let groups, let topGroups, let scale):
             let p = softmaxed()
             guard groupLimited else {
@@ -187,24 +210,9 @@ public struct SparseMoE<P: Projection>: Sendable {
             table.experts.withUnsafeMutableBufferPointer { ep in
                 table.weights.withUnsafeMutableBufferPointer { wp in
                     for r in 0..<t {
-                        let p = pp.baseAddress! + r * e
-                        Kernels.softmax(p, count: e)
-                        // `topK`: by descending probability, ties to the lower index.
-                        let chosen = ep.baseAddress! + r * k
-                        for slot in 0..<k {
-                            var best = -1
-                            for i in 0..<e where !(0..<slot).contains(where: { chosen[$0] == Int32(i) }) {
-                                if best < 0 || p[i] > p[best] { best = i }
-                            }
-                            chosen[slot] = Int32(best)
-                        }
-                        let w = wp.baseAddress! + r * k
-                        var total: Float = 0
-                        for slot in 0..<k {
-                            w[slot] = p[Int(chosen[slot])]
-                            total += w[slot]
-                        }
-                        if normalize { for slot in 0..<k { w[slot] /= total } }
+                        softmaxTopK(
+                            pp.baseAddress! + r * e, count: e, k: k, normalize: normalize, chosen: ep.baseAddress! + r * k,
+                            weights: wp.baseAddress! + r * k)
                     }
                 }
             }

@@ -108,8 +108,8 @@ extension Kernels {
             call.runShare(0)
             return
         }
-        // Two cores: the persistent worker, already spinning between the products of a
-        // token, takes the second share (a dispatch-queue wake-up per product cost more).
+        // Two cores: the helper thread, already spinning between the products of a token,
+        // takes the second share (a dispatch-queue wake-up per product cost more).
         if parts == 2, let helper = HelperThread.shared {
             helper.run(
                 Unmanaged.passUnretained(call).toOpaque(),

@@ -1,5 +1,3 @@
-import Dispatch
-import Foundation
 import Synchronization
 
 /// The units of one `Kernels.multiply` call in `parts` contiguous shares of about equal bytes.
