@@ -9,18 +9,26 @@ struct TokenizerCommand: ParsableCommand {
         abstract: "Train the byte-level BPE tokenizer on the corpus's training split.")
 
     @Option(help: "Total vocabulary: 256 bytes + merges + special tokens.") var vocabSize = 1024
-    @Option(help: ArgumentHelp("Corpus (JSON lines).", valueName: "path")) var corpus = "assets/corpus/corpus.jsonl"
-    @Option(help: ArgumentHelp("Where to write the tokenizer.", valueName: "path")) var output = "assets/tokenizer.json"
+    @Option(help: ArgumentHelp("Corpus (JSON lines; default: corpus/corpus.jsonl in the assets folder).", valueName: "path"))
+    var corpus: String?
+    @Option(help: ArgumentHelp("Where to write the tokenizer (default: tokenizer.json in the assets folder).", valueName: "path"))
+    var output: String?
+    @OptionGroup var assets: AssetOptions
 
     func validate() throws {
         guard (258...SizeLimits.vocabulary).contains(vocabSize) else {
             throw ValidationError(
                 "--vocab-size must be between 258 (256 bytes and one special token) and \(SizeLimits.vocabulary), got \(vocabSize)")
         }
-        try OutputPath.check(output, option: "--output")
+        if let output { try OutputPath.check(output, option: "--output") }
     }
 
     func run() throws {
+        // The defaults live in the assets folder, found the way every other command finds it, so
+        // the command works from any directory (a path relative to the current one did not).
+        let corpus = try self.corpus ?? "\(assets.locate().root)/corpus/corpus.jsonl"
+        let output = try self.output ?? assets.locate().tokenizerPath
+        if self.output == nil { try OutputPath.check(output, option: "--output") }
         // Checked here so the remedy names this command's option (Corpus.load's names --assets).
         try RegularFile.check(corpus, what: "corpus", remedy: "pass --corpus with the corpus's JSON-lines file")
         let documents = try Corpus.load(path: corpus).documents(in: .train)

@@ -501,6 +501,23 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: "/dev/null"))
     }
 
+    /// `tokenizer`'s defaults are the assets folder's corpus and tokenizer, found like every
+    /// other command's assets, not paths relative to the current folder (the scratch folder here).
+    @Test func tokenizerDefaultsLiveInTheAssetsFolder() throws {
+        let assets = "\(scratch)/assets-copy"
+        try FileManager.default.createDirectory(atPath: "\(assets)/corpus", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "\(Self.root)/assets/tokenizer.json", toPath: "\(assets)/tokenizer.json")
+        let line =
+            #"{"domain": "english", "source": "test", "license": "test", "text": "the quick brown fox jumps over the lazy dog, the end", "split": "train"}"#
+        try (line + "\n").write(toFile: "\(assets)/corpus/corpus.jsonl", atomically: true, encoding: .utf8)
+        let outcome = try run(["tokenizer", "--assets", assets, "--vocab-size", "260"], seconds: 30)
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        #expect(outcome.stdout.contains("wrote \(assets)/tokenizer.json: 260 ids"), "\(outcome.stdout)")
+        let written = try Tokenizer.load(path: "\(assets)/tokenizer.json")
+        #expect(written.vocabSize == 260)
+        #expect(!FileManager.default.fileExists(atPath: "\(scratch)/assets/tokenizer.json"))
+    }
+
     @Test func configMessagesNameWhatIsWrong() throws {
         for (literal, phrase) in [
             ("128.5", "must be a whole number, is 128.5"), ("18446744073709551616", "18446744073709551616"),
