@@ -244,7 +244,11 @@ extension BenchCommand {
     /// expert ids read (against the memory bandwidth that bounds it).
     func measureRecordedTrace(into table: inout BenchTable) throws {
         guard traceTokens > 0 else { return }
-        let path = keepTrace ?? NSTemporaryDirectory() + "/moescope-bench-\(getpid()).safetensors"
+        // Named the way `writeAtomically` names its temporaries, so a run killed with SIGKILL
+        // (which no handler sees) leaves a file the next run recognises and removes.
+        let temporaryFolder = NSTemporaryDirectory()
+        if keepTrace == nil { removeStaleTemporaryFiles(in: temporaryFolder, of: "moescope-bench.safetensors") }
+        let path = keepTrace ?? temporaryFolder + "/.moescope-bench.safetensors.\(getpid()).tmp"
         // The trace is gigabytes: a ^C while it is measured must not leave it in the temporary folder.
         if keepTrace == nil { InterruptCleanup.register(path) }
         defer { if keepTrace == nil { InterruptCleanup.unregister(path) } }

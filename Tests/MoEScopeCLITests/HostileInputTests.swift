@@ -501,6 +501,19 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: "/dev/null"))
     }
 
+    /// A bench run killed with SIGKILL leaves its synthetic trace in the temporary folder; the
+    /// next run removes it (its process is gone) and removes its own.
+    @Test func benchRemovesTheTraceAKilledRunLeft() throws {
+        let stale = "\(scratch)/.moescope-bench.safetensors.999999999.tmp"
+        _ = FileManager.default.createFile(atPath: stale, contents: Data(count: 1024))
+        let outcome = try run(
+            ["bench", "--trace-only", "--trace-tokens", "10", "--repeats", "1"], seconds: 60,
+            through: "TMPDIR=\"$PWD\" exec \"$0\" \"$@\"")
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: scratch).filter { $0.contains("moescope-bench") }
+        #expect(left.isEmpty, "\(left)")
+    }
+
     /// `tokenizer`'s defaults are the assets folder's corpus and tokenizer, found like every
     /// other command's assets, not paths relative to the current folder (the scratch folder here).
     @Test func tokenizerDefaultsLiveInTheAssetsFolder() throws {
