@@ -56,10 +56,7 @@ struct CompareCommand: ParsableCommand {
         }
         if let jsonFile { try OutputPath.check(jsonFile, option: "--json-file") }
         if let figures { try OutputPath.checkFolder(figures, option: "--figures") }
-        var isDirectory: ObjCBool = false
-        if let checkpoints, !FileManager.default.fileExists(atPath: checkpoints, isDirectory: &isDirectory) || !isDirectory.boolValue {
-            throw CLIError("--checkpoints \(checkpoints) is not a folder — pass the folder that holds <router>/ checkpoints")
-        }
+        if let checkpoints { try OutputPath.checkInputFolder(checkpoints, option: "--checkpoints", holds: "<router>/ checkpoints") }
         for item in runs where !item.contains("=") || item.hasPrefix("=") || item.hasSuffix("=") {
             throw ValidationError(
                 "--run \(item) must be LABEL=DIR, e.g. \"GRU no recurrence=runs/retrain/ablations/gru-no-recurrence\""

@@ -69,11 +69,8 @@ struct TrainCommand: ParsableCommand {
         let directory = out ?? "runs/\(router.rawValue)"
         let statePath = "\(directory)/training-state.safetensors"
         // Where the run will write, checked before anything slow happens.
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else {
-                throw CLIError("--out \(directory) is a file; training writes a checkpoint directory — choose another path")
-            }
+        try OutputPath.checkFolder(directory, option: "--out")
+        if FileManager.default.fileExists(atPath: directory) {
             let stale = removeStaleTemporaryFiles(in: directory)
             if !stale.isEmpty {
                 printError(
@@ -86,13 +83,6 @@ struct TrainCommand: ParsableCommand {
                 throw CLIError(
                     "\(directory) already holds a trained checkpoint (\(Checkpoint.weightsFile)) — pass --force to replace it, or choose another --out"
                 )
-            }
-        } else {
-            // The folder will be created after tokenising; a file where a parent folder should be is refused now.
-            var ancestor = URL(fileURLWithPath: directory).deletingLastPathComponent()
-            while !FileManager.default.fileExists(atPath: ancestor.path, isDirectory: &isDirectory) { ancestor.deleteLastPathComponent() }
-            guard isDirectory.boolValue else {
-                throw CLIError("cannot create --out \(directory): \(ancestor.path) is a file, not a folder — choose another path")
             }
         }
         let locator = try assets.locate()
@@ -138,18 +128,7 @@ struct TrainCommand: ParsableCommand {
             throw CLIError("the training split has \(stream.tokens.count) tokens, fewer than one sequence — check the corpus")
         }
 
-        // mkdir for each missing folder, so a failure says why in the system's words (Foundation's
-        // createDirectory reports "The file doesn't exist" for a folder it cannot create).
-        var missing: [String] = []
-        var folder = URL(fileURLWithPath: directory).standardizedFileURL
-        while !FileManager.default.fileExists(atPath: folder.path) {
-            missing.insert(folder.path, at: 0)
-            folder.deleteLastPathComponent()
-        }
-        for path in missing where mkdir(path, 0o755) != 0 && errno != EEXIST {
-            throw CLIError(
-                "cannot create --out \(directory): \(path): \(String(cString: strerror(errno))) — choose a folder you can write to")
-        }
+        try OutputPath.createFolder(directory, option: "--out")
         var trainer =
             resume
             ? try Trainer(resumingFrom: statePath, config: modelConfig, options: options, data: stream)

@@ -495,6 +495,11 @@ import Testing
             (["tokenizer", "--corpus", "\(scratch)/absent.jsonl", "--output", "\(scratch)/t.json"], ["absent.jsonl", "pass --corpus"]),
             (["compare", "--checkpoints", "\(scratch)/absent"], ["--checkpoints", "absent is not a folder"]),
             (["analyze", "--text", "hi", "--figures", "\(scratch)/plain"], ["--figures", "is a file, not a folder"]),
+            (
+                ["analyze", "--text", "hi", "--figures", "\(scratch)/plain/figures"],
+                ["cannot create --figures", "plain is a file, not a folder"]
+            ),
+            (["compare", "--checkpoints", "\(scratch)/plain"], ["--checkpoints", "plain is not a folder"]),
         ] {
             try expectRefused(arguments, phrases, absent: ["NSCocoaErrorDomain"], seconds: 20)
         }
