@@ -37,19 +37,24 @@ public final class SafeTensorsStreamWriter {
         InterruptCleanup.register(temporary)
         guard FileManager.default.createFile(atPath: temporary, contents: nil), let handle = FileHandle(forWritingAtPath: temporary) else {
             InterruptCleanup.unregister(temporary)  // no deinit runs for an init that throws
-            throw CheckpointError.unreadable(path: path, reason: "cannot create \(temporary): \(String(cString: strerror(errno)))")
+            throw CheckpointError.unwritable(path: path, reason: "cannot create \(temporary): \(String(cString: strerror(errno)))")
         }
         self.handle = handle
         var start = Data()
         withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { start.append(contentsOf: $0) }
         start.append(headerBytes)
-        handle.write(start)
+        do { try handle.write(contentsOf: start) } catch {
+            InterruptCleanup.unregister(temporary)
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw CheckpointError.unwritable(path: path, reason: systemReason(error))
+        }
     }
 
-    /// Appends bytes of the current tensor (or of the next ones, in the declared order).
-    public func append(_ bytes: UnsafeRawBufferPointer) {
+    /// Appends bytes of the current tensor (or of the next ones, in the declared order); a
+    /// failed write (disk full, file-size limit) throws, and the temporary goes with the writer.
+    public func append(_ bytes: UnsafeRawBufferPointer) throws {
         pending.append(contentsOf: bytes)
-        if pending.count >= 1 << 22 { flush() }
+        if pending.count >= 1 << 22 { try flush() }
         var count = bytes.count
         while count > 0, !remaining.isEmpty {
             let take = min(count, remaining[0].bytes)
@@ -60,24 +65,24 @@ public final class SafeTensorsStreamWriter {
         precondition(count == 0, "more bytes than the declared tensors hold")
     }
 
-    public func append<T>(_ values: [T]) { values.withUnsafeBytes { append($0) } }
+    public func append<T>(_ values: [T]) throws { try values.withUnsafeBytes { try append($0) } }
 
-    private func flush() {
-        handle.write(pending)
+    private func flush() throws {
+        do { try handle.write(contentsOf: pending) } catch { throw CheckpointError.unwritable(path: path, reason: systemReason(error)) }
         pending.removeAll(keepingCapacity: true)
     }
 
     /// Closes the file and moves it into place; refuses when a tensor is short of bytes.
     public func finish() throws {
-        flush()
-        try handle.close()
+        try flush()
+        do { try handle.close() } catch { throw CheckpointError.unwritable(path: path, reason: systemReason(error)) }
         remaining.removeAll { $0.bytes == 0 }
         guard remaining.isEmpty else {
             try? FileManager.default.removeItem(atPath: temporary)
             throw CheckpointError.truncated(path: path, detail: "tensor \(remaining[0].name) lacks \(remaining[0].bytes) bytes")
         }
         guard rename(temporary, path) == 0 else {
-            throw CheckpointError.unreadable(path: path, reason: "rename failed: \(String(cString: strerror(errno)))")
+            throw CheckpointError.unwritable(path: path, reason: "rename failed: \(String(cString: strerror(errno)))")
         }
     }
 
@@ -151,19 +156,19 @@ extension RoutingTraceFile {
         if let p { tensors.append(("gru_hidden", .f16, [t, l, p])) }
         let writer = try SafeTensorsStreamWriter(
             path: path, tensors: tensors, metadata: try description.metadata(domains: documents.map(\.domain)))
-        writer.append(all.map { Int32($0.token).littleEndian })
+        try writer.append(all.map { Int32($0.token).littleEndian })
         var offsets: [Int64] = [0]
         for d in documents { offsets.append(offsets.last! + Int64(d.routing.count)) }
-        writer.append(offsets.map(\.littleEndian))
-        writer.append(all.flatMap { $0.layers.flatMap { $0.experts.map { Int32($0).littleEndian } } })
-        writer.append(all.flatMap { $0.layers.flatMap { $0.weights.map { $0.bitPattern.littleEndian } } })
-        writer.append(all.flatMap { $0.layers.flatMap { $0.expertOutputNorms.map { $0.bitPattern.littleEndian } } })
+        try writer.append(offsets.map(\.littleEndian))
+        try writer.append(all.flatMap { $0.layers.flatMap { $0.experts.map { Int32($0).littleEndian } } })
+        try writer.append(all.flatMap { $0.layers.flatMap { $0.weights.map { $0.bitPattern.littleEndian } } })
+        try writer.append(all.flatMap { $0.layers.flatMap { $0.expertOutputNorms.map { $0.bitPattern.littleEndian } } })
         if scores {
             // −∞ logits (Hash) stay −∞ in F16.
-            writer.append(all.flatMap { $0.layers.flatMap { $0.logits.map { Float16($0).bitPattern.littleEndian } } })
+            try writer.append(all.flatMap { $0.layers.flatMap { $0.logits.map { Float16($0).bitPattern.littleEndian } } })
         }
         if p != nil {
-            writer.append(all.flatMap { $0.layers.flatMap { ($0.gruHidden ?? []).map { Float16($0).bitPattern.littleEndian } } })
+            try writer.append(all.flatMap { $0.layers.flatMap { ($0.gruHidden ?? []).map { Float16($0).bitPattern.littleEndian } } })
         }
         try writer.finish()
     }
@@ -203,9 +208,9 @@ public enum SyntheticRoutingTrace {
         for start in stride(from: 0, to: tokens, by: block) {
             ids32.removeAll(keepingCapacity: true)
             for _ in start..<min(tokens, start + block) { ids32.append(Int32(next() % 50_000).littleEndian) }
-            writer.append(ids32)
+            try writer.append(ids32)
         }
-        writer.append((0...documents).map { Int64($0 * tokens / documents).littleEndian })
+        try writer.append((0...documents).map { Int64($0 * tokens / documents).littleEndian })
         // A stride coprime to E makes base, base + s, base + 2s, … k different experts.
         var step = 7
         while gcd(step, experts) != 1 { step += 1 }
@@ -227,13 +232,13 @@ public enum SyntheticRoutingTrace {
                     previous = top
                 }
             }
-            writer.append(ids32)
+            try writer.append(ids32)
         }
         let total = Float(topK * (topK + 1) / 2)
         let weightRow = (0..<topK).map { Float16(Float(topK - $0) / total).bitPattern.littleEndian }
         let weightBlock = Array([[UInt16]](repeating: weightRow, count: block * layers).joined())
         for start in stride(from: 0, to: tokens, by: block) {
-            writer.append(Array(weightBlock.prefix(min(block, tokens - start) * layers * topK)))
+            try writer.append(Array(weightBlock.prefix(min(block, tokens - start) * layers * topK)))
         }
         if withLogits {
             // Logits consistent with the ids: the chosen experts high, in order.
@@ -254,7 +259,7 @@ public enum SyntheticRoutingTrace {
                         previous = top
                     }
                 }
-                writer.append(row)
+                try writer.append(row)
             }
         }
         try writer.finish()

@@ -28,6 +28,7 @@ public enum SafeTensorsDType: String, Sendable, CaseIterable {
 /// names the file, the problem, and what to do about it.
 public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case unreadable(path: String, reason: String)
+    case unwritable(path: String, reason: String)
     case truncated(path: String, detail: String)
     case badHeader(path: String, detail: String)
     case unsupportedDType(path: String, tensor: String, dtype: String)
@@ -42,6 +43,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .unreadable(let path, let reason):
             return "cannot read checkpoint \(path): \(reason) — check the path and permissions"
+        case .unwritable(let path, let reason):
+            return "cannot write \(path): \(reason) — free disk space, raise the file-size limit, or write somewhere else"
         case .truncated(let path, let detail):
             return "\(path) is truncated (\(detail)) — the file is incomplete; copy or download it again"
         case .badHeader(let path, let detail):
@@ -325,14 +328,25 @@ public func writeAtomically(_ data: Data, to path: String) throws {
     InterruptCleanup.register(temporary.path)
     defer { InterruptCleanup.unregister(temporary.path) }
     do {
-        try data.write(to: temporary)
+        do { try data.write(to: temporary) } catch { throw CheckpointError.unwritable(path: path, reason: systemReason(error)) }
         guard rename(temporary.path, url.path) == 0 else {
-            throw CheckpointError.unreadable(path: path, reason: "rename failed: \(String(cString: strerror(errno)))")
+            throw CheckpointError.unwritable(path: path, reason: "rename failed: \(String(cString: strerror(errno)))")
         }
     } catch {
         try? FileManager.default.removeItem(at: temporary)
         throw error
     }
+}
+
+/// The system's words for a failed file operation ("No space left on device"): the POSIX error
+/// under Foundation's wrapper, whose own description is a multi-line dump.
+public func systemReason(_ error: Error) -> String {
+    let wrapper = error as NSError
+    for candidate in [(wrapper.userInfo[NSUnderlyingErrorKey] as? Error).map { $0 as NSError }, wrapper].compactMap({ $0 })
+    where candidate.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(candidate.code)))
+    }
+    return wrapper.localizedDescription
 }
 
 /// Removes the temporary files `writeAtomically` or `SafeTensorsStreamWriter` left in

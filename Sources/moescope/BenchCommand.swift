@@ -246,7 +246,7 @@ extension BenchCommand {
         guard traceTokens > 0 else { return }
         // Named the way `writeAtomically` names its temporaries, so a run killed with SIGKILL
         // (which no handler sees) leaves a file the next run recognises and removes.
-        let temporaryFolder = NSTemporaryDirectory()
+        let temporaryFolder = URL(fileURLWithPath: NSTemporaryDirectory()).path
         if keepTrace == nil { removeStaleTemporaryFiles(in: temporaryFolder, of: "moescope-bench.safetensors") }
         let path = keepTrace ?? temporaryFolder + "/.moescope-bench.safetensors.\(getpid()).tmp"
         // The trace is gigabytes: a ^C while it is measured must not leave it in the temporary folder.

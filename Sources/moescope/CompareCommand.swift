@@ -143,10 +143,7 @@ struct CompareCommand: ParsableCommand {
         }
         let encoder = JSONEncoder.output([.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         if let jsonFile {
-            do { try encoder.encode(comparison).write(to: URL(fileURLWithPath: jsonFile), options: .atomic) } catch {
-                throw CLIError(
-                    "cannot write --json-file \(jsonFile): \(error.localizedDescription) — pass a path in a folder you can write to")
-            }
+            try writeAtomically(encoder.encode(comparison), to: jsonFile)
         }
         if json {
             print(String(decoding: try encoder.encode(comparison), as: UTF8.self))

@@ -28,6 +28,9 @@ struct MoEScope: ParsableCommand {
     /// Parses and runs the command; every error is reported as one line on standard error
     /// ("Error: …") with a non-zero exit, help and signal exits as ArgumentParser makes them.
     static func main() {
+        // Past a file-size limit (`ulimit -f`) a write fails with EFBIG and is reported like a
+        // full disk; by default SIGXFSZ would end the process mid-write instead, unannounced.
+        signal(SIGXFSZ, SIG_IGN)
         let arguments = attachingNegativeValues(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(arguments)

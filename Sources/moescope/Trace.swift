@@ -76,8 +76,11 @@ extension Trace {
         let tokenizerName = URL(fileURLWithPath: tokenizerTarget).lastPathComponent
         var copied: String?
         if FileManager.default.isReadableFile(atPath: tokenizerSource) {
-            try? FileManager.default.removeItem(atPath: tokenizerTarget)
-            try FileManager.default.copyItem(atPath: tokenizerSource, toPath: tokenizerTarget)
+            // Through a temporary and a rename, like the trace itself: a failed write leaves the
+            // previous copy whole, never a truncated one.
+            try writeAtomically(
+                RegularFile.read(tokenizerSource, what: "tokenizer", limit: 1 << 30, remedy: "check the model folder's tokenizer.json"),
+                to: tokenizerTarget)
             copied = tokenizerName
         }
         let family =

@@ -506,6 +506,28 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: "/dev/null"))
     }
 
+    /// A write that fails part-way (a full disk; here a file-size limit, which the command
+    /// must survive rather than die of SIGXFSZ) is one line naming the file and the system's
+    /// reason, and the file it would have replaced is still whole.
+    @Test func aFailedWriteKeepsWhatWasWritten() throws {
+        let text = String(repeating: "the routing of a longer text ", count: 6)
+        let first = try run(["trace", "--text", text, "--out", "t.safetensors"])
+        #expect(first.status == 0, "\(first.stderr)")
+        let before = try Data(contentsOf: URL(fileURLWithPath: "\(scratch)/t.safetensors"))
+        let limitKiB = 8  // above the tokenizer copy, below the trace
+        #expect(before.count > limitKiB * 1024)
+        for arguments in [
+            ["trace", "--text", text, "--out", "t.safetensors"], ["bench", "--trace-only", "--trace-tokens", "20000", "--repeats", "1"],
+        ] {
+            try expectRefused(
+                arguments, ["cannot write", "File too large"], absent: ["NSCocoaErrorDomain"], seconds: 60,
+                through: "ulimit -f \(limitKiB); TMPDIR=\"$PWD\" exec \"$0\" \"$@\"")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(scratch)/t.safetensors")) == before)
+        let left = try FileManager.default.contentsOfDirectory(atPath: scratch).filter { $0.hasSuffix(".tmp") }
+        #expect(left.isEmpty, "\(left)")
+    }
+
     /// A bench run killed with SIGKILL leaves its synthetic trace in the temporary folder; the
     /// next run removes it (its process is gone) and removes its own.
     @Test func benchRemovesTheTraceAKilledRunLeft() throws {
