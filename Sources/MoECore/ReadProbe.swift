@@ -47,10 +47,13 @@ public enum ReadProbe {
             ("BF16 matrix-vector kernel, 1 thread", { Kernels.multiply([product], threads: 1) }),
             ("BF16 matrix-vector kernel, 2 threads", { Kernels.multiply([product], threads: 2) }),
         ]
-        // A decoded OLMoE token's products: the same bytes in one call, then as the 17 calls a
-        // token makes, with the rows split in units of 512, 256 and 128 KB.
+        // A decoded OLMoE token's products: as the 17 calls a token makes on one thread, in one
+        // call on two, then as the 17 calls with the rows split in units of 512, 256 and 128 KB.
         let tokenPasses: [(String, () -> Void)] =
-            [("token's products in 1 call, 2 threads", { Kernels.multiply(token.flatMap { $0 }, threads: 2) })]
+            [
+                ("token's 17 calls, 1 thread", { for call in token { Kernels.multiply(call, threads: 1) } }),
+                ("token's products in 1 call, 2 threads", { Kernels.multiply(token.flatMap { $0 }, threads: 2) }),
+            ]
             + [512, 256, 128].map { kb in
                 (
                     "token's 17 calls, 2 threads, \(kb) KB units",
