@@ -60,8 +60,26 @@ public enum ReadProbe {
                     { for call in token { Kernels.multiply(call, threads: 2, unitBytes: kb << 10) } }
                 )
             }
+        // What `bench --model` measures its limit and kernel rate on: a 512 MB buffer allocated
+        // and written just before one timed pass (the rate the function returns, in bytes/s).
+        let fresh: [(String, () -> Double)] = [1, 2].flatMap { threads in
+            [
+                (
+                    "bench's read: fresh 512 MB, \(threads) thread\(threads == 1 ? "" : "s")",
+                    {
+                        MachineLimits.readBandwidth(threads: threads, repeats: 1)
+                    }
+                ),
+                (
+                    "bench's BF16 kernel: fresh 512 MB, \(threads) thread\(threads == 1 ? "" : "s")",
+                    {
+                        MachineLimits.matrixVectorBandwidth(dtype: .bf16, threads: threads, repeats: 1)
+                    }
+                ),
+            ]
+        }
         let all = passes.map { ($0.0, $0.1, bytes) } + tokenPasses.map { ($0.0, $0.1, tokenBytes) }
-        var variants = all.map { Variant(name: $0.0) }
+        var variants = all.map { Variant(name: $0.0) } + fresh.map { Variant(name: $0.0) }
         for (_, pass, _) in all { pass() }  // warm-up: the worker started, the code paged in
         for _ in 0..<max(1, rounds) {
             for (i, (_, pass, passBytes)) in all.enumerated() {
@@ -69,6 +87,7 @@ public enum ReadProbe {
                 pass()
                 variants[i].rates.append(Double(passBytes) / Double(DispatchTime.now().uptimeNanoseconds - began))
             }
+            for (i, (_, measure)) in fresh.enumerated() { variants[all.count + i].rates.append(measure() / 1e9) }
         }
         return variants
     }
