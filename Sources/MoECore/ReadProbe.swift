@@ -16,6 +16,8 @@ public enum ReadProbe {
     /// first); each round runs every variant once, in turn, so a change in the machine's load
     /// touches all of them alike. Two-thread variants split the buffer into two contiguous
     /// halves, one per core, and time the pass from the start of both to the end of the last.
+    /// The last variants are what `bench --model` measures its limit and kernel rate on: a
+    /// separate 512 MB buffer allocated and written just before its one timed pass.
     public static func run(megabytes: Int = 1024, rounds: Int = 9) -> [Variant] {
         let bytes = megabytes << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
