@@ -14,7 +14,8 @@ each in its own process so memory is returned between steps, runs
 `moescope bench --model` on the same folders, the two taking turns `--rounds` times (5 by
 default), and prints the medians of the rounds with their range [min–max] beside each (the
 speed-up and the ratio to the limit taken round by round), every round's values, and the
-memory-bandwidth limit that `moescope bench` measures. `--dtypes bfloat16` skips the F32 model. Build moescope first: `swift build -c release`.
+memory-bandwidth limit that `moescope bench` measures (against a plain read of a buffer written just before,
+and against the same read over the LM head's mapped bytes, the page cache the weights are read from). `--dtypes bfloat16` skips the F32 model. Build moescope first: `swift build -c release`.
 Qwen-MoE and Mixtral shapes are not included: at their published widths even one or two layers
 exceed the memory this shared machine allows one process.
 """
@@ -158,6 +159,8 @@ def compare(family, args):
                              rounds_ours=our_ms, rounds_theirs=their_ms,
                              bandwidth=med(bandwidth), limit=bytes_ / med(bandwidth),
                              paireds=[o[f"decode / bandwidth limit, paired ({label})"] for o in ours],
+                             weight_read=med([o[f"read bandwidth of the mapped weights, median of runs ({label})"] for o in ours]),
+                             weight_paireds=[o[f"decode / weight-read limit, paired ({label})"] for o in ours],
                              kernel=med([o[f"matrix-vector kernel read rate ({label})"] for o in ours]),
                              kernel_share=med([o[f"matrix-vector kernel read rate ({label})"] / o[f"read bandwidth ({label})"] for o in ours]),
                              their_prefill=med([t["prefill_tps"] for t in theirs[threads]]),
@@ -173,19 +176,20 @@ def compare(family, args):
     def spread(values, digits, suffix=""):
         return f"{med(values):.{digits}f}{suffix} [{min(values):.{digits}f}–{max(values):.{digits}f}]"
     print("| dtype | layers | threads | load avg | MB read/token | transformers ms/token | moescope ms/token | speed-up "
-          "| read GB/s | limit ms/token | moescope / limit (paired) | kernel GB/s (% of read) | prefill tok/s (tf / moescope) "
-          "| RSS MB: tf peak (anon) / moescope peak (weights touched) |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| read GB/s | limit ms/token | moescope / limit (paired) | weights' read GB/s | moescope / weight-read limit (paired) "
+          "| kernel GB/s (% of read) | prefill tok/s (tf / moescope) | RSS MB: tf peak (anon) / moescope peak (weights touched) |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['dtype']} | {r['layers']} | {r['threads']} | {min(r['loads']):.1f}–{max(r['loads']):.1f} | {r['bytes']:.0f} | "
               f"{spread(r['rounds_theirs'], 1)} | {spread(r['rounds_ours'], 1)} | {spread(r['speedups'], 2, 'x')} | "
               f"{r['bandwidth']:.1f} | {r['limit']:.1f} | {spread(r['paireds'], 2, 'x')} | "
+              f"{r['weight_read']:.1f} | {spread(r['weight_paireds'], 2, 'x')} | "
               f"{r['kernel']:.1f} ({r['kernel_share'] * 100:.0f} %) | {r['their_prefill']:.0f} / {r['our_prefill']:.0f} | "
               f"{r['their_rss']:.0f} ({r['their_anon']:.0f}) / {r['our_rss']:.0f} ({r['touched']:.0f}) |")
-    print("\nPer round, ms/token (transformers / moescope = speed-up; moescope / limit, paired):")
+    print("\nPer round, ms/token (transformers / moescope = speed-up; moescope / limit, paired; / weight-read limit, paired):")
     for r in rows:
-        pairs = ", ".join(f"{t:.1f} / {o:.1f} = {x:.2f}x; {p:.2f}x"
-                          for t, o, x, p in zip(r["rounds_theirs"], r["rounds_ours"], r["speedups"], r["paireds"]))
+        pairs = ", ".join(f"{t:.1f} / {o:.1f} = {x:.2f}x; {p:.2f}x; {w:.2f}x"
+                          for t, o, x, p, w in zip(r["rounds_theirs"], r["rounds_ours"], r["speedups"], r["paireds"], r["weight_paireds"]))
         print(f"- {r['dtype']}, {r['threads']} thread(s): {pairs}")
     sys.stdout.flush()
 

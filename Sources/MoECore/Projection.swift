@@ -62,7 +62,13 @@ public struct MappedLinear: Projection {
     /// One wake-up of the threads serves every product. Bit-identical for any thread count.
     public static func apply(_ products: [(projection: MappedLinear, input: Tensor)], threads: Int) -> [Tensor] {
         var outputs = products.map { Tensor(uninitialized: [$0.input.rows, $0.projection.outFeatures]) }
-        let inputCount = products.reduce(0) { $0 + $1.input.count }
+        // Products given the same tensor (q, k and v; an expert's gate and up) share one copy of
+        // it, so `Kernels.multiply` also lays it out once.
+        let storage = products.map { $0.input.scalars.withUnsafeBufferPointer { $0.baseAddress } }
+        let firstWithInput = storage.indices.map { i in
+            storage.indices.first { storage[$0] == storage[i] && products[$0].input.count == products[i].input.count }!
+        }
+        let inputCount = products.indices.reduce(0) { $0 + (firstWithInput[$1] == $1 ? products[$1].input.count : 0) }
         let outputCount = outputs.reduce(0) { $0 + $1.count }
         // One buffer holds every input and output while the threads run, so their addresses
         // stay valid for the whole call.
@@ -71,11 +77,17 @@ public struct MappedLinear: Projection {
         var jobs: [WeightProduct] = []
         var inputAt = 0
         var outputAt = inputCount
-        for (linear, input) in products {
+        for (i, (linear, input)) in products.enumerated() {
             precondition(input.cols == linear.inFeatures, "\(linear.weight.name) expects \(linear.inFeatures) inputs, got \(input.cols)")
-            input.scalars.withUnsafeBufferPointer { (buffer + inputAt).update(from: $0.baseAddress!, count: $0.count) }
-            jobs.append(WeightProduct(weight: linear.weight.stored, input: buffer + inputAt, output: buffer + outputAt, count: input.rows))
-            inputAt += input.count
+            let copy: UnsafeMutablePointer<Float>
+            if firstWithInput[i] == i {
+                copy = buffer + inputAt
+                input.scalars.withUnsafeBufferPointer { copy.update(from: $0.baseAddress!, count: $0.count) }
+                inputAt += input.count
+            } else {
+                copy = UnsafeMutablePointer(mutating: jobs[firstWithInput[i]].input)
+            }
+            jobs.append(WeightProduct(weight: linear.weight.stored, input: copy, output: buffer + outputAt, count: input.rows))
             outputAt += input.rows * linear.outFeatures
         }
         Kernels.multiply(jobs, threads: threads)

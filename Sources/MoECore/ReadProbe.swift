@@ -16,6 +16,8 @@ public enum ReadProbe {
     /// first); each round runs every variant once, in turn, so a change in the machine's load
     /// touches all of them alike. Two-thread variants split the buffer into two contiguous
     /// halves, one per core, and time the pass from the start of both to the end of the last.
+    /// The last variants are what `bench --model` measures its limit and kernel rate on: a
+    /// separate 512 MB buffer allocated and written just before its one timed pass.
     public static func run(megabytes: Int = 1024, rounds: Int = 9) -> [Variant] {
         let bytes = megabytes << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
@@ -47,18 +49,39 @@ public enum ReadProbe {
             ("BF16 matrix-vector kernel, 1 thread", { Kernels.multiply([product], threads: 1) }),
             ("BF16 matrix-vector kernel, 2 threads", { Kernels.multiply([product], threads: 2) }),
         ]
-        // A decoded OLMoE token's products: the same bytes in one call, then as the 17 calls a
-        // token makes, with the rows split in units of 512, 256 and 128 KB.
+        // A decoded OLMoE token's products: as the 17 calls a token makes on one thread, in one
+        // call on two, then as the 17 calls with the rows split in units of 512, 256 and 128 KB.
         let tokenPasses: [(String, () -> Void)] =
-            [("token's products in 1 call, 2 threads", { Kernels.multiply(token.flatMap { $0 }, threads: 2) })]
+            [
+                ("token's 17 calls, 1 thread", { for call in token { Kernels.multiply(call, threads: 1) } }),
+                ("token's products in 1 call, 2 threads", { Kernels.multiply(token.flatMap { $0 }, threads: 2) }),
+            ]
             + [512, 256, 128].map { kb in
                 (
                     "token's 17 calls, 2 threads, \(kb) KB units",
                     { for call in token { Kernels.multiply(call, threads: 2, unitBytes: kb << 10) } }
                 )
             }
+        // What `bench --model` measures its limit and kernel rate on: a 512 MB buffer allocated
+        // and written just before one timed pass (the rate the function returns, in bytes/s).
+        let fresh: [(String, () -> Double)] = [1, 2].flatMap { threads in
+            [
+                (
+                    "bench's read: fresh 512 MB, \(threads) thread\(threads == 1 ? "" : "s")",
+                    {
+                        MachineLimits.readBandwidth(threads: threads, repeats: 1)
+                    }
+                ),
+                (
+                    "bench's BF16 kernel: fresh 512 MB, \(threads) thread\(threads == 1 ? "" : "s")",
+                    {
+                        MachineLimits.matrixVectorBandwidth(dtype: .bf16, threads: threads, repeats: 1)
+                    }
+                ),
+            ]
+        }
         let all = passes.map { ($0.0, $0.1, bytes) } + tokenPasses.map { ($0.0, $0.1, tokenBytes) }
-        var variants = all.map { Variant(name: $0.0) }
+        var variants = all.map { Variant(name: $0.0) } + fresh.map { Variant(name: $0.0) }
         for (_, pass, _) in all { pass() }  // warm-up: the worker started, the code paged in
         for _ in 0..<max(1, rounds) {
             for (i, (_, pass, passBytes)) in all.enumerated() {
@@ -66,6 +89,7 @@ public enum ReadProbe {
                 pass()
                 variants[i].rates.append(Double(passBytes) / Double(DispatchTime.now().uptimeNanoseconds - began))
             }
+            for (i, (_, measure)) in fresh.enumerated() { variants[all.count + i].rates.append(measure() / 1e9) }
         }
         return variants
     }

@@ -76,17 +76,24 @@ extension Kernels {
     ) {
         let work = products.filter { $0.count > 0 && $0.weight.rows > 0 }
         guard !work.isEmpty else { return }
-        // Inputs in the pair layout their weights' loads produce.
+        // Inputs in the pair layout their weights' loads produce, each laid out once: products
+        // that read the same input (q, k and v; an expert's gate and up) share its copy.
+        var laidOut: [(input: UnsafePointer<Float>, count: Int, columns: Int, interleaved: Bool, paired: UnsafeMutablePointer<Float>)] = []
         let inputs = work.map { product -> UnsafeMutablePointer<Float> in
             let k = product.weight.columns
             let n = product.count
-            let paired = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * k))
-            for r in 0..<n {
-                pairLayout(product.input + r * k, into: paired + r * k, columns: k, interleaved: product.weight.dtype != .f32)
+            let interleaved = product.weight.dtype != .f32
+            if let same = laidOut.first(where: {
+                $0.input == product.input && $0.count == n && $0.columns == k && $0.interleaved == interleaved
+            }) {
+                return same.paired
             }
+            let paired = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * k))
+            for r in 0..<n { pairLayout(product.input + r * k, into: paired + r * k, columns: k, interleaved: interleaved) }
+            laidOut.append((product.input, n, k, interleaved, paired))
             return paired
         }
-        defer { for p in inputs { p.deallocate() } }
+        defer { for copy in laidOut { copy.paired.deallocate() } }
 
         // Units of ~`unitBytes` of weights, whole multiples of four rows (the kernel's row group).
         var units: [(product: Int, rows: Range<Int>, bytes: Int)] = []
@@ -159,16 +166,14 @@ extension Kernels {
     }
 
     /// Copies one input row into the order `multiplyRows` reads it: each full chunk of 32 as
-    /// its even columns then its odd ones (for 16-bit weights), the tail as it is.
+    /// its even columns then its odd ones (for 16-bit weights; one two-register permute per
+    /// chunk), the tail as it is.
     static func pairLayout(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, columns k: Int, interleaved: Bool) {
         let chunks = interleaved ? k / pairChunk : 0
         for c in 0..<chunks {
-            let source = x + c * pairChunk
-            let target = out + c * pairChunk
-            for i in 0..<pairChunk / 2 {
-                target[i] = source[2 * i]
-                target[pairChunk / 2 + i] = source[2 * i + 1]
-            }
+            let chunk = UnsafeRawPointer(x + c * pairChunk).loadUnaligned(as: SIMD32<Float>.self)
+            store(chunk.evenHalf, out + c * pairChunk)
+            store(chunk.oddHalf, out + c * pairChunk + width)
         }
         let done = chunks * pairChunk
         (out + done).update(from: x + done, count: k - done)

@@ -30,6 +30,10 @@ extension HubModel {
 
     /// The dtype the LM head (the largest single read) is stored in: the model's weight dtype.
     public var weightDType: SafeTensorsDType { lmHead.weight.dtype }
+
+    /// The LM head's stored bytes, where the mapping holds them: the largest region of weights
+    /// every decoded token reads, for a plain read of the page cache the weights live in.
+    public var lmHeadWeights: StoredMatrix { lmHead.weight.stored }
 }
 
 extension SwiGLU where P == MappedLinear {

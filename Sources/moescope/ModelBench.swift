@@ -45,6 +45,11 @@ extension BenchCommand {
             var decode: [Double] = []
             var bandwidths: [Double] = []
             var pairedRatios: [Double] = []
+            // The same plain read over the LM head's mapped bytes: the page cache the weights
+            // are read from, rather than a buffer written just before it is read.
+            let head = model.lmHeadWeights
+            var weightReads: [Double] = []
+            var weightPairedRatios: [Double] = []
             _ = try model.forward(Array(tokens.prefix(4)))  // warm-up
             progress("\(label): matrix-vector kernel against a plain read")
             var kernelRate = MachineLimits.matrixVectorBandwidth(dtype: model.weightDType, threads: threads)
@@ -58,6 +63,8 @@ extension BenchCommand {
                             : String(format: ", %.1f ms/token so far, ETA %.0f s", median(decode), perRun * Double(repeats - repeat_))))
                 let bandwidth = MachineLimits.readBandwidth(threads: threads, repeats: 3)
                 bandwidths.append(bandwidth)
+                let weightRead = MachineLimits.readBandwidth(of: head.base, bytes: head.byteCount, threads: threads, repeats: 3)
+                weightReads.append(weightRead)
                 var cache = model.makeCache()
                 var began = monotonicNanoseconds()
                 _ = try model.forward(Array(tokens.prefix(promptLength)), appendingTo: &cache)
@@ -72,6 +79,7 @@ extension BenchCommand {
                 }
                 decode += run
                 pairedRatios.append(median(run) / (bytesPerToken / bandwidth * 1e3))
+                weightPairedRatios.append(median(run) / (bytesPerToken / weightRead * 1e3))
             }
             progress("\(label): matrix-vector kernel against a plain read")
             kernelRate = max(kernelRate, MachineLimits.matrixVectorBandwidth(dtype: model.weightDType, threads: threads))
@@ -101,6 +109,12 @@ extension BenchCommand {
             table.record(
                 "decode / bandwidth limit, paired (\(label))", median(pairedRatios), "x",
                 "median over runs of (run's median ms/token) / (limit at the bandwidth measured just before it)")
+            table.record(
+                "read bandwidth of the mapped weights, median of runs (\(label))", median(weightReads) / 1e9, "GB/s",
+                "the same plain read over the LM head's \(head.byteCount >> 20) MB in the page cache, just before each run")
+            table.record(
+                "decode / weight-read limit, paired (\(label))", median(weightPairedRatios), "x",
+                "as above, the limit at the read of the mapped weights measured just before each run")
             table.record("prefill tokens/s (\(label))", Double(promptLength) / median(prefill), "tok/s", "\(promptLength)-token prompt")
         }
         table.record("load average at the end", loadAverage(), "", "")

@@ -156,6 +156,62 @@ import Testing
         }
     }
 
+    /// Products that read one input (q, k and v; an expert's gate and up) share its laid-out
+    /// copy: their outputs equal those of the same products given separate copies of the input,
+    /// bit for bit, on one thread and two; a product reading only a prefix of the same memory
+    /// (fewer columns) or fewer of its rows is laid out on its own.
+    @Test(arguments: [SafeTensorsDType.f32, .f16, .bf16])
+    func productsSharingAnInputMatchSeparateCopies(dtype: SafeTensorsDType) {
+        let columns = 200
+        let weights = [(130, columns), (64, columns), (9, columns), (40, 96), (30, columns)].enumerated().map {
+            Stored(rows: $1.0, columns: $1.1, dtype: dtype, seed: UInt64($0 + 11))
+        }
+        defer { weights.forEach { $0.bytes.deallocate() } }
+        var g = SeededGenerator(seed: 12)
+        for n in [1, 3] {
+            let x = (0..<(n * columns)).map { _ in g.nextNormal() }
+            let shared = UnsafeMutablePointer<Float>.allocate(capacity: x.count)
+            shared.initialize(from: x, count: x.count)
+            defer { shared.deallocate() }
+            // The fourth reads the first 96 columns of each row as a row of its own (input rows
+            // 96 apart), the fifth one row fewer of the same memory.
+            let counts = [n, n, n, n * columns / 96, max(1, n - 1)]
+            let outputs = weights.indices.map { i in UnsafeMutablePointer<Float>.allocate(capacity: counts[i] * weights[i].matrix.rows) }
+            defer { outputs.forEach { $0.deallocate() } }
+            let separate = multiply(
+                weights.indices.map { i in (weights[i], Array(x.prefix(counts[i] * weights[i].matrix.columns)), counts[i]) }, threads: 1)
+            for threads in [1, 2] {
+                Kernels.multiply(
+                    weights.indices.map { i in WeightProduct(weight: weights[i].matrix, input: shared, output: outputs[i], count: counts[i])
+                    },
+                    threads: threads, unitBytes: 512, minimumBytesPerThread: 0)
+                for i in weights.indices {
+                    let y = UnsafeBufferPointer(start: outputs[i], count: counts[i] * weights[i].matrix.rows)
+                    #expect(
+                        zip(y, separate[i]).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(dtype) n \(n) product \(i) threads \(threads)"
+                    )
+                }
+            }
+        }
+    }
+
+    /// The pair layout: each full chunk of 32 columns as its 16 even columns then its 16 odd
+    /// ones, the ragged tail as it is; F32 weights read the input unchanged.
+    @Test func pairLayoutPutsEvenColumnsBeforeOdd() {
+        let k = 70
+        let x = (0..<k).map(Float.init)
+        var out = [Float](repeating: .nan, count: k)
+        for interleaved in [true, false] {
+            x.withUnsafeBufferPointer { xp in
+                out.withUnsafeMutableBufferPointer {
+                    Kernels.pairLayout(xp.baseAddress!, into: $0.baseAddress!, columns: k, interleaved: interleaved)
+                }
+            }
+            let chunk = { (c: Int) in (0..<16).map { Float(c * 32 + 2 * $0) } + (0..<16).map { Float(c * 32 + 2 * $0 + 1) } }
+            #expect(out == (interleaved ? chunk(0) + chunk(1) + [64, 65, 66, 67, 68, 69] : x), "interleaved \(interleaved)")
+        }
+    }
+
     /// The shares split the units into contiguous runs of about equal bytes, each taken from its
     /// front by its own thread; a thread whose share is done takes the others' from the back, so
     /// every unit is run exactly once even when one thread never starts.
