@@ -83,7 +83,11 @@ import Testing
         let gruRows = Self.heatmapRows(screen)
 
         try Self.tmux("send-keys", "-t", session, "1")
-        screen = try Self.waitForScreen(session) { $0.contains("router Linear") }
+        // Waits for the whole new frame, not its first line: under load tmux can capture a frame
+        // that ncurses is still writing (the status line new, the heatmap still the GRU's).
+        screen = try Self.waitForScreen(session) {
+            $0.contains("router Linear") && $0.contains("has no recurrent state") && Self.heatmapRows($0) != gruRows
+        }
         #expect(screen.contains("router Linear") && screen.contains("token 3/"), "router switch failed:\n\(screen)")
         #expect(Self.heatmapRows(screen) != gruRows, "switching router did not change the routing shown")
         #expect(screen.contains("has no recurrent state"))
