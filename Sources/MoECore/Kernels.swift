@@ -531,12 +531,7 @@ public enum Kernels {
             }
             i0 += rows
         }
-        for i in 0..<count {
-            let row = scores + i * length
-            let visible = offset + i + 1
-            softmax(row, count: visible, scale: scale)
-            (row + visible).update(repeating: 0, count: length - visible)
-        }
+        for i in 0..<count { causalSoftmax(scores + i * length, count: offset + i + 1, length: length, scale: scale) }
         i0 = 0
         while i0 < count {
             let rows = attentionBlock(count - i0)
@@ -551,6 +546,69 @@ public enum Kernels {
             }
             i0 += rows
         }
+    }
+
+    /// One row of causal attention's scores: `softmax(x, count: n, scale: scale)` bit for bit,
+    /// then the masked entries n..<length set to 0. A row of 16 or more entries reads its last
+    /// n mod 16 as the vector ending at entry n (overlapping the previous one) rather than as a
+    /// partial vector padded with −∞: the partial loads and stores went through memory a lane
+    /// at a time (three store-forwarding stalls a row), and e^−∞ on the padding lanes took the
+    /// subnormal path of the 2ⁿ scaling; together a quarter of a long text's softmax time. The
+    /// maximum is taken on the unscaled scores, max(x)·s being max(x·s) for s > 0, so the first
+    /// pass writes nothing. The sums add the same lanes in the same order as `softmax`.
+    static func causalSoftmax(_ x: UnsafeMutablePointer<Float>, count n: Int, length: Int, scale: Float) {
+        guard n >= width, scale > 0 else {
+            softmax(x, count: n, scale: scale)
+            (x + n).update(repeating: 0, count: length - n)
+            return
+        }
+        let full = n - n % width
+        let rest = n - full
+        let last = x + n - width  // the last 16 entries; its top `rest` lanes are past `full`
+        var lanes = Vector(repeating: -.infinity)
+        var i = 0
+        while i < full {
+            let v = load(x + i)
+            lanes = select(signMask(v - lanes), lanes, v)
+            i += width
+        }
+        if rest > 0 {
+            let v = load(last)
+            lanes = select(signMask(v - lanes), lanes, v)
+        }
+        let scales = Vector(repeating: scale)
+        let shift = Vector(repeating: laneMax(lanes) * scale)
+        // The last vector's exponentials from the scores, before the loop overwrites the lanes
+        // it shares with the last full vector (which compute the same values).
+        let lastExp = rest > 0 ? exp(load(last) * scales - shift) : Vector()
+        var sums = Vector()
+        i = 0
+        while i < full {
+            let e = exp(load(x + i) * scales - shift)
+            store(e, x + i)
+            sums += e
+            i += width
+        }
+        if rest > 0 {
+            store(lastExp, last)
+            sums += lanesShiftedDown(lastExp, by: width - rest)  // entry full + j in lane j, as `softmax` adds it
+        }
+        let inverse = Vector(repeating: 1 / laneSum(sums))
+        let lastScaled = load(last) * inverse
+        i = 0
+        while i < full {
+            store(load(x + i) * inverse, x + i)
+            i += width
+        }
+        if rest > 0 { store(lastScaled, last) }
+        (x + n).update(repeating: 0, count: length - n)
+    }
+
+    /// Lanes `s`…15 of v moved to lanes 0…15−s, zeros above (one unaligned load from a
+    /// 32-float copy: a single stall a row where the partial loads stalled per lane).
+    @inline(__always) static func lanesShiftedDown(_ v: Vector, by s: Int) -> Vector {
+        var pair = (v, Vector())
+        return withUnsafeMutableBytes(of: &pair) { load($0.baseAddress!.assumingMemoryBound(to: Float.self) + s) }
     }
 
     /// Query rows in the next block of causal attention when `remaining` are left: 48, or all
@@ -693,6 +751,17 @@ public enum Kernels {
         let full = n - n % width
         let rest = n - full
         let scales = Vector(repeating: scale)
+        if full == 0 && rest > 0 {
+            // One partial vector (a router's row of 8 logits): the same lanes as the passes
+            // below, kept in registers, so the row is read and written once, not three times
+            // (each partial read stalls on the partial write before it).
+            let inside = (laneIndices &- SIMD16<Int32>(repeating: Int32(rest))) &>> 31  // lanes 0..<rest
+            let v = select(inside, loadPartial(x, count: rest, padding: -.infinity) * scales, Vector(repeating: -.infinity))
+            let e = exp(v - Vector(repeating: laneMax(v)))
+            let inverse = Vector(repeating: 1 / laneSum(select(inside, e, Vector())))
+            storePartial(e * inverse, x, count: rest)
+            return
+        }
         // Scaled in place with the maximum taken on the way (v − max < 0 keeps the max; a row
         // holding NaN comes out NaN whichever lane the select keeps).
         var lanes = Vector(repeating: -.infinity)
