@@ -548,12 +548,13 @@ public enum Kernels {
         }
     }
 
-    /// One row of causal attention's scores: `softmax(x, count: n, scale: scale)` bit for bit,
-    /// then the masked entries n..<length set to 0. A row of 16 or more entries reads its last
-    /// n mod 16 as the vector ending at entry n (overlapping the previous one) rather than as a
-    /// partial vector padded with −∞: the partial loads and stores went through memory a lane
-    /// at a time (three store-forwarding stalls a row), and e^−∞ on the padding lanes took the
-    /// subnormal path of the 2ⁿ scaling; together a quarter of a long text's softmax time. The
+    /// One row of causal attention's scores: `softmax(x, count: n, scale: scale)` with
+    /// `fusedExp` (a third faster than `exp` here), then the masked entries n..<length set to 0;
+    /// rows under 16 entries (a window's first 15) run `softmax` itself. A longer row reads its
+    /// last n mod 16 entries as the vector ending at entry n (overlapping the previous one)
+    /// rather than as a partial vector padded with −∞: the partial loads and stores went through
+    /// memory a lane at a time (three store-forwarding stalls a row), and e^−∞ on the padding
+    /// lanes took `exp`'s subnormal path; together a quarter of a long text's softmax time. The
     /// maximum is taken on the unscaled scores, max(x)·s being max(x·s) for s > 0, so the first
     /// pass writes nothing. The sums add the same lanes in the same order as `softmax`.
     static func causalSoftmax(_ x: UnsafeMutablePointer<Float>, count n: Int, length: Int, scale: Float) {
