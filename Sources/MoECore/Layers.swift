@@ -91,6 +91,31 @@ public struct RotaryEmbedding: Sendable {
     /// `inverse` rotates by the opposite angle (the transpose, used by the backward pass).
     public func apply(_ x: UnsafeMutablePointer<Float>, numHeads: Int, position: Int, inverse: Bool = false) {
         let base = position * halfDim
+        // 16 pairs at a time where the half fits whole vectors (moescope's heads: D = 32), with
+        // the same products and differences, so the same bits.
+        if halfDim % Kernels.width == 0 {
+            return cosines.withUnsafeBufferPointer { cp in
+                sines.withUnsafeBufferPointer { sp in
+                    for h in 0..<numHeads {
+                        let head = x + h * 2 * halfDim
+                        var i = 0
+                        while i < halfDim {
+                            let a = Kernels.load(head + i)
+                            let b = Kernels.load(head + i + halfDim)
+                            let c = Kernels.load(cp.baseAddress! + base + i)
+                            let sine = Kernels.load(sp.baseAddress! + base + i)
+                            // A sign flip, as the scalar negation (SIMD's prefix − is 0 − x, +0 for 0).
+                            let s =
+                                inverse
+                                ? unsafeBitCast(unsafeBitCast(sine, to: SIMD16<UInt32>.self) ^ 0x8000_0000, to: Kernels.Vector.self) : sine
+                            Kernels.store(a * c - b * s, head + i)
+                            Kernels.store(b * c + a * s, head + i + halfDim)
+                            i += Kernels.width
+                        }
+                    }
+                }
+            }
+        }
         for h in 0..<numHeads {
             let head = x + h * 2 * halfDim
             for i in 0..<halfDim {
