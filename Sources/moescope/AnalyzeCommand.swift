@@ -68,7 +68,7 @@ struct AnalyzeCommand: ParsableCommand {
             inputs = [("text", opened.tokenizer.encode(try input.read()))]
         } else {
             let locator = try model.assets.locate()
-            let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
+            let corpus = try Corpus.load(path: locator.corpusPath)
             let perDomain = max(1, maxTokens / max(1, corpus.domains.count))
             for domain in corpus.domains {
                 var ids: [Int] = []

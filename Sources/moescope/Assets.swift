@@ -7,7 +7,9 @@ import MoECore
 struct AssetLocator {
     let root: String
 
-    init(explicit: String?) throws {
+    /// `marker` is the file that makes a folder the assets folder: the tokenizer for every
+    /// command that reads one, the corpus for the command that makes the tokenizer.
+    init(explicit: String?, marker: String = "tokenizer.json") throws {
         let environment = ProcessInfo.processInfo.environment["MOESCOPE_ASSETS"]
         // A folder the user names is the only one looked in: falling back to another would run
         // on assets they did not ask for.
@@ -20,10 +22,10 @@ struct AssetLocator {
                 folder = folder.deletingLastPathComponent()
             }
         }
-        guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: "\($0)/tokenizer.json") }) else {
+        guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: "\($0)/\(marker)") }) else {
             throw CLIError(
                 explicit.map {
-                    "--assets \($0) holds no moescope assets (no tokenizer.json in it) — pass the assets folder of a moescope checkout"
+                    "--assets \($0) holds no moescope assets (no \(marker) in it) — pass the assets folder of a moescope checkout"
                 }
                     ?? "no moescope assets found (looked in \(candidates.first ?? "./assets")) — run from the repository root or pass --assets DIR"
             )
@@ -33,6 +35,8 @@ struct AssetLocator {
 
     func checkpointDirectory(for router: RouterKind) -> String { "\(root)/checkpoints/\(router.rawValue)" }
     var tokenizerPath: String { "\(root)/tokenizer.json" }
+    static let corpusFile = "corpus/corpus.jsonl"
+    var corpusPath: String { "\(root)/\(Self.corpusFile)" }
 }
 
 /// A one-line error for the user; ArgumentParser prints it after "Error:" and exits non-zero.

@@ -239,16 +239,28 @@ extension BenchCommand {
         }
     }
 
+    /// Removes the synthetic traces of earlier runs killed with SIGKILL, which no handler sees:
+    /// `moescope-bench-PID.safetensors`, and the stream writer's temporary of it
+    /// (`.moescope-bench-PID.safetensors.PID.tmp`), whose run is no longer running.
+    static func removeAbandonedTraces(in folder: String) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
+            let bare = name.hasPrefix(".") ? name.dropFirst() : Substring(name)
+            guard bare.hasPrefix("moescope-bench-"), bare.contains(".safetensors"),
+                let pid = Int32(bare.dropFirst("moescope-bench-".count).prefix(while: \.isNumber)), pid != getpid()
+            else { continue }
+            if kill(pid, 0) == 0 || errno == EPERM { continue }  // that run is still going
+            try? FileManager.default.removeItem(atPath: "\(folder)/\(name)")
+        }
+    }
+
     /// `analyze --trace` on a synthetic trace of DeepSeek-V3's routed shape (58 layers, top-8 of
     /// 256): opening it, and the streaming analysis in token-layers per second and in GB/s of
     /// expert ids read (against the memory bandwidth that bounds it).
     func measureRecordedTrace(into table: inout BenchTable) throws {
         guard traceTokens > 0 else { return }
-        // Named the way `writeAtomically` names its temporaries, so a run killed with SIGKILL
-        // (which no handler sees) leaves a file the next run recognises and removes.
         let temporaryFolder = URL(fileURLWithPath: NSTemporaryDirectory()).path
-        if keepTrace == nil { removeStaleTemporaryFiles(in: temporaryFolder, of: "moescope-bench.safetensors") }
-        let path = keepTrace ?? temporaryFolder + "/.moescope-bench.safetensors.\(getpid()).tmp"
+        if keepTrace == nil { Self.removeAbandonedTraces(in: temporaryFolder) }
+        let path = keepTrace ?? temporaryFolder + "/moescope-bench-\(getpid()).safetensors"
         // The trace is gigabytes: a ^C while it is measured must not leave it in the temporary folder.
         if keepTrace == nil { InterruptCleanup.register(path) }
         defer { if keepTrace == nil { InterruptCleanup.unregister(path) } }
@@ -311,7 +323,7 @@ extension BenchCommand {
     /// shards of 8 sequences side by side on every core, logits for every token — the
     /// throughput issue 13 sets `analyze` against.
     func measureTrainingForward(_ shipped: ShippedModels, into table: inout BenchTable) throws {
-        let corpus = try Corpus.load(path: "\(shipped.locator.root)/corpus/corpus.jsonl")
+        let corpus = try Corpus.load(path: shipped.locator.corpusPath)
         var heldOut: [Int] = []
         for document in corpus.documents(in: .heldout) where heldOut.count < 16_384 { heldOut += shipped.tokenizer.encode(document.text) }
         let model = try shipped.model(.gru)
@@ -341,7 +353,7 @@ extension BenchCommand {
     /// `analyze` on a long text: 16,384 held-out tokens routed and summarised as `analyze` does
     /// it past its first 8,192 tokens (the every-expert norm sample), GRU router, on every core.
     func measureAnalyze(_ shipped: ShippedModels, into table: inout BenchTable) throws {
-        let corpus = try Corpus.load(path: "\(shipped.locator.root)/corpus/corpus.jsonl")
+        let corpus = try Corpus.load(path: shipped.locator.corpusPath)
         var heldOut: [Int] = []
         for document in corpus.documents(in: .heldout) where heldOut.count < 16_384 { heldOut += shipped.tokenizer.encode(document.text) }
         heldOut = Array(heldOut.prefix(16_384))

@@ -66,7 +66,7 @@ struct CompareCommand: ParsableCommand {
 
     func run() throws {
         let locator = try assets.locate()
-        let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
+        let corpus = try Corpus.load(path: locator.corpusPath)
         let domains = corpus.domains
         let heldOut = corpus.documents(in: .heldout)
         var planned: [(label: String, folder: String)] = routers.map { router in
@@ -172,10 +172,6 @@ struct CompareCommand: ParsableCommand {
                 metric("load CV", "CV", \.loadCV),
                 metric("cross-layer MI (top-1)", "nats", \.crossLayerMI),
             ], caption: caption)
-        do {
-            printError("compare: wrote \(try figure.write(to: directory))")
-        } catch {
-            throw CLIError("cannot write figures to \(directory): \(error.localizedDescription) — pass a folder you can write to")
-        }
+        try writeFigures(into: directory, by: "compare") { try figure.write(to: directory) }
     }
 }

@@ -151,7 +151,7 @@ struct DiffCommand: ParsableCommand {
             return [("text", ids)]
         }
         let locator = try model.assets.locate()
-        let corpus = try Corpus.load(path: "\(locator.root)/corpus/corpus.jsonl")
+        let corpus = try Corpus.load(path: locator.corpusPath)
         let perDomain = max(1, maxTokens / max(1, corpus.domains.count))
         return corpus.domains.map { domain in
             var ids: [Int] = []

@@ -12,7 +12,7 @@ struct AssetOptions: ParsableArguments {
             valueName: "dir"))
     var assets: String?
 
-    func locate() throws -> AssetLocator { try AssetLocator(explicit: assets) }
+    func locate(marker: String = "tokenizer.json") throws -> AssetLocator { try AssetLocator(explicit: assets, marker: marker) }
 }
 
 /// `--model`: a Hugging Face model folder, opened in place of moescope's own model.

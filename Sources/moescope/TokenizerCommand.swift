@@ -21,13 +21,18 @@ struct TokenizerCommand: ParsableCommand {
                 "--vocab-size must be between 258 (256 bytes and one special token) and \(SizeLimits.vocabulary), got \(vocabSize)")
         }
         if let output { try OutputPath.check(output, option: "--output") }
+        // The default output is the shipped tokenizer every checkpoint was trained with: it is
+        // only replaced by retraining it on the shipped corpus, never by a tokenizer of another.
+        if corpus != nil, output == nil {
+            throw ValidationError("--corpus given without --output — name the file to write (the default is the assets folder's tokenizer)")
+        }
     }
 
     func run() throws {
         // The defaults live in the assets folder, found the way every other command finds it, so
         // the command works from any directory (a path relative to the current one did not).
-        let corpus = try self.corpus ?? "\(assets.locate().root)/corpus/corpus.jsonl"
-        let output = try self.output ?? assets.locate().tokenizerPath
+        let corpus = try self.corpus ?? assets.locate(marker: AssetLocator.corpusFile).corpusPath
+        let output = try self.output ?? assets.locate(marker: AssetLocator.corpusFile).tokenizerPath
         if self.output == nil { try OutputPath.check(output, option: "--output") }
         // Checked here so the remedy names this command's option (Corpus.load's names --assets).
         try RegularFile.check(corpus, what: "corpus", remedy: "pass --corpus with the corpus's JSON-lines file")

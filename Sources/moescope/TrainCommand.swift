@@ -121,7 +121,7 @@ struct TrainCommand: ParsableCommand {
         try Trainer.checkMemory(config: modelConfig, options: options, path: config ?? "the default config")
         if resume { try Trainer.checkState(at: statePath, config: modelConfig, options: options) }
 
-        let corpusPath = "\(locator.root)/corpus/corpus.jsonl"
+        let corpusPath = locator.corpusPath
         printError("tokenising the training split of \(corpusPath)…")
         let stream = TokenStream(documents: try Corpus.load(path: corpusPath).documents(in: .train), tokenizer: tokenizer)
         guard stream.tokens.count > options.sequenceLength + 1 else {

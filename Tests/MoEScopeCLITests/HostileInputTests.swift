@@ -510,29 +510,38 @@ import Testing
     /// must survive rather than die of SIGXFSZ) is one line naming the file and the system's
     /// reason, and the file it would have replaced is still whole.
     @Test func aFailedWriteKeepsWhatWasWritten() throws {
-        let text = String(repeating: "the routing of a longer text ", count: 6)
+        let text = String(repeating: "the routing of a longer text ", count: 10)
         let first = try run(["trace", "--text", text, "--out", "t.safetensors"])
         #expect(first.status == 0, "\(first.stderr)")
-        let before = try Data(contentsOf: URL(fileURLWithPath: "\(scratch)/t.safetensors"))
-        let limitKiB = 8  // above the tokenizer copy, below the trace
-        #expect(before.count > limitKiB * 1024)
-        for arguments in [
-            ["trace", "--text", text, "--out", "t.safetensors"], ["bench", "--trace-only", "--trace-tokens", "20000", "--repeats", "1"],
-        ] {
-            try expectRefused(
-                arguments, ["cannot write", "File too large"], absent: ["NSCocoaErrorDomain"], seconds: 60,
-                through: "ulimit -f \(limitKiB); TMPDIR=\"$PWD\" exec \"$0\" \"$@\"")
+        func contents(_ name: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: "\(scratch)/\(name)")) }
+        let trace = try contents("t.safetensors")
+        let tokenizer = try contents("t.tokenizer.json")
+        // `ulimit -f` counts 512-byte blocks in dash and 1 KiB ones in bash: 16 of either lets
+        // the tokenizer copy through and stops the trace.
+        let blocks = 16
+        #expect(tokenizer.count < blocks * 512 && trace.count > blocks * 1024, "\(tokenizer.count) \(trace.count)")
+        let limited = "ulimit -f \(blocks); TMPDIR=\"$PWD\" exec \"$0\" \"$@\""
+        try expectRefused(
+            ["trace", "--text", text, "--out", "t.safetensors"], ["cannot write t.safetensors", "File too large"],
+            absent: ["NSCocoaErrorDomain"], through: limited)
+        try expectRefused(
+            ["bench", "--trace-only", "--trace-tokens", "20000", "--repeats", "1"], ["cannot write", "moescope-bench", "File too large"],
+            absent: ["NSCocoaErrorDomain"], through: limited)
+        #expect(try contents("t.safetensors") == trace)
+        #expect(try contents("t.tokenizer.json") == tokenizer)
+        let left = try FileManager.default.contentsOfDirectory(atPath: scratch).filter {
+            $0.hasSuffix(".tmp") || $0.contains("moescope-bench")
         }
-        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(scratch)/t.safetensors")) == before)
-        let left = try FileManager.default.contentsOfDirectory(atPath: scratch).filter { $0.hasSuffix(".tmp") }
         #expect(left.isEmpty, "\(left)")
     }
 
     /// A bench run killed with SIGKILL leaves its synthetic trace in the temporary folder; the
     /// next run removes it (its process is gone) and removes its own.
     @Test func benchRemovesTheTraceAKilledRunLeft() throws {
-        let stale = "\(scratch)/.moescope-bench.safetensors.999999999.tmp"
-        _ = FileManager.default.createFile(atPath: stale, contents: Data(count: 1024))
+        // Killed while the stream writer wrote its temporary, and killed after it was renamed.
+        for stale in [".moescope-bench-999999999.safetensors.999999999.tmp", "moescope-bench-999999998.safetensors"] {
+            _ = FileManager.default.createFile(atPath: "\(scratch)/\(stale)", contents: Data(count: 1024))
+        }
         let outcome = try run(
             ["bench", "--trace-only", "--trace-tokens", "10", "--repeats", "1"], seconds: 60,
             through: "TMPDIR=\"$PWD\" exec \"$0\" \"$@\"")
@@ -541,12 +550,12 @@ import Testing
         #expect(left.isEmpty, "\(left)")
     }
 
-    /// `tokenizer`'s defaults are the assets folder's corpus and tokenizer, found like every
-    /// other command's assets, not paths relative to the current folder (the scratch folder here).
+    /// `tokenizer`'s defaults are the assets folder's corpus and tokenizer, not paths relative to
+    /// the current folder (the scratch folder here); the folder is found by its corpus, since
+    /// the tokenizer is what the command makes.
     @Test func tokenizerDefaultsLiveInTheAssetsFolder() throws {
         let assets = "\(scratch)/assets-copy"
         try FileManager.default.createDirectory(atPath: "\(assets)/corpus", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: "\(Self.root)/assets/tokenizer.json", toPath: "\(assets)/tokenizer.json")
         let line =
             #"{"domain": "english", "source": "test", "license": "test", "text": "the quick brown fox jumps over the lazy dog, the end", "split": "train"}"#
         try (line + "\n").write(toFile: "\(assets)/corpus/corpus.jsonl", atomically: true, encoding: .utf8)
@@ -556,6 +565,8 @@ import Testing
         let written = try Tokenizer.load(path: "\(assets)/tokenizer.json")
         #expect(written.vocabSize == 260)
         #expect(!FileManager.default.fileExists(atPath: "\(scratch)/assets/tokenizer.json"))
+        // Another corpus never replaces the assets folder's tokenizer by default.
+        try expectRefused(["tokenizer", "--corpus", "\(assets)/corpus/corpus.jsonl"], ["--corpus given without --output"])
     }
 
     @Test func configMessagesNameWhatIsWrong() throws {
