@@ -48,6 +48,8 @@ public struct RotaryEmbedding: Sendable {
     let cosines: [Float]  // [context × D/2]
     let sines: [Float]
     let halfDim: Int
+    /// Positions the tables hold.
+    public var positions: Int { halfDim == 0 ? Int.max : cosines.count / halfDim }
 
     public init(headDim: Int, context: Int, theta: Float) {
         self.init(inverseFrequencies: (0..<headDim / 2).map { pow(Double(theta), -2 * Double($0) / Double(headDim)) }, context: context)

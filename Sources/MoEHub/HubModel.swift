@@ -1,5 +1,6 @@
 import Foundation
 import MoECore
+import Synchronization
 
 /// A Hugging Face MoE checkpoint (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V2/V3) run for
 /// inference with its weights memory-mapped. The forward pass follows each family's
@@ -21,6 +22,8 @@ public struct HubModel: Sendable {
     /// Cores a forward pass splits its products over (the rows of every layer's weights);
     /// results are bit-identical for any value.
     public var threads = Kernels.threads
+    /// RoPE's cos/sin for the positions run so far, shared by copies of the model.
+    let rotaryTables: RotaryTables
 
     /// Opens `folder`. Fails, before any weight is read, if the weights are larger than
     /// `memoryLimit` (default: the machine's physical memory), rather than letting the
@@ -38,6 +41,7 @@ public struct HubModel: Sendable {
     /// refuses tensors nothing declared.
     init(config: HubConfig, reading reader: HubWeightReader) throws {
         self.config = config
+        rotaryTables = RotaryTables(config: config)
         path = reader.weights.path
         weightBytes = reader.weights.totalBytes
         let declaration = HubDeclaration(config: config, layout: HubCheckpointLayout(config: config, names: reader.weights.contains))
@@ -69,9 +73,7 @@ public struct HubModel: Sendable {
         x.scalars.withUnsafeMutableBufferPointer { xp in
             for (i, token) in tokens.enumerated() { embedding.decodeRows(token..<token + 1, into: xp.baseAddress! + i * d) }
         }
-        let rope = RotaryEmbedding(
-            inverseFrequencies: config.rope.inverseFrequencies(dim: config.headDim), context: offset + t,
-            scale: config.rope.tableScale)
+        let rope = rotaryTables.covering(offset + t)
         var perLayer: [[LayerRouting]] = []
         withUnsafeMutablePointer(to: &cache) { cache in
             let caches = UnsafeMutableBufferPointer(start: cache, count: 1)
@@ -240,5 +242,32 @@ extension HubModel: CachedRoutingModel {
     public func expertWeights(routedLayer: Int) -> [(gate: Tensor, up: Tensor, down: Tensor)]? {
         guard isSmallEnoughToReadWhole, let moe = layers[config.moeLayers[routedLayer]].moe else { return nil }
         return moe.experts.map { ($0.gate.weight.decoded(), $0.up.weight.decoded(), $0.down.weight.decoded()) }
+    }
+}
+
+/// RoPE tables that grow with the positions a model has run, doubling up to the context: built
+/// per forward, a decoded token recomputed cos and sin for every position before it (work that
+/// grew with the text). A position's entries do not depend on the table's length.
+final class RotaryTables: Sendable {
+    let inverseFrequencies: [Double]
+    let scale: Double
+    let context: Int
+    private let built = Mutex<RotaryEmbedding?>(nil)
+
+    init(config: HubConfig) {
+        inverseFrequencies = config.rope.inverseFrequencies(dim: config.headDim)
+        scale = config.rope.tableScale
+        context = config.contextLength
+    }
+
+    /// A table that holds positions 0..<count.
+    func covering(_ count: Int) -> RotaryEmbedding {
+        built.withLock { table in
+            if let table, table.positions >= count { return table }
+            let grown = RotaryEmbedding(
+                inverseFrequencies: inverseFrequencies, context: max(count, min(context, 2 * (table?.positions ?? 32))), scale: scale)
+            table = grown
+            return grown
+        }
     }
 }
