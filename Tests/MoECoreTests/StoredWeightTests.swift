@@ -163,7 +163,7 @@ import Testing
     @Test(arguments: [SafeTensorsDType.f32, .f16, .bf16])
     func productsSharingAnInputMatchSeparateCopies(dtype: SafeTensorsDType) {
         let columns = 200
-        let weights = [(130, columns), (64, columns), (9, columns), (40, 96), (30, columns)].enumerated().map {
+        let weights = [(30, columns), (130, columns), (64, columns), (9, columns), (40, 96)].enumerated().map {
             Stored(rows: $1.0, columns: $1.1, dtype: dtype, seed: UInt64($0 + 11))
         }
         defer { weights.forEach { $0.bytes.deallocate() } }
@@ -173,9 +173,10 @@ import Testing
             let shared = UnsafeMutablePointer<Float>.allocate(capacity: x.count)
             shared.initialize(from: x, count: x.count)
             defer { shared.deallocate() }
-            // The fourth reads the first 96 columns of each row as a row of its own (input rows
-            // 96 apart), the fifth one row fewer of the same memory.
-            let counts = [n, n, n, n * columns / 96, max(1, n - 1)]
+            // The first reads one row fewer of the memory the next three read (first, so that a
+            // layout wrongly shared with them would be one it made, short of their rows); the
+            // fifth reads the first 96 columns of each row as a row of its own (rows 96 apart).
+            let counts = [max(1, n - 1), n, n, n, n * columns / 96]
             let outputs = weights.indices.map { i in UnsafeMutablePointer<Float>.allocate(capacity: counts[i] * weights[i].matrix.rows) }
             defer { outputs.forEach { $0.deallocate() } }
             let separate = multiply(
