@@ -206,12 +206,13 @@ public struct MoEModel: Sendable, ParameterDeclaring {
             tokens: tokens, positions: positions, lengths: lengths, layers: [], lastLogits: sequences.map { _ in [] })
         routing.layers.reserveCapacity(layers.count)
         var routerState = RouterDepthState()
-        for (i, layer) in layers.enumerated() {
-            let attended = layer.attention(
-                layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
+        // Each layer read in place (a copy of one retains every parameter it holds).
+        for i in layers.indices {
+            let attended = layers[i].attention(
+                layers[i].attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
                 threads: threads)
             add(attended, into: &x)
-            let u = layer.moeNorm(x)
+            let u = layers[i].moeNorm(x)
             let began = monotonicNanoseconds()
             let routerInput = routerInputNoise?.applied(to: u, positions: positions, layer: i) ?? u
             // A tensor a layer: the routing record keeps each layer's logits.
@@ -222,10 +223,10 @@ public struct MoEModel: Sendable, ParameterDeclaring {
             let routerTime = Double(monotonicNanoseconds() - began) / Double(max(1, count))
             let table: RoutingTable
             if logitRows == .none && i == layers.count - 1 && !allExpertNorms {
-                table = layer.moe.routingTable(logits: logits)
+                table = layers[i].moe.routingTable(logits: logits)
             } else {
                 let moeOut: Tensor
-                (moeOut, table) = layer.moe.mix(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
+                (moeOut, table) = layers[i].moe.mix(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
                 add(moeOut, into: &x)
             }
             routing.layers.append(
