@@ -40,7 +40,7 @@ public final class HelperThread: @unchecked Sendable {
     /// moescope's own decode by 15–20 % on two cores, and 200,000 polls looked slower still
     /// (a spinning helper takes issue slots from the caller when the two vCPUs share a core).
     /// Between a large model's products the helper may sleep; its wake-up is small beside them.
-    static let spinLimit = 20_000
+    static let spinLimit = 100_000
 
     private init() {
         let thread = Thread { [unowned self] in self.serve() }

@@ -9,28 +9,28 @@ public protocol Projection: Sendable {
     /// expert), their rows split over `threads` cores together. Each output is what the
     /// product alone would give.
     static func apply(_ products: [(projection: Self, input: Tensor)], threads: Int) -> [Tensor]
-    /// Several SwiGLU MLPs (the experts a batch was routed to), each on its own input rows:
+    /// MLPs `which` of `mlps` (the experts a batch was routed to), mlps[which[i]] on inputs[i]:
     /// what `SwiGLU` gives each alone.
-    static func applyMLPs(_ mlps: [SwiGLU<Self>], on inputs: [Tensor], threads: Int) -> [Tensor]
+    static func applyMLPs(_ mlps: [SwiGLU<Self>], _ which: [Int], on inputs: [Tensor], threads: Int) -> [Tensor]
 }
 
 extension Projection {
     /// All the gate and up projections in one split over the threads, then all the down
     /// projections in another.
-    public static func applyMLPs(_ mlps: [SwiGLU<Self>], on inputs: [Tensor], threads: Int) -> [Tensor] {
-        applyMLPsInTwoSplits(mlps, on: inputs, threads: threads)
+    public static func applyMLPs(_ mlps: [SwiGLU<Self>], _ which: [Int], on inputs: [Tensor], threads: Int) -> [Tensor] {
+        applyMLPsInTwoSplits(mlps, which, on: inputs, threads: threads)
     }
 
-    static func applyMLPsInTwoSplits(_ mlps: [SwiGLU<Self>], on inputs: [Tensor], threads: Int) -> [Tensor] {
+    static func applyMLPsInTwoSplits(_ mlps: [SwiGLU<Self>], _ which: [Int], on inputs: [Tensor], threads: Int) -> [Tensor] {
         var products: [(projection: Self, input: Tensor)] = []
-        products.reserveCapacity(2 * mlps.count)
-        for i in mlps.indices {
-            products.append((mlps[i].gate, inputs[i]))
-            products.append((mlps[i].up, inputs[i]))
+        products.reserveCapacity(2 * which.count)
+        for (i, m) in which.enumerated() {
+            products.append((mlps[m].gate, inputs[i]))
+            products.append((mlps[m].up, inputs[i]))
         }
         let projected = apply(products, threads: threads)
         return apply(
-            mlps.indices.map { i in (mlps[i].down, Kernels.swiglu(gate: projected[2 * i], up: projected[2 * i + 1])) },
+            which.enumerated().map { i, m in (mlps[m].down, Kernels.swiglu(gate: projected[2 * i], up: projected[2 * i + 1])) },
             threads: threads)
     }
 }
@@ -71,35 +71,35 @@ extension Linear: Projection {
 
     /// A decoded token's experts (few rows each) with each MLP run whole on one of two threads
     /// (`Kernels.multiplyMLPs`): one hand-off instead of two. Otherwise the two splits.
-    public static func applyMLPs(_ mlps: [SwiGLU<Linear>], on inputs: [Tensor], threads: Int) -> [Tensor] {
-        guard threads > 1, mlps.count > 1, inputs.allSatisfy({ $0.rows < Kernels.microRows }) else {
-            return applyMLPsInTwoSplits(mlps, on: inputs, threads: threads)
+    public static func applyMLPs(_ mlps: [SwiGLU<Linear>], _ which: [Int], on inputs: [Tensor], threads: Int) -> [Tensor] {
+        guard threads > 1, which.count > 1, inputs.allSatisfy({ $0.rows < Kernels.microRows }) else {
+            return applyMLPsInTwoSplits(mlps, which, on: inputs, threads: threads)
         }
         // Per MLP: its input rows, 3 × rows × hidden of scratch, its output rows; one buffer.
         var floats = 0
-        for i in mlps.indices {
+        for (i, m) in which.enumerated() {
             precondition(
-                inputs[i].cols == mlps[i].gate.inFeatures, "SwiGLU expects \(mlps[i].gate.inFeatures) inputs, got \(inputs[i].cols)")
-            floats += inputs[i].rows * (mlps[i].gate.inFeatures + 3 * mlps[i].gate.outFeatures + mlps[i].down.outFeatures)
+                inputs[i].cols == mlps[m].gate.inFeatures, "SwiGLU expects \(mlps[m].gate.inFeatures) inputs, got \(inputs[i].cols)")
+            floats += inputs[i].rows * (mlps[m].gate.inFeatures + 3 * mlps[m].gate.outFeatures + mlps[m].down.outFeatures)
         }
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
         defer { buffer.deallocate() }
         var outputs: [(at: UnsafeMutablePointer<Float>, rows: Int, cols: Int)] = []
-        outputs.reserveCapacity(mlps.count)
-        let runs = UnsafeMutableBufferPointer<Kernels.MLPRows>.allocate(capacity: mlps.count)
+        outputs.reserveCapacity(which.count)
+        let runs = UnsafeMutableBufferPointer<Kernels.MLPRows>.allocate(capacity: which.count)
         defer { runs.deallocate() }
         var at = buffer
-        for i in mlps.indices {
+        for (i, m) in which.enumerated() {
             let rows = inputs[i].rows
-            let (x, scratch) = (at, at + rows * mlps[i].gate.inFeatures)
-            let y = scratch + 3 * rows * mlps[i].gate.outFeatures
-            inputs[i].withBase { x.update(from: $0, count: rows * mlps[i].gate.inFeatures) }
+            let (x, scratch) = (at, at + rows * mlps[m].gate.inFeatures)
+            let y = scratch + 3 * rows * mlps[m].gate.outFeatures
+            inputs[i].withBase { x.update(from: $0, count: rows * mlps[m].gate.inFeatures) }
             (runs.baseAddress! + i).initialize(
                 to: Kernels.MLPRows(
-                    gate: mlps[i].gate.weight.rowsPacked, up: mlps[i].up.weight.rowsPacked, down: mlps[i].down.weight.rowsPacked,
+                    gate: mlps[m].gate.weight.rowsPacked, up: mlps[m].up.weight.rowsPacked, down: mlps[m].down.weight.rowsPacked,
                     input: x, rows: rows, scratch: scratch, output: y))
-            outputs.append((y, rows, mlps[i].down.outFeatures))
-            at = y + rows * mlps[i].down.outFeatures
+            outputs.append((y, rows, mlps[m].down.outFeatures))
+            at = y + rows * mlps[m].down.outFeatures
         }
         Kernels.multiplyMLPs(UnsafeBufferPointer(runs), threads: threads)
         return outputs.map {

@@ -350,11 +350,11 @@ import Testing
         for rows in [1, 2, 7] {
             for count in [2, 3] {
                 let inputs = (0..<count).map { _ in Tensor(randomNormal: [rows, 128], std: 1, using: &g) }
-                let chosen = Array(mlps.prefix(count))
-                let two = Linear.applyMLPs(chosen, on: inputs, threads: 2)
-                let split = Linear.applyMLPsInTwoSplits(chosen, on: inputs, threads: 2)
+                let which = Array([2, 0, 1].prefix(count))
+                let two = Linear.applyMLPs(mlps, which, on: inputs, threads: 2)
+                let split = Linear.applyMLPsInTwoSplits(mlps, which, on: inputs, threads: 2)
                 for i in 0..<count {
-                    let alone = chosen[i](inputs[i], threads: 1)
+                    let alone = mlps[which[i]](inputs[i], threads: 1)
                     #expect(two[i].shape == [rows, 128])
                     #expect(two[i].scalars.map(\.bitPattern) == alone.scalars.map(\.bitPattern))
                     #expect(split[i].scalars.map(\.bitPattern) == alone.scalars.map(\.bitPattern))
