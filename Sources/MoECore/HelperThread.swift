@@ -40,8 +40,10 @@ public final class HelperThread: @unchecked Sendable {
     /// each MoE layer paid a futex wake-up (perf: the caller in the kernel's wake path); 100,000
     /// (some tens of µs) keeps it awake through a token (measured in one A/B with other changes).
     /// A constant: a limit set per job, stored beside the counter the helper polls, slowed
-    /// moescope's own decode by 15–20 % on two cores. Between a large model's products the
-    /// helper may sleep; its wake-up is small beside them.
+    /// moescope's own decode by 15–20 % on two cores, and 200,000 polls looked slower in an
+    /// earlier measurement (a spinning helper takes issue slots from the caller when the two
+    /// vCPUs share a core). Between a large model's products the helper may sleep; its wake-up
+    /// is small beside them.
     static let spinLimit = 100_000
 
     private init() {
