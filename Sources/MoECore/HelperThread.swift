@@ -34,13 +34,17 @@ public final class HelperThread: @unchecked Sendable {
     private let wake = DispatchSemaphore(value: 0)
     /// The current job, written before `posted` is raised and read after it is seen.
     private var job: (context: UnsafeMutableRawPointer, share: Share)?
-    /// Polls of the counter before the helper sleeps (a poll is a few nanoseconds, so some tens
-    /// of microseconds): longer than the serial work between two of a small model's products.
+    /// Polls of the counter before the helper sleeps: longer than the serial work between two
+    /// of a small model's products (a layer's attention and routing, 5–10 µs a token here).
+    /// A poll here is about a cycle, so 20,000 polls ran out within a layer: the helper slept and
+    /// each MoE layer paid a futex wake-up (perf: the caller in the kernel's wake path); 100,000
+    /// (some tens of µs) keeps it awake through a token (measured in one A/B with other changes).
     /// A constant: a limit set per job, stored beside the counter the helper polls, slowed
-    /// moescope's own decode by 15–20 % on two cores, and 200,000 polls looked slower still
-    /// (a spinning helper takes issue slots from the caller when the two vCPUs share a core).
-    /// Between a large model's products the helper may sleep; its wake-up is small beside them.
-    static let spinLimit = 20_000
+    /// moescope's own decode by 15–20 % on two cores, and 200,000 polls looked slower in an
+    /// earlier measurement (a spinning helper takes issue slots from the caller when the two
+    /// vCPUs share a core). Between a large model's products the helper may sleep; its wake-up
+    /// is small beside them.
+    static let spinLimit = 100_000
 
     private init() {
         let thread = Thread { [unowned self] in self.serve() }

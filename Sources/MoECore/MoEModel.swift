@@ -206,30 +206,35 @@ public struct MoEModel: Sendable, ParameterDeclaring {
             tokens: tokens, positions: positions, lengths: lengths, layers: [], lastLogits: sequences.map { _ in [] })
         routing.layers.reserveCapacity(layers.count)
         var routerState = RouterDepthState()
-        for (i, layer) in layers.enumerated() {
-            let attended = layer.attention(
-                layer.attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
-                threads: threads)
-            add(attended, into: &x)
-            let u = layer.moeNorm(x)
-            let began = monotonicNanoseconds()
-            let routerInput = routerInputNoise?.applied(to: u, positions: positions, layer: i) ?? u
-            // A tensor a layer: the routing record keeps each layer's logits.
-            var logits = Tensor(uninitialized: [count, router.expertCount])
-            logits.withMutableBase {
-                router.logits(routerInput, tokens: tokens, layer: i, state: &routerState, into: $0, threads: threads)
+        // Each layer read in place through its buffer (a copy of one, which `layers[i]` makes,
+        // retains every parameter it holds: hundreds of reference counts a token).
+        layers.withUnsafeBufferPointer { layers in
+            for i in layers.indices {
+                let attended = layers[i].attention(
+                    layers[i].attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
+                    threads: threads)
+                add(attended, into: &x)
+                let u = layers[i].moeNorm(x)
+                let began = monotonicNanoseconds()
+                let routerInput = routerInputNoise?.applied(to: u, positions: positions, layer: i) ?? u
+                // A tensor a layer: the routing record keeps each layer's logits.
+                var logits = Tensor(uninitialized: [count, router.expertCount])
+                logits.withMutableBase {
+                    router.logits(routerInput, tokens: tokens, layer: i, state: &routerState, into: $0, threads: threads)
+                }
+                let routerTime = Double(monotonicNanoseconds() - began) / Double(max(1, count))
+                let table: RoutingTable
+                if logitRows == .none && i == layers.count - 1 && !allExpertNorms {
+                    table = layers[i].moe.routingTable(logits: logits)
+                } else {
+                    let moeOut: Tensor
+                    (moeOut, table) = layers[i].moe.mix(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
+                    add(moeOut, into: &x)
+                }
+                routing.layers.append(
+                    .init(logits: logits, table: table, routerNanoseconds: routerTime, gruHidden: recordGRUState ? routerState.hidden : nil)
+                )
             }
-            let routerTime = Double(monotonicNanoseconds() - began) / Double(max(1, count))
-            let table: RoutingTable
-            if logitRows == .none && i == layers.count - 1 && !allExpertNorms {
-                table = layer.moe.routingTable(logits: logits)
-            } else {
-                let moeOut: Tensor
-                (moeOut, table) = layer.moe.mix(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
-                add(moeOut, into: &x)
-            }
-            routing.layers.append(
-                .init(logits: logits, table: table, routerNanoseconds: routerTime, gruHidden: recordGRUState ? routerState.hidden : nil))
         }
         for s in caches.indices { caches[s].advance(by: lengths[s]) }
         if logitRows == .none { return (Tensor(zeros: [0, config.vocabSize]), routing) }

@@ -90,6 +90,12 @@ extension Kernels {
             (self.input, self.output, self.panels) = (input, output, panels)
         }
 
+        /// The same panels of the same weight for another input and output row.
+        init(_ other: PanelRun, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+            (storage, inputs, outputs, panels) = (other.storage, other.inputs, other.outputs, other.panels)
+            (self.input, self.output) = (input, output)
+        }
+
         /// The outputs of `panels`, each summed in `dot`'s order (see `PackedRows`).
         func run() {
             let (x, y, k, panel) = (input, output, inputs, PackedRows.panel)
@@ -195,5 +201,65 @@ extension Kernels {
     private static let runHalf: HelperThread.Share = { context, side in
         let halves = context.assumingMemoryBound(to: (UnsafeBufferPointer<PanelRun>, UnsafeBufferPointer<PanelRun>).self).pointee
         for run in side == 0 ? halves.0 : halves.1 { run.run() }
+    }
+}
+
+extension Kernels {
+    /// One SwiGLU MLP, down(SiLU(gate x) ⊙ up x), on a few input rows with packed weights:
+    /// what `multiplyMLPs` hands a thread whole. Plain pointers and counts, as `PanelRun`.
+    public struct MLPRows: @unchecked Sendable {
+        let gate, up, down: PanelRun
+        let rows, hidden: Int
+        /// Scratch of 3 × rows × hidden floats: the gate and up products, then SiLU(gate) ⊙ up.
+        let scratch: UnsafeMutablePointer<Float>
+
+        /// x [rows × gate.inputs] → y [rows × down.outputs]; `scratch` holds 3 × rows ×
+        /// gate.outputs floats.
+        public init(
+            gate: PackedRows, up: PackedRows, down: PackedRows, input x: UnsafePointer<Float>, rows: Int,
+            scratch: UnsafeMutablePointer<Float>, output y: UnsafeMutablePointer<Float>
+        ) {
+            precondition(gate.outputs == up.outputs && down.inputs == gate.outputs && up.inputs == gate.inputs)
+            let h = gate.outputs
+            (self.rows, hidden, self.scratch) = (rows, h, scratch)
+            self.gate = PanelRun(weights: gate, input: x, output: scratch, panels: 0..<gate.panelCount)
+            self.up = PanelRun(weights: up, input: x, output: scratch + rows * h, panels: 0..<up.panelCount)
+            self.down = PanelRun(weights: down, input: scratch + 2 * rows * h, output: y, panels: 0..<down.panelCount)
+        }
+
+        /// Each product row by row as `PackedRows.multiply` computes it, SiLU(g) ⊙ u as
+        /// `Kernels.swiglu` does: the values of the gate/up, swiglu, down sequence `SwiGLU` runs.
+        func run() {
+            let (k, h) = (gate.inputs, hidden)
+            for r in 0..<rows {
+                PanelRun(gate, input: gate.input + r * k, output: gate.output + r * h).run()
+                PanelRun(up, input: up.input + r * k, output: up.output + r * h).run()
+            }
+            swiglu(gate: scratch, up: scratch + rows * h, scratch + 2 * rows * h, count: rows * h)
+            for r in 0..<rows {
+                PanelRun(down, input: down.input + r * h, output: down.output + r * down.outputs).run()
+            }
+        }
+    }
+
+    /// Several MLPs on few rows each (a decoded token's chosen experts), each run whole by one
+    /// thread: the first half on this one, the rest on the helper (`HelperThread`) when
+    /// `threads` > 1. One hand-off per MoE layer instead of one for the gate and up products
+    /// and another for the down products, and the SwiGLU step runs on both cores. Each output is
+    /// the same sum whichever thread computes it.
+    public static func multiplyMLPs(_ mlps: UnsafeBufferPointer<MLPRows>, threads: Int) {
+        guard threads > 1, mlps.count > 1, let helper = HelperThread.shared else {
+            for mlp in mlps { mlp.run() }
+            return
+        }
+        var halves = (mlps[..<((mlps.count + 1) / 2)], mlps[((mlps.count + 1) / 2)...])
+        withUnsafeMutablePointer(to: &halves) { helper.run($0, runMLPHalf) }
+    }
+
+    /// Half `side` of `multiplyMLPs`' MLPs, for `HelperThread`.
+    private static let runMLPHalf: HelperThread.Share = { context, side in
+        let halves = context.assumingMemoryBound(to: (Slice<UnsafeBufferPointer<MLPRows>>, Slice<UnsafeBufferPointer<MLPRows>>).self)
+            .pointee
+        for mlp in side == 0 ? halves.0 : halves.1 { mlp.run() }
     }
 }

@@ -9,6 +9,30 @@ public protocol Projection: Sendable {
     /// expert), their rows split over `threads` cores together. Each output is what the
     /// product alone would give.
     static func apply(_ products: [(projection: Self, input: Tensor)], threads: Int) -> [Tensor]
+    /// MLPs `which` of `mlps` (the experts a batch was routed to), mlps[which[i]] on inputs[i]:
+    /// what `SwiGLU` gives each alone.
+    static func applyMLPs(_ mlps: [SwiGLU<Self>], _ which: [Int], on inputs: [Tensor], threads: Int) -> [Tensor]
+}
+
+extension Projection {
+    /// All the gate and up projections in one split over the threads, then all the down
+    /// projections in another.
+    public static func applyMLPs(_ mlps: [SwiGLU<Self>], _ which: [Int], on inputs: [Tensor], threads: Int) -> [Tensor] {
+        applyMLPsInTwoSplits(mlps, which, on: inputs, threads: threads)
+    }
+
+    static func applyMLPsInTwoSplits(_ mlps: [SwiGLU<Self>], _ which: [Int], on inputs: [Tensor], threads: Int) -> [Tensor] {
+        var products: [(projection: Self, input: Tensor)] = []
+        products.reserveCapacity(2 * which.count)
+        for (i, m) in which.enumerated() {
+            products.append((mlps[m].gate, inputs[i]))
+            products.append((mlps[m].up, inputs[i]))
+        }
+        let projected = apply(products, threads: threads)
+        return apply(
+            which.enumerated().map { i, m in (mlps[m].down, Kernels.swiglu(gate: projected[2 * i], up: projected[2 * i + 1])) },
+            threads: threads)
+    }
 }
 
 extension Linear: Projection {
@@ -19,7 +43,8 @@ extension Linear: Projection {
             return products.map { $0.projection($0.input, threads: threads) }
         }
         // One buffer holds every input and output while the threads run, so their addresses
-        // stay valid for the whole call.
+        // stay valid for the whole call. Products are read in place by index (a copy of a
+        // `Linear` retains its parameter's five references: tens of them a token).
         let inputCount = products.reduce(0) { $0 + $1.input.count }
         let outputCount = products.reduce(0) { $0 + $1.input.rows * $1.projection.outFeatures }
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: inputCount + outputCount)
@@ -27,18 +52,58 @@ extension Linear: Projection {
         var jobs: [Kernels.RowProduct] = []
         jobs.reserveCapacity(products.count)
         var (inputAt, outputAt) = (0, inputCount)
-        for (linear, input) in products {
-            precondition(input.cols == linear.inFeatures, "Linear expects \(linear.inFeatures) inputs, got \(input.cols)")
-            input.withBase { (buffer + inputAt).update(from: $0, count: input.count) }
-            jobs.append(.init(weights: linear.weight.rowsPacked, input: buffer + inputAt, rows: input.rows, output: buffer + outputAt))
-            inputAt += input.count
-            outputAt += input.rows * linear.outFeatures
+        for i in products.indices {
+            let (rows, inputs, outputs) = (products[i].input.rows, products[i].projection.inFeatures, products[i].projection.outFeatures)
+            precondition(products[i].input.cols == inputs, "Linear expects \(inputs) inputs, got \(products[i].input.cols)")
+            products[i].input.withBase { (buffer + inputAt).update(from: $0, count: rows * inputs) }
+            jobs.append(
+                .init(weights: products[i].projection.weight.rowsPacked, input: buffer + inputAt, rows: rows, output: buffer + outputAt))
+            inputAt += rows * inputs
+            outputAt += rows * outputs
         }
         Kernels.multiplyRows(jobs, threads: threads)
-        return zip(products, jobs).map { product, job in
+        return jobs.map { job in
             Tensor(
-                shape: [product.input.rows, product.projection.outFeatures],
-                scalars: Array(UnsafeBufferPointer(start: job.output, count: product.input.rows * product.projection.outFeatures)))
+                shape: [job.rows, job.weights.outputs],
+                scalars: Array(UnsafeBufferPointer(start: job.output, count: job.rows * job.weights.outputs)))
+        }
+    }
+
+    /// A decoded token's experts (few rows each) with each MLP run whole on one of two threads
+    /// (`Kernels.multiplyMLPs`): one hand-off instead of two. Otherwise the two splits.
+    public static func applyMLPs(_ mlps: [SwiGLU<Linear>], _ which: [Int], on inputs: [Tensor], threads: Int) -> [Tensor] {
+        guard threads > 1, which.count > 1, inputs.allSatisfy({ $0.rows < Kernels.microRows }) else {
+            return applyMLPsInTwoSplits(mlps, which, on: inputs, threads: threads)
+        }
+        // Per MLP: its input rows, 3 × rows × hidden of scratch, its output rows; one buffer.
+        var floats = 0
+        for (i, m) in which.enumerated() {
+            precondition(
+                inputs[i].cols == mlps[m].gate.inFeatures, "SwiGLU expects \(mlps[m].gate.inFeatures) inputs, got \(inputs[i].cols)")
+            floats += inputs[i].rows * (mlps[m].gate.inFeatures + 3 * mlps[m].gate.outFeatures + mlps[m].down.outFeatures)
+        }
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+        defer { buffer.deallocate() }
+        var outputs: [(at: UnsafeMutablePointer<Float>, rows: Int, cols: Int)] = []
+        outputs.reserveCapacity(which.count)
+        let runs = UnsafeMutableBufferPointer<Kernels.MLPRows>.allocate(capacity: which.count)
+        defer { runs.deallocate() }
+        var at = buffer
+        for (i, m) in which.enumerated() {
+            let rows = inputs[i].rows
+            let (x, scratch) = (at, at + rows * mlps[m].gate.inFeatures)
+            let y = scratch + 3 * rows * mlps[m].gate.outFeatures
+            inputs[i].withBase { x.update(from: $0, count: rows * mlps[m].gate.inFeatures) }
+            (runs.baseAddress! + i).initialize(
+                to: Kernels.MLPRows(
+                    gate: mlps[m].gate.weight.rowsPacked, up: mlps[m].up.weight.rowsPacked, down: mlps[m].down.weight.rowsPacked,
+                    input: x, rows: rows, scratch: scratch, output: y))
+            outputs.append((y, rows, mlps[m].down.outFeatures))
+            at = y + rows * mlps[m].down.outFeatures
+        }
+        Kernels.multiplyMLPs(UnsafeBufferPointer(runs), threads: threads)
+        return outputs.map {
+            Tensor(shape: [$0.rows, $0.cols], scalars: Array(UnsafeBufferPointer(start: $0.at, count: $0.rows * $0.cols)))
         }
     }
 }

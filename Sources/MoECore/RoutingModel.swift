@@ -24,6 +24,8 @@ public protocol RoutingModel: Sendable {
     var weightBytes: Int { get }
     /// A decoder at position 0.
     func makeDecoder() -> any RoutingDecoder
+    /// Frees what the model built for speed beside its weights, rebuilt when next needed.
+    func releaseInferenceCopies()
     /// Routes independent sequences, each from position 0 (a long text's context windows):
     /// each one's routing, without the GRU router's state, and its next-token logits after its
     /// last token. A model may run them as one batch; by default each goes through a decoder.
@@ -50,6 +52,9 @@ public protocol RoutingModel: Sendable {
 }
 
 extension RoutingModel {
+    /// Frees what the model built for speed beside its weights (moescope's packed copies),
+    /// rebuilt when next needed; nothing for a model that keeps none.
+    public func releaseInferenceCopies() {}
     public var routedLayerCount: Int { routedLayers.count }
     public var expertGroups: Int { 1 }
     public var recording: RoutingTraceFile? { nil }
@@ -130,6 +135,13 @@ extension MoEModel: CachedRoutingModel {
 
     public func forward(_ tokens: [Int], appendingTo cache: inout KVCache, allExpertNorms: Bool) throws -> ForwardResult {
         try forward(tokens, cache: &cache, allExpertNorms: allExpertNorms)
+    }
+
+    /// Every parameter's packed copies (`Parameter.releasePackedCopies`), which this model and
+    /// all its copies share.
+    public func releaseInferenceCopies() {
+        var model = self
+        model.visitParameters { $0.releasePackedCopies() }
     }
 
     /// The sequences as one batch (`forward(sequences:)`).

@@ -247,7 +247,7 @@ public struct SparseMoE<P: Projection>: Sendable {
         }
         routing.expertOutputNorms = [Float](repeating: 0, count: t * k)
         if allExpertNorms {
-            let outputs = run(experts, on: [Tensor](repeating: u, count: e), threads: threads)
+            let outputs = P.applyMLPs(experts, experts.indices.map { $0 }, on: [Tensor](repeating: u, count: e), threads: threads)
             var norms = [Float](repeating: 0, count: t * e)
             for (expert, y) in outputs.enumerated() {
                 y.scalars.withUnsafeBufferPointer { yp in
@@ -263,8 +263,11 @@ public struct SparseMoE<P: Projection>: Sendable {
             for (i, s) in slotsOfExpert[expert].enumerated() { input.scalars.replaceSubrange(i * d..<(i + 1) * d, with: u.row(s.row)) }
             return input
         }
-        let outputs = run(
-            chosen.map { experts[$0] } + (shared.map { [$0] } ?? []), on: inputs + (shared == nil ? [] : [u]), threads: threads)
+        // The experts are named by index in their own array, not copied out of it (a copy retains
+        // every weight it holds); a shared expert joins the chosen ones in a list of their own.
+        let outputs =
+            shared.map { P.applyMLPs(chosen.map { experts[$0] } + [$0], Array(0...chosen.count), on: inputs + [u], threads: threads) }
+            ?? P.applyMLPs(experts, chosen, on: inputs, threads: threads)
         var y = Tensor(zeros: [t, d])
         for (index, expert) in chosen.enumerated() {
             y.scalars.withUnsafeMutableBufferPointer { yp in
@@ -292,14 +295,6 @@ public struct SparseMoE<P: Projection>: Sendable {
         return (y, routing)
     }
 
-    /// Every MLP on its input: all the gate and up projections in one split over the threads,
-    /// then all the down projections in another.
-    private func run(_ mlps: [SwiGLU<P>], on inputs: [Tensor], threads: Int) -> [Tensor] {
-        let projected = P.apply(zip(mlps, inputs).flatMap { [($0.gate, $1), ($0.up, $1)] }, threads: threads)
-        return P.apply(
-            mlps.indices.map { i in (mlps[i].down, Kernels.swiglu(gate: projected[2 * i], up: projected[2 * i + 1])) },
-            threads: threads)
-    }
 }
 
 /// How a sparse block routed T tokens, in flat arrays (token t's k slots at t·k ..< t·k + k):

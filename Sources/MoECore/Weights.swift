@@ -40,6 +40,14 @@ public struct Parameter: Sendable {
     /// built the first time such a product asks, kept while the value is not changed.
     var panelsPacked: Kernels.PackedPanels { packedPanelsCache.value { Kernels.PackedPanels(value) } }
 
+    /// Frees the packed copies (every copy of this parameter shares them); the next product
+    /// that needs one packs it again. For a model about to be replaced: the explorer's switch
+    /// to another router, which would otherwise hold both models' copies at once.
+    public func releasePackedCopies() {
+        packedRowsCache.release()
+        packedPanelsCache.release()
+    }
+
     /// Declared: zeros of `shape` until `load(from:)` fills it.
     public init(_ name: String, shape: [Int], initializer: Initializer) {
         self.name = name
@@ -179,6 +187,9 @@ public struct NamedTensors: WeightSource {
 /// the `Parameter`, until one of them is assigned a new value (which starts a new one).
 final class BuiltOnce<Built>: Sendable {
     private let built = Mutex<Built?>(nil)
+
+    /// Drops what was built (a product holding it keeps its own reference until it ends).
+    func release() { built.withLock { $0 = nil } }
 
     func value(_ make: () -> Built) -> Built {
         built.withLock { built in

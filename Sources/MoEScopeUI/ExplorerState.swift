@@ -320,6 +320,9 @@ public struct ExplorerState {
             return
         }
         guard router != session.router else { return }
+        // The model being left frees its packed copies first, so the two models' weights are
+        // not held with both their copies at once (a failed switch rebuilds them on use).
+        session.model.releaseInferenceCopies()
         var next = try loader(router, session.tokens, nil)
         try next.decode(through: cursor)
         session = next

@@ -340,6 +340,29 @@ import Testing
         }
     }
 
+    /// A decoded token's experts run whole, one per thread (`Linear.applyMLPs` on two threads),
+    /// give the bits of the two-split path and of each `SwiGLU` alone on one thread: two and
+    /// three MLPs (one thread takes two), one and two input rows, and the fallback for a batch.
+    @Test func wholeMLPsPerThreadEqualEachMLPAlone() {
+        var g = SeededGenerator(seed: 15)
+        func weight(_ rows: Int, _ cols: Int) -> Linear { Linear(weight: Tensor(randomNormal: [rows, cols], std: 0.1, using: &g)) }
+        let mlps = (0..<3).map { _ in SwiGLU(gate: weight(256, 128), up: weight(256, 128), down: weight(128, 256)) }
+        for rows in [1, 2, 7] {
+            for count in [2, 3] {
+                let inputs = (0..<count).map { _ in Tensor(randomNormal: [rows, 128], std: 1, using: &g) }
+                let which = Array([2, 0, 1].prefix(count))
+                let two = Linear.applyMLPs(mlps, which, on: inputs, threads: 2)
+                let split = Linear.applyMLPsInTwoSplits(mlps, which, on: inputs, threads: 2)
+                for i in 0..<count {
+                    let alone = mlps[which[i]](inputs[i], threads: 1)
+                    #expect(two[i].shape == [rows, 128])
+                    #expect(two[i].scalars.map(\.bitPattern) == alone.scalars.map(\.bitPattern))
+                    #expect(split[i].scalars.map(\.bitPattern) == alone.scalars.map(\.bitPattern))
+                }
+            }
+        }
+    }
+
     @Test func transposeIsExact() {
         let t = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]).transposed()
         #expect(t.shape == [3, 2])

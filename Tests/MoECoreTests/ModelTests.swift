@@ -190,6 +190,29 @@ import Testing
         #expect(noState.allSatisfy { $0.routing.allSatisfy { $0.layers.allSatisfy { $0.gruHidden == nil } } })
     }
 
+    /// Freeing a model's packed copies (the explorer does when it leaves a model) frees them for
+    /// every copy of a parameter, and the next product packs them again: decoding on, after a
+    /// release, gives the bits it gives without one.
+    @Test func releasedPackedCopiesAreRebuiltWithTheSameResults() throws {
+        let model = try RouterTests.model(.hybrid, seed: 5)
+        let copy = model.layers[0].attention.query.weight
+        let packed = copy.rowsPacked
+        #expect(copy.rowsPacked === packed)
+        func decode(releasingAfter release: Int?) throws -> [UInt32] {
+            var cache = model.makeCache()
+            var bits: [UInt32] = []
+            for (i, token) in RouterTests.tokens.enumerated() {
+                bits += try model.forward([token], cache: &cache).logits.scalars.map(\.bitPattern)
+                if i == release { model.releaseInferenceCopies() }
+            }
+            return bits
+        }
+        let kept = try decode(releasingAfter: nil)
+        #expect(try decode(releasingAfter: 4) == kept)
+        #expect(model.layers[0].attention.query.weight.rowsPacked !== packed)
+        #expect(copy.rowsPacked === model.layers[0].attention.query.weight.rowsPacked)
+    }
+
     @Test func sameSeedSameModelDifferentSeedDifferentModel() throws {
         let a = try MoEModel(config: .tiny(), seed: 3)
         let b = try MoEModel(config: .tiny(), seed: 3)
