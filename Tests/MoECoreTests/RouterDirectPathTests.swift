@@ -93,6 +93,35 @@ import Testing
         #expect(Set(kept.map { $0.map(\.bitPattern) }).count == config.numLayers)
     }
 
+    /// A decoded token reads the GRU's packed weights gathered once (`DecodeWeights`): a
+    /// parameter changed afterwards (a training step) must reach the next decoded token.
+    @Test func directGRUSeesParametersChangedAfterDecoding() throws {
+        let config = Self.config(.gru, wide: true)
+        var source = RandomWeights(seed: 9)
+        var router = try makeRouter(config, from: &source)
+        let u = GradientTests.random([1, config.hiddenSize], seed: 11)
+        func run() -> (direct: [Float], tape: [Float]) {
+            var direct = RouterDepthState()
+            var taped = RouterDepthState()
+            var last: ([Float], [Float]) = ([], [])
+            for layer in 0..<config.numLayers {
+                last.0 = router.logits(u, tokens: [2], layer: layer, state: &direct, threads: 1).scalars
+                last.1 = router.tapeLogits(u, tokens: [2], layer: layer, state: &taped, threads: 1).scalars
+            }
+            return last
+        }
+        let before = run()
+        #expect(before.direct == before.tape)
+        router.visitParameters { parameter in
+            if parameter.name.hasSuffix("weight_ih") || parameter.name.hasSuffix("projector.weight") {
+                parameter.value = parameter.value.mapped { $0 * 1.5 }
+            }
+        }
+        let after = run()
+        #expect(after.direct == after.tape)
+        #expect(after.direct != before.direct)
+    }
+
     /// A router's products may split over threads without changing a bit.
     @Test func directGRULogitsDoNotDependOnTheThreadCount() throws {
         let config = Self.config(.gru, wide: true)

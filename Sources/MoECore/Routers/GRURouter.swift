@@ -29,9 +29,13 @@
 public struct GRURouter: Router {
     public var kind: RouterKind { .gru }
     /// The cell's W_ih, W_hh, b_ih, b_hh (shared by all layers).
-    var cellWeights: [Parameter]
+    var cellWeights: [Parameter] { didSet { decodeCache = BuiltOnce() } }
     /// P_i and G_i of each layer.
-    var projectors, outputs: [Parameter]
+    var projectors: [Parameter] { didSet { decodeCache = BuiltOnce() } }
+    var outputs: [Parameter] { didSet { decodeCache = BuiltOnce() } }
+    /// What a decoded token's direct path reads (`DecodeWeights`), gathered on first use; any
+    /// change to the parameters starts a new one, as `Parameter` does with its packed copy.
+    private var decodeCache = BuiltOnce<DecodeWeights>()
     public let stateSize: Int
     /// False cuts the recurrence: h_{i−1} = 0 at every layer.
     public let recurrent: Bool
@@ -90,78 +94,120 @@ public struct GRURouter: Router {
 
     public var expertCount: Int { outputs[0].value.rows }
 
+    /// The weights of the direct path for a few rows (a decoded token): every matrix's packed
+    /// copy and the biases, gathered once, so a layer's call takes one lookup rather than a
+    /// `Parameter` copy and a lock for each of its four products.
+    final class DecodeWeights: Sendable {
+        let projectors, outputs: [Kernels.PackedRows]
+        let weightIH, weightHH: Kernels.PackedRows
+        let biasIH, biasHH: [Float]
+
+        init(_ router: GRURouter) {
+            projectors = router.projectors.map(\.rowsPacked)
+            outputs = router.outputs.map(\.rowsPacked)
+            (weightIH, weightHH) = (router.weightIH.rowsPacked, router.weightHH.rowsPacked)
+            (biasIH, biasHH) = (router.biasIH.value.scalars, router.biasHH.value.scalars)
+        }
+    }
+
     /// h_i is written into the tensor h_{i−2} held (`state.spare`), so a token's layers
     /// allocate one state tensor, not one each.
     public func logits(
         _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int
     ) {
-        let (rows, p) = (u.rows, stateSize)
+        let (rows, p, d) = (u.rows, stateSize, u.cols)
         var hidden = state.spare.flatMap { $0.rows == rows && $0.count == rows * p ? $0 : nil } ?? Tensor(uninitialized: [rows, p])
         state.spare = nil  // this tensor's only holder is now `hidden`: written in place
         let previous = recurrent ? state.hidden : nil
-        withScratch(rows * p) { x in
-            u.withBase { linear($0, rows: rows, projectors[layer], into: x, threads: threads) }
+        // A few rows multiply on the packed copies (each row as `linear` computes it), more on
+        // `linear`'s GEMM path.
+        let decode = rows < Kernels.microRows ? decodeCache.value { DecodeWeights(self) } : nil
+        withScratch(rows * p + rows * 3 * p * (previous == nil ? 1 : 2)) { scratch in
+            let x = scratch
+            let gi = x + rows * p
+            let gh = previous.map { _ in gi + rows * 3 * p }
             hidden.withMutableBase { h in
-                if let previous {
-                    previous.withBase { cell(input: x, hidden: $0, rows: rows, into: h, threads: threads) }
-                } else {
-                    cell(input: x, hidden: nil, rows: rows, into: h, threads: threads)
+                u.withBase { u in
+                    withBase(of: previous) { previous in
+                        if let decode {
+                            for r in 0..<rows {
+                                decode.projectors[layer].multiplyFourPanels(u + r * d, into: x + r * p)
+                                decode.weightIH.multiplyFourPanels(x + r * p, into: gi + r * 3 * p)
+                                if let previous, let gh {
+                                    decode.weightHH.multiplyFourPanels(previous + r * p, into: gh + r * 3 * p)
+                                }
+                            }
+                        } else {
+                            linear(u, rows: rows, projectors[layer], into: x, threads: threads)
+                            linear(x, rows: rows, weightIH, into: gi, threads: threads)
+                            if let previous, let gh { linear(previous, rows: rows, weightHH, into: gh, threads: threads) }
+                        }
+                        let biases = decode.map { ($0.biasIH, $0.biasHH) } ?? (biasIH.value.scalars, biasHH.value.scalars)
+                        gates(gi, gh, hidden: previous, biases: biases, rows: rows, into: h)
+                    }
                 }
-                linear(h, rows: rows, outputs[layer], into: out, threads: threads)
+                if let decode {
+                    let output = decode.outputs[layer]
+                    for r in 0..<rows { output.multiplyFourPanels(h + r * p, into: out + r * output.outputs) }
+                } else {
+                    linear(h, rows: rows, outputs[layer], into: out, threads: threads)
+                }
             }
         }
         state.spare = state.hidden
         state.hidden = hidden
     }
 
-    /// The cell on plain memory, x and h [rows × p] into `out` [rows × p], in one pass over the
-    /// gates; `h` nil is the zero state, whose W_hh h is exactly 0 and is skipped. Each value is
-    /// computed as the tape computes it: the same products, sums, σ and tanh (the vector tanh,
-    /// lane for lane the tape's).
-    func cell(
-        input x: UnsafePointer<Float>, hidden h: UnsafePointer<Float>?, rows: Int, into out: UnsafeMutablePointer<Float>,
-        threads: Int
+    /// `body` on the base address of `tensor`'s scalars, or on nil.
+    private func withBase<Result>(of tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> Result) -> Result {
+        guard let tensor else { return body(nil) }
+        return tensor.withBase { body($0) }
+    }
+
+    /// The cell's gates on plain memory: from gi = W_ih x and gh = W_hh h [rows × 3p], h
+    /// [rows × p] and the biases (b_ih, b_hh) into `out` [rows × p], in one pass; `h` nil is
+    /// the zero state, whose W_hh h is exactly 0 and is skipped (`gh` nil). Each value is
+    /// computed as the tape computes it: the same sums, σ and tanh (the vector tanh, lane for
+    /// lane the tape's).
+    func gates(
+        _ gi: UnsafePointer<Float>, _ gh: UnsafePointer<Float>?, hidden h: UnsafePointer<Float>?, biases: ([Float], [Float]),
+        rows: Int, into out: UnsafeMutablePointer<Float>
     ) {
         let p = stateSize
-        withScratch(rows * 3 * p * (h == nil ? 1 : 2)) { scratch in
-            let gi = scratch
-            let gh: UnsafeMutablePointer<Float>? = h.map { _ in gi + rows * 3 * p }
-            linear(x, rows: rows, weightIH, into: gi, threads: threads)
-            if let h, let gh { linear(h, rows: rows, weightHH, into: gh, threads: threads) }
-            biasIH.value.withBase { bi in
-                biasHH.value.withBase { bh in
-                    for r in 0..<rows {
-                        let i = gi + r * 3 * p
-                        let o = out + r * p
-                        let hh = gh.map { $0 + r * 3 * p }
-                        let previous = h.map { $0 + r * p }
-                        // W_hh h + b_hh for this row (just b_hh from the zero state).
-                        @inline(__always) func recurrent(_ j: Int) -> Float { hh.map { $0[j] + bh[j] } ?? bh[j] }
-                        @inline(__always) func recurrent(vector j: Int) -> Kernels.Vector {
-                            hh.map { Kernels.load($0 + j) + Kernels.load(bh + j) } ?? Kernels.load(bh + j)
-                        }
-                        // 16 lanes at a time, the same operations in the same order as the
-                        // tape's value-by-value ops (its σ and tanh are lanes of these).
-                        let one = Kernels.Vector(repeating: 1)
-                        var j = 0
-                        while j + Kernels.width <= p {
-                            let reset = Kernels.sigmoid((Kernels.load(i + j) + Kernels.load(bi + j)) + recurrent(vector: j))
-                            let z = Kernels.sigmoid((Kernels.load(i + p + j) + Kernels.load(bi + p + j)) + recurrent(vector: p + j))
-                            let gated = reset * recurrent(vector: 2 * p + j)
-                            let n = Kernels.tanh((Kernels.load(i + 2 * p + j) + Kernels.load(bi + 2 * p + j)) + gated)
-                            let carried = previous.map { z * Kernels.load($0 + j) } ?? Kernels.Vector()
-                            Kernels.store((one - z) * n + carried, o + j)
-                            j += Kernels.width
-                        }
-                        while j < p {
-                            let reset = Kernels.sigmoid((i[j] + bi[j]) + recurrent(j))
-                            let z = Kernels.sigmoid((i[p + j] + bi[p + j]) + recurrent(p + j))
-                            let gated = reset * recurrent(2 * p + j)
-                            let n = Kernels.tanh((i[2 * p + j] + bi[2 * p + j]) + gated)
-                            let (kept, carried) = ((1 - z) * n, z * (previous?[j] ?? 0))
-                            o[j] = kept + carried
-                            j += 1
-                        }
+        biases.0.withUnsafeBufferPointer { bi in
+            biases.1.withUnsafeBufferPointer { bh in
+                let (bi, bh) = (bi.baseAddress!, bh.baseAddress!)
+                for r in 0..<rows {
+                    let i = gi + r * 3 * p
+                    let o = out + r * p
+                    let hh = gh.map { $0 + r * 3 * p }
+                    let previous = h.map { $0 + r * p }
+                    // W_hh h + b_hh for this row (just b_hh from the zero state).
+                    @inline(__always) func recurrent(_ j: Int) -> Float { hh.map { $0[j] + bh[j] } ?? bh[j] }
+                    @inline(__always) func recurrent(vector j: Int) -> Kernels.Vector {
+                        hh.map { Kernels.load($0 + j) + Kernels.load(bh + j) } ?? Kernels.load(bh + j)
+                    }
+                    // 16 lanes at a time, the same operations in the same order as the
+                    // tape's value-by-value ops (its σ and tanh are lanes of these).
+                    let one = Kernels.Vector(repeating: 1)
+                    var j = 0
+                    while j + Kernels.width <= p {
+                        let reset = Kernels.sigmoid((Kernels.load(i + j) + Kernels.load(bi + j)) + recurrent(vector: j))
+                        let z = Kernels.sigmoid((Kernels.load(i + p + j) + Kernels.load(bi + p + j)) + recurrent(vector: p + j))
+                        let gated = reset * recurrent(vector: 2 * p + j)
+                        let n = Kernels.tanh((Kernels.load(i + 2 * p + j) + Kernels.load(bi + 2 * p + j)) + gated)
+                        let carried = previous.map { z * Kernels.load($0 + j) } ?? Kernels.Vector()
+                        Kernels.store((one - z) * n + carried, o + j)
+                        j += Kernels.width
+                    }
+                    while j < p {
+                        let reset = Kernels.sigmoid((i[j] + bi[j]) + recurrent(j))
+                        let z = Kernels.sigmoid((i[p + j] + bi[p + j]) + recurrent(p + j))
+                        let gated = reset * recurrent(2 * p + j)
+                        let n = Kernels.tanh((i[2 * p + j] + bi[2 * p + j]) + gated)
+                        let (kept, carried) = ((1 - z) * n, z * (previous?[j] ?? 0))
+                        o[j] = kept + carried
+                        j += 1
                     }
                 }
             }
