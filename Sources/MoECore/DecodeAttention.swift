@@ -1,6 +1,6 @@
 extension Kernels {
     /// `causalAttention` for fewer than `microRows` query rows (decoding one token against a KV
-    /// cache): the same softmax and value product, with each score q·k summed for speed rather
+    /// cache): the same softmax (`causalSoftmax`) and value product, with each score q·k summed for speed rather
     /// than in `dot`'s order. `dot` adds its 16 lanes one after another, 15 dependent additions
     /// per score, which made the scores of a decoded token's attention a tenth of its time; here
     /// the lanes are added pairwise (16 → 8 → 4 → 2 → 1). The scores differ from the full
@@ -18,8 +18,7 @@ extension Kernels {
             let row = scores + i * length
             let visible = offset + i + 1
             for j in 0..<visible { row[j] = pairwiseDot(q, keys.base + j * keys.rowStride, count: dims) }
-            softmax(row, count: visible, scale: scale)
-            (row + visible).update(repeating: 0, count: length - visible)
+            causalSoftmax(row, count: visible, length: length, scale: scale)
         }
         // Probabilities times values: `gemm`'s few-rows path, as `causalAttention` runs it.
         gemm(

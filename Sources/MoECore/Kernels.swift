@@ -498,7 +498,8 @@ public enum Kernels {
     /// positions `offset ..< offset + count` against the `offset + count` key and value rows
     /// (a KV cache's, or the same sequence's). `scores` (count × (offset + count)) is left
     /// holding the probabilities, zero where masked, for a backward pass. Every attention in
-    /// moescope — training, its own models' decoding, Hugging Face models — runs on this.
+    /// moescope — training, its own models, Hugging Face models — runs on this, or, for a
+    /// decoded token's few rows, on `fewRowAttention` (the same softmax, scores summed pairwise).
     public static func causalAttention(
         count: Int, offset: Int, queries: Operand, keys: Operand, values: Operand,
         dims: Int, valueDims: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
@@ -708,8 +709,9 @@ public enum Kernels {
     /// eˣ on 16 lanes for the element-wise passes that run one a score or hidden unit (causal
     /// attention's softmax, SwiGLU's SiLU): `exp`'s reduction and polynomial on fused
     /// multiply-adds, with one 2ⁿ factor, at about 60 % of its cost. Within 2 ulp of `expf` for
-    /// −87.3 ≤ x ≤ 88.3 (a test checks it); 0 below (where eˣ < 1.2·10⁻³⁸ would be subnormal),
-    /// +∞ above, NaN kept. Not lane for lane `exp`: the tape's and the model's blocks both call
+    /// −87.3 ≤ x ≤ 88.3 (a test checks it); below −87.3 it returns 0 (eˣ there is under
+    /// 1.2·10⁻³⁸, where `expf` would return a subnormal), above 88.3 +∞ (`expf` is still finite
+    /// up to 88.72), NaN kept. Not lane for lane `exp`: the tape's and the model's blocks both call
     /// the kernels that use it, so they still agree.
     @inline(__always) public static func fusedExp(_ x: Vector) -> Vector {
         let low = Vector(repeating: -87.3)
@@ -899,19 +901,16 @@ public enum Kernels {
     ) {
         var i = 0
         let one = Vector(repeating: 1)
-        while i + width <= n {
-            let g = load(gate + i)
-            let d = load(dy + i)
-            let sigma = one / (one + fusedExp(-g))
-            store(d * g * sigma, dUp + i)
-            store(d * load(up + i) * sigma * (one + g * (one - sigma)), dGate + i)
-            i += width
-        }
+        // The tail as one partial vector (padding 0), so every element takes the same lane
+        // arithmetic as the full vectors and the forward's σ.
         while i < n {
-            let sigma = 1 / (1 + fusedExp(Vector(repeating: -gate[i]))[0])  // the forward's σ
-            dUp[i] = dy[i] * gate[i] * sigma
-            dGate[i] = dy[i] * up[i] * sigma * (1 + gate[i] * (1 - sigma))
-            i += 1
+            let count = min(width, n - i)
+            let g = loadPartial(gate + i, count: count, padding: 0)
+            let d = loadPartial(dy + i, count: count, padding: 0)
+            let sigma = one / (one + fusedExp(-g))
+            storePartial(d * g * sigma, dUp + i, count: count)
+            storePartial(d * loadPartial(up + i, count: count, padding: 0) * sigma * (one + g * (one - sigma)), dGate + i, count: count)
+            i += width
         }
     }
 

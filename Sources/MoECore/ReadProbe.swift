@@ -16,8 +16,9 @@ public enum ReadProbe {
     /// first); each round runs every variant once, in turn, so a change in the machine's load
     /// touches all of them alike. Two-thread variants split the buffer into two contiguous
     /// halves, one per core, and time the pass from the start of both to the end of the last.
-    /// The last variants are what `bench --model` measures its limit and kernel rate on: a
-    /// separate 512 MB buffer allocated and written just before its one timed pass.
+    /// The last variants are the measurements `bench --model` takes its limit and kernel rate
+    /// from, one pass each a round: a separate 512 MB buffer allocated and written just before
+    /// the pass (bench itself keeps the best of 3 or 5 such passes).
     public static func run(megabytes: Int = 1024, rounds: Int = 9) -> [Variant] {
         let bytes = megabytes << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
@@ -62,8 +63,8 @@ public enum ReadProbe {
                     { for call in token { Kernels.multiply(call, threads: 2, unitBytes: kb << 10) } }
                 )
             }
-        // What `bench --model` measures its limit and kernel rate on: a 512 MB buffer allocated
-        // and written just before one timed pass (the rate the function returns, in bytes/s).
+        // What `bench --model` takes its limit and kernel rate from: a 512 MB buffer allocated
+        // and written just before one timed pass (bench keeps the best of several such passes).
         let fresh: [(String, () -> Double)] = [1, 2].flatMap { threads in
             [
                 (
