@@ -103,7 +103,8 @@ public struct ExplorerState {
     public mutating func handle(_ key: Key) {
         if editor != nil { return handleEditing(key) }
         if showingHelp {
-            if key == .character("q") { quitRequested = true }
+            // Any key closes the help; the quit keys also quit, as the table binds them.
+            if KeyBindings.action(for: key) == .quit { quitRequested = true }
             if key != .resize { showingHelp = false }
             return
         }

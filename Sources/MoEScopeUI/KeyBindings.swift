@@ -127,8 +127,8 @@ public enum KeyBindings {
             [(.tab, .nextView), (.backTab, .previousView)], label: "Tab ⇧Tab", footerLabel: "Tab", footer: "view", priority: 1,
             help: "next / previous view: " + ExplorerView.allCases.map(\.title).joined(separator: " · ")),
         KeyBinding(
-            [(.character("?"), .help), (.character("h"), .help)], label: "?", footer: "help", priority: 0,
-            help: "this help (any key closes it)"),
+            [(.character("?"), .help), (.character("h"), .help)], label: "?  h", footerLabel: "?", footer: "help", priority: 0,
+            help: "this help (any key closes it; q quits)"),
         KeyBinding([(.character("q"), .quit), (.control("c"), .quit)], label: "q", footer: "quit", priority: 0, help: "quit"),
     ]
 

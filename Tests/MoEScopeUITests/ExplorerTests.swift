@@ -139,9 +139,14 @@ import Testing
         state.handle(.character("?"))
         let text = Self.screen(state)
         for key in ["Home  End", "space", "1 … 7", "Tab", "q           quit"] { #expect(text.contains(key), "help lacks \(key)") }
+        #expect(text.contains("?  h"), "help names both of its keys")
         state.handle(.right)
         #expect(!state.showingHelp)
         #expect(state.cursor == 0)  // the key only closed the overlay
+        state.handle(.character("h"))
+        #expect(state.showingHelp)
+        state.handle(.character("q"))  // a quit key quits from the help too
+        #expect(!state.showingHelp && state.quitRequested)
     }
 
     @Test func editingReplacesTheTextAndEmptyTextIsRefused() throws {
