@@ -23,10 +23,6 @@ public struct Rect: Equatable, Hashable, Sendable, CustomStringConvertible {
 
     public func contains(x px: Int, y py: Int) -> Bool { px >= x && px < maxX && py >= y && py < maxY }
 
-    public func intersects(_ other: Rect) -> Bool {
-        !isEmpty && !other.isEmpty && x < other.maxX && other.x < maxX && y < other.maxY && other.y < maxY
-    }
-
     /// Shrunk by `dx` columns on each side and `dy` rows top and bottom.
     public func inset(dx: Int, dy: Int) -> Rect { Rect(x: x + dx, y: y + dy, width: width - 2 * dx, height: height - 2 * dy) }
 
