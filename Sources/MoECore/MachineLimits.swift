@@ -22,13 +22,13 @@ public enum MachineLimits {
         operands[0] = 0.999_999
         operands[1] = 1e-7
         for _ in 0..<max(1, repeats) {
-            var began = DispatchTime.now().uptimeNanoseconds
+            var began = monotonicNanoseconds()
             var sink = fma8x12(operands, iterations: iterations)
-            var seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
+            var seconds = secondsSince(began)
             best = max(best, Double(iterations * 12 * 8 * 2) / seconds / 1e9)
-            began = DispatchTime.now().uptimeNanoseconds
+            began = monotonicNanoseconds()
             sink += fma16x16(operands, iterations: iterations)
-            seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
+            seconds = secondsSince(began)
             best = max(best, Double(iterations * 16 * 16 * 2) / seconds / 1e9)
             if sink.isNaN { print("", terminator: "") }  // keeps the loops' results alive
         }
@@ -132,12 +132,12 @@ public enum MachineLimits {
         let address = UInt(bitPattern: base)
         var best = 0.0
         for _ in 0..<max(1, repeats) {
-            let began = DispatchTime.now().uptimeNanoseconds
+            let began = monotonicNanoseconds()
             DispatchQueue.concurrentPerform(iterations: parts) { part in
                 let base = UnsafeRawPointer(bitPattern: address)! + part * share
                 if ReadProbe.read(base, bytes: share, prefetchDistance: 0).isNaN { print("", terminator: "") }
             }
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
+            let seconds = secondsSince(began)
             best = max(best, Double(parts * share) / seconds)
         }
         return best
@@ -174,9 +174,9 @@ public enum MachineLimits {
         Kernels.multiply([product], threads: threads)  // warm-up
         var best = 0.0
         for _ in 0..<max(1, repeats) {
-            let began = DispatchTime.now().uptimeNanoseconds
+            let began = monotonicNanoseconds()
             Kernels.multiply([product], threads: threads)
-            best = max(best, Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9))
+            best = max(best, Double(bytes) / (secondsSince(began)))
         }
         return best
     }

@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
-
 /// One pre-norm decoder layer: x += Attention(RMSNorm(x)); x += MoE(RMSNorm(x)).
 public struct DecoderLayer: Sendable, ParameterDeclaring {
     public var attentionNorm: RMSNorm
@@ -296,11 +290,4 @@ extension MoEModel {
         let normed = finalNorm(x, on: tape, parameter: parameter)
         return TapeForward(logits: tape.linear(normed, parameter(lmHead.name)), routing: routing)
     }
-}
-
-/// Nanoseconds from a monotonic clock.
-public func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }

@@ -86,9 +86,9 @@ public enum ReadProbe {
         for (_, pass, _) in all { pass() }  // warm-up: the worker started, the code paged in
         for _ in 0..<max(1, rounds) {
             for (i, (_, pass, passBytes)) in all.enumerated() {
-                let began = DispatchTime.now().uptimeNanoseconds
+                let began = monotonicNanoseconds()
                 pass()
-                variants[i].rates.append(Double(passBytes) / Double(DispatchTime.now().uptimeNanoseconds - began))
+                variants[i].rates.append(Double(passBytes) / Double(monotonicNanoseconds() - began))
             }
             for (i, (_, measure)) in fresh.enumerated() { variants[all.count + i].rates.append(measure() / 1e9) }
         }

@@ -1,5 +1,6 @@
 import CNcursesw
 import Foundation
+import MoECore
 import Synchronization
 
 /// The only code that talks to ncurses: copies a `CellGrid` to the screen and turns key codes
@@ -210,19 +211,19 @@ public enum ExplorerApp {
         let terminal = try NcursesTerminal(noColor: noColor, environment: environment)
         defer { terminal.restore() }
         state.palette = Palette(mode: terminal.colorMode, asciiOnly: terminal.asciiOnly)
-        var lastTick = Date()
+        var lastTick = monotonicNanoseconds()
         var failedReads = 0
         while true {
             let (width, height) = terminal.size
             terminal.draw(ExplorerRenderer.render(state, width: width, height: height))
             let wait: Int32 = state.isAnimating ? 40 : 200
-            let asked = Date()
+            let asked = monotonicNanoseconds()
             let key = terminal.readKey(timeoutMilliseconds: wait)
             let received = signalReceived.load(ordering: .relaxed)
             if received != 0 { return .signal(received) }
             // A terminal that went away without a SIGHUP (its pty closed) makes every read fail
             // at once; without this the loop would spin on a dead terminal for ever.
-            if key == nil && Date().timeIntervalSince(asked) < Double(wait) / 4000 {
+            if key == nil && secondsSince(asked) < Double(wait) / 4000 {
                 failedReads += 1
                 if failedReads > 50 { return .signal(SIGHUP) }
             } else {
@@ -231,9 +232,9 @@ public enum ExplorerApp {
             if let key { state.handle(key) }
             if state.quitRequested { return .quit }
             let interval = state.pendingGeneration > 0 ? 0.05 : 0.15
-            if state.isAnimating, Date().timeIntervalSince(lastTick) >= interval {
+            if state.isAnimating, secondsSince(lastTick) >= interval {
                 state.tick()
-                lastTick = Date()
+                lastTick = monotonicNanoseconds()
             }
         }
     }

@@ -129,14 +129,14 @@ extension AnalyzeCommand {
                 return position
             } ?? trace.routedLayerCount - 1
         var progress = ProgressLine("analyze: tokens", total: trace.tokenCount, unit: "tok")
-        let began = Date()
+        let began = monotonicNanoseconds()
         let cpuBegan = Self.cpuSeconds()
         let accumulated = try AnalysisReport.Accumulator.reading(trace) { progress.update($0) }
         progress.finish()
-        let streamed = Date().timeIntervalSince(began)
+        let streamed = secondsSince(began)
         let streamedCPU = Self.cpuSeconds() - cpuBegan
         let report = AnalysisReport(trace: trace, tokenizer: recorded.tokenizer, accumulated: accumulated)
-        let total = Date().timeIntervalSince(began)
+        let total = secondsSince(began)
         let totalCPU = Self.cpuSeconds() - cpuBegan
         if let figures {
             try AnalysisFigures(report: report, textDescription: "recorded trace \(path)").writeForCommandLine(to: figures)

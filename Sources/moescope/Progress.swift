@@ -1,4 +1,5 @@
 import Foundation
+import MoECore
 
 /// A single self-overwriting status line on standard error: rate, a caller-supplied detail
 /// (e.g. loss) and ETA. On a non-terminal it prints a plain line at most every few seconds.
@@ -10,8 +11,9 @@ struct ProgressLine {
     let unitsPerItem: Int
     /// Items already done before this run started (a resumed run), left out of the rate.
     let startingAt: Int
-    private let start = Date()
-    private var lastDraw = Date.distantPast
+    private let start = monotonicNanoseconds()
+    /// When the line was last drawn (a `monotonicNanoseconds()` reading); nil before the first.
+    private var lastDraw: UInt64?
     private let interactive = isatty(STDERR_FILENO) != 0
 
     init(_ label: String, total: Int, unit: String, unitsPerItem: Int = 1, startingAt: Int = 0) {
@@ -23,11 +25,12 @@ struct ProgressLine {
     }
 
     mutating func update(_ done: Int, detail: String = "") {
-        let now = Date()
+        let now = monotonicNanoseconds()
         let interval = interactive ? 0.1 : 5
-        guard now.timeIntervalSince(lastDraw) >= interval || done == total else { return }
+        let sinceDrawn = lastDraw.map { Double(now - $0) / 1e9 } ?? .infinity
+        guard sinceDrawn >= interval || done == total else { return }
         lastDraw = now
-        let elapsed = now.timeIntervalSince(start)
+        let elapsed = Double(now - start) / 1e9
         let rate = elapsed > 0 ? Double(done - startingAt) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
         let unitRate = rate * Double(unitsPerItem)

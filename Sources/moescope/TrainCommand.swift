@@ -142,7 +142,7 @@ struct TrainCommand: ParsableCommand {
             "train \(router.rawValue): step", total: options.steps, unit: "tok",
             unitsPerItem: trainer.tokensPerStep, startingAt: trainer.step)
         var recentLoss: [Float] = []
-        let began = Date()
+        let began = monotonicNanoseconds()
         while !trainer.isFinished {
             if let signal = StopSignal.pending {
                 try trainer.saveState(to: statePath)
@@ -175,7 +175,7 @@ struct TrainCommand: ParsableCommand {
             ])
         try? FileManager.default.removeItem(atPath: statePath)
         print(
-            "trained \(router.rawValue) in \(ProgressLine.format(seconds: Date().timeIntervalSince(began))): "
+            "trained \(router.rawValue) in \(ProgressLine.format(seconds: secondsSince(began))): "
                 + "train loss \(String(format: "%.3f", meanLoss)) (mean of the last \(recentLoss.count) steps); checkpoint written to \(directory)"
         )
     }

@@ -56,11 +56,11 @@ import Testing
         process.standardOutput = FileHandle(forWritingAtPath: out)
         process.standardError = FileHandle(forWritingAtPath: err)
         process.standardInput = FileHandle.nullDevice
-        let began = Date()
+        let began = monotonicNanoseconds()
         try process.run()
         var timedOut = false
         while process.isRunning {
-            if Date().timeIntervalSince(began) > seconds {
+            if secondsSince(began) > seconds {
                 timedOut = true
                 process.terminate()
                 kill(process.processIdentifier, SIGKILL)
@@ -72,7 +72,7 @@ import Testing
             status: process.terminationStatus,
             stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
             stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "",
-            seconds: Date().timeIntervalSince(began), timedOut: timedOut, signaled: process.terminationReason == .uncaughtSignal)
+            seconds: secondsSince(began), timedOut: timedOut, signaled: process.terminationReason == .uncaughtSignal)
     }
 
     /// Expects a refusal: non-zero exit (not a signal), within the time limit, and exactly one

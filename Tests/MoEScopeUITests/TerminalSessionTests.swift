@@ -1,4 +1,5 @@
 import Foundation
+import MoECore
 import Testing
 
 /// Drives the real `moescope` binary in a tmux pane, as a person would: keys in, screen out.
@@ -44,13 +45,13 @@ import Testing
 
     /// Polls the pane until `condition` holds (or `seconds` pass); returns the last screen.
     static func waitForScreen(_ session: String, seconds: Double = 30, until condition: (String) -> Bool) throws -> String {
-        let deadline = Date().addingTimeInterval(seconds)
+        let began = monotonicNanoseconds()
         var screen = ""
         repeat {
             screen = try tmux("capture-pane", "-p", "-t", session)
             if condition(screen) { return screen }
             Thread.sleep(forTimeInterval: 0.1)
-        } while Date() < deadline
+        } while secondsSince(began) < seconds
         return screen
     }
 
