@@ -60,7 +60,7 @@ public enum WindowedRouting {
         _ ids: [Int], _ model: any RoutingModel, normTokens: inout Int, threads: Int = Kernels.threads,
         consume: (RoutedWindow) throws -> Void
     ) throws {
-        guard !ids.isEmpty else { throw InferenceError.emptyInput }
+        try InferenceError.check(count: ids.count)  // any length: it is routed a window at a time
         HeapReuse.enable()  // every batch frees and reallocates the same MB-sized activations
         let batches = batches(ids, contextLength: model.contextLength, normTokens: &normTokens)
         func summarise(_ routed: [Result<RoutedWindow, Error>]) throws {

@@ -17,11 +17,10 @@ public struct KVCache: Sendable {
 
     public var remaining: Int { capacity - length }
 
-    /// The one input rule every model applies before a pass: some tokens, all inside the
-    /// vocabulary, and room for them in the cache.
+    /// What every model checks before a pass: the input rule (some tokens, room for them in
+    /// the cache) and every token inside the vocabulary.
     public func check(_ tokens: [Int], vocabSize: Int) throws {
-        guard !tokens.isEmpty else { throw InferenceError.emptyInput }
-        guard tokens.count <= remaining else { throw InferenceError.contextFull(needed: length + tokens.count, capacity: capacity) }
+        try InferenceError.check(count: tokens.count, after: length, capacity: capacity)
         if let bad = tokens.first(where: { $0 < 0 || $0 >= vocabSize }) {
             throw InferenceError.tokenOutOfRange(token: bad, vocabSize: vocabSize)
         }

@@ -41,13 +41,21 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
     /// and the tensor ("layer L2, router logits, token 5").
     case nonFinite(location: String, value: Float)
 
+    /// The one input rule, for every model and command: at least one token, and room for
+    /// `count` more after the `used` positions of a `capacity`-token context (no limit where a
+    /// text is routed a context window at a time).
+    public static func check(count: Int, after used: Int = 0, capacity: Int = .max) throws {
+        guard count > 0 else { throw emptyInput }
+        guard count <= capacity - used else { throw contextFull(needed: used + count, capacity: capacity) }
+    }
+
     public var description: String {
         switch self {
         case .nonFinite(let location, let value):
             return
                 "the model produced \(value.isNaN ? "NaN" : value > 0 ? "+inf" : "-inf") at \(location) — its weights hold NaN/inf or overflow there; check or replace the checkpoint"
         case .emptyInput:
-            return "the text encodes to no tokens — give at least one character of text"
+            return "the text is empty (it encodes to no tokens) — give at least one character of text"
         case .contextFull(let needed, let capacity):
             return "the text needs \(needed) token positions but the model's context is \(capacity) — shorten the text"
         case .tokenOutOfRange(let token, let vocabSize):

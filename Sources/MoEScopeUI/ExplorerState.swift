@@ -355,8 +355,8 @@ public struct ExplorerState {
         case .enter:
             editor = nil
             let tokens = session.tokenizer.encode(field.text)
-            guard !tokens.isEmpty else {
-                message = "the text is empty — type at least one character"
+            do { try InferenceError.check(count: tokens.count) } catch {
+                message = "\(error)"
                 return
             }
             do {

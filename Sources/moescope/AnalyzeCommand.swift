@@ -85,7 +85,7 @@ struct AnalyzeCommand: ParsableCommand {
         var done = 0
         var normTokens = 0
         for (domain, ids) in inputs {
-            guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
+            // `route` refuses an empty text (`InferenceError.check`), as every command does.
             try WindowedRouting.route(ids, opened.model, normTokens: &normTokens) { window in
                 accumulated.add(window, domain: domain)
                 done += window.count

@@ -147,7 +147,7 @@ struct DiffCommand: ParsableCommand {
     func inputs(tokenizer: any TextTokenizer) throws -> [(domain: String, ids: [Int])] {
         if input.isGiven {
             let ids = tokenizer.encode(try input.read())
-            guard !ids.isEmpty else { throw CLIError("the text is empty — give at least one character") }
+            try InferenceError.check(count: ids.count)  // any length: it is compared a window at a time
             return [("text", ids)]
         }
         let locator = try model.assets.locate()

@@ -81,11 +81,9 @@ struct ExploreCommand: ParsableCommand {
                 opened = try options.open(quiet: true)
             }
             let ids = tokens ?? opened.tokenizer.encode(text ?? "")
-            guard !ids.isEmpty else { throw CLIError("the text is empty — type at least one character") }
-            // As `trace` does: a text longer than the context is refused, never silently cut.
-            guard ids.count <= opened.model.contextLength else {
-                throw InferenceError.contextFull(needed: ids.count, capacity: opened.model.contextLength)
-            }
+            // Checked whole, as `trace` does: a text longer than the context is refused, never
+            // silently cut (the session decodes it a token at a time, later).
+            try InferenceError.check(count: ids.count, capacity: opened.model.contextLength)
             return ExplorerSession(
                 model: opened.model, tokenizer: opened.tokenizer, label: opened.source,
                 isRandomInit: opened.isRandomInit, tokens: ids)

@@ -237,6 +237,10 @@ import Testing
             try model.forward(tooLong)
         }
         #expect(throws: InferenceError.tokenOutOfRange(token: 300, vocabSize: 300)) { try model.forward([1, 300]) }
+        // The rule the commands apply to a whole text is the one the model applies per pass.
+        #expect(throws: InferenceError.emptyInput) { try InferenceError.check(count: 0, capacity: 8) }
+        #expect(throws: InferenceError.contextFull(needed: 9, capacity: 8)) { try InferenceError.check(count: 3, after: 6, capacity: 8) }
+        #expect(throws: Never.self) { try InferenceError.check(count: 1_000_000) }
     }
 
     @Test(arguments: [RouterKind.gru, .hybrid, .attention])
