@@ -15,8 +15,6 @@ public struct KVCache: Sendable {
         values = keys
     }
 
-    public var remaining: Int { capacity - length }
-
     /// What every model checks before a pass: the input rule (some tokens, room for them in
     /// the cache) and every token inside the vocabulary.
     public func check(_ tokens: [Int], vocabSize: Int) throws {
