@@ -37,8 +37,8 @@ public struct RMSNorm: Sendable, ParameterDeclaring {
     }
 
     /// The same normalisation on the tape, for training.
-    public func callAsFunction(_ x: Variable, on tape: Tape, parameter: (String) -> Variable) -> Variable {
-        tape.rmsNorm(x, gain: parameter(name), epsilon: epsilon)
+    public func callAsFunction(_ x: Variable, on tape: Tape, parameter: (Parameter) -> Variable) -> Variable {
+        tape.rmsNorm(x, gain: parameter(gain), epsilon: epsilon)
     }
 }
 
