@@ -8,8 +8,6 @@
 public struct RMSNorm: Sendable, ParameterDeclaring {
     public var gain: Parameter
     public let epsilon: Float
-    /// The gain's checkpoint name.
-    public var name: String { gain.name }
 
     /// Declares the gain `name` of `size`, ones when not loaded.
     public init(_ name: String, size: Int, epsilon: Float) {

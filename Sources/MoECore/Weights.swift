@@ -150,8 +150,6 @@ extension SafeTensorsFile: WeightSource {
 /// transposed copy is kept.
 public struct Linear: Sendable, ParameterDeclaring {
     public var weight: Parameter
-    /// The weight's checkpoint name: what loading, saving and the training tape call it.
-    public var name: String { weight.name }
     public var inFeatures: Int { weight.value.cols }
     public var outFeatures: Int { weight.value.rows }
 
