@@ -174,17 +174,17 @@ extension GroupedQueryAttention: ParameterDeclaring where P == Linear {
     }
 
     /// The same attention on the tape, for training: h [B·T × d], B sequences of T tokens from
-    /// position 0. `parameter` gives the tape variable of a weight by its checkpoint name.
+    /// position 0. `parameter` gives the tape variable of a declared weight.
     public func callAsFunction(
         _ h: Variable, sequenceLength: Int, rope: RotaryEmbedding, on tape: Tape,
-        parameter: (String) -> Variable
+        parameter: (Parameter) -> Variable
     ) -> Variable {
         precondition(keyValueHeads == heads && queryNorm == nil && clip == nil, "the tape runs moescope's own attention")
-        let q = tape.rope(tape.linear(h, parameter(query.name)), rope, numHeads: heads, sequenceLength: sequenceLength)
-        let k = tape.rope(tape.linear(h, parameter(key.name)), rope, numHeads: heads, sequenceLength: sequenceLength)
-        let v = tape.linear(h, parameter(value.name))
+        let q = tape.rope(tape.linear(h, parameter(query.weight)), rope, numHeads: heads, sequenceLength: sequenceLength)
+        let k = tape.rope(tape.linear(h, parameter(key.weight)), rope, numHeads: heads, sequenceLength: sequenceLength)
+        let v = tape.linear(h, parameter(value.weight))
         let attended = tape.causalAttention(q: q, k: k, v: v, numHeads: heads, sequenceLength: sequenceLength)
-        return tape.linear(attended, parameter(output.name))
+        return tape.linear(attended, parameter(output.weight))
     }
 }
 

@@ -8,8 +8,6 @@
 public struct RMSNorm: Sendable, ParameterDeclaring {
     public var gain: Parameter
     public let epsilon: Float
-    /// The gain's checkpoint name.
-    public var name: String { gain.name }
 
     /// Declares the gain `name` of `size`, ones when not loaded.
     public init(_ name: String, size: Int, epsilon: Float) {
@@ -37,8 +35,8 @@ public struct RMSNorm: Sendable, ParameterDeclaring {
     }
 
     /// The same normalisation on the tape, for training.
-    public func callAsFunction(_ x: Variable, on tape: Tape, parameter: (String) -> Variable) -> Variable {
-        tape.rmsNorm(x, gain: parameter(name), epsilon: epsilon)
+    public func callAsFunction(_ x: Variable, on tape: Tape, parameter: (Parameter) -> Variable) -> Variable {
+        tape.rmsNorm(x, gain: parameter(gain), epsilon: epsilon)
     }
 }
 

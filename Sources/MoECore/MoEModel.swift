@@ -94,6 +94,7 @@ public struct MoEModel: Sendable, ParameterDeclaring {
             config.tieEmbeddings ? nil : Linear("lm_head.weight", in: config.hiddenSize, out: config.vocabSize, std: config.initStd)
         router = makeRouter(config)
         rope = RotaryEmbedding(headDim: config.headDim, context: config.contextLength, theta: config.ropeTheta)
+        numberParameters()
     }
 
     /// The model with every declared parameter read from `source` (a checkpoint, the trainer's
@@ -275,15 +276,15 @@ public struct TapeForward {
 }
 
 extension MoEModel {
-    /// `tokens`: B·T ids, `sequenceLength` (T) per sequence. `parameter` gives the tape variable
-    /// of each parameter by checkpoint name; the model supplies only its structure (config,
-    /// router kind, RoPE tables, names), so the trainer can keep its parameters wherever it likes.
-    public func forward(
-        batch tokens: [Int], sequenceLength: Int, on tape: Tape,
-        parameter: (String) -> Variable
-    ) -> TapeForward {
+    /// `tokens`: B·T ids, `sequenceLength` (T) per sequence. `leaves` holds the tape variable
+    /// of every parameter in the order `visitParameters` walks them (`leaves(on:)` makes them
+    /// from the model's own values), each block reading its own at its `declarationIndex`; the
+    /// model supplies only its structure (config, router kind, RoPE tables), so the trainer can
+    /// keep its parameters wherever it likes.
+    public func forward(batch tokens: [Int], sequenceLength: Int, on tape: Tape, leaves: [Variable]) -> TapeForward {
+        let parameter: (Parameter) -> Variable = { leaves[$0.declarationIndex] }
         precondition(tokens.count % sequenceLength == 0 && sequenceLength <= config.contextLength)
-        var x = tape.gatherRows(parameter(embedding.name), tokens)
+        var x = tape.gatherRows(parameter(embedding), tokens)
         var routerState: Variable?
         var routing: [TapeRouting] = []
         for (i, layer) in layers.enumerated() {
@@ -296,6 +297,6 @@ extension MoEModel {
             x = tape.add(x, moeOut)
         }
         let normed = finalNorm(x, on: tape, parameter: parameter)
-        return TapeForward(logits: tape.linear(normed, parameter(lmHead.name)), routing: routing)
+        return TapeForward(logits: tape.linear(normed, parameter(lmHead.weight)), routing: routing)
     }
 }

@@ -373,7 +373,7 @@ extension SparseMoE: ParameterDeclaring where P == Linear {
     /// it (dropless).
     public func callAsFunction(
         _ u: Variable, logits: Variable, on tape: Tape,
-        parameter: (String) -> Variable
+        parameter: (Parameter) -> Variable
     ) -> (Variable, TapeRouting) {
         guard case .softmaxTopK(let normalize) = rule, shared == nil else { preconditionFailure("the tape runs moescope's own block") }
         let k = topK
@@ -393,8 +393,8 @@ extension SparseMoE: ParameterDeclaring where P == Linear {
             let tokenRows = slots.map { $0 / k }
             let input = tape.gatherRows(u, tokenRows)
             let hidden = tape.swiglu(
-                gate: tape.linear(input, parameter(expert.gate.name)), up: tape.linear(input, parameter(expert.up.name)))
-            let expertOut = tape.linear(hidden, parameter(expert.down.name))
+                gate: tape.linear(input, parameter(expert.gate.weight)), up: tape.linear(input, parameter(expert.up.weight)))
+            let expertOut = tape.linear(hidden, parameter(expert.down.weight))
             let slotWeights = tape.gatherEntries(weights, slots.map { (row: 0, column: $0) })
             let contribution = tape.weightedScatterRows(expertOut, weights: slotWeights, rows: tokenRows, count: rows)
             output = output.map { tape.add($0, contribution) } ?? contribution

@@ -30,6 +30,10 @@ public struct Parameter: Sendable {
     private var packedRowsCache = BuiltOnce<Kernels.PackedRows>()
     /// Its copy for products of many rows (`panelsPacked`), built on first use.
     private var packedPanelsCache = BuiltOnce<Kernels.PackedPanels>()
+    /// Its place in the walk of the model that declared it (`numberParameters()`), −1 until
+    /// numbered: a tape forward handed one leaf per parameter in walk order reads this one's
+    /// at that index, so a training step looks nothing up by name.
+    public internal(set) var declarationIndex = -1
 
     /// The value packed for products of one or a few input rows (`Kernels.PackedRows`): built
     /// the first time a decode asks for it, then kept as long as the value is not changed, so
@@ -107,6 +111,19 @@ extension ParameterDeclaring {
     }
 
     public var parameterCount: Int { declaredParameters.reduce(0) { $0 + $1.value.count } }
+
+    /// Numbers every parameter by its place in the walk (`Parameter.declarationIndex`).
+    mutating func numberParameters() {
+        var next = 0
+        visitParameters {
+            $0.declarationIndex = next
+            next += 1
+        }
+    }
+
+    /// A tape leaf of every parameter's value, in walk order: the leaves a tape forward of
+    /// this block, numbered, reads by `Parameter.declarationIndex`.
+    public func leaves(on tape: Tape) -> [Variable] { declaredParameters.map { tape.leaf($0.value) } }
 }
 
 /// Fresh parameters from a seeded generator: same seed, same model.
@@ -133,8 +150,6 @@ extension SafeTensorsFile: WeightSource {
 /// transposed copy is kept.
 public struct Linear: Sendable, ParameterDeclaring {
     public var weight: Parameter
-    /// The weight's checkpoint name: what loading, saving and the training tape call it.
-    public var name: String { weight.name }
     public var inFeatures: Int { weight.value.cols }
     public var outFeatures: Int { weight.value.rows }
 

@@ -31,25 +31,25 @@ public struct LearningRateSchedule: Sendable, Equatable {
     }
 }
 
-/// The trainable parameters as one flat list, in checkpoint-name order, built once from the
-/// model's declaration (`MoEModel.namedParameters`): the tape's leaves, the gradients, both
-/// AdamW moments and the saved training state are indexed alike, so a step neither sorts nor
-/// looks anything up by name.
+/// The trainable parameters as one flat list, built once from the model's declaration
+/// (`declaredParameters`): the gradients, both AdamW moments and the saved training state are
+/// indexed alike, so a step neither sorts nor looks anything up by name. Sorted by checkpoint
+/// name rather than in declaration order, because the gradient norm is summed in list order and
+/// a run must keep reproducing the loss curve of the runs before it bit for bit.
 public struct ParameterList: Sendable, Equatable {
     public let names: [String]
     public var tensors: [Tensor]
-    private let positions: [String: Int]
+    /// Where in this list the parameter `visitParameters` walks k-th sits: the tape forward's
+    /// leaves, which it takes in walk order, are `walkOrder.map { listLeaves[$0] }`.
+    public let walkOrder: [Int]
 
-    public init(_ named: [String: Tensor]) {
-        names = named.keys.sorted()
-        tensors = names.map { named[$0]! }
-        positions = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
-    }
-
-    /// Where parameter `name` sits; the model asks only for names it declared.
-    public func position(of name: String) -> Int {
-        guard let position = positions[name] else { preconditionFailure("the model declares no parameter \(name)") }
-        return position
+    public init(_ declared: [Parameter]) {
+        let sorted = declared.indices.sorted { declared[$0].name < declared[$1].name }
+        names = sorted.map { declared[$0].name }
+        tensors = sorted.map { declared[$0].value }
+        var walkOrder = [Int](repeating: 0, count: declared.count)
+        for (position, walked) in sorted.enumerated() { walkOrder[walked] = position }
+        self.walkOrder = walkOrder
     }
 
     public var named: [String: Tensor] { Dictionary(uniqueKeysWithValues: zip(names, tensors)) }
@@ -117,17 +117,6 @@ public struct AdamW: Sendable {
                 }
             }
         }
-    }
-
-    /// The same update on parameters and gradients by name (each name in both).
-    public mutating func update(
-        _ parameters: inout [String: Tensor], gradients: [String: Tensor], learningRate lr: Float,
-        gradientScale: Float = 1, threads: Int = Kernels.threads
-    ) {
-        var list = ParameterList(parameters)
-        update(
-            &list.tensors, gradients: list.names.map { gradients[$0]! }, learningRate: lr, gradientScale: gradientScale, threads: threads)
-        parameters = list.named
     }
 }
 

@@ -121,7 +121,7 @@ public struct Trainer {
         HeapReuse.enable()  // a step frees and reallocates the same few hundred buffers (up to 8 MB)
         try Self.checkMemory(config: config, options: options, path: "config")
         structure = try MoEModel(config: config, seed: options.seed)
-        parameterList = ParameterList(structure.namedParameters)
+        parameterList = ParameterList(structure.declaredParameters)
         optimizer = AdamW(weightDecay: options.weightDecay)
         self.options = options
         self.data = data
@@ -146,14 +146,8 @@ public struct Trainer {
     /// is fixed, not taken from the thread count, the run is the same on one core or two.
     public static let shards = 2
 
-    /// Loss and gradients (by checkpoint name) of one batch; nothing changes.
-    public func lossAndGradients(inputs: [Int], targets: [Int]) -> (StepReport, [String: Tensor]) {
-        let (report, gradients) = lossAndGradientList(inputs: inputs, targets: targets)
-        return (report, Dictionary(uniqueKeysWithValues: zip(parameterList.names, gradients)))
-    }
-
-    /// Loss and gradients of one batch, the gradients in `parameterList` order.
-    func lossAndGradientList(inputs: [Int], targets: [Int]) -> (StepReport, [Tensor]) {
+    /// Loss and gradients of one batch, the gradients in `parameterList` order; nothing changes.
+    func lossAndGradients(inputs: [Int], targets: [Int]) -> (StepReport, [Tensor]) {
         let t = options.sequenceLength
         let sequences = inputs.count / t
         let shardCount = max(1, min(Self.shards, sequences))
@@ -208,9 +202,8 @@ public struct Trainer {
     func shard(inputs: [Int], targets: [Int], weight: Float, threads: Int) -> ShardResult {
         let tape = Tape(threads: threads)
         let leaves = parameterList.tensors.map { tape.leaf($0) }
-        let forward = structure.forward(batch: inputs, sequenceLength: options.sequenceLength, on: tape) {
-            leaves[parameterList.position(of: $0)]
-        }
+        let forward = structure.forward(
+            batch: inputs, sequenceLength: options.sequenceLength, on: tape, leaves: parameterList.walkOrder.map { leaves[$0] })
         let crossEntropy = tape.crossEntropy(forward.logits, targets: targets)
         var objective = crossEntropy
         let layers = Float(forward.routing.count)
@@ -249,7 +242,7 @@ public struct Trainer {
     @discardableResult
     public mutating func trainStep() throws -> StepReport {
         let batch = data.batch(step: step, seed: options.seed, batchSize: options.batchSize, sequenceLength: options.sequenceLength)
-        let (report, gradients) = lossAndGradientList(inputs: batch.inputs, targets: batch.targets)
+        let (report, gradients) = lossAndGradients(inputs: batch.inputs, targets: batch.targets)
         guard report.loss.isFinite else { throw TrainingError.nonFinite(step: step, what: "loss") }
         guard report.gradientNorm.isFinite else { throw TrainingError.nonFinite(step: step, what: "gradient norm") }
         let clip = report.gradientNorm > options.clipNorm ? options.clipNorm / report.gradientNorm : 1

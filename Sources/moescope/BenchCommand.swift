@@ -335,12 +335,10 @@ extension BenchCommand {
             let began = monotonicNanoseconds()
             for batch in 0..<batches {
                 Kernels.parallelFor(shards, threads: threads) { s in
-                    var copy = model
                     let tape = Tape(threads: 1)
-                    var leaves: [String: Variable] = [:]
-                    copy.visitParameters { leaves[$0.name] = tape.leaf($0.value) }
                     let first = (batch * shards + s) * shard
-                    _ = copy.forward(batch: Array(heldOut[first..<first + shard]), sequenceLength: 128, on: tape) { leaves[$0]! }
+                    _ = model.forward(
+                        batch: Array(heldOut[first..<first + shard]), sequenceLength: 128, on: tape, leaves: model.leaves(on: tape))
                 }
             }
             times.append(Double(monotonicNanoseconds() - began) / 1e9)

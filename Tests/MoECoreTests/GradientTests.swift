@@ -182,7 +182,7 @@ import Testing
             var total: Variable?
             for layer in 0..<config.numLayers {
                 let logits = router.logits(variables[0], tokens: [1, 2, 3], layer: layer, state: &state, on: tape) {
-                    variables[index[$0]!]
+                    variables[index[$0.name]!]
                 }
                 let weighted = tape.scale(logits, by: Float(layer + 1))
                 total = total.map { tape.add($0, weighted) } ?? weighted
@@ -199,8 +199,8 @@ import Testing
         let parameters = router.namedParameters.mapValues { tape.leaf($0) }
         var state: Variable?
         let u = tape.leaf(GradientTests.random([2, config.hiddenSize], seed: 3))
-        _ = router.logits(u, tokens: [1, 2], layer: 0, state: &state, on: tape) { parameters[$0]! }
-        let last = router.logits(u, tokens: [1, 2], layer: 1, state: &state, on: tape) { parameters[$0]! }
+        _ = router.logits(u, tokens: [1, 2], layer: 0, state: &state, on: tape) { parameters[$0.name]! }
+        let last = router.logits(u, tokens: [1, 2], layer: 1, state: &state, on: tape) { parameters[$0.name]! }
         tape.backward(from: tape.sum(tape.multiply(last, tape.leaf(GradientTests.random([2, config.numExperts], seed: 5)))))
         // The loss reads only layer 1's logits, yet layer 0's projector gets a gradient via h_0 → h_1.
         let layer0 = tape.gradient(parameters["model.layers.0.block_sparse_moe.gate.projector.weight"]!)
@@ -222,7 +222,7 @@ import Testing
             var total: Variable?
             for layer in 0..<config.numLayers {
                 let logits = router.logits(variables[0], tokens: [1, 2, 3], layer: layer, state: &state, on: tape) {
-                    index[$0].map { variables[$0] } ?? tape.leaf(router.namedParameters[$0]!)
+                    index[$0.name].map { variables[$0] } ?? tape.leaf($0.value)
                 }
                 let weighted = tape.scale(logits, by: Float(layer + 1))
                 total = total.map { tape.add($0, weighted) } ?? weighted

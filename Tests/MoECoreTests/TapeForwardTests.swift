@@ -11,8 +11,7 @@ import Testing
         let sequences = [[1, 72, 101, 108, 108, 111, 32, 299], [5, 72, 72, 200, 17, 17, 3, 250]]
         let t = sequences[0].count
         let tape = Tape()
-        let parameters = model.namedParameters
-        let forward = model.forward(batch: sequences.flatMap { $0 }, sequenceLength: t, on: tape) { tape.leaf(parameters[$0]!) }
+        let forward = model.forward(batch: sequences.flatMap { $0 }, sequenceLength: t, on: tape, leaves: model.leaves(on: tape))
         let logits = tape.value(forward.logits)
         let vocab = model.config.vocabSize
         for (b, sequence) in sequences.enumerated() {
@@ -35,14 +34,15 @@ import Testing
         let tokens = [1, 72, 101, 108, 32, 299]
         let targets = [72, 101, 108, 32, 299, 5]
         let parameters = model.namedParameters
+        let names = model.declaredParameters.map(\.name)
         func loss(_ overridden: [String: Tensor]) -> (Float, [String: Tensor], [[[Int]]]) {
             let tape = Tape()
-            var leaves: [String: Variable] = [:]
-            for (name, value) in overridden { leaves[name] = tape.leaf(value) }
-            let forward = model.forward(batch: tokens, sequenceLength: tokens.count, on: tape) { leaves[$0]! }
+            let leaves = names.map { tape.leaf(overridden[$0]!) }
+            let forward = model.forward(batch: tokens, sequenceLength: tokens.count, on: tape, leaves: leaves)
             let ce = tape.crossEntropy(forward.logits, targets: targets)
             tape.backward(from: ce)
-            return (tape.value(ce).scalars[0], leaves.mapValues { tape.gradient($0) }, forward.routing.map(\.choices))
+            let gradients = Dictionary(uniqueKeysWithValues: zip(names, leaves.map { tape.gradient($0) }))
+            return (tape.value(ce).scalars[0], gradients, forward.routing.map(\.choices))
         }
         let (_, gradients, choices) = loss(parameters)
         let probes = [

@@ -127,7 +127,8 @@ import Testing
             ],
             to: statePath)
         let trainer = try Trainer(resumingFrom: statePath, config: config, options: options, data: TokenStream(tokens: inputs + targets))
-        let (report, gradients) = trainer.lossAndGradients(inputs: inputs, targets: targets)
+        let (report, gradientList) = trainer.lossAndGradients(inputs: inputs, targets: targets)
+        let gradients = Dictionary(uniqueKeysWithValues: zip(trainer.parameterList.names, gradientList))
 
         for (ours, theirs, name) in [
             (report.loss, losses[0], "objective"), (report.crossEntropy, losses[1], "cross-entropy"),

@@ -81,8 +81,8 @@ import Testing
         let (report, sharded) = trainer.lossAndGradients(inputs: batch.inputs, targets: batch.targets)
         let whole = trainer.shard(inputs: batch.inputs, targets: batch.targets, weight: 1, threads: 1)
         #expect(abs(report.crossEntropy - whole.crossEntropy) < 1e-5)
-        for (name, g) in zip(trainer.parameterList.names, whole.gradients) {
-            let worst = zip(g.scalars, sharded[name]!.scalars).map { abs($0 - $1) }.max() ?? 0
+        for (index, name) in trainer.parameterList.names.enumerated() {
+            let worst = zip(whole.gradients[index].scalars, sharded[index].scalars).map { abs($0 - $1) }.max() ?? 0
             #expect(worst < 1e-5, "\(name): \(worst)")
         }
     }
@@ -149,11 +149,11 @@ import Testing
     /// (bias-corrected m/√v = g/|g|), after decoupled decay on matrices only.
     @Test func adamWFirstStepMatchesHandComputation() {
         var optimizer = AdamW(weightDecay: 0.5)
-        var parameters = ["w": Tensor(shape: [1, 2], scalars: [1, -2]), "gain": Tensor(shape: [2], scalars: [1, 1])]
-        let gradients = ["w": Tensor(shape: [1, 2], scalars: [0.3, -4]), "gain": Tensor(shape: [2], scalars: [-1, 0.001])]
+        var parameters = [Tensor(shape: [1, 2], scalars: [1, -2]), Tensor(shape: [2], scalars: [1, 1])]  // w, gain
+        let gradients = [Tensor(shape: [1, 2], scalars: [0.3, -4]), Tensor(shape: [2], scalars: [-1, 0.001])]
         optimizer.update(&parameters, gradients: gradients, learningRate: 0.1)
-        let w = parameters["w"]!.scalars
-        let gain = parameters["gain"]!.scalars
+        let w = parameters[0].scalars
+        let gain = parameters[1].scalars
         #expect(abs(w[0] - (1 * 0.95 - 0.1)) < 1e-5)
         #expect(abs(w[1] - (-2 * 0.95 + 0.1)) < 1e-5)
         #expect(abs(gain[0] - 1.1) < 1e-5)

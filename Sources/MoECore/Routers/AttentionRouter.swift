@@ -28,11 +28,11 @@ public struct AttentionRouter: Router {
 
     public func logits(
         _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-        on tape: Tape, parameter: (String) -> Variable
+        on tape: Tape, parameter: (Parameter) -> Variable
     ) -> Variable {
-        let query = tape.linear(u, parameter(queries[layer].name))
+        let query = tape.linear(u, parameter(queries[layer]))
         // (Wq u) Kᵀ is a linear layer whose weight is K.
-        let scores = tape.linear(query, parameter(expertKeys[layer].name))
+        let scores = tape.linear(query, parameter(expertKeys[layer]))
         return tape.scale(scores, by: 1 / Float(keyWidth).squareRoot())
     }
 

@@ -71,10 +71,10 @@ public struct GRURouter: Router {
     }
 
     /// One GRU step for T tokens at once: x, h [T × p] → h′ [T × p].
-    public func cell(input x: Variable, hidden h: Variable, on tape: Tape, parameter: (String) -> Variable) -> Variable {
+    public func cell(input x: Variable, hidden h: Variable, on tape: Tape, parameter: (Parameter) -> Variable) -> Variable {
         let p = stateSize
-        let gi = tape.addRow(tape.linear(x, parameter(weightIH.name)), parameter(biasIH.name))
-        let gh = tape.addRow(tape.linear(h, parameter(weightHH.name)), parameter(biasHH.name))
+        let gi = tape.addRow(tape.linear(x, parameter(weightIH)), parameter(biasIH))
+        let gh = tape.addRow(tape.linear(h, parameter(weightHH)), parameter(biasHH))
         let r = tape.sigmoid(tape.add(tape.columns(gi, 0..<p), tape.columns(gh, 0..<p)))
         let z = tape.sigmoid(tape.add(tape.columns(gi, p..<2 * p), tape.columns(gh, p..<2 * p)))
         let n = tape.tanh(tape.add(tape.columns(gi, 2 * p..<3 * p), tape.multiply(r, tape.columns(gh, 2 * p..<3 * p))))
@@ -83,13 +83,13 @@ public struct GRURouter: Router {
 
     public func logits(
         _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-        on tape: Tape, parameter: (String) -> Variable
+        on tape: Tape, parameter: (Parameter) -> Variable
     ) -> Variable {
         let previous = (recurrent ? state : nil) ?? tape.leaf(Tensor(zeros: [tokens.count, stateSize]))
-        let x = tape.linear(u, parameter(projectors[layer].name))
+        let x = tape.linear(u, parameter(projectors[layer]))
         let hidden = cell(input: x, hidden: previous, on: tape, parameter: parameter)
         state = hidden
-        return tape.linear(hidden, parameter(outputs[layer].name))
+        return tape.linear(hidden, parameter(outputs[layer]))
     }
 
     public var expertCount: Int { outputs[0].value.rows }

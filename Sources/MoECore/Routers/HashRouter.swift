@@ -32,7 +32,7 @@ public struct HashRouter: Router {
 
     public func logits(
         _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-        on tape: Tape, parameter: (String) -> Variable
+        on tape: Tape, parameter: (Parameter) -> Variable
     ) -> Variable {
         var none = RouterDepthState()
         return tape.leaf(logits(tape.value(u), tokens: tokens, layer: layer, state: &none, threads: 1))  // a constant: nothing to learn

@@ -28,9 +28,9 @@ public struct HybridRouter: Router {
 
     public func logits(
         _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-        on tape: Tape, parameter: (String) -> Variable
+        on tape: Tape, parameter: (Parameter) -> Variable
     ) -> Variable {
-        let alpha = tape.sigmoid(parameter(mixLogits[layer].name))
+        let alpha = tape.sigmoid(parameter(mixLogits[layer]))
         let a = linear.logits(u, tokens: tokens, layer: layer, state: &state, on: tape, parameter: parameter)
         let b = mlp.logits(u, tokens: tokens, layer: layer, state: &state, on: tape, parameter: parameter)
         return tape.add(tape.scale(a, byScalar: alpha), tape.scale(b, byScalar: tape.oneMinus(alpha)))

@@ -23,9 +23,9 @@ public struct LinearRouter: Router {
 
     public func logits(
         _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-        on tape: Tape, parameter: (String) -> Variable
+        on tape: Tape, parameter: (Parameter) -> Variable
     ) -> Variable {
-        tape.linear(u, parameter(gates[layer].name))
+        tape.linear(u, parameter(gates[layer]))
     }
 
     public var expertCount: Int { gates[0].value.rows }

@@ -28,11 +28,11 @@ public struct MLPHadamardRouter: Router {
 
     public func logits(
         _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-        on tape: Tape, parameter: (String) -> Variable
+        on tape: Tape, parameter: (Parameter) -> Variable
     ) -> Variable {
-        let a = tape.gelu(tape.linear(u, parameter(gated[layer].name)))
-        let b = tape.linear(u, parameter(linear[layer].name))
-        return tape.linear(tape.multiply(a, b), parameter(output[layer].name))
+        let a = tape.gelu(tape.linear(u, parameter(gated[layer])))
+        let b = tape.linear(u, parameter(linear[layer]))
+        return tape.linear(tape.multiply(a, b), parameter(output[layer]))
     }
 
     public var expertCount: Int { output[0].value.rows }

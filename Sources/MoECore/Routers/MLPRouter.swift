@@ -26,10 +26,10 @@ public struct MLPRouter: Router {
 
     public func logits(
         _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-        on tape: Tape, parameter: (String) -> Variable
+        on tape: Tape, parameter: (Parameter) -> Variable
     ) -> Variable {
-        let activated = tape.gelu(tape.linear(u, parameter(hidden[layer].name)))
-        return tape.linear(activated, parameter(output[layer].name))
+        let activated = tape.gelu(tape.linear(u, parameter(hidden[layer])))
+        return tape.linear(activated, parameter(output[layer]))
     }
 
     public var expertCount: Int { output[0].value.rows }

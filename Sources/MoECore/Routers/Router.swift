@@ -72,10 +72,10 @@ public protocol Router: Sendable, ParameterDeclaring {
     init(_ config: ModelConfig)
     /// u: [T × d] for the T tokens `tokens` at layer `layer`; returns logits [T × E].
     /// `state` carries what the router passes to the next layer (the GRU's h; nil at layer 0).
-    /// `parameter` yields the tape variable of a parameter by name.
+    /// `parameter` yields the tape variable of each parameter it declared.
     func logits(
         _ u: Variable, tokens: [Int], layer: Int, state: inout Variable?,
-        on tape: Tape, parameter: (String) -> Variable
+        on tape: Tape, parameter: (Parameter) -> Variable
     ) -> Variable
     /// E: the logits per token.
     var expertCount: Int { get }
@@ -112,10 +112,13 @@ extension Router {
         threads: Int = Kernels.threads
     ) -> Tensor {
         let tape = Tape(threads: threads)
-        let parameters = namedParameters
+        // Numbered afresh: a model's router carries its places in the whole model's walk.
+        var numbered = self
+        numbered.numberParameters()
+        let leaves = numbered.leaves(on: tape)
         var hidden = state.hidden.map { tape.leaf($0) }
-        let out = logits(tape.leaf(u), tokens: tokens, layer: layer, state: &hidden, on: tape) { name in
-            tape.leaf(parameters[name]!)
+        let out = numbered.logits(tape.leaf(u), tokens: tokens, layer: layer, state: &hidden, on: tape) {
+            leaves[$0.declarationIndex]
         }
         state.hidden = hidden.map { tape.value($0) }
         return tape.value(out)
