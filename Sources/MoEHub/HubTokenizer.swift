@@ -111,7 +111,7 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
             return try (fields.optionalObjectArray(listKey) ?? []).enumerated().map { fields.nested("\(listKey)[\($0)]", $1) }
         }
         /// `field` of the object `step[outer]`, when both are there.
-        func string(_ step: ConfigFields, _ outer: String, _ field: String) throws -> String? {
+        func nestedString(_ step: ConfigFields, _ outer: String, _ field: String) throws -> String? {
             try step.optionalObject(outer).flatMap { try step.nested(outer, $0).optionalString(field) }
         }
 
@@ -123,7 +123,7 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
             switch try step.optionalString("type") {
             case "NFC": nfc = true
             case "Prepend" where try step.optionalString("prepend") == Self.marker: prependMarker = true
-            case "Replace" where try string(step, "pattern", "String") == " " && step.optionalString("content") == Self.marker:
+            case "Replace" where try nestedString(step, "pattern", "String") == " " && step.optionalString("content") == Self.marker:
                 replaceSpaces = true
             case let other: throw refuse("normalizer \"\(other ?? "unknown")\"")
             }
@@ -144,7 +144,7 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
                 prefix = try step.optionalBool("add_prefix_space") ?? false
                 if try step.optionalBool("use_regex") ?? true { pattern = pattern ?? Self.gpt2Pattern }
             case "Split":
-                guard let regex = try string(step, "pattern", "Regex") else {
+                guard let regex = try nestedString(step, "pattern", "Regex") else {
                     throw refuse("a Split pre-tokenizer without a Regex pattern")
                 }
                 guard pattern == nil else { throw refuse("more than one Split pre-tokenizer") }
