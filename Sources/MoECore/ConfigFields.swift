@@ -95,6 +95,21 @@ public struct ConfigFields: Sendable {
         }
     }
 
+    public func optionalArray(_ name: String) throws -> [JSONValue]? {
+        guard let value = present(name) else { return nil }
+        guard let items = value.arrayValue else { throw invalid(name, "must be a list, is \(value.kindDescription)") }
+        return items
+    }
+
+    public func optionalObjectArray(_ name: String) throws -> [JSONObject]? {
+        guard let value = present(name) else { return nil }
+        guard let items = value.arrayValue else { throw invalid(name, "must be a list of objects, is \(value.kindDescription)") }
+        return try items.map { item in
+            guard let o = item.objectValue else { throw invalid(name, "must list objects, holds \(item.kindDescription)") }
+            return o
+        }
+    }
+
     public func optionalObject(_ name: String) throws -> JSONObject? {
         guard let value = present(name) else { return nil }
         guard let o = value.objectValue else { throw invalid(name, "must be an object, is \(value.kindDescription)") }

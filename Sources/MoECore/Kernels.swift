@@ -949,6 +949,15 @@ public enum Kernels {
 }
 
 extension Tensor {
+    /// self += delta, element by element (a residual connection: a block's output added to the
+    /// stream it read).
+    public mutating func add(_ delta: Tensor) {
+        precondition(delta.count == count, "add shapes \(delta.shape) into \(shape)")
+        delta.scalars.withUnsafeBufferPointer { dp in
+            scalars.withUnsafeMutableBufferPointer { xp in Kernels.axpy(1, dp.baseAddress!, xp.baseAddress!, count: xp.count) }
+        }
+    }
+
     /// out = op(a) · op(b) (or `+=`), op = identity or transpose of a 2-D tensor.
     public static func product(
         _ a: Tensor, transposed ta: Bool, _ b: Tensor, transposed tb: Bool,

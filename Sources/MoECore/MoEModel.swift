@@ -216,7 +216,7 @@ public struct MoEModel: Sendable, ParameterDeclaring {
                 let attended = layers[i].attention(
                     layers[i].attentionNorm(x), layer: i, caches: caches, lengths: lengths, rope: rope,
                     threads: threads)
-                add(attended, into: &x)
+                x.add(attended)
                 let u = layers[i].moeNorm(x)
                 let began = monotonicNanoseconds()
                 let routerInput = routerInputNoise?.applied(to: u, positions: positions, layer: i) ?? u
@@ -232,7 +232,7 @@ public struct MoEModel: Sendable, ParameterDeclaring {
                 } else {
                     let moeOut: Tensor
                     (moeOut, table) = layers[i].moe.mix(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
-                    add(moeOut, into: &x)
+                    x.add(moeOut)
                 }
                 routing.layers.append(
                     .init(logits: logits, table: table, routerNanoseconds: routerTime, gruHidden: recordGRUState ? routerState.hidden : nil)
@@ -253,14 +253,6 @@ public struct MoEModel: Sendable, ParameterDeclaring {
             outputRows = Tensor(shape: [sequences.count, d], scalars: last)
         }
         return (lmHead(finalNorm(outputRows), threads: threads), routing)
-    }
-
-    private func add(_ delta: Tensor, into x: inout Tensor) {
-        delta.scalars.withUnsafeBufferPointer { dp in
-            x.scalars.withUnsafeMutableBufferPointer { xp in
-                Kernels.axpy(1, dp.baseAddress!, xp.baseAddress!, count: xp.count)
-            }
-        }
     }
 }
 

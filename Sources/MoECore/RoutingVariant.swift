@@ -94,12 +94,8 @@ public struct RouterInputNoise: Sendable, Equatable {
 
     public init(relative: Float) { self.relative = relative }
 
-    /// u [T × d] of the tokens at positions `start…`, at layer `layer`, with noise added.
-    public func applied(to u: Tensor, start: Int, layer: Int) -> Tensor {
-        applied(to: u, positions: Array(start..<start + u.rows), layer: layer)
-    }
-
-    /// The same for rows at any positions (several sequences run as one batch).
+    /// u [T × d], row t the token at position `positions[t]` (several sequences may run as one
+    /// batch), at layer `layer`, with noise added.
     public func applied(to u: Tensor, positions: [Int], layer: Int) -> Tensor {
         var out = u
         let d = u.cols

@@ -13,10 +13,12 @@ public enum JSONValue: Sendable, Equatable {
     case object(JSONObject)
 
     /// Parses `bytes` as one JSON document (surrounding whitespace allowed).
-    public static func parse(_ bytes: some Collection<UInt8>, maximumDepth: Int = 128) throws -> JSONValue {
+    public static func parse(
+        _ bytes: some Collection<UInt8>, maximumDepth: Int = 128, equivalentKeys: EquivalentKeys = .refuse
+    ) throws -> JSONValue {
         let array = Array(bytes)
         return try array.withUnsafeBufferPointer { buffer throws in
-            var parser = JSONParser(bytes: buffer, maximumDepth: maximumDepth)
+            var parser = JSONParser(bytes: buffer, maximumDepth: maximumDepth, equivalentKeys: equivalentKeys)
             parser.skipWhitespace()
             let value = try parser.value(depth: 0)
             parser.skipWhitespace()
@@ -45,6 +47,18 @@ public enum JSONValue: Sendable, Equatable {
     public var isNull: Bool { self == .null }
 }
 
+/// What an object does with keys that are different text but equal as Swift strings, being
+/// canonically equivalent ("é" written precomposed and as "e" + U+0301).
+public enum EquivalentKeys: Sendable {
+    /// Refused as duplicate keys: names looked up as strings (tensors, config fields) must
+    /// not be ambiguous.
+    case refuse
+    /// Each kept in `keys`, a lookup answering the last one's value: tokenizer vocabularies
+    /// hold such pairs as distinct tokens (Gemma's "à" twice), and a tokenizer that keys its
+    /// vocabulary by string keeps one of them, as Foundation's parser does.
+    case keepLast
+}
+
 /// A JSON number as written.
 public struct JSONNumber: Sendable, Equatable, CustomStringConvertible {
     public let text: String
@@ -61,7 +75,8 @@ public struct JSONNumber: Sendable, Equatable, CustomStringConvertible {
     public var description: String { text }
 }
 
-/// A JSON object: its keys in file order (each once) and a lookup by key.
+/// A JSON object: its keys in file order (each once, or each spelling of equivalent keys under
+/// `EquivalentKeys.keepLast`) and a lookup by key.
 public struct JSONObject: Sendable, Equatable {
     public private(set) var keys: [String] = []
     public private(set) var values: [String: JSONValue] = [:]
@@ -83,11 +98,13 @@ public struct JSONSyntaxError: Error, Sendable, Equatable, CustomStringConvertib
 struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     let maximumDepth: Int
+    let equivalentKeys: EquivalentKeys
     var position = 0
 
-    init(bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int) {
+    init(bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int, equivalentKeys: EquivalentKeys = .refuse) {
         self.bytes = bytes
         self.maximumDepth = maximumDepth
+        self.equivalentKeys = equivalentKeys
     }
 
     func error(_ reason: String) -> JSONSyntaxError { JSONSyntaxError(offset: position, reason: reason) }
@@ -145,7 +162,12 @@ struct JSONParser {
             }
             let keyStart = position
             let key = try string()
-            guard result[key] == nil else { throw JSONSyntaxError(offset: keyStart, reason: "duplicate key \"\(key)\"") }
+            if result[key] != nil {
+                // Only an equivalent key of other text may stay (a rare pair, so the scan is rare).
+                guard equivalentKeys == .keepLast, !result.keys.contains(where: { $0.utf8.elementsEqual(key.utf8) }) else {
+                    throw JSONSyntaxError(offset: keyStart, reason: "duplicate key \"\(key)\"")
+                }
+            }
             skipWhitespace()
             guard current == UInt8(ascii: ":") else { throw error("expected ':' after key \"\(key)\"") }
             position += 1

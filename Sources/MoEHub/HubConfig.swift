@@ -403,17 +403,16 @@ struct Fields {
             missing: { HubError.missingField(path: path, field: $0) })
     }
 
-    func optional<T>(_ name: String) throws -> T? {
-        if T.self == Int.self { return try fields.optionalInt(name, in: 0...SizeLimits.context) as? T }
-        if T.self == Double.self { return try fields.optionalDouble(name) as? T }
-        if T.self == Bool.self { return try fields.optionalBool(name) as? T }
-        if T.self == String.self { return try fields.optionalString(name) as? T }
-        if T.self == [Int].self { return try fields.optionalIntArray(name, in: 0...SizeLimits.layers) as? T }
-        fatalError("no reader for \(T.self)")
-    }
+    // One reader per type, picked by the type the caller asks for; the bounds are config.json's
+    // (a count or size up to the context, a layer list within the layer limit).
+    func optional(_ name: String) throws -> Int? { try fields.optionalInt(name, in: 0...SizeLimits.context) }
+    func optional(_ name: String) throws -> Double? { try fields.optionalDouble(name) }
+    func optional(_ name: String) throws -> Bool? { try fields.optionalBool(name) }
+    func optional(_ name: String) throws -> String? { try fields.optionalString(name) }
+    func optional(_ name: String) throws -> [Int]? { try fields.optionalIntArray(name, in: 0...SizeLimits.layers) }
 
-    func required<T>(_ name: String) throws -> T {
-        guard let value: T = try optional(name) else { throw HubError.missingField(path: path, field: name) }
+    func required(_ name: String) throws -> String {
+        guard let value: String = try optional(name) else { throw HubError.missingField(path: path, field: name) }
         return value
     }
 

@@ -78,21 +78,20 @@ public struct HubModel: Sendable {
         withUnsafeMutablePointer(to: &cache) { cache in
             let caches = UnsafeMutableBufferPointer(start: cache, count: 1)
             for (i, layer) in layers.enumerated() {
-                add(layer.attention(layer.inputNorm(x), layer: i, caches: caches, lengths: [t], rope: rope, threads: threads), into: &x)
+                x.add(layer.attention(layer.inputNorm(x), layer: i, caches: caches, lengths: [t], rope: rope, threads: threads))
                 let u = layer.postNorm(x)
                 switch layer.feedForward {
-                case .dense(let mlp): add(mlp(u, threads: threads), into: &x)
+                case .dense(let mlp): x.add(mlp(u, threads: threads))
                 case .sparse(let router, let moe):
                     let began = monotonicNanoseconds()
-                    var logits = Tensor(uninitialized: [t, config.numExperts])
-                    let routerInput = routerInputNoise?.applied(to: u, start: offset, layer: i) ?? u
-                    Tensor.product(
-                        routerInput, transposed: false, router.value, transposed: true, into: &logits, accumulate: false, threads: 1)
+                    let routerInput = routerInputNoise?.applied(to: u, positions: Array(offset..<offset + t), layer: i) ?? u
+                    // The linear router's product, as MoECore's `LinearRouter` runs it per layer.
+                    let logits = Linear(router)(routerInput, threads: 1)
                     let routerNanoseconds = Double(monotonicNanoseconds() - began) / Double(t)
                     var (y, routing) = moe(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
                     for r in routing.indices { routing[r].routerNanoseconds = routerNanoseconds }
                     perLayer.append(routing)
-                    add(y, into: &x)
+                    x.add(y)
                 }
             }
         }
@@ -102,12 +101,6 @@ public struct HubModel: Sendable {
             RoutingTrace(token: token, position: offset + i, layers: perLayer.map { $0[i] })
         }
         return ForwardResult(logits: lmHead(normed, threads: threads), routing: routing)
-    }
-
-    private func add(_ delta: Tensor, into x: inout Tensor) {
-        delta.scalars.withUnsafeBufferPointer { dp in
-            x.scalars.withUnsafeMutableBufferPointer { xp in Kernels.axpy(1, dp.baseAddress!, xp.baseAddress!, count: xp.count) }
-        }
     }
 }
 

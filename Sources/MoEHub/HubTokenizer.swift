@@ -55,26 +55,42 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
 
     public init(file path: String) throws {
         let folder = (path as NSString).deletingLastPathComponent
-        func refuse(_ detail: String) -> HubError { .unsupportedTokenizer(path: folder, detail: detail) }
+        @Sendable func refuse(_ detail: String) -> HubError { .unsupportedTokenizer(path: folder, detail: detail) }
         guard FileManager.default.fileExists(atPath: path) else {
             throw HubError.notAModelFolder(path: folder, detail: "no tokenizer.json, so text cannot be encoded")
         }
         let data = try RegularFile.read(path, what: "tokenizer", limit: 512 << 20)
-        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-            let model = json["model"] as? [String: Any]
-        else { throw refuse("not a JSON object with a \"model\"") }
-        guard (model["type"] as? String) == "BPE" else { throw refuse("model.type is \"\(model["type"] ?? "missing")\", not BPE") }
-        guard let vocab = model["vocab"] as? [String: Int] else { throw refuse("model.vocab is missing or not an object of whole numbers") }
-        if let (text, id) = vocab.first(where: { $0.value < 0 || $0.value >= SizeLimits.vocabulary }) {
-            throw refuse("model.vocab gives \"\(text)\" the id \(id), outside 0…\(SizeLimits.vocabulary - 1)")
+        let parsed: JSONValue
+        // Equivalent vocabulary strings are distinct tokens; the vocabulary keeps the last (see `EquivalentKeys`).
+        do { parsed = try JSONValue.parse(data, equivalentKeys: .keepLast) } catch { throw refuse("not valid JSON (\(error))") }
+        guard let root = parsed.objectValue, let modelObject = root["model"]?.objectValue else {
+            throw refuse("not a JSON object with a \"model\"")
+        }
+        // Typed reads, each failure naming the field ("model.merges must be a list, is …").
+        let json = ConfigFields(object: root, invalid: { refuse("\($0) \($1)") }, missing: { refuse("\($0) is missing") })
+        let model = json.nested("model", modelObject)
+        let type = try model.optionalString("type")
+        guard type == "BPE" else { throw refuse("model.type is \"\(type ?? "missing")\", not BPE") }
+        var vocab: [String: Int] = [:]
+        guard let vocabObject = modelObject["vocab"]?.objectValue else {
+            throw refuse("model.vocab is missing or not an object of whole numbers")
+        }
+        for text in vocabObject.keys {
+            guard let id = vocabObject[text]?.numberValue?.exactInt else {
+                throw refuse("model.vocab is missing or not an object of whole numbers")
+            }
+            guard id >= 0, id < SizeLimits.vocabulary else {
+                throw refuse("model.vocab gives \"\(text)\" the id \(id), outside 0…\(SizeLimits.vocabulary - 1)")
+            }
+            vocab[text] = id
         }
         var ranks: [String: Int] = [:]
-        for (rank, merge) in ((model["merges"] as? [Any]) ?? []).enumerated() {
+        for (rank, merge) in (try model.optionalArray("merges") ?? []).enumerated() {
             let pair: [String]
-            if let text = merge as? String {
+            if let text = merge.stringValue {
                 pair = text.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-            } else if let list = merge as? [String] {
-                pair = list
+            } else if let items = merge.arrayValue, case let strings = items.compactMap(\.stringValue), strings.count == items.count {
+                pair = strings
             } else {
                 throw refuse("model.merges entry \(rank) is neither \"a b\" nor [a, b]")
             }
@@ -84,22 +100,30 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
             ranks[pair[0] + " " + pair[1]] = rank
         }
         mergeRank = ranks
-        ignoreMerges = model["ignore_merges"] as? Bool ?? false
+        ignoreMerges = try model.optionalBool("ignore_merges") ?? false
+
+        /// A part's steps: the part itself, or a Sequence's list under `listKey`, each read with
+        /// its field path ("normalizer.normalizers[1].prepend").
+        func steps(_ part: String, listedUnder listKey: String) throws -> [ConfigFields] {
+            guard let object = try json.optionalObject(part) else { return [] }
+            let fields = json.nested(part, object)
+            guard try fields.optionalString("type") == "Sequence" else { return [fields] }
+            return try (fields.optionalObjectArray(listKey) ?? []).enumerated().map { fields.nested("\(listKey)[\($0)]", $1) }
+        }
+        /// `field` of the object `step[outer]`, when both are there.
+        func nestedString(_ step: ConfigFields, _ outer: String, _ field: String) throws -> String? {
+            try step.optionalObject(outer).flatMap { try step.nested(outer, $0).optionalString(field) }
+        }
 
         // Normaliser: none, NFC, or SentencePiece's Prepend("▁") + Replace(" " → "▁").
         var nfc = false
         var prependMarker = false
         var replaceSpaces = false
-        let normalizer = json["normalizer"] as? [String: Any]
-        let normalizers =
-            (normalizer?["type"] as? String) == "Sequence"
-            ? (normalizer?["normalizers"] as? [[String: Any]] ?? []) : (normalizer.map { [$0] } ?? [])
-        for step in normalizers {
-            switch step["type"] as? String {
+        for step in try steps("normalizer", listedUnder: "normalizers") {
+            switch try step.optionalString("type") {
             case "NFC": nfc = true
-            case "Prepend" where step["prepend"] as? String == Self.marker: prependMarker = true
-            case "Replace"
-            where ((step["pattern"] as? [String: Any])?["String"] as? String) == " " && step["content"] as? String == Self.marker:
+            case "Prepend" where try step.optionalString("prepend") == Self.marker: prependMarker = true
+            case "Replace" where try nestedString(step, "pattern", "String") == " " && step.optionalString("content") == Self.marker:
                 replaceSpaces = true
             case let other: throw refuse("normalizer \"\(other ?? "unknown")\"")
             }
@@ -109,28 +133,32 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         var pattern: String?
         var prefix = false
         var byteLevel = false
-        var metaspace: [String: Any]?
-        let pre = json["pre_tokenizer"] as? [String: Any]
-        let steps = (pre?["type"] as? String) == "Sequence" ? (pre?["pretokenizers"] as? [[String: Any]] ?? []) : (pre.map { [$0] } ?? [])
-        for step in steps {
-            switch step["type"] as? String {
+        var metaspace: (prepend: Bool, split: Bool)?
+        var preTokenizerTypes: [String] = []
+        for step in try steps("pre_tokenizer", listedUnder: "pretokenizers") {
+            let type = try step.optionalString("type")
+            if let type { preTokenizerTypes.append(type) }
+            switch type {
             case "ByteLevel":
                 byteLevel = true
-                prefix = step["add_prefix_space"] as? Bool ?? false
-                if step["use_regex"] as? Bool ?? true { pattern = pattern ?? Self.gpt2Pattern }
+                prefix = try step.optionalBool("add_prefix_space") ?? false
+                if try step.optionalBool("use_regex") ?? true { pattern = pattern ?? Self.gpt2Pattern }
             case "Split":
-                guard let regex = (step["pattern"] as? [String: Any])?["Regex"] as? String else {
+                guard let regex = try nestedString(step, "pattern", "Regex") else {
                     throw refuse("a Split pre-tokenizer without a Regex pattern")
                 }
                 guard pattern == nil else { throw refuse("more than one Split pre-tokenizer") }
                 pattern = regex
-            case "Metaspace" where (step["replacement"] as? String ?? Self.marker) == Self.marker:
-                metaspace = step
+            case "Metaspace" where try step.optionalString("replacement") ?? Self.marker == Self.marker:
+                metaspace = (
+                    prepend: try step.optionalString("prepend_scheme") ?? "always" != "never", split: try step.optionalBool("split") ?? true
+                )
             case let other:
                 throw refuse("pre_tokenizer \"\(other ?? "unknown")\"")
             }
         }
-        let byteFallback = model["byte_fallback"] as? Bool ?? false
+        let byteFallback = try model.optionalBool("byte_fallback") ?? false
+        let unknown = try model.optionalString("unk_token").flatMap { vocab[$0] }
         if byteLevel {
             guard !byteFallback, metaspace == nil, !replaceSpaces else {
                 throw refuse("a ByteLevel pre-tokenizer mixed with SentencePiece-style parts")
@@ -139,39 +167,33 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
                 style = .byteLevel(splitter: try pattern.map { try NSRegularExpression(pattern: $0) }, addPrefixSpace: prefix)
             } catch { throw refuse("the pre-tokenizer regex does not compile: \(error)") }
         } else if let metaspace {
-            style = .sentencePiece(
-                prepend: (metaspace["prepend_scheme"] as? String ?? "always") != "never",
-                split: metaspace["split"] as? Bool ?? true, byteFallback: byteFallback,
-                unknown: (model["unk_token"] as? String).flatMap { vocab[$0] })
+            style = .sentencePiece(prepend: metaspace.prepend, split: metaspace.split, byteFallback: byteFallback, unknown: unknown)
         } else if replaceSpaces {
-            style = .sentencePiece(
-                prepend: prependMarker, split: false, byteFallback: byteFallback,
-                unknown: (model["unk_token"] as? String).flatMap { vocab[$0] })
+            style = .sentencePiece(prepend: prependMarker, split: false, byteFallback: byteFallback, unknown: unknown)
         } else {
             throw refuse(
-                "neither a ByteLevel pre-tokenizer nor SentencePiece's \"▁\" for spaces (pre_tokenizer: \(steps.compactMap { $0["type"] as? String }))"
+                "neither a ByteLevel pre-tokenizer nor SentencePiece's \"▁\" for spaces (pre_tokenizer: \(preTokenizerTypes))"
             )
         }
 
         // Post-processor: a template's special tokens around the text ($A); ByteLevel changes no ids.
         var before: [Int] = []
         var after: [Int] = []
-        let post = json["post_processor"] as? [String: Any]
-        let processors =
-            (post?["type"] as? String) == "Sequence" ? (post?["processors"] as? [[String: Any]] ?? []) : (post.map { [$0] } ?? [])
-        for processor in processors {
-            switch processor["type"] as? String {
+        for processor in try steps("post_processor", listedUnder: "processors") {
+            switch try processor.optionalString("type") {
             case "ByteLevel": continue
             case "TemplateProcessing":
-                let specials = processor["special_tokens"] as? [String: [String: Any]] ?? [:]
+                let specials = try processor.optionalObject("special_tokens")
                 var seenText = false
-                for case let piece as [String: Any] in (processor["single"] as? [Any]) ?? [] {
+                for piece in try processor.optionalObjectArray("single") ?? [] {
                     if piece["Sequence"] != nil {
                         seenText = true
                         continue
                     }
-                    guard let name = (piece["SpecialToken"] as? [String: Any])?["id"] as? String,
-                        let ids = specials[name]?["ids"] as? [Int]
+                    guard let name = piece["SpecialToken"]?.objectValue?["id"]?.stringValue, let specials,
+                        let special = specials[name]?.objectValue,
+                        let ids = try processor.nested("special_tokens", specials).nested(name, special)
+                            .optionalIntArray("ids", in: 0...SizeLimits.vocabulary - 1)
                     else { throw refuse("post_processor template names an unknown special token") }
                     if seenText { after += ids } else { before += ids }
                 }
@@ -202,8 +224,11 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         var special: [String: Int] = [:]
         var texts: [Int: String] = [:]
         for (text, id) in vocab { texts[id] = text }
-        for case let added as [String: Any] in (json["added_tokens"] as? [Any]) ?? [] {
-            guard let id = added["id"] as? Int, let content = added["content"] as? String else { continue }
+        for (index, entry) in (try json.optionalObjectArray("added_tokens") ?? []).enumerated() {
+            let added = json.nested("added_tokens[\(index)]", entry)
+            guard let id = try added.optionalInt("id", in: Int.min...Int.max), let content = try added.optionalString("content") else {
+                continue
+            }
             guard id >= 0, id < SizeLimits.vocabulary, !content.isEmpty else {
                 throw refuse(
                     "added_tokens has an entry with id \(id) and content \"\(content)\"; ids must be in 0…\(SizeLimits.vocabulary - 1) and contents non-empty"

@@ -306,6 +306,21 @@ import Testing
         }
     }
 
+    /// A router's product through `Linear` (what `LinearRouter` and `HubModel` run: the packed
+    /// rows for a few tokens, the prepacked GEMM for more) gives the bits the plain one-thread
+    /// `Tensor.product` gives, on both sides of the few-rows cut.
+    @Test(arguments: [(8, 64), (60, 40), (64, 33)])
+    func linearEqualsOneThreadProduct(shape: (experts: Int, width: Int)) {
+        var g = SeededGenerator(seed: UInt64(shape.experts * 100 + shape.width))
+        let router = Linear(weight: Tensor(randomNormal: [shape.experts, shape.width], std: 0.1, using: &g))
+        for rows in 1...(2 * Kernels.microRows + 1) {
+            let x = Tensor(randomNormal: [rows, shape.width], std: 1, using: &g)
+            var viaProduct = Tensor(uninitialized: [rows, shape.experts])
+            Tensor.product(x, transposed: false, router.weight.value, transposed: true, into: &viaProduct, accumulate: false, threads: 1)
+            #expect(router(x, threads: 1).scalars.map(\.bitPattern) == viaProduct.scalars.map(\.bitPattern), "\(rows) rows")
+        }
+    }
+
     /// Few-row products split between this thread and the helper thread give the same bits as
     /// on one thread: an expert's gate and up (256 × 128) and a down (128 × 256) together, one
     /// and two input rows, and a product too small to split.

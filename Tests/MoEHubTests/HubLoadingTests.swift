@@ -113,4 +113,30 @@ import Testing
         try JSONSerialization.data(withJSONObject: unigram).write(to: URL(fileURLWithPath: "\(folder)/tokenizer.json"))
         #expect { try HubTokenizer(file: "\(folder)/tokenizer.json") } throws: { "\($0)".contains("model.type is \"Unigram\", not BPE") }
     }
+
+    /// tokenizer.json is read field by field with its type: a field of the wrong type is refused
+    /// by name; a key written twice is refused; vocabulary strings that are different text but
+    /// canonically equivalent (distinct tokens in real vocabularies) load, the string keeping the
+    /// last one's id, as when Foundation's parser read the file.
+    @Test func tokenizerFieldsAreReadByType() throws {
+        let folder = try scratchFolder(config: try fixtureConfig("mixtral"))
+        let path = "\(folder)/tokenizer.json"
+        func tokenizer(vocab: String, merges: String = "[]") throws -> HubTokenizer {
+            let text = """
+                {"model": {"type": "BPE", "vocab": \(vocab), "merges": \(merges), "unk_token": "<unk>"},
+                 "pre_tokenizer": {"type": "Metaspace", "replacement": "\u{2581}"}}
+                """
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            return try HubTokenizer(file: path)
+        }
+        let equivalent = try tokenizer(vocab: #"{"<unk>": 0, "\u00e9": 1, "e\u0301": 2}"#)
+        #expect(equivalent.encode("\u{e9}") == [0, 2])
+        #expect { try tokenizer(vocab: #"{"<unk>": 0}"#, merges: "{}") } throws: {
+            "\($0)".contains("model.merges must be a list, is an object")
+        }
+        #expect { try tokenizer(vocab: #"{"<unk>": 0, "<unk>": 1}"#) } throws: { "\($0)".contains("duplicate key \"<unk>\"") }
+        #expect { try tokenizer(vocab: #"{"<unk>": 0.5}"#) } throws: {
+            "\($0)".contains("model.vocab is missing or not an object of whole numbers")
+        }
+    }
 }
