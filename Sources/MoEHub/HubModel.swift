@@ -85,8 +85,11 @@ public struct HubModel: Sendable {
                 case .sparse(let router, let moe):
                     let began = monotonicNanoseconds()
                     let routerInput = routerInputNoise?.applied(to: u, positions: Array(offset..<offset + t), layer: i) ?? u
-                    // The linear router's product, as MoECore's `LinearRouter` runs it per layer.
-                    let logits = Linear(router)(routerInput, threads: 1)
+                    // The product on the router's weight in place: `Linear` would keep a packed
+                    // copy of every layer's router beside it (hundreds of MB for DeepSeek-V3).
+                    var logits = Tensor(uninitialized: [t, config.numExperts])
+                    Tensor.product(
+                        routerInput, transposed: false, router.value, transposed: true, into: &logits, accumulate: false, threads: 1)
                     let routerNanoseconds = Double(monotonicNanoseconds() - began) / Double(t)
                     var (y, routing) = moe(u, logits: logits, allExpertNorms: allExpertNorms, threads: threads)
                     for r in routing.indices { routing[r].routerNanoseconds = routerNanoseconds }
