@@ -43,7 +43,8 @@ public final class HelperThread: @unchecked Sendable {
     /// moescope's own decode by 15–20 % on two cores, and 200,000 polls looked slower in an
     /// earlier measurement (a spinning helper takes issue slots from the caller when the two
     /// vCPUs share a core). Between a large model's products the helper may sleep; its wake-up
-    /// is small beside them.
+    /// is small beside them. The caller waiting for the helper's share polls as long before it
+    /// yields its core.
     static let spinLimit = 100_000
 
     private init() {

@@ -901,10 +901,18 @@ public enum Kernels {
     ) {
         var i = 0
         let one = Vector(repeating: 1)
-        // The tail as one partial vector (padding 0), so every element takes the same lane
+        while i + width <= n {
+            let g = load(gate + i)
+            let d = load(dy + i)
+            let sigma = one / (one + fusedExp(-g))
+            store(d * g * sigma, dUp + i)
+            store(d * load(up + i) * sigma * (one + g * (one - sigma)), dGate + i)
+            i += width
+        }
+        // The tail as one partial vector (padding 0), so its elements take the same lane
         // arithmetic as the full vectors and the forward's σ.
-        while i < n {
-            let count = min(width, n - i)
+        if i < n {
+            let count = n - i
             let g = loadPartial(gate + i, count: count, padding: 0)
             let d = loadPartial(dy + i, count: count, padding: 0)
             let sigma = one / (one + fusedExp(-g))

@@ -276,6 +276,7 @@ extension MoEModel {
     public func forward(batch tokens: [Int], sequenceLength: Int, on tape: Tape, leaves: [Variable]) -> TapeForward {
         let parameter: (Parameter) -> Variable = { leaves[$0.declarationIndex] }
         precondition(tokens.count % sequenceLength == 0 && sequenceLength <= config.contextLength)
+        precondition(leaves.count == declaredParameters.count, "one leaf per declared parameter, in walk order (leaves(on:))")
         var x = tape.gatherRows(parameter(embedding), tokens)
         var routerState: Variable?
         var routing: [TapeRouting] = []

@@ -88,20 +88,24 @@ extension Linear: Projection {
         outputs.reserveCapacity(which.count)
         let runs = UnsafeMutableBufferPointer<Kernels.MLPRows>.allocate(capacity: which.count)
         defer { runs.deallocate() }
+        // `MLPRows` reads the packed copies through raw pointers: held here until the products
+        // end, so a `releasePackedCopies` meanwhile cannot free them under the products.
+        var held: [Kernels.PackedRows] = []
+        held.reserveCapacity(3 * which.count)
         var at = buffer
         for (i, m) in which.enumerated() {
             let rows = inputs[i].rows
             let (x, scratch) = (at, at + rows * mlps[m].gate.inFeatures)
             let y = scratch + 3 * rows * mlps[m].gate.outFeatures
             inputs[i].withBase { x.update(from: $0, count: rows * mlps[m].gate.inFeatures) }
+            let (gate, up, down) = (mlps[m].gate.weight.rowsPacked, mlps[m].up.weight.rowsPacked, mlps[m].down.weight.rowsPacked)
+            held += [gate, up, down]
             (runs.baseAddress! + i).initialize(
-                to: Kernels.MLPRows(
-                    gate: mlps[m].gate.weight.rowsPacked, up: mlps[m].up.weight.rowsPacked, down: mlps[m].down.weight.rowsPacked,
-                    input: x, rows: rows, scratch: scratch, output: y))
+                to: Kernels.MLPRows(gate: gate, up: up, down: down, input: x, rows: rows, scratch: scratch, output: y))
             outputs.append((y, rows, mlps[m].down.outFeatures))
             at = y + rows * mlps[m].down.outFeatures
         }
-        Kernels.multiplyMLPs(UnsafeBufferPointer(runs), threads: threads)
+        withExtendedLifetime(held) { Kernels.multiplyMLPs(UnsafeBufferPointer(runs), threads: threads) }
         return outputs.map {
             Tensor(shape: [$0.rows, $0.cols], scalars: Array(UnsafeBufferPointer(start: $0.at, count: $0.rows * $0.cols)))
         }

@@ -140,6 +140,7 @@ extension MoEModel: CachedRoutingModel {
     /// Every parameter's packed copies (`Parameter.releasePackedCopies`), which this model and
     /// all its copies share.
     public func releaseInferenceCopies() {
+        router.releaseDecodeWeights()
         var model = self
         model.visitParameters { $0.releasePackedCopies() }
     }

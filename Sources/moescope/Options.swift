@@ -158,7 +158,7 @@ struct TextInput<Command: TakesText>: ParsableArguments {
         case (_?, _?):
             throw CLIError("--text and --file both given — pass one")
         }
-        guard !value.isEmpty else { throw CLIError("the text is empty — give at least one character") }
+        guard !value.isEmpty else { throw InferenceError.emptyInput }  // the one input rule's message
         return value
     }
 }

@@ -306,7 +306,7 @@ import Testing
         }
     }
 
-    /// A router's product through `Linear` (what `LinearRouter` and `HubModel` run: the packed
+    /// A router's product through `Linear` (what `LinearRouter` runs: the packed
     /// rows for a few tokens, the prepacked GEMM for more) gives the bits the plain one-thread
     /// `Tensor.product` gives, on both sides of the few-rows cut.
     @Test(arguments: [(8, 64), (60, 40), (64, 33)])

@@ -193,11 +193,20 @@ import Testing
     /// Freeing a model's packed copies (the explorer does when it leaves a model) frees them for
     /// every copy of a parameter, and the next product packs them again: decoding on, after a
     /// release, gives the bits it gives without one.
-    @Test func releasedPackedCopiesAreRebuiltWithTheSameResults() throws {
-        let model = try RouterTests.model(.hybrid, seed: 5)
+    /// The GRU's gathered decode weights are released too: the packed copy they held is freed.
+    @Test(arguments: [RouterKind.hybrid, .gru])
+    func releasedPackedCopiesAreRebuiltWithTheSameResults(router: RouterKind) throws {
+        let model = try RouterTests.model(router, seed: 5)
         let copy = model.layers[0].attention.query.weight
         let packed = copy.rowsPacked
         #expect(copy.rowsPacked === packed)
+        if let gru = model.router as? GRURouter {
+            var cache = model.makeCache()
+            _ = try model.forward([RouterTests.tokens[0]], cache: &cache)  // gathers the decode weights
+            weak var projector = gru.projectors[0].rowsPacked
+            model.releaseInferenceCopies()
+            #expect(projector == nil, "the GRU's decode weights kept a released packed copy")
+        }
         func decode(releasingAfter release: Int?) throws -> [UInt32] {
             var cache = model.makeCache()
             var bits: [UInt32] = []

@@ -94,6 +94,10 @@ public struct GRURouter: Router {
 
     public var expertCount: Int { outputs[0].value.rows }
 
+    /// `DecodeWeights` holds every matrix's packed copy: released with them, or they outlive
+    /// `Parameter.releasePackedCopies`.
+    public func releaseDecodeWeights() { decodeCache.release() }
+
     /// The weights of the direct path for a few rows (a decoded token): every matrix's packed
     /// copy and the biases, gathered once, so a layer's call takes one lookup rather than a
     /// `Parameter` copy and a lock for each of its four products.

@@ -84,9 +84,15 @@ public protocol Router: Sendable, ParameterDeclaring {
     /// token's router call allocates nothing.
     func logits(
         _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int)
+    /// Frees what the direct path built beside the parameters' own packed copies (the GRU's
+    /// gathered decode weights), shared by every copy of this router.
+    func releaseDecodeWeights()
 }
 
 extension Router {
+    /// Most routers read their parameters' packed copies directly and build nothing more.
+    public func releaseDecodeWeights() {}
+
     /// The router `config` describes, its parameters read from `source`.
     public init(_ config: ModelConfig, from source: inout some WeightSource) throws {
         self.init(config)
