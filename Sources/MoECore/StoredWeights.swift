@@ -226,6 +226,14 @@ extension Kernels {
     /// independent FMA chains hide the latency; the loads of one step sit in one cache line
     /// per row) and two inputs at a time. A row's result does not depend on which group it
     /// falls in, nor an input's on whether it was paired: each is the same chain of FMAs.
+    ///
+    /// One input row (a decoded token) runs the rows one after another instead: the matrix is
+    /// then one sequential read. Four rows at once read four streams a row apart, and a row of
+    /// 2,048 BF16 columns is 4 KB (8 KB in F32), so the four loads of a step alias in the L1
+    /// (4K aliasing). Measured on one thread (`bench --read-probe`, 1 GiB of BF16, 2,048
+    /// columns, on a host whose core reads 38–42 GB/s): four rows at once with their L2 hints
+    /// 25–27 GB/s, one row at a time 33–34 (bound by its one FMA chain), two rows at once 17;
+    /// two threads 35–36 against 42–45. Each row's chain is the one it has in a group.
     @inline(__always)
     static func dotRows<Format: WeightFormat>(
         _: Format.Type, _ w: StoredMatrix, rows: Range<Int>, input: UnsafePointer<Float>,
@@ -237,7 +245,7 @@ extension Kernels {
         let ldo = w.rows
         let tailStart = chunks * pairChunk
         var r = rows.lowerBound
-        while r + 4 <= rows.upperBound {
+        while n > 1 && r + 4 <= rows.upperBound {
             let w0 = w.base + r * stride
             let w1 = w0 + stride
             let w2 = w1 + stride
