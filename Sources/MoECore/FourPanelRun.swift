@@ -54,35 +54,25 @@ extension Kernels {
                 var t3 = t0
                 var step = 0  // floats into each panel, read in `readingOrder`
                 if chunks > 0 {
+                    // One chain of every other chunk's products, four panels side by side:
+                    // `count` chunks from `first`, the panels read on from `step`.
+                    @inline(__always) func chain(_ count: Int, from first: UnsafePointer<Float>) -> (Vector, Vector, Vector, Vector) {
+                        var (a0, a1, a2, a3) = (Vector(), Vector(), Vector(), Vector())
+                        var value = first
+                        for _ in 0..<count {
+                            let b = Vector(repeating: value.pointee)
+                            a0.addProduct(b, load(w0 + step))
+                            a1.addProduct(b, load(w1 + step))
+                            a2.addProduct(b, load(w2 + step))
+                            a3.addProduct(b, load(w3 + step))
+                            step &+= width
+                            value += 2 * width
+                        }
+                        return (a0, a1, a2, a3)
+                    }
                     for lane in 0..<width {
-                        var e0 = Vector()
-                        var e1 = Vector()
-                        var e2 = Vector()
-                        var e3 = Vector()
-                        var value = x + lane
-                        for _ in 0..<evens {
-                            let b = Vector(repeating: value.pointee)
-                            e0.addProduct(b, load(w0 + step))
-                            e1.addProduct(b, load(w1 + step))
-                            e2.addProduct(b, load(w2 + step))
-                            e3.addProduct(b, load(w3 + step))
-                            step &+= width
-                            value += 2 * width
-                        }
-                        var o0 = Vector()
-                        var o1 = Vector()
-                        var o2 = Vector()
-                        var o3 = Vector()
-                        value = x + width + lane
-                        for _ in 0..<odds {
-                            let b = Vector(repeating: value.pointee)
-                            o0.addProduct(b, load(w0 + step))
-                            o1.addProduct(b, load(w1 + step))
-                            o2.addProduct(b, load(w2 + step))
-                            o3.addProduct(b, load(w3 + step))
-                            step &+= width
-                            value += 2 * width
-                        }
+                        let (e0, e1, e2, e3) = chain(evens, from: x + lane)
+                        let (o0, o1, o2, o3) = chain(odds, from: x + width + lane)
                         t0 = t0 + (e0 + o0)
                         t1 = t1 + (e1 + o1)
                         t2 = t2 + (e2 + o2)
