@@ -228,12 +228,12 @@ extension Kernels {
     /// falls in, nor an input's on whether it was paired: each is the same chain of FMAs.
     ///
     /// One input row (a decoded token) runs the rows one after another instead: the matrix is
-    /// then one sequential read. Four rows at once read four streams a row apart, and a row of
-    /// 2,048 BF16 columns is 4 KB (8 KB in F32), so the four loads of a step alias in the L1
-    /// (4K aliasing). Measured on one thread (`bench --read-probe`, 1 GiB of BF16, 2,048
-    /// columns, on a host whose core reads 38–42 GB/s): four rows at once with their L2 hints
-    /// 25–27 GB/s, one row at a time 33–34 (bound by its one FMA chain), two rows at once 17;
-    /// two threads 35–36 against 42–45. Each row's chain is the one it has in a group.
+    /// then one sequential read, where four rows at once are four streams a row apart.
+    /// Measured on one thread (`bench --read-probe`, 1 GiB of BF16, 2,048 columns, on a host
+    /// whose core reads 38–42 GB/s): four rows at once with their L2 hints 25–27 GB/s, one row
+    /// at a time 33–34 (bound by its one FMA chain), two rows at once 17, two rows with the
+    /// second half a row behind (2 KB apart, so not 4 KB aliases) 17–18; two threads 35–36
+    /// against 42–45. Each row's chain is the one it has in a group.
     @inline(__always)
     static func dotRows<Format: WeightFormat>(
         _: Format.Type, _ w: StoredMatrix, rows: Range<Int>, input: UnsafePointer<Float>,
