@@ -1,14 +1,49 @@
-extension Kernels.PackedRows {
-    /// y = x Wᵀ for one input row, every output bit for bit what `multiply` (and so `dot`) gives,
-    /// four panels (64 outputs) side by side (`FourPanelRun`).
-    func multiplyFourPanels(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-        Kernels.FourPanelRun(weights: self, input: x, output: y, panels: 0..<panelCount).run()
+extension Kernels {
+    /// A weight [outputs × inputs] packed for `FourPanelRun`: `PackedRows`' panels (16 outputs
+    /// each, inputs in `readingOrder`), with each group of four panels interleaved step by step
+    /// (the four panels' 16 floats of a step side by side), so a group is one sequential read
+    /// rather than four streams a panel apart; the panels past the last whole group follow in
+    /// `PackedRows`' layout, at the offset they have there.
+    public final class FourPanelRows: @unchecked Sendable {
+        public let outputs: Int
+        public let inputs: Int
+        let storage: UnsafeMutablePointer<Float>
+        var panelCount: Int { (outputs + PackedRows.panel - 1) / PackedRows.panel }
+
+        public init(_ weight: Tensor) {
+            let packed = PackedRows(weight)
+            (outputs, inputs) = (packed.outputs, packed.inputs)
+            let (k, panel) = (inputs, PackedRows.panel)
+            let stride = panel * k
+            let count = max(1, packed.panelCount * stride)
+            storage = .allocate(capacity: count)
+            let grouped = packed.panelCount / 4 * 4
+            for group in 0..<grouped / 4 {
+                let to = storage + 4 * group * stride
+                for step in 0..<k {
+                    for i in 0..<4 {
+                        (to + 4 * panel * step + panel * i).update(
+                            from: packed.storage + (4 * group + i) * stride + panel * step, count: panel)
+                    }
+                }
+            }
+            let rest = count - grouped * stride
+            (storage + grouped * stride).update(from: packed.storage + grouped * stride, count: rest)
+        }
+
+        deinit { storage.deallocate() }
+
+        /// y = x Wᵀ for one input row, every output bit for bit what `PackedRows.multiply` (and
+        /// so `dot`) gives, four panels (64 outputs) side by side (`FourPanelRun`).
+        func multiply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
+            FourPanelRun(weights: self, input: x, output: y).run()
+        }
     }
 }
 
 extension Kernels {
-    /// One input row times the panels `panels` of a `PackedRows`, as plain pointers and counts
-    /// (as `PanelRun`), every output bit for bit `dot`'s.
+    /// One input row times every panel of a `FourPanelRows`, as plain pointers and counts (as
+    /// `PanelRun`), every output bit for bit `dot`'s.
     ///
     /// `PanelRun` builds a panel's 16 lane sums as one chain (lane l's even and odd chunk
     /// products, then `total + (even + odd)`, sixteen times over): with a weight that sits in
@@ -27,13 +62,15 @@ extension Kernels {
         /// The panels past the last group of four, if any.
         let leftover: PanelRun?
 
-        init(weights: PackedRows, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, panels: Range<Int>) {
+        init(weights: FourPanelRows, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
             (storage, inputs, outputs) = (UnsafePointer(weights.storage), weights.inputs, weights.outputs)
-            (self.input, self.output, self.panels) = (input, output, panels)
-            let grouped = panels.lowerBound + panels.count / 4 * 4
+            (self.input, self.output, self.panels) = (input, output, 0..<weights.panelCount)
+            let grouped = panels.count / 4 * 4
             leftover =
                 grouped < panels.upperBound
-                ? PanelRun(weights: weights, input: input, output: output, panels: grouped..<panels.upperBound) : nil
+                ? PanelRun(
+                    storage: storage, inputs: inputs, outputs: outputs, input: input, output: output, panels: grouped..<panels.upperBound)
+                : nil
         }
 
         func run() {
@@ -43,8 +80,8 @@ extension Kernels {
             let (evens, odds) = ((chunks + 1) / 2, chunks / 2)
             for group in 0..<panels.count / 4 {
                 let first = panels.lowerBound + 4 * group  // the group's first panel
-                let w0 = storage + first * stride
-                let (w1, w2, w3) = (w0 + stride, w0 + 2 * stride, w0 + 3 * stride)
+                let w0 = storage + first * stride  // the group's interleaved block (`FourPanelRows`)
+                let (w1, w2, w3) = (w0 + panel, w0 + 2 * panel, w0 + 3 * panel)
                 // The lane sums start from −0, which adds nothing to any value (+0 included): the
                 // same as starting from lane 0 itself, as `dot`'s sum does. Without a full chunk,
                 // `dot` adds the tail to +0.
@@ -52,7 +89,7 @@ extension Kernels {
                 var t1 = t0
                 var t2 = t0
                 var t3 = t0
-                var step = 0  // floats into each panel, read in `readingOrder`
+                var step = 0  // floats into the group's block: four panels' 16 each a step
                 if chunks > 0 {
                     // One chain of every other chunk's products, four panels side by side:
                     // `count` chunks from `first`, the panels read on from `step`.
@@ -65,7 +102,7 @@ extension Kernels {
                             a1.addProduct(b, load(w1 + step))
                             a2.addProduct(b, load(w2 + step))
                             a3.addProduct(b, load(w3 + step))
-                            step &+= width
+                            step &+= 4 * width
                             value += 2 * width
                         }
                         return (a0, a1, a2, a3)
@@ -90,7 +127,7 @@ extension Kernels {
                     t1 = t1 + p1
                     t2 = t2 + p2
                     t3 = t3 + p3
-                    step += width
+                    step += 4 * width
                 }
                 @inline(__always) func store(_ total: Vector, index: Int) {
                     let start = (first + index) * panel

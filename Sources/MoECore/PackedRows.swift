@@ -90,6 +90,14 @@ extension Kernels {
             (self.input, self.output, self.panels) = (input, output, panels)
         }
 
+        init(
+            storage: UnsafePointer<Float>, inputs: Int, outputs: Int, input: UnsafePointer<Float>,
+            output: UnsafeMutablePointer<Float>, panels: Range<Int>
+        ) {
+            (self.storage, self.inputs, self.outputs) = (storage, inputs, outputs)
+            (self.input, self.output, self.panels) = (input, output, panels)
+        }
+
         /// The same panels of the same weight for another input and output row.
         init(_ other: PanelRun, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
             (storage, inputs, outputs, panels) = (other.storage, other.inputs, other.outputs, other.panels)

@@ -206,6 +206,9 @@ final class BuiltOnce<Built>: Sendable {
     /// Drops what was built (a product holding it keeps its own reference until it ends).
     func release() { built.withLock { $0 = nil } }
 
+    /// What was built, if anything has been yet (building nothing).
+    var ifBuilt: Built? { built.withLock { $0 } }
+
     func value(_ make: () -> Built) -> Built {
         built.withLock { built in
             if let built { return built }

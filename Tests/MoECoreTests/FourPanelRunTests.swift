@@ -16,11 +16,11 @@ import Testing
         var g = SeededGenerator(seed: UInt64(n * 1000 + k + 7))
         var w = Tensor(randomNormal: [n, k], std: 1, using: &g)
         for p in 0..<k { w.scalars[p] = -0.0 }  // a row of negative zeros
-        let packed = Kernels.PackedRows(w)
+        let packed = Kernels.FourPanelRows(w)
         let x = Tensor(randomNormal: [1, k], std: 1, using: &g)
         var y = [Float](repeating: .nan, count: n)
         x.scalars.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { packed.multiplyFourPanels(xp.baseAddress!, into: $0.baseAddress!) }
+            y.withUnsafeMutableBufferPointer { packed.multiply(xp.baseAddress!, into: $0.baseAddress!) }
             w.scalars.withUnsafeBufferPointer { wp in
                 for j in 0..<n {
                     let expected = Kernels.dot(xp.baseAddress!, wp.baseAddress! + j * k, count: k)

@@ -94,22 +94,27 @@ public struct GRURouter: Router {
 
     public var expertCount: Int { outputs[0].value.rows }
 
-    /// `DecodeWeights` holds every matrix's packed copy: released with them, or they outlive
-    /// `Parameter.releasePackedCopies`.
+    /// `DecodeWeights` holds the router's own packed copies (`FourPanelRows`), which
+    /// `Parameter.releasePackedCopies` does not reach.
     public func releaseDecodeWeights() { decodeCache.release() }
 
-    /// The weights of the direct path for a few rows (a decoded token): every matrix's packed
-    /// copy and the biases, gathered once, so a layer's call takes one lookup rather than a
-    /// `Parameter` copy and a lock for each of its four products.
+    /// The gathered decode weights, if a decoded token has built them.
+    var decodeWeightsIfBuilt: DecodeWeights? { decodeCache.ifBuilt }
+
+    /// The weights of the direct path for a few rows (a decoded token): every matrix packed for
+    /// `FourPanelRun` (each group of four panels one sequential read) and the biases, built
+    /// once, so a layer's call takes one lookup rather than a `Parameter` copy and a lock for
+    /// each of its four products. Built from the values, so the parameters' own one-row copies
+    /// (`rowsPacked`) are never made for a decoding GRU router.
     final class DecodeWeights: Sendable {
-        let projectors, outputs: [Kernels.PackedRows]
-        let weightIH, weightHH: Kernels.PackedRows
+        let projectors, outputs: [Kernels.FourPanelRows]
+        let weightIH, weightHH: Kernels.FourPanelRows
         let biasIH, biasHH: [Float]
 
         init(_ router: GRURouter) {
-            projectors = router.projectors.map(\.rowsPacked)
-            outputs = router.outputs.map(\.rowsPacked)
-            (weightIH, weightHH) = (router.weightIH.rowsPacked, router.weightHH.rowsPacked)
+            projectors = router.projectors.map { Kernels.FourPanelRows($0.value) }
+            outputs = router.outputs.map { Kernels.FourPanelRows($0.value) }
+            (weightIH, weightHH) = (Kernels.FourPanelRows(router.weightIH.value), Kernels.FourPanelRows(router.weightHH.value))
             (biasIH, biasHH) = (router.biasIH.value.scalars, router.biasHH.value.scalars)
         }
     }
@@ -135,10 +140,10 @@ public struct GRURouter: Router {
                     withBase(of: previous) { previous in
                         if let decode {
                             for r in 0..<rows {
-                                decode.projectors[layer].multiplyFourPanels(u + r * d, into: x + r * p)
-                                decode.weightIH.multiplyFourPanels(x + r * p, into: gi + r * 3 * p)
+                                decode.projectors[layer].multiply(u + r * d, into: x + r * p)
+                                decode.weightIH.multiply(x + r * p, into: gi + r * 3 * p)
                                 if let previous, let gh {
-                                    decode.weightHH.multiplyFourPanels(previous + r * p, into: gh + r * 3 * p)
+                                    decode.weightHH.multiply(previous + r * p, into: gh + r * 3 * p)
                                 }
                             }
                         } else {
@@ -152,7 +157,7 @@ public struct GRURouter: Router {
                 }
                 if let decode {
                     let output = decode.outputs[layer]
-                    for r in 0..<rows { output.multiplyFourPanels(h + r * p, into: out + r * output.outputs) }
+                    for r in 0..<rows { output.multiply(h + r * p, into: out + r * output.outputs) }
                 } else {
                     linear(h, rows: rows, outputs[layer], into: out, threads: threads)
                 }
