@@ -54,32 +54,25 @@ extension Kernels {
     /// still sees the same operations in the same order. Panels past the last whole group of
     /// four run one at a time (`PanelRun`).
     struct FourPanelRun {
-        let storage: UnsafePointer<Float>
-        let inputs, outputs: Int
-        let input: UnsafePointer<Float>
-        let output: UnsafeMutablePointer<Float>
-        let panels: Range<Int>
-        /// The panels past the last group of four, if any.
-        let leftover: PanelRun?
+        /// Every panel of the weight: the groups of four interleaved (`FourPanelRows`), the
+        /// panels past the last whole group in `PackedRows`' layout, which `PanelRun` reads.
+        let all: PanelRun
 
         init(weights: FourPanelRows, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
-            (storage, inputs, outputs) = (UnsafePointer(weights.storage), weights.inputs, weights.outputs)
-            (self.input, self.output, self.panels) = (input, output, 0..<weights.panelCount)
-            let grouped = panels.count / 4 * 4
-            leftover =
-                grouped < panels.upperBound
-                ? PanelRun(
-                    storage: storage, inputs: inputs, outputs: outputs, input: input, output: output, panels: grouped..<panels.upperBound)
-                : nil
+            all = PanelRun(
+                storage: weights.storage, inputs: weights.inputs, outputs: weights.outputs, input: input, output: output,
+                panels: 0..<weights.panelCount)
         }
 
         func run() {
-            let (x, y, k, width, panel) = (input, output, inputs, Kernels.width, PackedRows.panel)
+            let (storage, x, y, k, outputs) = (all.storage, all.input, all.output, all.inputs, all.outputs)
+            let (width, panel) = (Kernels.width, PackedRows.panel)
             let stride = panel * k  // floats from one panel to the next
             let chunks = k / width
             let (evens, odds) = ((chunks + 1) / 2, chunks / 2)
-            for group in 0..<panels.count / 4 {
-                let first = panels.lowerBound + 4 * group  // the group's first panel
+            let groups = all.panels.count / 4
+            for group in 0..<groups {
+                let first = 4 * group  // the group's first panel
                 let w0 = storage + first * stride  // the group's interleaved block (`FourPanelRows`)
                 let (w1, w2, w3) = (w0 + panel, w0 + 2 * panel, w0 + 3 * panel)
                 // The lane sums start from −0, which adds nothing to any value (+0 included): the
@@ -146,7 +139,9 @@ extension Kernels {
                 store(t2, index: 2)
                 store(t3, index: 3)
             }
-            leftover?.run()
+            if 4 * groups < all.panels.count {
+                PanelRun(storage: storage, inputs: k, outputs: outputs, input: x, output: y, panels: 4 * groups..<all.panels.count).run()
+            }
         }
     }
 }

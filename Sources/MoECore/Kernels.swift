@@ -918,7 +918,6 @@ public enum Kernels {
             let sigma = one / (one + fusedExp(-g))
             storePartial(d * g * sigma, dUp + i, count: count)
             storePartial(d * loadPartial(up + i, count: count, padding: 0) * sigma * (one + g * (one - sigma)), dGate + i, count: count)
-            i += width
         }
     }
 

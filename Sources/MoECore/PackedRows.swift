@@ -85,11 +85,8 @@ extension Kernels {
         let output: UnsafeMutablePointer<Float>
         let panels: Range<Int>
 
-        init(weights: PackedRows, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, panels: Range<Int>) {
-            (storage, inputs, outputs) = (UnsafePointer(weights.storage), weights.inputs, weights.outputs)
-            (self.input, self.output, self.panels) = (input, output, panels)
-        }
-
+        /// Panels `panels` of the weight at `storage` (`outputs` × `inputs`, in `PackedRows`'
+        /// layout from the first of those panels on).
         init(
             storage: UnsafePointer<Float>, inputs: Int, outputs: Int, input: UnsafePointer<Float>,
             output: UnsafeMutablePointer<Float>, panels: Range<Int>
@@ -98,10 +95,16 @@ extension Kernels {
             (self.input, self.output, self.panels) = (input, output, panels)
         }
 
+        init(weights: PackedRows, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, panels: Range<Int>) {
+            self.init(
+                storage: UnsafePointer(weights.storage), inputs: weights.inputs, outputs: weights.outputs, input: input, output: output,
+                panels: panels)
+        }
+
         /// The same panels of the same weight for another input and output row.
         init(_ other: PanelRun, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
-            (storage, inputs, outputs, panels) = (other.storage, other.inputs, other.outputs, other.panels)
-            (self.input, self.output) = (input, output)
+            self.init(
+                storage: other.storage, inputs: other.inputs, outputs: other.outputs, input: input, output: output, panels: other.panels)
         }
 
         /// The outputs of `panels`, each summed in `dot`'s order (see `PackedRows`).
