@@ -75,25 +75,12 @@ public struct ConfigFields: Sendable {
     }
 
     public func optionalIntArray(_ name: String, in range: ClosedRange<Int>) throws -> [Int]? {
-        guard let value = present(name) else { return nil }
-        guard let items = value.arrayValue else { throw invalid(name, "must be a list of whole numbers, is \(value.kindDescription)") }
-        return try items.map { item in
-            guard let n = item.numberValue?.exactInt, range.contains(n) else {
-                throw invalid(
-                    name, "must list whole numbers between \(range.lowerBound) and \(range.upperBound), holds \(item.kindDescription)")
-            }
-            return n
+        try optionalList(name, of: "whole numbers", each: "whole numbers between \(range.lowerBound) and \(range.upperBound)") {
+            $0.numberValue?.exactInt.flatMap { range.contains($0) ? $0 : nil }
         }
     }
 
-    public func optionalStringArray(_ name: String) throws -> [String]? {
-        guard let value = present(name) else { return nil }
-        guard let items = value.arrayValue else { throw invalid(name, "must be a list of strings, is \(value.kindDescription)") }
-        return try items.map { item in
-            guard let s = item.stringValue else { throw invalid(name, "must list strings, holds \(item.kindDescription)") }
-            return s
-        }
-    }
+    public func optionalStringArray(_ name: String) throws -> [String]? { try optionalList(name, of: "strings") { $0.stringValue } }
 
     public func optionalArray(_ name: String) throws -> [JSONValue]? {
         guard let value = present(name) else { return nil }
@@ -101,12 +88,18 @@ public struct ConfigFields: Sendable {
         return items
     }
 
-    public func optionalObjectArray(_ name: String) throws -> [JSONObject]? {
+    public func optionalObjectArray(_ name: String) throws -> [JSONObject]? { try optionalList(name, of: "objects") { $0.objectValue } }
+
+    /// A list whose every item `element` reads; messages name the list's `kind` ("must be a
+    /// list of strings") and what each item must be (`each`, by default the same).
+    private func optionalList<Element>(
+        _ name: String, of kind: String, each: String? = nil, _ element: (JSONValue) -> Element?
+    ) throws -> [Element]? {
         guard let value = present(name) else { return nil }
-        guard let items = value.arrayValue else { throw invalid(name, "must be a list of objects, is \(value.kindDescription)") }
+        guard let items = value.arrayValue else { throw invalid(name, "must be a list of \(kind), is \(value.kindDescription)") }
         return try items.map { item in
-            guard let o = item.objectValue else { throw invalid(name, "must list objects, holds \(item.kindDescription)") }
-            return o
+            guard let read = element(item) else { throw invalid(name, "must list \(each ?? kind), holds \(item.kindDescription)") }
+            return read
         }
     }
 
