@@ -16,7 +16,7 @@ extension Kernels {
             let (k, panel) = (inputs, PackedRows.panel)
             let stride = panel * k
             let count = max(1, packed.panelCount * stride)
-            storage = .allocate(capacity: count)
+            storage = Kernels.allocateLineAligned(count)
             let grouped = packed.panelCount / 4 * 4
             for group in 0..<grouped / 4 {
                 let to = storage + 4 * group * stride

@@ -28,7 +28,7 @@ extension Kernels {
             (outputs, inputs) = (weight.rows, weight.cols)
             let (n, k, panel) = (outputs, inputs, Self.panel)
             let panels = (n + panel - 1) / panel
-            storage = .allocate(capacity: max(1, panels * panel * k))
+            storage = Kernels.allocateLineAligned(panels * panel * k)
             storage.initialize(repeating: 0, count: max(1, panels * panel * k))
             let order = Self.readingOrder(inputs: k)
             weight.scalars.withUnsafeBufferPointer { w in

@@ -88,7 +88,7 @@ extension Kernels {
             }) {
                 return same.paired
             }
-            let paired = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * k))
+            let paired = Kernels.allocateLineAligned(n * k)
             for r in 0..<n { pairLayout(product.input + r * k, into: paired + r * k, columns: k, interleaved: interleaved) }
             laidOut.append((product.input, n, k, interleaved, paired))
             return paired
@@ -201,7 +201,7 @@ extension Kernels {
                 output + rows.lowerBound, ldc: w.rows, threads: 1)
             return
         }
-        let block = UnsafeMutablePointer<Float>.allocate(capacity: rows.count * k)
+        let block = Kernels.allocateLineAligned(rows.count * k)
         defer { block.deallocate() }
         for r in rows { widenRow(w, r, into: block + (r - rows.lowerBound) * k) }
         gemm(

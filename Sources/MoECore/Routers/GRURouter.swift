@@ -98,6 +98,14 @@ public struct GRURouter: Router {
     /// `Parameter.releasePackedCopies` does not reach.
     public func releaseDecodeWeights() { decodeCache.release() }
 
+    /// The gathered decode weights, built by the first decoded token. Looked up before building:
+    /// the build's closure takes a copy of the router (a retain of every parameter array), which
+    /// a call that finds them built then never makes.
+    var decodeWeights: DecodeWeights {
+        if let built = decodeCache.ifBuilt { return built }
+        return decodeCache.value { DecodeWeights(self) }
+    }
+
     /// The gathered decode weights, if a decoded token has built them.
     var decodeWeightsIfBuilt: DecodeWeights? { decodeCache.ifBuilt }
 
@@ -105,17 +113,46 @@ public struct GRURouter: Router {
     /// `FourPanelRun` (each group of four panels one sequential read) and the biases, built
     /// once, so a layer's call takes one lookup rather than a `Parameter` copy and a lock for
     /// each of its four products. Built from the values, so the parameters' own one-row copies
-    /// (`rowsPacked`) are never made for a decoding GRU router.
-    final class DecodeWeights: Sendable {
+    /// (`rowsPacked`) are never made for a decoding GRU router. Immutable once built (the
+    /// biases' memory included), so threads may share it.
+    final class DecodeWeights: @unchecked Sendable {
         let projectors, outputs: [Kernels.FourPanelRows]
         let weightIH, weightHH: Kernels.FourPanelRows
-        let biasIH, biasHH: [Float]
+        /// b_ih and b_hh, side by side [2 × 3p], held as plain memory so a call retains no array.
+        let biases: UnsafeMutablePointer<Float>
 
         init(_ router: GRURouter) {
             projectors = router.projectors.map { Kernels.FourPanelRows($0.value) }
             outputs = router.outputs.map { Kernels.FourPanelRows($0.value) }
             (weightIH, weightHH) = (Kernels.FourPanelRows(router.weightIH.value), Kernels.FourPanelRows(router.weightHH.value))
-            (biasIH, biasHH) = (router.biasIH.value.scalars, router.biasHH.value.scalars)
+            let count = 3 * router.stateSize
+            biases = .allocate(capacity: 2 * count)
+            biases.initialize(from: router.biasIH.value.scalars, count: count)
+            (biases + count).initialize(from: router.biasHH.value.scalars, count: count)
+        }
+
+        deinit { biases.deallocate() }
+
+        /// `rows` rows of u [rows × d] through layer `layer`: x = P u, the cell from `previous`
+        /// (nil: the zero state) into `hidden`, and G h into `out`, each product as `linear`
+        /// computes it.
+        func logits(
+            _ u: UnsafePointer<Float>, rows: Int, layer: Int, previous: UnsafePointer<Float>?,
+            hidden h: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>
+        ) {
+            let (projector, output) = (projectors[layer], outputs[layer])
+            let (d, p) = (projector.inputs, projector.outputs)
+            GRURouter.withCellScratch(rows: rows, stateSize: p, fromState: previous != nil) { x, gi, gh in
+                for r in 0..<rows {
+                    projector.multiply(u + r * d, into: x + r * p)
+                    weightIH.multiply(x + r * p, into: gi + r * 3 * p)
+                    if let previous, let gh { weightHH.multiply(previous + r * p, into: gh + r * 3 * p) }
+                }
+                GRURouter.gates(
+                    gi, gh, hidden: previous, biases: (UnsafePointer(biases), UnsafePointer(biases + 3 * p)), stateSize: p, rows: rows,
+                    into: h)
+                for r in 0..<rows { output.multiply(h + r * p, into: out + r * output.outputs) }
+            }
         }
     }
 
@@ -124,47 +161,57 @@ public struct GRURouter: Router {
     public func logits(
         _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int
     ) {
-        let (rows, p, d) = (u.rows, stateSize, u.cols)
+        let (rows, p) = (u.rows, stateSize)
         var hidden = state.spare.flatMap { $0.rows == rows && $0.count == rows * p ? $0 : nil } ?? Tensor(uninitialized: [rows, p])
         state.spare = nil  // this tensor's only holder is now `hidden`: written in place
         let previous = recurrent ? state.hidden : nil
-        // A few rows multiply on the packed copies (each row as `linear` computes it), more on
-        // `linear`'s GEMM path.
-        let decode = rows < Kernels.microRows ? decodeCache.value { DecodeWeights(self) } : nil
-        withScratch(rows * p + rows * 3 * p * (previous == nil ? 1 : 2)) { scratch in
-            let x = scratch
-            let gi = x + rows * p
-            let gh = previous.map { _ in gi + rows * 3 * p }
-            hidden.withMutableBase { h in
-                u.withBase { u in
-                    withBase(of: previous) { previous in
-                        if let decode {
-                            for r in 0..<rows {
-                                decode.projectors[layer].multiply(u + r * d, into: x + r * p)
-                                decode.weightIH.multiply(x + r * p, into: gi + r * 3 * p)
-                                if let previous, let gh {
-                                    decode.weightHH.multiply(previous + r * p, into: gh + r * 3 * p)
-                                }
-                            }
-                        } else {
-                            linear(u, rows: rows, projectors[layer], into: x, threads: threads)
-                            linear(x, rows: rows, weightIH, into: gi, threads: threads)
-                            if let previous, let gh { linear(previous, rows: rows, weightHH, into: gh, threads: threads) }
-                        }
-                        let biases = decode.map { ($0.biasIH, $0.biasHH) } ?? (biasIH.value.scalars, biasHH.value.scalars)
-                        gates(gi, gh, hidden: previous, biases: biases, rows: rows, into: h)
+        hidden.withMutableBase { h in
+            u.withBase { u in
+                withBase(of: previous) { previous in
+                    // A few rows multiply on the router's own packed copies (each row as `linear`
+                    // computes it), more on `linear`'s GEMM path.
+                    if rows < Kernels.microRows {
+                        decodeWeights.logits(
+                            u, rows: rows, layer: layer, previous: previous, hidden: h, into: out)
+                    } else {
+                        gemmLogits(u, rows: rows, layer: layer, previous: previous, hidden: h, into: out, threads: threads)
                     }
-                }
-                if let decode {
-                    let output = decode.outputs[layer]
-                    for r in 0..<rows { output.multiply(h + r * p, into: out + r * output.outputs) }
-                } else {
-                    linear(h, rows: rows, outputs[layer], into: out, threads: threads)
                 }
             }
         }
         state.spare = state.hidden
         state.hidden = hidden
+    }
+
+    /// `DecodeWeights.logits` for many rows, each product on `linear`'s GEMM path.
+    private func gemmLogits(
+        _ u: UnsafePointer<Float>, rows: Int, layer: Int, previous: UnsafePointer<Float>?,
+        hidden h: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>, threads: Int
+    ) {
+        let p = stateSize
+        Self.withCellScratch(rows: rows, stateSize: p, fromState: previous != nil) { x, gi, gh in
+            linear(u, rows: rows, projectors[layer], into: x, threads: threads)
+            linear(x, rows: rows, weightIH, into: gi, threads: threads)
+            if let previous, let gh { linear(previous, rows: rows, weightHH, into: gh, threads: threads) }
+            biasIH.value.withBase { bi in
+                biasHH.value.withBase { bh in
+                    Self.gates(gi, gh, hidden: previous, biases: (bi, bh), stateSize: p, rows: rows, into: h)
+                }
+            }
+            linear(h, rows: rows, outputs[layer], into: out, threads: threads)
+        }
+    }
+
+    /// A layer's intermediates in scratch memory: x [rows × p], W_ih x [rows × 3p] and, from a
+    /// state (not the zero state), W_hh h [rows × 3p].
+    static func withCellScratch(
+        rows: Int, stateSize p: Int, fromState: Bool,
+        _ body: (_ x: UnsafeMutablePointer<Float>, _ gi: UnsafeMutablePointer<Float>, _ gh: UnsafeMutablePointer<Float>?) -> Void
+    ) {
+        withScratch(rows * p + rows * 3 * p * (fromState ? 2 : 1)) { x in
+            let gi = x + rows * p
+            body(x, gi, fromState ? gi + rows * 3 * p : nil)
+        }
     }
 
     /// `body` on the base address of `tensor`'s scalars, or on nil.
@@ -178,47 +225,42 @@ public struct GRURouter: Router {
     /// the zero state, whose W_hh h is exactly 0 and is skipped (`gh` nil). Each value is
     /// computed as the tape computes it: the same sums, σ and tanh (the vector tanh, lane for
     /// lane the tape's).
-    func gates(
-        _ gi: UnsafePointer<Float>, _ gh: UnsafePointer<Float>?, hidden h: UnsafePointer<Float>?, biases: ([Float], [Float]),
-        rows: Int, into out: UnsafeMutablePointer<Float>
+    static func gates(
+        _ gi: UnsafePointer<Float>, _ gh: UnsafePointer<Float>?, hidden h: UnsafePointer<Float>?,
+        biases: (UnsafePointer<Float>, UnsafePointer<Float>), stateSize p: Int, rows: Int, into out: UnsafeMutablePointer<Float>
     ) {
-        let p = stateSize
-        biases.0.withUnsafeBufferPointer { bi in
-            biases.1.withUnsafeBufferPointer { bh in
-                let (bi, bh) = (bi.baseAddress!, bh.baseAddress!)
-                for r in 0..<rows {
-                    let i = gi + r * 3 * p
-                    let o = out + r * p
-                    let hh = gh.map { $0 + r * 3 * p }
-                    let previous = h.map { $0 + r * p }
-                    // W_hh h + b_hh for this row (just b_hh from the zero state).
-                    @inline(__always) func recurrent(_ j: Int) -> Float { hh.map { $0[j] + bh[j] } ?? bh[j] }
-                    @inline(__always) func recurrent(vector j: Int) -> Kernels.Vector {
-                        hh.map { Kernels.load($0 + j) + Kernels.load(bh + j) } ?? Kernels.load(bh + j)
-                    }
-                    // 16 lanes at a time, the same operations in the same order as the
-                    // tape's value-by-value ops (its σ and tanh are lanes of these).
-                    let one = Kernels.Vector(repeating: 1)
-                    var j = 0
-                    while j + Kernels.width <= p {
-                        let reset = Kernels.sigmoid((Kernels.load(i + j) + Kernels.load(bi + j)) + recurrent(vector: j))
-                        let z = Kernels.sigmoid((Kernels.load(i + p + j) + Kernels.load(bi + p + j)) + recurrent(vector: p + j))
-                        let gated = reset * recurrent(vector: 2 * p + j)
-                        let n = Kernels.tanh((Kernels.load(i + 2 * p + j) + Kernels.load(bi + 2 * p + j)) + gated)
-                        let carried = previous.map { z * Kernels.load($0 + j) } ?? Kernels.Vector()
-                        Kernels.store((one - z) * n + carried, o + j)
-                        j += Kernels.width
-                    }
-                    while j < p {
-                        let reset = Kernels.sigmoid((i[j] + bi[j]) + recurrent(j))
-                        let z = Kernels.sigmoid((i[p + j] + bi[p + j]) + recurrent(p + j))
-                        let gated = reset * recurrent(2 * p + j)
-                        let n = Kernels.tanh((i[2 * p + j] + bi[2 * p + j]) + gated)
-                        let (kept, carried) = ((1 - z) * n, z * (previous?[j] ?? 0))
-                        o[j] = kept + carried
-                        j += 1
-                    }
-                }
+        let (bi, bh) = biases
+        for r in 0..<rows {
+            let i = gi + r * 3 * p
+            let o = out + r * p
+            let hh = gh.map { $0 + r * 3 * p }
+            let previous = h.map { $0 + r * p }
+            // W_hh h + b_hh for this row (just b_hh from the zero state).
+            @inline(__always) func recurrent(_ j: Int) -> Float { hh.map { $0[j] + bh[j] } ?? bh[j] }
+            @inline(__always) func recurrent(vector j: Int) -> Kernels.Vector {
+                hh.map { Kernels.load($0 + j) + Kernels.load(bh + j) } ?? Kernels.load(bh + j)
+            }
+            // 16 lanes at a time, the same operations in the same order as the
+            // tape's value-by-value ops (its σ and tanh are lanes of these).
+            let one = Kernels.Vector(repeating: 1)
+            var j = 0
+            while j + Kernels.width <= p {
+                let reset = Kernels.sigmoid((Kernels.load(i + j) + Kernels.load(bi + j)) + recurrent(vector: j))
+                let z = Kernels.sigmoid((Kernels.load(i + p + j) + Kernels.load(bi + p + j)) + recurrent(vector: p + j))
+                let gated = reset * recurrent(vector: 2 * p + j)
+                let n = Kernels.tanh((Kernels.load(i + 2 * p + j) + Kernels.load(bi + 2 * p + j)) + gated)
+                let carried = previous.map { z * Kernels.load($0 + j) } ?? Kernels.Vector()
+                Kernels.store((one - z) * n + carried, o + j)
+                j += Kernels.width
+            }
+            while j < p {
+                let reset = Kernels.sigmoid((i[j] + bi[j]) + recurrent(j))
+                let z = Kernels.sigmoid((i[p + j] + bi[p + j]) + recurrent(p + j))
+                let gated = reset * recurrent(2 * p + j)
+                let n = Kernels.tanh((i[2 * p + j] + bi[2 * p + j]) + gated)
+                let (kept, carried) = ((1 - z) * n, z * (previous?[j] ?? 0))
+                o[j] = kept + carried
+                j += 1
             }
         }
     }
