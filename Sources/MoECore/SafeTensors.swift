@@ -229,7 +229,20 @@ public final class SafeTensorsFile: @unchecked Sendable {
             Self.decode(bytes, dtype: entry.dtype, into: buffer.baseAddress!, count: count)
             initialized = count
         }
+        dropPages(bytes..<bytes + entry.byteRange.count)
         return Tensor(shape: entry.shape, scalars: scalars)
+    }
+
+    /// Gives back the mapped pages wholly inside `bytes`, once copied out: a loaded checkpoint
+    /// is then held once, as Floats, not also as the file's pages until the file is closed (the
+    /// explorer loads the next router's model while the current one is still held). A later
+    /// read of those bytes maps them in again from the file.
+    private func dropPages(_ bytes: Range<UnsafeRawPointer>) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = (Int(bitPattern: bytes.lowerBound) + page - 1) / page * page
+        let end = Int(bitPattern: bytes.upperBound) / page * page
+        guard end > first, let start = UnsafeMutableRawPointer(bitPattern: first) else { return }
+        madvise(start, end - first, MADV_DONTNEED)
     }
 
     /// The tensor called `name` as it lies in the mapped file: nothing is read or converted

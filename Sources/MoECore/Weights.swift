@@ -28,7 +28,7 @@ public struct Parameter: Sendable {
     }
     /// Inference's packed copy of a matrix parameter (`rowsPacked`), built on first use.
     private var packedRowsCache = BuiltOnce<Kernels.PackedRows>()
-    /// Its copy for products of many rows (`panelsPacked`), built on first use.
+    /// Its copy for products of many rows (`panelsPackedOnReuse`), built on third use.
     private var packedPanelsCache = BuiltOnce<Kernels.PackedPanels>()
     /// Its place in the walk of the model that declared it (`numberParameters()`), −1 until
     /// numbered: a tape forward handed one leaf per parameter in walk order reads this one's
@@ -40,9 +40,16 @@ public struct Parameter: Sendable {
     /// a decoded model holds each matrix it has used twice.
     public var rowsPacked: Kernels.PackedRows { packedRowsCache.value { Kernels.PackedRows(value) } }
 
-    /// Wᵀ packed in the GEMM's panels for products of many rows (`Kernels.PackedPanels`),
-    /// built the first time such a product asks, kept while the value is not changed.
-    var panelsPacked: Kernels.PackedPanels { packedPanelsCache.value { Kernels.PackedPanels(value) } }
+    /// Wᵀ packed in the GEMM's panels for products of many rows (`Kernels.PackedPanels`), kept
+    /// from the third such product on, while the value is not changed; nil before that, when
+    /// the product packs its panels for itself. One pass of the explorer multiplies an expert
+    /// twice (every expert for the norms, then the chosen ones), so the explorer's pass over a
+    /// text holds no second copy of the weights, while a run of passes (analyze's windows, an
+    /// edited text) packs each matrix once more and then reads the kept copy.
+    var panelsPackedOnReuse: Kernels.PackedPanels? {
+        packedPanelsCache.value(onAsk: Self.productsBeforePanelsKept + 1) { Kernels.PackedPanels(value) }
+    }
+    static let productsBeforePanelsKept = 2
 
     /// Frees the packed copies (every copy of this parameter shares them); the next product
     /// that needs one packs it again. For a model about to be replaced: the explorer's switch
@@ -197,23 +204,29 @@ public struct NamedTensors: WeightSource {
     }
 }
 
-/// A copy of a parameter's value in another layout (`Parameter.rowsPacked`, `panelsPacked`),
+/// A copy of a parameter's value in another layout (`Parameter.rowsPacked`, `panelsPackedOnReuse`),
 /// built by the first product that asks and shared after it by every thread and every copy of
 /// the `Parameter`, until one of them is assigned a new value (which starts a new one).
-final class BuiltOnce<Built>: Sendable {
-    private let built = Mutex<Built?>(nil)
+final class BuiltOnce<Built: Sendable>: Sendable {
+    private let state = Mutex<(built: Built?, asks: Int)>((nil, 0))
 
     /// Drops what was built (a product holding it keeps its own reference until it ends).
-    func release() { built.withLock { $0 = nil } }
+    func release() { state.withLock { $0 = (nil, 0) } }
 
     /// What was built, if anything has been yet (building nothing).
-    var ifBuilt: Built? { built.withLock { $0 } }
+    var ifBuilt: Built? { state.withLock { $0.built } }
 
-    func value(_ make: () -> Built) -> Built {
-        built.withLock { built in
-            if let built { return built }
+    func value(_ make: () -> Built) -> Built { value(onAsk: 1, make)! }
+
+    /// What was built, building it on the `ask`th request (counted from the start or the last
+    /// `release`); nil before that.
+    func value(onAsk ask: Int, _ make: () -> Built) -> Built? {
+        state.withLock { state in
+            if let built = state.built { return built }
+            state.asks += 1
+            guard state.asks >= ask else { return nil }
             let made = make()
-            built = made
+            state.built = made
             return made
         }
     }

@@ -43,6 +43,20 @@ import Testing
         }
     }
 
+    /// Reading a tensor gives its file pages back (`dropPages`): reading it again, or the
+    /// tensors beside it, whose pages it shares at its ends, gives the same values.
+    @Test func tensorsReadAgainAfterTheirPagesAreDropped() throws {
+        var g = SeededGenerator(seed: 4)
+        let tensors = ["a": [3, 1001], "b": [5000], "c": [7], "d": [2, 2048]].mapValues { Tensor(randomNormal: $0, std: 1, using: &g) }
+        let file = path("pages.safetensors")
+        try SafeTensorsFile.write(tensors, to: file)
+        let loaded = try SafeTensorsFile(path: file)
+        for name in ["b", "a", "b", "c", "d", "a", "d"] {
+            #expect(try loaded.tensor(name).scalars.map(\.bitPattern) == tensors[name]!.scalars.map(\.bitPattern), "\(name)")
+        }
+        #expect(try loaded.mapped("b").decoded().scalars.map(\.bitPattern) == tensors["b"]!.scalars.map(\.bitPattern))
+    }
+
     @Test func bfloat16RoundsToNearestEven() {
         #expect(SafeTensorsFile.bfloat16Bits(1) == 0x3F80)
         #expect(SafeTensorsFile.bfloat16Bits(Float(bitPattern: 0x3F80_8000)) == 0x3F80)  // tie → even

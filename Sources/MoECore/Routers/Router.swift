@@ -148,11 +148,11 @@ func linear(_ x: UnsafePointer<Float>, rows: Int, _ weight: Parameter, into out:
         }
         return Kernels.multiplyRows([.init(weights: packed, input: x, rows: rows, output: out)], threads: threads)
     }
-    let panels = weight.panelsPacked
+    let panels = weight.panelsPackedOnReuse
     weight.value.scalars.withUnsafeBufferPointer { w in
         Kernels.gemm(
             m: rows, n: n, k: k, Kernels.Operand(x, leadingDimension: k),
-            Kernels.Operand(w.baseAddress!, leadingDimension: k).transposed, out, ldc: n, threads: threads, prepacked: panels.packed)
+            Kernels.Operand(w.baseAddress!, leadingDimension: k).transposed, out, ldc: n, threads: threads, prepacked: panels?.packed)
     }
     withExtendedLifetime(panels) {}
 }
