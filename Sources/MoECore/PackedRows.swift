@@ -238,6 +238,11 @@ extension Kernels {
             self.down = PanelRun(weights: down, input: scratch + 2 * rows * h, output: y, panels: 0..<down.panelCount)
         }
 
+        /// Weight floats the MLP reads over its rows (the cost `multiplyMLPs` splits by).
+        var weightFloatsRead: Int {
+            rows * PackedRows.panel * (gate.inputs * (gate.panels.count + up.panels.count) + down.inputs * down.panels.count)
+        }
+
         /// Each product row by row as `PackedRows.multiply` computes it, SiLU(g) ⊙ u as
         /// `Kernels.swiglu` does: the values of the gate/up, swiglu, down sequence `SwiGLU` runs.
         func run() {
@@ -255,11 +260,13 @@ extension Kernels {
 
     /// Several MLPs on few rows each (a decoded token's chosen experts), each run whole by one
     /// thread: the first half on this one, the rest on the helper (`HelperThread`) when
-    /// `threads` > 1. One hand-off per MoE layer instead of one for the gate and up products
+    /// `threads` > 1 and the weights they read reach `minimumFloatsToSplit` (a tiny model's
+    /// experts measured slower handed over). One hand-off per MoE layer instead of one for the gate and up products
     /// and another for the down products, and the SwiGLU step runs on both cores. Each output is
     /// the same sum whichever thread computes it.
     public static func multiplyMLPs(_ mlps: UnsafeBufferPointer<MLPRows>, threads: Int) {
-        guard threads > 1, mlps.count > 1, let helper = HelperThread.shared else {
+        let cost = mlps.reduce(0) { $0 + $1.weightFloatsRead }
+        guard threads > 1, mlps.count > 1, cost >= minimumFloatsToSplit, let helper = HelperThread.shared else {
             for mlp in mlps { mlp.run() }
             return
         }

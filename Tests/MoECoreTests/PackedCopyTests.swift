@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import MoECore
@@ -40,6 +41,25 @@ import Testing
         #expect(third != nil && ask() === third && builds == 1)
         cache.release()
         #expect(cache.ifBuilt == nil && ask() == nil && ask() == nil && ask() != nil && builds == 2)
+    }
+
+    /// Threads asking at once, before anything is built, get one copy, built once; a lookup
+    /// once built reads it without the lock.
+    @Test func builtOnceBuildsOnceForThreadsAskingAtOnce() {
+        let cache = BuiltOnce<Kernels.PackedRows>()
+        let builds = Mutex(0)
+        let w = Tensor(shape: [2, 2], scalars: [1, 2, 3, 4])
+        let seen = Mutex<[ObjectIdentifier]>([])
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            let copy = cache.value {
+                builds.withLock { $0 += 1 }
+                return Kernels.PackedRows(w)
+            }
+            seen.withLock { $0.append(ObjectIdentifier(copy)) }
+        }
+        #expect(builds.withLock { $0 } == 1)
+        #expect(Set(seen.withLock { $0 }).count == 1)
+        #expect(cache.ifBuilt.map(ObjectIdentifier.init) == seen.withLock { $0.first })
     }
 
     /// A weight's many-row products before its panels are kept (each packing its own) and
