@@ -93,6 +93,8 @@ public enum Kernels {
 
     /// `gemm` with B already packed (`PackedB`: a weight's `PackedPanels`), read by the whole
     /// product or by each share of its rows.
+    ///
+    /// Whether a product of this shape reads `prepacked` is `readsPrepacked(m:n:k:threads:)`.
     static func gemm(
         m: Int, n: Int, k: Int, _ a: Operand, _ b: Operand, _ c: UnsafeMutablePointer<Float>, ldc: Int,
         accumulate: Bool = false, threads available: Int, prepacked: PackedB?
@@ -130,6 +132,12 @@ public enum Kernels {
                     UnsafeMutablePointer(bitPattern: cBits)! + first, ldc: ldc, accumulate: accumulate)
             }
         }
+    }
+
+    /// Whether `gemm` reads a `prepacked` B at this shape: not for a handful of rows (B read in
+    /// place) nor when it splits the columns between threads (each share packs its own).
+    static func readsPrepacked(m: Int, n: Int, k: Int, threads: Int) -> Bool {
+        m >= microRows && (threadsUsed(m: m, k: k, n: n, threads: threads) <= 1 || m >= n)
     }
 
     /// Runs `body(i)` for every i in 0..<count, spread over `threads` cores (in the calling

@@ -75,6 +75,7 @@ extension Linear: Projection {
         guard threads > 1, which.count > 1, inputs.allSatisfy({ $0.rows < Kernels.microRows }) else {
             return applyMLPsInTwoSplits(mlps, which, on: inputs, threads: threads)
         }
+        precondition(which.allSatisfy(mlps.indices.contains), "expert index outside 0..<\(mlps.count)")  // read unchecked below
         let packed = mlps.withUnsafeBufferPointer { mlps in which.map { SwiGLU.packedRows(of: mlps, at: $0) } }
         // Per MLP: its input rows, 3 × rows × hidden of scratch, its output rows; one buffer.
         var floats = 0
@@ -99,8 +100,7 @@ extension Linear: Projection {
             outputs.append((y, rows, mlp.down.outputs))
             at = y + rows * mlp.down.outputs
         }
-        // `MLPRows` reads the packed copies through raw pointers: held until the products end,
-        // so a `releasePackedCopies` meanwhile cannot free them under the products.
+        // `MLPRows` reads the packed copies through raw pointers: held until the products end.
         withExtendedLifetime(packed) { Kernels.multiplyMLPs(UnsafeBufferPointer(runs), threads: threads) }
         return outputs.map {
             Tensor(shape: [$0.rows, $0.cols], scalars: Array(UnsafeBufferPointer(start: $0.at, count: $0.rows * $0.cols)))

@@ -24,7 +24,8 @@ public protocol RoutingModel: Sendable {
     var weightBytes: Int { get }
     /// A decoder at position 0.
     func makeDecoder() -> any RoutingDecoder
-    /// Frees what the model built for speed beside its weights, rebuilt when next needed.
+    /// Frees what the model built for speed beside its weights, rebuilt when next needed. Only
+    /// while nothing runs the model: lookups read those copies without a lock (`BuiltOnce`).
     func releaseInferenceCopies()
     /// Routes independent sequences, each from position 0 (a long text's context windows):
     /// each one's routing, without the GRU router's state, and its next-token logits after its

@@ -54,7 +54,8 @@ public struct Parameter: Sendable {
 
     /// Frees the packed copies (every copy of this parameter shares them); the next product
     /// that needs one packs it again. For a model about to be replaced: the explorer's switch
-    /// to another router, which would otherwise hold both models' copies at once.
+    /// to another router, which would otherwise hold both models' copies at once. Only while
+    /// no product reads this parameter: lookups read the copies without a lock (`BuiltOnce`).
     public func releasePackedCopies() {
         packedRowsCache.release()
         packedPanelsCache.release()

@@ -126,6 +126,7 @@ public struct GRURouter: Router {
             outputs = router.outputs.map { Kernels.FourPanelRows($0.value) }
             (weightIH, weightHH) = (Kernels.FourPanelRows(router.weightIH.value), Kernels.FourPanelRows(router.weightHH.value))
             let count = 3 * router.stateSize
+            precondition(router.biasIH.value.count == count && router.biasHH.value.count == count, "GRU biases are not [3p]")
             biases = .allocate(capacity: 2 * count)
             biases.initialize(from: router.biasIH.value.scalars, count: count)
             (biases + count).initialize(from: router.biasHH.value.scalars, count: count)

@@ -85,7 +85,8 @@ public protocol Router: Sendable, ParameterDeclaring {
     func logits(
         _ u: Tensor, tokens: [Int], layer: Int, state: inout RouterDepthState, into out: UnsafeMutablePointer<Float>, threads: Int)
     /// Frees what the direct path built beside the parameters' own packed copies (the GRU's
-    /// gathered decode weights), shared by every copy of this router.
+    /// gathered decode weights), shared by every copy of this router. Only while nothing runs
+    /// the router: lookups read those weights without a lock (`BuiltOnce`).
     func releaseDecodeWeights()
 }
 
@@ -148,7 +149,8 @@ func linear(_ x: UnsafePointer<Float>, rows: Int, _ weight: Parameter, into out:
         }
         return Kernels.multiplyRows([.init(weights: packed, input: x, rows: rows, output: out)], threads: threads)
     }
-    let panels = weight.panelsPackedOnReuse
+    // Only a product that will read them counts towards keeping the panels.
+    let panels = Kernels.readsPrepacked(m: rows, n: n, k: k, threads: threads) ? weight.panelsPackedOnReuse : nil
     weight.value.scalars.withUnsafeBufferPointer { w in
         Kernels.gemm(
             m: rows, n: n, k: k, Kernels.Operand(x, leadingDimension: k),
