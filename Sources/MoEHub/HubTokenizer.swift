@@ -77,7 +77,7 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         }
         for text in vocabObject.keys {
             guard let id = vocabObject[text]?.numberValue?.exactInt else {
-                throw refuse("model.vocab is missing or not an object of whole numbers")
+                throw refuse("model.vocab gives \"\(text.prefix(40))\" an id that is not a whole number; every id must be one")
             }
             guard id >= 0, id < SizeLimits.vocabulary else {
                 throw refuse("model.vocab gives \"\(text)\" the id \(id), outside 0…\(SizeLimits.vocabulary - 1)")

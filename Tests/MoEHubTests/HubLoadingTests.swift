@@ -136,6 +136,9 @@ import Testing
         }
         #expect { try tokenizer(vocab: #"{"<unk>": 0, "<unk>": 1}"#) } throws: { "\($0)".contains("duplicate key \"<unk>\"") }
         #expect { try tokenizer(vocab: #"{"<unk>": 0.5}"#) } throws: {
+            "\($0)".contains("model.vocab gives \"<unk>\" an id that is not a whole number")
+        }
+        #expect { try tokenizer(vocab: #"["<unk>"]"#) } throws: {
             "\($0)".contains("model.vocab is missing or not an object of whole numbers")
         }
     }
