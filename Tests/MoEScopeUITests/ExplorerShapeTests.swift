@@ -150,6 +150,22 @@ struct DecoderWrappedModel: RoutingModel {
         #expect(!footer.hasSuffix("…") || state.message != nil, "\(context): footer cut: \(footer)")
     }
 
+    /// The gate-vs-norm list's headings each sit apart over their own column, at every size:
+    /// the id column (4 wide for 8 experts, 5 for 64) is narrower than the word "expert".
+    @Test(arguments: shapes.prefix(2))
+    func gateNormHeadingsStayApart(_ shape: Shape) throws {
+        var state = try Self.state(try Self.model(shape))
+        state.handle(.end)
+        while state.view != .expertNorms { state.handle(.tab) }
+        for (width, height) in Self.sizes {
+            let grid = ExplorerRenderer.render(state, width: width, height: height)
+            let headings = try #require(
+                (0..<height).map(grid.line).first { $0.contains("router probability") }, "\(shape) \(width)×\(height)\n\(grid.text)")
+            #expect(headings.contains(" router probability ") && headings.contains(" ‖expert output‖"), "\(shape): \(headings)")
+            #expect(headings.contains("│ E ") || headings.contains("│ expert "), "\(shape): \(headings)")
+        }
+    }
+
     @Test(arguments: shapes)
     func everyViewFitsEverySize(_ shape: Shape) throws {
         var state = try Self.state(try Self.model(shape))

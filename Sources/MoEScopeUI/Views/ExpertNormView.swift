@@ -58,10 +58,15 @@ enum ExpertNormView {
         let maxNorm = Double(norms.filter(\.isFinite).max() ?? 1)
         let idWidth = "\(state.numExperts - 1)".count + 3
         let barWidth = max(4, (inner.width - idWidth - 16) / 2)
-        grid.put(
-            "expert".padding(toLength: idWidth + 1, withPad: " ", startingAt: 0)
-                + "router probability".padding(toLength: barWidth + 6, withPad: " ", startingAt: 0)
-                + "‖expert output‖", x: inner.x, y: inner.y, style: CellStyle(bold: true), maxWidth: inner.width)
+        // Each heading over its column, clipped to it: "expert" ran into the next heading where
+        // the id column is narrower than the word (up to 99 experts).
+        let (barX, normX) = (inner.x + idWidth + 1, inner.x + idWidth + barWidth + 7)
+        for (heading, x, width) in [
+            (idWidth >= 6 ? "expert" : "E", inner.x, idWidth), ("router probability", barX, barWidth + 5),
+            ("‖expert output‖", normX, inner.maxX - normX),
+        ] {
+            grid.put(heading, x: x, y: inner.y, style: CellStyle(bold: true), maxWidth: width)
+        }
         let position = context.order.firstIndex(of: state.expert) ?? 0
         let window = ListWindow(total: state.numExperts, visible: listRows, selected: position)
         for (row, index) in window.range.enumerated() {
@@ -73,17 +78,16 @@ enum ExpertNormView {
             grid.put(
                 ((chosen ? "▸E" : " E") + "\(e)").padding(toLength: idWidth, withPad: " ", startingAt: 0), x: inner.x, y: y, style: idStyle)
             let p = Double(routing.probabilities[e])
-            let x = inner.x + idWidth + 1
-            grid.put(Palette.bar(p, width: barWidth), x: x, y: y, style: context.palette.expert(e))
+            grid.put(Palette.bar(p, width: barWidth), x: barX, y: y, style: context.palette.expert(e))
             grid.put(
-                p.isFinite ? String(format: "%4.2f", p) : " nan", x: x + barWidth + 1, y: y,
+                p.isFinite ? String(format: "%4.2f", p) : " nan", x: barX + barWidth + 1, y: y,
                 style: p.isFinite ? .plain : context.palette.nonFinite)
             if e < norms.count {
                 let n = Double(norms[e])
-                let x2 = x + barWidth + 6
-                grid.put(Palette.bar(maxNorm > 0 ? n / maxNorm : 0, width: barWidth), x: x2, y: y, style: CellStyle(dim: !chosen))
+                grid.put(Palette.bar(maxNorm > 0 ? n / maxNorm : 0, width: barWidth), x: normX, y: y, style: CellStyle(dim: !chosen))
                 grid.put(
-                    n.isFinite ? String(format: "%6.3f", n) : "   nan", x: x2 + barWidth + 1, y: y, maxWidth: inner.maxX - x2 - barWidth - 1
+                    n.isFinite ? String(format: "%6.3f", n) : "   nan", x: normX + barWidth + 1, y: y,
+                    maxWidth: inner.maxX - normX - barWidth - 1
                 )
             }
         }
