@@ -53,6 +53,13 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
     }()
     static let characterToByte: [Character: UInt8] = Dictionary(uniqueKeysWithValues: byteToCharacter.enumerated().map { ($1, UInt8($0)) })
 
+    /// A token's text as a message shows it: quoted, at most 40 characters, control characters
+    /// escaped, so a hostile vocabulary still gets a one-line error.
+    static func quoted(_ text: String) -> String {
+        let shown = text.count > 40 ? text.prefix(40) + "…" : Substring(text)
+        return "\"" + shown.unicodeScalars.map { $0.escaped(asASCII: false) }.joined() + "\""
+    }
+
     public init(file path: String) throws {
         let folder = (path as NSString).deletingLastPathComponent
         @Sendable func refuse(_ detail: String) -> HubError { .unsupportedTokenizer(path: folder, detail: detail) }
@@ -77,10 +84,10 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
         }
         for text in vocabObject.keys {
             guard let id = vocabObject[text]?.numberValue?.exactInt else {
-                throw refuse("model.vocab gives \"\(text.prefix(40))\" an id that is not a whole number; every id must be one")
+                throw refuse("model.vocab gives \(Self.quoted(text)) an id that is not a whole number; every id must be one")
             }
             guard id >= 0, id < SizeLimits.vocabulary else {
-                throw refuse("model.vocab gives \"\(text)\" the id \(id), outside 0…\(SizeLimits.vocabulary - 1)")
+                throw refuse("model.vocab gives \(Self.quoted(text)) the id \(id), outside 0…\(SizeLimits.vocabulary - 1)")
             }
             vocab[text] = id
         }
@@ -231,7 +238,7 @@ public struct HubTokenizer: TextTokenizer, @unchecked Sendable {
             }
             guard id >= 0, id < SizeLimits.vocabulary, !content.isEmpty else {
                 throw refuse(
-                    "added_tokens has an entry with id \(id) and content \"\(content)\"; ids must be in 0…\(SizeLimits.vocabulary - 1) and contents non-empty"
+                    "added_tokens has an entry with id \(id) and content \(Self.quoted(content)); ids must be in 0…\(SizeLimits.vocabulary - 1) and contents non-empty"
                 )
             }
             special[content] = id

@@ -138,6 +138,12 @@ import Testing
         #expect { try tokenizer(vocab: #"{"<unk>": 0.5}"#) } throws: {
             "\($0)".contains("model.vocab gives \"<unk>\" an id that is not a whole number")
         }
+        // A hostile token's text stays on one short line: escaped, clipped to 40 characters.
+        let long = String(repeating: "x", count: 100)
+        #expect { try tokenizer(vocab: #"{"<unk>": 0, "two\nlines\#(long)": 2000000000}"#) } throws: {
+            let message = "\($0)"
+            return !message.contains("\n") && message.contains(#""two\nlines"#) && message.contains("x…\"") && message.count < 400
+        }
         #expect { try tokenizer(vocab: #"["<unk>"]"#) } throws: {
             "\($0)".contains("model.vocab is missing or not an object of whole numbers")
         }
